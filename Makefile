@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` (main job on the embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint dev sandbox bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ledger-pipeline demo
+
+test: $(STAMP)
+	$(BIN)/ruff check ledger_pipeline ledger_pipeline_tests bench
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check ledger_pipeline ledger_pipeline_tests bench
+
+dev: $(STAMP)
+	DAGSTER_HOME=$(CURDIR)/dagster_home $(BIN)/dagster dev -h 127.0.0.1
+
+sandbox: $(STAMP)
+	$(BIN)/ledger-pipeline sandbox
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf data/*.sqlite* data/*.duckdb* data/work data/locks data/sandbox*

@@ -1,0 +1,1 @@
+"""ledger_pipeline: monthly R2a P&L -> balanced journal entries -> Jurnal.id, with DuckDB for analysts."""

@@ -1,0 +1,135 @@
+"""Ledger layer: balanced journal entries and lines per tenant-month, validated by the pandera contract."""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+
+from ledger_pipeline.assets.metadata import lineage, preview, table_result_metadata, table_spec_metadata
+from ledger_pipeline.ledger.journal import build_journal
+from ledger_pipeline.ledger.mapping import load_mapping
+from ledger_pipeline.ledger.schemas import JournalLines, validate_lines, validated_entries
+from ledger_pipeline.partitions import monthly_partitions, window_dates
+from ledger_pipeline.resources import WarehouseResource
+from ledger_pipeline.settings import load_settings
+from ledger_pipeline.warehouse.store import replace_rows, transaction, window_where
+
+DEPS = ["r2a_pl_monthly", "jurnal_gl_accounts"]
+DETAIL_SQL = f"""SELECT tenant_id, period, category, subcategory, CAST(amount * 100 AS BIGINT) AS amount_minor,
+                        currency, source_rows FROM r2a.pl_monthly_detail WHERE {window_where()}"""
+ACCOUNTS_SQL = "SELECT tenant_id, account_id, number, name, archived FROM jurnal.gl_accounts"
+
+
+def run_window(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date] | None:
+    """The partition window of the run a check executes in (single or ranged), None outside a partitioned run."""
+    tags = context.run.tags
+    start = tags.get("dagster/asset_partition_range_start") or tags.get("dagster/partition")
+    end = tags.get("dagster/asset_partition_range_end") or start
+    if not start:
+        return None
+    return (monthly_partitions.time_window_for_partition_key(start).start.date(),
+            monthly_partitions.time_window_for_partition_key(end).end.date())
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("journal_entries", deps=DEPS, group_name="ledger", kinds={"pandas", "duckdb"},
+                     metadata=table_spec_metadata("ledger.journal_entries"),
+                     description="One balanced journal entry per tenant-month (ledger.journal_entries)."),
+        dg.AssetSpec("journal_lines", deps=DEPS, group_name="ledger", kinds={"pandera", "duckdb"},
+                     metadata={**table_spec_metadata("ledger.journal_lines"),
+                               "contract": dg.MetadataValue.md(f"pandera model `{JournalLines.__name__}`")},
+                     description="The entries' lines, validated by the JournalLines pandera contract; failing "
+                                 "entries go to ledger.rejections (stage validate)."),
+    ],
+    partitions_def=monthly_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="duckdb",
+)
+def journal(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # noqa: ANN201
+    start, end = window_dates(*context.partition_time_window)
+    wh = warehouse.warehouse
+    with wh.connect() as con:
+        detail = con.execute(DETAIL_SQL, [start, end]).fetchdf()
+        accounts = con.execute(ACCOUNTS_SQL).fetchdf()
+    build = build_journal(detail, accounts, load_mapping(load_settings().account_mapping_path))
+    lines, invalid = validate_lines(build.lines, start, end)
+    entries = validated_entries(lines, build.entries)
+    stamp = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    run = {"run_id": context.run_id}
+    rejections = pd.concat([build.rejections, invalid], ignore_index=True).assign(**run, recorded_at=stamp)
+    with wh.connect() as con, transaction(con):
+        replace_rows(con, "ledger.journal_entries", entries.assign(**run, built_at=stamp), window_where(),
+                     [start, end])
+        replace_rows(con, "ledger.journal_lines", lines.assign(**run), window_where(), [start, end])
+        replace_rows(con, "ledger.rejections", rejections,
+                     window_where() + " AND stage IN ('map', 'validate')", [start, end])
+    wh.publish()
+    for _, r in rejections.head(20).iterrows():
+        context.log.warning(f"rejected at {r['stage']}: {r['detail']}")
+    balanced = bool((entries["total_debit_minor"] == entries["total_credit_minor"]).all())
+    common = {
+        "window": f"{start} .. {end}",
+        "rejected_tenant_months": len(rejections),
+        "no_activity_tenant_months": len(build.no_activity),
+        "rejections_preview": preview(rejections[["tenant_id", "period", "stage", "reason"]]),
+    }
+    amount = [("r2a_pl_monthly", "revenue"), ("r2a_pl_monthly", "cogs"), ("r2a_pl_monthly", "expenses")]
+    yield dg.MaterializeResult(asset_key="journal_entries", metadata=table_result_metadata(
+        "ledger.journal_entries", entries, {
+            **common, "all_balanced": balanced,
+            "dagster/column_lineage": lineage({
+                "tenant_id": [("r2a_pl_monthly", "tenant_id")], "period": [("r2a_pl_monthly", "period")],
+                "total_debit": amount, "total_credit": amount, "net_income": [("r2a_pl_monthly", "net_income")],
+                "source_rows": [("r2a_pl_monthly", "source_rows")],
+            })}))
+    yield dg.MaterializeResult(asset_key="journal_lines", metadata=table_result_metadata(
+        "ledger.journal_lines", lines, {
+            **common,
+            "dagster/column_lineage": lineage({
+                "debit": amount, "credit": amount,
+                "account_id": [("jurnal_gl_accounts", "account_id")],
+                "account_number": [("jurnal_gl_accounts", "number")],
+                "account_name": [("jurnal_gl_accounts", "name")],
+                "category": [("r2a_pl_monthly", "revenue")],
+            })}))
+
+
+@dg.asset_check(asset="journal_lines", blocking=True, pool="duckdb",
+                description="Every entry in the window balances exactly (debits = credits), has >= 2 lines, "
+                            "and every line has exactly one positive side.")
+def journal_balances(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    window = run_window(context)
+    where, params = (window_where("l.period"), list(window)) if window else ("TRUE", [])
+    with warehouse.warehouse.connect() as con:
+        bad = con.execute(f"""
+            SELECT l.tenant_id, l.period, l.custom_id, SUM(l.debit) AS debit, SUM(l.credit) AS credit,
+                   COUNT(*) AS lines, COUNT(*) FILTER (WHERE (l.debit > 0) = (l.credit > 0)) AS two_sided
+            FROM ledger.journal_lines l WHERE {where} GROUP BY ALL
+            HAVING SUM(l.debit) <> SUM(l.credit) OR COUNT(*) < 2 OR two_sided > 0
+            ORDER BY l.tenant_id, l.period""", params).fetchdf()
+    return dg.AssetCheckResult(
+        passed=bad.empty,
+        metadata={"unbalanced_entries": len(bad), "window": str(window), "failures": preview(bad)},
+        description=None if bad.empty else f"{len(bad)} entries do not balance: " + ", ".join(bad["custom_id"][:10]),
+    )
+
+
+@dg.asset_check(asset="journal_entries", pool="duckdb",
+                description="Nothing silently dropped: every R2a tenant-month with activity is either a journal "
+                            "entry or a rejection.")
+def journal_complete(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    window = run_window(context)
+    where, params = (window_where("p.period"), list(window)) if window else ("TRUE", [])
+    with warehouse.warehouse.connect() as con:
+        missing = con.execute(f"""
+            SELECT p.tenant_id, p.period FROM r2a.pl_monthly p
+            WHERE {where}
+              AND (p.revenue <> 0 OR p.cogs <> 0 OR p.expenses <> 0)
+              AND NOT EXISTS (SELECT 1 FROM ledger.journal_entries e
+                              WHERE e.tenant_id = p.tenant_id AND e.period = p.period)
+              AND NOT EXISTS (SELECT 1 FROM ledger.rejections r
+                              WHERE r.tenant_id = p.tenant_id AND r.period = p.period)
+            ORDER BY 1, 2""", params).fetchdf()
+    return dg.AssetCheckResult(passed=missing.empty, metadata={"unaccounted_tenant_months": len(missing),
+                                                               "preview": preview(missing)})

@@ -1,0 +1,74 @@
+"""R2a layer: the monthly P&L extracted from R2a's database into DuckDB."""
+
+import dagster as dg
+import pandas as pd
+
+from ledger_pipeline.assets.metadata import lineage, preview, table_result_metadata, table_spec_metadata
+from ledger_pipeline.partitions import monthly_partitions, window_dates
+from ledger_pipeline.r2a.extract import extract
+from ledger_pipeline.resources import R2aDatabase, WarehouseResource
+from ledger_pipeline.warehouse.store import replace_rows, transaction, window_where
+
+R2A_SOURCE = dg.AssetSpec(
+    "r2a_transactions",
+    description="R2a's r2a_transactions table (external source, read through SQLAlchemy).",
+    group_name="r2a",
+    kinds={"sql"},
+)
+
+
+@dg.asset(
+    deps=[R2A_SOURCE],
+    partitions_def=monthly_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="duckdb",
+    group_name="r2a",
+    kinds={"sql", "duckdb"},
+    metadata=table_spec_metadata("r2a.pl_monthly"),
+    description="Each tenant's monthly P&L (revenue, COGS, expenses, net income) with its category/subcategory "
+    "detail in r2a.pl_monthly_detail. Tenant-months with bad source rows go to ledger.rejections (stage extract).",
+)
+def r2a_pl_monthly(context: dg.AssetExecutionContext, r2a: R2aDatabase,
+                   warehouse: WarehouseResource) -> dg.MaterializeResult:
+    start, end = window_dates(*context.partition_time_window)
+    x = extract(r2a.engine, start, end)
+    stamp = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    run = {"run_id": context.run_id}
+    monthly = x.monthly.assign(**run, extracted_at=stamp)
+    detail = x.detail.assign(**run)
+    rejections = x.rejections.assign(**run, recorded_at=stamp)
+    wh = warehouse.warehouse
+    with wh.connect() as con, transaction(con):
+        replace_rows(con, "r2a.pl_monthly", monthly, window_where(), [start, end])
+        replace_rows(con, "r2a.pl_monthly_detail", detail, window_where(), [start, end])
+        replace_rows(con, "ledger.rejections", rejections, window_where() + " AND stage = 'extract'", [start, end])
+    wh.publish()
+    if len(rejections):
+        context.log.warning(
+            f"{len(rejections)} tenant-month(s) rejected at extract: see ledger.rejections; first: "
+            f"{rejections['detail'].iloc[0]}"
+        )
+    src = [("r2a_transactions", "amount")]
+    return dg.MaterializeResult(
+        metadata=table_result_metadata(
+            "r2a.pl_monthly",
+            monthly,
+            {
+                "window": f"{start} .. {end}",
+                "tenants": int(monthly["tenant_id"].nunique()),
+                "source_rows": int(monthly["source_rows"].sum()),
+                "detail_rows": len(detail),
+                "rejected_tenant_months": len(rejections),
+                "rejections_preview": preview(rejections[["tenant_id", "period", "reason"]]),
+                "dagster/column_lineage": lineage(
+                    {
+                        "tenant_id": [("r2a_transactions", "tenant_id")],
+                        "period": [("r2a_transactions", "txn_date")],
+                        "revenue": src, "cogs": src, "expenses": src, "net_income": src,
+                        "source_rows": [("r2a_transactions", "id")],
+                        "currency": [("r2a_transactions", "currency")],
+                    }
+                ),
+            },
+        )
+    )

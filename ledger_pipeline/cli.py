@@ -1,0 +1,261 @@
+"""The `ledger-pipeline` command: seed, sandbox, connect, run, demo."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from ledger_pipeline.settings import SANDBOX_PORT, load_settings
+
+
+def _progress(label: str):  # noqa: ANN202
+    """A progress line: redrawn in place on a terminal, every quarter otherwise (logs, CI)."""
+    start, tty, shown = time.time(), sys.stdout.isatty(), set()
+
+    def show(done: int, total: int) -> None:
+        text = f"  {label}: {done:,}/{total:,} ({time.time() - start:.1f}s)"
+        if tty:
+            click.echo("\r" + text, nl=done >= total)
+        elif (quarter := 4 * done // max(total, 1)) not in shown:
+            shown.add(quarter)
+            click.echo(text)
+    return show
+
+
+@click.group()
+def main() -> None:
+    """ledger_pipeline: R2a P&L -> balanced journal entries -> Jurnal.id, exactly once; DuckDB for analysts."""
+
+
+@main.command()
+@click.option("--tenants", default=200, show_default=True)
+@click.option("--months", default=12, show_default=True)
+@click.option("--start", "start", default=None, help="first month YYYY-MM (default: months ending last month)")
+@click.option("--seed", "seed_value", default=7, show_default=True)
+@click.option("--with-bad-rows", is_flag=True, help="add a few rows of each kind of bad source data")
+def seed(tenants: int, months: int, start: str | None, seed_value: int, with_bad_rows: bool) -> None:
+    """Write deterministic synthetic R2a data into R2A_DATABASE_URL (replaces tenants and transactions)."""
+    from ledger_pipeline.r2a import seed as seeding
+    from ledger_pipeline.r2a.models import make_engine
+
+    s = load_settings()
+    engine = make_engine(s.r2a_database_url)
+    first = dt.datetime.strptime(start, "%Y-%m").date() if start else None
+    t0 = time.time()
+    result = seeding.seed(engine, tenants, months, first, seed_value, _progress("rows"))
+    if with_bad_rows:
+        seeding.add_bad_rows(engine, result.start, [f"t{i:05d}" for i in (1, 2, 3)])
+    click.echo(f"seeded {result.tenants:,} tenants x {result.months} months from {result.start:%Y-%m}: "
+               f"{result.rows:,} rows in {time.time() - t0:.1f}s -> {_safe_url(s.r2a_database_url)}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=SANDBOX_PORT, show_default=True)
+@click.option("--state", type=click.Path(path_type=Path), default=None,
+              help="SQLite state file (default data/sandbox.sqlite)")
+@click.option("--faults", default="", help='JSON, e.g. {"error_rate":0.2,"drop_after_commit_rate":0.05,"seed":1}')
+@click.option("--rate-limit-scale", default=1.0, show_default=True, help="100 = 3,000 requests/min per token")
+@click.option("--no-rate-limits", is_flag=True)
+@click.option("--access-token-ttl", default=3600.0, show_default=True)
+def sandbox(host: str, port: int, state: Path | None, faults: str, rate_limit_scale: float, no_rate_limits: bool,
+            access_token_ttl: float) -> None:
+    """Run the Jurnal sandbox (a faithful local Jurnal API) in the foreground."""
+    import json
+
+    from ledger_pipeline.jurnal.sandbox.app import Faults, Limits
+    from ledger_pipeline.jurnal.sandbox.server import serve_forever
+
+    state = state or load_settings().data_dir / "sandbox.sqlite"
+    serve_forever(state, host, port, Limits(enabled=not no_rate_limits, scale=rate_limit_scale),
+                  Faults(**json.loads(faults)) if faults else Faults(), access_token_ttl)
+
+
+@main.command()
+@click.option("--tenant", "tenant", default=None, help="tenant_id to connect")
+@click.option("--all", "all_tenants", is_flag=True, help="connect every seeded tenant not yet connected")
+@click.option("--auto-approve", is_flag=True,
+              help="follow the authorize URL ourselves (the sandbox auto-approves); implied by --all")
+def connect(tenant: str | None, all_tenants: bool, auto_approve: bool) -> None:
+    """Connect tenants to Jurnal with the OAuth2 authorization-code flow (tokens stored encrypted)."""
+    if not tenant and not all_tenants:
+        raise click.UsageError("give --tenant T or --all")
+    s = load_settings()
+    n = _connect(s, [tenant] if tenant else None, auto_approve or all_tenants)
+    click.echo(f"connected {n} tenant(s)")
+
+
+def _connect(s, tenants: list[str] | None, auto: bool) -> int:  # noqa: ANN001
+    from sqlalchemy import select
+
+    from ledger_pipeline.jurnal.oauth import connect_tenant, follow_redirects
+    from ledger_pipeline.jurnal.resource import open_session
+    from ledger_pipeline.r2a.models import Tenant
+
+    session = open_session(s)
+    try:
+        engine = session.vault.engine
+        if tenants is None:
+            with engine.connect() as conn:
+                seeded = list(conn.execute(select(Tenant.tenant_id).order_by(Tenant.tenant_id)).scalars())
+            done = set(session.vault.connected_tenants())
+            tenants = [t for t in seeded if t not in done]
+
+        def show(url: str) -> None:
+            click.echo(f"Open this URL to authorise Jurnal access, then come back:\n  {url}")
+        opener = follow_redirects(session.oauth.http) if auto else show
+        progress = _progress("tenants connected")
+        for i, t in enumerate(tenants, 1):
+            connect_tenant(engine, session.vault, session.oauth, t, opener)
+            progress(i, len(tenants))
+        return len(tenants)
+    finally:
+        session.close()
+
+
+@main.command()
+@click.option("--month", required=True, help="YYYY-MM")
+@click.option("--to", "to", default=None, help="last month YYYY-MM of a range (run as one Dagster run)")
+@click.option("--dry-run", is_flag=True, help="plan the postings without calling Jurnal")
+def run(month: str, to: str | None, dry_run: bool) -> None:
+    """Materialize the monthly close for a month or a range through Dagster (recorded in DAGSTER_HOME)."""
+    ok = _run_close(month, to, dry_run)
+    sys.exit(0 if ok else 1)
+
+
+def _run_close(month: str, to: str | None, dry_run: bool = False) -> bool:
+    from ledger_pipeline.partitions import month_key
+
+    s = load_settings()
+    os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    import dagster as dg
+
+    from ledger_pipeline.definitions import defs
+
+    first, last = month_key(month), month_key(to or month)
+    tags = ({"dagster/partition": first} if first == last else
+            {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+    run_config: dict = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    if dry_run:
+        run_config["ops"] = {"jurnal_postings": {"config": {"dry_run": True}}}
+    click.echo(f"closing {first[:7]}{'' if first == last else ' .. ' + last[:7]} through Dagster "
+               f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    job = defs.resolve_job_def("monthly_close_job")
+    t0 = time.time()
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
+    click.echo(f"run {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.time() - t0:.1f}s")
+    if not result.success:
+        for event in result.all_events:
+            if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+                click.echo(f"  {event.step_key}: {event.step_failure_data.error.message.strip()[:800]}")
+    _summary(s, first, last)
+    return result.success
+
+
+def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
+    import duckdb
+
+    if not s.warehouse_path.exists():
+        return
+    con = duckdb.connect(str(s.warehouse_path), read_only=True)
+    try:
+        lo, hi = first, (dt.date.fromisoformat(last) + dt.timedelta(days=32)).replace(day=1).isoformat()
+        w = "period >= CAST(? AS DATE) AND period < CAST(? AS DATE)"
+        q = lambda sql: con.execute(sql, [lo, hi]).fetchall()  # noqa: E731
+        tenants, entries, total = q(f"SELECT COUNT(DISTINCT tenant_id), COUNT(*), COALESCE(SUM(total_debit), 0) "
+                                    f"FROM ledger.journal_entries WHERE {w}")[0]
+        click.echo(f"\nsummary {first[:7]} .. {last[:7]}")
+        click.echo(f"  journal entries : {entries:,} for {tenants:,} tenants, total debit {total:,.2f}")
+        for status, n in q(f"SELECT status, COUNT(*) FROM jurnal.postings WHERE {w} GROUP BY 1 ORDER BY 1"):
+            click.echo(f"  postings {status:<9}: {n:,}")
+        for status, n in q(f"SELECT status, COUNT(*) FROM jurnal.reconciliation WHERE {w} GROUP BY 1 ORDER BY 1"):
+            click.echo(f"  reconciliation {status}: {n:,}")
+        rejections = q(f"SELECT tenant_id, period, stage, detail FROM ledger.rejections WHERE {w} ORDER BY 2, 1")
+        click.echo(f"  rejections      : {len(rejections)}")
+        for _tenant, _period, stage, detail in rejections[:15]:
+            click.echo(f"    - [{stage}] {detail}")
+        failed = q(f"SELECT tenant_id, custom_id, error FROM jurnal.postings WHERE {w} AND status IN "
+                   "('failed', 'pending') ORDER BY 1")
+        for _tenant, cid, error in failed[:15]:
+            click.echo(f"    - posting {cid}: {error}")
+        click.echo(f"\nwarehouse (open read-only any time): duckdb {s.warehouse_path}")
+        click.echo("  e.g. SELECT * FROM analytics.posting_status LIMIT 20;")
+        click.echo("UI: make dev  (dagster dev on http://127.0.0.1:3000, runs recorded in dagster_home/)")
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def _sandbox_for_demo(s, scale: float) -> Iterator[str]:  # noqa: ANN001
+    """The sandbox in-process on 8765 (or a free port when 8765 is taken), env pointed at it."""
+    from ledger_pipeline.jurnal.sandbox.app import Limits
+    from ledger_pipeline.jurnal.sandbox.server import SandboxServer
+
+    port = SANDBOX_PORT
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            port = 0
+    with SandboxServer(s.data_dir / "sandbox.sqlite", port=port, limits=Limits(scale=scale)) as server:
+        os.environ["JURNAL_API_BASE_URL"] = server.api_url
+        os.environ["JURNAL_OAUTH_BASE_URL"] = server.url
+        os.environ["JURNAL_RATE_LIMIT_SCALE"] = str(scale)
+        yield server.url
+
+
+@main.command()
+@click.option("--tenants", default=40, show_default=True)
+@click.option("--months", default=3, show_default=True, help="how many recent months to close")
+@click.option("--rate-limit-scale", default=50.0, show_default=True,
+              help="the sandbox's Jurnal limits, time-scaled (50 = 1,500 requests/min per token)")
+def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
+    """End to end on the embedded defaults: seed, sandbox, connect, GL accounts, close, reconcile, summary."""
+    from sqlalchemy import func, select
+
+    from ledger_pipeline.r2a import seed as seeding
+    from ledger_pipeline.r2a.models import Tenant, make_engine
+
+    s = load_settings()
+    click.echo("1/5 R2a database")
+    engine = make_engine(s.r2a_database_url)
+    with engine.connect() as conn:
+        have = conn.execute(select(func.count()).select_from(Tenant)).scalar_one()
+    if have == 0:
+        result = seeding.seed(engine, tenants, 12, None, 7, _progress("rows"))
+        seeding.add_bad_rows(engine, seeding.default_start(months), ["t00001", "t00002", "t00003"])
+        click.echo(f"  seeded {result.tenants} tenants x 12 months ({result.rows:,} rows) plus a few bad rows")
+    else:
+        click.echo(f"  {have} tenants already seeded ({_safe_url(s.r2a_database_url)})")
+    click.echo("2/5 Jurnal sandbox")
+    with _sandbox_for_demo(s, rate_limit_scale) as url:
+        click.echo(f"  running on {url} (limits time-scaled x{rate_limit_scale:g})")
+        click.echo("3/5 connecting tenants (OAuth2 authorization code, tokens encrypted at rest)")
+        s = load_settings()
+        n = _connect(s, None, auto=True)
+        click.echo(f"  {n} newly connected")
+        last = seeding.default_start(1)
+        first = seeding.default_start(months)
+        click.echo(f"4/5 closing {first:%Y-%m} .. {last:%Y-%m} (GL accounts, extract, journal, post, reconcile)")
+        ok = _run_close(first.strftime("%Y-%m"), last.strftime("%Y-%m"))
+    click.echo("5/5 done" + ("" if ok else " (with failures: see above)"))
+    click.echo("re-run `make demo`: nothing is posted twice (unchanged entries cost no Jurnal request)")
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    main()

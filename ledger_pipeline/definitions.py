@@ -1,0 +1,31 @@
+"""The Dagster Definitions: assets, checks, jobs, schedules and resources (from the environment, see settings)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ledger_pipeline.assets.jurnal import (
+    jurnal_gl_accounts,
+    jurnal_postings,
+    jurnal_reconciliation,
+    reconciliation_all_match,
+)
+from ledger_pipeline.assets.ledger import journal, journal_balances, journal_complete
+from ledger_pipeline.assets.r2a import R2A_SOURCE, r2a_pl_monthly
+from ledger_pipeline.jobs import gl_accounts_job, monthly_close_job
+from ledger_pipeline.resources import default_resources
+from ledger_pipeline.schedules import gl_accounts_daily_schedule, monthly_close_schedule
+
+ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, jurnal_gl_accounts, jurnal_postings, jurnal_reconciliation]
+CHECKS = [journal_balances, journal_complete, reconciliation_all_match]
+
+# Transient failures (a Jurnal outage, a DuckDB lock held by a stray process) are retried by the instance's
+# run_retries (dagster_home/dagster.yaml); posting is idempotent, so a retried run never double-posts.
+defs = dg.Definitions(
+    assets=ASSETS,
+    asset_checks=CHECKS,
+    jobs=[monthly_close_job, gl_accounts_job],
+    schedules=[monthly_close_schedule, gl_accounts_daily_schedule],
+    resources=default_resources(),
+    executor=dg.in_process_executor,
+)

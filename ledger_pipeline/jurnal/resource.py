@@ -1,0 +1,66 @@
+"""The Jurnal connection as a Dagster resource. Secrets (client secret, encryption key) are read from the
+environment when a session starts, never stored in resource config, so they never reach Dagster's storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+import httpx
+
+from ledger_pipeline.jurnal.client import JurnalClient, shared_limiter
+from ledger_pipeline.jurnal.oauth import OAuthClient
+from ledger_pipeline.jurnal.vault import TokenVault, load_key
+from ledger_pipeline.r2a.models import make_engine
+from ledger_pipeline.settings import Settings, load_settings
+
+
+@dataclass
+class JurnalSession:
+    vault: TokenVault
+    oauth: OAuthClient
+    client: JurnalClient
+
+    def close(self) -> None:
+        self.client.close()
+        self.oauth.http.close()
+
+
+def open_session(settings: Settings, *, database_url: str | None = None, api_base_url: str | None = None,
+                 oauth_base_url: str | None = None, rate_limit_scale: float | None = None, backoff_initial: float = 0.5,
+                 timeout: float = 30.0) -> JurnalSession:
+    engine = make_engine(database_url or settings.r2a_database_url)
+    vault = TokenVault(engine, load_key(settings), settings.lock_dir)
+    oauth = OAuthClient(oauth_base_url or settings.jurnal_oauth_base_url, settings.jurnal_client_id,
+                        settings.jurnal_client_secret, httpx.Client(timeout=timeout))
+    scale = rate_limit_scale if rate_limit_scale is not None else settings.rate_limit_scale
+
+    def access_token(tenant_id: str, stale: str | None) -> str:
+        return vault.access_token(tenant_id, lambda rt: oauth.refresh(tenant_id, rt), stale)
+
+    base = api_base_url or settings.jurnal_api_base_url
+    client = JurnalClient(base, access_token, shared_limiter(base, scale),
+                          backoff_initial=backoff_initial, backoff_max=max(backoff_initial * 60, 1.0),
+                          timeout=timeout)
+    return JurnalSession(vault, oauth, client)
+
+
+class JurnalResource(dg.ConfigurableResource):
+    """Where Jurnal is and how fast it may be called; tokens come from R2a's integrations table."""
+
+    api_base_url: str
+    oauth_base_url: str
+    rate_limit_scale: float = 1.0
+    backoff_initial: float = 0.5
+    timeout: float = 30.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> JurnalResource:
+        return cls(api_base_url=s.jurnal_api_base_url, oauth_base_url=s.jurnal_oauth_base_url,
+                   rate_limit_scale=s.rate_limit_scale)
+
+    def open(self, database_url: str) -> JurnalSession:
+        """A session whose tokens live in the R2a database at `database_url`."""
+        return open_session(load_settings(), database_url=database_url, api_base_url=self.api_base_url,
+                            oauth_base_url=self.oauth_base_url, rate_limit_scale=self.rate_limit_scale,
+                            backoff_initial=self.backoff_initial, timeout=self.timeout)

@@ -1,0 +1,140 @@
+"""The pandera contract for journal lines, validated once per partition frame (never per tenant).
+
+Failures become rejections (stage `validate`) with a reason a person can read; valid entries go on.
+"""
+
+import datetime as dt
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from ledger_pipeline.ledger.journal import REJECTION_COLUMNS, summarize_entries
+from ledger_pipeline.money import format_amount
+
+
+class JournalLines(pa.DataFrameModel):
+    """One row per journal line; amounts are int64 minor units, exactly one side positive."""
+
+    tenant_id: Series[str] = pa.Field(nullable=False)
+    period: Series[pd.Timestamp] = pa.Field(nullable=False)
+    transaction_date: Series[pd.Timestamp] = pa.Field(nullable=False)
+    custom_id: Series[str] = pa.Field(nullable=False, str_startswith="r2a-pl-")
+    line_no: Series[int] = pa.Field(ge=1)
+    account_id: Series[pd.Int64Dtype] = pa.Field(nullable=False, coerce=False)
+    account_number: Series[str] = pa.Field(nullable=False)
+    debit_minor: Series[int] = pa.Field(ge=0)
+    credit_minor: Series[int] = pa.Field(ge=0)
+    currency: Series[str] = pa.Field(str_matches=r"^[A-Z]{3}$")
+
+    @pa.dataframe_check(name="one_side_per_line", error="a line must have exactly one positive side")
+    def one_side(cls, df: pd.DataFrame) -> Series[bool]:
+        return (df["debit_minor"] > 0) != (df["credit_minor"] > 0)
+
+    @pa.dataframe_check(name="entry_balances", error="the entry's debits must equal its credits exactly")
+    def balances(cls, df: pd.DataFrame) -> Series[bool]:
+        g = df.groupby("custom_id")
+        return g["debit_minor"].transform("sum") == g["credit_minor"].transform("sum")
+
+    @pa.dataframe_check(name="at_least_two_lines", error="an entry needs at least two lines")
+    def two_lines(cls, df: pd.DataFrame) -> Series[bool]:
+        return df.groupby("custom_id")["line_no"].transform("size") >= 2
+
+    @pa.dataframe_check(name="unique_line_numbers", error="line numbers must be unique within an entry")
+    def unique_lines(cls, df: pd.DataFrame) -> Series[bool]:
+        return ~df.duplicated(["custom_id", "line_no"], keep=False)
+
+    @pa.dataframe_check(name="dated_month_end", error="an entry is dated the last day of its period")
+    def month_end(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["transaction_date"] == df["period"] + pd.offsets.MonthEnd(0)
+
+    class Config:
+        strict = False
+        name = "JournalLines"
+
+
+READABLE = {
+    "greater_than_or_equal_to(0)": "a negative amount",
+    "greater_than_or_equal_to(1)": "a line number below 1",
+    "not_nullable": "a missing value",
+    "str_startswith('r2a-pl-')": "a custom_id outside the r2a-pl- namespace",
+    "str_matches('^[A-Z]{3}$')": "a currency that is not an ISO 4217 code",
+}
+
+
+def journal_lines_schema(start: dt.date, end: dt.date) -> pa.DataFrameSchema:
+    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+    schema = JournalLines.to_schema()
+    schema.checks = [*schema.checks, pa.Check(lambda df: (df["period"] >= lo) & (df["period"] < hi),
+                                              name="period_in_partition", error=f"period must be in [{start}, {end})")]
+    return schema
+
+
+def _readable(check: object, column: object, context: str) -> str:
+    check = str(check)
+    if check.startswith("dtype("):
+        wanted = check[7:-2]
+        hint = " (amounts must be int64 minor units, never float)" if "int" in wanted else ""
+        return f"column {column} does not have type {wanted}{hint}"
+    if check == "column_in_dataframe":
+        return f"column {column} is missing"
+    if context == "DataFrameSchema":
+        return READABLE.get(check, check)
+    return f"{READABLE.get(check, check)} in {column}"
+
+
+def validate_lines(lines: pd.DataFrame, start: dt.date, end: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(valid lines, rejections): every entry with a failing line is rejected whole, with readable reasons."""
+    try:
+        journal_lines_schema(start, end).validate(lines, lazy=True)
+        return lines, pd.DataFrame(columns=REJECTION_COLUMNS)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    per_row = cases[cases["index"].notna()]
+    whole = cases[cases["index"].isna()]
+    reasons: dict[str, list[str]] = {}
+    if len(whole):  # frame-level failure (a wrong dtype, a missing column): every entry is affected
+        text = sorted({
+            _readable(c, col if ctx == "Column" else fc, ctx) + (f" (found {fc})" if ctx == "Column" else "")
+            for c, col, fc, ctx in zip(whole["check"], whole["column"], whole["failure_case"],
+                                       whole["schema_context"], strict=True)
+            if not str(fc).startswith("KeyError")
+        })
+        for cid in lines["custom_id"].unique():
+            reasons.setdefault(cid, []).extend(text)
+    if len(per_row):
+        idx = per_row["index"].astype(int).to_numpy()
+        failed = pd.DataFrame({
+            "custom_id": lines["custom_id"].to_numpy()[lines.index.get_indexer(idx)],
+            "line_no": lines["line_no"].to_numpy()[lines.index.get_indexer(idx)],
+            "why": [_readable(c, col, ctx) for c, col, ctx in
+                    zip(per_row["check"], per_row["column"], per_row["schema_context"], strict=True)],
+        })
+        failed = failed.drop_duplicates()
+        for cid, grp in failed.groupby("custom_id"):
+            reasons.setdefault(cid, []).extend(
+                f"{why} (line {', '.join(map(str, sorted(set(g['line_no']))))})" for why, g in grp.groupby("why"))
+    bad = lines["custom_id"].isin(reasons)
+    heads = lines[bad].drop_duplicates("custom_id")
+    if {"debit_minor", "credit_minor"} <= set(lines.columns):  # show the totals a bookkeeper would check
+        sums = lines[bad].groupby("custom_id")[["debit_minor", "credit_minor"]].sum()
+        for cid, row in sums.iterrows():
+            reasons[cid].append(f"debits {format_amount(int(row['debit_minor']))}, "
+                                f"credits {format_amount(int(row['credit_minor']))}")
+    rejections = pd.DataFrame({
+        "tenant_id": heads["tenant_id"].to_numpy(),
+        "period": heads["period"].to_numpy(),
+        "stage": "validate",
+        "reason": "journal contract: " + pd.Series([reasons[c][0].split(" (")[0] for c in heads["custom_id"]]),
+        "detail": [f"tenant {t}, {p:%Y-%m}, entry {c}: " + "; ".join(dict.fromkeys(reasons[c]))
+                   + ". Nothing was posted for this tenant-month."
+                   for t, p, c in zip(heads["tenant_id"], heads["period"], heads["custom_id"], strict=True)],
+    })
+    return lines[~bad], rejections
+
+
+def validated_entries(lines: pd.DataFrame, entries: pd.DataFrame) -> pd.DataFrame:
+    """The entries whose lines survived validation, with their totals recomputed from those lines."""
+    kept = entries[entries["custom_id"].isin(set(lines["custom_id"]))]
+    recomputed = summarize_entries(lines, kept.set_index(["tenant_id", "period"])["source_rows"])
+    return recomputed

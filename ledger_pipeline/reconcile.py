@@ -1,0 +1,59 @@
+"""Reconciliation: our journal entries for a window against what the sink holds (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from ledger_pipeline.ledger.sink import CanonicalEntry, RemoteEntry
+
+OUR_PREFIX = "r2a-pl-"
+MEMO_PREFIX = "R2a Monthly P&L - "
+
+
+@dataclass(frozen=True)
+class ReconRow:
+    tenant_id: str
+    period: dt.date
+    custom_id: str
+    status: str  # match | missing_remote | duplicate_remote | amount_mismatch | unexpected_remote | not_checked
+    remote_ids: str
+    local_total_minor: int
+    remote_total_minor: int
+    detail: str
+
+
+def reconcile_tenant(tenant_id: str, entries: list[CanonicalEntry], remotes: list[RemoteEntry]) -> list[ReconRow]:
+    """Ours are matched by custom_id; a remote entry without custom_id but with our memo for the same month counts
+    as a duplicate (someone re-keyed it by hand); a remote r2a-pl- entry we no longer have is unexpected."""
+    by_id: dict[str, list[RemoteEntry]] = {}
+    for r in remotes:
+        if r.custom_id and r.custom_id.startswith(OUR_PREFIX):
+            by_id.setdefault(r.custom_id, []).append(r)
+    by_memo: dict[str, list[RemoteEntry]] = {}
+    for r in remotes:
+        if not r.custom_id and (r.memo or "").startswith(MEMO_PREFIX):
+            by_memo.setdefault(r.memo, []).append(r)
+    rows = []
+    for e in entries:
+        found = by_id.pop(e.custom_id, []) + by_memo.get(e.memo, [])
+        ids = ",".join(str(r.remote_id) for r in found)
+        remote_total = sum(r.total_debit_minor for r in found)
+        if not found:
+            status, detail = "missing_remote", "no entry with this custom_id in Jurnal: re-run jurnal_postings"
+        elif len(found) > 1:
+            status, detail = "duplicate_remote", f"{len(found)} entries in Jurnal for this month: delete the extra"
+        elif not found[0].matches(e):
+            status, detail = "amount_mismatch", (
+                f"Jurnal holds {len(found[0].lines)} lines / {found[0].total_debit_minor / 100:,.2f}, we have "
+                f"{len(e.lines)} lines / {e.total_debit_minor / 100:,.2f}")
+        else:
+            status, detail = "match", ""
+        rows.append(ReconRow(tenant_id, e.period, e.custom_id, status, ids, e.total_debit_minor, remote_total,
+                             detail))
+    for cid, found in by_id.items():
+        period = found[0].transaction_date.replace(day=1)
+        rows.append(ReconRow(tenant_id, period, cid, "unexpected_remote", ",".join(str(r.remote_id) for r in found),
+                             0, sum(r.total_debit_minor for r in found),
+                             "in Jurnal but not in our ledger for this month (month rejected or removed?)"))
+    return rows
