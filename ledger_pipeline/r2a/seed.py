@@ -181,6 +181,8 @@ def write(engine: Engine, tenants_df: pd.DataFrame, txns: pd.DataFrame,
             with raw.cursor() as cur:
                 _copy(cur, "tenants", tenants_df, tcols)
                 _copy(cur, "r2a_transactions", txns, xcols, progress)
+                cur.execute("SELECT setval(pg_get_serial_sequence('r2a_transactions', 'id'), "
+                            "(SELECT COALESCE(MAX(id), 0) + 1 FROM r2a_transactions), false)")
         else:
             cur = raw.cursor()
             cur.executemany(

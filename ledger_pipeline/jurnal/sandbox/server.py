@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -11,6 +12,17 @@ import uvicorn
 
 from ledger_pipeline.jurnal.sandbox.app import Faults, Limits, Sandbox, build_app
 from ledger_pipeline.jurnal.sandbox.state import SandboxState
+
+
+class _QuietDrops(logging.Filter):
+    """Injected connection drops are the sandbox working as asked, not errors worth a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, RuntimeError) and "shorter than Content-Length" in str(exc))
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
 
 
 class SandboxServer:

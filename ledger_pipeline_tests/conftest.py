@@ -1,0 +1,58 @@
+"""Shared fixtures: a private data dir per test (SQLite, DuckDB, key, DAGSTER_HOME), the sandbox on loopback, and
+Postgres when LEDGER_TEST_POSTGRES_URL names it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import create_engine, text
+
+from ledger_pipeline.jurnal.sandbox.app import Limits
+from ledger_pipeline.jurnal.sandbox.server import SandboxServer
+from ledger_pipeline.settings import Settings, load_settings
+
+PG_ENV = "LEDGER_TEST_POSTGRES_URL"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("LEDGER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("R2A_DATABASE_URL", f"sqlite:///{tmp_path / 'data' / 'r2a.sqlite'}")
+    monkeypatch.setenv("LEDGER_WAREHOUSE", str(tmp_path / "data" / "warehouse.duckdb"))
+    monkeypatch.setenv("LEDGER_ENCRYPTION_KEY", Fernet.generate_key().decode())
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", "1")
+    (tmp_path / "dagster_home").mkdir()
+    return load_settings()
+
+
+@pytest.fixture
+def sandbox(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
+    """The Jurnal sandbox with its limits time-scaled x1000 (fast, but still enforced), env pointed at it."""
+    with SandboxServer(settings.data_dir / "sandbox.sqlite", limits=Limits(scale=1000)) as server:
+        monkeypatch.setenv("JURNAL_API_BASE_URL", server.api_url)
+        monkeypatch.setenv("JURNAL_OAUTH_BASE_URL", server.url)
+        monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", "1000")
+        yield server
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh schema in the Postgres named by LEDGER_TEST_POSTGRES_URL, dropped afterwards."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"Postgres tests need {PG_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()

@@ -1,0 +1,93 @@
+"""Test helpers: run assets through Dagster against the test's settings, connect tenants through the real flow."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import duckdb
+import httpx
+
+from ledger_pipeline.definitions import ASSETS, CHECKS
+from ledger_pipeline.jurnal.oauth import connect_tenant, follow_redirects
+from ledger_pipeline.jurnal.resource import JurnalResource, JurnalSession, open_session
+from ledger_pipeline.resources import R2aDatabase, WarehouseResource
+from ledger_pipeline.settings import Settings, load_settings
+
+CLOSE = ["jurnal_gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines", "jurnal_postings",
+         "jurnal_reconciliation"]
+
+
+def resources(s: Settings, r2a_url: str | None = None) -> dict:
+    return {
+        "r2a": R2aDatabase(url=r2a_url or s.r2a_database_url),
+        "warehouse": WarehouseResource(work_path=str(s.work_warehouse_path), publish_path=str(s.warehouse_path)),
+        "jurnal": JurnalResource(api_base_url=s.jurnal_api_base_url, oauth_base_url=s.jurnal_oauth_base_url,
+                                 rate_limit_scale=s.rate_limit_scale, backoff_initial=0.01, timeout=5),
+    }
+
+
+def range_tags(first: str, last: str | None = None) -> dict[str, str]:
+    last = last or first
+    if first == last:
+        return {"dagster/partition": first}
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+def materialize(selection: list[str], first: str, last: str | None = None, *, r2a_url: str | None = None,
+                instance: dg.DagsterInstance | None = None, run_config: dict | None = None,
+                raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    """Materialize `selection` (asset names) for a month or a range as one run, with its checks."""
+    s = load_settings()
+    partitioned = [a for a in selection if a != "jurnal_gl_accounts"]
+    return dg.materialize(
+        [*ASSETS, *CHECKS], selection=dg.AssetSelection.assets(*selection) | dg.AssetSelection.checks_for_assets(
+            *partitioned), resources=resources(s, r2a_url), instance=instance or dg.DagsterInstance.ephemeral(),
+        tags=range_tags(first, last) if partitioned else None, run_config=run_config, raise_on_error=raise_on_error,
+    )
+
+
+def materialize_gl(r2a_url: str | None = None) -> dg.ExecuteInProcessResult:
+    s = load_settings()
+    return dg.materialize([*ASSETS], selection=["jurnal_gl_accounts"], resources=resources(s, r2a_url),
+                          instance=dg.DagsterInstance.ephemeral())
+
+
+def session(r2a_url: str | None = None) -> JurnalSession:
+    s = load_settings()
+    return open_session(s, database_url=r2a_url, backoff_initial=0.01, timeout=5)
+
+
+def connect(tenants: list[str], r2a_url: str | None = None) -> None:
+    sess = session(r2a_url)
+    try:
+        for t in tenants:
+            connect_tenant(sess.vault.engine, sess.vault, sess.oauth, t, follow_redirects(sess.oauth.http))
+    finally:
+        sess.close()
+
+
+def query(s: Settings, sql: str, params: list | None = None) -> list[tuple]:
+    """Read the published warehouse read-only, as an analyst would."""
+    con = duckdb.connect(str(s.warehouse_path), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def sandbox_entries(url: str, login: str | None = None) -> list[dict]:
+    params = {"login": login} if login else {}
+    return httpx.get(f"{url}/_sandbox/journal_entries", params=params).json()["journal_entries"]
+
+
+def sandbox_stats(url: str) -> dict:
+    return httpx.get(f"{url}/_sandbox/stats").json()
+
+
+def reset_stats(url: str) -> None:
+    httpx.post(f"{url}/_sandbox/stats/reset")
+
+
+def month(key: str) -> dt.date:
+    return dt.date.fromisoformat(key)
