@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import duckdb
 import pandas as pd
 import pytest
 from sqlalchemy import Engine, text
@@ -152,7 +153,7 @@ def test_failed_write_leaves_previous_rows(tmp_path) -> None:  # noqa: ANN001
     with wh.connect() as con, transaction(con):
         replace_rows(con, "r2a.pl_monthly", good, window_where(), ["2025-01-01", "2025-02-01"])
     broken = good.drop(columns=["currency"])  # the insert fails after the delete ran
-    with pytest.raises(Exception), wh.connect() as con, transaction(con):
+    with pytest.raises(duckdb.Error), wh.connect() as con, transaction(con):
         replace_rows(con, "r2a.pl_monthly", good.assign(tenant_id="b"), window_where(),
                      ["2025-01-01", "2025-02-01"])
         replace_rows(con, "r2a.pl_monthly", broken, "FALSE")
