@@ -131,25 +131,23 @@ class TokenVault:
             token = self._dec(row.access_token, tenant_id)
             if not self._due(row) and token != stale:
                 return token
-        with self._locks(tenant_id), self.engine.begin() as conn:
-            row = self._row(conn, tenant_id, for_update=True)  # re-read: another worker may have refreshed
-            token = self._dec(row.access_token, tenant_id)
-            if not self._due(row) and token != stale:
-                return token
-            try:
+        try:
+            with self._locks(tenant_id), self.engine.begin() as conn:
+                row = self._row(conn, tenant_id, for_update=True)  # re-read: another worker may have refreshed
+                token = self._dec(row.access_token, tenant_id)
+                if not self._due(row) and token != stale:
+                    return token
                 fresh = refresh(self._dec(row.refresh_token, tenant_id))
-            except NeedsReauth as exc:
+                now = _now()
                 conn.execute(update(Integration).where(
                     Integration.tenant_id == tenant_id, Integration.source_system == SOURCE
-                ).values(status="needs_reauth", status_detail=str(exc), updated_at=_now()))
-                raise
-            now = _now()
-            conn.execute(update(Integration).where(
-                Integration.tenant_id == tenant_id, Integration.source_system == SOURCE
-            ).values(access_token=self._enc(fresh.access_token), refresh_token=self._enc(fresh.refresh_token),
-                     expires_at=now + dt.timedelta(seconds=fresh.expires_in), updated_at=now,
-                     token_version=Integration.token_version + 1))
-            return fresh.access_token
+                ).values(access_token=self._enc(fresh.access_token), refresh_token=self._enc(fresh.refresh_token),
+                         expires_at=now + dt.timedelta(seconds=fresh.expires_in), updated_at=now,
+                         token_version=Integration.token_version + 1))
+                return fresh.access_token
+        except NeedsReauth as exc:
+            self.mark_needs_reauth(tenant_id, str(exc))  # its own transaction: the refresh one rolled back
+            raise
 
     @staticmethod
     def _due(row: Integration) -> bool:

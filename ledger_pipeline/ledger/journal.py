@@ -84,7 +84,7 @@ def build_journal(detail: pd.DataFrame, accounts: pd.DataFrame, rules: pd.DataFr
     problem = problem.mask(has_chart & lines["account_number"].notna() & lines["account_id"].isna(),
                            "account " + lines["account_number"].astype(str) + " (for " + what
                            + ") does not exist in the tenant's Jurnal chart")
-    problem = problem.mask(has_chart & lines["archived"].fillna(False).astype(bool),
+    problem = problem.mask(has_chart & lines["archived"].astype("boolean").fillna(False).astype(bool),
                            "account " + lines["account_number"].astype(str) + " (for " + what
                            + ") is archived in the tenant's Jurnal chart")
     bad = lines[problem.notna()].assign(problem=problem[problem.notna()])

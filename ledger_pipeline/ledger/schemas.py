@@ -27,11 +27,11 @@ class JournalLines(pa.DataFrameModel):
     credit_minor: Series[int] = pa.Field(ge=0)
     currency: Series[str] = pa.Field(str_matches=r"^[A-Z]{3}$")
 
-    @pa.dataframe_check(name="one_side_per_line", error="a line must have exactly one positive side")
+    @pa.dataframe_check(name="one_side_per_line", error="a line has both a debit and a credit, or neither")
     def one_side(cls, df: pd.DataFrame) -> Series[bool]:
         return (df["debit_minor"] > 0) != (df["credit_minor"] > 0)
 
-    @pa.dataframe_check(name="entry_balances", error="the entry's debits must equal its credits exactly")
+    @pa.dataframe_check(name="entry_balances", error="the entry does not balance (debits must equal credits exactly)")
     def balances(cls, df: pd.DataFrame) -> Series[bool]:
         g = df.groupby("custom_id")
         return g["debit_minor"].transform("sum") == g["credit_minor"].transform("sum")
@@ -40,11 +40,11 @@ class JournalLines(pa.DataFrameModel):
     def two_lines(cls, df: pd.DataFrame) -> Series[bool]:
         return df.groupby("custom_id")["line_no"].transform("size") >= 2
 
-    @pa.dataframe_check(name="unique_line_numbers", error="line numbers must be unique within an entry")
+    @pa.dataframe_check(name="unique_line_numbers", error="two lines share a line number")
     def unique_lines(cls, df: pd.DataFrame) -> Series[bool]:
         return ~df.duplicated(["custom_id", "line_no"], keep=False)
 
-    @pa.dataframe_check(name="dated_month_end", error="an entry is dated the last day of its period")
+    @pa.dataframe_check(name="dated_month_end", error="the entry is not dated the last day of its period")
     def month_end(cls, df: pd.DataFrame) -> Series[bool]:
         return df["transaction_date"] == df["period"] + pd.offsets.MonthEnd(0)
 
@@ -66,7 +66,8 @@ def journal_lines_schema(start: dt.date, end: dt.date) -> pa.DataFrameSchema:
     lo, hi = pd.Timestamp(start), pd.Timestamp(end)
     schema = JournalLines.to_schema()
     schema.checks = [*schema.checks, pa.Check(lambda df: (df["period"] >= lo) & (df["period"] < hi),
-                                              name="period_in_partition", error=f"period must be in [{start}, {end})")]
+                                              name="period_in_partition",
+                                              error=f"the entry is outside the partition [{start}, {end})")]
     return schema
 
 
