@@ -5,7 +5,7 @@
 - Retries (stamina: exponential backoff with jitter): reads on 429, 5xx and transport errors; any request on 429
   or a connect error (nothing reached Jurnal). A write that may have reached Jurnal (timeout, dropped connection,
   5xx) is never blindly resent: it raises `kind="uncertain"`, and the posting sink looks the entry up first.
-- 401: refresh the token once and retry once; a refused grant becomes `NeedsReauth`.
+- 401: refresh the token once and retry once (then back off and retry); a refused grant becomes `NeedsReauth`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any, Literal
 import httpx
 import stamina
 
-from ledger_pipeline.jurnal.vault import NeedsReauth
 from ledger_pipeline.money import dumps_exact, loads_exact
 
 Kind = Literal["retryable", "uncertain", "needs_reauth", "rejected"]
@@ -172,8 +171,8 @@ class JurnalClient:
         if status < 300:
             return status, data
         what = f"{method} {path} -> {status}: {jurnal_message(data)}"
-        if status == 401:
-            raise NeedsReauth(tenant_id, f"Jurnal refused a fresh access token ({jurnal_message(data)})")
+        if status == 401:  # refused even after a refresh: not processed, so safe to try again later
+            raise _Retry(JurnalError("retryable", tenant_id, what + " (after a token refresh)", status, data))
         if status == 429:
             raise _Retry(JurnalError("retryable", tenant_id, what, status, data))
         if status >= 500:

@@ -3,6 +3,7 @@
 Failures become rejections (stage `validate`) with a reason a person can read; valid entries go on.
 """
 
+import copy
 import datetime as dt
 
 import pandas as pd
@@ -64,7 +65,7 @@ READABLE = {
 
 def journal_lines_schema(start: dt.date, end: dt.date) -> pa.DataFrameSchema:
     lo, hi = pd.Timestamp(start), pd.Timestamp(end)
-    schema = JournalLines.to_schema()
+    schema = copy.copy(JournalLines.to_schema())  # to_schema() is cached: never mutate it
     schema.checks = [*schema.checks, pa.Check(lambda df: (df["period"] >= lo) & (df["period"] < hi),
                                               name="period_in_partition",
                                               error=f"the entry is outside the partition [{start}, {end})")]
