@@ -1,0 +1,62 @@
+"""Definitions load and validate; the jobs, schedules, pools and lineage an operator relies on; the CLI's run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from ledger_pipeline.definitions import defs
+from ledger_pipeline.partitions import month_key, monthly_partitions
+from ledger_pipeline.r2a import seed as seeding
+from ledger_pipeline.r2a.models import make_engine
+from ledger_pipeline.settings import PROJECT_ROOT
+from ledger_pipeline_tests.helpers import connect, query
+
+
+def test_definitions_validate_with_the_cli() -> None:
+    out = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate"], cwd=PROJECT_ROOT,
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_jobs_schedules_and_graph() -> None:
+    job = defs.resolve_job_def("monthly_close_job")
+    assert job.partitions_def == monthly_partitions
+    assert job.tags["ledger/duckdb_writer"] == "1"
+    schedule = defs.resolve_schedule_def("monthly_close_job_schedule")
+    assert schedule.cron_schedule == "0 2 3 * *" and schedule.execution_timezone == "Asia/Jakarta"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert defs.resolve_schedule_def("gl_accounts_daily_schedule").cron_schedule == "0 1 * * *"
+    graph = defs.resolve_asset_graph()
+    up = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+          for k in graph.get_all_asset_keys()}
+    assert up["r2a_pl_monthly"] == {"r2a_transactions"}
+    assert up["journal_entries"] == {"r2a_pl_monthly", "jurnal_gl_accounts"}
+    assert up["jurnal_postings"] == {"journal_entries", "journal_lines"}
+    assert up["jurnal_reconciliation"] == {"jurnal_postings"}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if key.to_user_string() != "r2a_transactions":
+            assert "dagster/column_schema" in node.metadata, key
+    assert monthly_partitions.get_first_partition_key() == "2024-01-01"
+    assert month_key("2025-11") == "2025-11-01"
+
+
+@pytest.mark.slow
+def test_cli_run_is_recorded_in_dagster_home(settings, sandbox) -> None:  # noqa: ANN001
+    seeding.seed(make_engine(settings.r2a_database_url), 4, 2, seeding.default_start(2))
+    connect([f"t{i:05d}" for i in range(1, 5)])
+    month = seeding.default_start(1).strftime("%Y-%m")
+    out = subprocess.run([sys.executable, "-m", "ledger_pipeline.cli", "run", "--month", month],
+                         env={**os.environ}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "summary" in out.stdout and "postings posted" in out.stdout
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
+        assert runs[0].tags["dagster/partition"] == month + "-01"
+    assert query(settings, "SELECT COUNT(*) FROM jurnal.postings WHERE status = 'posted'")[0][0] >= 3
