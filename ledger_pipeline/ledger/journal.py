@@ -16,8 +16,9 @@ import pandas as pd
 from ledger_pipeline.ledger.mapping import CLEARING, resolve_numbers
 
 CATEGORY_ORDER = {"revenue": 0, "cogs": 1, "expense": 2, CLEARING: 3}
-LINE_COLUMNS = ["tenant_id", "period", "transaction_date", "custom_id", "line_no", "account_id", "account_number",
-                "account_name", "debit_minor", "credit_minor", "description", "category", "subcategory", "currency"]
+LINE_COLUMNS = ["tenant_id", "period", "transaction_date", "custom_id", "entry_no", "line_no", "account_id",
+                "account_number", "account_name", "debit_minor", "credit_minor", "description", "category",
+                "subcategory", "currency"]
 ENTRY_COLUMNS = ["tenant_id", "period", "custom_id", "transaction_date", "memo", "currency", "line_count",
                  "total_debit_minor", "total_credit_minor", "net_income_minor", "content_hash", "source_rows"]
 REJECTION_COLUMNS = ["tenant_id", "period", "stage", "reason", "detail"]
@@ -32,7 +33,8 @@ class JournalBuild:
 
 
 def custom_id(tenant_id: pd.Series, period: pd.Series) -> pd.Series:
-    return "r2a-pl-" + tenant_id + "-" + period.dt.strftime("%Y%m")
+    months = {p: p.strftime("%Y%m") for p in period.unique()}  # strftime once per month, not per line
+    return "r2a-pl-" + tenant_id + "-" + period.map(months)
 
 
 def build_journal(detail: pd.DataFrame, accounts: pd.DataFrame, rules: pd.DataFrame) -> JournalBuild:
@@ -105,6 +107,7 @@ def build_journal(detail: pd.DataFrame, accounts: pd.DataFrame, rules: pd.DataFr
     lines["_order"] = lines["category"].map(CATEGORY_ORDER)
     lines = lines.sort_values(["custom_id", "_order", "subcategory"], ignore_index=True)
     lines["line_no"] = lines.groupby("custom_id").cumcount().astype("int64") + 1
+    lines["entry_no"] = lines.groupby("custom_id", sort=False).ngroup().astype("int64")
     lines["account_id"] = lines["account_id"].astype("Int64")
     lines = lines[LINE_COLUMNS]
     entries = summarize_entries(lines, sources)
@@ -133,12 +136,17 @@ def summarize_entries(lines: pd.DataFrame, sources: pd.Series | None = None) -> 
 
 
 def content_hashes(lines: pd.DataFrame, entries: pd.DataFrame) -> pd.Series:
-    """sha256 over the canonical entry: what would be posted (date, memo, currency, numbered lines)."""
-    canon = (lines["line_no"].astype(str) + ":" + lines["account_number"].astype(str) + ":"
-             + lines["debit_minor"].astype(str) + ":" + lines["credit_minor"].astype(str) + ":"
-             + lines["description"].astype(str))
-    joined = canon.groupby(lines["custom_id"]).agg("|".join)
-    head = (entries["custom_id"] + "|" + entries["transaction_date"].dt.strftime("%Y-%m-%d") + "|"
-            + entries["memo"] + "|" + entries["currency"] + "|")
-    text = head + entries["custom_id"].map(joined)
-    return text.map(lambda s: hashlib.sha256(s.encode()).hexdigest())
+    """sha256 over the canonical entry: what would be posted (date, memo, currency, numbered lines).
+    `lines` must be sorted by custom_id, line_no (build_journal's order)."""
+    parts: dict[str, list[str]] = {}
+    for cid, no, acc, debit, credit, desc in zip(
+        lines["custom_id"].tolist(), lines["line_no"].tolist(), lines["account_number"].tolist(),
+        lines["debit_minor"].tolist(), lines["credit_minor"].tolist(), lines["description"].tolist(), strict=True,
+    ):
+        parts.setdefault(cid, []).append(f"{no}:{acc}:{debit}:{credit}:{desc}")
+    dates = entries["transaction_date"].dt.strftime("%Y-%m-%d").tolist()
+    return pd.Series([
+        hashlib.sha256(f"{cid}|{day}|{memo}|{cur}|{'|'.join(parts.get(cid, []))}".encode()).hexdigest()
+        for cid, day, memo, cur in zip(entries["custom_id"].tolist(), dates, entries["memo"].tolist(),
+                                       entries["currency"].tolist(), strict=True)
+    ], index=entries.index, dtype="object")
