@@ -1,0 +1,48 @@
+"""`ledger-pipeline seed` speed: 10,000 tenants x 12 months on SQLite (and Postgres with --postgres URL).
+
+    .venv/bin/python bench/seed_speed.py --tenants 10000 --months 12 [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import tempfile
+import time
+from pathlib import Path
+
+from common import save
+from sqlalchemy import text
+
+from ledger_pipeline.r2a import seed as seeding
+from ledger_pipeline.r2a.models import make_engine
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tenants", type=int, default=10_000)
+    ap.add_argument("--months", type=int, default=12)
+    ap.add_argument("--postgres", default=None)
+    args = ap.parse_args()
+    targets = {"sqlite": f"sqlite:///{Path(tempfile.mkdtemp()) / 'r2a.sqlite'}"}
+    if args.postgres:
+        targets["postgres"] = args.postgres
+    report: dict = {"tenants": args.tenants, "months": args.months, "target": "well under 60 s on SQLite"}
+    for name, url in targets.items():
+        engine = make_engine(url)
+        t0 = time.perf_counter()
+        t_gen = time.perf_counter()
+        tenants, txns = seeding.generate(args.tenants, args.months, dt.date(2025, 1, 1))
+        t_gen = time.perf_counter() - t_gen
+        seeding.write(engine, tenants, txns)
+        total = time.perf_counter() - t0
+        with engine.connect() as c:
+            rows = c.execute(text("SELECT COUNT(*) FROM r2a_transactions")).scalar_one()
+        report[name] = {"rows": rows, "seconds": round(total, 2), "generate_seconds": round(t_gen, 2),
+                        "rows_per_second": round(rows / total)}
+        print(name, report[name], flush=True)
+    save("seed_speed", report)
+
+
+if __name__ == "__main__":
+    main()
