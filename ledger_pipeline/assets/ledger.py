@@ -57,7 +57,8 @@ def journal(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  #
     entries = validated_entries(lines, build.entries)
     stamp = pd.Timestamp.now(tz="UTC").tz_localize(None)
     run = {"run_id": context.run_id}
-    rejections = pd.concat([build.rejections, invalid], ignore_index=True).assign(**run, recorded_at=stamp)
+    found = [f for f in (build.rejections, invalid) if len(f)] or [build.rejections]
+    rejections = pd.concat(found, ignore_index=True).assign(**run, recorded_at=stamp)
     with wh.connect() as con, transaction(con):
         replace_rows(con, "ledger.journal_entries", entries.assign(**run, built_at=stamp), window_where(),
                      [start, end])
