@@ -219,6 +219,7 @@ def _sandbox_for_demo(s, scale: float) -> Iterator[str]:  # noqa: ANN001
               help="the sandbox's Jurnal limits, time-scaled (50 = 1,500 requests/min per token)")
 def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
     """End to end on the embedded defaults: seed, sandbox, connect, GL accounts, close, reconcile, summary."""
+    import httpx
     from sqlalchemy import func, select
 
     from ledger_pipeline.r2a import seed as seeding
@@ -245,7 +246,11 @@ def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
         last = seeding.default_start(1)
         first = seeding.default_start(months)
         click.echo(f"4/5 closing {first:%Y-%m} .. {last:%Y-%m} (GL accounts, extract, journal, post, reconcile)")
+        httpx.post(f"{url}/_sandbox/stats/reset")
         ok = _run_close(first.strftime("%Y-%m"), last.strftime("%Y-%m"))
+        stats = httpx.get(f"{url}/_sandbox/stats").json()
+        click.echo(f"  Jurnal requests this run: {stats['api_requests']} ({stats['api_writes']} writes, "
+                   f"{stats['rate_limited']} rate-limited)")
     click.echo("5/5 done" + ("" if ok else " (with failures: see above)"))
     click.echo("re-run `make demo`: nothing is posted twice (unchanged entries cost no Jurnal request)")
 

@@ -23,6 +23,12 @@ def test_definitions_validate_with_the_cli() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_dg_check_defs() -> None:
+    dg_cli = os.path.join(os.path.dirname(sys.executable), "dg")
+    out = subprocess.run([dg_cli, "check", "defs"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and "loaded successfully" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
 def test_jobs_schedules_and_graph() -> None:
     job = defs.resolve_job_def("monthly_close_job")
     assert job.partitions_def == monthly_partitions
