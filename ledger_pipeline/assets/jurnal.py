@@ -3,14 +3,14 @@
 import dagster as dg
 import pandas as pd
 
-from ledger_pipeline.assets.ledger import run_window
+from ledger_pipeline.assets.ledger import check_window
 from ledger_pipeline.assets.metadata import lineage, preview, table_result_metadata, table_spec_metadata
 from ledger_pipeline.jurnal.client import JurnalError
 from ledger_pipeline.jurnal.gl_accounts import diff_charts, fetch_charts
 from ledger_pipeline.jurnal.resource import JurnalResource
 from ledger_pipeline.jurnal.sink import JurnalSink
 from ledger_pipeline.jurnal.vault import NeedsReauth
-from ledger_pipeline.ledger.sink import SinkError, entries_from_frames
+from ledger_pipeline.ledger.sink import CanonicalEntry, SinkError, entries_from_frames
 from ledger_pipeline.partitions import monthly_partitions, window_dates
 from ledger_pipeline.posting import PostingEngine, TenantOutcome, plan_tenant
 from ledger_pipeline.reconcile import ReconRow, reconcile_tenant
@@ -24,6 +24,15 @@ LINES_SQL = f"""SELECT custom_id, line_no, account_id, account_number, CAST(debi
                        CAST(credit * 100 AS BIGINT) AS credit_minor, description
                 FROM ledger.journal_lines WHERE {window_where()}"""
 HELD_SQL = f"SELECT DISTINCT tenant_id, period FROM ledger.rejections WHERE {window_where()}"
+
+
+def entries_by_tenant(con, start, end) -> dict[str, list[CanonicalEntry]]:  # noqa: ANN001
+    """The window's journal entries as canonical entries, per tenant."""
+    out: dict[str, list[CanonicalEntry]] = {}
+    for e in entries_from_frames(con.execute(ENTRIES_SQL, [start, end]).fetchdf(),
+                                 con.execute(LINES_SQL, [start, end]).fetchdf()):
+        out.setdefault(e.tenant_id, []).append(e)
+    return out
 
 
 @dg.asset(
@@ -95,14 +104,10 @@ def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2
     outcomes, plan = [], []
     try:
         with wh.connect() as con:
-            entries = entries_from_frames(con.execute(ENTRIES_SQL, [start, end]).fetchdf(),
-                                          con.execute(LINES_SQL, [start, end]).fetchdf())
+            by_tenant = entries_by_tenant(con, start, end)
             held_rows = con.execute(HELD_SQL, [start, end]).fetchall()
             store = DuckDBPostingStore(con, context.run_id)
             state = store.load(start, end)
-            by_tenant: dict[str, list] = {}
-            for e in entries:
-                by_tenant.setdefault(e.tenant_id, []).append(e)
             held: dict[str, set] = {}
             for tenant, period in held_rows:
                 held.setdefault(tenant, set()).add(period)
@@ -179,14 +184,10 @@ def jurnal_reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase, j
     start, end = window_dates(*context.partition_time_window)
     wh = warehouse.warehouse
     with wh.connect() as con:
-        entries = entries_from_frames(con.execute(ENTRIES_SQL, [start, end]).fetchdf(),
-                                      con.execute(LINES_SQL, [start, end]).fetchdf())
+        by_tenant = entries_by_tenant(con, start, end)
         posted_tenants = {r[0] for r in con.execute(
             f"SELECT DISTINCT tenant_id FROM jurnal.postings WHERE {window_where()} AND status <> 'deleted'",
             [start, end]).fetchall()}
-    by_tenant: dict[str, list] = {}
-    for e in entries:
-        by_tenant.setdefault(e.tenant_id, []).append(e)
     rows: list[ReconRow] = []
     session = jurnal.open(r2a.url)
     try:
@@ -219,8 +220,7 @@ def jurnal_reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase, j
                 description="Every entry in the window is in Jurnal exactly once with our amounts (status match).")
 def reconciliation_all_match(context: dg.AssetCheckExecutionContext,
                              warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    window = run_window(context)
-    where, params = (window_where(), list(window)) if window else ("TRUE", [])
+    where, params = check_window(context)
     with warehouse.warehouse.connect() as con:
         bad = con.execute(f"SELECT tenant_id, period, custom_id, status, detail FROM jurnal.reconciliation "
                           f"WHERE {where} AND status <> 'match' ORDER BY 1, 2", params).fetchdf()

@@ -20,6 +20,12 @@ DETAIL_SQL = f"""SELECT tenant_id, period, category, subcategory, CAST(amount * 
 ACCOUNTS_SQL = "SELECT tenant_id, account_id, number, name, archived FROM jurnal.gl_accounts"
 
 
+def check_window(context: dg.AssetCheckExecutionContext, column: str = "period") -> tuple[str, list]:
+    """(SQL condition, params) restricting a check to its run's partition window; everything outside one."""
+    window = run_window(context)
+    return (window_where(column), list(window)) if window else ("TRUE", [])
+
+
 def run_window(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date] | None:
     """The partition window of the run a check executes in (single or ranged), None outside a partitioned run."""
     tags = context.run.tags
@@ -100,8 +106,7 @@ def journal(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  #
                 description="Every entry in the window balances exactly (debits = credits), has >= 2 lines, "
                             "and every line has exactly one positive side.")
 def journal_balances(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    window = run_window(context)
-    where, params = (window_where("l.period"), list(window)) if window else ("TRUE", [])
+    where, params = check_window(context, "l.period")
     with warehouse.warehouse.connect() as con:
         bad = con.execute(f"""
             SELECT l.tenant_id, l.period, l.custom_id, SUM(l.debit) AS debit, SUM(l.credit) AS credit,
@@ -111,7 +116,7 @@ def journal_balances(context: dg.AssetCheckExecutionContext, warehouse: Warehous
             ORDER BY l.tenant_id, l.period""", params).fetchdf()
     return dg.AssetCheckResult(
         passed=bad.empty,
-        metadata={"unbalanced_entries": len(bad), "window": str(window), "failures": preview(bad)},
+        metadata={"unbalanced_entries": len(bad), "window": str(params or "all"), "failures": preview(bad)},
         description=None if bad.empty else f"{len(bad)} entries do not balance: " + ", ".join(bad["custom_id"][:10]),
     )
 
@@ -120,8 +125,7 @@ def journal_balances(context: dg.AssetCheckExecutionContext, warehouse: Warehous
                 description="Nothing silently dropped: every R2a tenant-month with activity is either a journal "
                             "entry or a rejection.")
 def journal_complete(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    window = run_window(context)
-    where, params = (window_where("p.period"), list(window)) if window else ("TRUE", [])
+    where, params = check_window(context, "p.period")
     with warehouse.warehouse.connect() as con:
         missing = con.execute(f"""
             SELECT p.tenant_id, p.period FROM r2a.pl_monthly p
