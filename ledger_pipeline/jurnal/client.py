@@ -50,8 +50,9 @@ class Limits:
 class RateLimiter:
     """Sliding-window log limiter: at most N sends in any window of W seconds, per key. Thread-safe."""
 
-    def __init__(self, limits: Limits = Limits(), scale: float = 1.0, sleep: Callable[[float], None] = time.sleep):
-        self.limits, self.scale, self._sleep = limits, scale, sleep
+    def __init__(self, limits: Limits = Limits(), scale: float = 1.0, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
+        self.limits, self.scale, self._sleep, self._clock = limits, scale, sleep, clock
         self._log: dict[tuple, collections.deque] = {}
         self._lock = threading.Lock()
         self.waited = 0.0
@@ -72,7 +73,7 @@ class RateLimiter:
     def acquire(self, token_key: str) -> None:
         while True:
             with self._lock:
-                now = time.monotonic()
+                now = self._clock()
                 wait = 0.0
                 rules = self._rules(token_key)
                 for key, n, window in rules:
