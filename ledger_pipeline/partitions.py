@@ -24,16 +24,3 @@ def month_key(month: str) -> str:
 def window_dates(start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
     """A partition time window as [first day, first day after) dates in Jakarta time."""
     return start.date(), end.date()
-
-
-def month_starts(start: dt.date, end: dt.date) -> list[dt.date]:
-    """Every first-of-month in [start, end)."""
-    out, cur = [], start.replace(day=1)
-    while cur < end:
-        out.append(cur)
-        cur = (cur + dt.timedelta(days=32)).replace(day=1)
-    return out
-
-
-def month_end(period: dt.date) -> dt.date:
-    return (period.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)

@@ -60,9 +60,6 @@ class OAuthClient:
     def refresh(self, tenant_id: str, refresh_token: str) -> TokenSet:
         return self._token(tenant_id, {"grant_type": "refresh_token", "refresh_token": refresh_token})
 
-    def revoke(self, token: str) -> None:
-        self.http.post(f"{self.base_url}/auth/oauth2/revoke", json={"token": token})
-
 
 def new_state(engine: Engine, tenant_id: str, redirect_uri: str) -> str:
     state = secrets.token_urlsafe(32)
