@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from ledger_pipeline.ledger.sink import CanonicalEntry, LedgerSink, RemoteEntry, SinkError
+from ledger_pipeline.money import format_amount
 
 Action = Literal["skip", "create", "update", "recover", "delete", "hold"]
 Status = Literal["pending", "posted", "failed", "deleted"]
@@ -135,8 +136,8 @@ class PostingEngine:
             e = local[cid]
             if not remote.matches(e):
                 fail(cid, f"Jurnal answered OK but holds {len(remote.lines)} lines, debit "
-                          f"{remote.total_debit_minor / 100:,.2f} (we sent {len(e.lines)} lines, debit "
-                          f"{e.total_debit_minor / 100:,.2f}): Jurnal may have dropped a line it could not "
+                          f"{format_amount(remote.total_debit_minor)} (we sent {len(e.lines)} lines, debit "
+                          f"{format_amount(e.total_debit_minor)}): Jurnal may have dropped a line it could not "
                           "resolve. Check the accounts; the next run updates the entry in place.", remote)
                 return
             save(replace(rows[cid], status="posted", remote_id=remote.remote_id,

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from ledger_pipeline.ledger.sink import CanonicalEntry, RemoteEntry
+from ledger_pipeline.money import format_amount
 
 OUR_PREFIX = "r2a-pl-"
 MEMO_PREFIX = "R2a Monthly P&L - "
@@ -45,8 +46,8 @@ def reconcile_tenant(tenant_id: str, entries: list[CanonicalEntry], remotes: lis
             status, detail = "duplicate_remote", f"{len(found)} entries in Jurnal for this month: delete the extra"
         elif not found[0].matches(e):
             status, detail = "amount_mismatch", (
-                f"Jurnal holds {len(found[0].lines)} lines / {found[0].total_debit_minor / 100:,.2f}, we have "
-                f"{len(e.lines)} lines / {e.total_debit_minor / 100:,.2f}")
+                f"Jurnal holds {len(found[0].lines)} lines / {format_amount(found[0].total_debit_minor)}, we have "
+                f"{len(e.lines)} lines / {format_amount(e.total_debit_minor)}")
         else:
             status, detail = "match", ""
         rows.append(ReconRow(tenant_id, e.period, e.custom_id, status, ids, e.total_debit_minor, remote_total,

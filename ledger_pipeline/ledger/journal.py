@@ -114,7 +114,7 @@ def build_journal(detail: pd.DataFrame, accounts: pd.DataFrame, rules: pd.DataFr
     return JournalBuild(entries, lines, rejections[REJECTION_COLUMNS], no_activity)
 
 
-def summarize_entries(lines: pd.DataFrame, sources: pd.Series | None = None) -> pd.DataFrame:
+def summarize_entries(lines: pd.DataFrame, sources: pd.Series) -> pd.DataFrame:
     """One row per entry, with totals, net income (the balancing amount) and the content hash."""
     g = lines.groupby("custom_id", sort=True)
     entries = g.agg(tenant_id=("tenant_id", "first"), period=("period", "first"),
@@ -127,11 +127,8 @@ def summarize_entries(lines: pd.DataFrame, sources: pd.Series | None = None) -> 
     entries["net_income_minor"] = entries["custom_id"].map(net).fillna(0).astype("int64")
     entries["memo"] = "R2a Monthly P&L - " + entries["period"].dt.strftime("%Y-%m")
     entries["content_hash"] = content_hashes(lines, entries)
-    if sources is not None:
-        entries = entries.merge(sources.reset_index(), on=["tenant_id", "period"], how="left")
-        entries["source_rows"] = entries["source_rows"].fillna(0).astype("int64")
-    else:
-        entries["source_rows"] = 0
+    entries = entries.merge(sources.reset_index(), on=["tenant_id", "period"], how="left")
+    entries["source_rows"] = entries["source_rows"].fillna(0).astype("int64")
     return entries[ENTRY_COLUMNS]
 
 
