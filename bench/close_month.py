@@ -125,10 +125,10 @@ def prepare(env: dict, tenants: int, months: int, start: dt.date) -> None:
     import pandas as pd
     from sqlalchemy import func, select, text
 
-    from ledger_pipeline.jurnal.chart import DEFAULT_CHART
     from ledger_pipeline.r2a import seed as seeding
     from ledger_pipeline.r2a.models import Tenant, make_engine
     from ledger_pipeline.settings import load_settings
+    from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
     from ledger_pipeline.warehouse.store import Warehouse, replace_rows, transaction
 
     s = load_settings()

@@ -35,9 +35,9 @@ def main() -> None:
     from dlt.sources.helpers.rest_client import RESTClient
     from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
 
-    from ledger_pipeline.jurnal.sandbox.app import Limits
-    from ledger_pipeline.jurnal.sandbox.server import SandboxServer
-    from ledger_pipeline.jurnal.sandbox.state import SandboxState
+    from ledger_pipeline.sandboxes.jurnal import Limits
+    from ledger_pipeline.sandboxes.jurnal_state import SandboxState
+    from ledger_pipeline.sandboxes.server import SandboxServer
     from ledger_pipeline_tests.helpers import connect, materialize_gl, session
 
     tenants = [f"t{i:05d}" for i in range(1, args.tenants + 1)]

@@ -29,10 +29,10 @@ def main() -> None:
         "LEDGER_WAREHOUSE": str(tmp / "warehouse.duckdb"), "LEDGER_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "JURNAL_RATE_LIMIT_SCALE": str(args.scale),
     })
-    from ledger_pipeline.jurnal.sandbox.app import Limits
-    from ledger_pipeline.jurnal.sandbox.server import SandboxServer
     from ledger_pipeline.r2a import seed as seeding
     from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.sandboxes.jurnal import Limits
+    from ledger_pipeline.sandboxes.server import SandboxServer
     from ledger_pipeline_tests.helpers import connect, materialize, materialize_gl
 
     report: dict = {"tenants": args.tenants, "scale": args.scale}

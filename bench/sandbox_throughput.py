@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 from common import save
 
-from ledger_pipeline.jurnal.sandbox.app import API, Limits
-from ledger_pipeline.jurnal.sandbox.server import SandboxServer
+from ledger_pipeline.sandboxes.jurnal import API, Limits
+from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
 

@@ -71,8 +71,8 @@ def sandbox(host: str, port: int, state: Path | None, faults: str, rate_limit_sc
     """Run the Jurnal sandbox (a faithful local Jurnal API) in the foreground."""
     import json
 
-    from ledger_pipeline.jurnal.sandbox.app import Faults, Limits
-    from ledger_pipeline.jurnal.sandbox.server import serve_forever
+    from ledger_pipeline.sandboxes.jurnal import Faults, Limits
+    from ledger_pipeline.sandboxes.server import serve_forever
 
     state = state or load_settings().data_dir / "sandbox.sqlite"
     serve_forever(state, host, port, Limits(enabled=not no_rate_limits, scale=rate_limit_scale),
@@ -96,9 +96,9 @@ def connect(tenant: str | None, all_tenants: bool, auto_approve: bool) -> None:
 def _connect(s, tenants: list[str] | None, auto: bool) -> int:  # noqa: ANN001
     from sqlalchemy import select
 
-    from ledger_pipeline.jurnal.oauth import connect_tenant, follow_redirects
-    from ledger_pipeline.jurnal.resource import open_session
     from ledger_pipeline.r2a.models import Tenant
+    from ledger_pipeline.systems.jurnal.oauth import connect_tenant, follow_redirects
+    from ledger_pipeline.systems.jurnal.resource import open_session
 
     session = open_session(s)
     try:
@@ -198,8 +198,8 @@ def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
 @contextlib.contextmanager
 def _sandbox_for_demo(s, scale: float) -> Iterator[str]:  # noqa: ANN001
     """The sandbox in-process on 8765 (or a free port when 8765 is taken), env pointed at it."""
-    from ledger_pipeline.jurnal.sandbox.app import Limits
-    from ledger_pipeline.jurnal.sandbox.server import SandboxServer
+    from ledger_pipeline.sandboxes.jurnal import Limits
+    from ledger_pipeline.sandboxes.server import SandboxServer
 
     port = SANDBOX_PORT
     with socket.socket() as probe:

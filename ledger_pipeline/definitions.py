@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ledger_pipeline.assets.jurnal import (
+from ledger_pipeline.assets.accounting import (
     jurnal_gl_accounts,
     jurnal_postings,
     jurnal_reconciliation,

@@ -39,7 +39,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
-    from ledger_pipeline.jurnal.resource import JurnalResource
+    from ledger_pipeline.systems.jurnal.resource import JurnalResource
 
     s = load_settings()
     return {

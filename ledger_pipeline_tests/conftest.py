@@ -12,8 +12,8 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 
-from ledger_pipeline.jurnal.sandbox.app import Limits
-from ledger_pipeline.jurnal.sandbox.server import SandboxServer
+from ledger_pipeline.sandboxes.jurnal import Limits
+from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import Settings, load_settings
 
 PG_ENV = "LEDGER_TEST_POSTGRES_URL"

@@ -9,10 +9,10 @@ import duckdb
 import httpx
 
 from ledger_pipeline.definitions import ASSETS, CHECKS
-from ledger_pipeline.jurnal.oauth import connect_tenant, follow_redirects
-from ledger_pipeline.jurnal.resource import JurnalResource, JurnalSession, open_session
 from ledger_pipeline.resources import R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import Settings, load_settings
+from ledger_pipeline.systems.jurnal.oauth import connect_tenant, follow_redirects
+from ledger_pipeline.systems.jurnal.resource import JurnalResource, JurnalSession, open_session
 
 CLOSE = ["jurnal_gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines", "jurnal_postings",
          "jurnal_reconciliation"]

@@ -11,12 +11,12 @@ import httpx
 import pytest
 from sqlalchemy import text, update
 
-from ledger_pipeline.jurnal.client import JurnalError, RateLimiter
-from ledger_pipeline.jurnal.oauth import OAuthError, complete, new_state
-from ledger_pipeline.jurnal.sandbox.app import Limits
-from ledger_pipeline.jurnal.sandbox.server import SandboxServer
-from ledger_pipeline.jurnal.vault import NeedsReauth
 from ledger_pipeline.r2a.models import Integration, OAuthState
+from ledger_pipeline.sandboxes.jurnal import Limits
+from ledger_pipeline.sandboxes.server import SandboxServer
+from ledger_pipeline.state.vault import NeedsReauth
+from ledger_pipeline.systems.jurnal.client import JurnalError, RateLimiter
+from ledger_pipeline.systems.jurnal.oauth import OAuthError, complete, new_state
 from ledger_pipeline_tests.helpers import connect, materialize_gl, query, sandbox_stats, session
 
 

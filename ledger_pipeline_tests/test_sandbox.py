@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from ledger_pipeline.jurnal.sandbox.app import API, Limits
-from ledger_pipeline.jurnal.sandbox.server import SandboxServer
+from ledger_pipeline.sandboxes.jurnal import API, Limits
+from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
 

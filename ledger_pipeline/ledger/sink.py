@@ -1,6 +1,6 @@
 """The boundary between the pipeline and an accounting platform: a canonical entry goes in, a remote entry comes out.
 
-Jurnal is the first implementation (ledger_pipeline/jurnal/sink.py). Zoho Books, QuickBooks Online or Aden
+Jurnal is the first implementation (ledger_pipeline/systems/jurnal/sink.py). Zoho Books, QuickBooks Online or Aden
 implement the same protocol (their ids, dates, sides and idempotency keys differ; see
 ../shared/reference/accounting_apis.md), and the posting engine does not change.
 """

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import dagster as dg
 import httpx
 
-from ledger_pipeline.jurnal.client import JurnalClient, shared_limiter
-from ledger_pipeline.jurnal.oauth import OAuthClient
-from ledger_pipeline.jurnal.vault import TokenVault, load_key
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import Settings, load_settings
+from ledger_pipeline.state.vault import TokenVault, load_key
+from ledger_pipeline.systems.jurnal.client import JurnalClient, shared_limiter
+from ledger_pipeline.systems.jurnal.oauth import OAuthClient
 
 
 @dataclass

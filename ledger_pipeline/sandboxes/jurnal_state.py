@@ -11,7 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from ledger_pipeline.jurnal.chart import DEFAULT_CHART
+from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS companies (id INTEGER PRIMARY KEY, login TEXT UNIQUE NOT NULL, name TEXT,

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ledger_pipeline.jurnal.client import JurnalClient, JurnalError
-from ledger_pipeline.jurnal.vault import NeedsReauth
+from ledger_pipeline.state.vault import NeedsReauth
+from ledger_pipeline.systems.jurnal.client import JurnalClient, JurnalError
 
 ACCOUNT_COLUMNS = ["tenant_id", "account_id", "number", "name", "category", "category_id", "parent_id", "archived"]
 

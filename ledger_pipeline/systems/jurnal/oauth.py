@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import httpx
 from sqlalchemy import Engine, delete, select
 
-from ledger_pipeline.jurnal.vault import NeedsReauth, TokenSet, TokenVault
 from ledger_pipeline.r2a.models import OAuthState
+from ledger_pipeline.state.vault import NeedsReauth, TokenSet, TokenVault
 
 STATE_TTL = dt.timedelta(minutes=10)
 

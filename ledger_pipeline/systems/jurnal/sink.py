@@ -7,10 +7,10 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TypeVar
 
-from ledger_pipeline.jurnal.client import JurnalClient, JurnalError, jurnal_message
-from ledger_pipeline.jurnal.vault import NeedsReauth
 from ledger_pipeline.ledger.sink import CanonicalEntry, CreateResult, RemoteEntry, SinkError
 from ledger_pipeline.money import from_minor, to_minor
+from ledger_pipeline.state.vault import NeedsReauth
+from ledger_pipeline.systems.jurnal.client import JurnalClient, JurnalError, jurnal_message
 
 T = TypeVar("T")
 MAX_BATCH = 100

@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ledger_pipeline.jurnal.sandbox.state import SandboxState
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.sandboxes.jurnal_state import SandboxState
 from ledger_pipeline.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
 API = "/partner/core/api/v1"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import uvicorn
 
-from ledger_pipeline.jurnal.sandbox.app import Faults, Limits, Sandbox, build_app
-from ledger_pipeline.jurnal.sandbox.state import SandboxState
+from ledger_pipeline.sandboxes.jurnal import Faults, Limits, Sandbox, build_app
+from ledger_pipeline.sandboxes.jurnal_state import SandboxState
 
 
 class _QuietDrops(logging.Filter):

@@ -5,16 +5,16 @@ import pandas as pd
 
 from ledger_pipeline.assets.ledger import check_window
 from ledger_pipeline.assets.metadata import lineage, preview, table_result_metadata, table_spec_metadata
-from ledger_pipeline.jurnal.client import JurnalError
-from ledger_pipeline.jurnal.gl_accounts import diff_charts, fetch_charts
-from ledger_pipeline.jurnal.resource import JurnalResource
-from ledger_pipeline.jurnal.sink import JurnalSink
-from ledger_pipeline.jurnal.vault import NeedsReauth
 from ledger_pipeline.ledger.sink import CanonicalEntry, SinkError, entries_from_frames
 from ledger_pipeline.partitions import monthly_partitions, window_dates
 from ledger_pipeline.posting import PostingEngine, TenantOutcome, plan_tenant
 from ledger_pipeline.reconcile import ReconRow, reconcile_tenant
 from ledger_pipeline.resources import R2aDatabase, WarehouseResource
+from ledger_pipeline.state.vault import NeedsReauth
+from ledger_pipeline.systems.jurnal.client import JurnalError
+from ledger_pipeline.systems.jurnal.gl_accounts import diff_charts, fetch_charts
+from ledger_pipeline.systems.jurnal.resource import JurnalResource
+from ledger_pipeline.systems.jurnal.sink import JurnalSink
 from ledger_pipeline.warehouse.postings import DuckDBPostingStore
 from ledger_pipeline.warehouse.store import replace_rows, transaction, window_where
 
