@@ -9,14 +9,20 @@ from ledger_pipeline.assets.accounting import (
     jurnal_postings,
     jurnal_reconciliation,
     reconciliation_all_match,
+    reconciliation_drift,
 )
 from ledger_pipeline.assets.ledger import journal, journal_balances, journal_complete
 from ledger_pipeline.assets.r2a import R2A_SOURCE, r2a_pl_monthly
-from ledger_pipeline.jobs import gl_accounts_job, monthly_close_job
+from ledger_pipeline.jobs import gl_accounts_job, monthly_close_job, reconciliation_drift_job
 from ledger_pipeline.resources import default_resources
-from ledger_pipeline.schedules import gl_accounts_daily_schedule, monthly_close_schedule
+from ledger_pipeline.schedules import (
+    gl_accounts_daily_schedule,
+    monthly_close_schedule,
+    reconciliation_drift_schedule,
+)
 
-ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, jurnal_gl_accounts, jurnal_postings, jurnal_reconciliation]
+ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, jurnal_gl_accounts, jurnal_postings, jurnal_reconciliation,
+          reconciliation_drift]
 CHECKS = [journal_balances, journal_complete, reconciliation_all_match]
 
 # Transient failures (a Jurnal outage, a DuckDB lock held by a stray process) are retried by the instance's
@@ -24,8 +30,8 @@ CHECKS = [journal_balances, journal_complete, reconciliation_all_match]
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
-    jobs=[monthly_close_job, gl_accounts_job],
-    schedules=[monthly_close_schedule, gl_accounts_daily_schedule],
+    jobs=[monthly_close_job, gl_accounts_job, reconciliation_drift_job],
+    schedules=[monthly_close_schedule, gl_accounts_daily_schedule, reconciliation_drift_schedule],
     resources=default_resources(),
     executor=dg.in_process_executor,
 )

@@ -21,5 +21,13 @@ monthly_close_job = dg.define_asset_job(
 
 gl_accounts_job = dg.define_asset_job(
     "gl_accounts_job", selection=dg.AssetSelection.assets("jurnal_gl_accounts"), tags=DUCKDB_WRITER_TAG,
-    description="Refresh every connected tenant's chart of accounts from Jurnal.",
+    config={"ops": {"jurnal_gl_accounts": {"config": {"refresh": "all"}}}},
+    description="Refresh every connected tenant's chart of accounts from its accounting system (background "
+                "priority: a close running at the same time goes first on the shared request budget).",
+)
+
+reconciliation_drift_job = dg.define_asset_job(
+    "reconciliation_drift_job", selection=dg.AssetSelection.assets("reconciliation_drift"), tags=DUCKDB_WRITER_TAG,
+    description="Read the accounting systems' entries over a rolling window to find drift made by people (edited, "
+                "deleted or added entries), within a request budget per run, least recently checked tenants first.",
 )

@@ -2,12 +2,14 @@
 write, and resolve every uncertain outcome by looking the entry up before writing again.
 
 - unchanged since the last successful post -> no request at all
-- new -> create (several months of one tenant -> one batch call)
-- changed -> update the remote entry in place
+- new -> create (several months of one tenant -> one batch call where the system has one)
+- changed -> update the remote entry (in place, or by reversal where the system's posted entries are immutable)
 - gone from the ledger -> delete the remote entry (never when the month was rejected: that holds it as it is)
-- pending (intent recorded, outcome unknown: timeout, dropped connection, 5xx, crash) -> look up by custom_id
-  first, then adopt, update or create
-Works against any LedgerSink; the state lives in a PostingStore (jurnal.postings).
+- pending (intent recorded, outcome unknown: timeout, dropped connection, 5xx, crash) -> look up first
+- awaiting approval / submitted (an approval workflow, an asynchronous upload job) -> look up: posted, rejected,
+  or still waiting; never re-created
+Works against any LedgerSink; the state lives in a PostingStore (the operational database's `postings`).
+Knows nothing of Dagster, HTTP or files.
 """
 
 from __future__ import annotations
@@ -18,31 +20,37 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
-from ledger_pipeline.ledger.sink import CanonicalEntry, LedgerSink, RemoteEntry, SinkError
+from ledger_pipeline.ledger.sink import CanonicalEntry, ErrorKind, LedgerSink, RemoteEntry, SinkError
 from ledger_pipeline.money import format_amount
 
-Action = Literal["skip", "create", "update", "recover", "delete", "hold"]
-Status = Literal["pending", "posted", "failed", "deleted"]
+Action = Literal["skip", "create", "update", "recover", "refresh", "delete", "hold"]
+Status = Literal["pending", "posted", "failed", "deleted", "awaiting_approval", "rejected", "submitted"]
+TRANSIENT: tuple[ErrorKind, ...] = ("uncertain", "retryable")
+# Statuses that hold a remote entry we own (the planner deletes or updates it when the ledger changes).
+LIVE = ("posted", "pending", "awaiting_approval", "submitted", "rejected")
 
 
 @dataclass(frozen=True)
 class PostingRow:
+    system: str
     tenant_id: str
     period: dt.date
     custom_id: str
     content_hash: str | None
     status: Status
     action: str
-    remote_id: int | None = None
-    remote_line_ids: tuple[int, ...] = ()
+    remote_id: str | None = None
+    remote_line_ids: tuple[str, ...] = ()
+    remote_state: dict = field(default_factory=dict, compare=False, hash=False)  # the sink's hint for next time
     attempts: int = 0
     error: str | None = None
     posted_at: dt.datetime | None = None
+    verified_at: dt.datetime | None = None  # the system's own answer matched what we sent
 
 
 class PostingStore(Protocol):
     def save(self, rows: list[PostingRow]) -> None:
-        """Durably upsert rows by custom_id (committed before returning)."""
+        """Durably upsert rows by (system, custom_id), committed before returning."""
 
 
 @dataclass
@@ -58,10 +66,14 @@ class PlanItem:
 class TenantOutcome:
     tenant_id: str
     counts: dict[str, int] = field(default_factory=dict)
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (custom_id, error)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (custom_id, error, kind)
 
     def add(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
+
+    def failed(self, kind: str) -> list[str]:
+        """custom_ids that failed with this kind of error."""
+        return [cid for cid, _, k in self.failures if k == kind]
 
 
 def plan_tenant(tenant_id: str, entries: list[CanonicalEntry], state: dict[str, PostingRow],
@@ -69,22 +81,32 @@ def plan_tenant(tenant_id: str, entries: list[CanonicalEntry], state: dict[str, 
     """What to do for each of a tenant's entries and posting rows in the window (pure)."""
     items = []
     local = {e.custom_id: e for e in entries}
+
+    def add(e: CanonicalEntry, action: Action, reason: str) -> None:
+        items.append(PlanItem(tenant_id, e.period, e.custom_id, action, reason))
+
     for e in entries:
         row = state.get(e.custom_id)
+        same = row is not None and row.content_hash == e.content_hash
         if row is None or row.status == "deleted":
-            items.append(PlanItem(tenant_id, e.period, e.custom_id, "create", "new entry"))
+            add(e, "create", "new entry")
         elif row.status == "pending":
-            items.append(PlanItem(tenant_id, e.period, e.custom_id, "recover",
-                                  f"last {row.action} had an unknown outcome: look it up first"))
-        elif row.status == "posted" and row.content_hash == e.content_hash:
-            items.append(PlanItem(tenant_id, e.period, e.custom_id, "skip", "unchanged since posted"))
+            add(e, "recover", f"last {row.action} had an unknown outcome: look it up first")
+        elif row.status == "submitted":
+            add(e, "refresh", "submitted, the system was still processing it: look it up")
+        elif row.status == "awaiting_approval" and same:
+            add(e, "refresh", f"{row.error or 'awaiting approval'}: look up the workflow")
+        elif row.status == "rejected" and same:
+            add(e, "skip", f"rejected in the system ({row.error}); change the data or re-submit it there")
+        elif row.status == "posted" and same:
+            add(e, "skip", "unchanged since posted")
         elif row.remote_id is not None:
-            why = "changed since posted (late R2a rows)" if row.status == "posted" else f"retry after: {row.error}"
-            items.append(PlanItem(tenant_id, e.period, e.custom_id, "update", why))
+            why = "changed since posted (late R2a rows)" if row.status in LIVE else f"retry after: {row.error}"
+            add(e, "update", why)
         else:
-            items.append(PlanItem(tenant_id, e.period, e.custom_id, "create", f"retry after: {row.error}"))
+            add(e, "create", f"retry after: {row.error}")
     for cid, row in state.items():
-        if cid in local or row.status == "deleted" or (row.status == "failed" and row.remote_id is None):
+        if cid in local or row.status not in LIVE and not (row.status == "failed" and row.remote_id is not None):
             continue
         if row.period in held_periods:
             items.append(PlanItem(tenant_id, row.period, cid, "hold",
@@ -92,6 +114,101 @@ def plan_tenant(tenant_id: str, entries: list[CanonicalEntry], state: dict[str, 
         else:
             items.append(PlanItem(tenant_id, row.period, cid, "delete", "the month no longer has an entry"))
     return items
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass
+class TenantRound:
+    """One tenant's posting as it goes: its entries, its rows as they change, what the system holds, what is left.
+
+    Every change of a row is saved (committed) before the engine moves on: intent before a write, outcome after."""
+
+    system: str
+    tenant_id: str
+    entries: dict[str, CanonicalEntry]
+    rows: dict[str, PostingRow]
+    store: PostingStore
+    outcome: TenantOutcome
+    todo: dict[str, Action] = field(default_factory=dict)
+    remotes: dict[str, RemoteEntry | None] = field(default_factory=dict)
+
+    def save(self, *changed: PostingRow) -> None:
+        for r in changed:
+            self.rows[r.custom_id] = r
+        self.store.save(list(changed))
+
+    def intent(self, cid: str, action: str) -> PostingRow:
+        e, prev = self.entries.get(cid), self.rows.get(cid)
+        base = prev or PostingRow(self.system, self.tenant_id, e.period, cid, None, "pending", action)
+        return replace(base, status="pending", action=action, attempts=base.attempts + 1, error=None,
+                       content_hash=e.content_hash if e else base.content_hash)
+
+    def record_intent(self, *cids_actions: tuple[str, str]) -> None:
+        self.save(*[self.intent(cid, action) for cid, action in cids_actions])
+
+    def fail(self, cid: str, message: str, kind: str = "rejected", remote: RemoteEntry | None = None,
+             keep_pending: bool = False) -> None:
+        row = self.rows.get(cid) or self.intent(cid, self.todo.get(cid, "create"))
+        status: Status = "pending" if keep_pending else "failed"
+        self.save(replace(row, status=status, error=message,
+                          remote_id=remote.remote_id if remote else row.remote_id,
+                          remote_line_ids=tuple(remote.line_ids) if remote else row.remote_line_ids))
+        self.outcome.failures.append((cid, message, kind))
+        self.todo.pop(cid, None)
+
+    def done(self, cid: str, remote: RemoteEntry, what: str) -> None:
+        """The system answered with `remote` for our entry: verify it, then record what state it is in."""
+        e, row = self.entries[cid], self.rows[cid]
+        ids = {"remote_id": remote.remote_id or row.remote_id, "remote_line_ids": tuple(remote.line_ids),
+               "remote_state": remote.extra or row.remote_state, "content_hash": e.content_hash}
+        self.todo.pop(cid, None)
+        if remote.state == "processing":
+            self.save(replace(row, status="submitted", error=remote.state_detail or "still processing", **ids))
+            self.outcome.add("submitted")
+            return
+        if remote.state == "rejected":
+            message = f"rejected in {self.system}: {remote.state_detail or 'no reason given'}"
+            self.save(replace(row, status="rejected", error=message, **ids))
+            self.outcome.failures.append((cid, message, "rejected"))
+            return
+        if not remote.matches(e):
+            self.fail(cid, f"{self.system} answered OK but holds {len(remote.lines)} lines, debit "
+                           f"{format_amount(remote.total_debit_minor)} (we sent {len(e.lines)} lines, debit "
+                           f"{format_amount(e.total_debit_minor)}): it may have dropped a line it could not "
+                           "resolve. Check the accounts; the next run updates the entry in place.",
+                      "mismatch", remote)
+            return
+        now = _now()
+        if remote.state == "awaiting_approval":
+            self.save(replace(row, status="awaiting_approval", error=remote.state_detail or "awaiting approval",
+                              verified_at=now, **ids))
+            self.outcome.add("awaiting_approval")
+            return
+        self.save(replace(row, status="posted", error=None, posted_at=row.posted_at if what == "refresh" and
+                          row.posted_at else now, verified_at=now, **ids))
+        self.outcome.add(what)
+
+    def stub(self, cid: str) -> RemoteEntry:
+        """The remote entry as the posting state knows it (ids and the sink's hint, no lines)."""
+        row = self.rows[cid]
+        e = self.entries.get(cid)
+        return RemoteEntry(row.remote_id or "", cid, e.transaction_date if e else row.period, None, 0, 0,
+                           tuple((i, "", 0, 0) for i in row.remote_line_ids), extra=dict(row.remote_state))
+
+    def give_up(self, message: str, kind: str) -> None:
+        """Stop the tenant for this run: nothing more was sent for what is left (reauth, quota)."""
+        for cid in list(self.todo):
+            row = self.rows.get(cid)
+            if row is None:
+                self.outcome.failures.append((cid, message, kind))
+                continue
+            status: Status = "pending" if row.status == "pending" else "failed"
+            self.save(replace(row, status=status, error=message))
+            self.outcome.failures.append((cid, message, kind))
+        self.todo.clear()
 
 
 class PostingEngine:
@@ -102,168 +219,282 @@ class PostingEngine:
 
     def post_tenant(self, tenant_id: str, entries: list[CanonicalEntry], state: dict[str, PostingRow],
                     window: tuple[dt.date, dt.date], held_periods: set[dt.date] = frozenset()) -> TenantOutcome:
-        out = TenantOutcome(tenant_id)
-        local = {e.custom_id: e for e in entries}
-        rows = dict(state)
-        todo: dict[str, Action] = {}
+        r = TenantRound(self.sink.name, tenant_id, {e.custom_id: e for e in entries}, dict(state), self.store,
+                        TenantOutcome(tenant_id))
         for item in plan_tenant(tenant_id, entries, state, held_periods):
             if item.action in ("skip", "hold"):
-                out.add(item.action)
+                r.outcome.add(item.action)
             else:
-                todo[item.custom_id] = item.action
-        remotes: dict[str, RemoteEntry | None] = {}
-
-        def save(*changed: PostingRow) -> None:
-            for r in changed:
-                rows[r.custom_id] = r
-            self.store.save(list(changed))
-
-        def intent(cid: str, action: str) -> PostingRow:
-            e, prev = local.get(cid), rows.get(cid)
-            base = prev or PostingRow(tenant_id, e.period, cid, None, "pending", action)
-            return replace(base, status="pending", action=action, attempts=base.attempts + 1, error=None,
-                           content_hash=e.content_hash if e else base.content_hash)
-
-        def fail(cid: str, message: str, remote: RemoteEntry | None = None, keep_pending: bool = False) -> None:
-            row = rows[cid]
-            save(replace(row, status="pending" if keep_pending else "failed", error=message,
-                         remote_id=remote.remote_id if remote else row.remote_id,
-                         remote_line_ids=tuple(remote.line_ids) if remote else row.remote_line_ids))
-            out.failures.append((cid, message))
-            todo.pop(cid, None)
-
-        def done(cid: str, remote: RemoteEntry, what: str) -> None:
-            e = local[cid]
-            if not remote.matches(e):
-                fail(cid, f"Jurnal answered OK but holds {len(remote.lines)} lines, debit "
-                          f"{format_amount(remote.total_debit_minor)} (we sent {len(e.lines)} lines, debit "
-                          f"{format_amount(e.total_debit_minor)}): Jurnal may have dropped a line it could not "
-                          "resolve. Check the accounts; the next run updates the entry in place.", remote)
-                return
-            save(replace(rows[cid], status="posted", remote_id=remote.remote_id,
-                         remote_line_ids=tuple(remote.line_ids), error=None, content_hash=e.content_hash,
-                         posted_at=dt.datetime.now(dt.UTC).replace(tzinfo=None)))
-            out.add(what)
-            todo.pop(cid, None)
-
-        def reauth(err: SinkError) -> None:
-            for cid in list(todo):
-                if cid not in rows:
-                    save(intent(cid, todo[cid]))
-                row = rows[cid]
-                # nothing reached Jurnal for these; keep a known remote id for the next run
-                save(replace(row, status="failed" if row.status != "pending" else "pending", error=err.message))
-                out.failures.append((cid, err.message))
-            todo.clear()
-
+                r.todo[item.custom_id] = item.action
         for round_no in range(self.max_rounds):
-            if not todo:
+            if not r.todo:
                 break
             if round_no:
                 self.sleep(self.backoff * 2 ** (round_no - 1))
             try:
-                self._recover(tenant_id, todo, local, rows, remotes, window, done, save, out)
-                self._creates(tenant_id, todo, local, rows, intent, save, done, fail)
-                self._updates(tenant_id, todo, local, rows, remotes, intent, save, done, fail)
-                self._deletes(tenant_id, todo, rows, remotes, intent, save, fail, out)
+                self._look_up(r, window)
+                self._create(r)
+                self._update(r)
+                self._delete(r)
             except SinkError as err:
                 if err.kind == "needs_reauth":
-                    reauth(err)
-                    break
-                if err.kind not in ("uncertain", "retryable"):
+                    r.give_up(err.message, err.kind)
+                elif err.kind == "deferred":
+                    r.give_up(f"deferred to the next run: {err.message}", err.kind)
+                elif err.kind not in TRANSIENT:
                     raise
-                # the failing call marked its entries for recovery; the next round looks them up
-        for cid, action in list(todo.items()):
-            message = (f"{action}: outcome still unknown after {self.max_rounds} rounds (Jurnal unreachable or "
-                       "failing); the entry stays pending and the next run looks it up before writing")
-            if cid not in rows:
-                save(intent(cid, action))
-            fail(cid, message, keep_pending=True)
-        return out
+                # transient: the failing call marked its entries for a look-up; the next round does it
+        for cid, action in list(r.todo.items()):
+            if cid not in r.rows:
+                r.record_intent((cid, action))
+            r.fail(cid, f"{action}: outcome still unknown after {self.max_rounds} rounds ({self.sink.name} "
+                        "unreachable or failing); the entry stays pending and the next run looks it up before "
+                        "writing", "uncertain", keep_pending=True)
+        return r.outcome
 
     # -- steps ---------------------------------------------------------------------------------------------
-    def _recover(self, tenant_id, todo, local, rows, remotes, window, done, save, out) -> None:  # noqa: ANN001
-        pending = [cid for cid, a in todo.items() if a == "recover"]
-        if not pending:
+    def _look_up(self, r: TenantRound, window: tuple[dt.date, dt.date]) -> None:
+        """Resolve pending and waiting entries from what the system holds (reads only)."""
+        wanted = [cid for cid, a in r.todo.items() if a in ("recover", "refresh")]
+        if not wanted:
             return
-        if len(pending) > 1:  # one listing instead of one GET per entry
-            found = {r.custom_id: r for r in self.sink.list_period(tenant_id, *window) if r.custom_id}
-            for cid in pending:
-                remotes[cid] = found.get(cid)
-        else:
-            remotes[pending[0]] = self.sink.find(tenant_id, pending[0])
-        for cid in pending:
-            remote, e = remotes[cid], local.get(cid)
+        hinted = [cid for cid in wanted if cid in r.rows and r.rows[cid].remote_state]
+        plain = [cid for cid in wanted if cid not in hinted]
+        if len(plain) > 1:  # one listing instead of one look-up per entry
+            found = {x.custom_id: x for x in self.sink.list_period(r.tenant_id, *window) if x.custom_id}
+            for cid in plain:
+                r.remotes[cid] = found.get(cid)
+        elif plain:
+            r.remotes[plain[0]] = self.sink.find(r.tenant_id, plain[0])
+        for cid in hinted:
+            r.remotes[cid] = self.sink.find(r.tenant_id, cid, dict(r.rows[cid].remote_state))
+        for cid in wanted:
+            remote, e = r.remotes[cid], r.entries.get(cid)
             if e is None:  # a delete was in flight
                 if remote is None:
-                    save(replace(rows[cid], status="deleted", error=None))
-                    out.add("delete")
-                    todo.pop(cid)
+                    r.save(replace(r.rows[cid], status="deleted", error=None))
+                    r.outcome.add("delete")
+                    r.todo.pop(cid)
                 else:
-                    todo[cid] = "delete"
+                    r.todo[cid] = "delete"
             elif remote is None:
-                todo[cid] = "create"
-            elif remote.matches(e):
-                done(cid, remote, "adopted")
+                r.todo[cid] = "create"
+            elif remote.state in ("processing", "rejected") or remote.matches(e):
+                r.done(cid, remote, "refresh" if r.todo[cid] == "refresh" else "adopted")
             else:
-                todo[cid] = "update"
+                r.todo[cid] = "update"
 
-    def _creates(self, tenant_id, todo, local, rows, intent, save, done, fail) -> None:  # noqa: ANN001
-        creates = [local[cid] for cid, a in todo.items() if a == "create"]
+    def _create(self, r: TenantRound) -> None:
+        creates = [r.entries[cid] for cid, a in r.todo.items() if a == "create"]
         for lo in range(0, len(creates), self.sink.max_batch):
-            chunk = creates[lo : lo + self.sink.max_batch]
-            save(*[intent(e.custom_id, "create") for e in chunk])
+            chunk = creates[lo: lo + self.sink.max_batch]
+            r.record_intent(*[(e.custom_id, "create") for e in chunk])
             try:
-                results = self.sink.create(tenant_id, chunk)
+                results = self.sink.create(r.tenant_id, chunk)
             except SinkError as err:
-                if err.kind in ("uncertain", "retryable"):
+                if err.kind in TRANSIENT:
                     for e in chunk:
-                        todo[e.custom_id] = "recover"
-                raise
+                        r.todo[e.custom_id] = "recover"
+                    raise
+                if err.kind in ("needs_reauth", "deferred"):
+                    raise
+                for e in chunk:  # the whole call was refused: nothing was created
+                    r.fail(e.custom_id, err.message, err.kind)
+                continue
             for res in results:
                 if res.remote is not None:
-                    done(res.custom_id, res.remote, "create")
+                    r.done(res.custom_id, res.remote, "create")
+                elif res.pending is not None:
+                    r.done(res.custom_id, RemoteEntry("", res.custom_id, r.entries[res.custom_id].transaction_date,
+                                                      None, 0, 0, (), state="processing",
+                                                      state_detail="submitted, still processing",
+                                                      extra=res.pending), "create")
                 elif res.error.kind == "duplicate":  # already there: adopt it (or update it) after a look-up
-                    todo[res.custom_id] = "recover"
+                    r.todo[res.custom_id] = "recover"
                 else:
-                    fail(res.custom_id, res.error.message)
+                    r.fail(res.custom_id, res.error.message, res.error.kind)
 
-    def _updates(self, tenant_id, todo, local, rows, remotes, intent, save, done, fail) -> None:  # noqa: ANN001
-        for cid in [c for c, a in todo.items() if a == "update"]:
-            row = rows[cid]
-            remote = remotes.get(cid) or RemoteEntry(row.remote_id, cid, local[cid].transaction_date, None, 0, 0,
-                                                     tuple((i, 0, 0, 0) for i in row.remote_line_ids))
-            save(intent(cid, "update"))
+    def _update(self, r: TenantRound) -> None:
+        for cid in [c for c, a in r.todo.items() if a == "update"]:
+            remote = r.remotes.get(cid) or r.stub(cid)
+            r.record_intent((cid, "update"))
             try:
-                updated = self.sink.update(tenant_id, remote, local[cid])
+                updated = self.sink.update(r.tenant_id, remote, r.entries[cid])
             except SinkError as err:
-                if err.kind in ("uncertain", "retryable"):
-                    todo[cid] = "recover"
+                if err.kind in TRANSIENT:
+                    r.todo[cid] = "recover"
                     raise
-                if err.kind == "not_found" or (err.kind == "rejected" and "not found" in err.message):
-                    todo[cid] = "recover"  # deleted or edited in Jurnal meanwhile: look again
+                if err.kind in ("needs_reauth", "deferred"):
+                    raise
+                if err.kind == "not_found":
+                    r.todo[cid] = "recover"  # deleted or edited in the system meanwhile: look again
                     continue
-                fail(cid, err.message)
+                r.fail(cid, err.message, err.kind)
                 continue
-            done(cid, updated, "update")
+            r.done(cid, updated, "update")
 
-    def _deletes(self, tenant_id, todo, rows, remotes, intent, save, fail, out) -> None:  # noqa: ANN001
-        for cid in [c for c, a in todo.items() if a == "delete"]:
-            row = rows[cid]
-            remote_id = remotes[cid].remote_id if remotes.get(cid) else row.remote_id
-            if remote_id is None:
-                todo[cid] = "recover"
+    def _delete(self, r: TenantRound) -> None:
+        for cid in [c for c, a in r.todo.items() if a == "delete"]:
+            remote = r.remotes.get(cid) or (r.stub(cid) if r.rows[cid].remote_id else None)
+            if remote is None:
+                r.todo[cid] = "recover"
                 continue
-            save(intent(cid, "delete"))
+            r.record_intent((cid, "delete"))
             try:
-                self.sink.delete(tenant_id, remote_id)
+                self.sink.delete(r.tenant_id, remote)
             except SinkError as err:
-                if err.kind in ("uncertain", "retryable"):
-                    todo[cid] = "recover"
+                if err.kind in TRANSIENT:
+                    r.todo[cid] = "recover"
+                    raise
+                if err.kind in ("needs_reauth", "deferred"):
                     raise
                 if err.kind != "not_found":
-                    fail(cid, err.message)
+                    r.fail(cid, err.message, err.kind)
                     continue
-            save(replace(rows[cid], status="deleted", error=None))
-            out.add("delete")
-            todo.pop(cid)
+            r.save(replace(r.rows[cid], status="deleted", error=None))
+            r.outcome.add("delete")
+            r.todo.pop(cid)
+
+
+# -- a whole window: every tenant, each on its own system ----------------------------------------------------------
+@dataclass(frozen=True)
+class DeleteGuard:
+    """Refuse a mass delete (R2a pointed at an empty or wrong database, a truncated table): more than `max_count`
+    deletes, or more than `max_fraction` of the window's posted entries (at least 2), unless `allow`."""
+
+    allow: bool = False
+    max_count: int = 20
+    max_fraction: float = 0.05
+
+    def refusal(self, deletes: int, posted: int) -> str | None:
+        if self.allow or not deletes:
+            return None
+        limit = min(self.max_count, max(2, int(self.max_fraction * posted)))
+        if deletes <= limit:
+            return None
+        return (f"refused to delete {deletes} of the window's {posted} posted entries (limit {limit}: "
+                f"max_deletes={self.max_count}, max_delete_fraction={self.max_fraction:g}); nothing was deleted. "
+                "If R2a really lost these months, re-run with the posting config allow_mass_delete: true; otherwise "
+                "check R2A_DATABASE_URL and the r2a_transactions table")
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    requests: int
+    elapsed: float  # seconds
+    allowed_per_minute: float | None = None  # the binding limit (per source address), real time
+
+    @property
+    def rate_per_minute(self) -> float:
+        return 60 * self.requests / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if not self.done or self.done >= self.total:
+            return 0.0 if self.done >= self.total else None
+        return self.elapsed / self.done * (self.total - self.done)
+
+    def describe(self) -> str:
+        allowed = f" of {self.allowed_per_minute:,.0f} allowed" if self.allowed_per_minute else ""
+        eta = self.eta_seconds
+        return (f"{self.done:,}/{self.total:,} tenants, {self.requests:,} requests, {self.rate_per_minute:,.0f}/min"
+                f"{allowed}, ETA {'?' if eta is None else f'{eta:,.0f}s'}")
+
+
+@dataclass
+class WindowResult:
+    plan: list[tuple[str, PlanItem]] = field(default_factory=list)  # (system, item)
+    outcomes: list[tuple[str, TenantOutcome]] = field(default_factory=list)
+    refused_deletes: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for _, o in self.outcomes:
+            for k, v in o.counts.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def failures(self) -> list[tuple[str, str, str, str, str]]:
+        """(system, tenant, custom_id, error, kind)"""
+        return [(s, o.tenant_id, cid, err, kind) for s, o in self.outcomes for cid, err, kind in o.failures]
+
+
+@dataclass
+class WindowJob:
+    """Post a window: each tenant's entries to its own system's sink, against the posting state."""
+
+    window: tuple[dt.date, dt.date]
+    systems: dict[str, str]  # tenant -> its accounting system
+    entries: dict[str, list[CanonicalEntry]]
+    state: dict[str, dict[str, dict[str, PostingRow]]]  # system -> tenant -> custom_id -> row
+    held: dict[str, set[dt.date]]
+    sink_for: Callable[[str], LedgerSink]
+    store: PostingStore
+    dry_run: bool = False
+    guard: DeleteGuard = DeleteGuard()
+    backoff: float = 0.5
+    progress: Callable[[int, int], None] | None = None  # (done, total), after each tenant with work
+    # A tenant whose entry failed on a missing/archived account: refresh its chart and re-resolve the entries'
+    # accounts -> (entries to retry, or None with the reason they cannot be).
+    rechart: Callable[[str, str, list[CanonicalEntry]], tuple[list[CanonicalEntry] | None, str]] | None = None
+    reload: Callable[[str, str], dict[str, PostingRow]] | None = None  # (system, tenant) -> rows after a try
+
+    def run(self) -> WindowResult:
+        result = WindowResult()
+        tenants = sorted(set(self.entries) | {t for by_t in self.state.values() for t in by_t})
+        work: list[tuple[str, str]] = []
+        for tenant in tenants:
+            system = self.systems.get(tenant)
+            if system is None:
+                for e in self.entries.get(tenant, []):
+                    result.plan.append(("", PlanItem(tenant, e.period, e.custom_id, "skip", "not connected")))
+                result.outcomes.append(("", TenantOutcome(tenant, failures=[
+                    ("*", f"tenant {tenant} is not connected to an accounting system: run `ledger-pipeline connect "
+                          f"--tenant {tenant} --system <jurnal|quickbooks|zoho|aden|rootfi>`", "needs_reauth")])))
+                continue
+            items = plan_tenant(tenant, self.entries.get(tenant, []), self._rows(system, tenant),
+                                self.held.get(tenant, set()))
+            result.plan += [(system, it) for it in items]
+            if any(it.action not in ("skip", "hold") for it in items):
+                work.append((system, tenant))
+        deletes = sum(1 for _, it in result.plan if it.action == "delete")
+        posted = sum(1 for by_t in self.state.values() for rows in by_t.values() for r in rows.values()
+                     if r.status in LIVE)
+        result.refused_deletes = self.guard.refusal(deletes, posted)
+        if self.dry_run:
+            return result
+        for i, (system, tenant) in enumerate(work, 1):
+            result.outcomes.append((system, self._post(system, tenant, result.refused_deletes is not None)))
+            if self.progress:
+                self.progress(i, len(work))
+        return result
+
+    def _rows(self, system: str, tenant: str) -> dict[str, PostingRow]:
+        return self.state.get(system, {}).get(tenant, {})
+
+    def _post(self, system: str, tenant: str, no_deletes: bool) -> TenantOutcome:
+        engine = PostingEngine(self.sink_for(system), self.store, backoff=self.backoff)
+        entries = self.entries.get(tenant, [])
+        held = set(self.held.get(tenant, set()))
+        if no_deletes:  # a refused mass delete holds every remote entry of the window as it is
+            held |= {r.period for r in self._rows(system, tenant).values()}
+        try:
+            outcome = engine.post_tenant(tenant, entries, self._rows(system, tenant), self.window, held)
+        except SinkError as exc:  # an unexpected classification: record it, keep going
+            return TenantOutcome(tenant, failures=[("*", str(exc), exc.kind)])
+        bad = outcome.failed("account")
+        if not bad or self.rechart is None:
+            return outcome
+        retry, why = self.rechart(system, tenant, entries)
+        if retry is None:
+            outcome.failures = [(c, f"{e} ({why})" if k == "account" else e, k) for c, e, k in outcome.failures]
+            return outcome
+        rows = self.reload(system, tenant) if self.reload else self._rows(system, tenant)
+        second = engine.post_tenant(tenant, retry, rows, self.window, held)
+        merged = TenantOutcome(tenant, dict(outcome.counts), second.failures)
+        for k, v in second.counts.items():
+            if k != "skip":  # what the first try posted is a skip now
+                merged.counts[k] = merged.counts.get(k, 0) + v
+        return merged

@@ -5,11 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from ledger_pipeline.ledger.sink import CanonicalEntry, RemoteEntry
+from ledger_pipeline.ledger.sink import CUSTOM_ID_PREFIX, MEMO_PREFIX, CanonicalEntry, RemoteEntry
 from ledger_pipeline.money import format_amount
-
-OUR_PREFIX = "r2a-pl-"
-MEMO_PREFIX = "R2a Monthly P&L - "
 
 
 @dataclass(frozen=True)
@@ -29,7 +26,7 @@ def reconcile_tenant(tenant_id: str, entries: list[CanonicalEntry], remotes: lis
     as a duplicate (someone re-keyed it by hand); a remote r2a-pl- entry we no longer have is unexpected."""
     by_id: dict[str, list[RemoteEntry]] = {}
     for r in remotes:
-        if r.custom_id and r.custom_id.startswith(OUR_PREFIX):
+        if r.custom_id and r.custom_id.startswith(CUSTOM_ID_PREFIX):
             by_id.setdefault(r.custom_id, []).append(r)
     by_memo: dict[str, list[RemoteEntry]] = {}
     for r in remotes:
@@ -58,3 +55,34 @@ def reconcile_tenant(tenant_id: str, entries: list[CanonicalEntry], remotes: lis
                              0, sum(r.total_debit_minor for r in found),
                              "in Jurnal but not in our ledger for this month (month rejected or removed?)"))
     return rows
+
+
+def reconcile_from_state(entries: dict[str, list[CanonicalEntry]], state: dict[str, dict[str, dict]],
+                         systems: dict[str, str]) -> list[tuple[str, ReconRow]]:
+    """Reconciliation without a request: an entry whose create/update answer matched what we sent (verified_at) and
+    whose content has not changed since is a match; the rest say what the posting state knows (pure).
+    `state`: system -> tenant -> custom_id -> PostingRow."""
+    out: list[tuple[str, ReconRow]] = []
+    for tenant in sorted(set(entries) | {t for by_t in state.values() for t in by_t}):
+        system = systems.get(tenant, "")
+        rows = state.get(system, {}).get(tenant, {})
+        local = {e.custom_id: e for e in entries.get(tenant, [])}
+        for cid, e in local.items():
+            row = rows.get(cid)
+            same = row is not None and row.content_hash == e.content_hash and row.verified_at is not None
+            if same and row.status == "posted":
+                status, remote, detail = "match", e.total_debit_minor, (
+                    f"verified from {system}'s answer at {row.verified_at:%Y-%m-%d %H:%M:%S} UTC")
+            elif same and row.status == "awaiting_approval":
+                status, remote, detail = "awaiting_approval", e.total_debit_minor, row.error or "awaiting approval"
+            else:
+                why = "never posted" if row is None else f"{row.status}: {row.error or 'changed since posted'}"
+                status, remote, detail = "missing_remote", 0, f"not posted with this content ({why})"
+            out.append((system, ReconRow(tenant, e.period, cid, status, (row.remote_id or "") if row else "",
+                                         e.total_debit_minor, remote, detail)))
+        for cid, row in rows.items():
+            if cid not in local and row.status in ("posted", "awaiting_approval"):
+                out.append((system, ReconRow(tenant, row.period, cid, "unexpected_remote", row.remote_id or "", 0,
+                                             0, "posted earlier, no longer in our ledger (month rejected upstream "
+                                                "or a delete refused or pending)")))
+    return out

@@ -10,21 +10,50 @@ from sqlalchemy import Engine
 
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import load_settings
+from ledger_pipeline.systems import Connections, OpenOptions, Priority
 from ledger_pipeline.warehouse.store import Warehouse
 
 
 class R2aDatabase(dg.ConfigurableResource):
-    """R2a's SQL database (SQLite file by default, Postgres in production)."""
+    """R2a's SQL database (SQLite file by default, Postgres in production), and the operational database (posting
+    state, tokens, OAuth states, shards): R2a's own unless `ops_url` (LEDGER_OPS_DATABASE_URL) names another."""
 
     url: str
+    ops_url: str | None = None
 
     _engine: Engine | None = PrivateAttr(default=None)
+    _ops_engine: Engine | None = PrivateAttr(default=None)
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
             self._engine = make_engine(self.url)
         return self._engine
+
+    @property
+    def ops_database_url(self) -> str:
+        return self.ops_url or self.url
+
+    @property
+    def ops_engine(self) -> Engine:
+        if not self.ops_url or self.ops_url == self.url:
+            return self.engine
+        if self._ops_engine is None:
+            self._ops_engine = make_engine(self.ops_url)
+        return self._ops_engine
+
+
+class AccountingResource(dg.ConfigurableResource):
+    """The accounting systems (Jurnal, QuickBooks, Zoho, Aden, Rootfi): endpoints from the environment (settings.py),
+    tokens from the operational database. Secrets are read when a connection opens, never stored in config."""
+
+    rate_limit_scale: float = 1.0  # the clients' pacing clock: match the sandbox's --rate-limit-scale
+    backoff_initial: float = 0.5
+    timeout: float = 30.0
+
+    def connections(self, database_url: str, priority: Priority = "posting") -> Connections:
+        return Connections(load_settings(), OpenOptions(database_url, self.rate_limit_scale, self.backoff_initial,
+                                                        self.timeout, priority))
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -39,11 +68,10 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
-    from ledger_pipeline.systems.jurnal.resource import JurnalResource
-
     s = load_settings()
     return {
-        "r2a": R2aDatabase(url=s.r2a_database_url),
+        "r2a": R2aDatabase(url=s.r2a_database_url,
+                           ops_url=s.ops_database_url if s.ops_database_url != s.r2a_database_url else None),
         "warehouse": WarehouseResource(work_path=str(s.work_warehouse_path), publish_path=str(s.warehouse_path)),
-        "jurnal": JurnalResource.from_settings(s),
+        "accounting": AccountingResource(rate_limit_scale=s.rate_limit_scale),
     }

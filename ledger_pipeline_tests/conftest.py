@@ -12,7 +12,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 
-from ledger_pipeline.sandboxes.jurnal import Limits
+from ledger_pipeline.sandboxes.base import Limits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import Settings, load_settings
 
@@ -35,8 +35,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 def sandbox(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
     """The Jurnal sandbox with its limits time-scaled x1000 (fast, but still enforced), env pointed at it."""
     with SandboxServer(settings.data_dir / "sandbox.sqlite", limits=Limits(scale=1000)) as server:
-        monkeypatch.setenv("JURNAL_API_BASE_URL", server.api_url)
-        monkeypatch.setenv("JURNAL_OAUTH_BASE_URL", server.url)
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
         monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", "1000")
         yield server
 

@@ -9,10 +9,10 @@ import duckdb
 import httpx
 
 from ledger_pipeline.definitions import ASSETS, CHECKS
-from ledger_pipeline.resources import R2aDatabase, WarehouseResource
+from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.systems.jurnal.oauth import connect_tenant, follow_redirects
-from ledger_pipeline.systems.jurnal.resource import JurnalResource, JurnalSession, open_session
+from ledger_pipeline.systems.jurnal.resource import JurnalSession, open_session
 
 CLOSE = ["jurnal_gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines", "jurnal_postings",
          "jurnal_reconciliation"]
@@ -22,8 +22,7 @@ def resources(s: Settings, r2a_url: str | None = None) -> dict:
     return {
         "r2a": R2aDatabase(url=r2a_url or s.r2a_database_url),
         "warehouse": WarehouseResource(work_path=str(s.work_warehouse_path), publish_path=str(s.warehouse_path)),
-        "jurnal": JurnalResource(api_base_url=s.jurnal_api_base_url, oauth_base_url=s.jurnal_oauth_base_url,
-                                 rate_limit_scale=s.rate_limit_scale, backoff_initial=0.01, timeout=5),
+        "accounting": AccountingResource(rate_limit_scale=s.rate_limit_scale, backoff_initial=0.01, timeout=5),
     }
 
 
@@ -39,7 +38,7 @@ def materialize(selection: list[str], first: str, last: str | None = None, *, r2
                 raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
     """Materialize `selection` (asset names) for a month or a range as one run, with its checks."""
     s = load_settings()
-    partitioned = [a for a in selection if a != "jurnal_gl_accounts"]
+    partitioned = [a for a in selection if a not in ("jurnal_gl_accounts", "reconciliation_drift")]
     return dg.materialize(
         [*ASSETS, *CHECKS], selection=dg.AssetSelection.assets(*selection) | dg.AssetSelection.checks_for_assets(
             *partitioned), resources=resources(s, r2a_url), instance=instance or dg.DagsterInstance.ephemeral(),
@@ -47,10 +46,18 @@ def materialize(selection: list[str], first: str, last: str | None = None, *, r2
     )
 
 
-def materialize_gl(r2a_url: str | None = None) -> dg.ExecuteInProcessResult:
+def materialize_gl(r2a_url: str | None = None, refresh: str = "all") -> dg.ExecuteInProcessResult:
     s = load_settings()
     return dg.materialize([*ASSETS], selection=["jurnal_gl_accounts"], resources=resources(s, r2a_url),
-                          instance=dg.DagsterInstance.ephemeral())
+                          instance=dg.DagsterInstance.ephemeral(),
+                          run_config={"ops": {"jurnal_gl_accounts": {"config": {"refresh": refresh}}}})
+
+
+def materialize_drift(r2a_url: str | None = None, months: int = 3, **config: object) -> dg.ExecuteInProcessResult:
+    s = load_settings()
+    return dg.materialize([*ASSETS], selection=["reconciliation_drift"], resources=resources(s, r2a_url),
+                          instance=dg.DagsterInstance.ephemeral(),
+                          run_config={"ops": {"reconciliation_drift": {"config": {"months": months, **config}}}})
 
 
 def session(r2a_url: str | None = None) -> JurnalSession:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ledger_pipeline.ledger.mapping import CLEARING, resolve_numbers
+from ledger_pipeline.ledger.sink import CUSTOM_ID_PREFIX, MEMO_PREFIX
 
 CATEGORY_ORDER = {"revenue": 0, "cogs": 1, "expense": 2, CLEARING: 3}
 LINE_COLUMNS = ["tenant_id", "period", "transaction_date", "custom_id", "entry_no", "line_no", "account_id",
@@ -34,7 +35,7 @@ class JournalBuild:
 
 def custom_id(tenant_id: pd.Series, period: pd.Series) -> pd.Series:
     months = {p: p.strftime("%Y%m") for p in period.unique()}  # strftime once per month, not per line
-    return "r2a-pl-" + tenant_id + "-" + period.map(months)
+    return CUSTOM_ID_PREFIX + tenant_id + "-" + period.map(months)
 
 
 def build_journal(detail: pd.DataFrame, accounts: pd.DataFrame, rules: pd.DataFrame) -> JournalBuild:
@@ -79,16 +80,16 @@ def build_journal(detail: pd.DataFrame, accounts: pd.DataFrame, rules: pd.DataFr
     has_chart = lines["tenant_id"].isin(set(accounts["tenant_id"]))
     problem = pd.Series(pd.NA, index=lines.index, dtype="object")
     what = lines["category"] + "/" + lines["subcategory"]
-    problem = problem.mask(~has_chart, "no GL accounts ingested from Jurnal for this tenant: connect it "
-                                       "(ledger-pipeline connect) and materialize jurnal_gl_accounts")
+    problem = problem.mask(~has_chart, "no GL accounts ingested for this tenant: connect it "
+                                       "(ledger-pipeline connect) and materialize gl_accounts")
     problem = problem.mask(has_chart & lines["account_number"].isna(),
                            "no account mapping for " + what + ": add a row to the account mapping file")
     problem = problem.mask(has_chart & lines["account_number"].notna() & lines["account_id"].isna(),
                            "account " + lines["account_number"].astype(str) + " (for " + what
-                           + ") does not exist in the tenant's Jurnal chart")
+                           + ") does not exist in the tenant's chart of accounts")
     problem = problem.mask(has_chart & lines["archived"].astype("boolean").fillna(False).astype(bool),
                            "account " + lines["account_number"].astype(str) + " (for " + what
-                           + ") is archived in the tenant's Jurnal chart")
+                           + ") is archived in the tenant's chart of accounts")
     bad = lines[problem.notna()].assign(problem=problem[problem.notna()])
     rejections = (
         bad.groupby(key)["problem"].agg(lambda s: "; ".join(dict.fromkeys(s))).reset_index()
@@ -108,7 +109,7 @@ def build_journal(detail: pd.DataFrame, accounts: pd.DataFrame, rules: pd.DataFr
     lines = lines.sort_values(["custom_id", "_order", "subcategory"], ignore_index=True)
     lines["line_no"] = lines.groupby("custom_id").cumcount().astype("int64") + 1
     lines["entry_no"] = lines.groupby("custom_id", sort=False).ngroup().astype("int64")
-    lines["account_id"] = lines["account_id"].astype("Int64")
+    lines["account_id"] = lines["account_id"].astype("string")
     lines = lines[LINE_COLUMNS]
     entries = summarize_entries(lines, sources)
     return JournalBuild(entries, lines, rejections[REJECTION_COLUMNS], no_activity)
@@ -125,7 +126,7 @@ def summarize_entries(lines: pd.DataFrame, sources: pd.Series) -> pd.DataFrame:
     net = (lines["debit_minor"].where(is_bal, 0) - lines["credit_minor"].where(is_bal, 0)).groupby(
         lines["custom_id"]).sum()
     entries["net_income_minor"] = entries["custom_id"].map(net).fillna(0).astype("int64")
-    entries["memo"] = "R2a Monthly P&L - " + entries["period"].dt.strftime("%Y-%m")
+    entries["memo"] = MEMO_PREFIX + entries["period"].dt.strftime("%Y-%m")
     entries["content_hash"] = content_hashes(lines, entries)
     entries = entries.merge(sources.reset_index(), on=["tenant_id", "period"], how="left")
     entries["source_rows"] = entries["source_rows"].fillna(0).astype("int64")

@@ -31,7 +31,7 @@ class JournalLines(pa.DataFrameModel):
     custom_id: Series[pd.StringDtype] = pa.Field(nullable=False, coerce=True)
     entry_no: Series[int] = pa.Field(ge=0)  # integer key of custom_id: grouping on it is cheap
     line_no: Series[int] = pa.Field(ge=1)
-    account_id: Series[pd.Int64Dtype] = pa.Field(nullable=False, coerce=False)
+    account_id: Series[pd.StringDtype] = pa.Field(nullable=False, coerce=True)
     account_number: Series[pd.StringDtype] = pa.Field(nullable=False, coerce=True)
     debit_minor: Series[int] = pa.Field(ge=0)
     credit_minor: Series[int] = pa.Field(ge=0)

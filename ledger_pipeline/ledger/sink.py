@@ -1,8 +1,8 @@
-"""The boundary between the pipeline and an accounting platform: a canonical entry goes in, a remote entry comes out.
+"""The boundary between the pipeline and an accounting system: a canonical entry goes in, a remote entry comes out.
 
-Jurnal is the first implementation (ledger_pipeline/systems/jurnal/sink.py). Zoho Books, QuickBooks Online or Aden
-implement the same protocol (their ids, dates, sides and idempotency keys differ; see
-../shared/reference/accounting_apis.md), and the posting engine does not change.
+Every system (ledger_pipeline/systems/<name>/sink.py) implements `LedgerSink`; the posting engine
+(ledger_pipeline/posting.py) never changes when one is added. Ids are strings on this side of the boundary: Jurnal's
+are integers, QuickBooks' numeric strings, Zoho's long numbers, Aden's chart codes; each sink converts.
 """
 
 from __future__ import annotations
@@ -14,13 +14,35 @@ from typing import Literal, Protocol
 
 import pandas as pd
 
-ErrorKind = Literal["retryable", "uncertain", "needs_reauth", "rejected", "duplicate", "locked", "not_found"]
+# retryable: nothing reached the system (or a read failed): try again later.
+# uncertain: a write may have been applied: look the entry up before writing again.
+# needs_reauth: the tenant's grant is gone; the tenant is skipped until someone reconnects it.
+# rejected / locked / not_found / duplicate: the system answered no (duplicate = our id is already there).
+# account: a line's account is missing or inactive in the tenant's chart (the chart is refreshed, retried once).
+# deferred: the tenant's quota is spent (Zoho's daily cap): skipped until the next run, never retried in a loop.
+ErrorKind = Literal["retryable", "uncertain", "needs_reauth", "rejected", "duplicate", "locked", "not_found",
+                    "account", "deferred"]
+
+# What the remote system says about an entry. Only "posted" is final; the others are tracked by the engine.
+RemoteState = Literal["posted", "awaiting_approval", "rejected", "processing"]
+
+CUSTOM_ID_PREFIX = "r2a-pl-"
+MEMO_PREFIX = "R2a Monthly P&L - "
+
+
+def custom_id_for(tenant_id: str, period: dt.date) -> str:
+    """The idempotency key of a tenant-month (one definition: the journal builder and reconciliation use it)."""
+    return f"{CUSTOM_ID_PREFIX}{tenant_id}-{period:%Y%m}"
+
+
+def memo_for(period: dt.date) -> str:
+    return f"{MEMO_PREFIX}{period:%Y-%m}"
 
 
 @dataclass(frozen=True)
 class CanonicalLine:
     line_no: int
-    account_id: int
+    account_id: str  # the account's id in the tenant's system (from the stored chart)
     account_number: str
     debit_minor: int
     credit_minor: int
@@ -43,39 +65,39 @@ class CanonicalEntry:
         return sum(ln.debit_minor for ln in self.lines)
 
     def signature(self) -> Counter:
-        return Counter((ln.account_id, ln.debit_minor, ln.credit_minor) for ln in self.lines)
+        return Counter((str(ln.account_id), ln.debit_minor, ln.credit_minor) for ln in self.lines)
 
 
 @dataclass(frozen=True)
 class RemoteEntry:
-    remote_id: int
-    custom_id: str | None
+    """An entry as the system holds it, amounts parsed exactly from the system's numeric fields."""
+
+    remote_id: str
+    custom_id: str | None  # our id as the system stores it (custom_id, reference_number, entry_id, ...)
     transaction_date: dt.date
     memo: str | None
     total_debit_minor: int
     total_credit_minor: int
-    lines: tuple[tuple[int, int, int, int], ...]  # (remote line id, account id, debit minor, credit minor)
+    lines: tuple[tuple[str, str, int, int], ...]  # (remote line id, account id, debit minor, credit minor)
     locked: bool = False
+    state: RemoteState = "posted"
+    state_detail: str = ""  # e.g. "awaiting approval since 2026-05-03" or the approver's reason
+    # What the sink needs next time (QuickBooks' SyncToken, Rootfi's job id, Aden's revision); kept in the posting
+    # state and handed back to find/update/delete as `hint`.
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def signature(self) -> Counter:
-        return Counter((acc, d, c) for _, acc, d, c in self.lines)
+        return Counter((str(acc), d, c) for _, acc, d, c in self.lines)
 
     def matches(self, entry: CanonicalEntry) -> bool:
-        """Same lines (account, debit, credit) and totals: what Jurnal holds is what we meant to post."""
+        """Same lines (account, debit, credit), totals and date: what the system holds is what we meant to post."""
         return (len(self.lines) == len(entry.lines) and self.total_debit_minor == entry.total_debit_minor
                 and self.total_credit_minor == entry.total_debit_minor and self.signature() == entry.signature()
                 and self.transaction_date == entry.transaction_date)
 
     @property
-    def line_ids(self) -> list[int]:
-        return [line_id for line_id, *_ in self.lines]
-
-
-@dataclass
-class CreateResult:
-    custom_id: str
-    remote: RemoteEntry | None = None
-    error: SinkError | None = None
+    def line_ids(self) -> list[str]:
+        return [str(line_id) for line_id, *_ in self.lines]
 
 
 @dataclass
@@ -89,21 +111,36 @@ class SinkError(Exception):
         return self.message
 
 
-class LedgerSink(Protocol):
-    name: str
-    max_batch: int  # entries per create call (1 where the platform has no batch endpoint)
+@dataclass
+class CreateResult:
+    """One entry's outcome in a create call: a remote entry, an error, or (asynchronous systems) a `pending`
+    hint to resolve later (e.g. {"job_id": ...}): the engine keeps the entry pending and looks it up next time."""
 
-    def find(self, tenant_id: str, custom_id: str) -> RemoteEntry | None: ...
+    custom_id: str
+    remote: RemoteEntry | None = None
+    error: SinkError | None = None
+    pending: dict | None = None
+
+
+class LedgerSink(Protocol):
+    name: str  # the system's name in the registry
+    max_batch: int  # entries per create call (1 where the system has no batch endpoint)
+
+    def find(self, tenant_id: str, custom_id: str, hint: dict | None = None) -> RemoteEntry | None:
+        """The live entry with our id, or None. `hint` is what the last RemoteEntry.extra / pending said."""
 
     def list_period(self, tenant_id: str, start: dt.date, end: dt.date) -> list[RemoteEntry]:
-        """Every remote entry dated in [start, end)."""
+        """Every live remote entry dated in [start, end) (ours and others')."""
 
     def create(self, tenant_id: str, entries: list[CanonicalEntry]) -> list[CreateResult]:
         """One call for up to max_batch entries; a result per entry. Raises SinkError for the whole call."""
 
-    def update(self, tenant_id: str, remote: RemoteEntry, entry: CanonicalEntry) -> RemoteEntry: ...
+    def update(self, tenant_id: str, remote: RemoteEntry, entry: CanonicalEntry) -> RemoteEntry:
+        """Make the remote entry equal `entry` (in place, or by reversal where posted entries are immutable).
+        `remote` may be a stub rebuilt from the posting state (ids and `extra` only, no lines)."""
 
-    def delete(self, tenant_id: str, remote_id: int) -> None: ...
+    def delete(self, tenant_id: str, remote: RemoteEntry) -> None:
+        """Remove the entry (or reverse it where the system cannot delete); `remote` may be a stub."""
 
 
 def entries_from_frames(entries: pd.DataFrame, lines: pd.DataFrame) -> list[CanonicalEntry]:
@@ -111,7 +148,7 @@ def entries_from_frames(entries: pd.DataFrame, lines: pd.DataFrame) -> list[Cano
     by_entry: dict[str, list[CanonicalLine]] = {}
     for row in lines.sort_values(["custom_id", "line_no"]).itertuples(index=False):
         by_entry.setdefault(row.custom_id, []).append(CanonicalLine(
-            int(row.line_no), int(row.account_id), str(row.account_number), int(row.debit_minor),
+            int(row.line_no), str(row.account_id), str(row.account_number), int(row.debit_minor),
             int(row.credit_minor), str(row.description)))
     return [
         CanonicalEntry(row.tenant_id, pd.Timestamp(row.period).date(), row.custom_id,

@@ -65,6 +65,7 @@ class Integration(Base):
     status_detail: Mapped[str | None] = mapped_column(Text)
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    extra: Mapped[str | None] = mapped_column(Text)  # non-secret JSON: realm/organization id, api_domain, ...
 
 
 class OAuthState(Base):
@@ -78,7 +79,9 @@ class OAuthState(Base):
 
 
 def make_engine(url: str) -> Engine:
-    """An engine with the tables created on demand."""
+    """An engine with the tables (R2a's and the operational state's) created or extended on demand."""
+    import ledger_pipeline.state.models  # noqa: F401  (registers the operational tables on Base)
+
     if url.startswith("sqlite:///"):
         from pathlib import Path
 
@@ -94,4 +97,19 @@ def make_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     Base.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Columns added to a model since a database was created (nullable ones only): ALTER TABLE ADD COLUMN."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for col in table.columns:
+                if col.name not in have and col.nullable:
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {col.name} "
+                                         f"{col.type.compile(engine.dialect)}")

@@ -7,24 +7,28 @@ Paths, bodies, status codes and error shapes follow ../shared/reference/accounti
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import ipaddress
 import json
-import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlencode
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.sandboxes.base import (
+    WRITE_METHODS,
+    Drop,
+    DroppedResponse,
+    InjectedError,
+    Limits,
+    SandboxContext,
+    client_host,
+)
 from ledger_pipeline.sandboxes.jurnal_state import SandboxState
 from ledger_pipeline.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
@@ -32,40 +36,9 @@ API = "/partner/core/api/v1"
 MAX_BATCH = 100
 
 
-@dataclass
-class Faults:
-    """Fault injection, drawn from one seeded RNG in request order (deterministic for a sequential client)."""
-
-    seed: int = 0
-    error_rate: float = 0.0  # 5xx before processing
-    error_after_commit_rate: float = 0.0  # 5xx after a write committed
-    error_statuses: list[int] = field(default_factory=lambda: [500, 502, 503])
-    drop_before_rate: float = 0.0  # connection dropped, nothing processed
-    drop_after_commit_rate: float = 0.0  # write committed, connection dropped before the response
-    unauthorized_rate: float = 0.0  # 401 for a live token
-    slow_rate: float = 0.0  # response delayed by slow_seconds (after processing)
-    slow_seconds: float = 0.0
-    latency_ms: float = 0.0  # added to every API request
-    writes_only: bool = False  # faults only on POST/PATCH/DELETE
-
-
-@dataclass
-class Limits:
-    enabled: bool = True
-    scale: float = 1.0  # 100 = the clock runs 100x faster (3,000/min per token)
-    per_token_minute: int = 30
-    per_token_hour: int = 1800
-    per_ip_minute: int = 40
-    per_ip_hour: int = 2500
-
-
 class ApiError(Exception):
     def __init__(self, status: int, body: Any):
         self.status, self.body = status, body
-
-
-class _Drop(Exception):
-    """Close the connection without a complete response."""
 
 
 class RateLimiter:
@@ -137,20 +110,32 @@ def _rupiah(minor: int) -> str:
 
 
 class Sandbox:
-    def __init__(self, state: SandboxState, limits: Limits | None = None, faults: Faults | None = None,
-                 access_ttl: float = 3600, refresh_ttl: float = 30 * 86400,
-                 client_id: str = SANDBOX_CLIENT_ID, client_secret: str = SANDBOX_CLIENT_SECRET):
-        self.state = state
-        self.limits = limits or Limits()
-        self.rate = RateLimiter(self.limits)
-        self.set_faults(faults or Faults())
-        self.access_ttl, self.refresh_ttl = access_ttl, refresh_ttl
-        self.client_id, self.client_secret = client_id, client_secret
-        self.stats: Counter = Counter()
+    """The Jurnal emulation (an `Emulator`): companies, charts, OAuth grants and entries in its own tables."""
 
-    def set_faults(self, faults: Faults) -> None:
-        self.faults = faults
-        self.rng = random.Random(faults.seed)
+    system = "jurnal"
+
+    def __init__(self, state: SandboxState, ctx: SandboxContext, refresh_ttl: float = 30 * 86400,
+                 client_id: str = SANDBOX_CLIENT_ID, client_secret: str = SANDBOX_CLIENT_SECRET):
+        self.state, self.ctx = state, ctx
+        self.limits = ctx.limits
+        self.rate = RateLimiter(self.limits)
+        self.refresh_ttl = refresh_ttl
+        self.client_id, self.client_secret = client_id, client_secret
+
+    @property
+    def access_ttl(self) -> float:
+        return self.ctx.access_ttl
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/auth", self.authorize, methods=["GET"]),
+            Route("/auth/oauth2/token", self.token, methods=["POST"]),
+            Route("/auth/oauth2/revoke", self.revoke, methods=["POST"]),
+            Route(API + "/{path:path}", self.api, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
+        ]
+
+    def close(self) -> None:
+        self.state.close()
 
     # -- rendering ------------------------------------------------------------------------------------------
     def render(self, entries: list) -> list[dict]:
@@ -356,28 +341,23 @@ class Sandbox:
     async def api(self, request: Request) -> Response:
         """Every partner-API request: auth, rate limit, faults, then the handler."""
         route = _endpoint(request.url.path)
-        is_write = request.method in ("POST", "PATCH", "PUT", "DELETE")
-        faults, rng = self.faults, self.rng
-        inject = not faults.writes_only or is_write
+        is_write = request.method in WRITE_METHODS
         status = 500
         headers: dict[str, str] = {}
         try:
-            if faults.latency_ms:
-                await asyncio.sleep(faults.latency_ms / 1000)
             auth = request.headers.get("authorization", "")
             token = auth[7:] if auth.lower().startswith("bearer ") else ""
             company_id, why = self.state.company_for_access_token(token) if token else (None, "missing")
             if company_id is None:
                 raise ApiError(401, {"error": "Invalid authentication credentials", "reason": why})
-            allowed, headers = self.rate.check(token, request.client.host if request.client else "?")
+            allowed, headers = self.rate.check(token, client_host(request))
             if not allowed:
                 raise ApiError(429, {"message": "API rate limit exceeded"})
-            if inject and rng.random() < faults.drop_before_rate:
-                raise _Drop()
-            if inject and rng.random() < faults.error_rate:
-                raise ApiError(rng.choice(faults.error_statuses), {"error": "Internal Server Error"})
-            if inject and rng.random() < faults.unauthorized_rate:
-                raise ApiError(401, {"error": "Invalid authentication credentials"})
+            try:
+                await self.ctx.before(self.system, is_write)
+            except InjectedError as fault:
+                raise ApiError(fault.status, {"error": "Internal Server Error"} if fault.kind == "error"
+                               else {"error": "Invalid authentication credentials"}) from None
             body = None
             if request.method in ("POST", "PATCH", "PUT"):
                 raw = await request.body()
@@ -386,19 +366,16 @@ class Sandbox:
                 except ValueError as exc:
                     raise ApiError(400, {"error": "Malformed JSON", "detail": str(exc)}) from exc
             status, payload = self.dispatch(request, company_id, body)
-            if inject and is_write and rng.random() < faults.drop_after_commit_rate:
-                raise _Drop()
-            if inject and is_write and rng.random() < faults.error_after_commit_rate:
-                raise ApiError(rng.choice(faults.error_statuses), {"error": "Internal Server Error"})
-            if inject and rng.random() < faults.slow_rate:
-                await asyncio.sleep(faults.slow_seconds)
+            try:
+                await self.ctx.after(self.system, is_write)
+            except InjectedError as fault:
+                raise ApiError(fault.status, {"error": "Internal Server Error"}) from None
         except ApiError as err:
             status, payload = err.status, err.body
-        except _Drop:
-            status = 0
-            self.stats[(request.method, route, "dropped")] += 1
-            return _DroppedResponse()
-        self.stats[(request.method, route, status)] += 1
+        except Drop:
+            self.ctx.count(self.system, request.method, route, "dropped")
+            return DroppedResponse()
+        self.ctx.count(self.system, request.method, route, status)
         if status == 204:
             return Response(status_code=204, headers=headers)
         return Response(dumps_exact(payload), status_code=status, headers=headers, media_type="application/json")
@@ -462,7 +439,7 @@ class Sandbox:
     # -- OAuth ------------------------------------------------------------------------------------------------
     async def authorize(self, request: Request) -> Response:
         q = request.query_params
-        self.stats[("GET", "/auth", "hit")] += 1
+        self.ctx.count(self.system, "GET", "/auth", "hit")
         if q.get("client_id") != self.client_id or q.get("response_type") != "code":
             return JSONResponse({"error": "invalid_client"}, status_code=400)
         login, redirect = q.get("login_hint"), q.get("redirect_uri")
@@ -483,7 +460,7 @@ class Sandbox:
         except ValueError:
             return JSONResponse({"error": "invalid_request"}, status_code=400)
         grant = data.get("grant_type")
-        self.stats[("POST", "/auth/oauth2/token", grant)] += 1
+        self.ctx.count(self.system, "POST", "/auth/oauth2/token", grant)
         if data.get("client_id") != self.client_id or data.get("client_secret") != self.client_secret:
             return JSONResponse({"error": "invalid_client"}, status_code=401)
         if grant == "authorization_code":
@@ -511,65 +488,55 @@ class Sandbox:
         self.state.revoke_token(str(data.get("token")))
         return JSONResponse({}, status_code=200)
 
-    # -- inspection (loopback only) -----------------------------------------------------------------------------
-    async def inspect(self, request: Request) -> Response:
-        host = request.client.host if request.client else ""
-        try:
-            if not ipaddress.ip_address(host).is_loopback:
-                return JSONResponse({"error": "loopback only"}, status_code=403)
-        except ValueError:
-            return JSONResponse({"error": "loopback only"}, status_code=403)
-        parts = [p for p in request.url.path.removeprefix("/_sandbox").split("/") if p]
-        method = request.method
-        body = json.loads(await request.body() or b"{}") if method == "POST" else {}
-        if parts == ["journal_entries"]:
-            company = None
-            if request.query_params.get("login"):
-                row = self.state.company_by_login(request.query_params["login"])
-                company = row["id"] if row else -1
-            rows, total = self.state.list_entries(company)
-            logins = {r["id"]: r["login"] for r in self.state.db.execute("SELECT id, login FROM companies")}
-            entries = self.render(rows)
-            for e, r in zip(entries, rows, strict=True):
-                e["company_login"] = logins[r["company_id"]]
-            return Response(dumps_exact({"journal_entries": entries, "total_count": total}),
-                            media_type="application/json")
-        if parts == ["stats"]:
-            by = [{"method": m, "endpoint": e, "status": s, "count": n} for (m, e, s), n in sorted(
-                self.stats.items(), key=str)]
-            api = [r for r in by if str(r["endpoint"]).startswith(API)]
-            return JSONResponse({
-                "requests": by,
-                "api_requests": sum(r["count"] for r in api),
-                "api_writes": sum(r["count"] for r in api if r["method"] in ("POST", "PATCH", "PUT", "DELETE")),
-                "rate_limited": sum(r["count"] for r in api if r["status"] == 429),
-            })
-        if parts == ["stats", "reset"] and method == "POST":
-            self.stats.clear()
-            return JSONResponse({"ok": True})
-        if parts == ["faults"]:
-            if method == "POST":
-                self.set_faults(Faults(**body))
-            return JSONResponse(asdict(self.faults))
-        if parts == ["limits"] and method == "POST":
-            for k, v in body.items():
-                setattr(self.limits, k, v)
-            return JSONResponse(asdict(self.limits))
-        if len(parts) == 3 and parts[0] == "companies" and method == "POST":
-            company = self.state.company_by_login(parts[1])
-            if company is None:
-                return JSONResponse({"error": "no such company"}, status_code=404)
-            if parts[2] == "lock_date":
-                self.state.db.execute("UPDATE companies SET lock_date = ? WHERE id = ?",
-                                      (body.get("lock_date"), company["id"]))
-            elif parts[2] == "revoke":
-                self.state.revoke_company(company["id"])
-            elif parts[2] == "accounts":  # {"number": .., "name": .., "archived": ..} add or change an account
-                self._upsert_account(company["id"], body)
-            else:
-                return JSONResponse({"error": "unknown action"}, status_code=404)
-            return JSONResponse({"ok": True})
-        return JSONResponse({"error": "Not Found"}, status_code=404)
+    # -- inspection (served by the sandbox server under /_sandbox) -------------------------------------------
+    def inspect_entries(self, login: str | None) -> list[dict]:
+        company = None
+        if login:
+            row = self.state.company_by_login(login)
+            if row is None:
+                return []
+            company = row["id"]
+        rows, _ = self.state.list_entries(company)
+        logins = {r["id"]: r["login"] for r in self.state.db.execute("SELECT id, login FROM companies")}
+        entries = self.render(rows)
+        for e, r in zip(entries, rows, strict=True):
+            e["system"] = self.system
+            e["company_login"] = logins[r["company_id"]]
+            e["status"] = "posted"
+        return entries
+
+    async def control(self, login: str, action: str, body: dict) -> dict | None:
+        company = self.state.company_by_login(login)
+        if company is None:
+            raise KeyError(login)
+        if action == "lock_date":
+            self.state.db.execute("UPDATE companies SET lock_date = ? WHERE id = ?",
+                                  (body.get("lock_date"), company["id"]))
+        elif action == "revoke":
+            self.state.revoke_company(company["id"])
+        elif action == "accounts":  # {"number": .., "name": .., "archived": ..} add or change an account
+            self._upsert_account(company["id"], body)
+        elif action == "entries":  # a person edits Jurnal by hand (see _edit_entry)
+            self._edit_entry(company["id"], body)
+        else:
+            return None
+        return {"ok": True}
+
+    def _edit_entry(self, company_id: int, body: dict) -> None:
+        """What a person does in Jurnal's UI: delete an entry, change a line's amounts, or add an entry."""
+        db = self.state.db
+        entry = self.state.find_entry(company_id, str(body["custom_id"])) if body.get("custom_id") else None
+        if body.get("create"):
+            self.create_entry(company_id, {"journal_entry": body["create"]})
+        elif entry is not None and body.get("delete"):
+            db.execute("DELETE FROM lines WHERE entry_id = ?", (entry["id"],))
+            db.execute("DELETE FROM entries WHERE id = ?", (entry["id"],))
+        elif entry is not None and body.get("scale_line"):  # multiply the first line pair's amounts (unbalances)
+            line = db.execute("SELECT * FROM lines WHERE entry_id = ? ORDER BY id LIMIT 1", (entry["id"],)).fetchone()
+            db.execute("UPDATE lines SET debit_minor = debit_minor * ?, credit_minor = credit_minor * ? WHERE id = ?",
+                       (int(body["scale_line"]), int(body["scale_line"]), line["id"]))
+        elif entry is not None and body.get("clear_custom_id"):  # re-keyed by hand: same entry, no custom_id
+            db.execute("UPDATE entries SET custom_id = NULL WHERE id = ?", (entry["id"],))
 
     def _upsert_account(self, company_id: int, body: dict) -> None:
         db = self.state.db
@@ -593,23 +560,3 @@ def _endpoint(path: str) -> str:
     return "/".join(parts)
 
 
-class _DroppedResponse:
-    """Announces a body it never sends: the server closes the connection and the client sees it dropped."""
-
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
-        await send({"type": "http.response.body", "body": b"{", "more_body": False})
-
-
-def build_app(sandbox: Sandbox) -> Starlette:
-    routes = [
-        Route("/auth", sandbox.authorize, methods=["GET"]),
-        Route("/auth/oauth2/token", sandbox.token, methods=["POST"]),
-        Route("/auth/oauth2/revoke", sandbox.revoke, methods=["POST"]),
-        Route(API + "/{path:path}", sandbox.api, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
-        Route("/_sandbox/{path:path}", sandbox.inspect, methods=["GET", "POST"]),
-    ]
-    app = Starlette(routes=routes)
-    app.state.sandbox = sandbox
-    return app

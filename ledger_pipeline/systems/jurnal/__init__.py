@@ -1,0 +1,55 @@
+"""Jurnal.id (Mekari): OAuth2 with single-use rotating refresh tokens, custom_id as the idempotency key,
+batch_create of up to 100 entries, 30 req/min per token and 40 req/min per source address."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ledger_pipeline.ledger.sink import SinkError
+from ledger_pipeline.settings import Settings
+from ledger_pipeline.state.vault import NeedsReauth
+from ledger_pipeline.systems import ChartAccount, OpenOptions
+from ledger_pipeline.systems.jurnal.client import JurnalError
+from ledger_pipeline.systems.jurnal.oauth import connect_tenant
+from ledger_pipeline.systems.jurnal.resource import open_session
+from ledger_pipeline.systems.jurnal.sink import JurnalSink, classify
+
+
+class JurnalConnection:
+    system = "jurnal"
+
+    def __init__(self, settings: Settings, options: OpenOptions):
+        self.session = open_session(settings, database_url=options.database_url,
+                                    rate_limit_scale=options.rate_limit_scale,
+                                    backoff_initial=options.backoff_initial, timeout=options.timeout)
+        self.client = self.session.client
+        if hasattr(self.client, "priority"):
+            self.client.priority = options.priority
+        self.vault = self.session.vault
+        self.sink = JurnalSink(self.client)
+
+    @property
+    def requests(self) -> int:
+        return self.client.requests
+
+    def fetch_chart(self, tenant_id: str) -> list[ChartAccount]:
+        try:
+            accounts = self.client.accounts(tenant_id, include_archive=True)
+        except (JurnalError, NeedsReauth) as exc:
+            raise classify(exc) from exc
+        return [ChartAccount(str(a["id"]), a.get("number") or "", a["name"], a.get("category"),
+                             None if a.get("parent_id") is None else str(a["parent_id"]),
+                             bool(a.get("archive", a.get("archived", False)))) for a in accounts]
+
+    def connect_tenant(self, tenant_id: str, open_url: Callable[[str], None]) -> None:
+        connect_tenant(self.vault.engine, self.vault, self.session.oauth, tenant_id, open_url)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def open_connection(settings: Settings, options: OpenOptions) -> JurnalConnection:
+    return JurnalConnection(settings, options)
+
+
+__all__ = ["JurnalConnection", "SinkError", "open_connection"]

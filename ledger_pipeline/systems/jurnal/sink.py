@@ -23,11 +23,11 @@ def _minor(value: object) -> int:
 def parse_remote(data: dict) -> RemoteEntry:
     """A Jurnal journal entry (read shape) -> RemoteEntry. Uses the numeric fields, never the formatted ones."""
     lines = tuple(
-        (int(ln["id"]), int(ln["account"]["id"]), _minor(ln.get("debit") or 0), _minor(ln.get("credit") or 0))
+        (str(ln["id"]), str(ln["account"]["id"]), _minor(ln.get("debit") or 0), _minor(ln.get("credit") or 0))
         for ln in data.get("transaction_account_lines", [])
     )
     return RemoteEntry(
-        remote_id=int(data["id"]), custom_id=data.get("custom_id"),
+        remote_id=str(data["id"]), custom_id=data.get("custom_id"),
         transaction_date=dt.datetime.strptime(data["transaction_date"], "%d/%m/%Y").date(),
         memo=data.get("memo"), total_debit_minor=_minor(data.get("total_debit") or 0),
         total_credit_minor=_minor(data.get("total_credit") or 0), lines=lines, locked=bool(data.get("locked")),
@@ -42,7 +42,7 @@ def entry_body(entry: CanonicalEntry) -> dict:
         "memo": entry.memo,
         "tags": ["r2a"],
         "transaction_account_lines_attributes": [
-            {"account_id": ln.account_id, "description": ln.description,
+            {"account_id": int(ln.account_id), "description": ln.description,
              **({"debit": from_minor(ln.debit_minor)} if ln.debit_minor else {"credit": from_minor(ln.credit_minor)})}
             for ln in entry.lines
         ],
@@ -52,6 +52,10 @@ def entry_body(entry: CanonicalEntry) -> dict:
 def classify(err: JurnalError | NeedsReauth) -> SinkError:
     if isinstance(err, NeedsReauth):
         return SinkError("needs_reauth", str(err))
+    if err.kind == "rejected" and err.status == 422 and "not exist" in str(err.body) and "account" in str(err.body):
+        text = jurnal_message(err.body)
+        return SinkError("account", f"Jurnal refused an account ({text}): it is missing or archived in the "
+                                    "tenant's chart", err.status)
     text = jurnal_message(err.body) if err.body is not None else err.message
     if err.kind == "rejected":
         if "custom_id" in str(err.body) and ("already" in text or "taken" in text):
@@ -83,7 +87,7 @@ class JurnalSink:
         except (JurnalError, NeedsReauth) as exc:
             raise classify(exc) from exc
 
-    def find(self, tenant_id: str, custom_id: str) -> RemoteEntry | None:
+    def find(self, tenant_id: str, custom_id: str, hint: dict | None = None) -> RemoteEntry | None:
         data = self._call(lambda: self.client.get_entry(tenant_id, custom_id))
         return parse_remote(data) if data else None
 
@@ -118,10 +122,10 @@ class JurnalSink:
         body.pop("custom_id")
         # Rails nested attributes: destroy every old line, add the new ones (a line without id is added).
         body["transaction_account_lines_attributes"] = (
-            [{"id": line_id, "_destroy": True} for line_id in remote.line_ids]
+            [{"id": int(line_id), "_destroy": True} for line_id in remote.line_ids]
             + body["transaction_account_lines_attributes"])
         data = self._call(lambda: self.client.update_entry(tenant_id, remote.remote_id, body))
         return parse_remote(data)
 
-    def delete(self, tenant_id: str, remote_id: int) -> None:
-        self._call(lambda: self.client.delete_entry(tenant_id, remote_id))
+    def delete(self, tenant_id: str, remote: RemoteEntry) -> None:
+        self._call(lambda: self.client.delete_entry(tenant_id, remote.remote_id))

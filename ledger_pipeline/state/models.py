@@ -1,0 +1,48 @@
+"""The operational state every host shares (SQLite embedded, Postgres in production): the posting outbox and the
+shard assignments. Tokens and OAuth states are R2a's `integrations` and `oauth_states` tables (r2a/models.py).
+
+DuckDB is the analysts' published copy of this state, never the state itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Date, DateTime, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ledger_pipeline.r2a.models import Base
+
+
+class Posting(Base):
+    """One row per (system, tenant-month): intent before every write, outcome after; the engine decides from it."""
+
+    __tablename__ = "postings"
+    system: Mapped[str] = mapped_column(String(20), primary_key=True)
+    custom_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    period: Mapped[dt.date] = mapped_column(Date)
+    remote_id: Mapped[str | None] = mapped_column(String(120))
+    remote_line_ids: Mapped[str | None] = mapped_column(Text)
+    remote_state: Mapped[str | None] = mapped_column(Text)  # JSON the sink needs next time (sync token, job id)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(20))
+    # pending | posted | failed | deleted | awaiting_approval | rejected | submitted
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    posted_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    verified_at: Mapped[dt.datetime | None] = mapped_column(DateTime)  # the system's answer matched what we sent
+    updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_postings_period_tenant", "period", "tenant_id"),)
+
+
+class ShardAssignment(Base):
+    """Which shard a tenant's posting runs on (stable; rebalanced only on purpose)."""
+
+    __tablename__ = "shard_assignments"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shard: Mapped[str] = mapped_column(String(20))
+    assigned_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
