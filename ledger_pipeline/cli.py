@@ -71,7 +71,7 @@ def sandbox(host: str, port: int, state: Path | None, faults: str, rate_limit_sc
     """Run the Jurnal sandbox (a faithful local Jurnal API) in the foreground."""
     import json
 
-    from ledger_pipeline.sandboxes.jurnal import Faults, Limits
+    from ledger_pipeline.sandboxes.base import Faults, Limits
     from ledger_pipeline.sandboxes.server import serve_forever
 
     state = state or load_settings().data_dir / "sandbox.sqlite"
@@ -82,43 +82,51 @@ def sandbox(host: str, port: int, state: Path | None, faults: str, rate_limit_sc
 @main.command()
 @click.option("--tenant", "tenant", default=None, help="tenant_id to connect")
 @click.option("--all", "all_tenants", is_flag=True, help="connect every seeded tenant not yet connected")
+@click.option("--system", "system", default="jurnal", show_default=True,
+              type=click.Choice(["jurnal", "quickbooks", "zoho", "aden", "rootfi"]),
+              help="the tenant's accounting system")
 @click.option("--auto-approve", is_flag=True,
               help="follow the authorize URL ourselves (the sandbox auto-approves); implied by --all")
-def connect(tenant: str | None, all_tenants: bool, auto_approve: bool) -> None:
-    """Connect tenants to Jurnal with the OAuth2 authorization-code flow (tokens stored encrypted)."""
+def connect(tenant: str | None, all_tenants: bool, system: str, auto_approve: bool) -> None:
+    """Connect tenants to their accounting system through its own authorisation flow (credentials encrypted)."""
     if not tenant and not all_tenants:
         raise click.UsageError("give --tenant T or --all")
     s = load_settings()
-    n = _connect(s, [tenant] if tenant else None, auto_approve or all_tenants)
-    click.echo(f"connected {n} tenant(s)")
+    n = _connect(s, [tenant] if tenant else None, auto_approve or all_tenants, system)
+    click.echo(f"connected {n} tenant(s) to {system}")
 
 
-def _connect(s, tenants: list[str] | None, auto: bool) -> int:  # noqa: ANN001
+def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -> int:  # noqa: ANN001
+    """Connect `tenants` (None: every seeded tenant with no integration yet) to `system`."""
+    import httpx
     from sqlalchemy import select
 
     from ledger_pipeline.r2a.models import Tenant
-    from ledger_pipeline.systems.jurnal.oauth import connect_tenant, follow_redirects
-    from ledger_pipeline.systems.jurnal.resource import open_session
+    from ledger_pipeline.state.vault import tenant_systems
+    from ledger_pipeline.systems import OpenOptions, get, open_connection
+    from ledger_pipeline.systems.jurnal.oauth import follow_redirects
 
-    session = open_session(s)
+    connection = open_connection(system, s, OpenOptions(s.ops_database_url, s.rate_limit_scale))
+    http = httpx.Client(timeout=30)
     try:
-        engine = session.vault.engine
         if tenants is None:
+            engine = connection.vault.engine
             with engine.connect() as conn:
                 seeded = list(conn.execute(select(Tenant.tenant_id).order_by(Tenant.tenant_id)).scalars())
-            done = set(session.vault.connected_tenants())
+            done = {t for t, (_, status, _) in tenant_systems(engine).items() if status == "connected"}
             tenants = [t for t in seeded if t not in done]
 
         def show(url: str) -> None:
-            click.echo(f"Open this URL to authorise Jurnal access, then come back:\n  {url}")
-        opener = follow_redirects(session.oauth.http) if auto else show
-        progress = _progress("tenants connected")
+            click.echo(f"Open this URL to authorise access to {get(system).title}, then come back:\n  {url}")
+        opener = follow_redirects(http) if auto else show
+        progress = _progress(f"tenants connected to {system}")
         for i, t in enumerate(tenants, 1):
-            connect_tenant(engine, session.vault, session.oauth, t, opener)
+            connection.connect_tenant(t, opener)
             progress(i, len(tenants))
         return len(tenants)
     finally:
-        session.close()
+        http.close()
+        connection.close()
 
 
 @main.command()
@@ -131,6 +139,38 @@ def run(month: str, to: str | None, dry_run: bool) -> None:
     sys.exit(0 if ok else 1)
 
 
+@main.command()
+@click.option("--clear-dead", is_flag=True, help="mark runs whose process is gone failed and free their slots")
+@click.option("--cancel", "cancel", default=None, metavar="RUN_ID", help="stop a live run (SIGTERM to a CLI run's "
+              "process, or a termination request to a UI run's worker): it ends CANCELED and frees its slots")
+def runs(clear_dead: bool, cancel: str | None) -> None:
+    """In-flight runs in DAGSTER_HOME: what each holds (pool slots, the writer run tag) and whether it is alive."""
+    s = load_settings()
+    os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
+    import dagster as dg
+
+    from ledger_pipeline import runs as liveness
+
+    with dg.DagsterInstance.get() as instance:
+        if cancel:
+            click.echo(liveness.cancel(instance, cancel))
+            return
+        infos = liveness.runs_in_flight(instance)
+        if not infos:
+            click.echo("no runs in flight; no pool slot held")
+        for info in infos:
+            since = f"{info.since:%Y-%m-%d %H:%M:%S}" if info.since else "-"
+            click.echo(f"{info.run_id}  {info.run.status.value:<10} {info.run.job_name}  since {since}\n"
+                       f"    process: {info.liveness.state} ({info.liveness.detail})\n    holds: {info.holds}")
+        dead = [i for i in infos if i.liveness.dead]
+        if clear_dead:
+            cleared = liveness.clear_dead(instance, f"`{liveness.CLEAR_COMMAND}`", click.echo)
+            click.echo(f"cleared {len(cleared)} dead run(s)")
+        elif dead:
+            click.echo(f"{len(dead)} dead run(s): `{liveness.CLEAR_COMMAND}` marks them failed and frees their "
+                       "slots (`ledger-pipeline run` also does it before it waits)")
+
+
 def _run_close(month: str, to: str | None, dry_run: bool = False) -> bool:
     from ledger_pipeline.partitions import month_key
 
@@ -140,6 +180,7 @@ def _run_close(month: str, to: str | None, dry_run: bool = False) -> bool:
     import dagster as dg
 
     from ledger_pipeline.definitions import defs
+    from ledger_pipeline.runs import execute_supervised
 
     first, last = month_key(month), month_key(to or month)
     tags = ({"dagster/partition": first} if first == last else
@@ -152,30 +193,41 @@ def _run_close(month: str, to: str | None, dry_run: bool = False) -> bool:
     job = defs.resolve_job_def("monthly_close_job")
     t0 = time.time()
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
-    click.echo(f"run {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.time() - t0:.1f}s")
-    if not result.success:
+        outcome = execute_supervised(job, instance, tags=tags, run_config=run_config, timeout=s.wait_timeout,
+                                     echo=lambda m: click.echo(m, err=True))
+    result, ok = outcome.result, outcome.exit_code == 0
+    state = "succeeded" if ok else (outcome.status.value if outcome.status else "NOT STARTED")
+    click.echo(f"run {outcome.run_id} {state} in {time.time() - t0:.1f}s")
+    if outcome.message:
+        click.echo(f"  {outcome.message}")
+    if result is not None and not result.success:
         for event in result.all_events:
             if event.event_type == dg.DagsterEventType.STEP_FAILURE:
                 click.echo(f"  {event.step_key}: {event.step_failure_data.error.message.strip()[:800]}")
+    if outcome.exit_code > 128:  # stopped by a signal: exit now, even if the run's thread is stuck in a call
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(outcome.exit_code)
     _summary(s, first, last)
-    return result.success
+    return ok
 
 
 def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
-    import duckdb
+    from ledger_pipeline.assets.metadata import format_money
+    from ledger_pipeline.warehouse.analyst import open_latest, snapshot_info
 
     if not s.warehouse_path.exists():
         return
-    con = duckdb.connect(str(s.warehouse_path), read_only=True)
+    con = open_latest(s.warehouse_path)  # the newest snapshot, even if this process opened an older one before
     try:
+        snap = snapshot_info(con)
         lo, hi = first, (dt.date.fromisoformat(last) + dt.timedelta(days=32)).replace(day=1).isoformat()
         w = "period >= CAST(? AS DATE) AND period < CAST(? AS DATE)"
         q = lambda sql: con.execute(sql, [lo, hi]).fetchall()  # noqa: E731
         tenants, entries, total = q(f"SELECT COUNT(DISTINCT tenant_id), COUNT(*), COALESCE(SUM(total_debit), 0) "
                                     f"FROM ledger.journal_entries WHERE {w}")[0]
         click.echo(f"\nsummary {first[:7]} .. {last[:7]}")
-        click.echo(f"  journal entries : {entries:,} for {tenants:,} tenants, total debit {total:,.2f}")
+        click.echo(f"  journal entries : {entries:,} for {tenants:,} tenants, total debit {format_money(total)}")
         for status, n in q(f"SELECT status, COUNT(*) FROM jurnal.postings WHERE {w} GROUP BY 1 ORDER BY 1"):
             click.echo(f"  postings {status:<9}: {n:,}")
         for status, n in q(f"SELECT status, COUNT(*) FROM jurnal.reconciliation WHERE {w} GROUP BY 1 ORDER BY 1"):
@@ -189,6 +241,9 @@ def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
         for _tenant, cid, error in failed[:15]:
             click.echo(f"    - posting {cid}: {error}")
         click.echo(f"\nwarehouse (open read-only any time): duckdb {s.warehouse_path}")
+        if snap:
+            click.echo(f"  snapshot {snap['snapshot_id']} published {snap['published_at']:%Y-%m-%d %H:%M:%S} UTC"
+                       f" by run {snap['run_id'] or '-'} (SELECT * FROM meta.snapshot)")
         click.echo("  e.g. SELECT * FROM analytics.posting_status LIMIT 20;")
         click.echo("UI: make dev  (dagster dev on http://127.0.0.1:3000, runs recorded in dagster_home/)")
     finally:
@@ -198,7 +253,7 @@ def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
 @contextlib.contextmanager
 def _sandbox_for_demo(s, scale: float) -> Iterator[str]:  # noqa: ANN001
     """The sandbox in-process on 8765 (or a free port when 8765 is taken), env pointed at it."""
-    from ledger_pipeline.sandboxes.jurnal import Limits
+    from ledger_pipeline.sandboxes.base import Limits
     from ledger_pipeline.sandboxes.server import SandboxServer
 
     port = SANDBOX_PORT

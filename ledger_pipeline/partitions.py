@@ -1,4 +1,9 @@
-"""The monthly partitions, shared by every partitioned asset, job and schedule."""
+"""The monthly partitions, shared by every partitioned asset, job and schedule.
+
+The first month is LEDGER_FIRST_MONTH (settings.resolve_first_month: by default the first month the demo seeds, the
+12 months ending last month), so the UI shows no month as missing that cannot have data. Partitions are built when
+the definitions are imported: a changed LEDGER_FIRST_MONTH takes effect on the next code-location (re)load.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,14 @@ import datetime as dt
 
 import dagster as dg
 
-TIMEZONE = "Asia/Jakarta"
-START = "2024-01-01"
+from ledger_pipeline.settings import load_settings
 
-monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=START, timezone=TIMEZONE)
+TIMEZONE = "Asia/Jakarta"
+
+
+def build_monthly_partitions(first_month: str) -> dg.MonthlyPartitionsDefinition:
+    """Monthly partitions from `first_month` ('YYYY-MM') to the last complete month, Asia/Jakarta."""
+    return dg.MonthlyPartitionsDefinition(start_date=month_key(first_month), timezone=TIMEZONE)
 
 
 def month_key(month: str) -> str:
@@ -24,3 +33,7 @@ def month_key(month: str) -> str:
 def window_dates(start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
     """A partition time window as [first day, first day after) dates in Jakarta time."""
     return start.date(), end.date()
+
+
+START = month_key(load_settings().first_month)
+monthly_partitions = build_monthly_partitions(START)

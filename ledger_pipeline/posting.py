@@ -134,6 +134,7 @@ class TenantRound:
     outcome: TenantOutcome
     todo: dict[str, Action] = field(default_factory=dict)
     remotes: dict[str, RemoteEntry | None] = field(default_factory=dict)
+    last_error: SinkError | None = None
 
     def save(self, *changed: PostingRow) -> None:
         for r in changed:
@@ -237,6 +238,7 @@ class PostingEngine:
                 self._update(r)
                 self._delete(r)
             except SinkError as err:
+                r.last_error = err
                 if err.kind == "needs_reauth":
                     r.give_up(err.message, err.kind)
                 elif err.kind == "deferred":
@@ -247,9 +249,13 @@ class PostingEngine:
         for cid, action in list(r.todo.items()):
             if cid not in r.rows:
                 r.record_intent((cid, action))
-            r.fail(cid, f"{action}: outcome still unknown after {self.max_rounds} rounds ({self.sink.name} "
-                        "unreachable or failing); the entry stays pending and the next run looks it up before "
-                        "writing", "uncertain", keep_pending=True)
+            unknown = action == "recover" or r.rows[cid].status == "pending" and (
+                r.last_error is None or r.last_error.kind == "uncertain")
+            last = r.last_error.message if r.last_error else f"{self.sink.name} unreachable or failing"
+            r.fail(cid, f"{action}: {last}; still failing after {self.max_rounds} rounds: " + (
+                "the outcome is unknown, the entry stays pending and the next run looks it up before writing"
+                if unknown else "nothing was sent, the next run tries again"),
+                "uncertain" if unknown else "retryable", keep_pending=unknown)
         return r.outcome
 
     # -- steps ---------------------------------------------------------------------------------------------
@@ -264,6 +270,8 @@ class PostingEngine:
             found = {x.custom_id: x for x in self.sink.list_period(r.tenant_id, *window) if x.custom_id}
             for cid in plain:
                 r.remotes[cid] = found.get(cid)
+                if r.remotes[cid] is None and getattr(self.sink, "async_writes", False):
+                    r.remotes[cid] = self.sink.find(r.tenant_id, cid)  # may still be queued in an upload job
         elif plain:
             r.remotes[plain[0]] = self.sink.find(r.tenant_id, plain[0])
         for cid in hinted:
@@ -294,7 +302,9 @@ class PostingEngine:
             except SinkError as err:
                 if err.kind in TRANSIENT:
                     for e in chunk:
-                        r.todo[e.custom_id] = "recover"
+                        r.todo[e.custom_id] = "recover" if err.kind == "uncertain" else "create"
+                    if err.kind == "retryable":  # nothing reached the system
+                        r.save(*[replace(r.rows[e.custom_id], status="failed", error=err.message) for e in chunk])
                     raise
                 if err.kind in ("needs_reauth", "deferred"):
                     raise
@@ -322,7 +332,7 @@ class PostingEngine:
                 updated = self.sink.update(r.tenant_id, remote, r.entries[cid])
             except SinkError as err:
                 if err.kind in TRANSIENT:
-                    r.todo[cid] = "recover"
+                    r.todo[cid] = "recover" if err.kind == "uncertain" else "update"
                     raise
                 if err.kind in ("needs_reauth", "deferred"):
                     raise
@@ -344,7 +354,7 @@ class PostingEngine:
                 self.sink.delete(r.tenant_id, remote)
             except SinkError as err:
                 if err.kind in TRANSIENT:
-                    r.todo[cid] = "recover"
+                    r.todo[cid] = "recover" if err.kind == "uncertain" else "delete"
                     raise
                 if err.kind in ("needs_reauth", "deferred"):
                     raise

@@ -5,6 +5,7 @@ Read at call time (never at import) so tests and the CLI can point the pipeline 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,22 @@ DATA_DIR = PROJECT_ROOT / "data"
 SANDBOX_PORT = 8765
 SANDBOX_CLIENT_ID = "ledger-pipeline-sandbox"
 SANDBOX_CLIENT_SECRET = "sandbox-secret-not-for-production"  # noqa: S105 - a public sandbox value
+
+
+DEMO_MONTHS = 12  # `ledger-pipeline demo` and `seed` default: the 12 months ending last month
+
+
+def resolve_first_month(value: str | None = None, today: dt.date | None = None) -> str:
+    """LEDGER_FIRST_MONTH as 'YYYY-MM'; unset: the first month the demo seeds (DEMO_MONTHS ending last month), so
+    the partitions hold exactly the months that can have data. Production sets it to its go-live month."""
+    if value:
+        try:
+            return dt.datetime.strptime(value.strip()[:7], "%Y-%m").strftime("%Y-%m")
+        except ValueError as exc:
+            raise ValueError(f"LEDGER_FIRST_MONTH={value!r} is not a month (expected YYYY-MM)") from exc
+    today = today or dt.date.today()
+    index = today.year * 12 + today.month - 1 - DEMO_MONTHS
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
 @dataclass(frozen=True)
@@ -31,6 +48,17 @@ class Settings:
     dagster_home: Path
     rate_limit_scale: float  # JURNAL_RATE_LIMIT_SCALE: match the sandbox's --rate-limit-scale
     account_mapping_path: Path
+    chart_max_age_hours: float = 36.0  # LEDGER_CHART_MAX_AGE_HOURS: charts fresher than this are reused by a close
+    drift_requests_per_hour: int = 600  # LEDGER_DRIFT_REQUESTS_PER_HOUR: the drift job's budget per (hourly) run
+    ops_database_url: str = ""  # LEDGER_OPS_DATABASE_URL: posting state, tokens, shards (default: R2a's database)
+    sandbox_url: str = ""  # LEDGER_SANDBOX_URL: every system's default endpoints point into this sandbox
+    source_address: str | None = None  # LEDGER_SOURCE_ADDRESS: local address outgoing API traffic binds (None: OS)
+    first_month: str = ""  # LEDGER_FIRST_MONTH (YYYY-MM): the first monthly partition; see resolve_first_month()
+    wait_timeout: float = 600.0  # LEDGER_WAIT_TIMEOUT: seconds a run waits for a pool slot or the DuckDB lock
+
+    def system_env(self, system: str, name: str, default: str) -> str:
+        """`<SYSTEM>_<NAME>` from the environment (e.g. QUICKBOOKS_API_BASE_URL), else the default."""
+        return os.environ.get(f"{system.upper()}_{name}", default).rstrip("/")
 
     @property
     def lock_dir(self) -> Path:
@@ -41,10 +69,11 @@ def load_settings() -> Settings:
     env = os.environ
     data_dir = Path(env.get("LEDGER_DATA_DIR", DATA_DIR))
     warehouse = Path(env.get("LEDGER_WAREHOUSE", data_dir / "warehouse.duckdb"))
-    sandbox = f"http://127.0.0.1:{SANDBOX_PORT}"
+    sandbox = env.get("LEDGER_SANDBOX_URL", f"http://127.0.0.1:{SANDBOX_PORT}").rstrip("/")
+    r2a_url = env.get("R2A_DATABASE_URL", f"sqlite:///{data_dir / 'r2a.sqlite'}")
     return Settings(
         data_dir=data_dir,
-        r2a_database_url=env.get("R2A_DATABASE_URL", f"sqlite:///{data_dir / 'r2a.sqlite'}"),
+        r2a_database_url=r2a_url,
         warehouse_path=warehouse,
         work_warehouse_path=Path(
             env.get("LEDGER_WORK_WAREHOUSE", warehouse.parent / "work" / f"{warehouse.stem}.work.duckdb")
@@ -58,4 +87,11 @@ def load_settings() -> Settings:
         dagster_home=Path(env.get("DAGSTER_HOME", PROJECT_ROOT / "dagster_home")),
         rate_limit_scale=float(env.get("JURNAL_RATE_LIMIT_SCALE", "1")),
         account_mapping_path=Path(env.get("LEDGER_ACCOUNT_MAPPING", DATA_DIR / "account_mapping.csv")),
+        ops_database_url=env.get("LEDGER_OPS_DATABASE_URL", r2a_url),
+        chart_max_age_hours=float(env.get("LEDGER_CHART_MAX_AGE_HOURS", "36")),
+        drift_requests_per_hour=int(env.get("LEDGER_DRIFT_REQUESTS_PER_HOUR", "600")),
+        sandbox_url=sandbox,
+        source_address=env.get("LEDGER_SOURCE_ADDRESS") or None,
+        first_month=resolve_first_month(env.get("LEDGER_FIRST_MONTH")),
+        wait_timeout=float(env.get("LEDGER_WAIT_TIMEOUT", "600")),
     )

@@ -4,17 +4,20 @@ Postgres when LEDGER_TEST_POSTGRES_URL names it."""
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, text
+os.environ.setdefault("LEDGER_FIRST_MONTH", "2024-01")  # the tests close fixed historic months (before any import)
 
-from ledger_pipeline.sandboxes.base import Limits
-from ledger_pipeline.sandboxes.server import SandboxServer
-from ledger_pipeline.settings import Settings, load_settings
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from cryptography.fernet import Fernet  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from ledger_pipeline.sandboxes.base import Limits  # noqa: E402
+from ledger_pipeline.sandboxes.server import SandboxServer  # noqa: E402
+from ledger_pipeline.settings import Settings, load_settings  # noqa: E402
 
 PG_ENV = "LEDGER_TEST_POSTGRES_URL"
 

@@ -3,6 +3,7 @@ launched through GraphQL as the UI does, an analyst holding a DuckDB connection 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,8 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import httpx
 import pytest
@@ -148,3 +151,98 @@ def test_backfills_from_the_ui_with_an_analyst_connected(settings, sandbox, tmp_
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+@contextlib.contextmanager
+def dagster_dev(tmp_path: Path, home: Path) -> Iterator[str]:
+    """`dagster dev` (webserver + daemon) on loopback with the committed dagster.yaml in `home`; yields its URL."""
+    shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    port = free_port()
+    log = open(tmp_path / "dagster_dev.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-w",
+         str(PROJECT_ROOT / "workspace.yaml")],
+        cwd=PROJECT_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def launch_backfill(url: str, first: str, last: str) -> str:
+    keys = monthly_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+    result = graphql(url, LAUNCH, {"params": {
+        "partitionNames": keys, "assetSelection": [{"path": [a]} for a in PARTITIONED],
+        "title": f"test backfill {first}..{last}"}})["launchPartitionBackfill"]
+    assert result["__typename"] == "LaunchBackfillSuccess", result
+    return result["backfillId"]
+
+
+def wait_for(what: str, probe: Callable[[], object], timeout: float, every: float = 0.2) -> object:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if value := probe():
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_killed_ui_run_is_failed_by_run_monitoring_and_the_next_backfill_succeeds(settings, sandbox,  # noqa: ANN001
+                                                                                    tmp_path) -> None:
+    from ledger_pipeline.runs import worker_pid_event
+
+    engine = make_engine(settings.r2a_database_url)
+    seeding.seed(engine, 12, 12, seeding.default_start(12), seed=5)
+    connect([f"t{i:05d}" for i in range(1, 13)])
+    materialize_gl()
+    home = Path(os.environ["DAGSTER_HOME"])
+    keys = monthly_partitions.get_partition_keys()
+    httpx.post(f"{sandbox.url}/_sandbox/faults", json={"latency_ms": 150, "writes_only": True})
+    with dagster_dev(tmp_path, home) as url, dg.DagsterInstance.from_config(str(home)) as instance:
+        launch_backfill(url, keys[-3], keys[-1])
+        run = wait_for("the backfill's run", lambda: instance.get_run_records(
+            dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])), 90)[0].dagster_run
+        wait_for("posting to start", lambda: len(sandbox_entries(sandbox.url)) >= 2, 90, 0.05)
+        pid, _ = worker_pid_event(instance, run.run_id)
+        os.kill(pid, signal.SIGKILL)
+        partial = len(sandbox_entries(sandbox.url))
+
+        failed = wait_for("the killed run to be marked failed", lambda: (
+            r := instance.get_run_by_id(run.run_id)).status == dg.DagsterRunStatus.FAILURE and r, 60, 0.5)
+        assert failed.status == dg.DagsterRunStatus.FAILURE
+        wait_for("its duckdb slot to be freed", lambda: run.run_id not in {
+            s.run_id for s in instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots}, 30, 0.5)
+
+        httpx.post(f"{sandbox.url}/_sandbox/faults", json={})
+        backfill_id = launch_backfill(url, keys[-3], keys[-1])
+
+        def finished() -> dict | None:
+            state = graphql(url, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+            return state if state["status"] not in ("REQUESTED", "CANCELING", "FAILING") else None
+        backfill_status = wait_for("the new backfill", finished, 180, 1)
+        assert backfill_status["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), backfill_status
+        assert [r["status"] for r in backfill_status["runs"]] == ["SUCCESS"]
+    fresh = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    entries = fresh.execute("SELECT COUNT(*) FROM ledger.journal_entries").fetchone()[0]
+    recon = fresh.execute("SELECT DISTINCT status FROM jurnal.reconciliation").fetchall()
+    fresh.close()
+    remote = [e["custom_id"] for e in sandbox_entries(sandbox.url) if e["custom_id"]]
+    assert 0 < partial < entries, "killed mid-posting"
+    assert len(remote) == len(set(remote)) == entries and recon == [("match",)]

@@ -12,10 +12,11 @@ import pytest
 from sqlalchemy import text, update
 
 from ledger_pipeline.r2a.models import Integration, OAuthState
+from ledger_pipeline.ratelimit import HostLimiter
 from ledger_pipeline.sandboxes.jurnal import Limits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.state.vault import NeedsReauth
-from ledger_pipeline.systems.jurnal.client import JurnalError, RateLimiter
+from ledger_pipeline.systems.jurnal.client import JurnalError, JurnalLimiter
 from ledger_pipeline.systems.jurnal.oauth import OAuthError, complete, new_state
 from ledger_pipeline_tests.helpers import connect, materialize_gl, query, sandbox_stats, session
 
@@ -116,9 +117,10 @@ def test_reads_retry_through_5xx_and_drops(settings, sandbox) -> None:  # noqa: 
         sess.close()
 
 
-def test_limiter_keeps_under_the_limits() -> None:
+def test_limiter_keeps_under_the_limits(tmp_path) -> None:  # noqa: ANN001
     now = [0.0]  # a simulated clock: sleeping advances it
-    limiter = RateLimiter(scale=1.0, sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
+    host = HostLimiter(tmp_path / "rl.sqlite", sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
+    limiter = JurnalLimiter(host, scale=1.0)
     stamps = []
     for i in range(200):
         limiter.acquire(f"tenant-{i % 2}")

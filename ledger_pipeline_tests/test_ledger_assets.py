@@ -20,6 +20,8 @@ from ledger_pipeline_tests.helpers import (
     query,
     range_tags,
     resources,
+    sandbox_entries,
+    sandbox_stats,
     session,
 )
 
@@ -82,3 +84,24 @@ def test_jurnal_connection_on_postgres(settings, sandbox, pg_url: str) -> None: 
     materialize_gl(pg_url)
     assert materialize([*JOURNAL, "jurnal_postings", "jurnal_reconciliation"], "2025-01-01", r2a_url=pg_url).success
     assert set(query(settings, "SELECT status FROM jurnal.reconciliation")) == {("match",)}
+
+
+def test_blocking_balance_check_stops_posting_in_a_real_run(settings, sandbox) -> None:  # noqa: ANN001
+    seeding.seed(make_engine(settings.r2a_database_url), 3, 1, dt.date(2025, 1, 1))
+    connect(["t00001", "t00002", "t00003"])
+    materialize_gl()
+    materialize(JOURNAL, "2025-01-01")
+    s = load_settings()
+    with Warehouse(s.work_warehouse_path, s.warehouse_path).connect() as con:  # an unbalanced line slips in
+        con.execute("UPDATE ledger.journal_lines SET credit = credit + 1 WHERE custom_id = 'r2a-pl-t00003-202501' "
+                    "AND credit > 0 AND line_no = (SELECT MIN(line_no) FROM ledger.journal_lines "
+                    "WHERE custom_id = 'r2a-pl-t00003-202501' AND credit > 0)")
+    result = dg.materialize(
+        [*ASSETS, *CHECKS], resources=resources(s), instance=dg.DagsterInstance.ephemeral(),
+        selection=dg.AssetSelection.checks_for_assets("journal_lines") | dg.AssetSelection.assets("jurnal_postings"),
+        tags=range_tags("2025-01-01"), raise_on_error=False)
+    assert not result.success
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "journal_balances")
+    assert not evaluation.passed and "r2a-pl-t00003-202501" in evaluation.description
+    assert not [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["jurnal_postings"]]
+    assert sandbox_stats(sandbox.url)["api_writes"] == 0 and not sandbox_entries(sandbox.url)

@@ -165,13 +165,30 @@ def test_a_2xx_that_dropped_a_line_is_a_failure_kept_for_update() -> None:
     assert out.counts == {"update": 1} and store.rows[e.custom_id].status == "posted" and len(sink.entries) == 1
 
 
-def test_running_out_of_rounds_leaves_the_entry_pending() -> None:
+def test_running_out_of_rounds_when_nothing_was_sent_fails_for_a_retry() -> None:
     sink, store = MemorySink(), MemoryStore()
-    sink.fail_next = [SinkError("retryable", "503")] * 10
+    sink.fail_next = [SinkError("retryable", "429 rate limited")] * 10
     e = entry("t1", JAN, 100)
     out = run(sink, store, [e], max_rounds=3)
-    assert [k for _, _, k in out.failures] == ["uncertain"] and "after 3 rounds" in out.failures[0][1]
-    assert store.rows[e.custom_id].status == "pending"
+    assert [k for _, _, k in out.failures] == ["retryable"] and "after 3 rounds" in out.failures[0][1]
+    assert "429 rate limited" in out.failures[0][1] and store.rows[e.custom_id].status == "failed"
+    assert sink.calls == ["create"] * 3 and plan_tenant("t1", [e], store.rows)[0].action == "create"
+
+
+def test_running_out_of_rounds_after_an_uncertain_write_leaves_it_pending() -> None:
+    sink, store = MemorySink(), MemoryStore()
+    sink.fail_next = [SinkError("uncertain", "502 after the write")]
+    e = entry("t1", JAN, 100)
+    real_find = sink.find
+
+    def find_fails(tenant_id, custom_id, hint=None):  # noqa: ANN001, ANN202
+        real_find(tenant_id, custom_id, hint)
+        raise SinkError("retryable", "503 on the look-up")
+
+    sink.find = find_fails  # type: ignore[method-assign]
+    out = run(sink, store, [e], max_rounds=3)
+    assert [k for _, _, k in out.failures] == ["uncertain"] and store.rows[e.custom_id].status == "pending"
+    assert sink.calls.count("create") == 1, "never re-sent while the outcome is unknown"
     assert plan_tenant("t1", [e], store.rows)[0].action == "recover"
 
 

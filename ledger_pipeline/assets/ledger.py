@@ -5,7 +5,13 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
-from ledger_pipeline.assets.metadata import lineage, preview, table_result_metadata, table_spec_metadata
+from ledger_pipeline.assets.metadata import (
+    describe_window,
+    lineage,
+    preview,
+    table_result_metadata,
+    table_spec_metadata,
+)
 from ledger_pipeline.ledger.journal import build_journal
 from ledger_pipeline.ledger.mapping import load_mapping
 from ledger_pipeline.ledger.schemas import JournalLines, validate_lines, validated_entries
@@ -17,7 +23,7 @@ from ledger_pipeline.warehouse.store import replace_rows, transaction, window_wh
 DEPS = ["r2a_pl_monthly", "jurnal_gl_accounts"]
 DETAIL_SQL = f"""SELECT tenant_id, period, category, subcategory, CAST(amount * 100 AS BIGINT) AS amount_minor,
                         currency, source_rows FROM r2a.pl_monthly_detail WHERE {window_where()}"""
-ACCOUNTS_SQL = "SELECT tenant_id, account_id, number, name, archived FROM jurnal.gl_accounts"
+ACCOUNTS_SQL = "SELECT tenant_id, account_id, number, name, archived FROM accounting.gl_accounts"
 
 
 def check_window(context: dg.AssetCheckExecutionContext, column: str = "period") -> tuple[str, list]:
@@ -116,7 +122,8 @@ def journal_balances(context: dg.AssetCheckExecutionContext, warehouse: Warehous
             ORDER BY l.tenant_id, l.period""", params).fetchdf()
     return dg.AssetCheckResult(
         passed=bad.empty,
-        metadata={"unbalanced_entries": len(bad), "window": str(params or "all"), "failures": preview(bad)},
+        metadata={"unbalanced_entries": len(bad),
+                  "window": describe_window(*params) if params else "all months", "failures": preview(bad)},
         description=None if bad.empty else f"{len(bad)} entries do not balance: " + ", ".join(bad["custom_id"][:10]),
     )
 

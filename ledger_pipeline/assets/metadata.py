@@ -1,16 +1,35 @@
-"""Dagster metadata shared by every table asset: schema, lineage, previews, exact totals."""
+"""Dagster metadata shared by every table asset: schema, lineage, previews, exact totals.
+
+What a person reads in the UI must be what the books hold: amounts exactly (`548,930,000.12`, never `5.4893e+08`),
+dates as dates, windows as inclusive months, hashes shortened. Previews are rendered as text cells, so the markdown
+renderer never re-parses an amount as a float.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+import re
+from decimal import Decimal
+
 import dagster as dg
 import pandas as pd
+from tabulate import tabulate
 
 from ledger_pipeline.money import format_amount
+from ledger_pipeline.warehouse.descriptions import column_description
 from ledger_pipeline.warehouse.schema import MONEY, TABLES
+
+# Columns holding money wherever they appear (a DuckDB DECIMAL fetched into pandas arrives as float64 or Decimal).
+MONEY_COLUMNS = frozenset({c for cols in TABLES.values() for c, t in cols if t == MONEY}
+                          | {"debit", "credit", "balance", "amount", "local_total", "remote_total"})
+_HASH = re.compile(r"[0-9a-f]{64}")
+HASH_SHOWN = 12
 
 
 def column_schema(table: str) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name=c, type=t) for c, t in TABLES[table]])
+    return dg.TableSchema(columns=[dg.TableColumn(name=c, type=t, description=column_description(table, c))
+                                   for c, t in TABLES[table]])
 
 
 def table_spec_metadata(table: str) -> dict:
@@ -29,11 +48,81 @@ def lineage(deps: dict[str, list[tuple[str, str]]]) -> dg.TableColumnLineage:
     )
 
 
+def _month(value: dt.date | dt.datetime | str) -> dt.date:
+    if isinstance(value, str):
+        return dt.date.fromisoformat(value[:10])
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
+def describe_window(start: dt.date | dt.datetime | str, end: dt.date | dt.datetime | str) -> str:
+    """A partition window [start, end) as inclusive months: '2026-05 .. 2026-07', or '2026-05' for one month."""
+    first = _month(start)
+    last = _month(end) - dt.timedelta(days=1)
+    if last < first:
+        return f"{first:%Y-%m} (empty)"
+    if (first.year, first.month) == (last.year, last.month):
+        return f"{first:%Y-%m}"
+    return f"{first:%Y-%m} .. {last:%Y-%m}"
+
+
+def format_money(value: object) -> str:
+    """An amount exactly as the books hold it: Decimal or int minor units in, '1,234,567.89' out."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, Decimal):
+        return f"{value:,.2f}"
+    if isinstance(value, float):  # a DECIMAL(18,2) fetched by pandas: its shortest repr is the exact amount
+        return f"{Decimal(repr(value)):,.2f}"
+    return f"{Decimal(str(value)):,.2f}"
+
+
+def format_cell(value: object, money: bool = False) -> str:
+    """One preview cell as text: dates as dates, money exact, hashes shortened, markdown-safe."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if money:
+        return format_money(value)
+    if isinstance(value, pd.Timestamp | dt.datetime):
+        ts = pd.Timestamp(value)
+        return f"{ts:%Y-%m-%d}" if ts == ts.normalize() else f"{ts:%Y-%m-%d %H:%M:%S}"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    text = str(value)
+    if _HASH.fullmatch(text):
+        return text[:HASH_SHOWN] + "…"
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def preview_markdown(frame: pd.DataFrame, rows: int = 10) -> str:
+    """The first `rows` rows as a markdown table of text cells (money right-aligned, `<col>_minor` -> `<col>`)."""
+    shown = frame.head(rows)
+    if not len(shown):
+        return "_(no rows)_"
+    headers, columns, align = [], [], []
+    for col in shown.columns:
+        name = str(col)
+        if name.endswith("_minor"):
+            headers.append(name.removesuffix("_minor"))
+            columns.append([format_amount(int(v)) if pd.notna(v) else "" for v in shown[col]])
+            align.append("right")
+        else:
+            money = name in MONEY_COLUMNS
+            headers.append(name)
+            columns.append([format_cell(v, money) for v in shown[col]])
+            align.append("right" if money else "left")
+    body = [list(r) for r in zip(*columns, strict=True)]
+    return tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=align)
+
+
 def preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
-    shown = frame.head(rows).copy()
-    for col in [c for c in shown.columns if c.endswith("_minor")]:
-        shown[col.removesuffix("_minor")] = shown.pop(col).map(format_amount)
-    return dg.MetadataValue.md(shown.to_markdown(index=False) if len(shown) else "_(no rows)_")
+    return dg.MetadataValue.md(preview_markdown(frame, rows))
+
+
+def total_key(column: str) -> str:
+    """Metadata key for a money column's total: total_debit stays total_debit, revenue becomes total_revenue."""
+    return column if column.startswith("total_") else f"total_{column}"
 
 
 def table_result_metadata(table: str, frame: pd.DataFrame, extra: dict | None = None) -> dict:
@@ -44,6 +133,6 @@ def table_result_metadata(table: str, frame: pd.DataFrame, extra: dict | None = 
     }
     for col, typ in TABLES[table]:
         if typ == MONEY and f"{col}_minor" in frame:
-            meta[f"total_{col}"] = format_amount(int(frame[f"{col}_minor"].sum()))
+            meta[total_key(col)] = format_amount(int(frame[f"{col}_minor"].sum()))
     meta.update(extra or {})
     return meta

@@ -2,27 +2,88 @@
 
 Amounts are summed as integer minor units inside the database (`ROUND(amount * 100)` per row, then SUM of
 integers), which is exact on Postgres NUMERIC and on SQLite (whose NUMERIC affinity may store a REAL).
+
+Hostile rows never stop the month. The query classifies every row inside the one GROUP BY and never raises on
+what R2a's database accepts; each problem rejects its tenant-month (a row in ledger.rejections, stage `extract`,
+naming tenant, period, problem and fix) and every other tenant-month is summed exactly:
+
+- **Amount bound.** A row may hold at most `MAX_ROW_AMOUNT` = +/-10,000,000,000,000.00 (10^13 rupiah, about
+  USD 600 million, inclusive). Jurnal documents no amount limit, so the binding limits are ours: DuckDB's
+  DECIMAL(18,2) holds at most 9,999,999,999,999,999.99 (just under 10^16), int64 minor units 9.2 x 10^16 rupiah,
+  and a REAL (what SQLite may store) keeps every sen only below 2^53 / 100 = 9 x 10^13 rupiah. 10^13 sits under
+  all three with margin, so an accepted row is always exact, and a tenant-month needs more than 1,000 rows at the
+  bound before its sums can reach the DECIMAL(18,2) ceiling. Larger amounts, +/-infinity (SQLite stores `1e999`
+  as a REAL infinity) and NaN (Postgres NUMERIC accepts 'NaN'; SQLite turns a NaN into NULL, which is then an
+  empty amount, and keeps the text 'NaN' as text, a non-numeric amount) are counted, never summed.
+- **Sums.** Minor units are summed as two integers per group (`minor // 10^9` and the remainder), so a SUM in
+  SQLite (which raises "integer overflow" past int64) cannot overflow below 9.2 billion rows in one group. A
+  tenant-month is rejected when the absolute values of its category/subcategory sums add up beyond
+  `MAX_MONTH_MINOR` (9,999,999,999,999,999.99): that bounds every number derived from it (revenue, COGS,
+  expenses, net income, each journal line, total debit and credit), which DuckDB stores as DECIMAL(18,2).
+- **txn_date that is not a real date.** Postgres's DATE cannot hold one. SQLite stores any value, and the window
+  `txn_date >= :start AND txn_date < :end` compares text byte by byte (the bounds are not numeric-looking, so the
+  column's NUMERIC affinity leaves them text; an INTEGER or REAL txn_date sorts before every text). Every text
+  from '0000-01-01' to '9999-12-31' therefore sorts into exactly one month, [its first day, the next month's
+  first day), and lands in the window of that month: the real dates; texts with a month's 7-character prefix
+  that sort at or after its first day (`'2025-02-30'`, `'2025-01-32'`, `'2025-01-15 10:00'`, `'2025-01x'`);
+  and texts whose prefix is no month or another month: `'2025-13-01'` sorts after `'2025-12-31'` (December
+  2025), `'2025-1-5'` between September and October 2025 (September), `'2025-02-00'` before `'2025-02-01'`
+  (January). What sorts outside every month (numbers, empty or whitespace-led text, `'garbage'`, blobs) is
+  added to every window by two more index ranges, `txn_date < '0000-01-01' OR txn_date > '9999-12-31'` (empty,
+  so free, when the data is clean), so no row is silently left out of every month. A row is a real date when
+  `date(txn_date, '+0 days') = txn_date` (the modifier makes SQLite normalise day 29-31 of a shorter month, so
+  `'2025-02-30'` becomes `'2025-03-02'` and fails; a time of day fails too). Such a row rejects the tenant-month
+  of its `substr(txn_date, 1, 7)` when that is a real month inside the window being extracted, otherwise (no
+  month, or a month outside the window such as `'2025-02-00'` seen from January) its rejection has period NULL
+  and its detail names the window that found it. Rows outside the window are re-reported by every run that
+  sees them.
+- **tenant_id with stray whitespace** (`' t00001'`, `'t00001 '`) that is not itself a tenant is not merged into
+  the tenant: its rows reject the trimmed tenant's month with the fix "trim tenant_id".
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, text
 
 from ledger_pipeline.r2a.models import CATEGORIES
 
+MAX_ROW_AMOUNT = 10**13  # rupiah per row, inclusive; see the module docstring
+MAX_MONTH_MINOR = 10**18 - 1  # 9,999,999,999,999,999.99: the largest DECIMAL(18,2), in minor units
+_SPLIT = 10**9  # minor units are summed as (minor // _SPLIT, minor % _SPLIT) so no SUM can overflow int64
+
 PROBLEMS = {
     "null_tenant": "rows with no tenant_id",
+    "untrimmed_tenant": "rows whose tenant_id has stray whitespace (e.g. ' t00001' or 't00001 ')",
     "unknown_tenant": "rows whose tenant_id is not in R2a's tenants table",
     "null_amount": "rows with an empty amount",
     "non_numeric_amount": "rows whose amount is not a number",
+    "nan_amount": "rows whose amount is NaN",
+    "infinite_amount": "rows whose amount is +/-infinity",
+    "out_of_range_amount": f"rows whose amount is beyond +/-{MAX_ROW_AMOUNT:,}.00, the most one row may hold",
     "sub_sen_amount": "rows with more than 2 decimals in amount",
+    "sum_overflow": "rows whose amounts add up beyond 9,999,999,999,999,999.99 (the ledger's DECIMAL(18,2))",
+    "bad_txn_date": "rows whose txn_date is not a real date (YYYY-MM-DD)",
     "unknown_category": "rows whose category is not revenue, cogs or expense",
     "currency_mismatch": "rows in a currency other than the tenant's",
 }
+_FIXES = {
+    "untrimmed_tenant": "trim tenant_id (UPDATE r2a_transactions SET tenant_id = trim(tenant_id) "
+                        "WHERE tenant_id <> trim(tenant_id))",
+    "nan_amount": "replace the NaN amounts with the real ones",
+    "infinite_amount": "replace the infinite amounts with the real ones",
+    "out_of_range_amount": f"correct the amounts (at most +/-{MAX_ROW_AMOUNT:,}.00 per row)",
+    "sum_overflow": "correct the amounts: their absolute values must add up to at most 9,999,999,999,999,999.99 "
+                    "per tenant-month",
+    "bad_txn_date": "set txn_date to the real date as YYYY-MM-DD (find the rows with "
+                    "SELECT * FROM r2a_transactions WHERE date(txn_date, '+0 days') IS NOT txn_date)",
+}
+_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
 
 @dataclass
@@ -35,20 +96,42 @@ class Extract:
 def _query(dialect: str) -> str:
     """The one GROUP BY: sums in integer minor units plus per-group counts of row-level problems. Tenant, currency
     and category checks happen after aggregation (on ~10 groups per tenant-month, not on every row)."""
+    inside = f"amount BETWEEN -{MAX_ROW_AMOUNT} AND {MAX_ROW_AMOUNT}"  # false for NULL, text, inf, NaN
     if dialect == "sqlite":
-        month = "substr(txn_date, 1, 7) || '-01'"
-        minor = "CAST(ROUND(amount * 100) AS INTEGER)"
-        non_numeric = "SUM(typeof(amount) NOT IN ('integer', 'real', 'null'))"
-        sub_sen = "SUM(typeof(amount) = 'real' AND ABS(amount * 100 - ROUND(amount * 100)) > 1e-6)"
-    else:
-        month = "CAST(date_trunc('month', txn_date) AS DATE)"
-        minor = "CAST(ROUND(amount * 100) AS BIGINT)"
-        non_numeric = "0"
-        sub_sen = "SUM(CASE WHEN amount <> ROUND(amount, 2) THEN 1 ELSE 0 END)"
+        # The inner SELECT classifies each row once; `LIMIT -1` (no limit) keeps SQLite from flattening it into
+        # the aggregate (which would evaluate the CASEs once per aggregate), so it runs as a co-routine.
+        return f"""
+SELECT tenant_id, month_key, category, subcategory, currency,
+  SUM(minor / {_SPLIT}) AS minor_hi, SUM(minor % {_SPLIT}) AS minor_lo, COUNT(*) AS source_rows,
+  SUM(kind = 1) AS null_amount, SUM(kind = 2) AS non_numeric_amount, 0 AS nan_amount,
+  SUM(kind = 3) AS infinite_amount, SUM(kind = 4) AS out_of_range_amount, SUM(sub_sen) AS sub_sen_amount,
+  MAX(recorded_at) AS last_recorded_at
+FROM (
+  SELECT tenant_id, category, subcategory, currency, recorded_at,
+    CASE WHEN date(txn_date, '+0 days') = txn_date THEN substr(txn_date, 1, 7) || '-01'
+         ELSE '?' || substr(txn_date, 1, 7) END AS month_key,
+    CASE WHEN {inside} THEN CAST(ROUND(amount * 100) AS INTEGER) ELSE 0 END AS minor,
+    CASE WHEN {inside} THEN 0 WHEN amount IS NULL THEN 1 WHEN typeof(amount) NOT IN ('integer', 'real') THEN 2
+         WHEN typeof(amount) = 'real' AND ABS(amount) = 9e999 THEN 3 ELSE 4 END AS kind,
+    typeof(amount) = 'real' AND ABS(amount * 100 - ROUND(amount * 100)) > max(1e-6, ABS(amount) * 1e-12) AS sub_sen
+  FROM r2a_transactions
+  WHERE txn_date >= :start AND txn_date < :end OR txn_date < '0000-01-01' OR txn_date > '9999-12-31'
+  LIMIT -1
+)
+GROUP BY tenant_id, month_key, category, subcategory, currency
+"""
+    month = "CAST(date_trunc('month', txn_date) AS DATE)"
+    # Postgres sums NUMERIC without overflow; the split happens per group. NUMERIC(18,2) cannot hold infinity
+    # or more than 16 integer digits, but it does hold 'NaN' (which equals itself in Postgres).
+    minor = f"CASE WHEN {inside} THEN CAST(ROUND(amount * 100) AS BIGINT) ELSE 0 END"
     return f"""
-SELECT tenant_id, {month} AS period, category, subcategory, currency,
-  SUM({minor}) AS amount_minor, COUNT(*) AS source_rows, COUNT(*) - COUNT(amount) AS null_amount,
-  {non_numeric} AS non_numeric_amount, {sub_sen} AS sub_sen_amount, MAX(recorded_at) AS last_recorded_at
+SELECT tenant_id, to_char({month}, 'YYYY-MM-DD') AS month_key, category, subcategory, currency,
+  CAST(DIV(SUM({minor}), {_SPLIT}) AS BIGINT) AS minor_hi, CAST(MOD(SUM({minor}), {_SPLIT}) AS BIGINT) AS minor_lo,
+  COUNT(*) AS source_rows, COUNT(*) - COUNT(amount) AS null_amount, 0 AS non_numeric_amount,
+  SUM(CASE WHEN {inside} THEN 0 WHEN amount = 'NaN' THEN 1 ELSE 0 END) AS nan_amount, 0 AS infinite_amount,
+  SUM(CASE WHEN {inside} OR amount IS NULL OR amount = 'NaN' THEN 0 ELSE 1 END) AS out_of_range_amount,
+  SUM(CASE WHEN {inside} AND amount <> ROUND(amount, 2) THEN 1 ELSE 0 END) AS sub_sen_amount,
+  MAX(recorded_at) AS last_recorded_at
 FROM r2a_transactions
 WHERE txn_date >= :start AND txn_date < :end
 GROUP BY tenant_id, {month}, category, subcategory, currency
@@ -63,15 +146,23 @@ def extract(engine: Engine, start: dt.date, end: dt.date) -> Extract:
     with engine.connect() as conn:
         raw = pd.read_sql_query(text(_query(engine.dialect.name)), conn, params=params)
         tenants = pd.read_sql_query(text("SELECT tenant_id, currency AS tenant_currency FROM tenants"), conn)
-    return shape(raw, tenants)
+    return shape(raw, tenants, start, end)
 
 
-def shape(raw: pd.DataFrame, tenants: pd.DataFrame) -> Extract:
-    raw = raw.merge(tenants, on="tenant_id", how="left")
-    raw["period"] = pd.to_datetime(raw["period"]).dt.date
+COUNTS = ["source_rows", "null_amount", "non_numeric_amount", "nan_amount", "infinite_amount", "out_of_range_amount",
+          "sub_sen_amount"]
+
+
+def shape(raw: pd.DataFrame, tenants: pd.DataFrame, start: dt.date | None = None,
+          end: dt.date | None = None) -> Extract:
+    raw = raw.copy()
     raw["tenant_id"] = raw["tenant_id"].astype("object")
-    for col in ["amount_minor", "source_rows", "null_amount", "non_numeric_amount", "sub_sen_amount"]:
+    for col in COUNTS:
         raw[col] = pd.to_numeric(raw[col]).fillna(0).astype("int64")
+    raw["untrimmed_tenant"] = _trim_tenants(raw, set(tenants["tenant_id"]))
+    raw["period"], raw["bad_txn_date"] = _periods(raw, start, end)
+    raw["amount_minor"], raw["sum_overflow"] = _minor_units(raw)
+    raw = raw.merge(tenants, on="tenant_id", how="left")
     rows = raw["source_rows"]
     raw["null_tenant"] = rows.where(raw["tenant_id"].isna(), 0)
     raw["unknown_tenant"] = rows.where(raw["tenant_id"].notna() & raw["tenant_currency"].isna(), 0)
@@ -81,7 +172,13 @@ def shape(raw: pd.DataFrame, tenants: pd.DataFrame) -> Extract:
     raw["currency"] = raw["tenant_currency"]
     raw["last_recorded_at"] = pd.to_datetime(raw["last_recorded_at"])
     key = ["tenant_id", "period"]
-    problems = raw.groupby(key, dropna=False)[list(PROBLEMS)].sum()
+    # the month's gross (sum of |group sums|) in two int64 parts, so that adding them up cannot overflow either
+    gross = raw["amount_minor"].abs()
+    raw["gross_hi"], raw["gross_lo"] = gross // _SPLIT, gross % _SPLIT
+    problems = raw.groupby(key, dropna=False)[[*PROBLEMS, "gross_hi", "gross_lo", "source_rows"]].sum()
+    gross_hi = problems.pop("gross_hi") + problems.pop("gross_lo") // _SPLIT
+    too_big = (gross_hi > MAX_MONTH_MINOR // _SPLIT) | (problems["sum_overflow"] > 0)
+    problems["sum_overflow"] = problems.pop("source_rows").where(too_big, 0)
     bad_keys = problems[(problems > 0).any(axis=1)]
     rejections = pd.DataFrame(
         [
@@ -90,13 +187,14 @@ def shape(raw: pd.DataFrame, tenants: pd.DataFrame) -> Extract:
                 "period": period,
                 "stage": "extract",
                 "reason": "bad source rows: " + ", ".join(k for k in PROBLEMS if row[k] > 0),
-                "detail": _problem_detail(tenant, period, row),
+                "detail": _problem_detail(tenant, period, row, start, end),
             }
             for (tenant, period), row in bad_keys.iterrows()
         ],
         columns=["tenant_id", "period", "stage", "reason", "detail"],
     )
-    rejections["tenant_id"] = rejections["tenant_id"].where(rejections["tenant_id"].notna(), None)
+    for col in ("tenant_id", "period"):
+        rejections[col] = rejections[col].astype("object").where(rejections[col].notna(), None)
     good = raw
     if len(bad_keys):
         bad_index = pd.MultiIndex.from_frame(bad_keys.reset_index()[key])
@@ -118,13 +216,58 @@ def shape(raw: pd.DataFrame, tenants: pd.DataFrame) -> Extract:
     return Extract(detail=detail, monthly=monthly, rejections=rejections)
 
 
-def _problem_detail(tenant: object, period: dt.date, row: pd.Series) -> str:
+def _trim_tenants(raw: pd.DataFrame, known: set) -> pd.Series:
+    """Rows under a tenant_id with stray whitespace (and not itself a tenant) move to the trimmed id, flagged, so
+    they reject that tenant's month instead of being merged into it or reported under an id nobody recognises."""
+    tenant = raw["tenant_id"]
+    suspect = tenant.notna() & ~tenant.isin(known)
+    trimmed = tenant[suspect].str.strip()
+    moved = trimmed[trimmed != tenant[suspect]]
+    raw.loc[moved.index, "tenant_id"] = moved.where(moved != "", None)  # whitespace only: no tenant at all
+    return raw["source_rows"].where(raw.index.isin(moved.index), 0)
+
+
+def _periods(raw: pd.DataFrame, start: dt.date | None, end: dt.date | None) -> tuple[pd.Series, pd.Series]:
+    """`month_key` is 'YYYY-MM-01' for a real txn_date, '?' + the first 7 characters of txn_date otherwise (SQLite
+    only). Such rows get the month of their prefix when it is a real month inside the window, else None."""
+    key = raw["month_key"].astype("object")
+    bad = key.str.startswith("?", na=False)
+    resolved = key.copy()
+    for i, k in key[bad].items():
+        prefix = k[1:]
+        month = dt.date.fromisoformat(prefix + "-01") if _MONTH.fullmatch(prefix) else None
+        inside = month is not None and (start is None or start <= month) and (end is None or month < end)
+        resolved[i] = month.isoformat() if inside else None
+    period = pd.to_datetime(resolved, format="%Y-%m-%d").dt.date
+    period = period.astype("object").where(resolved.notna(), None)
+    return period, raw["source_rows"].where(bad, 0)
+
+
+def _minor_units(raw: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Each group's sum in minor units from its two parts, or 0 and flagged when it is beyond MAX_MONTH_MINOR."""
+    hi = pd.to_numeric(raw["minor_hi"]).fillna(0).astype("int64")
+    lo = pd.to_numeric(raw["minor_lo"]).fillna(0).astype("int64")
+    hi, lo = hi + lo // _SPLIT, lo % _SPLIT  # now 0 <= lo < _SPLIT and the sum is hi * _SPLIT + lo
+    limit = MAX_MONTH_MINOR // _SPLIT  # |hi * _SPLIT + lo| <= MAX_MONTH_MINOR  <=>  -limit - 1 < hi <= limit
+    fits = (hi <= limit) & (hi >= -limit - 1) & ((hi > -limit - 1) | (lo > 0))
+    minor = np.where(fits, hi.clip(-limit - 1, limit) * _SPLIT + lo, 0)
+    return pd.Series(minor, index=raw.index, dtype="int64"), raw["source_rows"].where(~fits, 0)
+
+
+def _problem_detail(tenant: object, period: dt.date | None, row: pd.Series, start: dt.date | None,
+                    end: dt.date | None) -> str:
     who = f"tenant {tenant}" if isinstance(tenant, str) else "rows with no tenant_id"
+    if isinstance(period, dt.date):
+        when = f"{period:%Y-%m}"
+        rerun = "re-run this month; nothing was posted for this tenant-month."
+    else:
+        window = f"{start} .. {end}" if start and end else "this window"
+        when = f"period unknown (found by the extraction of {window})"
+        rerun = "re-run the month the rows belong to."
     found = "; ".join(f"{int(row[k])} {PROBLEMS[k]}" for k in PROBLEMS if row[k] > 0)
-    action = (
-        "Fix or delete these rows in R2a (r2a_transactions), then re-run this month; "
-        "nothing was posted for this tenant-month."
-    )
+    fixes = [_FIXES[k] for k in PROBLEMS if row[k] > 0 and k in _FIXES]
+    if any(row[k] > 0 and k not in _FIXES and k != "null_tenant" for k in PROBLEMS):
+        fixes.append(f"fix or delete {'the other bad' if fixes else 'these'} rows in R2a (r2a_transactions)")
     if not isinstance(tenant, str):
-        action = "Attach these rows to a tenant in R2a (r2a_transactions.tenant_id), then re-run this month."
-    return f"{who}, {period:%Y-%m}: {found}. {action}"
+        fixes.insert(0, "attach these rows to a tenant in R2a (r2a_transactions.tenant_id)")
+    return f"{who}, {when}: {found}. To fix: {'; '.join(fixes)}; then {rerun}"

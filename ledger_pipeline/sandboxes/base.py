@@ -36,6 +36,10 @@ class Faults:
     latency_ms: float = 0.0  # added to every API request
     writes_only: bool = False  # faults only on POST/PATCH/PUT/DELETE
     systems: list[str] | None = None  # only these systems (None: every system)
+    # The token endpoint failing a refresh: "5xx", "garbage" (200 with a body that is not JSON) or "drop"; for
+    # the companies in token_failure_logins (None: every company).
+    token_failure: str | None = None
+    token_failure_logins: list[str] | None = None
 
 
 @dataclass
@@ -134,6 +138,20 @@ class SandboxContext:
             raise InjectedError("error", rng.choice(f.error_statuses))
         if rng.random() < f.slow_rate:
             await asyncio.sleep(f.slow_seconds)
+
+
+def token_fault(ctx: SandboxContext, login: str | None):  # noqa: ANN201
+    """The injected token-endpoint failure for this company's refresh, as a response (None: answer normally)."""
+    from starlette.responses import Response
+
+    f = ctx.faults
+    if not f.token_failure or (f.token_failure_logins is not None and login not in f.token_failure_logins):
+        return None
+    if f.token_failure == "drop":
+        return DroppedResponse()
+    if f.token_failure == "garbage":
+        return Response("<html>upstream proxy error</html>", status_code=200, media_type="application/json")
+    return Response('{"error": "server_error"}', status_code=503, media_type="application/json")
 
 
 def client_host(request: Request) -> str:

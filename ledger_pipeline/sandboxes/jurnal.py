@@ -28,6 +28,7 @@ from ledger_pipeline.sandboxes.base import (
     Limits,
     SandboxContext,
     client_host,
+    token_fault,
 )
 from ledger_pipeline.sandboxes.jurnal_state import SandboxState
 from ledger_pipeline.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
@@ -466,6 +467,9 @@ class Sandbox:
         if grant == "authorization_code":
             grant_id = self.state.redeem_code(str(data.get("code")), self.client_id)
         elif grant == "refresh_token":
+            fault = token_fault(self.ctx, self._login_for_refresh(str(data.get("refresh_token"))))
+            if fault is not None:
+                return fault
             grant_id = self.state.use_refresh_token(str(data.get("refresh_token")))
         else:
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
@@ -477,6 +481,12 @@ class Sandbox:
         ).fetchone()
         return JSONResponse({"access_token": access, "token_type": "bearer", "expires_in": int(self.access_ttl),
                              "refresh_token": refresh, "company_id": str(company["id"])})
+
+    def _login_for_refresh(self, token: str) -> str | None:
+        row = self.state.db.execute(
+            "SELECT c.login FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id "
+            "JOIN companies c ON c.id = g.company_id WHERE r.token = ?", (token,)).fetchone()
+        return row["login"] if row else None
 
     async def revoke(self, request: Request) -> Response:
         raw = await request.body()

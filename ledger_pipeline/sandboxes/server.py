@@ -114,7 +114,8 @@ class Inspector:
 
         def totals(api: list[dict]) -> dict:
             return {"api_requests": sum(r["count"] for r in api),
-                    "api_writes": sum(r["count"] for r in api if r["method"] in WRITE_METHODS),
+                    "api_writes": sum(r["count"] for r in api if r["method"] in WRITE_METHODS
+                                      and not r["endpoint"].endswith("/all")),  # Rootfi's list reads are POSTs
                     "rate_limited": sum(r["count"] for r in api if r["status"] == 429)}
 
         api = [r for r in rows if not _is_auth(r["endpoint"])]

@@ -1,7 +1,9 @@
 """The Jurnal partner-API client (httpx): paced under Jurnal's limits, retried where that is safe, errors classified.
 
-- Pacing: a sliding-window limiter per token (30/min, 1,800/h) and per client IP (40/min, 2,500/h), a few
-  percent under each, so 429s are rare rather than the pacing mechanism.
+- Pacing: a sliding-window limiter per token (30/min, 1,800/h) and per source IP (40/min, 2,500/h), a few
+  percent under each, so 429s are rare rather than the pacing mechanism. Its state is shared by every process on
+  the host (ledger_pipeline.ratelimit), per source address (LEDGER_SOURCE_ADDRESS, which the HTTP client binds);
+  posting requests go before background reads (chart and drift reads set `priority="background"`).
 - Retries (stamina: exponential backoff with jitter): reads on 429, 5xx and transport errors; any request on 429
   or a connect error (nothing reached Jurnal). A write that may have reached Jurnal (timeout, dropped connection,
   5xx) is never blindly resent: it raises `kind="uncertain"`, and the posting sink looks the entry up first.
@@ -10,9 +12,7 @@
 
 from __future__ import annotations
 
-import collections
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,6 +21,17 @@ import httpx
 import stamina
 
 from ledger_pipeline.money import dumps_exact, loads_exact
+from ledger_pipeline.ratelimit import (
+    HostLimiter,
+    Priority,
+    Rule,
+    address_key,
+    host_limiter_at,
+    scaled_rules,
+    state_path,
+)
+from ledger_pipeline.settings import Settings, load_settings
+from ledger_pipeline.state.vault import TokenEndpointError
 
 Kind = Literal["retryable", "uncertain", "needs_reauth", "rejected"]
 
@@ -47,73 +58,57 @@ class Limits:
     headroom: float = 0.95  # stay this far under each limit (clock skew, in-flight requests)
 
 
-class RateLimiter:
-    """Sliding-window log limiter: at most N sends in any window of W seconds, per key. Thread-safe."""
+class JurnalLimiter:
+    """Jurnal's four limits as rules on the host-shared limiter: per source IP (`ip:<address>`, minute and hour) and
+    per token (`token:<tenant>`, minute and hour), `headroom` under each. `waited` counts this client's waits."""
 
-    def __init__(self, limits: Limits = Limits(), scale: float = 1.0, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic):
-        self.limits, self.scale, self._sleep, self._clock = limits, scale, sleep, clock
-        self._log: dict[tuple, collections.deque] = {}
-        self._lock = threading.Lock()
+    def __init__(self, host: HostLimiter, limits: Limits = Limits(), scale: float = 1.0,
+                 source_address: str | None = None):
+        self.host, self.limits, self.scale = host, limits, scale
+        self.ip_key = f"ip:{address_key(source_address)}"
         self.waited = 0.0
+        self._lock = threading.Lock()
 
-    def _rules(self, token_key: str) -> list[tuple[tuple, int, float]]:
-        lim, s = self.limits, self.scale
+    def rules(self, token_key: str) -> list[Rule]:
+        lim, s, h = self.limits, self.scale, self.limits.headroom
+        return [*scaled_rules(self.ip_key, [(lim.per_ip_minute, 60), (lim.per_ip_hour, 3600)], s, h),
+                *scaled_rules(f"token:{token_key}", [(lim.per_token_minute, 60), (lim.per_token_hour, 3600)], s, h)]
 
-        def cap(n: int) -> int:
-            return max(1, int(n * lim.headroom))
-
-        return [
-            (("ip", "m"), cap(lim.per_ip_minute), 60 / s),
-            (("ip", "h"), cap(lim.per_ip_hour), 3600 / s),
-            (("tok", token_key, "m"), cap(lim.per_token_minute), 60 / s),
-            (("tok", token_key, "h"), cap(lim.per_token_hour), 3600 / s),
-        ]
-
-    def acquire(self, token_key: str) -> None:
-        while True:
-            with self._lock:
-                now = self._clock()
-                wait = 0.0
-                rules = self._rules(token_key)
-                for key, n, window in rules:
-                    log = self._log.setdefault(key, collections.deque())
-                    while log and log[0] <= now - window:
-                        log.popleft()
-                    if len(log) >= n:
-                        wait = max(wait, log[0] + window - now)
-                if wait <= 0:
-                    for key, _, _ in rules:
-                        self._log[key].append(now)
-                    return
-            self.waited += wait
-            self._sleep(wait)
+    def acquire(self, token_key: str, priority: Priority = "posting") -> float:
+        waited = self.host.acquire(self.rules(token_key), priority)
+        with self._lock:
+            self.waited += waited
+        return waited
 
 
-_SHARED: dict[tuple[str, float], RateLimiter] = {}
-_SHARED_GUARD = threading.Lock()
+def host_limiter(settings: Settings, scale: float | None = None, limits: Limits = Limits()) -> JurnalLimiter:
+    """A limiter on this host's shared budget for `settings.source_address` (state under `settings.lock_dir`)."""
+    host = host_limiter_at(state_path(settings.lock_dir, settings.source_address))
+    return JurnalLimiter(host, limits, settings.rate_limit_scale if scale is None else scale,
+                         settings.source_address)
 
 
-def shared_limiter(base_url: str, scale: float = 1.0) -> RateLimiter:
-    """One limiter per Jurnal host and process: the per-IP budget is shared by every session and asset."""
-    with _SHARED_GUARD:
-        return _SHARED.setdefault((base_url.rstrip("/"), scale), RateLimiter(scale=scale))
+def http_client(source_address: str | None = None, timeout: float = 30.0) -> httpx.Client:
+    """A pooled httpx client whose connections leave from `source_address` (None: the OS chooses)."""
+    limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+    transport = httpx.HTTPTransport(local_address=source_address, limits=limits) if source_address else None
+    return httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), limits=limits, transport=transport)
 
 
 class JurnalClient:
     """One client for every tenant: a pooled httpx connection, the limiter, the token vault's access tokens."""
 
     def __init__(self, base_url: str, access_token: Callable[[str, str | None], str],
-                 limiter: RateLimiter | None = None, http: httpx.Client | None = None,
+                 limiter: JurnalLimiter | None = None, http: httpx.Client | None = None,
                  attempts: int = 6, backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 timeout: float = 30.0):
+                 timeout: float = 30.0, source_address: str | None = None, priority: Priority = "posting"):
         self.base_url = base_url.rstrip("/")
         self._access_token = access_token  # (tenant_id, stale_token_or_None) -> live token
-        self.limiter = limiter or shared_limiter(base_url)
-        self.http = http or httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
-        )
+        self.limiter = limiter or host_limiter(load_settings())
+        self.source_address = source_address
+        self.http = http or http_client(source_address, timeout)
+        # "posting" goes first on this host; chart and drift reads set "background" (or pass priority= per request)
+        self.priority: Priority = priority
         self.attempts, self.backoff_initial, self.backoff_max = attempts, backoff_initial, backoff_max
         self.requests = 0
 
@@ -122,23 +117,24 @@ class JurnalClient:
 
     # -- core -------------------------------------------------------------------------------------------------
     def request(self, tenant_id: str, method: str, path: str, body: Any = None,
-                params: dict | None = None) -> tuple[int, Any]:
+                params: dict | None = None, priority: Priority | None = None) -> tuple[int, Any]:
         is_write = method != "GET"
+        prio = priority or self.priority
         try:
             for attempt in stamina.retry_context(on=_Retry, attempts=self.attempts,
                                                  wait_initial=self.backoff_initial, wait_max=self.backoff_max,
                                                  wait_jitter=self.backoff_initial, timeout=None):
                 with attempt:
-                    return self._once(tenant_id, method, path, body, params, is_write)
+                    return self._once(tenant_id, method, path, body, params, is_write, prio)
         except _Retry as exc:
             raise exc.error from None
         raise AssertionError("unreachable")
 
     def _once(self, tenant_id: str, method: str, path: str, body: Any, params: dict | None,
-              is_write: bool) -> tuple[int, Any]:
-        token = self._access_token(tenant_id, None)
+              is_write: bool, priority: Priority = "posting") -> tuple[int, Any]:
+        token = self._token(tenant_id, None)
         for refreshed in (False, True):
-            self.limiter.acquire(tenant_id)
+            self.limiter.acquire(tenant_id, priority)
             self.requests += 1
             try:
                 resp = self.http.request(
@@ -156,10 +152,17 @@ class JurnalClient:
                     raise err from exc
                 raise _Retry(err) from exc
             if resp.status_code == 401 and not refreshed:
-                token = self._access_token(tenant_id, token)  # refresh once, retry once
+                token = self._token(tenant_id, token)  # refresh once, retry once
                 continue
             break
         return self._classify(tenant_id, method, path, resp, is_write)
+
+    def _token(self, tenant_id: str, stale: str | None) -> str:
+        """A live token; a failing token endpoint is this tenant's retryable problem (nothing was sent)."""
+        try:
+            return self._access_token(tenant_id, stale)
+        except TokenEndpointError as exc:
+            raise _Retry(JurnalError("retryable", tenant_id, str(exc))) from exc
 
     @staticmethod
     def _classify(tenant_id: str, method: str, path: str, resp: httpx.Response,

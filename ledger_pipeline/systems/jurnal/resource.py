@@ -11,7 +11,7 @@ import httpx
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.state.vault import TokenVault, load_key
-from ledger_pipeline.systems.jurnal.client import JurnalClient, shared_limiter
+from ledger_pipeline.systems.jurnal.client import JurnalClient, host_limiter
 from ledger_pipeline.systems.jurnal.oauth import OAuthClient
 
 
@@ -39,7 +39,7 @@ def open_session(settings: Settings, *, database_url: str | None = None, api_bas
         return vault.access_token(tenant_id, lambda rt: oauth.refresh(tenant_id, rt), stale)
 
     base = api_base_url or settings.jurnal_api_base_url
-    client = JurnalClient(base, access_token, shared_limiter(base, scale),
+    client = JurnalClient(base, access_token, host_limiter(settings, scale), source_address=settings.source_address,
                           backoff_initial=backoff_initial, backoff_max=max(backoff_initial * 60, 1.0),
                           timeout=timeout)
     return JurnalSession(vault, oauth, client)

@@ -1,0 +1,807 @@
+"""The QuickBooks Online sandbox: Intuit's accounting API as ../shared/reference/accounting_apis.md section 3
+describes it, under the `/quickbooks` prefix.
+
+- Auth: OAuth2 authorization code. `GET /connect/oauth2` auto-approves the `login_hint` company (created on first
+  authorisation with the default chart) and redirects with `code`, `state` and `realmId`; `POST
+  /oauth2/v1/tokens/bearer` (form-encoded, HTTP Basic client auth) issues `ctx.access_ttl` access tokens and
+  **rotating** refresh tokens (a used refresh token is refused with `invalid_grant`); `/oauth2/v1/tokens/revoke`.
+- API: `/v3/company/{realmId}/journalentry` (create; update with Id + current SyncToken, stale -> 5010;
+  `?operation=delete`), `/journalentry/{Id}`, `/batch` (at most 30 BatchItemRequests, a BatchItemResponse each),
+  `/query` (a small SQL subset: where with =, <, <=, >, >=, in; STARTPOSITION/MAXRESULTS, capped at 1000; an
+  Account query without a `where Active` condition returns active accounts only; an empty result is `{}`).
+- Idempotency: `requestid` (at most 50 characters) per realm. The response of a committed write is stored in the
+  same transaction as the write and replayed for the same requestid; nothing changes. A batch stores the whole
+  response under its requestid and each successful item under `<requestid>:<bId>`. Refused writes are not stored
+  (a later attempt with the same requestid is processed again), a documented choice of this emulation.
+- Errors: `{"Fault": {"Error": [{"Message", "Detail", "code", "element"}], "type"}, "time"}`: 6000 unbalanced,
+  2500 unknown account, 610 inactive account or unknown entry, 6210 "Account Period Closed" (dates on or before the
+  company's closing date), 5010 stale SyncToken, 2050 DocNumber longer than 21, 4000 query parse errors, 401
+  AuthenticationFailed (3200), 403 wrong realm (3100), 429 ThrottleExceeded (003001), 5xx SystemFault.
+- Limits (when `ctx.limits.enabled`, time-scaled by `ctx.limits.scale`): 500 requests/min per realm with each
+  batch item metered as a request, 40 batch calls/min per realm, at most 10 requests in flight per realm.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import re
+import secrets
+import time
+from collections import Counter
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.sandboxes.base import Drop, DroppedResponse, InjectedError, SandboxContext
+from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
+
+SYSTEM = "quickbooks"
+PREFIX = "/quickbooks"
+CLIENT_ID = "qbo-sandbox-client"
+CLIENT_SECRET = "qbo-sandbox-secret-not-for-production"  # noqa: S105 - a public sandbox value
+SCOPE = "com.intuit.quickbooks.accounting"
+REFRESH_TTL = 100 * 86400  # rolling 100 days
+CODE_TTL = 300
+MAX_BATCH = 30
+MAX_RESULTS = 1000
+MAX_REQUEST_ID = 50
+PER_REALM_MINUTE = 500
+BATCH_PER_REALM_MINUTE = 40
+MAX_CONCURRENT = 10
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS quickbooks_companies (realm_id TEXT PRIMARY KEY, login TEXT UNIQUE NOT NULL,
+    closed_date TEXT, next_account_id INTEGER NOT NULL DEFAULT 1, next_entry_id INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS quickbooks_accounts (realm_id TEXT NOT NULL, id TEXT NOT NULL, acct_num TEXT,
+    name TEXT NOT NULL, account_type TEXT, classification TEXT, active INTEGER NOT NULL DEFAULT 1,
+    sync_token INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (realm_id, id));
+CREATE TABLE IF NOT EXISTS quickbooks_entries (realm_id TEXT NOT NULL, id TEXT NOT NULL,
+    sync_token INTEGER NOT NULL, doc_number TEXT, private_note TEXT, txn_date TEXT NOT NULL,
+    adjustment INTEGER NOT NULL DEFAULT 0, lines TEXT NOT NULL, created REAL, updated REAL,
+    PRIMARY KEY (realm_id, id));
+CREATE INDEX IF NOT EXISTS quickbooks_entries_date ON quickbooks_entries (realm_id, txn_date);
+CREATE TABLE IF NOT EXISTS quickbooks_codes (code TEXT PRIMARY KEY, realm_id TEXT NOT NULL, redirect_uri TEXT,
+    expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS quickbooks_grants (id INTEGER PRIMARY KEY AUTOINCREMENT, realm_id TEXT NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS quickbooks_tokens (token_hash TEXT PRIMARY KEY, kind TEXT NOT NULL,
+    grant_id INTEGER NOT NULL, expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS quickbooks_requests (realm_id TEXT NOT NULL, request_id TEXT NOT NULL,
+    status INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (realm_id, request_id));
+"""
+
+# Jurnal's default chart numbers and names, with QuickBooks' AccountType and Classification by number range.
+_TYPES = {"1": ("Other Current Asset", "Asset"), "2": ("Other Current Liability", "Liability"),
+          "3": ("Equity", "Equity"), "4": ("Income", "Revenue"), "5": ("Cost of Goods Sold", "Expense"),
+          "6": ("Expense", "Expense"), "7": ("Other Income", "Revenue"), "8": ("Other Expense", "Expense")}
+_BANK = {"1-10001", "1-10002"}
+
+
+def _account_type(number: str) -> tuple[str, str]:
+    if number in _BANK:
+        return "Bank", "Asset"
+    return _TYPES.get(number[:1], ("Expense", "Expense"))
+
+
+class Fault(Exception):
+    """An answer in QuickBooks' Fault shape."""
+
+    def __init__(self, status: int, code: str, message: str, detail: str = "", element: str = "",
+                 fault_type: str = "ValidationFault"):
+        super().__init__(message)
+        self.status, self.code, self.message, self.detail = status, code, message, detail
+        self.element, self.fault_type = element, fault_type
+
+    def error(self) -> dict:
+        return {"Message": self.message, "Detail": self.detail, "code": self.code, "element": self.element}
+
+    def body(self) -> dict:
+        return {"Fault": {"Error": [self.error()], "type": self.fault_type}, "time": _time()}
+
+
+def _time() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _validation(code: str, message: str, detail: str, element: str = "") -> Fault:
+    return Fault(400, code, message, detail, element)
+
+
+_THROTTLE = ("message=ThrottleExceeded; errorCode=003001; statusCode=429", "003001")
+
+# -- the query language subset ---------------------------------------------------------------------------------
+_QUERY = re.compile(
+    r"^\s*select\s+(?P<cols>\*|count\(\*\))\s+from\s+(?P<entity>\w+)"
+    r"(?:\s+where\s+(?P<where>.*?))?(?:\s+orderby\s+(?P<order>\w+(?:\s+(?:asc|desc))?))?"
+    r"(?:\s+startposition\s+(?P<start>\d+))?(?:\s+maxresults\s+(?P<max>\d+))?\s*$", re.I | re.S)
+_COND = re.compile(r"\s*(\w+)\s*(>=|<=|=|>|<|\bin\b)\s*('(?:[^'\\]|\\.)*'|\([^)]*\)|[\w.-]+)\s*", re.I)
+_FIELDS = {"journalentry": {"id": "id", "docnumber": "doc_number", "txndate": "txn_date"},
+           "account": {"id": "id", "name": "name", "active": "active", "accounttype": "account_type",
+                       "classification": "classification"}}
+
+
+def _value(raw: str) -> Any:
+    if raw.startswith("'"):
+        return re.sub(r"\\(.)", r"\1", raw[1:-1])
+    if raw.lower() in ("true", "false"):
+        return int(raw.lower() == "true")
+    return raw
+
+
+def _parse_where(entity: str, where: str | None) -> list[tuple[str, str, Any]]:
+    if not where:
+        return []
+    conds, pos = [], 0
+    fields = _FIELDS[entity]
+    while pos < len(where):
+        m = _COND.match(where, pos)
+        if not m:
+            raise _parse_error(f"near {where[pos:pos + 30]!r}")
+        name, op, raw = m.group(1).lower(), m.group(2).lower(), m.group(3)
+        if name not in fields:
+            raise _parse_error(f"property {m.group(1)} is not queryable")
+        if op == "in":
+            if not raw.startswith("("):
+                raise _parse_error("IN needs a list")
+            value: Any = [_value(v.strip()) for v in raw[1:-1].split(",") if v.strip()]
+        else:
+            value = _value(raw)
+        conds.append((fields[name], op, value))
+        pos = m.end()
+        rest = re.match(r"and\s+", where[pos:], re.I)
+        if rest:
+            pos += rest.end()
+        elif pos < len(where):
+            raise _parse_error(f"near {where[pos:pos + 30]!r}")
+    return conds
+
+
+def _parse_error(what: str) -> Fault:
+    return _validation("4000", "Error parsing query", f"QueryParserError: Encountered an error {what}")
+
+
+class QuickBooksEmulator:
+    """Companies (realms), charts, grants, entries and stored requestids in `quickbooks_*` tables."""
+
+    system = SYSTEM
+
+    def __init__(self, ctx: SandboxContext):
+        self.ctx = ctx
+        self.db = ctx.connect()
+        self.db.executescript(_SCHEMA)
+        self.windows: Counter = Counter()  # fixed-window request counts
+        self.inflight: Counter = Counter()  # realm -> requests being processed
+        self.replays: Counter = Counter()  # realm -> requestid replays served
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(f"{PREFIX}/connect/oauth2", self.authorize, methods=["GET"]),
+            Route(f"{PREFIX}/oauth2/v1/tokens/bearer", self.token, methods=["POST"]),
+            Route(f"{PREFIX}/oauth2/v1/tokens/revoke", self.revoke, methods=["POST"]),
+            Route(PREFIX + "/v3/company/{realm}/{path:path}", self.api, methods=["GET", "POST"]),
+        ]
+
+    def close(self) -> None:
+        pass
+
+    # -- companies --------------------------------------------------------------------------------------------
+    def _company(self, login: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM quickbooks_companies WHERE login = ?", (login,)).fetchone()
+        return dict(row) if row else None
+
+    def _company_for_login(self, login: str) -> str:
+        company = self._company(login)
+        if company:
+            return company["realm_id"]
+        realm = "9341" + "".join(secrets.choice("0123456789") for _ in range(12))
+        self.db.execute("BEGIN")
+        try:
+            self.db.execute("INSERT INTO quickbooks_companies (realm_id, login, next_account_id) VALUES (?, ?, ?)",
+                            (realm, login, len(DEFAULT_CHART) + 1))
+            for i, (number, name, _) in enumerate(DEFAULT_CHART, start=1):
+                acct_type, classification = _account_type(number)
+                self.db.execute("INSERT INTO quickbooks_accounts (realm_id, id, acct_num, name, account_type, "
+                                "classification) VALUES (?, ?, ?, ?, ?, ?)",
+                                (realm, str(i), number, name, acct_type, classification))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return realm
+
+    def _next_id(self, realm: str, kind: str) -> str:
+        col = f"next_{kind}_id"
+        row = self.db.execute(f"SELECT {col} FROM quickbooks_companies WHERE realm_id = ?", (realm,)).fetchone()
+        self.db.execute(f"UPDATE quickbooks_companies SET {col} = {col} + 1 WHERE realm_id = ?", (realm,))
+        return str(row[0])
+
+    def _closed_date(self, realm: str) -> dt.date | None:
+        row = self.db.execute("SELECT closed_date FROM quickbooks_companies WHERE realm_id = ?", (realm,)).fetchone()
+        return dt.date.fromisoformat(row[0]) if row and row[0] else None
+
+    # -- OAuth ------------------------------------------------------------------------------------------------
+    async def authorize(self, request: Request) -> Response:
+        q = request.query_params
+        self.ctx.count(SYSTEM, "GET", f"{PREFIX}/connect/oauth2", "hit")
+        if q.get("client_id") != CLIENT_ID or q.get("response_type") != "code":
+            return JSONResponse({"error": "invalid_client"}, status_code=400)
+        login, redirect = q.get("login_hint"), q.get("redirect_uri")
+        if not login or not redirect:
+            return JSONResponse({"error": "invalid_request", "error_description":
+                                 "the sandbox auto-approves a login_hint; redirect_uri needed"}, status_code=400)
+        sep = "&" if "?" in redirect else "?"
+        if SCOPE not in (q.get("scope") or "").split():
+            refused = urlencode({"error": "invalid_scope", "state": q.get("state", "")})
+            return RedirectResponse(f"{redirect}{sep}{refused}", 302)
+        realm = self._company_for_login(login)
+        code = secrets.token_urlsafe(24)
+        self.db.execute("INSERT INTO quickbooks_codes (code, realm_id, redirect_uri, expires) VALUES (?, ?, ?, ?)",
+                        (code, realm, redirect, time.time() + CODE_TTL))
+        params = {"code": code, "state": q.get("state", ""), "realmId": realm}
+        return RedirectResponse(f"{redirect}{sep}{urlencode(params)}", 302)
+
+    def _client_ok(self, request: Request) -> bool:
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("basic "):
+            return False
+        try:
+            cid, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        return secrets.compare_digest(cid, CLIENT_ID) and secrets.compare_digest(secret, CLIENT_SECRET)
+
+    async def token(self, request: Request) -> Response:
+        # application/x-www-form-urlencoded, parsed by hand (no multipart dependency)
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode("latin-1")).items()}
+        grant = str(form.get("grant_type"))
+        self.ctx.count(SYSTEM, "POST", f"{PREFIX}/oauth2/v1/tokens/bearer", grant)
+        if not self._client_ok(request):
+            return JSONResponse({"error": "invalid_client"}, status_code=401)
+        now = time.time()
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            grant_id = None
+            if grant == "authorization_code":
+                row = db.execute("SELECT * FROM quickbooks_codes WHERE code = ?", (str(form.get("code")),)).fetchone()
+                if row and not row["used"] and row["expires"] > now and row["redirect_uri"] == form.get(
+                        "redirect_uri"):
+                    db.execute("UPDATE quickbooks_codes SET used = 1 WHERE code = ?", (row["code"],))
+                    grant_id = db.execute("INSERT INTO quickbooks_grants (realm_id) VALUES (?)",
+                                          (row["realm_id"],)).lastrowid
+            elif grant == "refresh_token":
+                row = db.execute(
+                    "SELECT t.*, g.revoked FROM quickbooks_tokens t JOIN quickbooks_grants g ON g.id = t.grant_id "
+                    "WHERE t.token_hash = ? AND t.kind = 'refresh'", (_hash(str(form.get("refresh_token"))),)
+                ).fetchone()
+                if row and not row["used"] and not row["revoked"] and row["expires"] > now:
+                    db.execute("UPDATE quickbooks_tokens SET used = 1 WHERE token_hash = ?", (row["token_hash"],))
+                    grant_id = row["grant_id"]
+            else:
+                db.execute("ROLLBACK")
+                return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+            if grant_id is None:
+                db.execute("ROLLBACK")
+                return JSONResponse({"error": "invalid_grant"}, status_code=400)
+            access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+            insert = "INSERT INTO quickbooks_tokens (token_hash, kind, grant_id, expires) VALUES (?, ?, ?, ?)"
+            db.execute(insert, (_hash(access), "access", grant_id, now + self.ctx.access_ttl))
+            db.execute(insert, (_hash(refresh), "refresh", grant_id, now + REFRESH_TTL))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return JSONResponse({"token_type": "bearer", "access_token": access, "expires_in": int(self.ctx.access_ttl),
+                             "refresh_token": refresh, "x_refresh_token_expires_in": REFRESH_TTL})
+
+    async def revoke(self, request: Request) -> Response:
+        self.ctx.count(SYSTEM, "POST", f"{PREFIX}/oauth2/v1/tokens/revoke", "revoke")
+        if not self._client_ok(request):
+            return JSONResponse({"error": "invalid_client"}, status_code=401)
+        raw = await request.body()
+        try:
+            token = json.loads(raw or b"{}").get("token", "")
+        except ValueError:
+            return JSONResponse({"error": "invalid_request"}, status_code=400)
+        self.db.execute("UPDATE quickbooks_grants SET revoked = 1 WHERE id IN "
+                        "(SELECT grant_id FROM quickbooks_tokens WHERE token_hash = ?)", (_hash(str(token)),))
+        return Response(status_code=200)
+
+    def _realm_for_token(self, token: str) -> str | None:
+        row = self.db.execute(
+            "SELECT g.realm_id FROM quickbooks_tokens t JOIN quickbooks_grants g ON g.id = t.grant_id "
+            "WHERE t.token_hash = ? AND t.kind = 'access' AND t.expires > ? AND g.revoked = 0",
+            (_hash(token), time.time())).fetchone()
+        return row[0] if row else None
+
+    # -- limits -----------------------------------------------------------------------------------------------
+    def _throttle(self, realm: str, items: int, batch: bool) -> bool:
+        """True when the request fits the realm's minute windows (and is counted)."""
+        lim = self.ctx.limits
+        if not lim.enabled:
+            return True
+        minute = int(time.time() * lim.scale // 60)
+        keys = [(("r", realm, minute), PER_REALM_MINUTE, items)]
+        if batch:
+            keys.append((("b", realm, minute), BATCH_PER_REALM_MINUTE, 1))
+        if any(self.windows[k] + n > limit for k, limit, n in keys):
+            return False
+        for k, _, n in keys:
+            self.windows[k] += n
+        if len(self.windows) > 10_000:
+            self.windows = Counter({k: v for k, v in self.windows.items() if k[2] >= minute})
+        return True
+
+    # -- HTTP -------------------------------------------------------------------------------------------------
+    async def api(self, request: Request) -> Response:
+        realm, path = request.path_params["realm"], request.path_params["path"]
+        parts = [p for p in path.split("/") if p]
+        route = f"{PREFIX}/v3/company/{{realmId}}/" + "/".join(parts[:1] + (["{id}"] if len(parts) > 1 else []))
+        is_write = request.method == "POST"
+        q = request.query_params
+        if is_write and q.get("operation"):
+            route += f"?operation={q['operation']}"
+        status, payload, counted = 500, None, False
+        try:
+            auth = request.headers.get("authorization", "")
+            token = auth[7:] if auth.lower().startswith("bearer ") else ""
+            token_realm = self._realm_for_token(token) if token else None
+            if token_realm is None:
+                raise Fault(401, "3200", "message=AuthenticationFailed; errorCode=003200; statusCode=401",
+                            "Token expired, revoked or invalid", fault_type="AUTHENTICATION")
+            if token_realm != realm:
+                raise Fault(403, "3100", "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403",
+                            "the token is not authorised for this realm", fault_type="AUTHORIZATION")
+            if self.ctx.limits.enabled and self.inflight[realm] >= MAX_CONCURRENT:
+                raise Fault(429, _THROTTLE[1], _THROTTLE[0], "Too many concurrent requests for this realm",
+                            fault_type="ThrottleExceeded")
+            self.inflight[realm] += 1
+            counted = True
+            body = None
+            if is_write:
+                raw = await request.body()
+                try:
+                    body = loads_exact(raw) if raw else {}
+                except ValueError as exc:
+                    raise _validation("2020", "Request has invalid or unsupported property",
+                                      f"malformed JSON: {exc}") from exc
+            batch = parts == ["batch"] and is_write
+            items = len(body.get("BatchItemRequest") or []) if batch and isinstance(body, dict) else 1
+            if not self._throttle(realm, max(1, items), batch):
+                raise Fault(429, _THROTTLE[1], _THROTTLE[0], "The request limit was reached.",
+                            fault_type="ThrottleExceeded")
+            try:
+                await self.ctx.before(SYSTEM, is_write)
+            except InjectedError as fault:
+                raise self._injected(fault) from None
+            status, payload = self.dispatch(realm, request.method, parts, q, body)
+            try:
+                await self.ctx.after(SYSTEM, is_write)
+            except InjectedError as fault:
+                raise self._injected(fault) from None
+        except Fault as fault:
+            status, payload = fault.status, fault.body()
+        except Drop:
+            self.ctx.count(SYSTEM, request.method, route, "dropped")
+            return DroppedResponse()
+        finally:
+            if counted:
+                self.inflight[realm] -= 1
+        self.ctx.count(SYSTEM, request.method, route, status)
+        return Response(dumps_exact(payload), status_code=status, media_type="application/json",
+                        headers={"intuit_tid": secrets.token_hex(8)})
+
+    @staticmethod
+    def _injected(fault: InjectedError) -> Fault:
+        if fault.kind == "unauthorized":
+            return Fault(401, "3200", "message=AuthenticationFailed; errorCode=003200; statusCode=401",
+                         "Token invalid", fault_type="AUTHENTICATION")
+        return Fault(fault.status, "10000", "An application error has occurred while processing your request",
+                     "System Failure Error: injected", fault_type="SystemFault")
+
+    def dispatch(self, realm: str, method: str, parts: list[str], q: Any, body: Any) -> tuple[int, Any]:
+        if method == "GET" and parts == ["query"]:
+            return 200, {"QueryResponse": self.query(realm, q.get("query") or ""), "time": _time()}
+        if method == "GET" and len(parts) == 2 and parts[0] == "journalentry":
+            entry = self._entry(realm, parts[1])
+            if entry is None:
+                raise self._not_found(parts[1])
+            return 200, {"JournalEntry": self.render(entry), "time": _time()}
+        if method == "GET" and len(parts) == 2 and parts[0] == "account":
+            row = self.db.execute("SELECT * FROM quickbooks_accounts WHERE realm_id = ? AND id = ?",
+                                  (realm, parts[1])).fetchone()
+            if row is None:
+                raise self._not_found(parts[1])
+            return 200, {"Account": self.render_account(row), "time": _time()}
+        if method == "POST" and parts in (["journalentry"], ["batch"]):
+            if not isinstance(body, dict):
+                raise _validation("2020", "Required param missing, need to supply the required value for the API",
+                                  "Required parameter body is missing in the request")
+            request_id = q.get("requestid")
+            if request_id is not None and not 0 < len(request_id) <= MAX_REQUEST_ID:
+                raise _validation("2010", "Request has invalid or unsupported property",
+                                  f"requestid must be 1 to {MAX_REQUEST_ID} characters")
+            stored = self._stored(realm, request_id)
+            if stored is not None:
+                self.replays[realm] += 1
+                return stored
+            if parts == ["batch"]:
+                return self.batch(realm, body, request_id)
+            return self._write(realm, request_id, lambda: self.write_entry(realm, q.get("operation"), body))
+        raise Fault(400, "2010", "Unsupported Operation", f"{method} {'/'.join(parts)} is not supported")
+
+    # -- idempotency ------------------------------------------------------------------------------------------
+    def _stored(self, realm: str, request_id: str | None) -> tuple[int, Any] | None:
+        if not request_id:
+            return None
+        row = self.db.execute("SELECT status, body FROM quickbooks_requests WHERE realm_id = ? AND request_id = ?",
+                              (realm, request_id)).fetchone()
+        return (row["status"], loads_exact(row["body"])) if row else None
+
+    def _write(self, realm: str, request_id: str | None, fn: Any) -> tuple[int, Any]:
+        """One write and its stored response in one transaction."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            status, payload = fn()
+            if request_id:
+                db.execute("INSERT INTO quickbooks_requests (realm_id, request_id, status, body) VALUES (?, ?, ?, ?)",
+                           (realm, request_id, status, dumps_exact(payload)))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return status, payload
+
+    def batch(self, realm: str, body: dict, request_id: str | None) -> tuple[int, Any]:
+        items = body.get("BatchItemRequest")
+        if not isinstance(items, list) or not items:
+            raise _validation("2020", "Required param missing, need to supply the required value for the API",
+                              "Required parameter BatchItemRequest is missing in the request")
+        if len(items) > MAX_BATCH:
+            raise _validation("1000", "Batch size exceeded",
+                              f"BatchItemRequest has {len(items)} items; the maximum is {MAX_BATCH}")
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            out = []
+            for item in items:
+                bid = str(item.get("bId", ""))
+                key = f"{request_id}:{bid}" if request_id else None
+                stored = self._stored(realm, key)
+                if stored is not None:
+                    self.replays[realm] += 1
+                    out.append(stored[1])
+                    continue
+                db.execute("SAVEPOINT item")
+                try:
+                    if "JournalEntry" not in item:
+                        raise _validation("2010", "Unsupported Operation", "only JournalEntry items are emulated")
+                    op = item.get("operation", "create")
+                    _, payload = self.write_entry(realm, op if op != "create" else None, item["JournalEntry"])
+                    result = {"bId": bid, **{k: v for k, v in payload.items() if k != "time"}}
+                    if key:
+                        db.execute("INSERT INTO quickbooks_requests (realm_id, request_id, status, body) "
+                                   "VALUES (?, ?, 200, ?)", (realm, key, dumps_exact(result)))
+                    db.execute("RELEASE item")
+                except Fault as fault:
+                    db.execute("ROLLBACK TO item")
+                    db.execute("RELEASE item")
+                    result = {"bId": bid, "Fault": {"Error": [fault.error()], "type": fault.fault_type}}
+                out.append(result)
+            payload = {"BatchItemResponse": out, "time": _time()}
+            if request_id:
+                db.execute("INSERT INTO quickbooks_requests (realm_id, request_id, status, body) VALUES (?, ?, 200, ?)",
+                           (realm, request_id, dumps_exact(payload)))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return 200, payload
+
+    # -- journal entries --------------------------------------------------------------------------------------
+    def _entry(self, realm: str, entry_id: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM quickbooks_entries WHERE realm_id = ? AND id = ?",
+                              (realm, str(entry_id))).fetchone()
+        return dict(row) if row else None
+
+    @staticmethod
+    def _not_found(what: str) -> Fault:
+        return _validation("610", "Object Not Found",
+                           f"Object Not Found : Something you're trying to use has been made inactive. Check the "
+                           f"fields with accounts, customers, items, vendors or employees. (Id {what})")
+
+    def _check_closed(self, realm: str, date: dt.date) -> None:
+        closed = self._closed_date(realm)
+        if closed and date <= closed:
+            raise _validation("6210", "Account Period Closed",
+                              f"Account Period Closed, cannot update through Services API: the books are closed "
+                              f"through {closed.isoformat()}; transactions dated on or before it cannot be added, "
+                              "changed or deleted.")
+
+    def _parse_entry(self, realm: str, je: Any) -> dict:
+        if not isinstance(je, dict):
+            raise _validation("2020", "Required param missing, need to supply the required value for the API",
+                              "Required parameter JournalEntry is missing in the request")
+        try:
+            date = dt.date.fromisoformat(str(je.get("TxnDate") or dt.date.today().isoformat()))
+        except ValueError as exc:
+            raise _validation("2010", "Request has invalid or unsupported property",
+                              f"TxnDate {je.get('TxnDate')!r} is not a date", "TxnDate") from exc
+        doc = je.get("DocNumber")
+        if doc is not None and len(str(doc)) > 21:
+            raise _validation("2050", "String length specified does not match the supported length",
+                              f"Min:0 Max:21 supported. Supplied length:{len(str(doc))}", "DocNumber")
+        raw = je.get("Line")
+        if not isinstance(raw, list) or not raw:
+            raise _validation("2020", "Required param missing, need to supply the required value for the API",
+                              "Required parameter Line is missing in the request", "Line")
+        lines = []
+        for i, ln in enumerate(raw):
+            detail = ln.get("JournalEntryLineDetail") if isinstance(ln, dict) else None
+            if not isinstance(detail, dict) or ln.get("DetailType") != "JournalEntryLineDetail":
+                raise _validation("2020", "Required param missing, need to supply the required value for the API",
+                                  "Required parameter Line.JournalEntryLineDetail is missing in the request")
+            posting = detail.get("PostingType")
+            if posting not in ("Debit", "Credit"):
+                raise _validation("2010", "Request has invalid or unsupported property",
+                                  f"PostingType {posting!r} is not Debit or Credit", "PostingType")
+            amount = ln.get("Amount")
+            try:
+                dec = Decimal(str(amount))
+            except InvalidOperation as exc:
+                raise _validation("2010", "Request has invalid or unsupported property",
+                                  f"Amount {amount!r} is not a number", "Amount") from exc
+            if isinstance(amount, bool | float) or dec != dec.quantize(Decimal("0.01")):
+                raise _validation("2010", "Request has invalid or unsupported property",
+                                  f"Amount {amount!r} must have at most 2 decimal places", "Amount")
+            if dec < 0:
+                raise _validation("6000", "A business validation error has occurred while processing your request",
+                                  "Business Validation Error: line amounts must be positive; the direction comes "
+                                  "from PostingType")
+            ref = (detail.get("AccountRef") or {}).get("value")
+            acc = self.db.execute("SELECT * FROM quickbooks_accounts WHERE realm_id = ? AND id = ?",
+                                  (realm, str(ref))).fetchone()
+            if acc is None:
+                raise _validation("2500", "Invalid Reference Id",
+                                  f"Invalid Reference Id : Accounts element id {ref} not found", "AccountRef")
+            if not acc["active"]:
+                raise _validation("610", "Object Not Found",
+                                  f"Object Not Found : Something you're trying to use has been made inactive. "
+                                  f"Check the fields with accounts (Account {ref}: {acc['name']}).", "AccountRef")
+            lines.append({"Id": str(i), "Description": ln.get("Description"), "amount_minor": int(dec * 100),
+                          "PostingType": posting, "account_id": str(ref)})
+        debit = sum(ln["amount_minor"] for ln in lines if ln["PostingType"] == "Debit")
+        credit = sum(ln["amount_minor"] for ln in lines if ln["PostingType"] == "Credit")
+        if debit != credit:
+            raise _validation("6000", "A business validation error has occurred while processing your request",
+                              f"Business Validation Error: Transactions must be in balance. Debits "
+                              f"({from_minor(debit)}) and credits ({from_minor(credit)}) must be equal.")
+        return {"txn_date": date, "doc_number": None if doc is None else str(doc),
+                "private_note": je.get("PrivateNote"), "adjustment": int(bool(je.get("Adjustment"))),
+                "lines": lines}
+
+    def write_entry(self, realm: str, operation: str | None, je: Any) -> tuple[int, dict]:
+        """Create, full (or sparse) update, or delete one JournalEntry; the caller holds the transaction."""
+        now = time.time()
+        if operation == "delete" or (isinstance(je, dict) and je.get("Id") is not None) or operation == "update":
+            if not isinstance(je, dict) or je.get("Id") is None or je.get("SyncToken") is None:
+                raise _validation("2020", "Required param missing, need to supply the required value for the API",
+                                  "Required parameter Id and SyncToken are missing in the request", "SyncToken")
+            current = self._entry(realm, str(je["Id"]))
+            if current is None:
+                raise self._not_found(str(je["Id"]))
+            if str(je["SyncToken"]) != str(current["sync_token"]):
+                raise _validation("5010", "Stale Object Error",
+                                  f"Stale Object Error : You and somebody else were working on JournalEntry "
+                                  f"{je['Id']} at the same time; they finished first (SyncToken "
+                                  f"{current['sync_token']}, you sent {je['SyncToken']}), so your work was not saved.")
+            self._check_closed(realm, dt.date.fromisoformat(current["txn_date"]))
+            if operation == "delete":
+                self.db.execute("DELETE FROM quickbooks_entries WHERE realm_id = ? AND id = ?", (realm, current["id"]))
+                return 200, {"JournalEntry": {"Id": current["id"], "status": "Deleted", "domain": "QBO"},
+                             "time": _time()}
+            if je.get("sparse"):
+                merged = {"TxnDate": current["txn_date"], "DocNumber": current["doc_number"],
+                          "PrivateNote": current["private_note"], "Adjustment": bool(current["adjustment"]),
+                          "Line": self.render(current)["Line"], **je}
+                je = merged
+            parsed = self._parse_entry(realm, je)
+            self._check_closed(realm, parsed["txn_date"])
+            self.db.execute(
+                "UPDATE quickbooks_entries SET sync_token = sync_token + 1, doc_number = ?, private_note = ?, "
+                "txn_date = ?, adjustment = ?, lines = ?, updated = ? WHERE realm_id = ? AND id = ?",
+                (parsed["doc_number"], parsed["private_note"], parsed["txn_date"].isoformat(), parsed["adjustment"],
+                 json.dumps(parsed["lines"]), now, realm, current["id"]))
+            return 200, {"JournalEntry": self.render(self._entry(realm, current["id"])), "time": _time()}
+        parsed = self._parse_entry(realm, je)
+        self._check_closed(realm, parsed["txn_date"])
+        entry_id = self._next_id(realm, "entry")
+        self.db.execute(
+            "INSERT INTO quickbooks_entries (realm_id, id, sync_token, doc_number, private_note, txn_date, "
+            "adjustment, lines, created, updated) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+            (realm, entry_id, parsed["doc_number"], parsed["private_note"], parsed["txn_date"].isoformat(),
+             parsed["adjustment"], json.dumps(parsed["lines"]), now, now))
+        return 200, {"JournalEntry": self.render(self._entry(realm, entry_id)), "time": _time()}
+
+    def render(self, e: dict) -> dict:
+        lines = json.loads(e["lines"])
+        names = {r["id"]: r["name"] for r in self.db.execute(
+            "SELECT id, name FROM quickbooks_accounts WHERE realm_id = ?", (e["realm_id"],))}
+        stamp = lambda t: dt.datetime.fromtimestamp(t or 0, dt.UTC).isoformat()  # noqa: E731
+        out: dict[str, Any] = {
+            "Adjustment": bool(e["adjustment"]), "domain": "QBO", "sparse": False, "Id": e["id"],
+            "SyncToken": str(e["sync_token"]),
+            "MetaData": {"CreateTime": stamp(e["created"]), "LastUpdatedTime": stamp(e["updated"])},
+            "TxnDate": e["txn_date"], "CurrencyRef": {"value": "USD", "name": "United States Dollar"},
+            "Line": [{"Id": ln["Id"], "Description": ln.get("Description"), "Amount": from_minor(ln["amount_minor"]),
+                      "DetailType": "JournalEntryLineDetail",
+                      "JournalEntryLineDetail": {"PostingType": ln["PostingType"],
+                                                 "AccountRef": {"value": ln["account_id"],
+                                                                "name": names.get(ln["account_id"], "")}}}
+                     for ln in lines],
+            "TxnTaxDetail": {},
+            "TotalAmt": from_minor(sum(ln["amount_minor"] for ln in lines if ln["PostingType"] == "Debit")),
+        }
+        if e["doc_number"] is not None:
+            out["DocNumber"] = e["doc_number"]
+        if e["private_note"] is not None:
+            out["PrivateNote"] = e["private_note"]
+        return out
+
+    @staticmethod
+    def render_account(r: Any) -> dict:
+        return {"Id": r["id"], "Name": r["name"], "AcctNum": r["acct_num"], "FullyQualifiedName": r["name"],
+                "SubAccount": False, "AccountType": r["account_type"], "Classification": r["classification"],
+                "Active": bool(r["active"]), "CurrentBalance": Decimal("0"), "SyncToken": str(r["sync_token"]),
+                "CurrencyRef": {"value": "USD", "name": "United States Dollar"}, "domain": "QBO", "sparse": False}
+
+    # -- query ------------------------------------------------------------------------------------------------
+    def query(self, realm: str, text: str) -> dict:
+        m = _QUERY.match(text)
+        if not m:
+            raise _parse_error(f"in {text[:60]!r}")
+        entity = m.group("entity").lower()
+        if entity not in _FIELDS:
+            raise _parse_error(f"entity {m.group('entity')} is not emulated")
+        conds = _parse_where(entity, m.group("where"))
+        table = "quickbooks_entries" if entity == "journalentry" else "quickbooks_accounts"
+        sql, args = [f"SELECT * FROM {table} WHERE realm_id = ?"], [realm]
+        if entity == "account" and not any(c[0] == "active" for c in conds):
+            sql.append("AND active = 1")  # name lists return active objects only unless asked
+        for col, op, value in conds:
+            if op == "in":
+                sql.append(f"AND {col} IN ({','.join('?' * len(value))})")
+                args += value
+            else:
+                sql.append(f"AND {col} {op} ?")
+                args.append(value)
+        sql.append("ORDER BY CAST(id AS INTEGER)")
+        rows = self.db.execute(" ".join(sql), args).fetchall()
+        name = "JournalEntry" if entity == "journalentry" else "Account"
+        if m.group("cols").lower().startswith("count"):
+            return {"totalCount": len(rows)}
+        start = max(1, int(m.group("start") or 1))
+        size = min(MAX_RESULTS, max(1, int(m.group("max") or 100)))
+        page = rows[start - 1 : start - 1 + size]
+        if not page:
+            return {}
+        render = self.render if entity == "journalentry" else self.render_account
+        return {name: [render(dict(r)) if entity == "journalentry" else render(r) for r in page],
+                "startPosition": start, "maxResults": len(page)}
+
+    # -- inspection and controls (/_sandbox) ------------------------------------------------------------------
+    def inspect_entries(self, login: str | None) -> list[dict]:
+        logins = {r["realm_id"]: r["login"]
+                  for r in self.db.execute("SELECT realm_id, login FROM quickbooks_companies")}
+        sql, args = "SELECT * FROM quickbooks_entries", []
+        if login:
+            company = self._company(login)
+            if company is None:
+                return []
+            sql, args = sql + " WHERE realm_id = ?", [company["realm_id"]]
+        out = []
+        for row in self.db.execute(sql + " ORDER BY realm_id, CAST(id AS INTEGER)", args).fetchall():
+            e = dict(row)
+            lines = json.loads(e["lines"])
+            debit = sum(ln["amount_minor"] for ln in lines if ln["PostingType"] == "Debit")
+            credit = sum(ln["amount_minor"] for ln in lines if ln["PostingType"] == "Credit")
+            note = e["private_note"] or ""
+            out.append({
+                "system": SYSTEM, "company_login": logins.get(e["realm_id"]), "realm_id": e["realm_id"],
+                "id": e["id"], "sync_token": str(e["sync_token"]), "doc_number": e["doc_number"],
+                "private_note": e["private_note"],
+                # our id as QuickBooks stores it: the PrivateNote's first part (DocNumber is at most 21 characters)
+                "custom_id": note.split(" | ")[0] if note else e["doc_number"],
+                "status": "posted", "transaction_date": e["txn_date"],
+                "total_debit": from_minor(debit), "total_credit": from_minor(credit),
+                "transaction_account_lines": [
+                    {"id": ln["Id"], "debit": from_minor(ln["amount_minor"] if ln["PostingType"] == "Debit" else 0),
+                     "credit": from_minor(ln["amount_minor"] if ln["PostingType"] == "Credit" else 0),
+                     "account": {"id": ln["account_id"]}} for ln in lines],
+            })
+        return out
+
+    async def control(self, login: str, action: str, body: dict) -> dict | None:
+        company = self._company(login)
+        if company is None:
+            raise KeyError(login)
+        realm = company["realm_id"]
+        db = self.db
+        if action == "lock_date":  # QuickBooks' "close the books" date
+            db.execute("UPDATE quickbooks_companies SET closed_date = ? WHERE realm_id = ?",
+                       (body.get("lock_date"), realm))
+        elif action == "revoke":
+            db.execute("UPDATE quickbooks_grants SET revoked = 1 WHERE realm_id = ?", (realm,))
+        elif action == "accounts":
+            return self._upsert_account(realm, body)
+        elif action == "entries":
+            return self._edit_entry(realm, body)
+        elif action == "requests":  # the idempotency store, for tests
+            stored = db.execute("SELECT COUNT(*) FROM quickbooks_requests WHERE realm_id = ?", (realm,)).fetchone()
+            return {"stored": stored[0], "replayed": self.replays[realm], "realm_id": realm}
+        else:
+            return None
+        return {"ok": True, "realm_id": realm}
+
+    def _upsert_account(self, realm: str, body: dict) -> dict:
+        row = self.db.execute("SELECT id FROM quickbooks_accounts WHERE realm_id = ? AND acct_num = ?",
+                              (realm, body["number"])).fetchone()
+        if row is None:
+            self.db.execute("BEGIN")
+            account_id = self._next_id(realm, "account")
+            acct_type, classification = _account_type(str(body["number"]))
+            self.db.execute("INSERT INTO quickbooks_accounts (realm_id, id, acct_num, name, account_type, "
+                            "classification, active) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (realm, account_id, body["number"], body.get("name", body["number"]), acct_type,
+                             classification, int(not body.get("archived"))))
+            self.db.execute("COMMIT")
+            return {"ok": True, "id": account_id}
+        if "name" in body:
+            self.db.execute("UPDATE quickbooks_accounts SET name = ?, sync_token = sync_token + 1 WHERE realm_id = ? "
+                            "AND id = ?", (body["name"], realm, row["id"]))
+        if "archived" in body:
+            self.db.execute("UPDATE quickbooks_accounts SET active = ?, sync_token = sync_token + 1 "
+                            "WHERE realm_id = ? AND id = ?", (int(not body["archived"]), realm, row["id"]))
+        return {"ok": True, "id": row["id"]}
+
+    def _edit_entry(self, realm: str, body: dict) -> dict:
+        """A person in QuickBooks' UI: create, delete, scale a line (unbalances), or touch (SyncToken advances)."""
+        db = self.db
+        if body.get("create"):
+            status, payload = self._write(realm, None, lambda: self.write_entry(realm, None, body["create"]))
+            return {"ok": True, "id": payload["JournalEntry"]["Id"]}
+        cid = str(body.get("custom_id"))
+        rows = [dict(r) for r in db.execute("SELECT * FROM quickbooks_entries WHERE realm_id = ? "
+                                            "ORDER BY CAST(id AS INTEGER)", (realm,))
+                if (r["private_note"] or "").split(" | ")[0] == cid]
+        if not rows:
+            raise ValueError(f"no entry for {cid}")
+        e = rows[0]
+        if body.get("delete"):
+            db.execute("DELETE FROM quickbooks_entries WHERE realm_id = ? AND id = ?", (realm, e["id"]))
+            return {"ok": True, "id": e["id"]}
+        lines = json.loads(e["lines"])
+        if body.get("scale_line"):
+            lines[0]["amount_minor"] *= int(body["scale_line"])
+        if body.get("touch") or body.get("description"):
+            lines[0]["Description"] = body.get("description") or f"{lines[0].get('Description') or ''} (checked)"
+        db.execute("UPDATE quickbooks_entries SET lines = ?, sync_token = sync_token + 1, updated = ? "
+                   "WHERE realm_id = ? AND id = ?", (json.dumps(lines), time.time(), realm, e["id"]))
+        return {"ok": True, "id": e["id"], "sync_token": str(e["sync_token"] + 1)}
+
+
+def make(ctx: SandboxContext) -> QuickBooksEmulator:
+    return QuickBooksEmulator(ctx)

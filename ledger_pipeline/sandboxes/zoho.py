@@ -1,0 +1,717 @@
+"""The Zoho Books sandbox: a local server that behaves like Zoho Books' v3 API and Zoho's OAuth2 accounts server.
+
+Paths, bodies, status codes and error shapes follow ../shared/reference/accounting_apis.md section 2 and seed 001:
+- OAuth2 at `/zoho/oauth/v2/auth` (auto-approves a `login_hint`, `access_type=offline` for a refresh token) and
+  `/zoho/oauth/v2/token` (form or query params). The token reply carries `api_domain` (this sandbox's URL + prefix);
+  refresh tokens never rotate (a refresh reply has no refresh_token) and at most 20 live per company (the 21st
+  evicts the oldest); about 10 access tokens per 10 minutes per refresh token; errors come as HTTP 200
+  `{"error": "invalid_code"}` the way Zoho's accounts server answers.
+- API at `/zoho/books/v3`: `Authorization: Zoho-oauthtoken <token>`, `organization_id` on every call but
+  `/organizations`, replies `{code, message, ...}` with code 0 for success, journals with `line_items`
+  (`amount` positive + `debit_or_credit`), no idempotency key (`reference_number` is free text, not unique),
+  `page`/`per_page` paging with `page_context.has_more_page`, chart of accounts with `filter_by`.
+- Limits (when enabled, time-scaled): 100 requests/min per organization (429, code 45) and a daily cap per plan
+  (Free 1,000 / Standard 2,000 / Professional 5,000 / Premium+ 10,000 per UTC day, kept in the state file; 429 with
+  code 1070 and a message that names the daily limit). Transaction locking: 400 code 4083 for dates on or before the
+  company's lock date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import time
+from collections import Counter
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.sandboxes.base import (
+    WRITE_METHODS,
+    Drop,
+    DroppedResponse,
+    InjectedError,
+    SandboxContext,
+)
+from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
+
+SYSTEM = "zoho"
+PREFIX = "/zoho"
+API = PREFIX + "/books/v3"
+OAUTH = PREFIX + "/oauth/v2"
+SANDBOX_CLIENT_ID = "1000.LEDGERPIPELINESANDBOX"
+SANDBOX_CLIENT_SECRET = "zoho-sandbox-secret-not-for-production"  # noqa: S105 - a public sandbox value
+PER_MINUTE = 100  # requests per minute per organization
+PLANS = {"free": 1000, "standard": 2000, "professional": 5000, "premium": 10000, "elite": 10000, "ultimate": 10000}
+DEFAULT_PLAN = "standard"
+MAX_REFRESH_TOKENS = 20  # per user: the 21st silently invalidates the oldest
+TOKENS_PER_REFRESH = 10  # access tokens per refresh token per 10 minutes
+ID_BASE = 460000000000000  # Zoho's ids are long numbers, sent as strings
+
+# Jurnal's default chart categories -> Zoho's account_type values
+ACCOUNT_TYPES = {
+    "Kas & Bank": "bank", "Akun Piutang": "accounts_receivable", "Persediaan": "stock",
+    "Aktiva Lancar Lainnya": "other_current_asset", "Aktiva Tetap": "fixed_asset",
+    "Depresiasi & Amortisasi": "fixed_asset", "Akun Hutang": "accounts_payable",
+    "Kewajiban Lancar Lainnya": "other_current_liability", "Ekuitas": "equity", "Pendapatan": "income",
+    "Harga Pokok Penjualan": "cost_of_goods_sold", "Beban": "expense", "Pendapatan Lainnya": "other_income",
+    "Beban Lainnya": "other_expense",
+}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS zoho_orgs (organization_id TEXT PRIMARY KEY, login TEXT UNIQUE NOT NULL, name TEXT,
+    lock_date TEXT, plan TEXT NOT NULL DEFAULT 'standard', daily_cap INTEGER, created_at REAL);
+CREATE TABLE IF NOT EXISTS zoho_seq (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS zoho_accounts (account_id TEXT PRIMARY KEY, organization_id TEXT NOT NULL,
+    account_code TEXT, account_name TEXT NOT NULL, account_type TEXT NOT NULL, is_active INTEGER NOT NULL DEFAULT 1,
+    parent_account_id TEXT, last_modified_time REAL);
+CREATE INDEX IF NOT EXISTS zoho_accounts_org ON zoho_accounts (organization_id, account_code);
+CREATE TABLE IF NOT EXISTS zoho_codes (code_hash TEXT PRIMARY KEY, organization_id TEXT NOT NULL,
+    client_id TEXT NOT NULL, redirect_uri TEXT NOT NULL, offline INTEGER NOT NULL, expires_at REAL NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS zoho_refresh (token_hash TEXT PRIMARY KEY, organization_id TEXT NOT NULL,
+    created_at REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS zoho_access (token_hash TEXT PRIMARY KEY, organization_id TEXT NOT NULL,
+    refresh_hash TEXT, expires_at REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS zoho_journals (journal_id TEXT PRIMARY KEY, organization_id TEXT NOT NULL,
+    entry_number INTEGER NOT NULL, reference_number TEXT, notes TEXT, journal_date TEXT NOT NULL,
+    status TEXT NOT NULL, journal_type TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS zoho_journals_org ON zoho_journals (organization_id, journal_date);
+CREATE INDEX IF NOT EXISTS zoho_journals_ref ON zoho_journals (organization_id, reference_number);
+CREATE TABLE IF NOT EXISTS zoho_lines (line_id TEXT PRIMARY KEY, journal_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    account_id TEXT NOT NULL, debit_or_credit TEXT NOT NULL, amount_minor INTEGER NOT NULL, description TEXT);
+CREATE INDEX IF NOT EXISTS zoho_lines_journal ON zoho_lines (journal_id, seq);
+CREATE TABLE IF NOT EXISTS zoho_usage (organization_id TEXT NOT NULL, day TEXT NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (organization_id, day));
+"""
+
+
+class ApiError(Exception):
+    """An answer in Zoho's shape: HTTP status + {code, message}."""
+
+    def __init__(self, status: int, code: int, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _today() -> str:
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def _amount(value: Any) -> int:
+    """A line amount in minor units: a positive number with at most 2 decimals (Zoho's price_precision)."""
+    if isinstance(value, bool) or value in (None, ""):
+        raise ApiError(400, 4, "Invalid value passed for amount")
+    try:
+        dec = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ApiError(400, 4, "Invalid value passed for amount") from exc
+    if not dec.is_finite() or dec < 0:
+        raise ApiError(400, 4, "Invalid value passed for amount")
+    if dec != dec.quantize(Decimal("0.01")):
+        raise ApiError(400, 4, "Invalid value passed for amount: at most 2 decimal places")
+    return int(dec * 100)
+
+
+def _date(value: Any, field: str = "journal_date") -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ApiError(400, 4, f"Invalid value passed for {field}") from exc
+
+
+class ZohoSandbox:
+    """The Zoho Books emulation (an `Emulator`): organizations, charts, grants, journals in `zoho_*` tables."""
+
+    system = SYSTEM
+
+    def __init__(self, ctx: SandboxContext, client_id: str = SANDBOX_CLIENT_ID,
+                 client_secret: str = SANDBOX_CLIENT_SECRET):
+        self.ctx = ctx
+        self.db = ctx.connect()
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives a crash of the process, no fsync each
+        self.db.executescript(SCHEMA)
+        self.client_id, self.client_secret = client_id, client_secret
+        self.minute: Counter = Counter()  # (organization_id, window) -> requests
+        self.mints: dict[str, list[float]] = {}  # refresh hash -> access token issue times
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(OAUTH + "/auth", self.authorize, methods=["GET"]),
+            Route(OAUTH + "/token", self.token, methods=["POST"]),
+            Route(OAUTH + "/token/revoke", self.revoke, methods=["POST"]),
+            Route(API + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"]),
+        ]
+
+    def close(self) -> None:
+        pass  # the context closes the connection
+
+    # -- state helpers ---------------------------------------------------------------------------------------
+    def _next_id(self, name: str = "id") -> int:
+        row = self.db.execute("INSERT INTO zoho_seq (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE "
+                              "SET value = value + 1 RETURNING value", (name,)).fetchone()
+        return row[0]
+
+    def _new_id(self) -> str:
+        return str(ID_BASE + self._next_id())
+
+    def org_by_login(self, login: str) -> Any:
+        return self.db.execute("SELECT * FROM zoho_orgs WHERE login = ?", (login,)).fetchone()
+
+    def _org(self, organization_id: str) -> Any:
+        return self.db.execute("SELECT * FROM zoho_orgs WHERE organization_id = ?", (organization_id,)).fetchone()
+
+    def _org_for_login(self, login: str) -> str:
+        row = self.org_by_login(login)
+        if row is not None:
+            return row["organization_id"]
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            org_id = str(700000000 + self._next_id("org"))
+            now = time.time()
+            self.db.execute("INSERT INTO zoho_orgs (organization_id, login, name, plan, created_at) "
+                            "VALUES (?, ?, ?, ?, ?)", (org_id, login, f"{login} (sandbox)", DEFAULT_PLAN, now))
+            for number, name, category in DEFAULT_CHART:
+                acc_type = "cash" if name == "Kas" else ACCOUNT_TYPES.get(category, "expense")
+                self.db.execute("INSERT INTO zoho_accounts (account_id, organization_id, account_code, account_name, "
+                                "account_type, is_active, last_modified_time) VALUES (?, ?, ?, ?, ?, 1, ?)",
+                                (self._new_id(), org_id, number, name, acc_type, now))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return org_id
+
+    def daily_cap(self, org: Any) -> int:
+        return int(org["daily_cap"]) if org["daily_cap"] is not None else PLANS.get(org["plan"], PLANS[DEFAULT_PLAN])
+
+    def usage(self, organization_id: str) -> int:
+        row = self.db.execute("SELECT count FROM zoho_usage WHERE organization_id = ? AND day = ?",
+                              (organization_id, _today())).fetchone()
+        return row[0] if row else 0
+
+    def chart(self, login: str) -> list[dict]:
+        """The company's whole chart, inactive accounts included (for tests)."""
+        org = self.org_by_login(login)
+        if org is None:
+            raise KeyError(login)
+        return [self._account(r) for r in self.db.execute(
+            "SELECT * FROM zoho_accounts WHERE organization_id = ? ORDER BY account_code, account_id",
+            (org["organization_id"],))]
+
+    # -- OAuth ------------------------------------------------------------------------------------------------
+    async def authorize(self, request: Request) -> Response:
+        q = request.query_params
+        self.ctx.count(SYSTEM, "GET", OAUTH + "/auth", "hit")
+        if q.get("client_id") != self.client_id or q.get("response_type") != "code":
+            return JSONResponse({"error": "invalid_client"}, status_code=400)
+        login, redirect = q.get("login_hint"), q.get("redirect_uri")
+        if not login or not redirect:
+            return JSONResponse({"error": "invalid_request",
+                                 "error_description": "the sandbox auto-approves a login_hint; redirect_uri needed"},
+                                status_code=400)
+        org_id = self._org_for_login(login)
+        code = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+        self.db.execute("INSERT INTO zoho_codes (code_hash, organization_id, client_id, redirect_uri, offline, "
+                        "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (_hash(code), org_id, self.client_id, redirect, int(q.get("access_type") == "offline"),
+                         time.time() + 120))
+        server = str(request.base_url).rstrip("/") + PREFIX
+        sep = "&" if "?" in redirect else "?"
+        params = {"code": code, "location": "us", "accounts-server": server, "state": q.get("state", "")}
+        return RedirectResponse(f"{redirect}{sep}{urlencode(params)}", 302)
+
+    async def token(self, request: Request) -> Response:
+        data = await _params(request)
+        grant = data.get("grant_type")
+        self.ctx.count(SYSTEM, "POST", OAUTH + "/token", str(grant))
+        if data.get("client_id") != self.client_id or data.get("client_secret") != self.client_secret:
+            return JSONResponse({"error": "invalid_client"})
+        api_domain = str(request.base_url).rstrip("/") + PREFIX
+        now = time.time()
+        if grant == "authorization_code":
+            row = self.db.execute("SELECT * FROM zoho_codes WHERE code_hash = ?",
+                                  (_hash(str(data.get("code"))),)).fetchone()
+            if (row is None or row["used"] or row["expires_at"] < now
+                    or row["redirect_uri"] != data.get("redirect_uri")):
+                return JSONResponse({"error": "invalid_code"})
+            self.db.execute("UPDATE zoho_codes SET used = 1 WHERE code_hash = ?", (row["code_hash"],))
+            org_id = row["organization_id"]
+            reply: dict[str, Any] = {}
+            refresh_hash = None
+            if row["offline"]:
+                refresh = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+                refresh_hash = _hash(refresh)
+                self.db.execute("INSERT INTO zoho_refresh (token_hash, organization_id, created_at) VALUES (?, ?, ?)",
+                                (refresh_hash, org_id, now))
+                self._evict_refresh_tokens(org_id)
+                reply["refresh_token"] = refresh
+        elif grant == "refresh_token":
+            refresh_hash = _hash(str(data.get("refresh_token")))
+            row = self.db.execute("SELECT * FROM zoho_refresh WHERE token_hash = ? AND revoked = 0",
+                                  (refresh_hash,)).fetchone()
+            if row is None:
+                return JSONResponse({"error": "invalid_code"})
+            if self.ctx.limits.enabled:  # ~10 access tokens per 10 minutes per refresh token (time-scaled)
+                window = 600 / self.ctx.limits.scale
+                minted = [t for t in self.mints.get(refresh_hash, []) if t > now - window]
+                if len(minted) >= TOKENS_PER_REFRESH:
+                    return JSONResponse({"error": "Access Denied", "error_description": "You have made too many "
+                                         "requests continuously. Please try again after some time."}, status_code=400)
+                self.mints[refresh_hash] = [*minted, now]
+            org_id, reply = row["organization_id"], {}  # no new refresh token: Zoho's never rotate
+        else:
+            return JSONResponse({"error": "unsupported_grant_type"})
+        access = f"1000.{secrets.token_hex(32)}"
+        self.db.execute("INSERT INTO zoho_access (token_hash, organization_id, refresh_hash, expires_at) "
+                        "VALUES (?, ?, ?, ?)", (_hash(access), org_id, refresh_hash, now + self.ctx.access_ttl))
+        return JSONResponse({"access_token": access, **reply, "scope": "ZohoBooks.fullaccess.all",
+                             "api_domain": api_domain, "token_type": "Bearer",
+                             "expires_in": int(self.ctx.access_ttl)})
+
+    def _evict_refresh_tokens(self, org_id: str) -> None:
+        live = self.db.execute("SELECT token_hash FROM zoho_refresh WHERE organization_id = ? AND revoked = 0 "
+                               "ORDER BY created_at DESC, rowid DESC", (org_id,)).fetchall()
+        for row in live[MAX_REFRESH_TOKENS:]:
+            self._revoke_refresh(row["token_hash"])
+
+    def _revoke_refresh(self, refresh_hash: str) -> None:
+        self.db.execute("UPDATE zoho_refresh SET revoked = 1 WHERE token_hash = ?", (refresh_hash,))
+        self.db.execute("UPDATE zoho_access SET revoked = 1 WHERE refresh_hash = ?", (refresh_hash,))
+
+    async def revoke(self, request: Request) -> Response:
+        data = await _params(request)
+        self.ctx.count(SYSTEM, "POST", OAUTH + "/token/revoke", "hit")
+        if data.get("token"):
+            self._revoke_refresh(_hash(str(data["token"])))
+        return JSONResponse({"status": "success"})
+
+    def _org_for_token(self, request: Request) -> str:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme != "Zoho-oauthtoken" or not token:
+            raise ApiError(401, 57, "You are not authorized to perform this operation")
+        row = self.db.execute("SELECT * FROM zoho_access WHERE token_hash = ?", (_hash(token.strip()),)).fetchone()
+        if row is None or row["revoked"]:
+            raise ApiError(401, 57, "You are not authorized to perform this operation")
+        if row["expires_at"] < time.time():
+            raise ApiError(401, 57, "Invalid Access Token: the token has expired")
+        return row["organization_id"]
+
+    # -- limits -----------------------------------------------------------------------------------------------
+    def _check_limits(self, org: Any) -> None:
+        """Daily cap first (a spent day refuses everything), then the per-minute window; only accepted requests
+        count against either."""
+        org_id = org["organization_id"]
+        if not self.ctx.limits.enabled:
+            return
+        cap = self.daily_cap(org)
+        if self.usage(org_id) >= cap:
+            plan = "custom" if org["daily_cap"] is not None else org["plan"].capitalize()
+            raise ApiError(429, 1070, f"You have reached the daily API limit for this organization ({cap:,} "
+                                      f"requests per day on the {plan} plan). Please try again tomorrow.")
+        window = int(time.time() * self.ctx.limits.scale // 60)
+        key = (org_id, window)
+        if self.minute[key] >= PER_MINUTE:
+            raise ApiError(429, 45, "You have made too many requests continuously (more than 100 requests per "
+                                    "minute). Please try again after some time.")
+        self.minute[key] += 1
+        if len(self.minute) > 10_000:
+            self.minute = Counter({k: v for k, v in self.minute.items() if k[1] == window})
+        self.db.execute("INSERT INTO zoho_usage (organization_id, day, count) VALUES (?, ?, 1) ON CONFLICT "
+                        "(organization_id, day) DO UPDATE SET count = count + 1", (org_id, _today()))
+
+    # -- HTTP -------------------------------------------------------------------------------------------------
+    async def api(self, request: Request) -> Response:
+        """Every Books API request: auth, organization_id, limits, faults, then the handler."""
+        route = _endpoint(request.url.path)
+        is_write = request.method in WRITE_METHODS
+        status, payload = 500, None
+        try:
+            token_org = self._org_for_token(request)
+            parts = [p for p in request.url.path.removeprefix(API).split("/") if p]
+            org = None
+            if parts != ["organizations"]:
+                org_id = request.query_params.get("organization_id")
+                if not org_id:
+                    raise ApiError(400, 6041, "organization_id is required: pass it as a query parameter.")
+                org = self._org(org_id)
+                if org is None or org_id != token_org:
+                    raise ApiError(400, 6041, f"This user is not associated with the CompanyID/CompanyName:{org_id}.")
+                self._check_limits(org)
+            try:
+                await self.ctx.before(SYSTEM, is_write)
+            except InjectedError as fault:
+                if fault.kind == "error":
+                    raise ApiError(fault.status, 5, "Internal Error") from None
+                raise ApiError(401, 57, "You are not authorized to perform this operation") from None
+            body = None
+            if request.method in ("POST", "PUT"):
+                raw = await request.body()
+                if raw.startswith(b"JSONString="):  # Zoho's older form-encoded write shape
+                    raw = dict(parse_qsl(raw.decode())).get("JSONString", "").encode()
+                try:
+                    body = loads_exact(raw) if raw else {}
+                except ValueError as exc:
+                    raise ApiError(400, 4, "Invalid value passed for JSONString") from exc
+            status, payload = self.dispatch(request.method, parts, token_org, org, request.query_params, body)
+            try:
+                await self.ctx.after(SYSTEM, is_write)
+            except InjectedError as fault:
+                raise ApiError(fault.status, 5, "Internal Error") from None
+        except ApiError as err:
+            status, payload = err.status, {"code": err.code, "message": err.message}
+        except Drop:
+            self.ctx.count(SYSTEM, request.method, route, "dropped")
+            return DroppedResponse()
+        self.ctx.count(SYSTEM, request.method, route, status)
+        return Response(dumps_exact(payload), status_code=status, media_type="application/json;charset=UTF-8")
+
+    def dispatch(self, method: str, parts: list[str], token_org: str, org: Any, q: Any,
+                 body: Any) -> tuple[int, dict]:
+        if parts == ["organizations"] and method == "GET":
+            row = self._org(token_org)
+            return 200, {"code": 0, "message": "success", "organizations": [{
+                "organization_id": row["organization_id"], "name": row["name"], "is_default_org": True,
+                "plan_type": row["plan"], "currency_code": "IDR", "time_zone": "Asia/Jakarta",
+                "is_org_active": True}]}
+        org_id = org["organization_id"]
+        if parts == ["chartofaccounts"] and method == "GET":
+            return 200, self.list_accounts(org_id, q)
+        if parts == ["journals"] and method == "GET":
+            return 200, self.list_journals(org_id, q)
+        if parts == ["journals"] and method == "POST":
+            journal = self.write_journal(org_id, None, body)
+            return 201, {"code": 0, "message": "The journal entry has been created.", "journal": journal}
+        if len(parts) == 2 and parts[0] == "journals":
+            if method == "GET":
+                return 200, {"code": 0, "message": "success", "journal": self.render(self._journal(org_id, parts[1]))}
+            if method == "PUT":
+                journal = self.write_journal(org_id, parts[1], body)
+                return 200, {"code": 0, "message": "The journal entry has been updated.", "journal": journal}
+            if method == "DELETE":
+                self.delete_journal(org_id, parts[1])
+                return 200, {"code": 0, "message": "The selected journal entry has been deleted."}
+        raise ApiError(404, 404, "Invalid URL Passed")
+
+    # -- chart ------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _account(r: Any) -> dict:
+        return {"account_id": r["account_id"], "account_name": r["account_name"], "account_code": r["account_code"],
+                "account_type": r["account_type"], "is_active": bool(r["is_active"]),
+                "parent_account_id": r["parent_account_id"] or "", "depth": 1 if r["parent_account_id"] else 0,
+                "is_user_created": True, "is_system_account": False, "currency_code": "IDR",
+                "last_modified_time": dt.datetime.fromtimestamp(r["last_modified_time"] or 0, dt.UTC)
+                .strftime("%Y-%m-%dT%H:%M:%S+0000")}
+
+    def list_accounts(self, org_id: str, q: Any) -> dict:
+        page, per_page = _paging(q)
+        filter_by = q.get("filter_by", "AccountType.Active")  # Zoho lists active accounts unless asked
+        sql, args = "SELECT * FROM zoho_accounts WHERE organization_id = ?", [org_id]
+        if filter_by == "AccountType.Active":
+            sql += " AND is_active = 1"
+        elif filter_by == "AccountType.Inactive":
+            sql += " AND is_active = 0"
+        elif filter_by != "AccountType.All":
+            raise ApiError(400, 4, "Invalid value passed for filter_by")
+        rows = self.db.execute(sql + " ORDER BY account_code, account_id LIMIT ? OFFSET ?",
+                               (*args, per_page + 1, (page - 1) * per_page)).fetchall()
+        return {"code": 0, "message": "success", "chartofaccounts": [self._account(r) for r in rows[:per_page]],
+                "page_context": {"page": page, "per_page": per_page, "has_more_page": len(rows) > per_page,
+                                 "report_name": "Chart of Accounts", "applied_filter": filter_by,
+                                 "sort_column": "account_name", "sort_order": "A"}}
+
+    # -- journals ---------------------------------------------------------------------------------------------
+    def _journal(self, org_id: str, journal_id: str) -> Any:
+        row = self.db.execute("SELECT * FROM zoho_journals WHERE organization_id = ? AND journal_id = ?",
+                              (org_id, journal_id)).fetchone()
+        if row is None:
+            raise ApiError(404, 1002, "Journal does not exist.")
+        return row
+
+    def render(self, j: Any) -> dict:
+        lines = self.db.execute(
+            "SELECT l.*, a.account_name FROM zoho_lines l LEFT JOIN zoho_accounts a ON a.account_id = l.account_id "
+            "WHERE l.journal_id = ? ORDER BY l.seq", (j["journal_id"],)).fetchall()
+        total = sum(ln["amount_minor"] for ln in lines if ln["debit_or_credit"] == "debit")
+        return {
+            "journal_id": j["journal_id"], "entry_number": str(j["entry_number"]),
+            "reference_number": j["reference_number"] or "", "notes": j["notes"] or "",
+            "journal_date": j["journal_date"], "journal_type": j["journal_type"] or "both", "status": j["status"],
+            "currency_id": str(ID_BASE + 97), "currency_code": "IDR", "currency_symbol": "Rp", "exchange_rate": 1,
+            "line_items": [{"line_id": ln["line_id"], "account_id": ln["account_id"],
+                            "account_name": ln["account_name"] or "", "description": ln["description"] or "",
+                            "debit_or_credit": ln["debit_or_credit"], "tax_id": "", "tax_name": "",
+                            "amount": from_minor(ln["amount_minor"])} for ln in lines],
+            "line_item_total": from_minor(total), "total": from_minor(total), "bcy_total": from_minor(total),
+            "price_precision": 2, "taxes": [],
+            "created_time": _stamp(j["created_at"]), "last_modified_time": _stamp(j["updated_at"]),
+        }
+
+    def _summary(self, j: Any) -> dict:
+        total = self.db.execute("SELECT COALESCE(SUM(amount_minor), 0) FROM zoho_lines WHERE journal_id = ? AND "
+                                "debit_or_credit = 'debit'", (j["journal_id"],)).fetchone()[0]
+        return {"journal_id": j["journal_id"], "journal_date": j["journal_date"],
+                "entry_number": str(j["entry_number"]), "reference_number": j["reference_number"] or "",
+                "notes": j["notes"] or "", "status": j["status"], "total": from_minor(total),
+                "bcy_total": from_minor(total)}
+
+    def list_journals(self, org_id: str, q: Any) -> dict:
+        page, per_page = _paging(q)
+        sql, args = "SELECT * FROM zoho_journals WHERE organization_id = ?", [org_id]
+        for key, clause in (("reference_number", "reference_number = ?"), ("date", "journal_date = ?"),
+                            ("date_start", "journal_date >= ?"), ("date_end", "journal_date <= ?"),
+                            ("date_after", "journal_date > ?"), ("date_before", "journal_date < ?")):
+            if q.get(key):
+                value = q[key] if key == "reference_number" else _date(q[key], key).isoformat()
+                sql += f" AND {clause}"
+                args.append(value)
+        if q.get("reference_number_startswith"):
+            sql += " AND reference_number LIKE ? ESCAPE '\\'"
+            args.append(q["reference_number_startswith"].replace("\\", "\\\\").replace("%", "\\%")
+                        .replace("_", "\\_") + "%")
+        rows = self.db.execute(sql + " ORDER BY journal_date DESC, entry_number DESC LIMIT ? OFFSET ?",
+                               (*args, per_page + 1, (page - 1) * per_page)).fetchall()
+        return {"code": 0, "message": "success", "journals": [self._summary(r) for r in rows[:per_page]],
+                "page_context": {"page": page, "per_page": per_page, "has_more_page": len(rows) > per_page,
+                                 "report_name": "Manual Journals", "applied_filter": "JournalDate.All",
+                                 "sort_column": "journal_date", "sort_order": "D"}}
+
+    def _check_lock(self, org_id: str, date: dt.date) -> None:
+        lock = self._org(org_id)["lock_date"]
+        if lock and date <= dt.date.fromisoformat(lock):
+            shown = dt.date.fromisoformat(lock).strftime("%d %b %Y")
+            raise ApiError(400, 4083, f"You cannot create, edit or delete transactions dated on or before {shown}: "
+                                      "transactions before this date are locked (Settings > Transaction Locking).")
+
+    def _parse_lines(self, org_id: str, raw: Any) -> list[dict]:
+        if not isinstance(raw, list) or len(raw) < 2:
+            raise ApiError(400, 4, "A journal needs at least two line items (line_items).")
+        out = []
+        for line in raw:
+            if not isinstance(line, dict):
+                raise ApiError(400, 4, "Invalid value passed for line_items")
+            side = line.get("debit_or_credit")
+            if side not in ("debit", "credit"):
+                raise ApiError(400, 4, "Invalid value passed for debit_or_credit")
+            acc = self.db.execute("SELECT * FROM zoho_accounts WHERE organization_id = ? AND account_id = ?",
+                                  (org_id, str(line.get("account_id") or ""))).fetchone()
+            if acc is None:
+                raise ApiError(400, 1002, "Account does not exist.")
+            if not acc["is_active"]:
+                raise ApiError(400, 3046, f"The account '{acc['account_name']}' is inactive. Mark it as active "
+                                          "to use it in transactions.")
+            out.append({"line_id": line.get("line_id"), "account_id": acc["account_id"], "side": side,
+                        "amount": _amount(line.get("amount")), "description": line.get("description") or ""})
+        debit = sum(ln["amount"] for ln in out if ln["side"] == "debit")
+        credit = sum(ln["amount"] for ln in out if ln["side"] == "credit")
+        if debit != credit:
+            raise ApiError(400, 13011, f"The total debit ({from_minor(debit)}) and total credit "
+                                       f"({from_minor(credit)}) of a journal must be equal.")
+        return out
+
+    def write_journal(self, org_id: str, journal_id: str | None, body: Any) -> dict:
+        """Create (journal_id None) or replace a journal; a PUT's line_items replace every line (line_id keeps
+        a line's id)."""
+        if not isinstance(body, dict):
+            raise ApiError(400, 4, "Invalid value passed for JSONString")
+        old = self._journal(org_id, journal_id) if journal_id else None
+        if "journal_date" not in body:
+            raise ApiError(400, 4, "Invalid value passed for journal_date")
+        date = _date(body.get("journal_date"))
+        ref = body.get("reference_number", old["reference_number"] if old else None)
+        if ref is not None and len(str(ref)) > 100:
+            raise ApiError(400, 4, "Invalid value passed for reference_number: at most 100 characters")
+        lines = self._parse_lines(org_id, body.get("line_items"))
+        if old is not None:
+            self._check_lock(org_id, dt.date.fromisoformat(old["journal_date"]))
+        self._check_lock(org_id, date)
+        status = body.get("status") or (old["status"] if old else "draft")
+        if status not in ("draft", "published"):
+            raise ApiError(400, 4, "Invalid value passed for status")
+        db, now = self.db, time.time()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if old is None:
+                journal_id = self._new_id()
+                number = self._next_id(f"entry:{org_id}")
+                db.execute("INSERT INTO zoho_journals (journal_id, organization_id, entry_number, reference_number, "
+                           "notes, journal_date, status, journal_type, created_at, updated_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (journal_id, org_id, number, ref, body.get("notes"), date.isoformat(), status,
+                            body.get("journal_type") or "both", now, now))
+                keep: set[str] = set()
+            else:
+                db.execute("UPDATE zoho_journals SET reference_number = ?, notes = ?, journal_date = ?, status = ?, "
+                           "updated_at = ? WHERE journal_id = ?",
+                           (ref, body.get("notes", old["notes"]), date.isoformat(), status, now, journal_id))
+                existing = {r[0] for r in db.execute("SELECT line_id FROM zoho_lines WHERE journal_id = ?",
+                                                     (journal_id,))}
+                keep = {str(ln["line_id"]) for ln in lines if ln["line_id"] and str(ln["line_id"]) in existing}
+                db.execute("DELETE FROM zoho_lines WHERE journal_id = ?", (journal_id,))
+            for seq, ln in enumerate(lines):
+                line_id = str(ln["line_id"]) if ln["line_id"] and str(ln["line_id"]) in keep else self._new_id()
+                db.execute("INSERT INTO zoho_lines (line_id, journal_id, seq, account_id, debit_or_credit, "
+                           "amount_minor, description) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (line_id, journal_id, seq, ln["account_id"], ln["side"], ln["amount"], ln["description"]))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return self.render(self._journal(org_id, journal_id))
+
+    def delete_journal(self, org_id: str, journal_id: str) -> None:
+        j = self._journal(org_id, journal_id)
+        self._check_lock(org_id, dt.date.fromisoformat(j["journal_date"]))
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("DELETE FROM zoho_lines WHERE journal_id = ?", (journal_id,))
+        self.db.execute("DELETE FROM zoho_journals WHERE journal_id = ?", (journal_id,))
+        self.db.execute("COMMIT")
+
+    # -- inspection and control (served under /_sandbox) -----------------------------------------------------
+    def inspect_entries(self, login: str | None) -> list[dict]:
+        sql = ("SELECT j.*, o.login FROM zoho_journals j JOIN zoho_orgs o ON o.organization_id = j.organization_id")
+        rows = (self.db.execute(sql + " WHERE o.login = ? ORDER BY j.journal_id", (login,)) if login
+                else self.db.execute(sql + " ORDER BY j.journal_id")).fetchall()
+        out = []
+        for r in rows:
+            lines = self.db.execute("SELECT * FROM zoho_lines WHERE journal_id = ? ORDER BY seq",
+                                    (r["journal_id"],)).fetchall()
+            tal = [{"id": ln["line_id"],
+                    "debit": from_minor(ln["amount_minor"] if ln["debit_or_credit"] == "debit" else 0),
+                    "credit": from_minor(ln["amount_minor"] if ln["debit_or_credit"] == "credit" else 0),
+                    "description": ln["description"], "account": {"id": ln["account_id"]}} for ln in lines]
+            out.append({"system": SYSTEM, "company_login": r["login"], "id": r["journal_id"],
+                        "journal_id": r["journal_id"], "entry_number": str(r["entry_number"]),
+                        "custom_id": r["reference_number"], "status": r["status"], "memo": r["notes"],
+                        "transaction_date": r["journal_date"],
+                        "total_debit": sum((t["debit"] for t in tal), Decimal("0.00")),
+                        "total_credit": sum((t["credit"] for t in tal), Decimal("0.00")),
+                        "transaction_account_lines": tal})
+        return out
+
+    async def control(self, login: str, action: str, body: dict) -> dict | None:
+        org = self.org_by_login(login)
+        if org is None:
+            raise KeyError(login)
+        org_id = org["organization_id"]
+        if action == "lock_date":  # Zoho's transaction locking: {"lock_date": "YYYY-MM-DD"} (None unlocks)
+            self.db.execute("UPDATE zoho_orgs SET lock_date = ? WHERE organization_id = ?",
+                            (body.get("lock_date"), org_id))
+        elif action == "revoke":  # the user removed the connected app: every refresh and access token dies
+            for row in self.db.execute("SELECT token_hash FROM zoho_refresh WHERE organization_id = ?",
+                                       (org_id,)).fetchall():
+                self._revoke_refresh(row[0])
+            self.db.execute("UPDATE zoho_access SET revoked = 1 WHERE organization_id = ?", (org_id,))
+        elif action == "accounts":  # {"number", "name", "archived", "type", "parent_number"}: add or change
+            self._upsert_account(org_id, body)
+        elif action == "entries":  # a person's edit in Zoho's UI
+            self._edit_entry(org_id, body)
+        elif action == "plan":  # {"plan": "free"} and/or {"daily_cap": 5}; {"reset_usage": true}
+            return self._plan(org, body)
+        else:
+            return None
+        return {"ok": True}
+
+    def _plan(self, org: Any, body: dict) -> dict:
+        org_id = org["organization_id"]
+        if "plan" in body:
+            plan = str(body["plan"]).lower()
+            if plan not in PLANS:
+                raise ValueError(f"unknown plan {plan!r}; known: {', '.join(PLANS)}")
+            self.db.execute("UPDATE zoho_orgs SET plan = ?, daily_cap = NULL WHERE organization_id = ?",
+                            (plan, org_id))
+        if "daily_cap" in body:
+            self.db.execute("UPDATE zoho_orgs SET daily_cap = ? WHERE organization_id = ?",
+                            (None if body["daily_cap"] is None else int(body["daily_cap"]), org_id))
+        if body.get("reset_usage"):
+            self.db.execute("DELETE FROM zoho_usage WHERE organization_id = ?", (org_id,))
+        org = self._org(org_id)
+        return {"ok": True, "plan": org["plan"], "daily_cap": self.daily_cap(org), "used_today": self.usage(org_id)}
+
+    def _upsert_account(self, org_id: str, body: dict) -> None:
+        row = self.db.execute("SELECT account_id FROM zoho_accounts WHERE organization_id = ? AND account_code = ?",
+                              (org_id, body["number"])).fetchone()
+        parent = None
+        if body.get("parent_number"):
+            p = self.db.execute("SELECT account_id FROM zoho_accounts WHERE organization_id = ? AND account_code = ?",
+                                (org_id, body["parent_number"])).fetchone()
+            parent = p[0] if p else None
+        now = time.time()
+        if row is None:
+            self.db.execute("INSERT INTO zoho_accounts (account_id, organization_id, account_code, account_name, "
+                            "account_type, is_active, parent_account_id, last_modified_time) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (self._new_id(), org_id, body["number"], body.get("name", body["number"]),
+                             body.get("type", "expense"), int(not body.get("archived")), parent, now))
+            return
+        updates = {"account_name": body.get("name"), "is_active": None if "archived" not in body
+                   else int(not body["archived"]), "parent_account_id": parent}
+        for col, value in updates.items():
+            if value is not None:
+                self.db.execute(f"UPDATE zoho_accounts SET {col} = ?, last_modified_time = ? WHERE account_id = ?",
+                                (value, now, row[0]))
+
+    def _edit_entry(self, org_id: str, body: dict) -> None:
+        if body.get("create"):
+            self.write_journal(org_id, None, body["create"])
+            return
+        row = self.db.execute("SELECT * FROM zoho_journals WHERE organization_id = ? AND reference_number = ? "
+                              "ORDER BY journal_id LIMIT 1", (org_id, str(body.get("custom_id")))).fetchone()
+        if row is None:  # nothing to edit (as in Jurnal's sandbox: a no-op, the company exists)
+            return
+        if body.get("delete"):
+            self.db.execute("DELETE FROM zoho_lines WHERE journal_id = ?", (row["journal_id"],))
+            self.db.execute("DELETE FROM zoho_journals WHERE journal_id = ?", (row["journal_id"],))
+        elif body.get("scale_line"):  # multiply the first line's amount (unbalances, as a bad hand edit would)
+            line = self.db.execute("SELECT line_id FROM zoho_lines WHERE journal_id = ? ORDER BY seq LIMIT 1",
+                                   (row["journal_id"],)).fetchone()
+            self.db.execute("UPDATE zoho_lines SET amount_minor = amount_minor * ? WHERE line_id = ?",
+                            (int(body["scale_line"]), line[0]))
+        elif body.get("clear_custom_id"):
+            self.db.execute("UPDATE zoho_journals SET reference_number = NULL WHERE journal_id = ?",
+                            (row["journal_id"],))
+
+
+async def _params(request: Request) -> dict[str, str]:
+    """Zoho's accounts server takes its parameters in the query string or a form-encoded body."""
+    data = dict(request.query_params)
+    if "application/x-www-form-urlencoded" in request.headers.get("content-type", ""):
+        data.update(parse_qsl((await request.body()).decode(errors="replace")))
+    return data
+
+
+def _paging(q: Any) -> tuple[int, int]:
+    try:
+        page, per_page = int(q.get("page", 1)), int(q.get("per_page", 200))
+    except ValueError as exc:
+        raise ApiError(400, 4, "Invalid value passed for page") from exc
+    if page < 1 or not 1 <= per_page <= 200:
+        raise ApiError(400, 4, "Invalid value passed for per_page (1 to 200)")
+    return page, per_page
+
+
+def _stamp(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+
+
+def _endpoint(path: str) -> str:
+    """/zoho/books/v3/journals/4600... -> /zoho/books/v3/journals/{journal_id} (for stats)."""
+    parts = path.split("/")
+    if len(parts) >= 2 and parts[-2] == "journals":
+        parts[-1] = "{journal_id}"
+    return "/".join(parts)
+
+
+def make(ctx: SandboxContext) -> ZohoSandbox:
+    return ZohoSandbox(ctx)
