@@ -104,7 +104,7 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
     from ledger_pipeline.r2a.models import Tenant
     from ledger_pipeline.state.vault import tenant_systems
     from ledger_pipeline.systems import OpenOptions, get, open_connection
-    from ledger_pipeline.systems.jurnal.oauth import follow_redirects
+    from ledger_pipeline.systems.authflow import follow_redirects
 
     connection = open_connection(system, s, OpenOptions(s.ops_database_url, s.rate_limit_scale))
     http = httpx.Client(timeout=30)
@@ -180,6 +180,7 @@ def _run_close(month: str, to: str | None, dry_run: bool = False) -> bool:
     import dagster as dg
 
     from ledger_pipeline.definitions import defs
+    from ledger_pipeline.progress import listen
     from ledger_pipeline.runs import execute_supervised
 
     first, last = month_key(month), month_key(to or month)
@@ -192,9 +193,13 @@ def _run_close(month: str, to: str | None, dry_run: bool = False) -> bool:
                f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     job = defs.resolve_job_def("monthly_close_job")
     t0 = time.time()
-    with dg.DagsterInstance.get() as instance:
-        outcome = execute_supervised(job, instance, tags=tags, run_config=run_config, timeout=s.wait_timeout,
-                                     echo=lambda m: click.echo(m, err=True))
+    stop_listening = listen(_progress_bar())
+    try:
+        with dg.DagsterInstance.get() as instance:
+            outcome = execute_supervised(job, instance, tags=tags, run_config=run_config, timeout=s.wait_timeout,
+                                         echo=lambda m: click.echo(m, err=True))
+    finally:
+        stop_listening()
     result, ok = outcome.result, outcome.exit_code == 0
     state = "succeeded" if ok else (outcome.status.value if outcome.status else "NOT STARTED")
     click.echo(f"run {outcome.run_id} {state} in {time.time() - t0:.1f}s")
@@ -210,6 +215,22 @@ def _run_close(month: str, to: str | None, dry_run: bool = False) -> bool:
         os._exit(outcome.exit_code)
     _summary(s, first, last)
     return ok
+
+
+def _progress_bar():  # noqa: ANN202
+    """Posting progress from the run (same process): a bar redrawn in place on a terminal, a line per 10% otherwise."""
+    tty, shown = sys.stderr.isatty(), set()
+
+    def show(stage: str, p) -> None:  # noqa: ANN001  (posting.Progress)
+        width = 30
+        filled = width * p.done // max(p.total, 1)
+        line = f"  {stage} [{'#' * filled}{'.' * (width - filled)}] {p.describe()}"
+        if tty:
+            click.echo("\r" + line, nl=p.done >= p.total, err=True)
+        elif (tenth := 10 * p.done // max(p.total, 1)) not in shown:
+            shown.add(tenth)
+            click.echo(line, err=True)
+    return show
 
 
 def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
@@ -228,18 +249,20 @@ def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
                                     f"FROM ledger.journal_entries WHERE {w}")[0]
         click.echo(f"\nsummary {first[:7]} .. {last[:7]}")
         click.echo(f"  journal entries : {entries:,} for {tenants:,} tenants, total debit {format_money(total)}")
-        for status, n in q(f"SELECT status, COUNT(*) FROM jurnal.postings WHERE {w} GROUP BY 1 ORDER BY 1"):
-            click.echo(f"  postings {status:<9}: {n:,}")
-        for status, n in q(f"SELECT status, COUNT(*) FROM jurnal.reconciliation WHERE {w} GROUP BY 1 ORDER BY 1"):
-            click.echo(f"  reconciliation {status}: {n:,}")
+        for system, status, n in q(f"SELECT system, status, COUNT(*) FROM accounting.postings WHERE {w} "
+                                   "GROUP BY ALL ORDER BY 1, 2"):
+            click.echo(f"  postings {system:<10} {status:<17}: {n:,}")
+        for system, status, n in q(f"SELECT system, status, COUNT(*) FROM accounting.reconciliation WHERE {w} "
+                                   "GROUP BY ALL ORDER BY 1, 2"):
+            click.echo(f"  reconciliation {system:<10} {status}: {n:,}")
         rejections = q(f"SELECT tenant_id, period, stage, detail FROM ledger.rejections WHERE {w} ORDER BY 2, 1")
         click.echo(f"  rejections      : {len(rejections)}")
         for _tenant, _period, stage, detail in rejections[:15]:
             click.echo(f"    - [{stage}] {detail}")
-        failed = q(f"SELECT tenant_id, custom_id, error FROM jurnal.postings WHERE {w} AND status IN "
-                   "('failed', 'pending') ORDER BY 1")
-        for _tenant, cid, error in failed[:15]:
-            click.echo(f"    - posting {cid}: {error}")
+        failed = q(f"SELECT system, custom_id, status, error FROM accounting.postings WHERE {w} AND status IN "
+                   "('failed', 'pending', 'rejected', 'awaiting_approval', 'submitted') ORDER BY 1, 2")
+        for system, cid, status, error in failed[:15]:
+            click.echo(f"    - {system} {cid} {status}: {error}")
         click.echo(f"\nwarehouse (open read-only any time): duckdb {s.warehouse_path}")
         if snap:
             click.echo(f"  snapshot {snap['snapshot_id']} published {snap['published_at']:%Y-%m-%d %H:%M:%S} UTC"
@@ -252,7 +275,7 @@ def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
 
 @contextlib.contextmanager
 def _sandbox_for_demo(s, scale: float) -> Iterator[str]:  # noqa: ANN001
-    """The sandbox in-process on 8765 (or a free port when 8765 is taken), env pointed at it."""
+    """The sandbox (every system) in-process on 8765 (or a free port when 8765 is taken), env pointed at it."""
     from ledger_pipeline.sandboxes.base import Limits
     from ledger_pipeline.sandboxes.server import SandboxServer
 
@@ -261,19 +284,46 @@ def _sandbox_for_demo(s, scale: float) -> Iterator[str]:  # noqa: ANN001
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             port = 0
     with SandboxServer(s.data_dir / "sandbox.sqlite", port=port, limits=Limits(scale=scale)) as server:
-        os.environ["JURNAL_API_BASE_URL"] = server.api_url
-        os.environ["JURNAL_OAUTH_BASE_URL"] = server.url
+        os.environ.update(server.env())
         os.environ["JURNAL_RATE_LIMIT_SCALE"] = str(scale)
         yield server.url
+
+
+# The demo's tenants, by system: half on Jurnal, the rest spread over the other systems of the source documents.
+DEMO_MIX = ["jurnal"] * 10 + ["quickbooks"] * 3 + ["zoho"] * 3 + ["aden"] * 2 + ["rootfi"] * 2
+
+
+def _demo_connect(s, url: str) -> dict[str, int]:  # noqa: ANN001
+    """Connect every seeded tenant not connected yet, each to its system in DEMO_MIX (by tenant number)."""
+    import httpx
+    from sqlalchemy import select
+
+    from ledger_pipeline.r2a.models import Tenant, make_engine
+    from ledger_pipeline.state.vault import tenant_systems
+
+    engine = make_engine(s.ops_database_url)
+    with engine.connect() as conn:
+        seeded = list(conn.execute(select(Tenant.tenant_id).order_by(Tenant.tenant_id)).scalars())
+    done = tenant_systems(engine)
+    plan: dict[str, list[str]] = {}
+    for i, tenant in enumerate(seeded):
+        if tenant not in done:
+            plan.setdefault(DEMO_MIX[i % len(DEMO_MIX)], []).append(tenant)
+    counts = {system: _connect(s, tenants, auto=True, system=system) for system, tenants in plan.items()}
+    aden = [t for i, t in enumerate(seeded) if DEMO_MIX[i % len(DEMO_MIX)] == "aden"]
+    if aden and aden[0] in plan.get("aden", []):  # one Aden company asks a person to approve larger entries
+        httpx.post(f"{url}/_sandbox/aden/companies/{aden[0]}/approval_threshold",
+                   json={"approval_threshold": "100000000.00"})
+    return counts
 
 
 @main.command()
 @click.option("--tenants", default=40, show_default=True)
 @click.option("--months", default=3, show_default=True, help="how many recent months to close")
 @click.option("--rate-limit-scale", default=50.0, show_default=True,
-              help="the sandbox's Jurnal limits, time-scaled (50 = 1,500 requests/min per token)")
+              help="the sandbox's limits, time-scaled (50 = Jurnal's 1,500 requests/min per token)")
 def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
-    """End to end on the embedded defaults: seed, sandbox, connect, GL accounts, close, reconcile, summary."""
+    """End to end on the embedded defaults: seed, sandbox, connect (five systems), close, reconcile, summary."""
     import httpx
     from sqlalchemy import func, select
 
@@ -291,23 +341,26 @@ def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
         click.echo(f"  seeded {result.tenants} tenants x 12 months ({result.rows:,} rows) plus a few bad rows")
     else:
         click.echo(f"  {have} tenants already seeded ({_safe_url(s.r2a_database_url)})")
-    click.echo("2/5 Jurnal sandbox")
+    click.echo("2/5 accounting sandbox (Jurnal, QuickBooks Online, Zoho Books, Aden, Rootfi)")
     with _sandbox_for_demo(s, rate_limit_scale) as url:
         click.echo(f"  running on {url} (limits time-scaled x{rate_limit_scale:g})")
-        click.echo("3/5 connecting tenants (OAuth2 authorization code, tokens encrypted at rest)")
+        click.echo("3/5 connecting tenants, each through its system's own flow (credentials encrypted at rest)")
         s = load_settings()
-        n = _connect(s, None, auto=True)
-        click.echo(f"  {n} newly connected")
+        counts = _demo_connect(s, url)
+        click.echo("  newly connected: " + (", ".join(f"{n} to {system}" for system, n in counts.items()) or "none"))
         last = seeding.default_start(1)
         first = seeding.default_start(months)
         click.echo(f"4/5 closing {first:%Y-%m} .. {last:%Y-%m} (GL accounts, extract, journal, post, reconcile)")
         httpx.post(f"{url}/_sandbox/stats/reset")
         ok = _run_close(first.strftime("%Y-%m"), last.strftime("%Y-%m"))
         stats = httpx.get(f"{url}/_sandbox/stats").json()
-        click.echo(f"  Jurnal requests this run: {stats['api_requests']} ({stats['api_writes']} writes, "
+        click.echo(f"  API requests this run: {stats['api_requests']} ({stats['api_writes']} writes, "
                    f"{stats['rate_limited']} rate-limited)")
+        for system, st in stats["by_system"].items():
+            click.echo(f"    {system:<10}: {st['api_requests']} requests, {st['api_writes']} writes")
     click.echo("5/5 done" + ("" if ok else " (with failures: see above)"))
-    click.echo("re-run `make demo`: nothing is posted twice (unchanged entries cost no Jurnal request)")
+    click.echo("re-run `make demo`: nothing is posted twice (unchanged entries cost no request)")
+    sys.exit(0 if ok else 1)
 
 
 def _safe_url(url: str) -> str:

@@ -20,6 +20,7 @@ from ledger_pipeline.schedules import (
     monthly_close_schedule,
     reconciliation_drift_schedule,
 )
+from ledger_pipeline.settings import load_settings
 
 ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, jurnal_gl_accounts, jurnal_postings, jurnal_reconciliation,
           reconciliation_drift]
@@ -35,3 +36,10 @@ defs = dg.Definitions(
     resources=default_resources(),
     executor=dg.in_process_executor,
 )
+
+# LEDGER_PROFILE=production: Dagster's production deployment (Postgres instance, Celery workers per shard; see
+# ledger_pipeline/production.py and deploy/production/). Unset, the embedded definitions above are the ones.
+if load_settings().profile == "production":
+    from ledger_pipeline.production import production_definitions
+
+    defs = production_definitions()

@@ -498,10 +498,11 @@ class WindowJob:
         if not bad or self.rechart is None:
             return outcome
         retry, why = self.rechart(system, tenant, entries)
-        if retry is None:
-            outcome.failures = [(c, f"{e} ({why})" if k == "account" else e, k) for c, e, k in outcome.failures]
-            return outcome
         rows = self.reload(system, tenant) if self.reload else self._rows(system, tenant)
+        if retry is None:  # the reason goes where operators look: the posting state and the run's failure
+            outcome.failures = [(c, f"{e}; {why}" if k == "account" else e, k) for c, e, k in outcome.failures]
+            self.store.save([replace(rows[c], error=f"{rows[c].error}; {why}") for c in bad if c in rows])
+            return outcome
         second = engine.post_tenant(tenant, retry, rows, self.window, held)
         merged = TenantOutcome(tenant, dict(outcome.counts), second.failures)
         for k, v in second.counts.items():

@@ -55,6 +55,8 @@ class Settings:
     source_address: str | None = None  # LEDGER_SOURCE_ADDRESS: local address outgoing API traffic binds (None: OS)
     first_month: str = ""  # LEDGER_FIRST_MONTH (YYYY-MM): the first monthly partition; see resolve_first_month()
     wait_timeout: float = 600.0  # LEDGER_WAIT_TIMEOUT: seconds a run waits for a pool slot or the DuckDB lock
+    profile: str = "embedded"  # LEDGER_PROFILE: "embedded" (one process, the default) or "production" (deploy/)
+    shards: int = 4  # LEDGER_SHARDS: posting shards in the production profile (one Celery queue and worker each)
 
     def system_env(self, system: str, name: str, default: str) -> str:
         """`<SYSTEM>_<NAME>` from the environment (e.g. QUICKBOOKS_API_BASE_URL), else the default."""
@@ -94,4 +96,6 @@ def load_settings() -> Settings:
         source_address=env.get("LEDGER_SOURCE_ADDRESS") or None,
         first_month=resolve_first_month(env.get("LEDGER_FIRST_MONTH")),
         wait_timeout=float(env.get("LEDGER_WAIT_TIMEOUT", "600")),
+        profile=env.get("LEDGER_PROFILE", "embedded").strip().lower() or "embedded",
+        shards=int(env.get("LEDGER_SHARDS", "4")),
     )

@@ -11,7 +11,7 @@ import httpx
 from ledger_pipeline.definitions import ASSETS, CHECKS
 from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import Settings, load_settings
-from ledger_pipeline.systems.jurnal.oauth import connect_tenant, follow_redirects
+from ledger_pipeline.systems.authflow import connect_tenant, follow_redirects
 from ledger_pipeline.systems.jurnal.resource import JurnalSession, open_session
 
 CLOSE = ["jurnal_gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines", "jurnal_postings",
@@ -98,3 +98,26 @@ def reset_stats(url: str) -> None:
 
 def month(key: str) -> dt.date:
     return dt.date.fromisoformat(key)
+
+
+def connect_to(system: str, tenants: list[str], r2a_url: str | None = None) -> None:
+    """Connect tenants to `system` through its own flow against the sandbox (auto-approving)."""
+    from ledger_pipeline.systems import OpenOptions, open_connection
+    from ledger_pipeline.systems.authflow import follow_redirects
+
+    s = load_settings()
+    connection = open_connection(system, s, OpenOptions(r2a_url or s.ops_database_url, s.rate_limit_scale, 0.01, 5))
+    http = httpx.Client(timeout=10)
+    try:
+        for t in tenants:
+            connection.connect_tenant(t, follow_redirects(http))
+    finally:
+        http.close()
+        connection.close()
+
+
+def live_entries(url: str, system: str | None = None) -> list[dict]:
+    """Every system's entries as the sandbox holds them, reversed/voided ones (Aden) left out."""
+    params = {"system": system} if system else {}
+    entries = httpx.get(f"{url}/_sandbox/journal_entries", params=params).json()["journal_entries"]
+    return [e for e in entries if e.get("live", True)]

@@ -16,8 +16,8 @@ from ledger_pipeline.ratelimit import HostLimiter
 from ledger_pipeline.sandboxes.jurnal import Limits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.state.vault import NeedsReauth
+from ledger_pipeline.systems.authflow import OAuthError, complete, new_state
 from ledger_pipeline.systems.jurnal.client import JurnalError, JurnalLimiter
-from ledger_pipeline.systems.jurnal.oauth import OAuthError, complete, new_state
 from ledger_pipeline_tests.helpers import connect, materialize_gl, query, sandbox_stats, session
 
 

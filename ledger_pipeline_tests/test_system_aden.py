@@ -22,8 +22,8 @@ from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.systems import OpenOptions, open_connection
 from ledger_pipeline.systems.aden import AdenConnection
+from ledger_pipeline.systems.authflow import follow_redirects
 from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
-from ledger_pipeline.systems.jurnal.oauth import follow_redirects
 
 JAN, FEB, MAR, APR = (dt.date(2025, m, 1) for m in (1, 2, 3, 4))
 WINDOW = (JAN, APR)
@@ -147,7 +147,7 @@ def test_connect_chart_paging_and_inactive_accounts(env: Env) -> None:
 
 
 def test_connect_state_is_single_use(env: Env) -> None:
-    from ledger_pipeline.systems.jurnal.oauth import OAuthError, complete
+    from ledger_pipeline.systems.authflow import OAuthError, complete
 
     seen: list[str] = []
     env.conn.connect_tenant("t-csrf", lambda url: (seen.append(url), follow_redirects(env.http)(url)))

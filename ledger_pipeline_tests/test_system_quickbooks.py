@@ -24,7 +24,7 @@ from ledger_pipeline.sandboxes.base import Limits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.systems import ChartAccount, OpenOptions
-from ledger_pipeline.systems.jurnal.oauth import follow_redirects
+from ledger_pipeline.systems.authflow import follow_redirects
 from ledger_pipeline.systems.quickbooks import QuickBooksConnection
 from ledger_pipeline.systems.quickbooks.sink import request_id
 

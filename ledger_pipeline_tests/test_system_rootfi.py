@@ -25,9 +25,8 @@ from ledger_pipeline.sandboxes.rootfi import SANDBOX_API_KEY
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.systems import OpenOptions
-from ledger_pipeline.systems.jurnal.oauth import OAuthError, follow_redirects, new_state
+from ledger_pipeline.systems.authflow import OAuthError, consume_state, follow_redirects, new_state
 from ledger_pipeline.systems.rootfi import RootfiConnection, open_connection
-from ledger_pipeline.systems.rootfi.auth import complete
 
 UPLOAD = ("POST", "/rootfi/accounting/journal_entries")
 MONTHS = [dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1)]
@@ -127,9 +126,9 @@ def test_link_flow_and_chart_with_paging(env, settings) -> None:  # noqa: ANN001
     company_id, extra = conn.vault.details("t1")
     assert company_id and company_id.isdigit() and extra == {"linked_via": "rootfi_link"}
     state = new_state(conn.engine, "t9", "http://127.0.0.1:9/cb")
-    assert complete(conn.engine, conn.vault, state, "123") == "t9"
+    assert consume_state(conn.engine, state) == ("t9", "http://127.0.0.1:9/cb")
     with pytest.raises(OAuthError, match="already used"):
-        complete(conn.engine, conn.vault, state, "123")  # the CSRF state is single use
+        consume_state(conn.engine, state)  # the CSRF state is single use
     control(server, "t1", "accounts", {"number": "6-69999", "name": "Baru"})
     control(server, "t1", "accounts", {"number": "6-60218", "archived": True})
     conn.client.page_size = 7

@@ -28,7 +28,7 @@ from ledger_pipeline.sandboxes.base import Limits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.systems import OpenOptions, open_connection
-from ledger_pipeline.systems.jurnal.oauth import follow_redirects
+from ledger_pipeline.systems.authflow import follow_redirects
 from ledger_pipeline.systems.zoho import ZohoConnection
 
 JAN, FEB, MAR, APR = (dt.date(2025, m, 1) for m in (1, 2, 3, 4))

@@ -6,6 +6,8 @@ compares; SQL reads live in warehouse/reads.py. Each tenant's system comes from 
 
 import datetime as dt
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
@@ -21,11 +23,12 @@ from ledger_pipeline.assets.metadata import (
 from ledger_pipeline.charts import diff_charts, fetch_charts, stale_tenants
 from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, SinkError
 from ledger_pipeline.partitions import monthly_partitions, window_dates
-from ledger_pipeline.posting import DeleteGuard, Progress, WindowJob
+from ledger_pipeline.posting import DeleteGuard, Progress, WindowJob, WindowResult
 from ledger_pipeline.progress import report_progress
 from ledger_pipeline.reconcile import ReconRow, reconcile_from_state, reconcile_tenant
 from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import load_settings
+from ledger_pipeline.state.ledger import load_window
 from ledger_pipeline.state.postings import SqlPostingStore
 from ledger_pipeline.state.vault import tenant_systems
 from ledger_pipeline.systems import Connections
@@ -155,11 +158,44 @@ def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2
                     accounting: AccountingResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
     start, end = window_dates(*context.partition_time_window)
     wh = warehouse.warehouse
+    posted = post_window(context, config, r2a, accounting, start, end,
+                         rechart=lambda connections: _rechart(wh, connections, context.run_id))
+    postings = SqlPostingStore(r2a.ops_engine).frame(start, end)
+    with wh.connect() as con, transaction(con):
+        replace_rows(con, "accounting.posting_plan", posted.plan().assign(run_id=context.run_id, planned_at=_now()),
+                     window_where(), [start, end])
+        replace_rows(con, "accounting.postings", postings, window_where(), [start, end])
+    wh.publish(run_id=context.run_id)
+    return posting_result(context, posted, postings, config.dry_run)
+
+
+@dataclass
+class PostedWindow:
+    """What `post_window` did: the asset turns it into tables, metadata and, on failures, a dg.Failure."""
+
+    start: dt.date
+    end: dt.date
+    result: WindowResult
+    requests: dict[str, int]
+    systems: dict[str, str]  # tenant -> system, for the tenants this run covered
+    seconds: float
+
+    def plan(self) -> pd.DataFrame:
+        return pd.DataFrame([{"system": s, **vars(p)} for s, p in self.result.plan],
+                            columns=["system", "tenant_id", "period", "custom_id", "action", "reason"])
+
+
+def post_window(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R2aDatabase,
+                accounting: AccountingResource, start: dt.date, end: dt.date, *, tenants: list[str] | None = None,
+                rechart: Callable[[Connections], Callable] | None = None) -> PostedWindow:
+    """Post [start, end) exactly once from the operational database (entries, state, tokens): every tenant, or only
+    `tenants` (one shard, production profile). Touches no DuckDB, so any host with the database can run it;
+    `rechart` (the embedded asset's chart refresh) is the one optional DuckDB writer."""
     store = SqlPostingStore(r2a.ops_engine, context.run_id)
-    with wh.connect() as con:
-        entries = reads.entries_by_tenant(con, start, end)
-        held = reads.held_periods(con, start, end)
+    entries, held = load_window(r2a.ops_engine, start, end, tenants)
     systems = connected_systems(r2a)
+    if tenants is not None:
+        systems = {t: systems[t] for t in tenants if t in systems}
     t0 = time.monotonic()
     every = config.progress_every or max(1, len(entries) // 20)
 
@@ -172,30 +208,30 @@ def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2
                 context.log.info(f"posting {describe_window(start, end)}: {p.describe()}")
 
         job = WindowJob(
-            (start, end), systems, entries, store.load(start, end), held, lambda s: connections(s).sink, store,
-            dry_run=config.dry_run, backoff=accounting.backoff_initial, progress=progress,
+            (start, end), systems, entries, store.load(start, end, tenants), held, lambda s: connections(s).sink,
+            store, dry_run=config.dry_run, backoff=accounting.backoff_initial, progress=progress,
             guard=DeleteGuard(config.allow_mass_delete, config.max_deletes, config.max_delete_fraction),
-            rechart=_rechart(wh, connections, context.run_id),
+            rechart=rechart(connections) if rechart else None,
             reload=lambda system, tenant: store.load(start, end, [tenant]).get(system, {}).get(tenant, {}))
         result = job.run()
         requests = connections.requests_by_system()
-    plan = pd.DataFrame([{"system": s, **vars(p)} for s, p in result.plan],
-                        columns=["system", "tenant_id", "period", "custom_id", "action", "reason"])
-    postings = store.frame(start, end)
-    with wh.connect() as con, transaction(con):
-        replace_rows(con, "accounting.posting_plan", plan.assign(run_id=context.run_id, planned_at=_now()),
-                     window_where(), [start, end])
-        replace_rows(con, "accounting.postings", postings, window_where(), [start, end])
-    wh.publish(run_id=context.run_id)
+    return PostedWindow(start, end, result, requests, systems, time.monotonic() - t0)
+
+
+def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, postings: pd.DataFrame, dry_run: bool,
+                   extra: dict | None = None) -> dg.MaterializeResult:
+    """The posting asset's metadata; raises dg.Failure naming the failed tenants (everything else is recorded)."""
+    result, requests, systems = posted.result, posted.requests, posted.systems
+    plan = posted.plan()
     failures = pd.DataFrame(result.failures(), columns=["system", "tenant_id", "custom_id", "error", "kind"])
     failed_tenants = sorted(set(failures["tenant_id"]))
     metadata = {
         **table_spec_metadata("accounting.postings"),
-        "window": describe_window(start, end), "dry_run": config.dry_run,
+        "window": describe_window(posted.start, posted.end), "dry_run": dry_run,
         "planned": dg.MetadataValue.json(plan["action"].value_counts().to_dict()),
         "done": dg.MetadataValue.json(result.counts()),
         "api_requests": sum(requests.values()), "api_requests_by_system": dg.MetadataValue.json(requests),
-        "seconds": round(time.monotonic() - t0, 1),
+        "seconds": round(posted.seconds, 1),
         "tenants_by_system": dg.MetadataValue.json(pd.Series(list(systems.values())).value_counts().to_dict()
                                                    if systems else {}),
         "failed_tenants": len(failed_tenants),
@@ -204,6 +240,7 @@ def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2
         "status_counts": dg.MetadataValue.json(postings["status"].value_counts().to_dict()),
         "dagster/column_lineage": lineage({"custom_id": [("journal_entries", "custom_id")],
                                            "content_hash": [("journal_entries", "content_hash")]}),
+        **(extra or {}),
     }
     for r in failures.head(50).itertuples(index=False):
         context.log.error(f"tenant {r.tenant_id} ({r.system}) {r.custom_id}: {r.error}")
@@ -239,8 +276,7 @@ def jurnal_reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase,
                           warehouse: WarehouseResource) -> dg.MaterializeResult:
     start, end = window_dates(*context.partition_time_window)
     wh = warehouse.warehouse
-    with wh.connect() as con:
-        entries = reads.entries_by_tenant(con, start, end)
+    entries, _ = load_window(r2a.ops_engine, start, end)
     state = SqlPostingStore(r2a.ops_engine).load(start, end)
     systems = connected_systems(r2a)
     rows = reconcile_from_state(entries, state, systems)
@@ -285,8 +321,8 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
     for _ in range(config.months - 1):
         start = (start - dt.timedelta(days=1)).replace(day=1)
     wh = warehouse.warehouse
+    entries, _ = load_window(r2a.ops_engine, start, end)
     with wh.connect() as con:
-        entries = reads.entries_by_tenant(con, start, end)
         last = dict(con.execute(
             f"SELECT tenant_id, MAX(checked_at) FROM accounting.reconciliation WHERE {window_where()} "
             "AND checked_by = 'remote_read' GROUP BY 1", [start, end]).fetchall())

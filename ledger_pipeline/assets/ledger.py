@@ -15,9 +15,11 @@ from ledger_pipeline.assets.metadata import (
 from ledger_pipeline.ledger.journal import build_journal
 from ledger_pipeline.ledger.mapping import load_mapping
 from ledger_pipeline.ledger.schemas import JournalLines, validate_lines, validated_entries
+from ledger_pipeline.ledger.sink import entries_from_frames
 from ledger_pipeline.partitions import monthly_partitions, window_dates
-from ledger_pipeline.resources import WarehouseResource
+from ledger_pipeline.resources import R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import load_settings
+from ledger_pipeline.state.ledger import save_window
 from ledger_pipeline.warehouse.store import replace_rows, transaction, window_where
 
 DEPS = ["r2a_pl_monthly", "jurnal_gl_accounts"]
@@ -58,7 +60,7 @@ def run_window(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="duckdb",
 )
-def journal(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # noqa: ANN201
+def journal(context: dg.AssetExecutionContext, r2a: R2aDatabase, warehouse: WarehouseResource):  # noqa: ANN201
     start, end = window_dates(*context.partition_time_window)
     wh = warehouse.warehouse
     with wh.connect() as con:
@@ -77,12 +79,16 @@ def journal(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  #
         replace_rows(con, "ledger.journal_lines", lines.assign(**run), window_where(), [start, end])
         replace_rows(con, "ledger.rejections", rejections,
                      window_where() + " AND stage IN ('map', 'validate')", [start, end])
-    wh.publish()
+        held = con.execute(f"SELECT tenant_id, period FROM ledger.rejections WHERE {window_where()}",
+                           [start, end]).fetchdf()
+    # what posting needs, where every posting worker can read it (the operational database)
+    save_window(r2a.ops_engine, start, end, entries_from_frames(entries, lines), held, context.run_id)
+    wh.publish(run_id=context.run_id)
     for _, r in rejections.head(20).iterrows():
         context.log.warning(f"rejected at {r['stage']}: {r['detail']}")
     balanced = bool((entries["total_debit_minor"] == entries["total_credit_minor"]).all())
     common = {
-        "window": f"{start} .. {end}",
+        "window": describe_window(start, end),
         "rejected_tenant_months": len(rejections),
         "no_activity_tenant_months": len(build.no_activity),
         "rejections_preview": preview(rejections[["tenant_id", "period", "stage", "reason"]]),

@@ -3,7 +3,13 @@
 import dagster as dg
 import pandas as pd
 
-from ledger_pipeline.assets.metadata import lineage, preview, table_result_metadata, table_spec_metadata
+from ledger_pipeline.assets.metadata import (
+    describe_window,
+    lineage,
+    preview,
+    table_result_metadata,
+    table_spec_metadata,
+)
 from ledger_pipeline.partitions import monthly_partitions, window_dates
 from ledger_pipeline.r2a.extract import extract
 from ledger_pipeline.resources import R2aDatabase, WarehouseResource
@@ -42,7 +48,7 @@ def r2a_pl_monthly(context: dg.AssetExecutionContext, r2a: R2aDatabase,
         replace_rows(con, "r2a.pl_monthly", monthly, window_where(), [start, end])
         replace_rows(con, "r2a.pl_monthly_detail", detail, window_where(), [start, end])
         replace_rows(con, "ledger.rejections", rejections, window_where() + " AND stage = 'extract'", [start, end])
-    wh.publish()
+    wh.publish(run_id=context.run_id)
     if len(rejections):
         context.log.warning(
             f"{len(rejections)} tenant-month(s) rejected at extract: see ledger.rejections; first: "
@@ -54,7 +60,7 @@ def r2a_pl_monthly(context: dg.AssetExecutionContext, r2a: R2aDatabase,
             "r2a.pl_monthly",
             monthly,
             {
-                "window": f"{start} .. {end}",
+                "window": describe_window(start, end),
                 "tenants": int(monthly["tenant_id"].nunique()),
                 "source_rows": int(monthly["source_rows"].sum()),
                 "detail_rows": len(detail),

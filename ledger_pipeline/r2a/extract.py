@@ -30,7 +30,8 @@ naming tenant, period, problem and fix) and every other tenant-month is summed e
   2025), `'2025-1-5'` between September and October 2025 (September), `'2025-02-00'` before `'2025-02-01'`
   (January). What sorts outside every month (numbers, empty or whitespace-led text, `'garbage'`, blobs) is
   added to every window by two more index ranges, `txn_date < '0000-01-01' OR txn_date > '9999-12-31'` (empty,
-  so free, when the data is clean), so no row is silently left out of every month. A row is a real date when
+  so free, when the data is clean) in a UNION ALL branch of the same aggregate, so no row is silently left
+  out of every month. A row is a real date when
   `date(txn_date, '+0 days') = txn_date` (the modifier makes SQLite normalise day 29-31 of a shorter month, so
   `'2025-02-30'` becomes `'2025-03-02'` and fails; a time of day fails too). Such a row rejects the tenant-month
   of its `substr(txn_date, 1, 7)` when that is a real month inside the window being extracted, otherwise (no
@@ -98,28 +99,28 @@ def _query(dialect: str) -> str:
     and category checks happen after aggregation (on ~10 groups per tenant-month, not on every row)."""
     inside = f"amount BETWEEN -{MAX_ROW_AMOUNT} AND {MAX_ROW_AMOUNT}"  # false for NULL, text, inf, NaN
     if dialect == "sqlite":
-        # The inner SELECT classifies each row once; `LIMIT -1` (no limit) keeps SQLite from flattening it into
-        # the aggregate (which would evaluate the CASEs once per aggregate), so it runs as a co-routine.
-        return f"""
-SELECT tenant_id, month_key, category, subcategory, currency,
-  SUM(minor / {_SPLIT}) AS minor_hi, SUM(minor % {_SPLIT}) AS minor_lo, COUNT(*) AS source_rows,
-  SUM(kind = 1) AS null_amount, SUM(kind = 2) AS non_numeric_amount, 0 AS nan_amount,
-  SUM(kind = 3) AS infinite_amount, SUM(kind = 4) AS out_of_range_amount, SUM(sub_sen) AS sub_sen_amount,
+        minor = "CAST(ROUND(amount * 100) AS INTEGER)"
+        # Each CASE tests the common case (an amount within the bound) first, so a clean row costs one comparison
+        # per counter. The second branch is the same aggregate over the two index ranges outside every month.
+        select = f"""
+SELECT tenant_id, CASE WHEN date(txn_date, '+0 days') = txn_date THEN substr(txn_date, 1, 7) || '-01'
+                       ELSE '?' || substr(txn_date, 1, 7) END AS month_key, category, subcategory, currency,
+  SUM(CASE WHEN {inside} THEN {minor} / {_SPLIT} ELSE 0 END) AS minor_hi,
+  SUM(CASE WHEN {inside} THEN {minor} % {_SPLIT} ELSE 0 END) AS minor_lo,
+  COUNT(*) AS source_rows, COUNT(*) - COUNT(amount) AS null_amount,
+  SUM(typeof(amount) NOT IN ('integer', 'real', 'null')) AS non_numeric_amount, 0 AS nan_amount,
+  SUM(CASE WHEN {inside} THEN 0 WHEN typeof(amount) = 'real' AND ABS(amount) = 9e999 THEN 1 ELSE 0 END)
+    AS infinite_amount,
+  SUM(CASE WHEN {inside} THEN 0 WHEN typeof(amount) = 'integer' OR typeof(amount) = 'real' AND ABS(amount) < 9e999
+      THEN 1 ELSE 0 END) AS out_of_range_amount,
+  SUM(typeof(amount) = 'real' AND ABS(amount * 100 - ROUND(amount * 100)) > max(1e-6, ABS(amount) * 1e-12))
+    AS sub_sen_amount,
   MAX(recorded_at) AS last_recorded_at
-FROM (
-  SELECT tenant_id, category, subcategory, currency, recorded_at,
-    CASE WHEN date(txn_date, '+0 days') = txn_date THEN substr(txn_date, 1, 7) || '-01'
-         ELSE '?' || substr(txn_date, 1, 7) END AS month_key,
-    CASE WHEN {inside} THEN CAST(ROUND(amount * 100) AS INTEGER) ELSE 0 END AS minor,
-    CASE WHEN {inside} THEN 0 WHEN amount IS NULL THEN 1 WHEN typeof(amount) NOT IN ('integer', 'real') THEN 2
-         WHEN typeof(amount) = 'real' AND ABS(amount) = 9e999 THEN 3 ELSE 4 END AS kind,
-    typeof(amount) = 'real' AND ABS(amount * 100 - ROUND(amount * 100)) > max(1e-6, ABS(amount) * 1e-12) AS sub_sen
-  FROM r2a_transactions
-  WHERE txn_date >= :start AND txn_date < :end OR txn_date < '0000-01-01' OR txn_date > '9999-12-31'
-  LIMIT -1
-)
-GROUP BY tenant_id, month_key, category, subcategory, currency
-"""
+FROM r2a_transactions
+WHERE {{where}}
+GROUP BY tenant_id, month_key, category, subcategory, currency"""
+        return (select.format(where="txn_date >= :start AND txn_date < :end") + "\nUNION ALL"
+                + select.format(where="txn_date < '0000-01-01' OR txn_date > '9999-12-31'"))
     month = "CAST(date_trunc('month', txn_date) AS DATE)"
     # Postgres sums NUMERIC without overflow; the split happens per group. NUMERIC(18,2) cannot hold infinity
     # or more than 16 integer digits, but it does hold 'NaN' (which equals itself in Postgres).
@@ -155,15 +156,14 @@ COUNTS = ["source_rows", "null_amount", "non_numeric_amount", "nan_amount", "inf
 
 def shape(raw: pd.DataFrame, tenants: pd.DataFrame, start: dt.date | None = None,
           end: dt.date | None = None) -> Extract:
-    raw = raw.copy()
+    raw = raw.merge(tenants, on="tenant_id", how="left")
     raw["tenant_id"] = raw["tenant_id"].astype("object")
     for col in COUNTS:
         raw[col] = pd.to_numeric(raw[col]).fillna(0).astype("int64")
-    raw["untrimmed_tenant"] = _trim_tenants(raw, set(tenants["tenant_id"]))
+    rows = raw["source_rows"]
+    raw["untrimmed_tenant"] = _trim_tenants(raw, tenants)
     raw["period"], raw["bad_txn_date"] = _periods(raw, start, end)
     raw["amount_minor"], raw["sum_overflow"] = _minor_units(raw)
-    raw = raw.merge(tenants, on="tenant_id", how="left")
-    rows = raw["source_rows"]
     raw["null_tenant"] = rows.where(raw["tenant_id"].isna(), 0)
     raw["unknown_tenant"] = rows.where(raw["tenant_id"].notna() & raw["tenant_currency"].isna(), 0)
     raw["unknown_category"] = rows.where(~raw["category"].isin(CATEGORIES), 0)
@@ -172,14 +172,19 @@ def shape(raw: pd.DataFrame, tenants: pd.DataFrame, start: dt.date | None = None
     raw["currency"] = raw["tenant_currency"]
     raw["last_recorded_at"] = pd.to_datetime(raw["last_recorded_at"])
     key = ["tenant_id", "period"]
-    # the month's gross (sum of |group sums|) in two int64 parts, so that adding them up cannot overflow either
+    # One pass over every group: does the tenant-month have a bad row, and its gross (the sum of |group sums|,
+    # which bounds every amount derived from it) in two int64 parts, so that adding them up cannot overflow.
     gross = raw["amount_minor"].abs()
-    raw["gross_hi"], raw["gross_lo"] = gross // _SPLIT, gross % _SPLIT
-    problems = raw.groupby(key, dropna=False)[[*PROBLEMS, "gross_hi", "gross_lo", "source_rows"]].sum()
-    gross_hi = problems.pop("gross_hi") + problems.pop("gross_lo") // _SPLIT
-    too_big = (gross_hi > MAX_MONTH_MINOR // _SPLIT) | (problems["sum_overflow"] > 0)
-    problems["sum_overflow"] = problems.pop("source_rows").where(too_big, 0)
-    bad_keys = problems[(problems > 0).any(axis=1)]
+    months = pd.DataFrame({"flagged": (raw[list(PROBLEMS)].to_numpy() > 0).any(axis=1), "gross_hi": gross // _SPLIT,
+                           "gross_lo": gross % _SPLIT, "tenant_id": raw["tenant_id"], "period": raw["period"]}
+                          ).groupby(key, dropna=False).sum()
+    too_big = months["gross_hi"] + months["gross_lo"] // _SPLIT > MAX_MONTH_MINOR // _SPLIT
+    bad_index = months.index[months["flagged"] | too_big]
+    in_bad = pd.MultiIndex.from_frame(raw[key]).isin(bad_index) if len(bad_index) else np.zeros(len(raw), bool)
+    problems = raw[in_bad].groupby(key, dropna=False)[[*PROBLEMS, "source_rows"]].sum()
+    overflow = (problems["sum_overflow"] > 0) | too_big.reindex(problems.index, fill_value=False)
+    problems["sum_overflow"] = problems.pop("source_rows").where(overflow, 0)
+    bad_keys = problems
     rejections = pd.DataFrame(
         [
             {
@@ -195,10 +200,7 @@ def shape(raw: pd.DataFrame, tenants: pd.DataFrame, start: dt.date | None = None
     )
     for col in ("tenant_id", "period"):
         rejections[col] = rejections[col].astype("object").where(rejections[col].notna(), None)
-    good = raw
-    if len(bad_keys):
-        bad_index = pd.MultiIndex.from_frame(bad_keys.reset_index()[key])
-        good = raw[~pd.MultiIndex.from_frame(raw[key]).isin(bad_index)]
+    good = raw[~in_bad] if len(bad_index) else raw
     detail = good.groupby(key + ["category", good["subcategory"].fillna("uncategorised").rename("subcategory")],
                           sort=True).agg(amount_minor=("amount_minor", "sum"), currency=("currency", "first"),
                                          source_rows=("source_rows", "sum")).reset_index()
@@ -216,30 +218,32 @@ def shape(raw: pd.DataFrame, tenants: pd.DataFrame, start: dt.date | None = None
     return Extract(detail=detail, monthly=monthly, rejections=rejections)
 
 
-def _trim_tenants(raw: pd.DataFrame, known: set) -> pd.Series:
-    """Rows under a tenant_id with stray whitespace (and not itself a tenant) move to the trimmed id, flagged, so
-    they reject that tenant's month instead of being merged into it or reported under an id nobody recognises."""
-    tenant = raw["tenant_id"]
-    suspect = tenant.notna() & ~tenant.isin(known)
-    trimmed = tenant[suspect].str.strip()
-    moved = trimmed[trimmed != tenant[suspect]]
-    raw.loc[moved.index, "tenant_id"] = moved.where(moved != "", None)  # whitespace only: no tenant at all
+def _trim_tenants(raw: pd.DataFrame, tenants: pd.DataFrame) -> pd.Series:
+    """Rows under a tenant_id that is no tenant but is one once trimmed of whitespace move to the trimmed id,
+    flagged, so they reject that tenant's month instead of being merged into it silently or reported under an id
+    nobody recognises. Runs on the (few) groups whose tenant_id is unknown, after the tenants merge."""
+    unknown = raw["tenant_id"].notna() & raw["tenant_currency"].isna()
+    tenant = raw.loc[unknown, "tenant_id"]
+    trimmed = tenant.map(lambda t: (t.strip() or None) if isinstance(t, str) else t)
+    moved = trimmed[trimmed.ne(tenant)]
+    if moved.empty:
+        return pd.Series(0, index=raw.index, dtype="int64")
+    raw.loc[moved.index, "tenant_id"] = moved
+    raw.loc[moved.index, "tenant_currency"] = moved.map(tenants.set_index("tenant_id")["tenant_currency"])
     return raw["source_rows"].where(raw.index.isin(moved.index), 0)
 
 
 def _periods(raw: pd.DataFrame, start: dt.date | None, end: dt.date | None) -> tuple[pd.Series, pd.Series]:
     """`month_key` is 'YYYY-MM-01' for a real txn_date, '?' + the first 7 characters of txn_date otherwise (SQLite
     only). Such rows get the month of their prefix when it is a real month inside the window, else None."""
-    key = raw["month_key"].astype("object")
-    bad = key.str.startswith("?", na=False)
-    resolved = key.copy()
+    key = raw["month_key"]
+    period = pd.to_datetime(key, format="%Y-%m-%d", errors="coerce").dt.date.copy()
+    bad = period.isna()
     for i, k in key[bad].items():
-        prefix = k[1:]
+        prefix = str(k)[1:]
         month = dt.date.fromisoformat(prefix + "-01") if _MONTH.fullmatch(prefix) else None
         inside = month is not None and (start is None or start <= month) and (end is None or month < end)
-        resolved[i] = month.isoformat() if inside else None
-    period = pd.to_datetime(resolved, format="%Y-%m-%d").dt.date
-    period = period.astype("object").where(resolved.notna(), None)
+        period[i] = month if inside else None
     return period, raw["source_rows"].where(bad, 0)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, text
 
 from ledger_pipeline.r2a.models import R2aTransaction, Tenant
 
@@ -224,7 +224,9 @@ def seed(engine: Engine, tenants: int, months: int, start: dt.date | None = None
 
 
 def add_bad_rows(engine: Engine, period: dt.date, tenant_ids: list[str]) -> int:
-    """A few rows of each kind of bad source data, as real R2a databases have (for the demo and drills)."""
+    """A few rows of each kind of bad source data, as real R2a databases have (for the demo and drills). The hostile
+    kinds (an amount beyond the per-row bound, infinity or NaN, a txn_date that is no date, a tenant_id with stray
+    whitespace) go to the same three tenants and month, so the same tenant-months are rejected."""
     day = period.replace(day=15)
     rows = [
         {"tenant_id": tenant_ids[0], "category": "revnue", "subcategory": "product_sales", "amount": 150000,
@@ -237,7 +239,23 @@ def add_bad_rows(engine: Engine, period: dt.date, tenant_ids: list[str]) -> int:
          "currency": "IDR", "description": "tenant deleted from R2a"},
         {"tenant_id": None, "category": "revenue", "subcategory": "product_sales", "amount": 70000,
          "currency": "IDR", "description": "no tenant"},
+        {"tenant_id": f" {tenant_ids[0]}", "category": "revenue", "subcategory": "product_sales", "amount": 25000,
+         "currency": "IDR", "description": "tenant_id with a leading space"},
     ]
+    # Written as SQL literals, which is how they reach R2a: SQLite keeps 1e20, infinity and any txn_date text; on
+    # Postgres NUMERIC(18,2) holds 'NaN' and 2e13 (beyond the per-row bound) but no infinity, DATE no bad text.
+    sqlite = engine.dialect.name == "sqlite"
+    hostile = [
+        (tenant_ids[0], "'" + day.isoformat() + "'", "1e20" if sqlite else "20000000000000", "amount beyond the bound"),
+        (tenant_ids[1], "'" + day.isoformat() + "'", "9e999" if sqlite else "'NaN'", "infinite or NaN amount"),
+    ]
+    if sqlite:
+        hostile.append((tenant_ids[2], f"'{period:%Y-%m}-32'", "50000", "txn_date that is not a date"))
     with engine.begin() as conn:
         conn.execute(R2aTransaction.__table__.insert(), [{**r, "txn_date": day} for r in rows])
-    return len(rows)
+        for tenant, txn_date, amount, description in hostile:
+            conn.execute(text(
+                "INSERT INTO r2a_transactions (tenant_id, txn_date, category, subcategory, amount, currency, "
+                f"description) VALUES (:tenant, {txn_date}, 'revenue', 'product_sales', {amount}, 'IDR', :d)"),
+                {"tenant": tenant, "d": description})
+    return len(rows) + len(hostile)

@@ -87,6 +87,7 @@ class SandboxContext:
         self.limits = limits or Limits()
         self.access_ttl = access_ttl
         self.stats: Counter = Counter()  # (system, method, endpoint, status) -> count
+        self.by_address: Counter = Counter()  # (system, client address, company login, status) -> API requests
         self.set_faults(faults or Faults())
         self._dbs: list[sqlite3.Connection] = []
 
@@ -108,6 +109,10 @@ class SandboxContext:
 
     def count(self, system: str, method: str, endpoint: str, status: Any) -> None:
         self.stats[(system, method, endpoint, status)] += 1
+
+    def count_address(self, system: str, address: str, login: str | None, status: Any) -> None:
+        """Which address called for which company: proves a tenant's traffic leaves from one place."""
+        self.by_address[(system, address, login or "?", status)] += 1
 
     def _inject(self, system: str, is_write: bool) -> bool:
         f = self.faults

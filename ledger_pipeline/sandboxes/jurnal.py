@@ -122,10 +122,18 @@ class Sandbox:
         self.rate = RateLimiter(self.limits)
         self.refresh_ttl = refresh_ttl
         self.client_id, self.client_secret = client_id, client_secret
+        self._logins: dict[int, str] = {}  # company id -> login, for per-address stats
 
     @property
     def access_ttl(self) -> float:
         return self.ctx.access_ttl
+
+    def _login(self, company_id: int) -> str:
+        """A company's login (the tenant id), cached: for per-address stats."""
+        if company_id not in self._logins:
+            row = self.state.db.execute("SELECT login FROM companies WHERE id = ?", (company_id,)).fetchone()
+            self._logins[company_id] = row["login"] if row else str(company_id)
+        return self._logins[company_id]
 
     def routes(self) -> list[Route]:
         return [
@@ -344,6 +352,7 @@ class Sandbox:
         route = _endpoint(request.url.path)
         is_write = request.method in WRITE_METHODS
         status = 500
+        login: str | None = None
         headers: dict[str, str] = {}
         try:
             auth = request.headers.get("authorization", "")
@@ -351,6 +360,7 @@ class Sandbox:
             company_id, why = self.state.company_for_access_token(token) if token else (None, "missing")
             if company_id is None:
                 raise ApiError(401, {"error": "Invalid authentication credentials", "reason": why})
+            login = self._login(company_id)
             allowed, headers = self.rate.check(token, client_host(request))
             if not allowed:
                 raise ApiError(429, {"message": "API rate limit exceeded"})
@@ -375,8 +385,10 @@ class Sandbox:
             status, payload = err.status, err.body
         except Drop:
             self.ctx.count(self.system, request.method, route, "dropped")
+            self.ctx.count_address(self.system, client_host(request), login, "dropped")
             return DroppedResponse()
         self.ctx.count(self.system, request.method, route, status)
+        self.ctx.count_address(self.system, client_host(request), login, status)
         if status == 204:
             return Response(status_code=204, headers=headers)
         return Response(dumps_exact(payload), status_code=status, headers=headers, media_type="application/json")

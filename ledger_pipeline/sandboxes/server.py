@@ -81,6 +81,7 @@ class Inspector:
             return JSONResponse(self.stats())
         if parts == ["stats", "reset"] and method == "POST":
             self.ctx.stats.clear()
+            self.ctx.by_address.clear()
             return JSONResponse({"ok": True})
         if parts == ["faults"]:
             if method == "POST":
@@ -120,7 +121,18 @@ class Inspector:
 
         api = [r for r in rows if not _is_auth(r["endpoint"])]
         by_system = {name: totals([r for r in api if r["system"] == name]) for name in self.emulators}
-        return {"requests": rows, **totals(api), "by_system": by_system}
+        return {"requests": rows, **totals(api), "by_system": by_system, "by_address": self.by_address()}
+
+    def by_address(self) -> dict:
+        """API requests per client address: totals, 429s, and per company login (system-qualified when not Jurnal)."""
+        out: dict[str, dict] = {}
+        for (system, address, login, status), n in sorted(self.ctx.by_address.items(), key=str):
+            a = out.setdefault(address, {"api_requests": 0, "rate_limited": 0, "companies": {}})
+            a["api_requests"] += n
+            a["rate_limited"] += n if status == 429 else 0
+            key = login if system == "jurnal" else f"{system}:{login}"
+            a["companies"][key] = a["companies"].get(key, 0) + n
+        return out
 
 
 def _is_auth(endpoint: str) -> bool:

@@ -46,3 +46,22 @@ class ShardAssignment(Base):
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     shard: Mapped[str] = mapped_column(String(20))
     assigned_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class LedgerEntry(Base):
+    """The window's journal entries (and rejected tenant-months) as posting needs them, so a posting worker on any
+    host reads them from SQL, not from another host's DuckDB file. Written by the journal asset with the window."""
+
+    __tablename__ = "ledger_entries"
+    custom_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    period: Mapped[dt.date] = mapped_column(Date)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)  # 1: the month was rejected upstream (held remotely)
+    transaction_date: Mapped[dt.date | None] = mapped_column(Date)
+    memo: Mapped[str | None] = mapped_column(Text)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    lines: Mapped[str | None] = mapped_column(Text)  # JSON [[line_no, account_id, number, debit, credit, text], ...]
+    run_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_ledger_entries_period_tenant", "period", "tenant_id"),)

@@ -15,7 +15,7 @@ from ledger_pipeline.systems import ChartAccount, OpenOptions
 from ledger_pipeline.systems.aden.auth import AdenAuth
 from ledger_pipeline.systems.aden.client import AdenClient, AdenError, AdenLimiter, http_client
 from ledger_pipeline.systems.aden.sink import AdenSink, classify
-from ledger_pipeline.systems.jurnal.oauth import connect_tenant
+from ledger_pipeline.systems.authflow import connect_tenant
 
 SYSTEM = "aden"
 

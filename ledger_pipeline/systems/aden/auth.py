@@ -1,7 +1,7 @@
 """Aden's tenant tokens: a JWT per company from the Aden admin, sent as `Authorization: jwt <token>`.
 
 The admin issues the token through an authorize page (login_hint = our tenant, redirect with a one-time code) and a
-token endpoint (code -> JWT), so `ledger_pipeline.systems.jurnal.oauth.connect_tenant` runs the same loopback flow
+token endpoint (code -> JWT), so `ledger_pipeline.systems.authflow.connect_tenant` runs the same loopback flow
 with the same single-use CSRF state. The JWT does not expire; there is nothing to refresh. `refresh` therefore only
 asks the admin whether the token is still active (introspection): after a 401 a live token is retried, a revoked
 one raises `NeedsReauth` (the vault marks the tenant, `connect` must run again).
@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import httpx
 
 from ledger_pipeline.state.vault import NeedsReauth, TokenSet
-from ledger_pipeline.systems.jurnal.oauth import OAuthError
+from ledger_pipeline.systems.authflow import OAuthError
 
 SYSTEM = "aden"
 NO_EXPIRY = 10 * 365 * 86400  # the vault wants a lifetime; Aden's JWT has none (revocation ends it)

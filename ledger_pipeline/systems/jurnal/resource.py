@@ -6,12 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import dagster as dg
-import httpx
 
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.state.vault import TokenVault, load_key
-from ledger_pipeline.systems.jurnal.client import JurnalClient, host_limiter
+from ledger_pipeline.systems.jurnal.client import JurnalClient, host_limiter, http_client
 from ledger_pipeline.systems.jurnal.oauth import OAuthClient
 
 
@@ -32,7 +31,8 @@ def open_session(settings: Settings, *, database_url: str | None = None, api_bas
     engine = make_engine(database_url or settings.r2a_database_url)
     vault = TokenVault(engine, load_key(settings), settings.lock_dir)
     oauth = OAuthClient(oauth_base_url or settings.jurnal_oauth_base_url, settings.jurnal_client_id,
-                        settings.jurnal_client_secret, httpx.Client(timeout=timeout))
+                        settings.jurnal_client_secret,
+                        http_client(settings.source_address, timeout))  # token refreshes leave from our address too
     scale = rate_limit_scale if rate_limit_scale is not None else settings.rate_limit_scale
 
     def access_token(tenant_id: str, stale: str | None) -> str:

@@ -1,15 +1,14 @@
 """QuickBooks Online OAuth2: authorization code with the company's `realmId` on the redirect, 1-hour access tokens,
 rotating refresh tokens (each refresh returns a new one and the old one is refused with `invalid_grant`).
 
-The token endpoint takes a form-encoded body with HTTP Basic client authentication. Jurnal's `connect_tenant` only
-hands the `code` on, so this module runs its own loopback flow (reusing Jurnal's single-use CSRF state and callback
-server) to keep `realmId`, stored as the TokenSet's company_id. Refreshes go through the vault, which serialises
-them per tenant and writes the newest refresh token in the transaction that read the old one.
+The token endpoint takes a form-encoded body with HTTP Basic client authentication. The redirect carries `realmId`
+next to the code (systems/authflow.py's flow hands every callback parameter on); it is stored as the company_id.
+Refreshes go through the vault, which serialises them per tenant and writes the newest refresh token in the
+transaction that read the old one.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from urllib.parse import urlencode
 
@@ -17,13 +16,7 @@ import httpx
 from sqlalchemy import Engine
 
 from ledger_pipeline.state.vault import NeedsReauth, TokenEndpointError, TokenSet, TokenVault
-from ledger_pipeline.systems.jurnal.oauth import (
-    OAuthError,
-    _CallbackHandler,
-    _CallbackServer,
-    consume_state,
-    new_state,
-)
+from ledger_pipeline.systems.authflow import OAuthError, authorize
 
 SYSTEM = "quickbooks"
 SCOPE = "com.intuit.quickbooks.accounting"
@@ -84,31 +77,12 @@ def _oauth_error(resp: httpx.Response) -> str | None:
     return str(data.get("error")) if isinstance(data, dict) and data.get("error") else None
 
 
-def complete(engine: Engine, vault: TokenVault, oauth: QuickBooksOAuth, state: str, code: str,
-             realm_id: str | None) -> str:
-    """The callback: check the single-use state, exchange the code, store tokens and realm. Returns the tenant."""
-    tenant_id, redirect_uri = consume_state(engine, state)
-    vault.store(tenant_id, oauth.exchange_code(tenant_id, code, redirect_uri, realm_id))
-    return tenant_id
-
-
 def connect_tenant(engine: Engine, vault: TokenVault, oauth: QuickBooksOAuth, tenant_id: str,
                    open_url: Callable[[str], None], timeout: float = 600) -> str:
     """The whole flow with a loopback callback; `open_url` shows the authorize URL (or follows it in the sandbox)."""
-    server = _CallbackServer(("127.0.0.1", 0), _CallbackHandler)
-    server.result = {}
-    server.timeout = timeout
-    redirect_uri = f"http://127.0.0.1:{server.server_address[1]}/callback"
-    thread = threading.Thread(target=server.handle_request, daemon=True)
-    thread.start()
-    try:
-        state = new_state(engine, tenant_id, redirect_uri)
-        open_url(oauth.authorize_url(redirect_uri, state, login_hint=tenant_id))
-        thread.join(timeout)
-    finally:
-        server.server_close()
-    if "code" not in server.result:
-        raise OAuthError(f"tenant {tenant_id}: no QuickBooks authorisation came back "
-                         f"({server.result.get('error', 'timeout')})")
-    return complete(engine, vault, oauth, server.result.get("state", ""), server.result["code"],
-                    server.result.get("realmId"))
+    query, redirect_uri = authorize(
+        engine, tenant_id, lambda uri, state: oauth.authorize_url(uri, state, login_hint=tenant_id), open_url, timeout)
+    if "code" not in query:
+        raise OAuthError(f"tenant {tenant_id}: the QuickBooks callback carried no code")
+    vault.store(tenant_id, oauth.exchange_code(tenant_id, query["code"], redirect_uri, query.get("realmId")))
+    return tenant_id

@@ -14,7 +14,7 @@ from ledger_pipeline.ratelimit import host_limiter_at, state_path
 from ledger_pipeline.settings import Settings
 from ledger_pipeline.state.vault import NeedsReauth, TokenVault, load_key
 from ledger_pipeline.systems import ChartAccount, OpenOptions
-from ledger_pipeline.systems.jurnal.oauth import connect_tenant
+from ledger_pipeline.systems.authflow import connect_tenant
 from ledger_pipeline.systems.zoho.client import MAX_PER_PAGE, ZohoClient, ZohoError, ZohoLimiter, http_client
 from ledger_pipeline.systems.zoho.oauth import ZohoOAuth
 from ledger_pipeline.systems.zoho.sink import ZohoSink, classify

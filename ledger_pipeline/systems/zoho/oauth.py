@@ -14,7 +14,7 @@ import httpx
 
 from ledger_pipeline.money import loads_exact
 from ledger_pipeline.state.vault import NeedsReauth, TokenEndpointError, TokenSet
-from ledger_pipeline.systems.jurnal.oauth import OAuthError
+from ledger_pipeline.systems.authflow import OAuthError
 
 SYSTEM = "zoho"
 SCOPE = "ZohoBooks.fullaccess.all"
@@ -23,7 +23,7 @@ GRANT_GONE = {"invalid_code", "invalid_grant", "invalid_token", "invalid_refresh
 
 
 class ZohoOAuth:
-    """authorize_url / exchange_code / refresh, as `ledger_pipeline.systems.jurnal.oauth.connect_tenant` expects."""
+    """authorize_url / exchange_code / refresh, as `ledger_pipeline.systems.authflow.connect_tenant` expects."""
 
     def __init__(self, base_url: str, client_id: str, client_secret: str, http: httpx.Client,
                  default_api_domain: str | None = None):

@@ -1,0 +1,88 @@
+"""Requests per posted entry for each accounting system: a fresh month, a fresh 3-month range (one run), and an
+unchanged re-run, against the sandbox (every system's limits time-scaled).
+
+    .venv/bin/python bench/systems.py --tenants-per-system 40 --scale 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from common import save
+from cryptography.fernet import Fernet
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tenants-per-system", type=int, default=40)
+    ap.add_argument("--scale", type=float, default=100.0)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-systems-"))
+    last = (dt.date.today().replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    first = (last - dt.timedelta(days=62)).replace(day=1)
+    os.environ.update({
+        "LEDGER_DATA_DIR": str(tmp), "R2A_DATABASE_URL": f"sqlite:///{tmp / 'r2a.sqlite'}",
+        "LEDGER_WAREHOUSE": str(tmp / "warehouse.duckdb"), "LEDGER_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "JURNAL_RATE_LIMIT_SCALE": str(args.scale), "LEDGER_FIRST_MONTH": f"{first:%Y-%m}",
+    })
+    from ledger_pipeline.r2a import seed as seeding
+    from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.sandboxes.base import Limits
+    from ledger_pipeline.sandboxes.server import SandboxServer
+    from ledger_pipeline.systems import SYSTEMS
+    from ledger_pipeline_tests.helpers import CLOSE, connect_to, materialize, materialize_gl
+
+    n = args.tenants_per_system * len(SYSTEMS)
+    report: dict = {"tenants_per_system": args.tenants_per_system, "scale": args.scale, "systems": {}}
+    with SandboxServer(tmp / "sandbox.sqlite", limits=Limits(scale=args.scale)) as server:
+        os.environ.update(server.env())
+        seeding.seed(make_engine(os.environ["R2A_DATABASE_URL"]), n, 4, first, seed=9)
+        tenants = [f"t{i:05d}" for i in range(1, n + 1)]
+        for k, system in enumerate(SYSTEMS):
+            connect_to(system, tenants[k::len(SYSTEMS)])
+        materialize_gl()
+        materialize(["r2a_pl_monthly", "journal_entries", "journal_lines"], f"{first:%Y-%m}-01", f"{last:%Y-%m}-01")
+
+        def close(a: dt.date, b: dt.date) -> dict:
+            httpx.post(f"{server.url}/_sandbox/stats/reset")
+            t0 = time.perf_counter()
+            ok = materialize(CLOSE, f"{a:%Y-%m}-01", f"{b:%Y-%m}-01", raise_on_error=False).success
+            stats = httpx.get(f"{server.url}/_sandbox/stats").json()
+            return {"ok": ok, "seconds": round(time.perf_counter() - t0, 1), "by_system": stats["by_system"],
+                    "rate_limited": stats["rate_limited"]}
+
+        def entries(a: dt.date, b: dt.date) -> dict[str, int]:
+            import duckdb
+
+            con = duckdb.connect(str(tmp / "warehouse.duckdb"), read_only=True)
+            rows = con.execute("SELECT system, COUNT(*) FROM accounting.postings WHERE period BETWEEN ? AND ? "
+                               "AND status <> 'deleted' GROUP BY 1", [a, b]).fetchall()
+            con.close()
+            return dict(rows)
+
+        fresh_month = close(last, last)
+        e_month = entries(last, last)
+        fresh_range = close(first, (last - dt.timedelta(days=1)).replace(day=1))
+        e_range = {s: v - e_month.get(s, 0) for s, v in entries(first, last).items()}
+        rerun = close(first, last)
+        for system in SYSTEMS:
+            report["systems"][system] = {
+                "fresh_month_entries": e_month.get(system, 0),
+                "fresh_month_requests_per_entry": round(fresh_month["by_system"][system]["api_requests"]
+                                                        / max(e_month.get(system, 0), 1), 3),
+                "fresh_2_months_one_run_requests_per_entry": round(fresh_range["by_system"][system]["api_requests"]
+                                                                   / max(e_range.get(system, 0), 1), 3),
+                "unchanged_rerun_requests": rerun["by_system"][system]["api_requests"],
+            }
+        report["runs"] = {"fresh_month": fresh_month, "fresh_range": fresh_range, "rerun": rerun}
+    save("systems", report)
+
+
+if __name__ == "__main__":
+    main()

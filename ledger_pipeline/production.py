@@ -1,0 +1,74 @@
+"""The production profile's Definitions (LEDGER_PROFILE=production; instance config in deploy/production/).
+
+What runs where:
+- default queue (`ledger-default`, the one worker that holds the DuckDB files): `prepare_month_job` (charts, extract,
+  journal: writes the month's entries into the operational database) and `publish_month_job` (the analysts' copy);
+- shard queues (`ledger-shard-N`, one worker each, each with its own source address): `shard_postings`, one run per
+  month x shard, which needs only the operational database and the accounting systems.
+
+A month's close from the UI: select the `accounting` and `ledger`/`r2a` assets, Materialize, pick the month: one asset
+backfill that prepares the month, posts every shard in parallel (one run per shard, each on its own worker) and
+publishes once every shard is done. The embedded profile (no LEDGER_PROFILE) is `definitions.py` as before.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ledger_pipeline.assets.accounting import jurnal_gl_accounts
+from ledger_pipeline.assets.ledger import journal, journal_balances, journal_complete
+from ledger_pipeline.assets.r2a import R2A_SOURCE, r2a_pl_monthly
+from ledger_pipeline.assets.shards import (
+    published_all_match,
+    published_postings,
+    shard_partitions,
+    shard_postings,
+    tenant_shards,
+)
+from ledger_pipeline.jobs import DUCKDB_WRITER_TAG, gl_accounts_job
+from ledger_pipeline.partitions import monthly_partitions
+from ledger_pipeline.resources import default_resources
+from ledger_pipeline.schedules import gl_accounts_daily_schedule
+
+PRODUCTION_ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, jurnal_gl_accounts, tenant_shards, shard_postings,
+                     published_postings]
+PRODUCTION_CHECKS = [journal_balances, journal_complete, published_all_match]
+
+prepare_month_job = dg.define_asset_job(
+    "prepare_month_job",
+    selection=dg.AssetSelection.assets("jurnal_gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines",
+                                       "tenant_shards"),
+    partitions_def=monthly_partitions, tags=DUCKDB_WRITER_TAG,
+    description="A month's preparation on the default queue: stale charts, extract, journal (entries written to the "
+                "operational database for the shard workers), new tenants assigned to shards.",
+)
+
+shard_posting_job = dg.define_asset_job(
+    "shard_posting_job", selection=dg.AssetSelection.assets("shard_postings"), partitions_def=shard_partitions,
+    description="Posting, one run per month x shard, each on its shard's Celery queue (backfill a month's row: every "
+                "shard runs in parallel, one run per shard at a time).",
+)
+
+publish_month_job = dg.define_asset_job(
+    "publish_month_job", selection=dg.AssetSelection.assets("published_postings"),
+    partitions_def=monthly_partitions, tags=DUCKDB_WRITER_TAG,
+    description="The analysts' DuckDB copy of the month's posting state and reconciliation (default queue).",
+)
+
+prepare_month_schedule = dg.build_schedule_from_partitioned_job(
+    prepare_month_job, day_of_month=3, hour_of_day=2, minute_of_hour=0,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Prepares the previous month at 02:00 Asia/Jakarta on the 3rd. Posting stays an operator's launch "
+                "(a backfill of shard_postings and published_postings for the month). Ships stopped.",
+)
+
+
+def production_definitions() -> dg.Definitions:
+    return dg.Definitions(
+        assets=PRODUCTION_ASSETS,
+        asset_checks=PRODUCTION_CHECKS,
+        jobs=[prepare_month_job, shard_posting_job, publish_month_job, gl_accounts_job],
+        schedules=[prepare_month_schedule, gl_accounts_daily_schedule],
+        resources=default_resources(),
+        executor=dg.in_process_executor,  # a run is one process: the Celery worker's
+    )
