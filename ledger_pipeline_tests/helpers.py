@@ -9,10 +9,11 @@ import duckdb
 import httpx
 
 from ledger_pipeline.definitions import ASSETS, CHECKS
+from ledger_pipeline.posting import PostingRow
 from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.systems.authflow import connect_tenant, follow_redirects
-from ledger_pipeline.systems.jurnal.resource import JurnalSession, open_session
+from ledger_pipeline.systems.jurnal.session import JurnalSession, open_session
 
 CLOSE = ["jurnal_gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines", "jurnal_postings",
          "jurnal_reconciliation"]
@@ -121,3 +122,19 @@ def live_entries(url: str, system: str | None = None) -> list[dict]:
     params = {"system": system} if system else {}
     entries = httpx.get(f"{url}/_sandbox/journal_entries", params=params).json()["journal_entries"]
     return [e for e in entries if e.get("live", True)]
+
+
+class MemoryStore:
+    """An in-memory PostingStore, to drive the posting engine directly against a sink."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, PostingRow] = {}
+        self.saves = 0
+
+    def save(self, rows: list[PostingRow]) -> None:
+        self.saves += 1
+        for r in rows:
+            self.rows[r.custom_id] = r
+
+    def state(self, tenant_id: str) -> dict[str, PostingRow]:
+        return {cid: r for cid, r in self.rows.items() if r.tenant_id == tenant_id}

@@ -175,16 +175,18 @@ def test_drift_job_finds_every_kind_of_drift(settings, sandbox) -> None:  # noqa
     url = f"{sandbox.url}/_sandbox/companies"
     httpx.post(f"{url}/{edited}/entries", json={"custom_id": f"r2a-pl-{edited}-{month}", "scale_line": 2})
     httpx.post(f"{url}/{deleted}/entries", json={"custom_id": f"r2a-pl-{deleted}-{month}", "delete": True})
-    copy = next(e for e in sandbox_entries(sandbox.url, duplicated))
-    lines = [{"account_id": ln["account"]["id"], **({"debit": str(ln["debit"])} if ln["debit"] else
-                                                     {"credit": str(ln["credit"])})}
-             for ln in copy["transaction_account_lines"]]
-    httpx.post(f"{url}/{duplicated}/entries", json={"create": {
-        "transaction_date": copy["transaction_date"].replace("/", "-"), "memo": copy["memo"],
-        "transaction_account_lines_attributes": lines}})
-    httpx.post(f"{url}/{extra}/entries", json={"create": {
-        "transaction_date": copy["transaction_date"].replace("/", "-"), "custom_id": f"r2a-pl-{extra}-190001",
-        "memo": "typed by hand", "transaction_account_lines_attributes": lines}})
+    def typed_by_hand(tenant: str, **fields: str) -> None:  # a copy of the tenant's entry, keyed in by a person
+        copy = next(e for e in sandbox_entries(sandbox.url, tenant))
+        lines = [{"account_id": ln["account"]["id"], **({"debit": str(ln["debit"])} if ln["debit"] else
+                                                         {"credit": str(ln["credit"])})}
+                 for ln in copy["transaction_account_lines"]]
+        resp = httpx.post(f"{url}/{tenant}/entries", json={"create": {
+            "transaction_date": copy["transaction_date"].replace("/", "-"), "memo": copy["memo"],
+            "transaction_account_lines_attributes": lines, **fields}})
+        assert resp.status_code == 200, resp.text
+
+    typed_by_hand(duplicated)
+    typed_by_hand(extra, custom_id=f"r2a-pl-{extra}-190001", memo="typed by hand")
     httpx.post(f"{url}/{revoked}/revoke")
     reset_stats(sandbox.url)
     assert materialize_drift().success

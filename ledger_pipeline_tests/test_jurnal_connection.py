@@ -145,7 +145,7 @@ def test_gl_ingestion_200_tenants_without_429_and_equal_to_sandbox(settings, tmp
         stats = sandbox_stats(server.url)
         assert stats["rate_limited"] == 0, "no 429 at the scaled limits"
         meta = result.get_asset_materialization_events()[0].materialization.metadata
-        assert meta["tenants_fetched"].value == 200 and meta["jurnal_requests"].value == 200
+        assert meta["tenants_fetched"].value == 200 and meta["api_requests"].value == 200
         count = query(settings, "SELECT COUNT(*) FROM jurnal.gl_accounts")[0][0]
         sess = session()
         try:

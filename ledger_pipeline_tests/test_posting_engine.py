@@ -16,7 +16,8 @@ from ledger_pipeline.ledger.sink import (
     custom_id_for,
     memo_for,
 )
-from ledger_pipeline.posting import PostingEngine, PostingRow, plan_tenant
+from ledger_pipeline.posting import PostingEngine, plan_tenant
+from ledger_pipeline_tests.helpers import MemoryStore
 
 JAN, FEB = dt.date(2025, 1, 1), dt.date(2025, 2, 1)
 WINDOW = (JAN, dt.date(2025, 3, 1))
@@ -84,17 +85,6 @@ class MemorySink:
     def delete(self, tenant_id: str, remote: RemoteEntry) -> None:
         self._write("delete")
         self.entries = {k: v for k, v in self.entries.items() if v.remote_id != remote.remote_id}
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.rows: dict[str, PostingRow] = {}
-        self.saves = 0
-
-    def save(self, rows: list[PostingRow]) -> None:
-        self.saves += 1
-        for r in rows:
-            self.rows[r.custom_id] = r
 
 
 def run(sink: MemorySink, store: MemoryStore, entries: list[CanonicalEntry], held: set = frozenset(),

@@ -166,7 +166,7 @@ def test_source_address_names_the_state_file(settings: Settings, monkeypatch: py
 WORKER = """
 import json, sys, time
 from ledger_pipeline.settings import load_settings
-from ledger_pipeline.systems.jurnal.resource import open_session
+from ledger_pipeline.systems.jurnal.session import open_session
 
 tenants, priority, duration, scale = sys.argv[1].split(","), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 sess = open_session(load_settings(), rate_limit_scale=scale, backoff_initial=0.01, timeout=5)

@@ -15,7 +15,7 @@ import pytest
 
 from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, RemoteEntry, custom_id_for, memo_for
 from ledger_pipeline.money import loads_exact
-from ledger_pipeline.posting import PostingEngine, PostingRow
+from ledger_pipeline.posting import PostingEngine
 from ledger_pipeline.reconcile import reconcile_tenant
 from ledger_pipeline.sandboxes.base import Limits
 from ledger_pipeline.sandboxes.server import SandboxServer
@@ -24,6 +24,7 @@ from ledger_pipeline.systems import OpenOptions, open_connection
 from ledger_pipeline.systems.aden import AdenConnection
 from ledger_pipeline.systems.authflow import follow_redirects
 from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
+from ledger_pipeline_tests.helpers import MemoryStore as MemStore
 
 JAN, FEB, MAR, APR = (dt.date(2025, m, 1) for m in (1, 2, 3, 4))
 WINDOW = (JAN, APR)
@@ -53,18 +54,6 @@ class Env:
     def connect(self, tenants: list[str]) -> None:
         for t in tenants:
             self.conn.connect_tenant(t, follow_redirects(self.http))
-
-
-class MemStore:
-    def __init__(self) -> None:
-        self.rows: dict[str, PostingRow] = {}
-
-    def save(self, rows: list[PostingRow]) -> None:
-        for r in rows:
-            self.rows[r.custom_id] = r
-
-    def state(self, tenant_id: str) -> dict[str, PostingRow]:
-        return {cid: r for cid, r in self.rows.items() if r.tenant_id == tenant_id}
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, SinkError, custom_id_for, memo_for
-from ledger_pipeline.posting import PostingEngine, PostingRow, TenantOutcome
+from ledger_pipeline.posting import PostingEngine, TenantOutcome
 from ledger_pipeline.reconcile import reconcile_tenant
 from ledger_pipeline.sandboxes.base import Limits
 from ledger_pipeline.sandboxes.server import SandboxServer
@@ -27,21 +27,10 @@ from ledger_pipeline.systems import ChartAccount, OpenOptions
 from ledger_pipeline.systems.authflow import follow_redirects
 from ledger_pipeline.systems.quickbooks import QuickBooksConnection
 from ledger_pipeline.systems.quickbooks.sink import request_id
+from ledger_pipeline_tests.helpers import MemoryStore as MemStore
 
 MONTHS = [dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1)]
 WINDOW = (dt.date(2025, 1, 1), dt.date(2025, 4, 1))
-
-
-class MemStore:
-    def __init__(self) -> None:
-        self.rows: dict[str, PostingRow] = {}
-
-    def save(self, rows: list[PostingRow]) -> None:
-        for r in rows:
-            self.rows[r.custom_id] = r
-
-    def state(self, tenant_id: str) -> dict[str, PostingRow]:
-        return {cid: r for cid, r in self.rows.items() if r.tenant_id == tenant_id}
 
 
 def _start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **kw: object) -> SandboxServer:

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from ledger_pipeline import posting
 from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, SinkError, custom_id_for, memo_for
 from ledger_pipeline.money import from_minor
-from ledger_pipeline.posting import PostingEngine, PostingRow
+from ledger_pipeline.posting import PostingEngine
 from ledger_pipeline.reconcile import reconcile_tenant
 from ledger_pipeline.sandboxes.base import Limits
 from ledger_pipeline.sandboxes.rootfi import SANDBOX_API_KEY
@@ -27,23 +27,12 @@ from ledger_pipeline.settings import load_settings
 from ledger_pipeline.systems import OpenOptions
 from ledger_pipeline.systems.authflow import OAuthError, consume_state, follow_redirects, new_state
 from ledger_pipeline.systems.rootfi import RootfiConnection, open_connection
+from ledger_pipeline_tests.helpers import MemoryStore as MemStore
 
 UPLOAD = ("POST", "/rootfi/accounting/journal_entries")
 MONTHS = [dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1)]
 WINDOW = (dt.date(2025, 1, 1), dt.date(2025, 4, 1))
 ENGINE_HAS_PENDING = "submitted" in inspect.getsource(posting)
-
-
-class MemStore:
-    def __init__(self) -> None:
-        self.rows: dict[str, PostingRow] = {}
-
-    def save(self, rows: list[PostingRow]) -> None:
-        for r in rows:
-            self.rows[r.custom_id] = r
-
-    def state(self, tenant_id: str) -> dict[str, PostingRow]:
-        return {cid: r for cid, r in self.rows.items() if r.tenant_id == tenant_id}
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, SinkError, custom_id_for, memo_for
 from ledger_pipeline.money import loads_exact, to_minor
-from ledger_pipeline.posting import PostingEngine, PostingRow, TenantOutcome
+from ledger_pipeline.posting import PostingEngine, TenantOutcome
 from ledger_pipeline.ratelimit import Rule
 from ledger_pipeline.reconcile import reconcile_tenant
 from ledger_pipeline.sandboxes.base import Limits
@@ -30,20 +30,9 @@ from ledger_pipeline.settings import load_settings
 from ledger_pipeline.systems import OpenOptions, open_connection
 from ledger_pipeline.systems.authflow import follow_redirects
 from ledger_pipeline.systems.zoho import ZohoConnection
+from ledger_pipeline_tests.helpers import MemoryStore as MemStore
 
 JAN, FEB, MAR, APR = (dt.date(2025, m, 1) for m in (1, 2, 3, 4))
-
-
-class MemStore:
-    def __init__(self) -> None:
-        self.rows: dict[str, PostingRow] = {}
-
-    def save(self, rows: list[PostingRow]) -> None:
-        for r in rows:
-            self.rows[r.custom_id] = r
-
-    def state(self, tenant_id: str) -> dict[str, PostingRow]:
-        return {cid: r for cid, r in self.rows.items() if r.tenant_id == tenant_id}
 
 
 @dataclass

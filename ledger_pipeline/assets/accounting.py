@@ -35,6 +35,9 @@ from ledger_pipeline.systems import Connections
 from ledger_pipeline.warehouse import reads
 from ledger_pipeline.warehouse.store import Warehouse, replace_rows, transaction, window_where
 
+POSTINGS_LINEAGE = lineage({"custom_id": [("journal_entries", "custom_id")],
+                            "tenant_id": [("journal_entries", "tenant_id")], "period": [("journal_entries", "period")],
+                            "content_hash": [("journal_entries", "content_hash")]})
 IN_TENANTS = "tenant_id IN (SELECT unnest(?::VARCHAR[]))"
 
 
@@ -147,7 +150,7 @@ def _rechart(wh: Warehouse, connections: Connections, run_id: str):  # noqa: ANN
     deps=["journal_entries", "journal_lines"],
     partitions_def=monthly_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb",
-    metadata=table_spec_metadata("accounting.postings"),
+    metadata={**table_spec_metadata("accounting.postings"), "dagster/column_lineage": POSTINGS_LINEAGE},
     description="Posts each tenant-month's entry to the tenant's accounting system exactly once: unchanged -> no "
                 "request; new -> create (one batch per tenant where the system has one); changed -> update; gone -> "
                 "delete (a mass delete is refused unless allowed). State and intent in the operational database "
@@ -238,8 +241,7 @@ def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, post
         "failures": preview(failures[["system", "tenant_id", "custom_id", "kind", "error"]]),
         "dagster/row_count": len(postings),
         "status_counts": dg.MetadataValue.json(postings["status"].value_counts().to_dict()),
-        "dagster/column_lineage": lineage({"custom_id": [("journal_entries", "custom_id")],
-                                           "content_hash": [("journal_entries", "content_hash")]}),
+        "dagster/column_lineage": POSTINGS_LINEAGE,
         **(extra or {}),
     }
     for r in failures.head(50).itertuples(index=False):

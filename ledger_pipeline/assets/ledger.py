@@ -25,6 +25,18 @@ from ledger_pipeline.warehouse.store import replace_rows, transaction, window_wh
 DEPS = ["r2a_pl_monthly", "jurnal_gl_accounts"]
 DETAIL_SQL = f"""SELECT tenant_id, period, category, subcategory, CAST(amount * 100 AS BIGINT) AS amount_minor,
                         currency, source_rows FROM r2a.pl_monthly_detail WHERE {window_where()}"""
+_AMOUNT = [("r2a_pl_monthly", "revenue"), ("r2a_pl_monthly", "cogs"), ("r2a_pl_monthly", "expenses")]
+# Column lineage, on the definitions (the asset page's Columns and lineage views) and on every materialization.
+ENTRIES_LINEAGE = lineage({
+    "tenant_id": [("r2a_pl_monthly", "tenant_id")], "period": [("r2a_pl_monthly", "period")],
+    "total_debit": _AMOUNT, "total_credit": _AMOUNT, "net_income": [("r2a_pl_monthly", "net_income")],
+    "source_rows": [("r2a_pl_monthly", "source_rows")],
+})
+LINES_LINEAGE = lineage({
+    "debit": _AMOUNT, "credit": _AMOUNT,
+    "account_id": [("jurnal_gl_accounts", "account_id")], "account_number": [("jurnal_gl_accounts", "number")],
+    "account_name": [("jurnal_gl_accounts", "name")], "category": [("r2a_pl_monthly", "revenue")],
+})
 ACCOUNTS_SQL = "SELECT tenant_id, account_id, number, name, archived FROM accounting.gl_accounts"
 
 
@@ -48,10 +60,11 @@ def run_window(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("journal_entries", deps=DEPS, group_name="ledger", kinds={"pandas", "duckdb"},
-                     metadata=table_spec_metadata("ledger.journal_entries"),
+                     metadata={**table_spec_metadata("ledger.journal_entries"),
+                               "dagster/column_lineage": ENTRIES_LINEAGE},
                      description="One balanced journal entry per tenant-month (ledger.journal_entries)."),
         dg.AssetSpec("journal_lines", deps=DEPS, group_name="ledger", kinds={"pandera", "duckdb"},
-                     metadata={**table_spec_metadata("ledger.journal_lines"),
+                     metadata={**table_spec_metadata("ledger.journal_lines"), "dagster/column_lineage": LINES_LINEAGE,
                                "contract": dg.MetadataValue.md(f"pandera model `{JournalLines.__name__}`")},
                      description="The entries' lines, validated by the JournalLines pandera contract; failing "
                                  "entries go to ledger.rejections (stage validate)."),
@@ -93,25 +106,14 @@ def journal(context: dg.AssetExecutionContext, r2a: R2aDatabase, warehouse: Ware
         "no_activity_tenant_months": len(build.no_activity),
         "rejections_preview": preview(rejections[["tenant_id", "period", "stage", "reason"]]),
     }
-    amount = [("r2a_pl_monthly", "revenue"), ("r2a_pl_monthly", "cogs"), ("r2a_pl_monthly", "expenses")]
     yield dg.MaterializeResult(asset_key="journal_entries", metadata=table_result_metadata(
         "ledger.journal_entries", entries, {
             **common, "all_balanced": balanced,
-            "dagster/column_lineage": lineage({
-                "tenant_id": [("r2a_pl_monthly", "tenant_id")], "period": [("r2a_pl_monthly", "period")],
-                "total_debit": amount, "total_credit": amount, "net_income": [("r2a_pl_monthly", "net_income")],
-                "source_rows": [("r2a_pl_monthly", "source_rows")],
-            })}))
+            "dagster/column_lineage": ENTRIES_LINEAGE}))
     yield dg.MaterializeResult(asset_key="journal_lines", metadata=table_result_metadata(
         "ledger.journal_lines", lines, {
             **common,
-            "dagster/column_lineage": lineage({
-                "debit": amount, "credit": amount,
-                "account_id": [("jurnal_gl_accounts", "account_id")],
-                "account_number": [("jurnal_gl_accounts", "number")],
-                "account_name": [("jurnal_gl_accounts", "name")],
-                "category": [("r2a_pl_monthly", "revenue")],
-            })}))
+            "dagster/column_lineage": LINES_LINEAGE}))
 
 
 @dg.asset_check(asset="journal_lines", blocking=True, pool="duckdb",

@@ -15,6 +15,13 @@ from ledger_pipeline.r2a.extract import extract
 from ledger_pipeline.resources import R2aDatabase, WarehouseResource
 from ledger_pipeline.warehouse.store import replace_rows, transaction, window_where
 
+_SRC = [("r2a_transactions", "amount")]
+PL_LINEAGE = lineage({
+    "tenant_id": [("r2a_transactions", "tenant_id")], "period": [("r2a_transactions", "txn_date")],
+    "revenue": _SRC, "cogs": _SRC, "expenses": _SRC, "net_income": _SRC,
+    "source_rows": [("r2a_transactions", "id")], "currency": [("r2a_transactions", "currency")],
+})
+
 R2A_SOURCE = dg.AssetSpec(
     "r2a_transactions",
     description="R2a's r2a_transactions table (external source, read through SQLAlchemy).",
@@ -30,7 +37,7 @@ R2A_SOURCE = dg.AssetSpec(
     pool="duckdb",
     group_name="r2a",
     kinds={"sql", "duckdb"},
-    metadata=table_spec_metadata("r2a.pl_monthly"),
+    metadata={**table_spec_metadata("r2a.pl_monthly"), "dagster/column_lineage": PL_LINEAGE},
     description="Each tenant's monthly P&L (revenue, COGS, expenses, net income) with its category/subcategory "
     "detail in r2a.pl_monthly_detail. Tenant-months with bad source rows go to ledger.rejections (stage extract).",
 )
@@ -54,7 +61,6 @@ def r2a_pl_monthly(context: dg.AssetExecutionContext, r2a: R2aDatabase,
             f"{len(rejections)} tenant-month(s) rejected at extract: see ledger.rejections; first: "
             f"{rejections['detail'].iloc[0]}"
         )
-    src = [("r2a_transactions", "amount")]
     return dg.MaterializeResult(
         metadata=table_result_metadata(
             "r2a.pl_monthly",
@@ -66,15 +72,7 @@ def r2a_pl_monthly(context: dg.AssetExecutionContext, r2a: R2aDatabase,
                 "detail_rows": len(detail),
                 "rejected_tenant_months": len(rejections),
                 "rejections_preview": preview(rejections[["tenant_id", "period", "reason"]]),
-                "dagster/column_lineage": lineage(
-                    {
-                        "tenant_id": [("r2a_transactions", "tenant_id")],
-                        "period": [("r2a_transactions", "txn_date")],
-                        "revenue": src, "cogs": src, "expenses": src, "net_income": src,
-                        "source_rows": [("r2a_transactions", "id")],
-                        "currency": [("r2a_transactions", "currency")],
-                    }
-                ),
+                "dagster/column_lineage": PL_LINEAGE,
             },
         )
     )

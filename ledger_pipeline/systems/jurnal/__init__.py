@@ -11,7 +11,7 @@ from ledger_pipeline.state.vault import NeedsReauth
 from ledger_pipeline.systems import ChartAccount, OpenOptions
 from ledger_pipeline.systems.authflow import connect_tenant
 from ledger_pipeline.systems.jurnal.client import JurnalError
-from ledger_pipeline.systems.jurnal.resource import open_session
+from ledger_pipeline.systems.jurnal.session import open_session
 from ledger_pipeline.systems.jurnal.sink import JurnalSink, classify
 
 

@@ -1,14 +1,12 @@
-"""The Jurnal connection as a Dagster resource. Secrets (client secret, encryption key) are read from the
-environment when a session starts, never stored in resource config, so they never reach Dagster's storage."""
+"""A Jurnal session: the vault, the OAuth client and the API client, wired from settings. Secrets (client secret,
+encryption key) are read from the environment when a session opens, never stored in Dagster config."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import dagster as dg
-
 from ledger_pipeline.r2a.models import make_engine
-from ledger_pipeline.settings import Settings, load_settings
+from ledger_pipeline.settings import Settings
 from ledger_pipeline.state.vault import TokenVault, load_key
 from ledger_pipeline.systems.jurnal.client import JurnalClient, host_limiter, http_client
 from ledger_pipeline.systems.jurnal.oauth import OAuthClient
@@ -43,24 +41,3 @@ def open_session(settings: Settings, *, database_url: str | None = None, api_bas
                           backoff_initial=backoff_initial, backoff_max=max(backoff_initial * 60, 1.0),
                           timeout=timeout)
     return JurnalSession(vault, oauth, client)
-
-
-class JurnalResource(dg.ConfigurableResource):
-    """Where Jurnal is and how fast it may be called; tokens come from R2a's integrations table."""
-
-    api_base_url: str
-    oauth_base_url: str
-    rate_limit_scale: float = 1.0
-    backoff_initial: float = 0.5
-    timeout: float = 30.0
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> JurnalResource:
-        return cls(api_base_url=s.jurnal_api_base_url, oauth_base_url=s.jurnal_oauth_base_url,
-                   rate_limit_scale=s.rate_limit_scale)
-
-    def open(self, database_url: str) -> JurnalSession:
-        """A session whose tokens live in the R2a database at `database_url`."""
-        return open_session(load_settings(), database_url=database_url, api_base_url=self.api_base_url,
-                            oauth_base_url=self.oauth_base_url, rate_limit_scale=self.rate_limit_scale,
-                            backoff_initial=self.backoff_initial, timeout=self.timeout)
