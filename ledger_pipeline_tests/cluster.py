@@ -333,3 +333,15 @@ def shard_runs(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
 def copy_instance_config(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / "deploy" / "production" / "dagster.yaml", home / "dagster.yaml")
+
+
+def timeline(instance: dg.DagsterInstance, since: float) -> str:
+    """Every run: partition, queue, worker, seconds from `since` to its start and end (for reports)."""
+    lines = []
+    for r in instance.get_run_records(dg.RunsFilter(), ascending=True):
+        t = r.dagster_run.tags
+        part = t.get("dagster/partition") or (t.get("dagster/asset_partition_range_start", "") + "..")
+        lines.append(f"{part:<24} {r.dagster_run.status.value:<8} {t.get('dagster-celery/queue', ''):<16} "
+                     f"{t.get('ledger/celery_worker', ''):<14} created {r.create_timestamp.timestamp() - since:6.1f} "
+                     f"start {(r.start_time or since) - since:6.1f} end {(r.end_time or since) - since:6.1f}")
+    return "\n".join(lines)

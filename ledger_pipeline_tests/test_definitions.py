@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import dagster as dg
+import httpx
 import pytest
+from sqlalchemy import text
 
 from ledger_pipeline.definitions import defs
 from ledger_pipeline.partitions import month_key, monthly_partitions
@@ -67,3 +69,31 @@ def test_cli_run_is_recorded_in_dagster_home(settings, sandbox) -> None:  # noqa
         assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
         assert runs[0].tags["dagster/partition"] == month + "-01"
     assert query(settings, "SELECT COUNT(*) FROM jurnal.postings WHERE status = 'posted'")[0][0] >= 3
+
+
+def test_cli_connects_tenants_to_each_system(settings, sandbox) -> None:  # noqa: ANN001
+    seeding.seed(make_engine(settings.r2a_database_url), 5, 1, seeding.default_start(1))
+    cli = [sys.executable, "-m", "ledger_pipeline.cli", "connect"]
+    for args in (["--tenant", "t00001"], ["--tenant", "t00002", "--system", "quickbooks"],
+                 ["--tenant", "t00003", "--system", "aden"]):
+        out = subprocess.run([*cli, *args, "--auto-approve"], env={**os.environ}, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0 and "connected 1 tenant(s)" in out.stdout, out.stdout + out.stderr
+    # the interactive flow: the command prints the URL, a person's browser follows it to the loopback callback
+    proc = subprocess.Popen([*cli, "--tenant", "t00005", "--system", "rootfi"], env={**os.environ},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        url = lines[1].strip()
+        assert url.startswith(sandbox.url + "/rootfi/"), lines
+        httpx.get(url, follow_redirects=True, timeout=10)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+    out = subprocess.run([*cli, "--all", "--system", "zoho"], env={**os.environ}, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "connected 1 tenant(s) to zoho" in out.stdout, out.stdout + out.stderr
+    with make_engine(settings.r2a_database_url).connect() as conn:
+        systems = dict(conn.execute(text("SELECT tenant_id, source_system FROM integrations")).fetchall())
+    assert systems == {"t00001": "jurnal", "t00002": "quickbooks", "t00003": "aden", "t00004": "zoho",
+                       "t00005": "rootfi"}

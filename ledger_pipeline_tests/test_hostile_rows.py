@@ -115,6 +115,7 @@ def assert_sqlite_rejections(settings) -> None:  # noqa: ANN001
     found = rejections(settings)
     for tenant, (_, _, _, problem, words) in SQLITE_HOSTILE.items():
         assert_rejected(found, tenant, MONTH, problem, *words)
+        assert found[(tenant, MONTH)][0] == f"bad source rows: {problem}", "named for what is wrong, nothing else"
     for tenant in ("t00010", "t00011"):
         assert_rejected(found, tenant, MONTH, "untrimmed_tenant", "stray whitespace", "trim tenant_id")
     assert_rejected(found, "t00012", None, "bad_txn_date", "not a real date",

@@ -54,7 +54,8 @@ def r2a_pl_monthly(context: dg.AssetExecutionContext, r2a: R2aDatabase,
     with wh.connect() as con, transaction(con):
         replace_rows(con, "r2a.pl_monthly", monthly, window_where(), [start, end])
         replace_rows(con, "r2a.pl_monthly_detail", detail, window_where(), [start, end])
-        replace_rows(con, "ledger.rejections", rejections, window_where() + " AND stage = 'extract'", [start, end])
+        replace_rows(con, "ledger.rejections", rejections,  # rows with no usable date come back every run
+                     f"stage = 'extract' AND ({window_where()} OR period IS NULL)", [start, end])
     wh.publish(run_id=context.run_id)
     if len(rejections):
         context.log.warning(

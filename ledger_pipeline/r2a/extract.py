@@ -16,7 +16,8 @@ naming tenant, period, problem and fix) and every other tenant-month is summed e
   as a REAL infinity) and NaN (Postgres NUMERIC accepts 'NaN'; SQLite turns a NaN into NULL, which is then an
   empty amount, and keeps the text 'NaN' as text, a non-numeric amount) are counted, never summed.
 - **Sums.** Minor units are summed as two integers per group (`minor // 10^9` and the remainder), so a SUM in
-  SQLite (which raises "integer overflow" past int64) cannot overflow below 9.2 billion rows in one group. A
+  SQLite (which raises "integer overflow" past int64) cannot overflow below 9.2 billion rows in one group (a
+  billion rows for a group of hostile amounts, which CAST clamps to int64's largest value). A
   tenant-month is rejected when the absolute values of its category/subcategory sums add up beyond
   `MAX_MONTH_MINOR` (9,999,999,999,999,999.99): that bounds every number derived from it (revenue, COGS,
   expenses, net income, each journal line, total debit and credit), which DuckDB stores as DECIMAL(18,2).
@@ -36,10 +37,11 @@ naming tenant, period, problem and fix) and every other tenant-month is summed e
   `'2025-02-30'` becomes `'2025-03-02'` and fails; a time of day fails too). Such a row rejects the tenant-month
   of its `substr(txn_date, 1, 7)` when that is a real month inside the window being extracted, otherwise (no
   month, or a month outside the window such as `'2025-02-00'` seen from January) its rejection has period NULL
-  and its detail names the window that found it. Rows outside the window are re-reported by every run that
-  sees them.
+  and its detail names the window that found it (every run whose window sees the row reports it again; the
+  ones outside every month, every run).
 - **tenant_id with stray whitespace** (`' t00001'`, `'t00001 '`) that is not itself a tenant is not merged into
-  the tenant: its rows reject the trimmed tenant's month with the fix "trim tenant_id".
+  the tenant: its rows reject the trimmed tenant's month with the fix "trim tenant_id" (a whitespace-only
+  tenant_id is no tenant_id).
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ def shape(raw: pd.DataFrame, tenants: pd.DataFrame, start: dt.date | None = None
     kind = pd.to_numeric(raw["kind"]).astype("int64")
     for k, col in KINDS.items():
         raw[col] = rows.where(kind == k, 0)
+    if (kind != 0).any():  # a group of problem rows is rejected by its kind; its sum means nothing
+        raw[["minor_hi", "minor_lo"]] = raw[["minor_hi", "minor_lo"]].where(kind == 0, 0)
     raw["untrimmed_tenant"] = _trim_tenants(raw, tenants)
     raw["period"] = _periods(raw, start, end)
     raw["amount_minor"], raw["sum_overflow"] = _minor_units(raw)
