@@ -370,5 +370,24 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+@main.command()
+@click.option("--count", type=int, default=None, help="number of shards (default: LEDGER_SHARDS, 4)")
+@click.option("--assign", is_flag=True, help="give every connected tenant without a shard the least-loaded one")
+@click.option("--rebalance", is_flag=True, help="move the fewest tenants so that every tenant is on a shard below "
+              "--count and shards differ by at most one tenant (refused while posting runs are in flight)")
+@click.option("--dry-run", is_flag=True, help="show what --assign/--rebalance would do")
+@click.option("--force", is_flag=True, help="rebalance without checking the Dagster instance for runs in flight")
+def shards(count: int | None, assign: bool, rebalance: bool, dry_run: bool, force: bool) -> None:
+    """Tenants per posting shard (production profile), from the operational database; assign or rebalance."""
+    from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.shards import command
+    from ledger_pipeline.state.vault import tenant_systems
+
+    s = load_settings()
+    engine = make_engine(s.ops_database_url)
+    sys.exit(command(engine, sorted(tenant_systems(engine)), count or s.shards, assign=assign, rebalance_=rebalance,
+                     dry_run=dry_run, force=force, echo=click.echo))
+
+
 if __name__ == "__main__":
     main()

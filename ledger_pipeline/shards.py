@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select, text, update
@@ -150,3 +151,48 @@ def rebalance(engine: Engine, keys: list[str], dry_run: bool = False) -> list[Mo
                 conn.execute(update(ShardAssignment).where(ShardAssignment.tenant_id == m.tenant_id)
                              .values(shard=m.target, assigned_at=now))
     return moves
+
+
+def posting_runs_in_flight() -> list[str] | None:
+    """Run ids of month x shard runs queued or running in the instance at DAGSTER_HOME; None if it cannot be read."""
+    try:
+        import dagster as dg
+
+        with dg.DagsterInstance.get() as instance:
+            records = instance.get_run_records(dg.RunsFilter(statuses=[
+                dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]))
+            return [r.dagster_run.run_id for r in records if "dagster/partition/shard" in r.dagster_run.tags]
+    except Exception:  # noqa: BLE001 - no instance here (no DAGSTER_HOME, services unreachable): say so
+        return None
+
+
+def command(engine: Engine, tenants: list[str], count: int, *, assign: bool, rebalance_: bool, dry_run: bool,
+            force: bool, echo: Callable[[str], None]) -> int:
+    """`ledger-pipeline shards`: show, assign new tenants, or rebalance. Returns the exit code."""
+    keys = shard_keys(count)
+    if assign:
+        new = {} if dry_run else assign_new(engine, tenants, keys)
+        echo(f"assigned {len(new)} new tenant(s)" if not dry_run else "dry run: nothing assigned")
+    if rebalance_:
+        if not dry_run and not force:
+            busy = posting_runs_in_flight()
+            if busy is None:
+                echo("cannot read the Dagster instance (DAGSTER_HOME, DAGSTER_POSTGRES_URL) to check that no posting "
+                     "run is in flight; check it yourself, then pass --force")
+                return 2
+            if busy:
+                echo(f"{len(busy)} posting run(s) queued or running ({', '.join(busy[:5])}): a tenant moved now "
+                     "could be posted by two workers at once. Wait for them (or cancel them), then rebalance.")
+                return 2
+        moves = rebalance(engine, keys, dry_run)
+        for source, target in sorted(Counter((m.source, m.target) for m in moves)):
+            n = sum(1 for m in moves if (m.source, m.target) == (source, target))
+            echo(f"{'would move' if dry_run else 'moved'} {n} tenant(s) {source} -> {target}")
+        echo(f"{len(moves)} tenant(s) {'to move' if dry_run else 'moved'}")
+    per_shard = counts(engine, keys)
+    unassigned = len(set(tenants) - set(assignments(engine)))
+    for shard, n in per_shard.items():
+        echo(f"{shard:<10} {n:>7,} tenant(s)  queue {queue_for(shard)}{'' if shard in keys else '  (beyond --count)'}")
+    echo(f"unassigned connected tenants: {unassigned:,} (the next prepare run assigns them)")
+    return 0

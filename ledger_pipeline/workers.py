@@ -8,7 +8,8 @@
 - Health: Celery keeps a task STARTED forever when its worker is SIGKILLed (OOM, reboot), so run monitoring would
   never fail the run and the shard's one run slot would stay taken. Here a STARTED task is checked on the worker that
   took it (the node name Celery stores with the STARTED state): the node answers and no longer runs the task (it was
-  restarted) -> FAILED; the node does not answer `unanswered_checks` times in a row -> FAILED; otherwise RUNNING.
+  restarted) -> FAILED; the node does not answer `unanswered_checks` times in a row -> FAILED; otherwise RUNNING
+  (Dagster's run monitoring fails a run on any other status, so doubt reads RUNNING).
 
 Workers: `celery -A ledger_pipeline.workers worker -Q ledger-shard-0 -n shard-0@%h -c 1 --prefetch-multiplier 1`
 with the same DAGSTER_HOME instance config (deploy/production/dagster.yaml) and LEDGER_* environment as the daemon,
@@ -106,6 +107,10 @@ class ShardRunLauncher(CeleryRunLauncher):
         if not task_id:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no Celery task recorded yet")
         result = self.celery.AsyncResult(task_id)
+        if result.state == "PENDING":
+            # Dagster only monitors STARTED runs, whose task was STARTED: PENDING means the stored state is gone
+            # (result_expires, a flushed Redis). Run monitoring fails anything not RUNNING: never guess a live run dead
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "Celery task state unknown (expired?): not judged")
         if result.state != "STARTED":
             return super().check_run_worker_health(run)
         info = result.info if isinstance(result.info, dict) else {}
@@ -120,8 +125,8 @@ class ShardRunLauncher(CeleryRunLauncher):
             return self._gone(run, result, f"worker {node} is up but no longer runs the task (it was restarted: "
                                            "the run's process died with it)")
         misses = self._unanswered[run.run_id] = self._unanswered.get(run.run_id, 0) + 1
-        if misses < self.unanswered_checks:
-            return CheckRunHealthResult(WorkerStatus.UNKNOWN, f"worker {node} did not answer ({misses})")
+        if misses < self.unanswered_checks:  # anything but RUNNING fails the run: one lost ping must not
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker {node} did not answer ({misses})")
         return self._gone(run, result, f"worker {node} did not answer {misses} checks in a row (killed, OOM, "
                                        "host down?)")
 
@@ -149,7 +154,8 @@ def worker_app() -> Celery:
     backend = os.environ.get("LEDGER_CELERY_BACKEND", DEFAULT_BACKEND)
     app = make_app({"broker": broker, "backend": backend, "include": [], "task_default_queue": DEFAULT_QUEUE,
                     "config_source": {"worker_prefetch_multiplier": 1, "task_default_priority": 5,
-                                      "worker_hijack_root_logger": False}})
+                                      "worker_hijack_root_logger": False,
+                                      "result_expires": 7 * 86400}})  # the STARTED state the health check reads
     count = int(os.environ.get("LEDGER_SHARDS", "4"))
     app.conf.task_queues = [ledger_queue(q) for q in [DEFAULT_QUEUE, *map(queue_for, shard_keys(count))]]
     create_execute_job_task(app)

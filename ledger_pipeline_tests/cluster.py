@@ -9,8 +9,8 @@ databases, dropped at the end; RabbitMQ and Redis are the machine's. Every proce
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -84,6 +84,64 @@ def fresh_databases(base_url: str) -> Iterator[tuple[str, str]]:
             for db in (name, f"{name}_dagster"):
                 conn.execute(text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         admin.dispose()
+
+
+@contextlib.contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block (this process), restoring the previous environment after."""
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def prepared(root: Path, services: Services, tenants: int, months: int, scale: float, seed: int = 13
+             ) -> Iterator[tuple[Cluster, Any, Any, list[str]]]:
+    """Fresh databases, the sandbox on 127.0.0.1, `tenants` seeded for the last `months` months, connected, their
+    charts in the default host's warehouse: (cluster not yet started, sandbox, ledger engine, month keys).
+
+    The setup runs in this process as the default host, with the sandbox's limits off; they are on (time-scaled by
+    `scale`) when the block starts. The cluster's processes are stopped and the databases dropped at the end."""
+    from cryptography.fernet import Fernet
+
+    from ledger_pipeline.r2a import seed as seeding
+    from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.sandboxes.base import Limits
+    from ledger_pipeline.sandboxes.server import SandboxServer
+    from ledger_pipeline_tests.helpers import connect, materialize_gl
+
+    with fresh_databases(services.postgres) as (ledger_url, dagster_url), \
+            SandboxServer(root / "sandbox.sqlite", limits=Limits(scale=scale, enabled=False)) as sandbox:
+        cluster = Cluster(root / "cluster", services, ledger_url, dagster_url, sandbox.env(), scale,
+                          encryption_key=Fernet.generate_key().decode())
+        setup_env = {k: v for k, v in cluster.env_for("default").items()
+                     if k.startswith(("LEDGER_", "JURNAL_", "R2A_")) and k != "LEDGER_PROFILE"}
+        engine = make_engine(ledger_url)
+        try:
+            with environ({**setup_env, "JURNAL_RATE_LIMIT_SCALE": "1000"}):  # the sandbox's limits are off
+                os.environ.pop("LEDGER_PROFILE", None)
+                first = seeding.default_start(months)
+                seeding.seed(engine, tenants, months, first, seed=seed)
+                keys = [dt_add_months(first, i).strftime("%Y-%m-01") for i in range(months)]
+                connect([f"t{i:05d}" for i in range(1, tenants + 1)])
+                materialize_gl()  # the month's backfill does not refetch fresh charts
+            sandbox.ctx.limits.enabled = True
+            httpx.post(f"{sandbox.url}/_sandbox/stats/reset")
+            yield cluster, sandbox, engine, keys
+        finally:
+            cluster.stop()
+            engine.dispose()
+
+
+def dt_add_months(day: Any, n: int) -> Any:
+    import datetime as dt
+
+    index = day.year * 12 + day.month - 1 + n
+    return dt.date(index // 12, index % 12 + 1, 1)
 
 
 def free_port() -> int:
@@ -267,17 +325,9 @@ class Cluster:
                     with contextlib.suppress(Exception):
                         conn.default_channel.queue_purge(q)
 
-    @contextlib.contextmanager
-    def _env(self) -> Iterator[None]:
-        saved = dict(os.environ)
-        os.environ.update({"LEDGER_CELERY_BROKER": self.services.broker,
-                           "LEDGER_CELERY_BACKEND": self.services.backend,
-                           "DAGSTER_POSTGRES_URL": self.dagster_url, "LEDGER_SHARDS": str(self.shards)})
-        try:
-            yield
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+    def _env(self) -> contextlib.AbstractContextManager[None]:
+        return environ({"LEDGER_CELERY_BROKER": self.services.broker, "LEDGER_CELERY_BACKEND": self.services.backend,
+                        "DAGSTER_POSTGRES_URL": self.dagster_url, "LEDGER_SHARDS": str(self.shards)})
 
     @contextlib.contextmanager
     def instance(self) -> Iterator[dg.DagsterInstance]:
@@ -286,6 +336,11 @@ class Cluster:
             yield inst
 
     def stop(self) -> None:
+        """SIGTERM to every process group at once, then wait (SIGKILL after a grace period)."""
+        for proc in self.procs.values():
+            if proc.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGTERM)
         for proc in reversed(list(self.procs.values())):
             proc.stop()
 
@@ -330,11 +385,6 @@ def shard_runs(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
     return [r for r in records if "dagster/partition/shard" in r.dagster_run.tags]
 
 
-def copy_instance_config(home: Path) -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_ROOT / "deploy" / "production" / "dagster.yaml", home / "dagster.yaml")
-
-
 def timeline(instance: dg.DagsterInstance, since: float) -> str:
     """Every run: partition, queue, worker, seconds from `since` to its start and end (for reports)."""
     lines = []
@@ -345,3 +395,37 @@ def timeline(instance: dg.DagsterInstance, since: float) -> str:
                      f"{t.get('ledger/celery_worker', ''):<14} created {r.create_timestamp.timestamp() - since:6.1f} "
                      f"start {(r.start_time or since) - since:6.1f} end {(r.end_time or since) - since:6.1f}")
     return "\n".join(lines)
+
+
+def launch_run(cluster: Cluster, job: str, partition: str) -> str:
+    """One run of a job's partition through the queue, as the UI's partition page launches it (with the dimension
+    tags the UI sets for a month x shard key)."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    tags = {"dagster/partition": partition}
+    if "|" in partition:
+        month, shard = partition.split("|")
+        tags |= {"dagster/partition/month": month, "dagster/partition/shard": shard}
+    client = DagsterGraphQLClient("127.0.0.1", port_number=cluster.port, timeout=60)
+    return client.submit_job_execution(job, repository_location_name="ledger_pipeline", tags=tags)
+
+
+def requests_of(instance: dg.DagsterInstance, run_id: str) -> int:
+    """The API requests a posting run recorded in its materialization's metadata."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    return sum(int(r.event_log_entry.asset_materialization.metadata["api_requests"].value) for r in records
+               if "api_requests" in r.event_log_entry.asset_materialization.metadata)
+
+
+def posting_span(instance: dg.DagsterInstance, month: str) -> tuple[float, int, list[dg.RunRecord]]:
+    """(seconds from the first shard run's start to the last one's end, their API requests, the runs) of a month."""
+    runs = [r for r in shard_runs(instance) if r.dagster_run.tags["dagster/partition/month"] == month]
+    wall = max(r.end_time for r in runs) - min(r.start_time for r in runs)
+    return wall, sum(requests_of(instance, r.dagster_run.run_id) for r in runs), runs
+
+
+def one_address_floor(requests: int, limits: Any) -> float:
+    """A lower bound of the time any one source address needs for `requests`: the sandbox (like Jurnal) allows
+    `per_ip_minute` per fixed window of 60/scale seconds, so N requests span at least ceil(N/limit) - 1 windows."""
+    window = 60 / limits.scale
+    return (math.ceil(requests / limits.per_ip_minute) - 1) * window

@@ -3,15 +3,12 @@ launched through GraphQL as the UI does, an analyst holding a DuckDB connection 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +19,7 @@ import pytest
 from ledger_pipeline.partitions import monthly_partitions
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
-from ledger_pipeline.settings import PROJECT_ROOT
+from ledger_pipeline_tests.dev_server import dagster_dev, graphql
 from ledger_pipeline_tests.helpers import connect, materialize_gl, sandbox_entries
 
 pytestmark = pytest.mark.slow
@@ -59,18 +56,6 @@ while True:
 PARTITIONED = ["r2a_pl_monthly", "journal_entries", "journal_lines", "jurnal_postings", "jurnal_reconciliation"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def graphql(url: str, query: str, variables: dict) -> dict:
-    r = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=30)
-    r.raise_for_status()
-    return r.json()["data"]
-
-
 def backfill(url: str, first: str, last: str, timeout: float = 240) -> dict:
     keys = monthly_partitions.get_partition_keys_in_range(
         __import__("dagster").PartitionKeyRange(first, last))
@@ -90,100 +75,35 @@ def backfill(url: str, first: str, last: str, timeout: float = 240) -> dict:
 
 def test_backfills_from_the_ui_with_an_analyst_connected(settings, sandbox, tmp_path) -> None:  # noqa: ANN001
     engine = make_engine(settings.r2a_database_url)
-    seeding.seed(engine, 8, 12, seeding.default_start(12), seed=4)
+    seeding.seed(engine, 8, 6, seeding.default_start(6), seed=4)
     connect([f"t{i:05d}" for i in range(1, 9)])
     materialize_gl()
-    home = Path(os.environ["DAGSTER_HOME"])
-    shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    port = free_port()
-    log = open(tmp_path / "dagster_dev.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-w",
-         str(PROJECT_ROOT / "workspace.yaml")],
-        cwd=PROJECT_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
     analyst = None
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
-            time.sleep(1)
-        # an analyst process opens the warehouse and keeps its connection open through both backfills
-        analyst = subprocess.Popen([sys.executable, "-c", ANALYST, str(settings.warehouse_path)],
-                                   stdout=subprocess.PIPE, text=True)
-        assert analyst.stdout.readline().strip() == "ready"
-        keys = monthly_partitions.get_partition_keys()
-        status = backfill(url, keys[-3], keys[-1])
-        assert status["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), status
-        assert [r["status"] for r in status["runs"]] == ["SUCCESS"], "a ranged backfill is one run"
-        fresh = duckdb.connect(str(settings.warehouse_path), read_only=True)
-        entries = fresh.execute("SELECT COUNT(*) FROM ledger.journal_entries").fetchone()[0]
-        recon = fresh.execute("SELECT DISTINCT status FROM jurnal.reconciliation").fetchall()
-        fresh.close()
-        remote = [e for e in sandbox_entries(sandbox.url) if e["custom_id"]]
-        assert entries >= 20 and len(remote) == entries and recon == [("match",)]
-
-        status = backfill(url, keys[-12], keys[-1])  # twelve months while the analyst is still connected
-        assert status["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), status
-        fresh = duckdb.connect(str(settings.warehouse_path), read_only=True)
-        months = fresh.execute("SELECT COUNT(DISTINCT period) FROM ledger.journal_entries").fetchone()[0]
-        entries = fresh.execute("SELECT COUNT(*) FROM ledger.journal_entries").fetchone()[0]
-        fresh.close()
-        remote = [e for e in sandbox_entries(sandbox.url) if e["custom_id"]]
-        assert months == 12 and len(remote) == entries == len({e["custom_id"] for e in remote})
-        assert "Could not set lock" not in (tmp_path / "dagster_dev.log").read_text()
-        analyst.terminate()
-        seen = analyst.communicate(timeout=10)[0].splitlines()
-        assert len(seen) >= 10 and all(line.startswith("ok") for line in seen), "the analyst never saw an error"
-    finally:
-        if analyst is not None and analyst.poll() is None:
-            analyst.kill()
-        os.killpg(proc.pid, signal.SIGTERM)
+    with dagster_dev(tmp_path) as url:
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-
-
-@contextlib.contextmanager
-def dagster_dev(tmp_path: Path, home: Path) -> Iterator[str]:
-    """`dagster dev` (webserver + daemon) on loopback with the committed dagster.yaml in `home`; yields its URL."""
-    shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    port = free_port()
-    log = open(tmp_path / "dagster_dev.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-w",
-         str(PROJECT_ROOT / "workspace.yaml")],
-        cwd=PROJECT_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
-            time.sleep(1)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+            # an analyst process opens the warehouse and keeps its connection open through the backfill
+            analyst = subprocess.Popen([sys.executable, "-c", ANALYST, str(settings.warehouse_path)],
+                                       stdout=subprocess.PIPE, text=True)
+            assert analyst.stdout.readline().strip() == "ready"
+            keys = monthly_partitions.get_partition_keys()
+            status = backfill(url, keys[-6], keys[-1])  # six months, as an operator selects them in the UI
+            assert status["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), status
+            assert [r["status"] for r in status["runs"]] == ["SUCCESS"], "a ranged backfill is one run"
+            fresh = duckdb.connect(str(settings.warehouse_path), read_only=True)
+            months = fresh.execute("SELECT COUNT(DISTINCT period) FROM ledger.journal_entries").fetchone()[0]
+            entries = fresh.execute("SELECT COUNT(*) FROM ledger.journal_entries").fetchone()[0]
+            recon = fresh.execute("SELECT DISTINCT status FROM accounting.reconciliation").fetchall()
+            fresh.close()
+            remote = [e for e in sandbox_entries(sandbox.url) if e["custom_id"]]
+            assert months == 6 and entries >= 40 and recon == [("match",)]
+            assert len(remote) == entries == len({e["custom_id"] for e in remote}), "each entry exactly once"
+            assert "Could not set lock" not in (tmp_path / "dagster_dev.log").read_text()
+            analyst.terminate()
+            seen = analyst.communicate(timeout=10)[0].splitlines()
+            assert len(seen) >= 10 and all(line.startswith("ok") for line in seen), "the analyst never saw an error"
+        finally:
+            if analyst is not None and analyst.poll() is None:
+                analyst.kill()
 
 
 def launch_backfill(url: str, first: str, last: str) -> str:

@@ -11,23 +11,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 
 from ledger_pipeline.partitions import monthly_partitions
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
-from ledger_pipeline.settings import PROJECT_ROOT
 from ledger_pipeline.warehouse.analyst import open_latest
+from ledger_pipeline_tests import dev_server
+from ledger_pipeline_tests.dev_server import graphql
 from ledger_pipeline_tests.helpers import connect, materialize_gl
-from ledger_pipeline_tests.test_e2e_dagster_dev import free_port, graphql
 
 pytestmark = pytest.mark.slow
 
@@ -63,36 +59,8 @@ def dagster_dev(settings, sandbox, tmp_path):  # noqa: ANN001, ANN201
     seeding.seed(make_engine(settings.r2a_database_url), TENANTS, 12, seeding.default_start(12), seed=5)
     connect([f"t{i:05d}" for i in range(1, TENANTS + 1)])
     materialize_gl()
-    home = Path(os.environ["DAGSTER_HOME"])
-    shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    port = free_port()
-    log_path = tmp_path / "dagster_dev.log"
-    log = open(log_path, "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-w",
-         str(PROJECT_ROOT / "workspace.yaml")],
-        cwd=PROJECT_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            time.sleep(0.5)
+    with dev_server.dagster_dev(tmp_path, startup=90) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 class Shots:

@@ -1,0 +1,119 @@
+"""Shards without the services: assignment and rebalance, the `shards` command, run routing, the production
+definitions, and one shard's posting run in-process (only its tenants, no DuckDB resource at all)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner
+
+from ledger_pipeline.r2a import seed as seeding
+from ledger_pipeline.r2a.models import make_engine
+from ledger_pipeline.shards import assign_new, assignments, counts, plan_rebalance, rebalance, shard_keys
+from ledger_pipeline_tests.helpers import connect, materialize, materialize_gl, resources, sandbox_entries
+
+KEYS = shard_keys(4)
+
+
+def test_new_tenants_go_to_the_least_loaded_shard_and_stay_there(settings) -> None:  # noqa: ANN001
+    engine = make_engine(settings.r2a_database_url)
+    assert assign_new(engine, [f"t{i}" for i in range(10)], KEYS) == {
+        "t0": "shard-0", "t1": "shard-1", "t2": "shard-2", "t3": "shard-3", "t4": "shard-0", "t5": "shard-1",
+        "t6": "shard-2", "t7": "shard-3", "t8": "shard-0", "t9": "shard-1"}
+    before = assignments(engine)
+    new = assign_new(engine, [f"t{i}" for i in range(12)], KEYS)  # two newcomers: the emptiest shards
+    assert new == {"t10": "shard-2", "t11": "shard-3"}
+    assert {t: s for t, s in assignments(engine).items() if t in before} == before, "stable"
+    assert counts(engine, KEYS) == {k: 3 for k in KEYS}
+    assert assign_new(engine, ["t1"], shard_keys(2)) == {}, "a shard count change never moves anyone by itself"
+
+
+def test_rebalance_moves_the_fewest_tenants(settings) -> None:  # noqa: ANN001
+    engine = make_engine(settings.r2a_database_url)
+    assign_new(engine, [f"t{i:02d}" for i in range(12)], KEYS)
+    moves = rebalance(engine, shard_keys(2), dry_run=True)
+    assert len(moves) == 6 and assignments(engine)["t02"] == "shard-2", "a dry run changes nothing"
+    rebalance(engine, shard_keys(2))
+    assert counts(engine, shard_keys(2)) == {"shard-0": 6, "shard-1": 6}
+    grown = plan_rebalance(assignments(engine), KEYS)
+    assert len(grown) == 6 and {m.target for m in grown} == {"shard-2", "shard-3"}
+    assert plan_rebalance({"a": "shard-0", "b": "shard-0", "c": "shard-1"}, shard_keys(2)) == []
+
+
+def test_shards_command(settings) -> None:  # noqa: ANN001
+    from ledger_pipeline.cli import main
+    from ledger_pipeline.state.vault import TokenSet, TokenVault, load_key
+
+    engine = make_engine(settings.r2a_database_url)
+    vault = TokenVault(engine, load_key(settings), settings.lock_dir)
+    for i in range(6):
+        vault.store(f"t{i}", TokenSet("access", "refresh", 3600, f"c{i}"))
+    runner = CliRunner()
+    out = runner.invoke(main, ["shards", "--assign"])
+    assert out.exit_code == 0, out.output
+    assert "assigned 6 new tenant(s)" in out.output and "shard-3          1 tenant(s)" in out.output
+    out = runner.invoke(main, ["shards", "--rebalance", "--count", "2", "--force"])
+    assert out.exit_code == 0 and "2 tenant(s) moved" in out.output, out.output
+    assert counts(engine, shard_keys(2)) == {"shard-0": 3, "shard-1": 3}
+    refused = runner.invoke(main, ["shards", "--rebalance"], env={"DAGSTER_HOME": str(settings.data_dir / "none")})
+    assert refused.exit_code == 2 and "--force" in refused.output
+
+
+def test_runs_are_routed_by_their_shard_partition() -> None:
+    workers = pytest.importorskip("ledger_pipeline.workers", reason="needs the production extra (dagster-celery)")
+    assert workers.queue_of({"dagster/partition/shard": "shard-2"}, "ledger-default") == "ledger-shard-2"
+    # a UI backfill run carries the partition key (dimension tags may be missing on older paths)
+    assert workers.queue_of({"dagster/partition": "2025-01-01|shard-3"}, "ledger-default") == "ledger-shard-3"
+    assert workers.queue_of({"dagster/partition": "2025-01-01"}, "ledger-default") == "ledger-default"
+    assert workers.queue_of({"dagster-celery/queue": "other"}, "ledger-default") == "other"
+    assert workers.queue_of({"dagster-celery/queue": "other", "dagster/partition/shard": "shard-0"},
+                            "ledger-default") == "ledger-shard-0", "a shard's run never leaves its queue"
+
+
+def test_production_definitions_load_and_the_embedded_ones_are_unchanged() -> None:
+    code = ("import json; from ledger_pipeline.definitions import defs; g = defs.resolve_asset_graph(); "
+            "print(json.dumps({'assets': sorted(k.to_user_string() for k in g.get_all_asset_keys()), "
+            "'jobs': sorted(j.name for j in defs.resolve_all_job_defs()), "
+            "'shard_keys': len(defs.resolve_job_def('shard_posting_job').partitions_def.get_partition_keys()) "
+            "if 'shard_postings' in str(g.get_all_asset_keys()) else 0}))")
+    env = {k: v for k, v in os.environ.items() if k != "LEDGER_PROFILE"}
+    embedded = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                         check=True).stdout)
+    production = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                           env={**env, "LEDGER_PROFILE": "production", "LEDGER_SHARDS": "3"}).stdout)
+    assert "jurnal_postings" in embedded["assets"] and "shard_postings" not in embedded["assets"]
+    assert "monthly_close_job" in embedded["jobs"]
+    assert {"prepare_month_job", "shard_posting_job", "publish_month_job"} <= set(production["jobs"])
+    assert "jurnal_postings" not in production["assets"], "production posts through the shards only"
+    from ledger_pipeline.partitions import monthly_partitions
+
+    assert production["shard_keys"] == 3 * len(monthly_partitions.get_partition_keys())
+
+
+def test_a_shard_run_posts_only_its_tenants_and_needs_no_duckdb(settings, sandbox) -> None:  # noqa: ANN001
+    from ledger_pipeline.assets.shards import shard_postings, tenant_shards
+
+    engine = make_engine(settings.r2a_database_url)
+    seeding.seed(engine, 8, 1, seeding.default_start(1), seed=3)
+    connect([f"t{i:05d}" for i in range(1, 9)])
+    materialize_gl()
+    month = seeding.default_start(1).strftime("%Y-%m-01")
+    materialize(["r2a_pl_monthly", "journal_entries", "journal_lines"], month)
+    res = resources(settings)
+    dg.materialize([tenant_shards], resources={"r2a": res["r2a"]}, partition_key=month,
+                   instance=dg.DagsterInstance.ephemeral())
+    mine = sorted(t for t, s in assignments(engine).items() if s == "shard-1")
+    result = dg.materialize(  # no warehouse resource: the shard step cannot touch DuckDB
+        [shard_postings], resources={"r2a": res["r2a"], "accounting": res["accounting"]},
+        partition_key=dg.MultiPartitionKey({"month": month, "shard": "shard-1"}),
+        instance=dg.DagsterInstance.ephemeral())
+    posted = {e["company_login"] for e in sandbox_entries(sandbox.url) if e["custom_id"]}
+    assert posted and posted <= set(mine) and len(mine) == 2
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["shard"].value == "shard-1" and meta["tenants"].value == 2
+    assert meta["worker"].value["source_address"] == "default" and meta["api_requests"].value >= len(posted)
