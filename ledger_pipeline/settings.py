@@ -57,6 +57,8 @@ class Settings:
     wait_timeout: float = 600.0  # LEDGER_WAIT_TIMEOUT: seconds a run waits for a pool slot or the DuckDB lock
     profile: str = "embedded"  # LEDGER_PROFILE: "embedded" (one process, the default) or "production" (deploy/)
     shards: int = 4  # LEDGER_SHARDS: posting shards in the production profile (one Celery queue and worker each)
+    celery_broker: str = "amqp://guest:guest@127.0.0.1:5672//"  # LEDGER_CELERY_BROKER (production profile)
+    celery_backend: str = "redis://127.0.0.1:6379/0"  # LEDGER_CELERY_BACKEND (production profile)
 
     def system_env(self, system: str, name: str, default: str) -> str:
         """`<SYSTEM>_<NAME>` from the environment (e.g. QUICKBOOKS_API_BASE_URL), else the default."""
@@ -97,5 +99,7 @@ def load_settings() -> Settings:
         first_month=resolve_first_month(env.get("LEDGER_FIRST_MONTH")),
         wait_timeout=float(env.get("LEDGER_WAIT_TIMEOUT", "600")),
         profile=env.get("LEDGER_PROFILE", "embedded").strip().lower() or "embedded",
+        celery_broker=env.get("LEDGER_CELERY_BROKER", "amqp://guest:guest@127.0.0.1:5672//"),
+        celery_backend=env.get("LEDGER_CELERY_BACKEND", "redis://127.0.0.1:6379/0"),
         shards=int(env.get("LEDGER_SHARDS", "4")),
     )

@@ -19,7 +19,6 @@ their own LEDGER_DATA_DIR and LEDGER_SOURCE_ADDRESS. Queues are declared alike o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,13 +32,12 @@ from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG, DAGSTER_CELERY_TASK_ID
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
 from kombu import Exchange, Queue
 
+from ledger_pipeline.settings import load_settings
 from ledger_pipeline.shards import DEFAULT_QUEUE, SHARD_PREFIX, queue_for, shard_keys
 
 SHARD_TAG = "dagster/partition/shard"
 PARTITION_TAG = "dagster/partition"
 EXCHANGE = Exchange("ledger", type="topic")
-DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
-DEFAULT_BACKEND = "redis://127.0.0.1:6379/0"
 
 
 def ledger_queue(name: str) -> Queue:
@@ -150,14 +148,13 @@ def declare_queues(app: Celery, names: list[str]) -> None:
 
 def worker_app() -> Celery:
     """The app `celery -A ledger_pipeline.workers worker` serves: dagster-celery's tasks, our queues."""
-    broker = os.environ.get("LEDGER_CELERY_BROKER", DEFAULT_BROKER)
-    backend = os.environ.get("LEDGER_CELERY_BACKEND", DEFAULT_BACKEND)
-    app = make_app({"broker": broker, "backend": backend, "include": [], "task_default_queue": DEFAULT_QUEUE,
+    s = load_settings()
+    app = make_app({"broker": s.celery_broker, "backend": s.celery_backend, "include": [],
+                    "task_default_queue": DEFAULT_QUEUE,
                     "config_source": {"worker_prefetch_multiplier": 1, "task_default_priority": 5,
                                       "worker_hijack_root_logger": False,
                                       "result_expires": 7 * 86400}})  # the STARTED state the health check reads
-    count = int(os.environ.get("LEDGER_SHARDS", "4"))
-    app.conf.task_queues = [ledger_queue(q) for q in [DEFAULT_QUEUE, *map(queue_for, shard_keys(count))]]
+    app.conf.task_queues = [ledger_queue(q) for q in [DEFAULT_QUEUE, *map(queue_for, shard_keys(s.shards))]]
     create_execute_job_task(app)
     create_resume_job_task(app)
     return app

@@ -29,18 +29,19 @@ FAULTS = {"seed": 3, "error_rate": 0.2, "error_after_commit_rate": 0.05, "drop_a
 
 def test_a_month_closes_exactly_once_across_all_five_systems_under_faults(settings, sandbox) -> None:  # noqa: ANN001
     last = (dt.date.today().replace(day=1) - dt.timedelta(days=1)).replace(day=1)  # in the drift job's window
+    first = (last - dt.timedelta(days=1)).replace(day=1)
     engine = make_engine(settings.r2a_database_url)
-    seeding.seed(engine, 15, 1, last, seed=21)
+    seeding.seed(engine, 15, 2, first, seed=21)
     with engine.connect() as conn:
         tenants = [r[0] for r in conn.execute(text("SELECT tenant_id FROM tenants ORDER BY 1"))]
     systems = {t: list(SYSTEMS)[i % len(SYSTEMS)] for i, t in enumerate(tenants)}
     for system in SYSTEMS:
         connect_to(system, [t for t, s in systems.items() if s == system])
-    key = last.isoformat()
 
+    assert materialize(CLOSE, first.isoformat()).success, "one Dagster run closes a month across all five systems"
     httpx.post(f"{sandbox.url}/_sandbox/faults", json=FAULTS)
-    for _ in range(3):  # a failed tenant is retried by the next run, as an operator's re-run would
-        if materialize(CLOSE, key, raise_on_error=False).success:
+    for _ in range(3):  # under faults a failed tenant is retried by the next run, as an operator's re-run would
+        if materialize(CLOSE, last.isoformat(), raise_on_error=False).success:
             break
     faulted = sandbox_stats(sandbox.url)
     httpx.post(f"{sandbox.url}/_sandbox/faults", json={})
@@ -48,7 +49,7 @@ def test_a_month_closes_exactly_once_across_all_five_systems_under_faults(settin
     assert {s for s, st in faulted["by_system"].items() if st["api_writes"]} == set(SYSTEMS)
 
     ours = dict(query(settings, "SELECT custom_id, total_debit FROM ledger.journal_entries"))
-    assert len(ours) >= 14
+    assert len(ours) >= 20, "both months of most tenants (some join or leave)"
     remote = [e for e in live_entries(sandbox.url) if (e["custom_id"] or "").startswith("r2a-pl-")]
     counts = Counter((e["system"], e["custom_id"].split("~")[0]) for e in remote)
     assert set(counts.values()) == {1}, counts.most_common(3)
@@ -62,10 +63,10 @@ def test_a_month_closes_exactly_once_across_all_five_systems_under_faults(settin
     assert set(statuses) == set(SYSTEMS)
 
     reset_stats(sandbox.url)
-    assert materialize(CLOSE, key).success
+    assert materialize(CLOSE, first.isoformat(), last.isoformat()).success
     assert sandbox_stats(sandbox.url)["api_requests"] == 0, "an unchanged re-run spends no request on any system"
     assert set(query(settings, "SELECT status FROM accounting.reconciliation")) == {("match",)}
-    assert materialize_drift(months=2).success  # every system read back: no drift
+    assert materialize_drift(months=3).success  # every system read back: no drift
     assert set(query(settings, "SELECT status FROM accounting.reconciliation WHERE checked_by = 'remote_read'")) == {
         ("match",)}
     assert set(query(settings, "SELECT DISTINCT system FROM accounting.gl_accounts")) == {(s,) for s in SYSTEMS}

@@ -18,7 +18,8 @@ from ledger_pipeline.ratelimit import HostLimiter, Rule, address_key, scaled_rul
 from ledger_pipeline.sandboxes.jurnal import Limits as SandboxLimits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import Settings, load_settings
-from ledger_pipeline.systems.jurnal.client import JurnalLimiter, Limits, http_client
+from ledger_pipeline.systems.http import http_client
+from ledger_pipeline.systems.jurnal.client import JurnalLimiter, Limits
 from ledger_pipeline_tests.helpers import connect, reset_stats, sandbox_stats
 
 SCALE = 30.0  # Jurnal's minute lasts 2 s: 38 requests per 2 s per address after headroom, 40 at the sandbox

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
-
 from ledger_pipeline.ledger.sink import SinkError
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import Settings
 from ledger_pipeline.state.vault import NeedsReauth, TokenVault, load_key
 from ledger_pipeline.systems import ChartAccount, OpenOptions
 from ledger_pipeline.systems.aden.auth import AdenAuth
-from ledger_pipeline.systems.aden.client import AdenClient, AdenError, AdenLimiter, http_client
+from ledger_pipeline.systems.aden.client import AdenClient, AdenError, AdenLimiter
 from ledger_pipeline.systems.aden.sink import AdenSink, classify
 from ledger_pipeline.systems.authflow import connect_tenant
+from ledger_pipeline.systems.http import http_client
 
 SYSTEM = "aden"
 
@@ -38,7 +37,7 @@ class AdenConnection:
         where = _defaults(settings)
         self.vault = TokenVault(make_engine(options.database_url), load_key(settings), settings.lock_dir,
                                 system=SYSTEM)
-        self._auth_http = httpx.Client(timeout=options.timeout)
+        self._auth_http = http_client(settings.source_address, options.timeout)
         self.auth = AdenAuth(where["admin"], where["client_id"], where["client_secret"], self._auth_http)
 
         def access_token(tenant_id: str, refused: str | None) -> str:

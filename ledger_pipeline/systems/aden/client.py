@@ -78,11 +78,6 @@ class AdenLimiter:
             self.waited += waited
 
 
-def http_client(source_address: str | None, timeout: float) -> httpx.Client:
-    limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
-    transport = httpx.HTTPTransport(local_address=source_address, limits=limits) if source_address else None
-    return httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), limits=limits, transport=transport)
-
 
 class AdenClient:
     """One client for every tenant: pooled connections, the limiter, the vault's JWTs."""

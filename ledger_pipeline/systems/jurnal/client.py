@@ -32,6 +32,7 @@ from ledger_pipeline.ratelimit import (
 )
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.state.vault import TokenEndpointError
+from ledger_pipeline.systems.http import http_client
 
 Kind = Literal["retryable", "uncertain", "needs_reauth", "rejected"]
 
@@ -87,12 +88,6 @@ def host_limiter(settings: Settings, scale: float | None = None, limits: Limits 
     return JurnalLimiter(host, limits, settings.rate_limit_scale if scale is None else scale,
                          settings.source_address)
 
-
-def http_client(source_address: str | None = None, timeout: float = 30.0) -> httpx.Client:
-    """A pooled httpx client whose connections leave from `source_address` (None: the OS chooses)."""
-    limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
-    transport = httpx.HTTPTransport(local_address=source_address, limits=limits) if source_address else None
-    return httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), limits=limits, transport=transport)
 
 
 class JurnalClient:

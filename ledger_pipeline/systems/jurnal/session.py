@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import Settings
 from ledger_pipeline.state.vault import TokenVault, load_key
-from ledger_pipeline.systems.jurnal.client import JurnalClient, host_limiter, http_client
+from ledger_pipeline.systems.http import http_client
+from ledger_pipeline.systems.jurnal.client import JurnalClient, host_limiter
 from ledger_pipeline.systems.jurnal.oauth import OAuthClient
 
 

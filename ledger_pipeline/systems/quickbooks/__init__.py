@@ -16,6 +16,7 @@ from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import Settings
 from ledger_pipeline.state.vault import NeedsReauth, TokenVault, load_key
 from ledger_pipeline.systems import ChartAccount, OpenOptions
+from ledger_pipeline.systems.http import http_client
 from ledger_pipeline.systems.quickbooks.client import QuickBooksClient, QuickBooksError, host_limiter
 from ledger_pipeline.systems.quickbooks.oauth import QuickBooksOAuth, connect_tenant
 from ledger_pipeline.systems.quickbooks.sink import QuickBooksSink, classify
@@ -42,13 +43,11 @@ class QuickBooksConnection:
     system = SYSTEM
 
     def __init__(self, settings: Settings, options: OpenOptions, page_size: int = 1000):
-        import httpx
-
         ep = endpoints(settings)
         engine = make_engine(options.database_url)
         self.vault = TokenVault(engine, load_key(settings), settings.lock_dir, system=SYSTEM)
         self.oauth = QuickBooksOAuth(ep["authorize"], ep["token"], ep["client_id"], ep["client_secret"],
-                                     httpx.Client(timeout=options.timeout))
+                                     http_client(settings.source_address, options.timeout))
 
         def access_token(tenant_id: str, stale: str | None) -> str:
             return self.vault.access_token(tenant_id, lambda rt: self.oauth.refresh(tenant_id, rt), stale)

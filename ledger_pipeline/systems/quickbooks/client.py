@@ -27,6 +27,7 @@ from ledger_pipeline.money import dumps_exact, loads_exact
 from ledger_pipeline.ratelimit import HostLimiter, Priority, Rule, host_limiter_at, scaled_rules, state_path
 from ledger_pipeline.settings import Settings
 from ledger_pipeline.state.vault import TokenEndpointError
+from ledger_pipeline.systems.http import http_client
 
 Kind = Literal["retryable", "uncertain", "rejected"]
 MINOR_VERSION = "75"
@@ -103,11 +104,6 @@ class QuickBooksLimiter:
 def host_limiter(settings: Settings, scale: float, limits: Limits = Limits()) -> QuickBooksLimiter:
     return QuickBooksLimiter(host_limiter_at(state_path(settings.lock_dir, settings.source_address)), limits, scale)
 
-
-def http_client(source_address: str | None = None, timeout: float = 30.0) -> httpx.Client:
-    limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
-    transport = httpx.HTTPTransport(local_address=source_address, limits=limits) if source_address else None
-    return httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), limits=limits, transport=transport)
 
 
 class QuickBooksClient:

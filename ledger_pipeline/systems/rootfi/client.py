@@ -26,7 +26,7 @@ import stamina
 from ledger_pipeline.money import dumps_exact, loads_exact
 from ledger_pipeline.ratelimit import HostLimiter, Priority, Rule, scaled_rules
 from ledger_pipeline.state.vault import NeedsReauth
-from ledger_pipeline.systems.jurnal.client import http_client
+from ledger_pipeline.systems.http import http_client
 
 Kind = Literal["retryable", "uncertain", "rejected"]
 

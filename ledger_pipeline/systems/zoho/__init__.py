@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
-
 from ledger_pipeline.ledger.sink import SinkError
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.ratelimit import host_limiter_at, state_path
@@ -15,7 +13,8 @@ from ledger_pipeline.settings import Settings
 from ledger_pipeline.state.vault import NeedsReauth, TokenVault, load_key
 from ledger_pipeline.systems import ChartAccount, OpenOptions
 from ledger_pipeline.systems.authflow import connect_tenant
-from ledger_pipeline.systems.zoho.client import MAX_PER_PAGE, ZohoClient, ZohoError, ZohoLimiter, http_client
+from ledger_pipeline.systems.http import http_client
+from ledger_pipeline.systems.zoho.client import MAX_PER_PAGE, ZohoClient, ZohoError, ZohoLimiter
 from ledger_pipeline.systems.zoho.oauth import ZohoOAuth
 from ledger_pipeline.systems.zoho.sink import ZohoSink, classify
 
@@ -44,7 +43,7 @@ class ZohoConnection:
         api_base = ends["api_base"]
         # the API base is the fallback for a connection stored without api_domain; the OAuth reply decides
         self.oauth = ZohoOAuth(ends["oauth_base"], ends["client_id"], ends["client_secret"],
-                               httpx.Client(timeout=options.timeout),
+                               http_client(settings.source_address, options.timeout),
                                default_api_domain=api_base.removesuffix("/books/v3"))
         oauth, vault = self.oauth, self.vault
 

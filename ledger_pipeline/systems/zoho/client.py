@@ -27,6 +27,7 @@ import stamina
 from ledger_pipeline.money import dumps_exact, loads_exact
 from ledger_pipeline.ratelimit import HostLimiter, Priority, Rule, scaled_rules
 from ledger_pipeline.state.vault import TokenEndpointError
+from ledger_pipeline.systems.http import http_client
 
 Kind = Literal["retryable", "uncertain", "rejected", "deferred"]
 PER_MINUTE = 100  # requests per minute per organization
@@ -70,11 +71,6 @@ class ZohoLimiter:
             self.waited += waited
         return waited
 
-
-def http_client(source_address: str | None = None, timeout: float = 30.0) -> httpx.Client:
-    limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
-    transport = httpx.HTTPTransport(local_address=source_address, limits=limits) if source_address else None
-    return httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), limits=limits, transport=transport)
 
 
 class ZohoClient:
