@@ -41,7 +41,7 @@ POSTINGS_LINEAGE = lineage({"custom_id": [("journal_entries", "custom_id")],
 IN_TENANTS = "tenant_id IN (SELECT unnest(?::VARCHAR[]))"
 
 
-def _now() -> pd.Timestamp:
+def utc_now() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC").tz_localize(None)
 
 
@@ -56,7 +56,7 @@ def ingest_charts(wh: Warehouse, connections: Connections, todo: list[tuple[str,
     appended, status per tenant. Returns (accounts fetched, status)."""
     fetched = fetch_charts(todo, connections, lambda i: log and i % 500 == 0 and log.info(f"charts {i}/{len(todo)}"))
     ok = fetched.status.loc[fetched.status["status"] == "ok", "tenant_id"].tolist()
-    stamp, run = _now(), {"run_id": run_id}
+    stamp, run = utc_now(), {"run_id": run_id}
     with wh.connect() as con:
         previous = reads.chart(con, ok)
         changes = diff_charts(previous, fetched.accounts).assign(**run, detected_at=stamp)
@@ -93,7 +93,7 @@ def jurnal_gl_accounts(context: dg.AssetExecutionContext, config: ChartsConfig, 
         max_age = dt.timedelta(hours=config.max_age_hours or s.chart_max_age_hours)
         with wh.connect() as con:
             checked = reads.chart_checks(con)
-        todo = stale_tenants(systems, checked, max_age, _now().to_pydatetime())
+        todo = stale_tenants(systems, checked, max_age, utc_now().to_pydatetime())
     context.log.info(f"charts of accounts: {len(todo)} of {len(systems)} tenants to fetch ({config.refresh})")
     with accounting.connections(r2a.ops_database_url, "background" if config.refresh == "all" else "posting") as c:
         accounts, status = ingest_charts(wh, c, todo, context.run_id, context.log)
@@ -165,7 +165,7 @@ def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2
                          rechart=lambda connections: _rechart(wh, connections, context.run_id))
     postings = SqlPostingStore(r2a.ops_engine).frame(start, end)
     with wh.connect() as con, transaction(con):
-        replace_rows(con, "accounting.posting_plan", posted.plan().assign(run_id=context.run_id, planned_at=_now()),
+        replace_rows(con, "accounting.posting_plan", posted.plan().assign(run_id=context.run_id, planned_at=utc_now()),
                      window_where(), [start, end])
         replace_rows(con, "accounting.postings", postings, window_where(), [start, end])
     wh.publish(run_id=context.run_id)
@@ -282,7 +282,7 @@ def jurnal_reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase,
     state = SqlPostingStore(r2a.ops_engine).load(start, end)
     systems = connected_systems(r2a)
     rows = reconcile_from_state(entries, state, systems)
-    frame = _recon_frame(rows, context.run_id, "posting_response")
+    frame = recon_frame(rows, context.run_id, "posting_response")
     with wh.connect() as con, transaction(con):
         replace_rows(con, "accounting.reconciliation", frame, window_where(), [start, end])
     wh.publish(run_id=context.run_id)
@@ -294,10 +294,10 @@ def jurnal_reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase,
     }))
 
 
-def _recon_frame(rows: list[tuple[str, ReconRow]], run_id: str, checked_by: str) -> pd.DataFrame:
+def recon_frame(rows: list[tuple[str, ReconRow]], run_id: str, checked_by: str) -> pd.DataFrame:
     frame = pd.DataFrame([{"system": s, **vars(r)} for s, r in rows],
                          columns=["system", *ReconRow.__dataclass_fields__])
-    return frame.assign(checked_by=checked_by, run_id=run_id, checked_at=_now())
+    return frame.assign(checked_by=checked_by, run_id=run_id, checked_at=utc_now())
 
 
 class DriftConfig(dg.Config):
@@ -317,7 +317,7 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
                          accounting: AccountingResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
     s = load_settings()
     budget = config.max_requests if config.max_requests is not None else s.drift_requests_per_hour
-    today = _now().date()
+    today = utc_now().date()
     end = (today.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
     start = today.replace(day=1)
     for _ in range(config.months - 1):
@@ -349,7 +349,7 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
                 rows += [(system, r) for r in reconcile_tenant(tenant, mine, remotes)]
             checked.append(tenant)
         requests = connections.requests
-    frame = _recon_frame(rows, context.run_id, "remote_read")
+    frame = recon_frame(rows, context.run_id, "remote_read")
     with wh.connect() as con, transaction(con):
         replace_rows(con, "accounting.reconciliation", frame, f"{window_where()} AND {IN_TENANTS}",
                      [start, end, checked])
@@ -370,6 +370,11 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
                             "(status match).")
 def reconciliation_all_match(context: dg.AssetCheckExecutionContext,
                              warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    return all_match(context, warehouse)
+
+
+def all_match(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    """The check's window in accounting.reconciliation: passes when every entry is a match."""
     where, params = check_window(context)
     with warehouse.warehouse.connect() as con:
         bad = con.execute(f"SELECT system, tenant_id, period, custom_id, status, detail FROM accounting.reconciliation "

@@ -20,13 +20,13 @@ from sqlalchemy import select
 
 from ledger_pipeline.assets.accounting import (
     PostingConfig,
-    _now,
-    _recon_frame,
+    all_match,
     connected_systems,
     post_window,
     posting_result,
+    recon_frame,
+    utc_now,
 )
-from ledger_pipeline.assets.ledger import check_window
 from ledger_pipeline.assets.metadata import describe_window, preview, table_result_metadata, table_spec_metadata
 from ledger_pipeline.partitions import monthly_partitions, window_dates
 from ledger_pipeline.reconcile import reconcile_from_state
@@ -138,7 +138,7 @@ def published_postings(context: dg.AssetExecutionContext, r2a: R2aDatabase,
     entries, _ = load_window(r2a.ops_engine, start, end)
     store = SqlPostingStore(r2a.ops_engine)
     postings = store.frame(start, end)
-    frame = _recon_frame(reconcile_from_state(entries, store.load(start, end), connected_systems(r2a)),
+    frame = recon_frame(reconcile_from_state(entries, store.load(start, end), connected_systems(r2a)),
                          context.run_id, "posting_response")
     with wh.connect() as con, transaction(con):
         replace_rows(con, "accounting.postings", postings, window_where(), [start, end])
@@ -146,7 +146,7 @@ def published_postings(context: dg.AssetExecutionContext, r2a: R2aDatabase,
     wh.publish(run_id=context.run_id)
     return dg.MaterializeResult(metadata=table_result_metadata("accounting.reconciliation", frame, {
         "window": describe_window(start, end), "api_requests": 0, "postings": len(postings),
-        "published_at": str(_now()),
+        "published_at": str(utc_now()),
         "posting_status": dg.MetadataValue.json(postings["status"].value_counts().to_dict()),
         "status_counts": dg.MetadataValue.json(frame["status"].value_counts().to_dict() if len(frame) else {}),
         "not_matching": preview(frame[frame["status"] != "match"][["system", "tenant_id", "period", "status",
@@ -159,9 +159,4 @@ def published_postings(context: dg.AssetExecutionContext, r2a: R2aDatabase,
                             "whichever shard posted it (status match).")
 def published_all_match(context: dg.AssetCheckExecutionContext,
                         warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    where, params = check_window(context)
-    with warehouse.warehouse.connect() as con:
-        bad = con.execute(f"SELECT system, tenant_id, period, custom_id, status, detail FROM accounting.reconciliation "
-                          f"WHERE {where} AND status <> 'match' ORDER BY 2, 3", params).fetchdf()
-    return dg.AssetCheckResult(passed=bad.empty, metadata={"not_matching": len(bad), "preview": preview(bad)},
-                               description=None if bad.empty else f"{len(bad)} entries do not match their system")
+    return all_match(context, warehouse)
