@@ -101,7 +101,7 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
     import httpx
     from sqlalchemy import select
 
-    from ledger_pipeline.r2a.models import Tenant
+    from ledger_pipeline.r2a.models import Tenant, make_engine
     from ledger_pipeline.state.vault import tenant_systems
     from ledger_pipeline.systems import OpenOptions, get, open_connection
     from ledger_pipeline.systems.authflow import follow_redirects
@@ -110,10 +110,10 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
     http = httpx.Client(timeout=30)
     try:
         if tenants is None:
-            engine = connection.vault.engine
-            with engine.connect() as conn:
+            with make_engine(s.r2a_database_url).connect() as conn:
                 seeded = list(conn.execute(select(Tenant.tenant_id).order_by(Tenant.tenant_id)).scalars())
-            done = {t for t, (_, status, _) in tenant_systems(engine).items() if status == "connected"}
+            done = {t for t, (_, status, _) in tenant_systems(connection.vault.engine).items()
+                    if status == "connected"}
             tenants = [t for t in seeded if t not in done]
 
         def show(url: str) -> None:
@@ -293,28 +293,21 @@ def _sandbox_for_demo(s, scale: float) -> Iterator[str]:  # noqa: ANN001
 DEMO_MIX = ["jurnal"] * 10 + ["quickbooks"] * 3 + ["zoho"] * 3 + ["aden"] * 2 + ["rootfi"] * 2
 
 
-def _demo_connect(s, url: str) -> dict[str, int]:  # noqa: ANN001
+def _demo_connect(s) -> dict[str, int]:  # noqa: ANN001
     """Connect every seeded tenant not connected yet, each to its system in DEMO_MIX (by tenant number)."""
-    import httpx
     from sqlalchemy import select
 
     from ledger_pipeline.r2a.models import Tenant, make_engine
     from ledger_pipeline.state.vault import tenant_systems
 
-    engine = make_engine(s.ops_database_url)
-    with engine.connect() as conn:
+    with make_engine(s.r2a_database_url).connect() as conn:
         seeded = list(conn.execute(select(Tenant.tenant_id).order_by(Tenant.tenant_id)).scalars())
-    done = tenant_systems(engine)
+    done = tenant_systems(make_engine(s.ops_database_url))
     plan: dict[str, list[str]] = {}
     for i, tenant in enumerate(seeded):
         if tenant not in done:
             plan.setdefault(DEMO_MIX[i % len(DEMO_MIX)], []).append(tenant)
-    counts = {system: _connect(s, tenants, auto=True, system=system) for system, tenants in plan.items()}
-    aden = [t for i, t in enumerate(seeded) if DEMO_MIX[i % len(DEMO_MIX)] == "aden"]
-    if aden and aden[0] in plan.get("aden", []):  # one Aden company asks a person to approve larger entries
-        httpx.post(f"{url}/_sandbox/aden/companies/{aden[0]}/approval_threshold",
-                   json={"approval_threshold": "100000000.00"})
-    return counts
+    return {system: _connect(s, tenants, auto=True, system=system) for system, tenants in plan.items()}
 
 
 @main.command()
@@ -346,7 +339,7 @@ def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
         click.echo(f"  running on {url} (limits time-scaled x{rate_limit_scale:g})")
         click.echo("3/5 connecting tenants, each through its system's own flow (credentials encrypted at rest)")
         s = load_settings()
-        counts = _demo_connect(s, url)
+        counts = _demo_connect(s)
         click.echo("  newly connected: " + (", ".join(f"{n} to {system}" for system, n in counts.items()) or "none"))
         last = seeding.default_start(1)
         first = seeding.default_start(months)
