@@ -30,27 +30,11 @@ from sqlalchemy.engine import make_url
 
 from ledger_pipeline.settings import PROJECT_ROOT
 from ledger_pipeline.shards import DEFAULT_QUEUE, queue_for, shard_keys
+from ledger_pipeline_tests.dev_server import BACKFILL_STATUS, LAUNCH_BACKFILL
 
 BIN = Path(sys.executable).parent
 ADDRESSES = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
 MONTH_ASSETS = ["r2a_pl_monthly", "journal_entries", "journal_lines", "tenant_shards", "published_postings"]
-LAUNCH = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message stack }
-    ... on InvalidStepError { invalidStepKey }
-    ... on UnauthorizedError { message }
-  }
-}"""
-STATUS = """
-query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status }
-  }
-}"""
 
 
 @dataclass(frozen=True)
@@ -360,12 +344,12 @@ class Cluster:
               for a in MONTH_ASSETS),
             {"assetKey": {"path": ["shard_postings"]}, "partitions": {"range": shard_range}},
         ]}
-        result = self.graphql(LAUNCH, {"params": params})["launchPartitionBackfill"]
+        result = self.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
         assert result["__typename"] == "LaunchBackfillSuccess", result
         return result["backfillId"]
 
     def backfill_status(self, backfill_id: str) -> str:
-        return self.graphql(STATUS, {"id": backfill_id})["partitionBackfillOrError"]["status"]
+        return self.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]["status"]
 
     def wait_backfill(self, backfill_id: str, timeout: float) -> str:
         def done() -> str | None:

@@ -98,7 +98,7 @@ def test_duckdb_shows_the_descriptions(tmp_path: Path) -> None:
     assert expected <= described, expected - described
     tables = dict(con.execute("SELECT schema_name || '.' || table_name, comment FROM duckdb_tables()").fetchall())
     assert tables["ledger.journal_entries"] == descriptions.table_description("ledger.journal_entries")
-    for stmt in schema.ddl():  # idempotent: every connect runs it again
+    for stmt in schema.ddl():  # idempotent: every process runs it again on its first connection
         con.execute(stmt)
 
 
@@ -190,3 +190,27 @@ def test_partitions_start_at_the_configured_month() -> None:
     from ledger_pipeline.r2a.seed import default_start
 
     assert first == default_start(12).isoformat() and last == default_start(1).isoformat()
+
+
+def test_a_0_1_0_warehouse_is_migrated_on_first_use(tmp_path: Path) -> None:
+    """jurnal.* tables of 0.1.0 become rows of accounting.* (system jurnal) and views; BIGINT ids become VARCHAR."""
+    work = tmp_path / "work.duckdb"
+    con = duckdb.connect(str(work))
+    con.execute("CREATE SCHEMA jurnal; CREATE SCHEMA ledger")
+    con.execute("CREATE TABLE jurnal.postings (tenant_id VARCHAR, period DATE, custom_id VARCHAR, remote_id BIGINT, "
+                "remote_line_ids VARCHAR, content_hash VARCHAR, action VARCHAR, status VARCHAR, attempts INTEGER, "
+                "error VARCHAR, posted_at TIMESTAMP, updated_at TIMESTAMP, run_id VARCHAR)")
+    con.execute("INSERT INTO jurnal.postings VALUES ('t00001', '2025-01-01', 'r2a-pl-t00001-202501', 42, '1,2', 'h', "
+                "'create', 'posted', 1, NULL, NULL, NULL, 'r0')")
+    con.execute("CREATE TABLE ledger.journal_lines (tenant_id VARCHAR, period DATE, custom_id VARCHAR, "
+                "line_no INTEGER, account_id BIGINT)")
+    con.execute("INSERT INTO ledger.journal_lines VALUES ('t00001', '2025-01-01', 'r2a-pl-t00001-202501', 1, 77)")
+    con.close()
+    with Warehouse(work, tmp_path / "warehouse.duckdb").connect() as con:
+        assert con.execute("SELECT system, remote_id, status FROM accounting.postings").fetchall() == [
+            ("jurnal", "42", "posted")]
+        assert con.execute("SELECT remote_id FROM jurnal.postings").fetchall() == [(42,)], "0.1.0's name, a view"
+        assert con.execute("SELECT account_id FROM ledger.journal_lines").fetchall() == [("77",)]
+        kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables "
+                                 "WHERE table_schema = 'jurnal'").fetchall())
+    assert kinds["postings"] == "VIEW"

@@ -19,28 +19,11 @@ import pytest
 from ledger_pipeline.partitions import monthly_partitions
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
-from ledger_pipeline_tests.dev_server import dagster_dev, graphql
+from ledger_pipeline_tests.dev_server import BACKFILL_STATUS, LAUNCH_BACKFILL, dagster_dev, graphql
 from ledger_pipeline_tests.helpers import connect, materialize_gl, sandbox_entries
 
 pytestmark = pytest.mark.slow
 
-LAUNCH = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on InvalidStepError { invalidStepKey }
-    ... on UnauthorizedError { message }
-  }
-}"""
-STATUS = """
-query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status runs(limit: 10) { runId status } }
-  }
-}"""
 ANALYST = """
 import sys, time, duckdb
 con = duckdb.connect(sys.argv[1], read_only=True)  # opened once, held for the whole test
@@ -56,17 +39,21 @@ while True:
 PARTITIONED = ["r2a_pl_monthly", "journal_entries", "journal_lines", "jurnal_postings", "jurnal_reconciliation"]
 
 
-def backfill(url: str, first: str, last: str, timeout: float = 240) -> dict:
-    keys = monthly_partitions.get_partition_keys_in_range(
-        __import__("dagster").PartitionKeyRange(first, last))
-    data = graphql(url, LAUNCH, {"params": {
+def launch_backfill(url: str, first: str, last: str) -> str:
+    keys = monthly_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+    result = graphql(url, LAUNCH_BACKFILL, {"params": {
         "partitionNames": keys, "assetSelection": [{"path": [a]} for a in PARTITIONED],
-        "title": f"test backfill {first}..{last}"}})
-    result = data["launchPartitionBackfill"]
+        "title": f"test backfill {first}..{last}"}})["launchPartitionBackfill"]
     assert result["__typename"] == "LaunchBackfillSuccess", result
+    return result["backfillId"]
+
+
+def backfill(url: str, first: str, last: str, timeout: float = 240) -> dict:
+    """Launch the months' backfill as the UI does and wait until it ends; its status and runs."""
+    backfill_id = launch_backfill(url, first, last)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        status = graphql(url, STATUS, {"id": result["backfillId"]})["partitionBackfillOrError"]
+        status = graphql(url, BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
         if status["status"] not in ("REQUESTED", "CANCELING", "FAILING"):
             return status
         time.sleep(1)
@@ -104,15 +91,6 @@ def test_backfills_from_the_ui_with_an_analyst_connected(settings, sandbox, tmp_
         finally:
             if analyst is not None and analyst.poll() is None:
                 analyst.kill()
-
-
-def launch_backfill(url: str, first: str, last: str) -> str:
-    keys = monthly_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
-    result = graphql(url, LAUNCH, {"params": {
-        "partitionNames": keys, "assetSelection": [{"path": [a]} for a in PARTITIONED],
-        "title": f"test backfill {first}..{last}"}})["launchPartitionBackfill"]
-    assert result["__typename"] == "LaunchBackfillSuccess", result
-    return result["backfillId"]
 
 
 def wait_for(what: str, probe: Callable[[], object], timeout: float, every: float = 0.2) -> object:
@@ -154,7 +132,7 @@ def test_killed_ui_run_is_failed_by_run_monitoring_and_the_next_backfill_succeed
         backfill_id = launch_backfill(url, keys[-3], keys[-1])
 
         def finished() -> dict | None:
-            state = graphql(url, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+            state = graphql(url, BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
             return state if state["status"] not in ("REQUESTED", "CANCELING", "FAILING") else None
         backfill_status = wait_for("the new backfill", finished, 180, 1)
         assert backfill_status["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), backfill_status

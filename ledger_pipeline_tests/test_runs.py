@@ -12,9 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -29,6 +27,7 @@ from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import PROJECT_ROOT, Settings
 from ledger_pipeline_tests.helpers import connect, query, sandbox_entries
+from ledger_pipeline_tests.test_posting import assert_exactly_once
 
 pytestmark = pytest.mark.slow
 START = dt.date(2025, 1, 1)
@@ -82,14 +81,7 @@ def kill_mid_posting(url: str, proc: subprocess.Popen, sig: int, at_least: int =
 
 def assert_books_exact(settings: Settings, url: str) -> None:
     """Every ledger entry in Jurnal exactly once with our totals and lines; reconciliation all match."""
-    ours = dict(query(settings, "SELECT custom_id, total_debit FROM ledger.journal_entries"))
-    remote = [e for e in sandbox_entries(url) if (e["custom_id"] or "").startswith("r2a-pl-")]
-    counts = Counter(e["custom_id"] for e in remote)
-    assert set(counts) == set(ours) and set(counts.values()) == {1}, counts.most_common(3)
-    lines = Counter(r[0] for r in query(settings, "SELECT custom_id FROM ledger.journal_lines"))
-    for e in remote:
-        assert Decimal(str(e["total_debit"])) == ours[e["custom_id"]]
-        assert len(e["transaction_account_lines"]) == lines[e["custom_id"]]
+    assert_exactly_once(settings, url)
     assert set(query(settings, "SELECT status FROM jurnal.reconciliation")) == {("match",)}
 
 

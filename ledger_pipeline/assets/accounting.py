@@ -278,11 +278,7 @@ def jurnal_reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase,
                           warehouse: WarehouseResource) -> dg.MaterializeResult:
     start, end = window_dates(*context.partition_time_window)
     wh = warehouse.warehouse
-    entries, _ = load_window(r2a.ops_engine, start, end)
-    state = SqlPostingStore(r2a.ops_engine).load(start, end)
-    systems = connected_systems(r2a)
-    rows = reconcile_from_state(entries, state, systems)
-    frame = recon_frame(rows, context.run_id, "posting_response")
+    frame = reconciliation_from_state(r2a, start, end, context.run_id)
     with wh.connect() as con, transaction(con):
         replace_rows(con, "accounting.reconciliation", frame, window_where(), [start, end])
     wh.publish(run_id=context.run_id)
@@ -292,6 +288,13 @@ def jurnal_reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase,
         "not_matching": preview(frame[frame["status"] != "match"][["system", "tenant_id", "period", "status",
                                                                     "detail"]]),
     }))
+
+
+def reconciliation_from_state(r2a: R2aDatabase, start: dt.date, end: dt.date, run_id: str) -> pd.DataFrame:
+    """The window's accounting.reconciliation rows from the operational posting state (no request)."""
+    entries, _ = load_window(r2a.ops_engine, start, end)
+    rows = reconcile_from_state(entries, SqlPostingStore(r2a.ops_engine).load(start, end), connected_systems(r2a))
+    return recon_frame(rows, run_id, "posting_response")
 
 
 def recon_frame(rows: list[tuple[str, ReconRow]], run_id: str, checked_by: str) -> pd.DataFrame:

@@ -24,16 +24,14 @@ from ledger_pipeline.assets.accounting import (
     connected_systems,
     post_window,
     posting_result,
-    recon_frame,
+    reconciliation_from_state,
     utc_now,
 )
 from ledger_pipeline.assets.metadata import describe_window, preview, table_result_metadata, table_spec_metadata
 from ledger_pipeline.partitions import monthly_partitions, window_dates
-from ledger_pipeline.reconcile import reconcile_from_state
 from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.shards import assign_new, counts, shard_keys, tenants_of
-from ledger_pipeline.state.ledger import load_window
 from ledger_pipeline.state.models import LedgerEntry
 from ledger_pipeline.state.postings import SqlPostingStore
 from ledger_pipeline.warehouse.store import replace_rows, transaction, window_where
@@ -135,11 +133,8 @@ def published_postings(context: dg.AssetExecutionContext, r2a: R2aDatabase,
                        warehouse: WarehouseResource) -> dg.MaterializeResult:
     start, end = window_dates(*context.partition_time_window)
     wh = warehouse.warehouse
-    entries, _ = load_window(r2a.ops_engine, start, end)
-    store = SqlPostingStore(r2a.ops_engine)
-    postings = store.frame(start, end)
-    frame = recon_frame(reconcile_from_state(entries, store.load(start, end), connected_systems(r2a)),
-                         context.run_id, "posting_response")
+    postings = SqlPostingStore(r2a.ops_engine).frame(start, end)
+    frame = reconciliation_from_state(r2a, start, end, context.run_id)
     with wh.connect() as con, transaction(con):
         replace_rows(con, "accounting.postings", postings, window_where(), [start, end])
         replace_rows(con, "accounting.reconciliation", frame, window_where(), [start, end])

@@ -1,4 +1,4 @@
-"""What the assets read back from the DuckDB work file, in one place (SQL and minor-unit casts)."""
+"""What the assets read back from the DuckDB work file (the stored charts), in one place."""
 
 from __future__ import annotations
 
