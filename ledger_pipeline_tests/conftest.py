@@ -7,6 +7,7 @@ import os
 
 os.environ.setdefault("LEDGER_FIRST_MONTH", "2024-01")  # the tests close fixed historic months (before any import)
 
+import shutil  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -17,7 +18,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from ledger_pipeline.sandboxes.base import Limits  # noqa: E402
 from ledger_pipeline.sandboxes.server import SandboxServer  # noqa: E402
-from ledger_pipeline.settings import Settings, load_settings  # noqa: E402
+from ledger_pipeline.settings import PROJECT_ROOT, Settings, load_settings  # noqa: E402
 
 PG_ENV = "LEDGER_TEST_POSTGRES_URL"
 
@@ -31,6 +32,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", "1")
     (tmp_path / "dagster_home").mkdir()
+    # the committed instance config (pools, run-tag limits, run monitoring): what users run, never skipped
+    shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", tmp_path / "dagster_home" / "dagster.yaml")
     return load_settings()
 
 

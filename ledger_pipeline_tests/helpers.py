@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 
 import dagster as dg
 import duckdb
@@ -40,25 +42,39 @@ def materialize(selection: list[str], first: str, last: str | None = None, *, r2
     """Materialize `selection` (asset names) for a month or a range as one run, with its checks."""
     s = load_settings()
     partitioned = [a for a in selection if a not in ("jurnal_gl_accounts", "reconciliation_drift")]
-    return dg.materialize(
-        [*ASSETS, *CHECKS], selection=dg.AssetSelection.assets(*selection) | dg.AssetSelection.checks_for_assets(
-            *partitioned), resources=resources(s, r2a_url), instance=instance or dg.DagsterInstance.ephemeral(),
-        tags=range_tags(first, last) if partitioned else None, run_config=run_config, raise_on_error=raise_on_error,
-    )
+    with committed_instance(instance) as inst:
+        return dg.materialize(
+            [*ASSETS, *CHECKS], selection=dg.AssetSelection.assets(*selection)
+            | dg.AssetSelection.checks_for_assets(*partitioned), resources=resources(s, r2a_url), instance=inst,
+            tags=range_tags(first, last) if partitioned else None, run_config=run_config,
+            raise_on_error=raise_on_error)
+
+
+@contextlib.contextmanager
+def committed_instance(instance: dg.DagsterInstance | None = None) -> Iterator[dg.DagsterInstance]:
+    """The test's DAGSTER_HOME instance, which holds the committed dagster.yaml (pools, tag limits, monitoring):
+    runs in tests claim the same slots users' runs do (conftest copies the file)."""
+    if instance is not None:
+        yield instance
+        return
+    with dg.DagsterInstance.get() as inst:
+        yield inst
 
 
 def materialize_gl(r2a_url: str | None = None, refresh: str = "all") -> dg.ExecuteInProcessResult:
     s = load_settings()
-    return dg.materialize([*ASSETS], selection=["jurnal_gl_accounts"], resources=resources(s, r2a_url),
-                          instance=dg.DagsterInstance.ephemeral(),
-                          run_config={"ops": {"jurnal_gl_accounts": {"config": {"refresh": refresh}}}})
+    with committed_instance() as inst:
+        return dg.materialize([*ASSETS], selection=["jurnal_gl_accounts"], resources=resources(s, r2a_url),
+                              instance=inst,
+                              run_config={"ops": {"jurnal_gl_accounts": {"config": {"refresh": refresh}}}})
 
 
 def materialize_drift(r2a_url: str | None = None, months: int = 3, **config: object) -> dg.ExecuteInProcessResult:
     s = load_settings()
-    return dg.materialize([*ASSETS], selection=["reconciliation_drift"], resources=resources(s, r2a_url),
-                          instance=dg.DagsterInstance.ephemeral(),
-                          run_config={"ops": {"reconciliation_drift": {"config": {"months": months, **config}}}})
+    with committed_instance() as inst:
+        return dg.materialize([*ASSETS], selection=["reconciliation_drift"], resources=resources(s, r2a_url),
+                              instance=inst,
+                              run_config={"ops": {"reconciliation_drift": {"config": {"months": months, **config}}}})
 
 
 def session(r2a_url: str | None = None) -> JurnalSession:
