@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,8 +106,12 @@ def prepared(root: Path, services: Services, tenants: int, months: int, scale: f
         setup_env = {k: v for k, v in cluster.env_for("default").items()
                      if k.startswith(("LEDGER_", "JURNAL_", "R2A_")) and k != "LEDGER_PROFILE"}
         engine = make_engine(ledger_url)
+        setup_home = root / "setup_dagster_home"  # the setup's chart run: the committed embedded instance config
+        setup_home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", setup_home / "dagster.yaml")
         try:
-            with environ({**setup_env, "JURNAL_RATE_LIMIT_SCALE": "1000"}):  # the sandbox's limits are off
+            with environ({**setup_env, "JURNAL_RATE_LIMIT_SCALE": "1000",  # the sandbox's limits are off
+                          "DAGSTER_HOME": str(setup_home)}):
                 os.environ.pop("LEDGER_PROFILE", None)
                 first = seeding.default_start(months)
                 seeding.seed(engine, tenants, months, first, seed=seed)
