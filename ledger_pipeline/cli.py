@@ -215,8 +215,8 @@ def _run_repost(s: Settings, tenant: str, period: dt.date, accept_remote: bool) 
         os._exit(outcome.exit_code)
     if code == EXIT_OK and outcome.result is not None:
         done = outcome.result.output_for_node("repost")
-        click.echo(f"{tenant} {period:%Y-%m} ({done['system']}): {done['result']} "
-                   f"[{done['api_requests']} request(s), run {outcome.run_id}]")
+        click.echo(f"{tenant} {period:%Y-%m}: {done['result']} [{done['api_requests']} request(s), run "
+                   f"{outcome.run_id}]")
     else:
         click.echo(f"{tenant} {period:%Y-%m}: not done (run {outcome.run_id}, exit {code})")
         for line in problems or ([outcome.message] if outcome.message else []):
@@ -393,7 +393,7 @@ def _run_close(month: str, to: str | None, dry_run: bool = False, allow_open: bo
     if code == EXIT_PROBLEMS:
         click.echo(f"\nexit {EXIT_PROBLEMS}: the run completed, but not every tenant-month is posted as our ledger "
                    "says (`ledger-pipeline decisions` lists changes made by hand held for a decision):")
-        for line in problems:
+        for line in [p for p in problems if p.startswith("check ")] or problems:  # step failures are shown above
             click.echo(f"  - {line[:1500]}")
     return code
 
