@@ -475,6 +475,7 @@ def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
                    "('failed', 'pending', 'rejected', 'awaiting_approval', 'submitted') ORDER BY 1, 2")
         for system, cid, status, error in failed[:15]:
             click.echo(f"    - {system} {cid} {status}: {error}")
+        _summary_decisions(s, dt.date.fromisoformat(lo), dt.date.fromisoformat(hi))
         click.echo(f"\nwarehouse (open read-only any time): duckdb {s.warehouse_path}")
         if snap:
             click.echo(f"  snapshot {snap['snapshot_id']} published {snap['published_at']:%Y-%m-%d %H:%M:%S} UTC"
@@ -483,6 +484,18 @@ def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
         click.echo("UI: make dev  (dagster dev on http://127.0.0.1:3000, runs recorded in dagster_home/)")
     finally:
         con.close()
+
+
+def _summary_decisions(s, start: dt.date, end: dt.date) -> None:  # noqa: ANN001
+    """The window's entries changed by hand that the close holds for an operator's decision."""
+    from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.remote_changes import RemoteChangeStore
+
+    held = [c for c, _ in RemoteChangeStore(make_engine(s.ops_database_url)).decisions() if start <= c.period < end]
+    if held:
+        click.echo(f"  changed by hand, held for a decision: {len(held)} (`ledger-pipeline decisions`): "
+                   + ", ".join(f"{c.tenant_id} {c.period:%Y-%m} ({c.kind})" for c in held[:10])
+                   + (" ..." if len(held) > 10 else ""))
 
 
 @contextlib.contextmanager

@@ -296,6 +296,7 @@ class PostingEngine:
         for item in plan_tenant(tenant_id, entries, state, held_periods, r.known, policy, r.reread, self.title):
             if item.action in ("skip", "hold"):
                 r.outcome.add(item.action)
+                self._held_again(r, item)
             else:
                 r.todo[item.custom_id] = item.action
         for round_no in range(self.max_rounds):
@@ -378,6 +379,15 @@ class PostingEngine:
                 r.outcome.changes.append(replace(change, action="recreated" if change.kind == "deleted"
                                                  else "overwritten"))
             r.todo[cid] = "create" if remote is None else "update"
+
+    @staticmethod
+    def _held_again(r: TenantRound, item: PlanItem) -> None:
+        """An accepted remote version held because our ledger changed since: open again, for a new decision."""
+        known, e = r.known.get(item.custom_id), r.entries.get(item.custom_id)
+        if item.action == "hold" and known is not None and known.status == "accepted" and e is not None:
+            r.outcome.changes.append(replace(
+                known, status="open", action="held", found_by="close", found_at=_now(), content_hash=e.content_hash,
+                diff=f"{known.diff} (our ledger changed since {r.title}'s version was accepted)"))
 
     @staticmethod
     def _seen(r: TenantRound, cid: str) -> bool:

@@ -222,12 +222,17 @@ def classify(entry: CanonicalEntry, remote: RemoteEntry | None, seen: str | None
     if remote.matches(entry):
         return "match", None
     fp = remote_fingerprint(remote)
-    if accepted is not None and accepted.status == "accepted" and fp == accepted.remote_hash:
-        return "accepted", None
-    if seen is None or fp == seen:
-        return "ours", None  # what we left there (or unknown: nothing says a person changed it)
     kind: ChangeKind = "moved" if month_of(remote.transaction_date) != entry.period else "edited"
     diff = "; ".join(diff_entry(entry, remote, title)) or "the lines differ"
+    if accepted is not None and accepted.status == "accepted" and fp == accepted.remote_hash:
+        if accepted.content_hash == entry.content_hash:
+            return "accepted", None
+        # our ledger changed since the system's version was accepted: a new decision
+        return kind, RemoteChange(kind=kind, remote_id=str(remote.remote_id or ""), remote_hash=fp,
+                                  diff=f"{diff} (our ledger changed since {title}'s version was accepted)",
+                                  locked=bool(remote.locked), **base)
+    if seen is None or fp == seen:
+        return "ours", None  # what we left there (or unknown: nothing says a person changed it)
     return kind, RemoteChange(kind=kind, remote_id=str(remote.remote_id or ""), diff=diff, remote_hash=fp,
                               locked=bool(remote.locked), **base)
 

@@ -364,6 +364,8 @@ def test_known_changes_decide_before_the_posting_state() -> None:
     assert run_with(sink, store, [e], known={e.custom_id: accepted}).counts == {"skip": 1} and sink.calls == []
     plan = plan_tenant("t1", [entry("t1", JAN, 150, "v2")], store.rows, known={e.custom_id: accepted})
     assert plan[0].action == "hold" and "accepted" in plan[0].reason, "the ledger changed since: decide again"
+    out = run_with(sink, store, [entry("t1", JAN, 150, "v2")], known={e.custom_id: accepted})
+    assert out.counts == {"hold": 1} and sink.calls == [] and out.changes[0].status == "open", "listed again"
 
 
 def test_an_operators_reread_acts_whatever_the_policy() -> None:
