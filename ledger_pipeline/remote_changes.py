@@ -136,13 +136,9 @@ class RemoteChangeStore:
         """Open changes whose entry the system has since answered with exactly ours (a verified create, update or
         look-up after the change was found) are resolved. `state`: system -> tenant -> custom_id -> PostingRow."""
         done: list[RemoteChange] = []
-        tenants = sorted({t for by_t in state.values() for t in by_t})
-        if not tenants:
-            return done
         t = RemoteChangeRecord.__table__
-        with self.engine.connect() as conn:
-            open_rows = [_change(r) for r in conn.execute(
-                select(t).where(t.c.status == "open", t.c.tenant_id.in_(tenants))).mappings()]
+        with self.engine.connect() as conn:  # open changes are few: read them all, match them to the state here
+            open_rows = [_change(r) for r in conn.execute(select(t).where(t.c.status == "open")).mappings()]
         for c in open_rows:
             row = state.get(c.system, {}).get(c.tenant_id, {}).get(c.custom_id)
             if row is not None and row.status == "posted" and row.verified_at is not None and (

@@ -278,7 +278,7 @@ def posting_problems(r2a: R2aDatabase, posted: PostedWindow,
     """Every tenant-month of the window that is not posted as our ledger says, with why: this run's failures, rows
     left failed/pending/rejected by an approver, months rejected upstream, changes held for a decision."""
     start, end = posted.start, posted.end
-    state = SqlPostingStore(r2a.ops_engine).load(start, end, sorted(posted.systems) or None)
+    state = SqlPostingStore(r2a.ops_engine).load(start, end)
     rows: dict[tuple[str, str], dict] = {}
     period_of = {cid: r.period for by_t in state.values() for rs in by_t.values() for cid, r in rs.items()}
 
@@ -290,6 +290,8 @@ def posting_problems(r2a: R2aDatabase, posted: PostedWindow,
         add(system, tenant, period_of.get(cid), cid, f"failed ({kind})", error)
     for system, by_t in state.items():
         for tenant, rs in by_t.items():
+            if posted.systems and tenant not in posted.systems:
+                continue
             for cid, r in rs.items():
                 if r.status in ("failed", "pending", "rejected"):
                     add(system, tenant, r.period, cid, r.status, r.error or "")
