@@ -241,7 +241,7 @@ def decisions(tenant: str | None, on_edit: str | None, on_delete: str | None) ->
 
     Also sets the per-tenant policy (--on-edit hold|overwrite, --on-delete recreate|hold); defaults: hold, recreate."""
     from ledger_pipeline.r2a.models import make_engine
-    from ledger_pipeline.reconcile import change_detail
+    from ledger_pipeline.reconcile import FOUND_BY, change_next
     from ledger_pipeline.remote_changes import ALL_TENANTS, RemoteChangeStore
     from ledger_pipeline.systems import SYSTEMS
 
@@ -261,10 +261,11 @@ def decisions(tenant: str | None, on_edit: str | None, on_delete: str | None) ->
         title = SYSTEMS[change.system].title if change.system in SYSTEMS else change.system
         when = f"{change.found_at:%Y-%m-%d %H:%M} UTC" if change.found_at else "?"
         click.echo(f"\n{change.tenant_id} {change.period:%Y-%m}  {title}  {change.custom_id}  {change.kind} by hand "
-                   f"(found {when} by {change.found_by}; remote id {change.remote_id or '-'})")
+                   f"(found {when} by {FOUND_BY.get(change.found_by, change.found_by)}; {title} id "
+                   f"{change.remote_id or '-'})")
         for line in (change.diff.split("; ") if change.diff else []):
             click.echo(f"    {line}")
-        click.echo(f"  {change_detail(change, title, policy).split('. ', 1)[-1]}")
+        click.echo(f"  {change_next(change, title, policy)}")
     others = [c for c in store.all_open(tenant) if c not in {h for h, _ in held}]
     if others:
         click.echo(f"\n{len(others)} other change(s) made by hand that the next close acts on by policy "

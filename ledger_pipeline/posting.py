@@ -31,6 +31,7 @@ from ledger_pipeline.money import format_amount
 from ledger_pipeline.reconcile import (
     DEFAULT_POLICY,
     FINGERPRINT_KEY,
+    FOUND_BY,
     Policy,
     RemoteChange,
     change_detail,
@@ -102,7 +103,7 @@ def _known_action(e: CanonicalEntry, row: PostingRow | None, change: RemoteChang
     if row is not None and row.status in ("pending", "submitted"):
         return None  # our own write is unresolved: the look-up settles it (and classifies what it sees)
     when = f"{change.found_at:%Y-%m-%d %H:%M} UTC" if change.found_at else "earlier"
-    by = {"remote_read": "the drift read", "close": "a close", "repost": "a repost"}.get(change.found_by, "a read")
+    by = FOUND_BY.get(change.found_by, "a read")
     if change.status == "accepted":
         if change.content_hash == e.content_hash:
             return "skip", f"{title}'s version (changed by hand) was accepted as the truth: left as it is"

@@ -173,7 +173,6 @@ def change_detail(change: RemoteChange, title: str, policy: Policy,
                   window: tuple[dt.date, dt.date] | None = None) -> str:
     """What the change is and what happens next (the reconciliation's detail, the close's reason, the decisions).
     `window`: the months a listing covered (a deletion seen by a listing may be a move out of them)."""
-    t, p = change.tenant_id, change.period
     if change.kind == "deleted":
         what = f"deleted in {title} after we posted it" + (f" (it was {title} id {change.remote_id})"
                                                            if change.remote_id else "")
@@ -187,10 +186,19 @@ def change_detail(change: RemoteChange, title: str, policy: Policy,
     else:
         what = f"edited in {title} by hand" + (" (in a closed period)" if change.locked else "") + \
             f": {change.diff}"
+    return f"{what}. {change_next(change, title, policy)}"
+
+
+FOUND_BY = {"remote_read": "the drift read", "close": "a close", "repost": "a repost"}
+
+
+def change_next(change: RemoteChange, title: str, policy: Policy) -> str:
+    """What happens next with a change, and the commands that decide (one sentence)."""
+    t, p = change.tenant_id, change.period
     if change.status == "accepted":
-        return f"{what}. {title}'s version was accepted as the truth: the close leaves it"
+        return f"{title}'s version was accepted as the truth: the close leaves it"
     if change.status == "resolved":
-        return f"{what}. Resolved: {change.resolution}"
+        return f"Resolved: {change.resolution}"
     if change.kind == "deleted":
         nxt = (f"the next close re-creates it ({policy.describe('deleted')}); now: `{repost_command(t, p)}`"
                if not policy.holds("deleted") else
@@ -201,7 +209,7 @@ def change_detail(change: RemoteChange, title: str, policy: Policy,
     else:
         nxt = (f"the next close re-reads it and puts our entry back ({policy.describe(change.kind)}); "
                f"to keep {title}'s version instead: `{repost_command(t, p, accept=True)}`")
-    return f"{what}. {nxt[:1].upper()}{nxt[1:]}"
+    return f"{nxt[:1].upper()}{nxt[1:]}"
 
 
 def classify(entry: CanonicalEntry, remote: RemoteEntry | None, seen: str | None, was_posted: bool,
