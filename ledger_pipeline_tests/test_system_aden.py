@@ -58,6 +58,11 @@ class Env:
 
 @pytest.fixture
 def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    yield from aden_env(settings, monkeypatch)
+
+
+def aden_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """The sandbox (limits time-scaled x1000) and an Aden connection to it (the body of the `env` fixtures)."""
     with SandboxServer(settings.data_dir / "sb.sqlite", limits=Limits(scale=1000)) as server:
         monkeypatch.setenv("LEDGER_SANDBOX_URL", server.url)
         monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", "1000")
