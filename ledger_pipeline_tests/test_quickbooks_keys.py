@@ -5,13 +5,18 @@ reaching QuickBooks within its DocNumber rules."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
 
 from ledger_pipeline.ledger.sink import RemoteEntry, SinkError
+from ledger_pipeline.sandboxes.base import Limits
+from ledger_pipeline.sandboxes.server import SandboxServer
+from ledger_pipeline.settings import Settings
 from ledger_pipeline.systems.quickbooks.client import QuickBooksClient, QuickBooksError, fault_errors
 from ledger_pipeline.systems.quickbooks.sink import (
     DOC_NUMBER_MAX,
@@ -21,15 +26,15 @@ from ledger_pipeline.systems.quickbooks.sink import (
     doc_number,
 )
 from ledger_pipeline_tests.helpers import MemoryStore as MemStore
-from ledger_pipeline_tests.test_system_quickbooks import (  # noqa: F401 - qbo is a fixture
+from ledger_pipeline_tests.test_system_quickbooks import (
     MONTHS,
     WINDOW,
+    _start,
     connect,
     control,
     entries_for,
     open_conn,
     post,
-    qbo,
     remote_entries,
 )
 
@@ -50,6 +55,13 @@ XML_401 = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?><IntuitRespon
            'finance/v3"><Fault type="AuthenticationFault"><Error code="100"><Message>General Authentication Error'
            '</Message><Detail>AuthenticationErrorGeneral: SRV-110-Authentication Failure , statusCode: 401</Detail>'
            '</Error></Fault></IntuitResponse>')
+
+
+@pytest.fixture
+def qbo(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
+    server = _start(tmp_path, monkeypatch, limits=Limits(scale=1000))
+    yield server
+    server.stop()
 
 
 def test_fault_bodies_in_every_shape_are_parsed() -> None:

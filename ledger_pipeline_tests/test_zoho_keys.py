@@ -6,28 +6,26 @@ ids of every shape within reference_number's 100 characters."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pytest
 
 from ledger_pipeline.ledger.sink import RemoteEntry, SinkError, custom_id_for
 from ledger_pipeline.money import to_minor
+from ledger_pipeline.settings import Settings
 from ledger_pipeline.systems.zoho.client import is_daily_limit
 from ledger_pipeline.systems.zoho.sink import REFERENCE_MAX, NotOurEntry, reference_number
 from ledger_pipeline_tests.helpers import MemoryStore as MemStore
-from ledger_pipeline_tests.test_system_zoho import (  # noqa: F401 - zoho is a fixture
-    APR,
-    FEB,
-    JAN,
-    MAR,
-    Env,
-    chart_ids,
-    entry,
-    months,
-    post,
-    zoho,
-)
+from ledger_pipeline_tests.test_system_zoho import APR, FEB, JAN, MAR, Env, _make_env, chart_ids, entry, months, post
+
+
+@pytest.fixture
+def zoho(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    with _make_env(tmp_path, monkeypatch) as env:
+        yield env
 
 
 def api(env: Env, tenant: str) -> tuple[str, dict, str]:
