@@ -53,7 +53,9 @@ Vendor reference (docs.integrationlabs.co, formerly docs.rootfi.dev; every behav
 Controls (`POST /_sandbox/rootfi/companies/<login>/<action>`): `lock_date` {lock_date}; `revoke`; `accounts`
 {number, name, archived}; `entries` {create: <entry>} | {custom_id, delete: true} | {custom_id, scale_line: k};
 `jobs` (also `job_delay_seconds`, `fail_next`, `fail_document_numbers`) {job_delay_seconds, fail_next,
-fail_document_numbers}; `settle`; `filters` {"ignore_filters": true|false}: a server that ignores list filters and
+fail_document_numbers}; `settle`; `paths` {"api_write": false, "v2_jobs": false}: a Rootfi that answers only
+one of the documented write paths (`/accounting/<model>`) or job paths (v3) for this company (404 on the other;
+kept in memory, not in the state file); `filters` {"ignore_filters": true|false}: a server that ignores list filters and
 orderBy and answers every entry of the company, the ones that do NOT match the filter first (a client must check
 every record's document_number itself and never adopt or write over another entry).
 """
@@ -232,6 +234,7 @@ class RootfiSandbox:
                 if "duplicate column" not in str(exc):
                     raise
         self.rate = RateLimiter(ctx)
+        self.hidden: dict[int, set[str]] = {}  # company -> documented paths it answers 404 on (`paths` control)
 
     def routes(self) -> list[Route]:
         return [Route(PREFIX + "/link", self.link, methods=["GET"]),
@@ -681,6 +684,10 @@ class RootfiSandbox:
                 raise (ApiError(fault.status, "INTERNAL_SERVER_ERROR", "Something went wrong, please retry")
                        if fault.kind == "error" else ApiError(401, "UNAUTHORIZED", "Invalid or missing api_key")
                        ) from None
+            hidden = self.hidden.get(company_id or 0, set())
+            if ("api_write" in hidden and parts[:2] == ["api", "write"]) or (
+                    "v2_jobs" in hidden and parts[:1] == ["jobs"]):
+                raise ApiError(404, "NOT_FOUND", f"no such endpoint: {method} /{'/'.join(parts)}")
             if company_id is not None:
                 self.settle(company_id)
             status, payload = self.dispatch(method, parts, company_id, body)
@@ -817,6 +824,8 @@ class RootfiSandbox:
         elif action == "filters":
             self.db.execute("UPDATE rootfi_companies SET ignore_filters = ? WHERE id = ?",
                             (int(bool(body.get("ignore_filters"))), cid))
+        elif action == "paths":
+            self.hidden[cid] = {name for name in ("api_write", "v2_jobs") if body.get(name) is False}
         elif action == "settle":
             self.settle(cid)
         else:
@@ -838,8 +847,8 @@ class RootfiSandbox:
         """What a person does on the platform: add an entry (any document_number), delete one, or scale a line of
         one (unbalances it; its lines change, so `updated_at` moves). Returns the entry's rootfi_id."""
         if body.get("create"):
-            try:
-                fields, lines = self._validate(company_id, body["create"])
+            try:  # the control's JSON came through json.loads: amounts back to exact decimals
+                fields, lines = self._validate(company_id, loads_exact(json.dumps(body["create"])))
             except ItemError as err:
                 raise ValueError(err.message) from None
             self.db.execute("BEGIN")
