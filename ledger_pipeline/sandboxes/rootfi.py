@@ -302,8 +302,12 @@ class RootfiSandbox:
             out.append({
                 "rootfi_id": r["rootfi_id"], "rootfi_company_id": r["company_id"], "rootfi_organisation_id": 1,
                 "rootfi_integration_type": "ROOTFI_SANDBOX", "rootfi_created_at": _iso(r["created_at"]),
-                "rootfi_updated_at": _iso(r["updated_at"]), "platform_id": r["platform_id"], "account_id": None,
-                "currency_id": r["currency_id"], "document_number": r["document_number"],
+                "rootfi_updated_at": _iso(r["updated_at"]), "platform_id": r["platform_id"],
+                "account_id": ls[0]["account_id"] if ls else None,  # required in seed 004; a line's, our choice
+                "currency_id": r["currency_id"], "currency": {"data": {  # [JE-ALL]: nulls where unknown
+                    "platform_id": r["currency_id"], "name": None, "code": r["currency_id"], "symbol": None,
+                    "is_base_currency": None, "exchange_rate": None, "updated_at": None}},
+                "document_number": r["document_number"],
                 "description": r["description"], "posted_date": f"{r['posted_date']}T00:00:00.000Z",
                 "amount": from_minor(sum(ln["net_amount_minor"] for ln in ls if ln["type"] == "DEBIT")),
                 "currency_rate": 1, "journal_entry_type": "both", "updated_at": _iso(r["updated_at"]),
