@@ -126,7 +126,8 @@ def test_writes_and_jobs_at_the_documented_paths_with_the_documented_statuses(en
     results = conn.sink.create("t1", entries)
     assert all(r.remote and r.remote.matches(e) for r, e in zip(results, entries, strict=True))
     assert calls(server, *UPLOAD) == 1 and calls(server, "POST", "/rootfi/accounting/journal_entries") == 0
-    assert calls(server, *JOB) >= 3 and calls(server, *JOB_V3) == 0, "each item's job polled at GET /jobs/{id}"
+    polls = calls(server, *JOB)
+    assert 1 <= polls <= 6 and calls(server, *JOB_V3) == 0, "the upload job polled at GET /jobs/{id}, not each item"
     assert_exactly_once(server, entries)
 
     # the protocol itself: the [JE-NEW] header path answers too; a job goes CREATED/RUNNING -> SUCCESS or FAILED
@@ -200,7 +201,7 @@ def test_a_server_ignoring_filters_never_makes_us_adopt_or_overwrite_another_ent
     # somebody else's entry handed to update/delete: refused by name, nothing sent
     foreign = next(r for r in conn.sink.list_period("t1", *WINDOW) if r.custom_id == "OTHER-1")
     for action in (lambda: conn.sink.update("t1", foreign, e1), lambda: conn.sink.delete("t1", foreign)):
-        with pytest.raises(SinkError, match="carries document_number 'OTHER-1', not ours") as err:
+        with pytest.raises(SinkError, match=r"carries document_number 'OTHER-1', not (ours|one of ours)") as err:
             action()
         assert err.value.kind == "rejected"
     assert calls(server, "PUT", "/rootfi/api/write/journal_entries/{id}") == 0
@@ -238,7 +239,7 @@ def test_fresh_entries_cost_one_request_when_the_reply_is_final(env) -> None:  #
     conn.sink.poll_budget = 0.2
     slow = [make_entry("t2", p, charts["t2"]) for p in MONTHS]
     assert engine.post_tenant("t2", slow, {}, WINDOW).counts == {"submitted": 3}
-    assert calls(server, *JOB) >= 3
+    assert calls(server, *JOB) >= 1
     time.sleep(1.1)
     assert sum(engine.post_tenant("t2", slow, store.state("t2"), WINDOW).counts.values()) == 3
     assert {r.status for r in store.rows.values()} == {"posted"} and calls(server, *UPLOAD) == 2

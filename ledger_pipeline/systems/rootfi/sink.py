@@ -27,8 +27,10 @@ Exactly once without an idempotency key:
   the company's upload jobs still in flight (an item still queued is invisible to the listing; through the
   sandbox's stand-in listing, see the client), before anything is sent again.
 - Fewer requests: when the write reply is final (item status "success" with the created entry, or "failed") it is
-  used as is: one request per tenant's upload. Items still created/running are polled (`GET /jobs/{job_id}`) with
-  backoff; a job's answer does not carry the entry [JOB2], so the succeeded ones are read back in one listing.
+  used as is: one request per tenant's upload. Otherwise the upload job is polled (`GET /jobs/{upload_job_id}`, one
+  request a round) with backoff, then each item's job once if some failed (or every round where the upload job
+  cannot be read); a job's answer does not carry the entry [JOB2], so the succeeded ones are read back in one
+  listing.
 - The upload's job ids are never lost: items still running when the poll budget is spent (or when polling fails)
   come back as `pending={"upload_job_id", "job_id"}`; `find(..., hint)` polls that job first: RUNNING/CREATED ->
   state "processing", SUCCESS -> the live entry, FAILED or gone (404) -> the live entry or None (create again).
@@ -307,17 +309,35 @@ class RootfiSink:
 
     def _poll(self, tenant_id: str, entries: list[CanonicalEntry], hints: dict, done: dict, running: dict,
               unread: list) -> None:
-        """Poll the items still running, with backoff, until final or until the poll budget is spent."""
+        """Poll, with backoff, until every item is final or the poll budget is spent: the upload job itself (one
+        request a round; [JOB2] takes any job id), then, once it is final, the items it did not settle. Where the
+        upload job cannot be read (404), each item's job is polled instead."""
         deadline = self.clock() + self.poll_budget
         wait = self.poll_initial
         by_id = {e.custom_id: e for e in entries}
+        upload_job_id = next(iter(hints.values()), {}).get("upload_job_id")
         while running:
             left = deadline - self.clock()
             if left <= 0:
                 return
             self.sleep(min(wait * (1 + random.random() / 2), left))  # noqa: S311 - jitter, not crypto
             wait = min(wait * 2, self.poll_max)
-            for cid, job_id in list(running.items()):
+            if upload_job_id:
+                try:
+                    upload = self._call(lambda u=str(upload_job_id): self.client.job(tenant_id, u))
+                except SinkError as err:
+                    if err.kind in ("retryable", "uncertain", "needs_reauth"):
+                        return
+                    raise
+                if upload is None:
+                    upload_job_id = None  # not readable as a job here: poll the items
+                elif job_status(upload.get("status")) == "RUNNING":
+                    continue
+                elif job_status(upload.get("status")) == "SUCCESS":  # every item succeeded: read them back
+                    unread += [by_id[cid] for cid in running]
+                    running.clear()
+                    return
+            for cid, job_id in list(running.items()):  # each item's own answer (which failed, and why)
                 try:
                     job = self._call(lambda j=job_id: self.client.job(tenant_id, j))
                 except SinkError as err:
@@ -360,15 +380,18 @@ class RootfiSink:
                     extra={**remote.extra, **hints[e.custom_id]}))
 
     @staticmethod
-    def _check_ours(remote: RemoteEntry, custom_id: str, action: str) -> None:
-        """Refuse (nothing sent) to change a remote entry whose document_number is not ours."""
-        keys = _keys(custom_id)
-        doc = remote.extra.get("document_number") if "document_number" in remote.extra else keys[0]
-        if (remote.custom_id is not None and remote.custom_id != custom_id) or str(doc) not in keys:
-            raise SinkError("rejected", f"Rootfi entry {remote.remote_id or '?'} carries document_number {doc!r}, "
-                                        f"not ours ({keys[0]!r} for {custom_id}): refusing to {action} another "
-                                        "entry; nothing was sent. The look-up that returned it ignored our "
-                                        "document_number filter: re-run, and report it to Rootfi if it repeats.")
+    def _check_ours(remote: RemoteEntry, custom_id: str | None, action: str) -> None:
+        """Refuse (nothing sent) to change a remote entry whose document_number is not ours for `custom_id` (None:
+        the entry names no custom_id of ours at all)."""
+        keys = _keys(custom_id) if custom_id else []
+        doc = remote.extra.get("document_number") if "document_number" in remote.extra else (keys or [None])[0]
+        if custom_id and remote.custom_id in (None, custom_id) and str(doc) in keys:
+            return
+        ours = f"ours ({keys[0]!r} for {custom_id})" if custom_id else f"one of ours (no {CUSTOM_ID_PREFIX} id)"
+        raise SinkError("rejected", f"Rootfi entry {remote.remote_id or '?'} carries document_number {doc!r}, not "
+                                    f"{ours}: refusing to {action} another entry; nothing was sent. The look-up "
+                                    "that returned it ignored our document_number filter: re-run, and report it to "
+                                    "Rootfi if it repeats.")
 
     def update(self, tenant_id: str, remote: RemoteEntry, entry: CanonicalEntry) -> RemoteEntry:
         self._check_ours(remote, entry.custom_id, "update")
@@ -405,7 +428,7 @@ class RootfiSink:
 
     def delete(self, tenant_id: str, remote: RemoteEntry | str | int) -> None:
         if isinstance(remote, RemoteEntry):  # ours only: in our namespace, carrying the key of that custom_id
-            cid = remote.custom_id if (remote.custom_id or "").startswith(CUSTOM_ID_PREFIX) else CUSTOM_ID_PREFIX
+            cid = remote.custom_id if (remote.custom_id or "").startswith(CUSTOM_ID_PREFIX) else None
             self._check_ours(remote, cid, "delete")
             remote_id = remote.remote_id
         else:
