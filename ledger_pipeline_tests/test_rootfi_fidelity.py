@@ -122,12 +122,15 @@ def test_writes_and_jobs_at_the_documented_paths_with_the_documented_statuses(en
     acc = ids(conn, "t1")
     control(server, "t1", "jobs", {"job_delay_seconds": 0.4})
     conn.sink.poll_budget, conn.sink.poll_initial = 10, 0.05
+    polled: list[str] = []
+    conn.client.http.event_hooks["request"].append(
+        lambda req: polled.append(req.url.path.rsplit("/", 1)[1]) if "/jobs/" in req.url.path else None)
     entries = [make_entry("t1", p, acc) for p in MONTHS]
     results = conn.sink.create("t1", entries)
     assert all(r.remote and r.remote.matches(e) for r, e in zip(results, entries, strict=True))
     assert calls(server, *UPLOAD) == 1 and calls(server, "POST", "/rootfi/accounting/journal_entries") == 0
-    polls = calls(server, *JOB)
-    assert 1 <= polls <= 6 and calls(server, *JOB_V3) == 0, "the upload job polled at GET /jobs/{id}, not each item"
+    assert polled and set(polled) == {results[0].remote.extra["upload_job_id"]}, "the upload job, not each item"
+    assert calls(server, *JOB) == len(polled) and calls(server, *JOB_V3) == 0
     assert_exactly_once(server, entries)
 
     # the protocol itself: the [JE-NEW] header path answers too; a job goes CREATED/RUNNING -> SUCCESS or FAILED
