@@ -1,6 +1,8 @@
 """The sandbox's persistent state: companies, charts, OAuth grants and journal entries in one SQLite file.
 
-Amounts are stored as integer minor units. All access happens on the server's event-loop thread.
+Amounts are stored as integer minor units. All access happens on the server's event-loop thread. Entry and line ids
+are never reused (AUTOINCREMENT), as a real database's sequences never reuse them: a deleted entry's id, or the ids
+of lines typed in again, cannot come back for something else.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ CREATE TABLE IF NOT EXISTS grants (id INTEGER PRIMARY KEY, company_id INTEGER, r
 CREATE TABLE IF NOT EXISTS access_tokens (token TEXT PRIMARY KEY, grant_id INTEGER, expires_at REAL);
 CREATE TABLE IF NOT EXISTS refresh_tokens (token TEXT PRIMARY KEY, grant_id INTEGER, expires_at REAL,
   used INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY, company_id INTEGER NOT NULL, custom_id TEXT,
+CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, company_id INTEGER NOT NULL, custom_id TEXT,
   transaction_no TEXT NOT NULL, transaction_date TEXT NOT NULL, memo TEXT, tags TEXT, created_at REAL,
   updated_at REAL, UNIQUE (company_id, custom_id), UNIQUE (company_id, transaction_no));
-CREATE TABLE IF NOT EXISTS lines (id INTEGER PRIMARY KEY, entry_id INTEGER NOT NULL, account_id INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS lines (id INTEGER PRIMARY KEY AUTOINCREMENT, entry_id INTEGER NOT NULL, account_id INTEGER NOT NULL,
   debit_minor INTEGER NOT NULL, credit_minor INTEGER NOT NULL, description TEXT);
 CREATE TABLE IF NOT EXISTS hmac_credentials (client_id TEXT PRIMARY KEY, secret TEXT NOT NULL,
   company_id INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
