@@ -29,8 +29,8 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (token TEXT PRIMARY KEY, grant_id INTE
 CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, company_id INTEGER NOT NULL, custom_id TEXT,
   transaction_no TEXT NOT NULL, transaction_date TEXT NOT NULL, memo TEXT, tags TEXT, created_at REAL,
   updated_at REAL, UNIQUE (company_id, custom_id), UNIQUE (company_id, transaction_no));
-CREATE TABLE IF NOT EXISTS lines (id INTEGER PRIMARY KEY AUTOINCREMENT, entry_id INTEGER NOT NULL, account_id INTEGER NOT NULL,
-  debit_minor INTEGER NOT NULL, credit_minor INTEGER NOT NULL, description TEXT);
+CREATE TABLE IF NOT EXISTS lines (id INTEGER PRIMARY KEY AUTOINCREMENT, entry_id INTEGER NOT NULL,
+  account_id INTEGER NOT NULL, debit_minor INTEGER NOT NULL, credit_minor INTEGER NOT NULL, description TEXT);
 CREATE TABLE IF NOT EXISTS hmac_credentials (client_id TEXT PRIMARY KEY, secret TEXT NOT NULL,
   company_id INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS ix_lines_entry ON lines (entry_id);
