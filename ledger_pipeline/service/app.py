@@ -194,7 +194,7 @@ def build_app(service: Service) -> Starlette:  # noqa: C901 - one closure per ro
             store.drop_flow(state)
             raise
         response = RedirectResponse(url, status_code=303)
-        response.set_cookie(_binding_cookie(state), binding, max_age=int(STATE_TTL.total_seconds()),
+        response.set_cookie(_binding_cookie(state), binding, max_age=int(STATE_TTL.total_seconds()) + 300,
                             path=f"/callback/{system}", secure=cfg.secure_cookies, httponly=True, samesite="lax")
         log.info("connect started: tenant=%s system=%s", tenant, system)
         return response
@@ -278,6 +278,9 @@ def build_app(service: Service) -> Starlette:  # noqa: C901 - one closure per ro
             return pages.failure(400, "Answer for another system",
                                  f"This answer came back for {system}, but the connection was started for "
                                  f"{flow.system}.", "open your connect link again to start over")
+        if flow.expires_at <= service.now():  # said first: the browser may have dropped its cookie by now
+            await run_in_threadpool(_expire, flow)
+            return _too_late()
         binding = request.cookies.get(_binding_cookie(state)) or ""
         if not hmac.compare_digest(_sha256(binding), flow.binding_sha256):
             return pages.failure(403, "This authorisation was started elsewhere",
@@ -288,17 +291,26 @@ def build_app(service: Service) -> Starlette:  # noqa: C901 - one closure per ro
         response.delete_cookie(_binding_cookie(state), path=f"/callback/{system}")
         return response
 
+    def _expire(flow: Flow) -> None:
+        store.drop_flow(flow.state)
+        with contextlib.suppress(OAuthError):
+            consume_state(service.engine, flow.state)
+
+    def _too_late() -> Response:
+        return pages.failure(400, "The authorisation took too long",
+                             "The connection was not finished within 10 minutes.",
+                             "open your connect link again and approve within 10 minutes")
+
     def _complete(flow: Flow, query: dict[str, str]) -> Response:
         system, provider = flow.system, flows.INFO[flow.system].provider
         try:
             tenant, redirect_uri = consume_state(service.engine, flow.state)
         except OAuthError as exc:
             store.drop_flow(flow.state)
-            expired = "expired" in str(exc)
-            return pages.failure(400, "The authorisation took too long" if expired else "Authorisation already used",
-                                 "The connection was not finished within 10 minutes." if expired else
+            if "expired" in str(exc):
+                return _too_late()
+            return pages.failure(400, "Authorisation already used",
                                  "This answer was already used once (a page reloaded, or a replay).",
-                                 "open your connect link again and approve within 10 minutes" if expired else
                                  "open your connect link again if the tenant is not connected yet")
         finally:
             store.drop_flow(flow.state)
@@ -469,10 +481,6 @@ SECURITY_HEADERS = [
 ]
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class Guard:
     """Pure ASGI middleware in front of the app (see the module docstring)."""
 
@@ -503,21 +511,25 @@ class Guard:
             if length is not None and (not length.isdigit() or int(length) > self.max_body):
                 await self._refuse(send_with_headers, 413, "The request is larger than this service accepts.")
                 return
-            received = [0]
-
-            async def bounded_receive() -> dict:
+            body, more = b"", True
+            while more:  # bodies are small: read (bounded) before the app sees any of it
                 message = await receive()
-                if message["type"] == "http.request":
-                    received[0] += len(message.get("body", b""))
-                    if received[0] > self.max_body:
-                        raise _TooLarge()
-                return message
-
-            try:
-                await self.app(scope, bounded_receive, send_with_headers)
-            except _TooLarge:
-                if not status[0]:
+                if message["type"] != "http.request":
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > self.max_body:
                     await self._refuse(send_with_headers, 413, "The request is larger than this service accepts.")
+                    return
+            replayed = [False]
+
+            async def buffered_receive() -> dict:
+                if not replayed[0]:
+                    replayed[0] = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, buffered_receive, send_with_headers)
         finally:
             log.info("%s %s %s %s", scope.get("method"), scope.get("path"), status[0] or "-", client)
 

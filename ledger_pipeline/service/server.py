@@ -5,6 +5,8 @@ middleware; without trusted proxies it is off, so a client cannot claim another 
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import socket
 import threading
 import time
@@ -25,12 +27,15 @@ def uvicorn_config(app: object, config: ServiceConfig, host: str, port: int, **e
 
 
 def serve(settings: Settings, config: ServiceConfig, host: str, port: int) -> None:
-    """The service in the foreground until interrupted."""
+    """The service in the foreground until interrupted. httpx's request lines (full URLs) stay out of its log."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.Server(uvicorn_config(create_app(settings, config), config, host, port, log_level="info")).run()
 
 
 class ServiceServer:
-    """The service on `host` (a free port by default) in a background thread; a context manager."""
+    """The service on `host` (a free port by default) in a background thread; a context manager. A config without
+    public_url gets this server's own URL."""
 
     def __init__(self, settings: Settings, config: ServiceConfig, host: str = "127.0.0.1", port: int = 0,
                  clock: Callable[[], float] = time.time):
@@ -38,6 +43,9 @@ class ServiceServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = self.sock.getsockname()[:2]
+        if not config.public_url:  # this server's own address (tests, one machine)
+            config = dataclasses.replace(config, public_url=self.url)
+        self.config = config
         self.app = create_app(settings, config, clock)
         self.server = uvicorn.Server(uvicorn_config(self.app, config, host, self.port, log_level="warning",
                                                     timeout_graceful_shutdown=1))
