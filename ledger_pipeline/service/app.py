@@ -337,6 +337,11 @@ def build_app(service: Service) -> Starlette:  # noqa: C901 - one closure per ro
             return pages.failure(502, f"{provider} did not complete the connection",
                                  f"Exchanging the authorisation with {provider} failed: {_safe(str(exc))}",
                                  "open your connect link again; if it keeps failing, contact support")
+        except Exception as exc:  # an answer our client could not read: say so, keep the details out of the page
+            log.exception("connect failed: tenant=%s system=%s: %s", tenant, system, type(exc).__name__)
+            return pages.failure(502, f"{provider} did not complete the connection",
+                                 f"{provider} answered something we could not use ({type(exc).__name__}).",
+                                 "open your connect link again; if it keeps failing, contact support with the time")
         return _finish(link, tokens, lambda: connection.vault.store(tenant, tokens))  # type: ignore[attr-defined]
 
     # -- the operator pages -------------------------------------------------------------------------------------
