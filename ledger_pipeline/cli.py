@@ -89,6 +89,8 @@ def sandbox(host: str, port: int, state: Path | None, faults: str, rate_limit_sc
               help="the tenant's accounting system")
 @click.option("--auto-approve", is_flag=True,
               help="follow the authorize URL ourselves (the sandbox auto-approves); implied by --all")
+@click.option("--token-file", "token_file", default=None, metavar="FILE",
+              help="aden: the tenant's JWT, issued by its Aden administrator, read from FILE ('-' = stdin)")
 @click.option("--link", "link", is_flag=True, help="print a signed connect link for --tenant and --system, to open "
               "on `serve` (LEDGER_PUBLIC_URL, LEDGER_LINK_SECRET); nothing is connected here")
 @click.option("--ttl-hours", default=72.0, show_default=True, help="--link: hours the link stays valid (max 720)")
@@ -96,12 +98,16 @@ def sandbox(host: str, port: int, state: Path | None, faults: str, rate_limit_sc
               "record (a deliberate move)")
 @click.option("--status", "status", is_flag=True, help="list every tenant's connection health (system, company, "
               "status, last successful request, last posted month) and exit")
-def connect(tenant: str | None, all_tenants: bool, system: str, auto_approve: bool, link: bool, ttl_hours: float,
-            new_company: bool, status: bool) -> None:
+def connect(tenant: str | None, all_tenants: bool, system: str, auto_approve: bool, token_file: str | None,
+            link: bool, ttl_hours: float, new_company: bool, status: bool) -> None:
     """Connect tenants to their accounting system through its own authorisation flow (credentials encrypted).
 
-    `--link` prints a link the tenant's user opens on `ledger-pipeline serve` (the hosted flow); `--status` lists
-    connection health. Without them, a loopback flow on this machine (one operator-owned company, the sandbox)."""
+    Aden has no such flow: its administrator issues each company a JWT, given with --token-file (against the
+    sandbox, --auto-approve or --all has the sandbox issue one).
+
+    `--link` prints a link the tenant's user opens on `ledger-pipeline serve` (the hosted flow, every system);
+    `--status` lists connection health. Without them, a loopback flow on this machine (one operator-owned company,
+    the sandbox)."""
     if status:
         _connection_status()
         return
@@ -111,8 +117,38 @@ def connect(tenant: str | None, all_tenants: bool, system: str, auto_approve: bo
     if not tenant and not all_tenants:
         raise click.UsageError("give --tenant T or --all")
     s = load_settings()
+    if system == "aden" and (token_file or not (auto_approve or all_tenants)):
+        if not tenant or not token_file:
+            raise click.UsageError("Aden tenants connect with the JWT their Aden administrator issued: "
+                                   "--tenant T --system aden --token-file FILE ('-' reads stdin); against the "
+                                   "sandbox, --auto-approve (or --all) has the sandbox issue one")
+        _connect_aden_token(s, tenant, token_file)
+        click.echo(f"connected 1 tenant(s) to {system}")
+        return
+    if token_file:
+        raise click.UsageError("--token-file is for --system aden")
     n = _connect(s, [tenant] if tenant else None, auto_approve or all_tenants, system)
     click.echo(f"connected {n} tenant(s) to {system}")
+
+
+def _connect_aden_token(s, tenant: str, token_file: str) -> None:  # noqa: ANN001
+    """Store and check one tenant's Aden JWT (read from a file, or stdin for '-'), never echoing it."""
+    from ledger_pipeline.systems import OpenOptions, open_connection
+    from ledger_pipeline.systems.aden import AdenTokenError
+
+    try:
+        token = sys.stdin.read() if token_file == "-" else Path(token_file).read_text()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read the Aden token from {token_file}: {exc.strerror}") from exc
+    if not token.strip():
+        raise click.ClickException(f"no Aden token in {'stdin' if token_file == '-' else token_file}")
+    connection = open_connection("aden", s, OpenOptions(s.ops_database_url, s.rate_limit_scale))
+    try:
+        connection.connect_with_token(tenant, token)  # type: ignore[attr-defined]
+    except AdenTokenError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        connection.close()
 
 
 def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -> int:  # noqa: ANN001
