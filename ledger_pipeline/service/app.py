@@ -227,7 +227,13 @@ def build_app(service: Service) -> Starlette:  # noqa: C901 - one closure per ro
         if not store.claim_link(link.nonce, tenant, system,
                                 dt.datetime.fromtimestamp(link.expires, dt.UTC).replace(tzinfo=None), service.now()):
             return _link_failure(links.LinkError("used", "the link was already used"))
-        store_credentials()
+        try:
+            store_credentials()
+        except (OAuthError, NeedsReauth, TokenEndpointError) as exc:  # refused right after a successful check
+            log.warning("storing failed: tenant=%s system=%s: %s", tenant, system, type(exc).__name__)
+            return pages.failure(502, f"{flows.INFO[system].provider} refused the new credentials",
+                                 f"The credentials were refused when first used: {_safe(str(exc))}",
+                                 "ask for a new connect link and connect again; if it keeps failing, contact support")
         facts = _describe(system, tenant)
         store.record_connected(tenant, system, service.now(), "serve", facts.company_name, facts.home_currency)
         log.info("connected: tenant=%s system=%s company=%s", tenant, system, tokens.company_id)
