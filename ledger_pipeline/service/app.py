@@ -233,7 +233,8 @@ def build_app(service: Service) -> Starlette:  # noqa: C901 - one closure per ro
             log.warning("storing failed: tenant=%s system=%s: %s", tenant, system, type(exc).__name__)
             return pages.failure(502, f"{flows.INFO[system].provider} refused the new credentials",
                                  f"The credentials were refused when first used: {_safe(str(exc))}",
-                                 "ask for a new connect link and connect again; if it keeps failing, contact support")
+                                 "ask for a new connect link and connect again; if it keeps failing, contact support",
+                                 "This link is used up; the tenant's connection needs re-authorisation.")
         facts = _describe(system, tenant)
         store.record_connected(tenant, system, service.now(), "serve", facts.company_name, facts.home_currency)
         log.info("connected: tenant=%s system=%s company=%s", tenant, system, tokens.company_id)

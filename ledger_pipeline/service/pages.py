@@ -53,7 +53,7 @@ RESULT = """{% extends "base" %}{% block body %}
 <p>Its monthly journal entries will be posted there. You can close this page.</p>
 {% else %}
 <p id="problem">{{ problem }}</p>
-<p id="changed"><strong>Nothing was changed.</strong></p>
+<p id="changed"><strong>{{ changed or "Nothing was changed." }}</strong></p>
 <p id="fix">What to do: {{ fix }}</p>
 {% endif %}</div>
 {% endblock %}"""
@@ -123,6 +123,6 @@ def render(name: str, status_code: int = 200, **values: object) -> HTMLResponse:
     return HTMLResponse(_env.get_template(name).render(**values), status_code=status_code)
 
 
-def failure(status: int, title: str, problem: str, fix: str) -> HTMLResponse:
-    """A page that says what went wrong, that nothing changed, and what to do."""
-    return render("result", status, ok=False, title=title, problem=problem, fix=fix)
+def failure(status: int, title: str, problem: str, fix: str, changed: str | None = None) -> HTMLResponse:
+    """A page that says what went wrong, that nothing changed (or, rarely, what did), and what to do."""
+    return render("result", status, ok=False, title=title, problem=problem, fix=fix, changed=changed)
