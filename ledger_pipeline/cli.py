@@ -1,4 +1,4 @@
-"""The `ledger-pipeline` command: seed, sandbox, connect, run, demo."""
+"""The `ledger-pipeline` command: seed, sandbox, connect, serve, check, run, demo."""
 
 from __future__ import annotations
 
@@ -91,11 +91,29 @@ def sandbox(host: str, port: int, state: Path | None, faults: str, rate_limit_sc
               help="follow the authorize URL ourselves (the sandbox auto-approves); implied by --all")
 @click.option("--token-file", "token_file", default=None, metavar="FILE",
               help="aden: the tenant's JWT, issued by its Aden administrator, read from FILE ('-' = stdin)")
-def connect(tenant: str | None, all_tenants: bool, system: str, auto_approve: bool, token_file: str | None) -> None:
+@click.option("--link", "link", is_flag=True, help="print a signed connect link for --tenant and --system, to open "
+              "on `serve` (LEDGER_PUBLIC_URL, LEDGER_LINK_SECRET); nothing is connected here")
+@click.option("--ttl-hours", default=72.0, show_default=True, help="--link: hours the link stays valid (max 720)")
+@click.option("--new-company", is_flag=True, help="--link: the tenant may connect a company other than the one on "
+              "record (a deliberate move)")
+@click.option("--status", "status", is_flag=True, help="list every tenant's connection health (system, company, "
+              "status, last successful request, last posted month) and exit")
+def connect(tenant: str | None, all_tenants: bool, system: str, auto_approve: bool, token_file: str | None,
+            link: bool, ttl_hours: float, new_company: bool, status: bool) -> None:
     """Connect tenants to their accounting system through its own authorisation flow (credentials encrypted).
 
     Aden has no such flow: its administrator issues each company a JWT, given with --token-file (against the
-    sandbox, --auto-approve or --all has the sandbox issue one)."""
+    sandbox, --auto-approve or --all has the sandbox issue one).
+
+    `--link` prints a link the tenant's user opens on `ledger-pipeline serve` (the hosted flow, every system);
+    `--status` lists connection health. Without them, a loopback flow on this machine (one operator-owned company,
+    the sandbox)."""
+    if status:
+        _connection_status()
+        return
+    if link:
+        _print_link(tenant, system, ttl_hours, new_company)
+        return
     if not tenant and not all_tenants:
         raise click.UsageError("give --tenant T or --all")
     s = load_settings()
@@ -164,6 +182,92 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
     finally:
         http.close()
         connection.close()
+
+
+def _print_link(tenant: str | None, system: str, ttl_hours: float, new_company: bool) -> None:
+    from ledger_pipeline.service import links
+    from ledger_pipeline.service.config import ServiceConfigError, link_secret, public_url
+
+    if not tenant:
+        raise click.UsageError("--link needs --tenant T (and --system S)")
+    try:
+        url = links.mint(public_url(), link_secret(), tenant, system, ttl=int(ttl_hours * 3600),
+                         flags="new-company" if new_company else "")
+    except (ServiceConfigError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(url)
+
+
+def _connection_status() -> None:
+    from tabulate import tabulate
+
+    from ledger_pipeline.service.health import connection_rows
+    from ledger_pipeline.service.store import ServiceStore, ops_engine
+
+    s = load_settings()
+    engine = ops_engine(s.ops_database_url)
+    rows = connection_rows(s, engine, ServiceStore(engine).health())
+    click.echo(tabulate([(r.tenant_id, r.system or "-", r.company or "-", r.home_currency or "-", r.status,
+                          r.last_ok or "-", r.last_posted_month or "-", r.last_check or "-") for r in rows],
+                        headers=["tenant", "system", "company", "currency", "status", "last successful request",
+                                 "last posted", "last check"]))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    click.echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no tenants")
+    if any(r.status != "connected" for r in rows):
+        click.echo("send a new link: ledger-pipeline connect --link --tenant T --system S")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+def serve(host: str, port: int) -> None:
+    """The connection service: signed connect links, the providers' callbacks, the operator page
+    (LEDGER_PUBLIC_URL, LEDGER_LINK_SECRET, LEDGER_OPERATOR_TOKEN, LEDGER_TRUSTED_PROXIES; see the README)."""
+    from ledger_pipeline.service.config import ServiceConfigError, load_service_config
+    from ledger_pipeline.service.server import serve as run_service
+
+    try:
+        config = load_service_config()
+    except ServiceConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    s = load_settings()
+    click.echo(f"connection service on http://{host}:{port}, public URL {config.public_url}; register "
+               f"{config.callback_url('<system>')} with each provider"
+               + ("" if config.operator_token else "; no operator page (LEDGER_OPERATOR_TOKEN unset)"))
+    run_service(s, config, host, port)
+
+
+@main.command()
+@click.option("--tenant", "tenants", multiple=True, help="tenant to check (repeatable)")
+@click.option("--all", "all_tenants", is_flag=True, help="every connected tenant")
+@click.option("--month", default=None, help="YYYY-MM: also check the accounts that month's data needs and that its "
+              "period is open")
+def check(tenants: tuple[str, ...], all_tenants: bool, month: str | None) -> None:
+    """Preflight without writing: the credential works, the company is the one on record, its home currency, every
+    mapped account exists and is active, the month's period is open. Exit 1 when a tenant is not ready."""
+    from ledger_pipeline.service.preflight import preflight_many, record
+    from ledger_pipeline.service.store import ServiceStore, ops_engine, utcnow
+    from ledger_pipeline.state.vault import tenant_systems
+
+    if not tenants and not all_tenants:
+        raise click.UsageError("give --tenant T (repeatable) or --all")
+    s = load_settings()
+    engine = ops_engine(s.ops_database_url)
+    if all_tenants:
+        tenants = tuple(sorted(t for t, (_, st, _) in tenant_systems(engine).items() if st == "connected"))
+    first = _month_or_exit(month, "--month") if month else None
+    store = ServiceStore(engine)
+    failed = 0
+    for report in preflight_many(s, tenants, first):
+        record(report, store, utcnow())
+        failed += not report.ok
+        click.echo(f"{report.tenant_id} ({report.system or 'no system'}): {'ready' if report.ok else 'NOT READY'}")
+        for c in report.checks:
+            click.echo(f"  [{c.outcome:<7}] {c.name}: {c.detail}" + (f"\n            fix: {c.fix}" if c.fix else ""))
+    click.echo(f"{len(tenants) - failed} ready, {failed} not ready")
+    sys.exit(1 if failed else 0)
 
 
 @main.command()
