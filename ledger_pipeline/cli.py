@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from ledger_pipeline.settings import SANDBOX_PORT, Settings, load_settings
+from ledger_pipeline.systems import SYSTEMS
 
 
 def _progress(label: str):  # noqa: ANN202
@@ -85,12 +86,15 @@ def sandbox(host: str, port: int, state: Path | None, faults: str, rate_limit_sc
 @click.option("--tenant", "tenant", default=None, help="tenant_id to connect")
 @click.option("--all", "all_tenants", is_flag=True, help="connect every seeded tenant not yet connected")
 @click.option("--system", "system", default="jurnal", show_default=True,
-              type=click.Choice(["jurnal", "quickbooks", "zoho", "aden", "rootfi"]),
-              help="the tenant's accounting system")
+              type=click.Choice(list(SYSTEMS)), help="the tenant's accounting system")
 @click.option("--auto-approve", is_flag=True,
               help="follow the authorize URL ourselves (the sandbox auto-approves); implied by --all")
 @click.option("--token-file", "token_file", default=None, metavar="FILE",
               help="aden: the tenant's JWT, issued by its Aden administrator, read from FILE ('-' = stdin)")
+@click.option("--hmac-client-id", default=None, metavar="ID", help="jurnal: connect through Mekari's API gateway "
+              "(api.mekari.com, HMAC-signed) with the company's HMAC client id instead of OAuth")
+@click.option("--hmac-secret-file", default=None, metavar="FILE", help="jurnal: the HMAC client secret, read from "
+              "FILE ('-' = stdin; never on the command line)")
 @click.option("--link", "link", is_flag=True, help="print a signed connect link for --tenant and --system, to open "
               "on `serve` (LEDGER_PUBLIC_URL, LEDGER_LINK_SECRET); nothing is connected here")
 @click.option("--ttl-hours", default=72.0, show_default=True, help="--link: hours the link stays valid (max 720)")
@@ -99,7 +103,8 @@ def sandbox(host: str, port: int, state: Path | None, faults: str, rate_limit_sc
 @click.option("--status", "status", is_flag=True, help="list every tenant's connection health (system, company, "
               "status, last successful request, last posted month) and exit")
 def connect(tenant: str | None, all_tenants: bool, system: str, auto_approve: bool, token_file: str | None,
-            link: bool, ttl_hours: float, new_company: bool, status: bool) -> None:
+            hmac_client_id: str | None, hmac_secret_file: str | None, link: bool, ttl_hours: float,
+            new_company: bool, status: bool) -> None:
     """Connect tenants to their accounting system through its own authorisation flow (credentials encrypted).
 
     Aden has no such flow: its administrator issues each company a JWT, given with --token-file (against the
@@ -127,8 +132,41 @@ def connect(tenant: str | None, all_tenants: bool, system: str, auto_approve: bo
         return
     if token_file:
         raise click.UsageError("--token-file is for --system aden")
+    if hmac_client_id or hmac_secret_file:
+        if system != "jurnal" or not tenant or not (hmac_client_id and hmac_secret_file):
+            raise click.UsageError("Mekari gateway (HMAC) connections: --tenant T --system jurnal "
+                                   "--hmac-client-id ID --hmac-secret-file FILE ('-' reads stdin)")
+        _connect_jurnal_hmac(s, tenant, hmac_client_id, hmac_secret_file)
+        click.echo("connected 1 tenant(s) to jurnal (Mekari API gateway, HMAC)")
+        return
     n = _connect(s, [tenant] if tenant else None, auto_approve or all_tenants, system)
     click.echo(f"connected {n} tenant(s) to {system}")
+
+
+def _read_secret(source: str, what: str) -> str:
+    try:
+        secret = (sys.stdin.read() if source == "-" else Path(source).read_text()).strip()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {what} from {source}: {exc.strerror}") from exc
+    if not secret:
+        raise click.ClickException(f"no {what} in {'stdin' if source == '-' else source}")
+    return secret
+
+
+def _connect_jurnal_hmac(s, tenant: str, client_id: str, secret_file: str) -> None:  # noqa: ANN001
+    """Store a tenant's Mekari HMAC credentials (encrypted) and prove them with one chart read."""
+    from ledger_pipeline.ledger.sink import SinkError
+    from ledger_pipeline.systems import OpenOptions, open_connection
+
+    secret = _read_secret(secret_file, "the HMAC client secret")
+    connection = open_connection("jurnal", s, OpenOptions(s.ops_database_url, s.rate_limit_scale))
+    try:
+        connection.connect_hmac(tenant, client_id.strip(), secret)  # type: ignore[attr-defined]
+    except SinkError as exc:
+        raise click.ClickException(f"tenant {tenant}: Mekari refused the HMAC credentials: {exc}. Check the client "
+                                   "id and secret in Mekari's developer dashboard and connect again") from exc
+    finally:
+        connection.close()
 
 
 def _connect_aden_token(s, tenant: str, token_file: str) -> None:  # noqa: ANN001
