@@ -161,15 +161,19 @@ def test_kwd_three_decimals_are_exact_and_a_fourth_is_rejected(settings, r2a_url
     insert(engine, "tbh", "0.125", "BHD")
     insert(engine, "tcl", "15000", "CLP")
     insert(engine, "tis", "-3", "ISK", "cogs", "merchandise")
-    insert(engine, "tbad", "1.2345", "KWD")
+    if engine.dialect.name == "sqlite":  # Postgres's NUMERIC(21,3) column cannot hold a 4th decimal at all
+        insert(engine, "tbad", "1.2345", "KWD")
     x = extract(engine, JAN, FEB)
     monthly = x.monthly.set_index("tenant_id")
     assert monthly.loc["tkw", "revenue_minor"] == 1234 + 1 + 999999999 - 235
     assert monthly.loc["tkw", "expenses_minor"] == 12500 and monthly.loc["tkw", "currency"] == "KWD"
     assert monthly.loc["tbh", "revenue_minor"] == 125
     assert monthly.loc["tcl", "revenue_minor"] == 15000 and monthly.loc["tis", "cogs_minor"] == -3
-    assert list(x.rejections["tenant_id"]) == ["tbad"]
-    assert "than KWD has (ISO 4217 minor unit 3: at most 3 decimals)" in x.rejections.iloc[0]["detail"]
+    if engine.dialect.name == "sqlite":
+        assert list(x.rejections["tenant_id"]) == ["tbad"]
+        assert "than KWD has (ISO 4217 minor unit 3: at most 3 decimals)" in x.rejections.iloc[0]["detail"]
+    else:
+        assert x.rejections.empty
 
 
 def test_an_unknown_currency_rejects_the_tenant_months(settings, r2a_url: str) -> None:  # noqa: ANN001
