@@ -110,8 +110,17 @@ def test_convert_minor_rounds_once_to_the_targets_minor_unit() -> None:
         convert_minor(1, "USD", "IDR", 16312.5)  # type: ignore[arg-type]
 
 
-def test_load_replaces_per_pair_and_date_and_a_bad_file_loads_nothing(settings, tmp_path: Path) -> None:  # noqa: ANN001
-    engine = make_engine(settings.ops_database_url)
+@pytest.fixture(params=["sqlite", "postgres"])
+def ops_url(request, settings) -> str:  # noqa: ANN001
+    if request.param == "sqlite":
+        return settings.ops_database_url
+    url = request.getfixturevalue("pg_url")
+    request.getfixturevalue("monkeypatch").setenv("LEDGER_OPS_DATABASE_URL", url)
+    return url
+
+
+def test_load_replaces_per_pair_and_date_and_a_bad_file_loads_nothing(ops_url: str, tmp_path: Path) -> None:
+    engine = make_engine(ops_url)
     first = load_rates(engine, parse_rates_csv(GOOD), "good.csv", now=dt.datetime(2025, 2, 1))
     assert (first.loaded, first.replaced) == (4, 0)
     again = load_rates(engine, parse_rates_csv("date,from_currency,to_currency,rate\n2025-01-31,USD,IDR,16400.25\n"

@@ -122,6 +122,7 @@ _WITH_IDS = ("too_many_decimals", "out_of_range_amount")  # problems whose rejec
 
 @dataclass
 class Extract:
+    # *_minor: int64 minor units of the row's `currency` (the tenant's; ISO 4217 minor unit: JPY 0, IDR 2, KWD 3)
     detail: pd.DataFrame  # tenant_id, period, category, subcategory, amount_minor, currency, source_rows
     monthly: pd.DataFrame  # tenant_id, period, revenue/cogs/expenses/net_income _minor, currency, source_rows
     rejections: pd.DataFrame  # tenant_id, period, stage, reason, detail
