@@ -156,7 +156,8 @@ class LedgerSink(Protocol):
 
 
 def entries_from_frames(entries: pd.DataFrame, lines: pd.DataFrame) -> list[CanonicalEntry]:
-    """Canonical entries from ledger.journal_entries / journal_lines frames (amounts as *_minor int64)."""
+    """Canonical entries from ledger.journal_entries / journal_lines frames (amounts as *_minor int64 of the entry's
+    currency; optional entry columns source_currency and exchange_rate (Decimal) carry a conversion)."""
     by_entry: dict[str, list[CanonicalLine]] = {}
     for row in lines.sort_values(["custom_id", "line_no"]).itertuples(index=False):
         by_entry.setdefault(row.custom_id, []).append(CanonicalLine(
@@ -165,6 +166,12 @@ def entries_from_frames(entries: pd.DataFrame, lines: pd.DataFrame) -> list[Cano
     return [
         CanonicalEntry(row.tenant_id, pd.Timestamp(row.period).date(), row.custom_id,
                        pd.Timestamp(row.transaction_date).date(), row.memo, row.currency, row.content_hash,
-                       tuple(by_entry.get(row.custom_id, ())))
+                       tuple(by_entry.get(row.custom_id, ())), _optional(row, "source_currency"),
+                       _optional(row, "exchange_rate"))
         for row in entries.itertuples(index=False)
     ]
+
+
+def _optional(row: tuple, name: str) -> object:
+    value = getattr(row, name, None)
+    return None if value is None or (isinstance(value, float) and value != value) else value
