@@ -1,4 +1,4 @@
-"""The `ledger-pipeline` command: seed, sandbox, connect, serve, check, run, demo."""
+"""The `ledger-pipeline` command: seed, sandbox, connect, serve, check, run, demo, rates."""
 
 from __future__ import annotations
 
@@ -605,6 +605,59 @@ def shards(count: int | None, assign: bool, rebalance: bool, dry_run: bool, forc
     engine = make_engine(s.ops_database_url)
     sys.exit(command(engine, sorted(tenant_systems(engine)), count or s.shards, assign=assign, rebalance_=rebalance,
                      dry_run=dry_run, force=force, echo=click.echo))
+
+
+@main.group()
+def rates() -> None:
+    """Exchange rates in the operational database (1 from_currency = rate to_currency on a date)."""
+
+
+@rates.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def rates_load(file: Path) -> None:
+    """Load FILE.csv (columns date, from_currency, to_currency, rate; the rate as exact decimal text): all or
+    nothing; a rate already loaded for the same pair and date is replaced. Bad lines are listed with their numbers."""
+    from ledger_pipeline.ledger.rates import RateFileError
+    from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.rates import load_rates, read_rates_file
+
+    s = load_settings()
+    try:
+        parsed = read_rates_file(file)
+    except RateFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    result = load_rates(make_engine(s.ops_database_url), parsed, str(file))
+    click.echo(f"loaded {result.loaded:,} rate(s) from {file} ({result.replaced:,} replaced a rate for the same pair "
+               f"and date) -> {_safe_url(s.ops_database_url)}")
+
+
+@rates.command("list")
+@click.option("--from", "from_currency", default=None, help="only this base currency (ISO 4217)")
+@click.option("--to", "to_currency", default=None, help="only this quote currency (ISO 4217)")
+@click.option("--month", default=None, help="only rates dated in this month, YYYY-MM")
+def rates_list(from_currency: str | None, to_currency: str | None, month: str | None) -> None:
+    """The loaded rates, by date and pair."""
+    from tabulate import tabulate
+
+    from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.rates import list_rates
+
+    start = end = None
+    if month:
+        try:
+            start = dt.datetime.strptime(month, "%Y-%m").date()
+        except ValueError:
+            raise click.BadParameter(f"{month!r} is not a month (YYYY-MM)", param_hint="--month") from None
+        end = (start + dt.timedelta(days=32)).replace(day=1)
+    found = list_rates(make_engine(load_settings().ops_database_url), from_currency, to_currency, start, end)
+    if not found:
+        click.echo("no exchange rates loaded" + (" for that selection" if from_currency or to_currency or month
+                                                 else ": ledger-pipeline rates load FILE.csv"))
+        return
+    click.echo(tabulate([[r.rate.day.isoformat(), r.rate.from_currency, r.rate.to_currency, f"{r.rate.rate:f}",
+                          r.source or "", f"{r.loaded_at:%Y-%m-%d %H:%M:%S}" if r.loaded_at else ""] for r in found],
+                        headers=["date", "from_currency", "to_currency", "rate", "source", "loaded_at (UTC)"],
+                        disable_numparse=True))
 
 
 if __name__ == "__main__":
