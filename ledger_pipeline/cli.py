@@ -110,7 +110,7 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
     http = httpx.Client(timeout=30)
     try:
         if tenants is None:
-            with make_engine(s.r2a_database_url).connect() as conn:
+            with make_engine(s.r2a_database_url, read_only=True).connect() as conn:
                 seeded = list(conn.execute(select(Tenant.tenant_id).order_by(Tenant.tenant_id)).scalars())
             done = {t for t, (_, status, _) in tenant_systems(connection.vault.engine).items()
                     if status == "connected"}
@@ -285,7 +285,7 @@ def _sandbox_for_demo(s, scale: float) -> Iterator[str]:  # noqa: ANN001
             port = 0
     with SandboxServer(s.data_dir / "sandbox.sqlite", port=port, limits=Limits(scale=scale)) as server:
         os.environ.update(server.env())
-        os.environ["JURNAL_RATE_LIMIT_SCALE"] = str(scale)
+        os.environ["LEDGER_RATE_LIMIT_SCALE"] = str(scale)
         yield server.url
 
 
@@ -298,11 +298,12 @@ def _demo_connect(s) -> dict[str, int]:  # noqa: ANN001
     from sqlalchemy import select
 
     from ledger_pipeline.r2a.models import Tenant, make_engine
+    from ledger_pipeline.state.database import make_ops_engine
     from ledger_pipeline.state.vault import tenant_systems
 
-    with make_engine(s.r2a_database_url).connect() as conn:
+    with make_engine(s.r2a_database_url, read_only=True).connect() as conn:
         seeded = list(conn.execute(select(Tenant.tenant_id).order_by(Tenant.tenant_id)).scalars())
-    done = tenant_systems(make_engine(s.ops_database_url))
+    done = tenant_systems(make_ops_engine(s.ops_database_url))
     plan: dict[str, list[str]] = {}
     for i, tenant in enumerate(seeded):
         if tenant not in done:
@@ -326,6 +327,7 @@ def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
     s = load_settings()
     click.echo("1/5 R2a database")
     engine = make_engine(s.r2a_database_url)
+    seeding.create_tables(engine)  # the demo plays R2a's team: its synthetic R2a database is its own to create
     with engine.connect() as conn:
         have = conn.execute(select(func.count()).select_from(Tenant)).scalar_one()
     if have == 0:
@@ -372,12 +374,12 @@ def _safe_url(url: str) -> str:
 @click.option("--force", is_flag=True, help="rebalance without checking the Dagster instance for runs in flight")
 def shards(count: int | None, assign: bool, rebalance: bool, dry_run: bool, force: bool) -> None:
     """Tenants per posting shard (production profile), from the operational database; assign or rebalance."""
-    from ledger_pipeline.r2a.models import make_engine
     from ledger_pipeline.shards import command
+    from ledger_pipeline.state.database import make_ops_engine
     from ledger_pipeline.state.vault import tenant_systems
 
     s = load_settings()
-    engine = make_engine(s.ops_database_url)
+    engine = make_ops_engine(s.ops_database_url)
     sys.exit(command(engine, sorted(tenant_systems(engine)), count or s.shards, assign=assign, rebalance_=rebalance,
                      dry_run=dry_run, force=force, echo=click.echo))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import Settings
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.vault import TokenVault, load_key
 from ledger_pipeline.systems.http import http_client
 from ledger_pipeline.systems.jurnal.client import JurnalClient, host_limiter
@@ -27,7 +27,7 @@ class JurnalSession:
 def open_session(settings: Settings, *, database_url: str | None = None, api_base_url: str | None = None,
                  oauth_base_url: str | None = None, rate_limit_scale: float | None = None, backoff_initial: float = 0.5,
                  timeout: float = 30.0) -> JurnalSession:
-    engine = make_engine(database_url or settings.r2a_database_url)
+    engine = make_ops_engine(database_url or settings.ops_database_url)
     vault = TokenVault(engine, load_key(settings), settings.lock_dir)
     oauth = OAuthClient(oauth_base_url or settings.jurnal_oauth_base_url, settings.jurnal_client_id,
                         settings.jurnal_client_secret,
