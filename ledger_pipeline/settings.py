@@ -63,6 +63,17 @@ def resolve_rate_limit_scale(env: os._Environ[str] | dict[str, str] | None = Non
     return scale
 
 
+def resolve_ops_database_url(env: os._Environ[str] | dict[str, str], data_dir: Path) -> str:
+    """LEDGER_OPS_DATABASE_URL; unset: `data/ops.sqlite` (its own file, never R2a's database) in the embedded profile,
+    "" in the production profile, whose hosts must share one database (opening "" raises, naming the variable)."""
+    url = env.get("LEDGER_OPS_DATABASE_URL", "").strip()
+    if url:
+        return url
+    if env.get("LEDGER_PROFILE", "").strip().lower() == "production":
+        return ""
+    return f"sqlite:///{data_dir / 'ops.sqlite'}"
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -121,7 +132,7 @@ def load_settings() -> Settings:
         dagster_home=Path(env.get("DAGSTER_HOME", PROJECT_ROOT / "dagster_home")),
         rate_limit_scale=resolve_rate_limit_scale(env),
         account_mapping_path=Path(env.get("LEDGER_ACCOUNT_MAPPING", DATA_DIR / "account_mapping.csv")),
-        ops_database_url=env.get("LEDGER_OPS_DATABASE_URL") or f"sqlite:///{data_dir / 'ops.sqlite'}",
+        ops_database_url=resolve_ops_database_url(env, data_dir),
         chart_max_age_hours=float(env.get("LEDGER_CHART_MAX_AGE_HOURS", "36")),
         drift_requests_per_hour=int(env.get("LEDGER_DRIFT_REQUESTS_PER_HOUR", "600")),
         sandbox_url=sandbox,

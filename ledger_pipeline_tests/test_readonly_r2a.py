@@ -72,9 +72,15 @@ def test_opening_r2a_runs_no_ddl(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_the_ops_database_defaults_to_its_own_file_never_r2a(settings) -> None:  # noqa: ANN001
+def test_the_ops_database_defaults_to_its_own_file_never_r2a(settings, monkeypatch) -> None:  # noqa: ANN001
     assert settings.ops_database_url == f"sqlite:///{settings.data_dir / 'ops.sqlite'}"
     assert settings.ops_database_url != settings.r2a_database_url
+    monkeypatch.setenv("LEDGER_PROFILE", "production")  # hosts share one database: no per-host file by default
+    assert load_settings().ops_database_url == ""
+    with pytest.raises(OpsDatabaseError, match="set LEDGER_OPS_DATABASE_URL"):
+        make_ops_engine(load_settings().ops_database_url)
+    monkeypatch.setenv("LEDGER_OPS_DATABASE_URL", "postgresql+psycopg://ops@db/ops")
+    assert load_settings().ops_database_url == "postgresql+psycopg://ops@db/ops"
 
 
 def test_rate_limit_scale_reads_ledger_then_the_deprecated_jurnal_name(monkeypatch: pytest.MonkeyPatch) -> None:

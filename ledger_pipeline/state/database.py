@@ -41,6 +41,10 @@ def make_ops_engine(url: str) -> Engine:
     pre-pinged pool. Raises when the database cannot be migrated
     (e.g. a read-only role): `OpsDatabaseError`, naming the URL (password hidden), the problem and the fix.
     """
+    if not url:
+        raise OpsDatabaseError("no operational database: set LEDGER_OPS_DATABASE_URL (the production profile has no "
+                               "default: every host must share one database, e.g. postgresql+psycopg://...; never "
+                               "R2a's)")
     engine = _engine(url)
     key = engine.url.render_as_string(hide_password=False)
     with _guard:
