@@ -28,6 +28,8 @@ import httpx
 from common import ROOT, save
 from cryptography.fernet import Fernet
 
+from ledger_pipeline import clock
+
 PER_IP_MINUTE = 40  # Jurnal's binding limit: requests per minute per source address
 
 
@@ -85,9 +87,7 @@ def main() -> None:
            "LEDGER_SANDBOX_URL": f"http://127.0.0.1:{port}",
            "JURNAL_API_BASE_URL": f"http://127.0.0.1:{port}/partner/core/api/v1",
            "JURNAL_OAUTH_BASE_URL": f"http://127.0.0.1:{port}"}
-    today = dt.date.today()
-    m2 = (today.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
-    m1 = (m2 - dt.timedelta(days=1)).replace(day=1)
+    m1, m2 = clock.recent_months(2)
     env["LEDGER_FIRST_MONTH"] = f"{m1:%Y-%m}"
     os.environ.update(env)
     sandbox = subprocess.Popen([sys.executable, "-m", "ledger_pipeline.cli", "sandbox", "--port", str(port),

@@ -17,6 +17,8 @@ import httpx
 from common import save
 from cryptography.fernet import Fernet
 
+from ledger_pipeline import clock
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -24,8 +26,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=100.0)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-systems-"))
-    last = (dt.date.today().replace(day=1) - dt.timedelta(days=1)).replace(day=1)
-    first = (last - dt.timedelta(days=62)).replace(day=1)  # three months before `last`
+    last = clock.last_complete_month()
+    first = clock.add_months(last, -2)  # the three months ending with `last`
     os.environ.update({
         "LEDGER_DATA_DIR": str(tmp), "R2A_DATABASE_URL": f"sqlite:///{tmp / 'r2a.sqlite'}",
         "LEDGER_WAREHOUSE": str(tmp / "warehouse.duckdb"), "LEDGER_ENCRYPTION_KEY": Fernet.generate_key().decode(),

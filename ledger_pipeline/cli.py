@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ledger_pipeline.settings import SANDBOX_PORT, load_settings
+from ledger_pipeline.settings import SANDBOX_PORT, Settings, load_settings
 
 
 def _progress(label: str):  # noqa: ANN202
@@ -38,7 +38,8 @@ def main() -> None:
 @main.command()
 @click.option("--tenants", default=200, show_default=True)
 @click.option("--months", default=12, show_default=True)
-@click.option("--start", "start", default=None, help="first month YYYY-MM (default: months ending last month)")
+@click.option("--start", "start", default=None,
+              help="first month YYYY-MM (default: the months ending with the last complete month, LEDGER_TIMEZONE)")
 @click.option("--seed", "seed_value", default=7, show_default=True)
 @click.option("--with-bad-rows", is_flag=True, help="add a few rows of each kind of bad source data")
 def seed(tenants: int, months: int, start: str | None, seed_value: int, with_bad_rows: bool) -> None:
@@ -48,9 +49,10 @@ def seed(tenants: int, months: int, start: str | None, seed_value: int, with_bad
 
     s = load_settings()
     engine = make_engine(s.r2a_database_url)
-    first = dt.datetime.strptime(start, "%Y-%m").date() if start else None
+    first = _month_or_exit(start, "--start") if start else None
     t0 = time.time()
     result = seeding.seed(engine, tenants, months, first, seed_value, _progress("rows"))
+    _record_first_month(s, result.start)
     if with_bad_rows:
         seeding.add_bad_rows(engine, result.start, [f"t{i:05d}" for i in (1, 2, 3)])
     click.echo(f"seeded {result.tenants:,} tenants x {result.months} months from {result.start:%Y-%m}: "
@@ -87,13 +89,48 @@ def sandbox(host: str, port: int, state: Path | None, faults: str, rate_limit_sc
               help="the tenant's accounting system")
 @click.option("--auto-approve", is_flag=True,
               help="follow the authorize URL ourselves (the sandbox auto-approves); implied by --all")
-def connect(tenant: str | None, all_tenants: bool, system: str, auto_approve: bool) -> None:
-    """Connect tenants to their accounting system through its own authorisation flow (credentials encrypted)."""
+@click.option("--token-file", "token_file", default=None, metavar="FILE",
+              help="aden: the tenant's JWT, issued by its Aden administrator, read from FILE ('-' = stdin)")
+def connect(tenant: str | None, all_tenants: bool, system: str, auto_approve: bool, token_file: str | None) -> None:
+    """Connect tenants to their accounting system through its own authorisation flow (credentials encrypted).
+
+    Aden has no such flow: its administrator issues each company a JWT, given with --token-file (against the
+    sandbox, --auto-approve or --all has the sandbox issue one)."""
     if not tenant and not all_tenants:
         raise click.UsageError("give --tenant T or --all")
     s = load_settings()
+    if system == "aden" and (token_file or not (auto_approve or all_tenants)):
+        if not tenant or not token_file:
+            raise click.UsageError("Aden tenants connect with the JWT their Aden administrator issued: "
+                                   "--tenant T --system aden --token-file FILE ('-' reads stdin); against the "
+                                   "sandbox, --auto-approve (or --all) has the sandbox issue one")
+        _connect_aden_token(s, tenant, token_file)
+        click.echo(f"connected 1 tenant(s) to {system}")
+        return
+    if token_file:
+        raise click.UsageError("--token-file is for --system aden")
     n = _connect(s, [tenant] if tenant else None, auto_approve or all_tenants, system)
     click.echo(f"connected {n} tenant(s) to {system}")
+
+
+def _connect_aden_token(s, tenant: str, token_file: str) -> None:  # noqa: ANN001
+    """Store and check one tenant's Aden JWT (read from a file, or stdin for '-'), never echoing it."""
+    from ledger_pipeline.systems import OpenOptions, open_connection
+    from ledger_pipeline.systems.aden import AdenTokenError
+
+    try:
+        token = sys.stdin.read() if token_file == "-" else Path(token_file).read_text()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read the Aden token from {token_file}: {exc.strerror}") from exc
+    if not token.strip():
+        raise click.ClickException(f"no Aden token in {'stdin' if token_file == '-' else token_file}")
+    connection = open_connection("aden", s, OpenOptions(s.ops_database_url, s.rate_limit_scale))
+    try:
+        connection.connect_with_token(tenant, token)  # type: ignore[attr-defined]
+    except AdenTokenError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        connection.close()
 
 
 def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -> int:  # noqa: ANN001
@@ -132,11 +169,52 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
 @main.command()
 @click.option("--month", required=True, help="YYYY-MM")
 @click.option("--to", "to", default=None, help="last month YYYY-MM of a range (run as one Dagster run)")
-@click.option("--dry-run", is_flag=True, help="plan the postings without calling Jurnal")
-def run(month: str, to: str | None, dry_run: bool) -> None:
-    """Materialize the monthly close for a month or a range through Dagster (recorded in DAGSTER_HOME)."""
-    ok = _run_close(month, to, dry_run)
+@click.option("--dry-run", is_flag=True, help="plan the postings without calling the accounting systems")
+@click.option("--allow-open-month", is_flag=True, help="close a month that has not ended yet in LEDGER_TIMEZONE "
+              "(a deliberate early close; recorded in the run's tags as ledger/allow_open_month)")
+def run(month: str, to: str | None, dry_run: bool, allow_open_month: bool) -> None:
+    """Materialize the monthly close for a month or a range through Dagster (recorded in DAGSTER_HOME).
+
+    Months are months in LEDGER_TIMEZONE: a month that has not ended there, or one before the first monthly
+    partition (LEDGER_FIRST_MONTH), is refused with exit code 2 before anything runs."""
+    ok = _run_close(month, to, dry_run, allow_open_month)
     sys.exit(0 if ok else 1)
+
+
+def _month_or_exit(value: str, what: str) -> dt.date:
+    from ledger_pipeline import clock
+
+    try:
+        return clock.parse_month(value, what)
+    except clock.MonthError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _record_first_month(s: Settings, month: dt.date) -> None:
+    """Embedded setup: the first monthly partition is recorded once, when data is first seeded or closed (see
+    ledger_pipeline/clock.py), so it never moves under a running deployment."""
+    from ledger_pipeline import clock
+
+    if s.first_month_source.startswith("default") and clock.record_first_month(s.data_dir, min(
+            month, clock.parse_month(s.first_month))):
+        click.echo(f"first monthly partition recorded: {min(month, clock.parse_month(s.first_month)):%Y-%m} "
+                   f"(in {s.data_dir / clock.FIRST_MONTH_FILE}; LEDGER_FIRST_MONTH overrides it)")
+
+
+def _check_months(s: Settings, first: dt.date, last: dt.date, allow_open: bool) -> list[dt.date]:
+    """The months of a close, refused (click.UsageError, exit 2) when empty, open, or before the first partition."""
+    from ledger_pipeline import clock
+
+    months = clock.months_between(first, last)
+    try:
+        if not months:
+            raise clock.MonthError(f"--to {last:%Y-%m} is before --month {first:%Y-%m}")
+        clock.ensure_closed(months, s.timezone, allow_open=allow_open)
+        clock.ensure_after_first(months, clock.first_month(
+            os.environ.get("LEDGER_FIRST_MONTH"), s.data_dir, s.timezone))
+    except clock.MonthError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return months
 
 
 @main.command()
@@ -171,10 +249,12 @@ def runs(clear_dead: bool, cancel: str | None) -> None:
                        "slots (`ledger-pipeline run` also does it before it waits)")
 
 
-def _run_close(month: str, to: str | None, dry_run: bool = False) -> bool:
-    from ledger_pipeline.partitions import month_key
+def _run_close(month: str, to: str | None, dry_run: bool = False, allow_open: bool = False) -> bool:
+    from ledger_pipeline import clock
 
     s = load_settings()
+    months = _check_months(s, _month_or_exit(month, "--month"), _month_or_exit(to or month, "--to"), allow_open)
+    _record_first_month(s, months[0])
     os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     import dagster as dg
@@ -183,9 +263,11 @@ def _run_close(month: str, to: str | None, dry_run: bool = False) -> bool:
     from ledger_pipeline.progress import listen
     from ledger_pipeline.runs import execute_supervised
 
-    first, last = month_key(month), month_key(to or month)
+    first, last = clock.month_key(months[0]), clock.month_key(months[-1])
     tags = ({"dagster/partition": first} if first == last else
             {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+    if allow_open:
+        tags[clock.ALLOW_OPEN_MONTH_TAG] = "true"
     run_config: dict = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     if dry_run:
         run_config["ops"] = {"jurnal_postings": {"config": {"dry_run": True}}}
@@ -332,6 +414,7 @@ def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
         have = conn.execute(select(func.count()).select_from(Tenant)).scalar_one()
     if have == 0:
         result = seeding.seed(engine, tenants, 12, None, 7, _progress("rows"))
+        _record_first_month(s, result.start)
         seeding.add_bad_rows(engine, seeding.default_start(months), ["t00001", "t00002", "t00003"])
         click.echo(f"  seeded {result.tenants} tenants x 12 months ({result.rows:,} rows) plus a few bad rows")
     else:

@@ -5,11 +5,12 @@ Read at call time (never at import) so tests and the CLI can point the pipeline 
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from ledger_pipeline import clock
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
@@ -18,20 +19,7 @@ SANDBOX_CLIENT_ID = "ledger-pipeline-sandbox"
 SANDBOX_CLIENT_SECRET = "sandbox-secret-not-for-production"  # noqa: S105 - a public sandbox value
 
 
-DEMO_MONTHS = 12  # `ledger-pipeline demo` and `seed` default: the 12 months ending last month
-
-
-def resolve_first_month(value: str | None = None, today: dt.date | None = None) -> str:
-    """LEDGER_FIRST_MONTH as 'YYYY-MM'; unset: the first month the demo seeds (DEMO_MONTHS ending last month), so
-    the partitions hold exactly the months that can have data. Production sets it to its go-live month."""
-    if value:
-        try:
-            return dt.datetime.strptime(value.strip()[:7], "%Y-%m").strftime("%Y-%m")
-        except ValueError as exc:
-            raise ValueError(f"LEDGER_FIRST_MONTH={value!r} is not a month (expected YYYY-MM)") from exc
-    today = today or dt.date.today()
-    index = today.year * 12 + today.month - 1 - DEMO_MONTHS
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+DEMO_MONTHS = 12  # `ledger-pipeline demo` and `seed` default: the 12 months ending with the last complete month
 
 
 RATE_LIMIT_SCALE_ENV = "LEDGER_RATE_LIMIT_SCALE"
@@ -94,7 +82,9 @@ class Settings:
     ops_database_url: str = ""  # LEDGER_OPS_DATABASE_URL: posting state, tokens, shards (default data/ops.sqlite)
     sandbox_url: str = ""  # LEDGER_SANDBOX_URL: every system's default endpoints point into this sandbox
     source_address: str | None = None  # LEDGER_SOURCE_ADDRESS: local address outgoing API traffic binds (None: OS)
-    first_month: str = ""  # LEDGER_FIRST_MONTH (YYYY-MM): the first monthly partition; see resolve_first_month()
+    first_month: str = ""  # the first monthly partition 'YYYY-MM' (clock.first_month: env, recorded, default)
+    first_month_source: str = ""  # where first_month came from (LEDGER_FIRST_MONTH, the data dir's record, default)
+    timezone: str = "Asia/Jakarta"  # LEDGER_TIMEZONE: the business timezone (IANA), see ledger_pipeline/clock.py
     wait_timeout: float = 600.0  # LEDGER_WAIT_TIMEOUT: seconds a run waits for a pool slot or the DuckDB lock
     profile: str = "embedded"  # LEDGER_PROFILE: "embedded" (one process, the default) or "production" (deploy/)
     shards: int = 4  # LEDGER_SHARDS: posting shards in the production profile (one Celery queue and worker each)
@@ -116,6 +106,12 @@ def load_settings() -> Settings:
     warehouse = Path(env.get("LEDGER_WAREHOUSE", data_dir / "warehouse.duckdb"))
     sandbox = env.get("LEDGER_SANDBOX_URL", f"http://127.0.0.1:{SANDBOX_PORT}").rstrip("/")
     r2a_url = env.get("R2A_DATABASE_URL", f"sqlite:///{data_dir / 'r2a.sqlite'}")
+    tz = clock.business_timezone(env.get("LEDGER_TIMEZONE"))
+    profile = env.get("LEDGER_PROFILE", "embedded").strip().lower() or "embedded"
+    if profile == "production" and not env.get("LEDGER_FIRST_MONTH", "").strip():
+        raise clock.MonthError("LEDGER_FIRST_MONTH is required in the production profile (LEDGER_PROFILE=production):"
+                               " set it to your go-live month (YYYY-MM) so the monthly partitions never move")
+    first = clock.first_month(env.get("LEDGER_FIRST_MONTH"), data_dir, tz)
     return Settings(
         data_dir=data_dir,
         r2a_database_url=r2a_url,
@@ -137,9 +133,11 @@ def load_settings() -> Settings:
         drift_requests_per_hour=int(env.get("LEDGER_DRIFT_REQUESTS_PER_HOUR", "600")),
         sandbox_url=sandbox,
         source_address=env.get("LEDGER_SOURCE_ADDRESS") or None,
-        first_month=resolve_first_month(env.get("LEDGER_FIRST_MONTH")),
+        first_month=f"{first.month:%Y-%m}",
+        first_month_source=first.source,
+        timezone=tz.key,
         wait_timeout=float(env.get("LEDGER_WAIT_TIMEOUT", "600")),
-        profile=env.get("LEDGER_PROFILE", "embedded").strip().lower() or "embedded",
+        profile=profile,
         celery_broker=env.get("LEDGER_CELERY_BROKER", "amqp://guest:guest@127.0.0.1:5672//"),
         celery_backend=env.get("LEDGER_CELERY_BACKEND", "redis://127.0.0.1:6379/0"),
         shards=int(env.get("LEDGER_SHARDS", "4")),

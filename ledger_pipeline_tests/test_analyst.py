@@ -19,7 +19,6 @@ from ledger_pipeline.assets.metadata import (
     preview_markdown,
     table_result_metadata,
 )
-from ledger_pipeline.settings import resolve_first_month
 from ledger_pipeline.warehouse import descriptions, schema
 from ledger_pipeline.warehouse.analyst import latest_path, open_latest, snapshot_info
 from ledger_pipeline.warehouse.store import Warehouse, prune_snapshots, snapshot_files
@@ -167,29 +166,22 @@ def test_open_latest_says_what_is_missing(tmp_path: Path) -> None:
         open_latest(tmp_path / "nothing.duckdb")
 
 
-def test_first_month_defaults_to_what_the_demo_seeds() -> None:
-    from ledger_pipeline.r2a.seed import default_start
-
-    today = dt.date(2026, 11, 22)
-    assert resolve_first_month(None, today) == "2025-11" == f"{default_start(12, today):%Y-%m}"
-    assert resolve_first_month(None, dt.date(2026, 1, 5)) == "2025-01"
-    assert resolve_first_month("2024-03") == "2024-03" and resolve_first_month("2024-03-01") == "2024-03"
-    with pytest.raises(ValueError, match="LEDGER_FIRST_MONTH"):
-        resolve_first_month("March")
-
-
-def test_partitions_start_at_the_configured_month() -> None:
+def test_partitions_start_at_the_configured_month(tmp_path: Path) -> None:
+    """LEDGER_FIRST_MONTH wins; unset, the default is the first of the 12 months the demo seeds, and Dagster's last
+    partition is the product clock's last complete month (both computed in the business timezone)."""
     code = ("from ledger_pipeline.partitions import monthly_partitions as m; "
             "print(m.get_first_partition_key(), m.get_last_partition_key())")
-    env = {**os.environ, "LEDGER_FIRST_MONTH": "2024-01"}
+    env = {**os.environ, "LEDGER_FIRST_MONTH": "2024-01", "LEDGER_DATA_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == "2024-01-01"
     env.pop("LEDGER_FIRST_MONTH")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    first, last = out.stdout.split()
-    from ledger_pipeline.r2a.seed import default_start
+    from ledger_pipeline import clock
 
-    assert first == default_start(12).isoformat() and last == default_start(1).isoformat()
+    before = clock.recent_months(12)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    after = clock.recent_months(12)  # the same unless a month ended during the subprocess
+    got = tuple(out.stdout.split())
+    assert got in {(f"{m[0]:%Y-%m-%d}", f"{m[-1]:%Y-%m-%d}") for m in (before, after)}
 
 
 def test_a_0_1_0_warehouse_is_migrated_on_first_use(tmp_path: Path) -> None:

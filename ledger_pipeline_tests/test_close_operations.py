@@ -13,6 +13,7 @@ import time
 import httpx
 from sqlalchemy import delete, text, update
 
+from ledger_pipeline import clock
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import R2aTransaction, make_engine
 from ledger_pipeline.settings import load_settings
@@ -169,8 +170,7 @@ def test_a_stale_chart_is_refreshed_for_that_tenant_alone_and_retried_once(setti
 
 
 def test_drift_job_finds_every_kind_of_drift(settings, sandbox) -> None:  # noqa: ANN001
-    today = dt.date.today()
-    last = (today.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    last = clock.last_complete_month()  # the drift job's window is computed by the same clock
     tenants = seeded(settings, 6, 1, last)
     key = last.isoformat()
     materialize(CLOSE, key)

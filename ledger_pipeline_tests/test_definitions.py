@@ -12,11 +12,13 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from ledger_pipeline import clock
 from ledger_pipeline.definitions import defs
 from ledger_pipeline.partitions import month_key, monthly_partitions
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import PROJECT_ROOT
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline_tests.helpers import connect, query
 
 
@@ -69,6 +71,14 @@ def test_cli_run_is_recorded_in_dagster_home(settings, sandbox) -> None:  # noqa
         assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
         assert runs[0].tags["dagster/partition"] == month + "-01"
     assert query(settings, "SELECT COUNT(*) FROM jurnal.postings WHERE status = 'posted'")[0][0] >= 3
+    # a deliberate early close of the month in progress (business timezone): allowed by the flag, and tagged
+    current = clock.current_month().strftime("%Y-%m")
+    out = subprocess.run([sys.executable, "-m", "ledger_pipeline.cli", "run", "--month", current, "--dry-run",
+                          "--allow-open-month"], env={**os.environ}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    with dg.DagsterInstance.get() as instance:
+        early = [r for r in instance.get_runs() if r.tags.get("dagster/partition") == current + "-01"]
+        assert len(early) == 1 and early[0].tags[clock.ALLOW_OPEN_MONTH_TAG] == "true"
 
 
 def test_cli_connects_tenants_to_each_system(settings, sandbox) -> None:  # noqa: ANN001
@@ -93,7 +103,7 @@ def test_cli_connects_tenants_to_each_system(settings, sandbox) -> None:  # noqa
     out = subprocess.run([*cli, "--all", "--system", "zoho"], env={**os.environ}, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "connected 1 tenant(s) to zoho" in out.stdout, out.stdout + out.stderr
-    with make_engine(settings.r2a_database_url).connect() as conn:
+    with make_ops_engine(settings.ops_database_url).connect() as conn:  # connections are operational state
         systems = dict(conn.execute(text("SELECT tenant_id, source_system FROM integrations")).fetchall())
     assert systems == {"t00001": "jurnal", "t00002": "quickbooks", "t00003": "aden", "t00004": "zoho",
                        "t00005": "rootfi"}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 from decimal import Decimal
 
 import httpx
 from sqlalchemy import text
 
+from ledger_pipeline import clock
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.systems import SYSTEMS
@@ -28,8 +28,8 @@ FAULTS = {"seed": 3, "error_rate": 0.2, "error_after_commit_rate": 0.05, "drop_a
 
 
 def test_a_month_closes_exactly_once_across_all_five_systems_under_faults(settings, sandbox) -> None:  # noqa: ANN001
-    last = (dt.date.today().replace(day=1) - dt.timedelta(days=1)).replace(day=1)  # in the drift job's window
-    first = (last - dt.timedelta(days=1)).replace(day=1)
+    last = clock.last_complete_month()  # in the drift job's window (the product's own clock and timezone)
+    first = clock.add_months(last, -1)
     engine = make_engine(settings.r2a_database_url)
     seeding.seed(engine, 15, 2, first, seed=21)
     with engine.connect() as conn:

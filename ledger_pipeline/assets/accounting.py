@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import dagster as dg
 import pandas as pd
 
+from ledger_pipeline import clock
 from ledger_pipeline.assets.ledger import check_window
 from ledger_pipeline.assets.metadata import (
     describe_window,
@@ -22,7 +23,7 @@ from ledger_pipeline.assets.metadata import (
 )
 from ledger_pipeline.charts import diff_charts, fetch_charts, stale_tenants
 from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, SinkError
-from ledger_pipeline.partitions import monthly_partitions, window_dates
+from ledger_pipeline.partitions import closed_window, monthly_partitions
 from ledger_pipeline.posting import DeleteGuard, Progress, WindowJob, WindowResult
 from ledger_pipeline.progress import report_progress
 from ledger_pipeline.reconcile import ReconRow, reconcile_from_state, reconcile_tenant
@@ -159,7 +160,7 @@ def _rechart(wh: Warehouse, connections: Connections, run_id: str):  # noqa: ANN
 )
 def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R2aDatabase,
                     accounting: AccountingResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    start, end = window_dates(*context.partition_time_window)
+    start, end = closed_window(context)
     wh = warehouse.warehouse
     posted = post_window(context, config, r2a, accounting, start, end,
                          rechart=lambda connections: _rechart(wh, connections, context.run_id))
@@ -276,7 +277,7 @@ def _allowed_per_minute(accounting: AccountingResource) -> float:
 )
 def jurnal_reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase,
                           warehouse: WarehouseResource) -> dg.MaterializeResult:
-    start, end = window_dates(*context.partition_time_window)
+    start, end = closed_window(context)
     wh = warehouse.warehouse
     frame = reconciliation_from_state(r2a, start, end, context.run_id)
     with wh.connect() as con, transaction(con):
@@ -320,11 +321,8 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
                          accounting: AccountingResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
     s = load_settings()
     budget = config.max_requests if config.max_requests is not None else s.drift_requests_per_hour
-    today = utc_now().date()
-    end = (today.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-    start = today.replace(day=1)
-    for _ in range(config.months - 1):
-        start = (start - dt.timedelta(days=1)).replace(day=1)
+    current = clock.current_month(s.timezone)  # the window: this month (business timezone) and months-1 before it
+    start, end = clock.add_months(current, 1 - config.months), clock.add_months(current, 1)
     wh = warehouse.warehouse
     entries, _ = load_window(r2a.ops_engine, start, end)
     with wh.connect() as con:

@@ -16,7 +16,7 @@ from ledger_pipeline.ledger.journal import build_journal
 from ledger_pipeline.ledger.mapping import load_mapping
 from ledger_pipeline.ledger.schemas import JournalLines, validate_lines, validated_entries
 from ledger_pipeline.ledger.sink import entries_from_frames
-from ledger_pipeline.partitions import monthly_partitions, window_dates
+from ledger_pipeline.partitions import closed_window, monthly_partitions
 from ledger_pipeline.resources import R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.state.ledger import save_window
@@ -74,7 +74,7 @@ def run_window(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date
     pool="duckdb",
 )
 def journal(context: dg.AssetExecutionContext, r2a: R2aDatabase, warehouse: WarehouseResource):  # noqa: ANN201
-    start, end = window_dates(*context.partition_time_window)
+    start, end = closed_window(context)
     wh = warehouse.warehouse
     with wh.connect() as con:
         detail = con.execute(DETAIL_SQL, [start, end]).fetchdf()

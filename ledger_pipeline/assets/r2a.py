@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from ledger_pipeline import clock
 from ledger_pipeline.assets.metadata import (
     describe_window,
     lineage,
@@ -10,9 +11,10 @@ from ledger_pipeline.assets.metadata import (
     table_result_metadata,
     table_spec_metadata,
 )
-from ledger_pipeline.partitions import monthly_partitions, window_dates
+from ledger_pipeline.partitions import closed_window, monthly_partitions
 from ledger_pipeline.r2a.extract import extract
 from ledger_pipeline.resources import R2aDatabase, WarehouseResource
+from ledger_pipeline.settings import load_settings
 from ledger_pipeline.warehouse.store import replace_rows, transaction, window_where
 
 _SRC = [("r2a_transactions", "amount")]
@@ -43,7 +45,10 @@ R2A_SOURCE = dg.AssetSpec(
 )
 def r2a_pl_monthly(context: dg.AssetExecutionContext, r2a: R2aDatabase,
                    warehouse: WarehouseResource) -> dg.MaterializeResult:
-    start, end = window_dates(*context.partition_time_window)
+    start, end = closed_window(context)
+    s = load_settings()
+    if s.first_month_source.startswith("default"):  # embedded: the first close records the first month (clock.py)
+        clock.record_first_month(s.data_dir, clock.parse_month(s.first_month))
     x = extract(r2a.engine, start, end)
     stamp = pd.Timestamp.now(tz="UTC").tz_localize(None)
     run = {"run_id": context.run_id}

@@ -28,7 +28,7 @@ from ledger_pipeline.assets.accounting import (
     utc_now,
 )
 from ledger_pipeline.assets.metadata import describe_window, preview, table_result_metadata, table_spec_metadata
-from ledger_pipeline.partitions import monthly_partitions, window_dates
+from ledger_pipeline.partitions import closed_window, monthly_partitions
 from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.shards import assign_new, counts, shard_keys, tenants_of
@@ -81,7 +81,7 @@ def worker_identity() -> dict[str, str]:
                 "`ledger-pipeline shards --rebalance`.",
 )
 def tenant_shards(context: dg.AssetExecutionContext, r2a: R2aDatabase) -> dg.MaterializeResult:
-    start, end = window_dates(*context.partition_time_window)
+    start, end = closed_window(context)
     new = assign_new(r2a.ops_engine, window_tenants(r2a, start, end), SHARDS)
     per_shard = counts(r2a.ops_engine, SHARDS)
     context.log.info(f"{len(new)} new tenant(s) assigned; tenants per shard: {per_shard}")
@@ -104,7 +104,7 @@ def shard_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a
                          "without a single-run backfill policy")
     key = context.partition_key
     shard = key.keys_by_dimension[SHARD_DIMENSION] if isinstance(key, dg.MultiPartitionKey) else str(key)
-    start, end = window_dates(*context.partition_time_window)
+    start, end = closed_window(context)
     assign_new(r2a.ops_engine, window_tenants(r2a, start, end), SHARDS)  # no-op after tenant_shards; never lost
     tenants = tenants_of(r2a.ops_engine, shard)
     where = worker_identity()
@@ -131,7 +131,7 @@ def shard_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a
 )
 def published_postings(context: dg.AssetExecutionContext, r2a: R2aDatabase,
                        warehouse: WarehouseResource) -> dg.MaterializeResult:
-    start, end = window_dates(*context.partition_time_window)
+    start, end = closed_window(context)
     wh = warehouse.warehouse
     postings = SqlPostingStore(r2a.ops_engine).frame(start, end)
     frame = reconciliation_from_state(r2a, start, end, context.run_id)

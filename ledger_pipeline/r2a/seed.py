@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, delete, text
 
+from ledger_pipeline import clock
 from ledger_pipeline.r2a.models import R2aBase, R2aTransaction, Tenant, sqlite_path
 
 PROFILES = {
@@ -55,11 +56,9 @@ class SeedResult:
     start: dt.date
 
 
-def default_start(months: int, today: dt.date | None = None) -> dt.date:
-    """The first month of a range of `months` ending at the last complete month."""
-    today = today or dt.date.today()
-    index = today.year * 12 + today.month - 1 - months
-    return dt.date(index // 12, index % 12 + 1, 1)
+def default_start(months: int, at: dt.datetime | None = None) -> dt.date:
+    """The first month of a range of `months` ending at the last complete month in the business timezone."""
+    return clock.recent_months(months, at=at)[0]
 
 
 def generate(tenants: int, months: int, start: dt.date, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
