@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-# pg_advisory_xact_lock key shared by every process migrating the operational database ("ledger-ops" in ASCII)
+# pg_advisory_xact_lock key shared by every process migrating the operational database ("ledger-o" in ASCII)
 ADVISORY_LOCK_KEY = 0x6C65646765722D6F
 MIGRATION_LOCK_TIMEOUT = 300.0  # seconds a process waits for another one's migration (SQLite file lock)
 

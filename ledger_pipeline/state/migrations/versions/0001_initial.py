@@ -7,7 +7,6 @@ needed).
 
 Revision ID: 0001
 Revises:
-Create Date: 2025-06-01
 """
 
 from __future__ import annotations
