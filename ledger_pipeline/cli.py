@@ -203,7 +203,7 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
     http = httpx.Client(timeout=30)
     try:
         if tenants is None:
-            with make_engine(s.r2a_database_url).connect() as conn:
+            with make_engine(s.r2a_database_url, read_only=True).connect() as conn:
                 seeded = list(conn.execute(select(Tenant.tenant_id).order_by(Tenant.tenant_id)).scalars())
             done = {t for t, (_, status, _) in tenant_systems(connection.vault.engine).items()
                     if status == "connected"}
@@ -509,7 +509,7 @@ def _sandbox_for_demo(s, scale: float) -> Iterator[str]:  # noqa: ANN001
             port = 0
     with SandboxServer(s.data_dir / "sandbox.sqlite", port=port, limits=Limits(scale=scale)) as server:
         os.environ.update(server.env())
-        os.environ["JURNAL_RATE_LIMIT_SCALE"] = str(scale)
+        os.environ["LEDGER_RATE_LIMIT_SCALE"] = str(scale)
         yield server.url
 
 
@@ -522,11 +522,12 @@ def _demo_connect(s) -> dict[str, int]:  # noqa: ANN001
     from sqlalchemy import select
 
     from ledger_pipeline.r2a.models import Tenant, make_engine
+    from ledger_pipeline.state.database import make_ops_engine
     from ledger_pipeline.state.vault import tenant_systems
 
-    with make_engine(s.r2a_database_url).connect() as conn:
+    with make_engine(s.r2a_database_url, read_only=True).connect() as conn:
         seeded = list(conn.execute(select(Tenant.tenant_id).order_by(Tenant.tenant_id)).scalars())
-    done = tenant_systems(make_engine(s.ops_database_url))
+    done = tenant_systems(make_ops_engine(s.ops_database_url))
     plan: dict[str, list[str]] = {}
     for i, tenant in enumerate(seeded):
         if tenant not in done:
@@ -550,6 +551,7 @@ def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
     s = load_settings()
     click.echo("1/5 R2a database")
     engine = make_engine(s.r2a_database_url)
+    seeding.create_tables(engine)  # the demo plays R2a's team: its synthetic R2a database is its own to create
     with engine.connect() as conn:
         have = conn.execute(select(func.count()).select_from(Tenant)).scalar_one()
     if have == 0:
@@ -597,12 +599,12 @@ def _safe_url(url: str) -> str:
 @click.option("--force", is_flag=True, help="rebalance without checking the Dagster instance for runs in flight")
 def shards(count: int | None, assign: bool, rebalance: bool, dry_run: bool, force: bool) -> None:
     """Tenants per posting shard (production profile), from the operational database; assign or rebalance."""
-    from ledger_pipeline.r2a.models import make_engine
     from ledger_pipeline.shards import command
+    from ledger_pipeline.state.database import make_ops_engine
     from ledger_pipeline.state.vault import tenant_systems
 
     s = load_settings()
-    engine = make_engine(s.ops_database_url)
+    engine = make_ops_engine(s.ops_database_url)
     sys.exit(command(engine, sorted(tenant_systems(engine)), count or s.shards, assign=assign, rebalance_=rebalance,
                      dry_run=dry_run, force=force, echo=click.echo))
 
@@ -618,15 +620,15 @@ def rates_load(file: Path) -> None:
     """Load FILE.csv (columns date, from_currency, to_currency, rate; the rate as exact decimal text): all or
     nothing; a rate already loaded for the same pair and date is replaced. Bad lines are listed with their numbers."""
     from ledger_pipeline.ledger.rates import RateFileError
-    from ledger_pipeline.r2a.models import make_engine
     from ledger_pipeline.rates import load_rates, read_rates_file
+    from ledger_pipeline.state.database import make_ops_engine
 
     s = load_settings()
     try:
         parsed = read_rates_file(file)
     except RateFileError as exc:
         raise click.ClickException(str(exc)) from None
-    result = load_rates(make_engine(s.ops_database_url), parsed, str(file))
+    result = load_rates(make_ops_engine(s.ops_database_url), parsed, str(file))
     click.echo(f"loaded {result.loaded:,} rate(s) from {file} ({result.replaced:,} replaced a rate for the same pair "
                f"and date) -> {_safe_url(s.ops_database_url)}")
 
@@ -639,8 +641,8 @@ def rates_list(from_currency: str | None, to_currency: str | None, month: str | 
     """The loaded rates, by date and pair."""
     from tabulate import tabulate
 
-    from ledger_pipeline.r2a.models import make_engine
     from ledger_pipeline.rates import list_rates
+    from ledger_pipeline.state.database import make_ops_engine
 
     start = end = None
     if month:
@@ -649,7 +651,7 @@ def rates_list(from_currency: str | None, to_currency: str | None, month: str | 
         except ValueError:
             raise click.BadParameter(f"{month!r} is not a month (YYYY-MM)", param_hint="--month") from None
         end = (start + dt.timedelta(days=32)).replace(day=1)
-    found = list_rates(make_engine(load_settings().ops_database_url), from_currency, to_currency, start, end)
+    found = list_rates(make_ops_engine(load_settings().ops_database_url), from_currency, to_currency, start, end)
     if not found:
         click.echo("no exchange rates loaded" + (" for that selection" if from_currency or to_currency or month
                                                  else ": ledger-pipeline rates load FILE.csv"))
