@@ -58,6 +58,11 @@ class Env:
 
 @pytest.fixture
 def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    yield from aden_env(settings, monkeypatch)
+
+
+def aden_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """The sandbox (limits time-scaled x1000) and an Aden connection to it (the body of the `env` fixtures)."""
     with SandboxServer(settings.data_dir / "sb.sqlite", limits=Limits(scale=1000)) as server:
         monkeypatch.setenv("LEDGER_SANDBOX_URL", server.url)
         monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", "1000")
@@ -133,16 +138,6 @@ def test_connect_chart_paging_and_inactive_accounts(env: Env) -> None:
     # the token is per tenant; a foreign or missing token is refused in Aden's error shape
     resp = env.http.get("/aden/service/general-ledger/accounts", headers={"Authorization": "Bearer nope"})
     assert resp.status_code == 401 and resp.json()["error"]["code"] == "UNAUTHORIZED"
-
-
-def test_connect_state_is_single_use(env: Env) -> None:
-    from ledger_pipeline.systems.authflow import OAuthError, complete
-
-    seen: list[str] = []
-    env.conn.connect_tenant("t-csrf", lambda url: (seen.append(url), follow_redirects(env.http)(url)))
-    state = httpx.URL(seen[0]).params["state"]
-    with pytest.raises(OAuthError, match="already used"):
-        complete(env.conn.vault.engine, env.conn.vault, env.conn.auth, state, "any-code")
 
 
 # -- workflow states (sink level) -------------------------------------------------------------------------------
@@ -246,17 +241,17 @@ def test_late_data_on_posted_entry_reverses_and_reposts(env: Env) -> None:
     e2 = entry("t5", JAN, 1_000_000_00, 400_000_00, 327_000_00)  # a late expense row
     env.reset_stats()
     assert run(env, store, "t5", [e2]).counts == {"update": 1}
-    assert env.stats()["api_writes"] == 3  # reverse, create, submit
+    assert env.stats()["api_writes"] == 4  # reverse, submit the reversal, create, submit
     r2 = env.conn.sink.find("t5", e1.custom_id, store.rows[e1.custom_id].remote_state)
     assert store.rows[e1.custom_id].remote_id == r2.remote_id and store.rows[e1.custom_id].status == "posted"
     assert r2.state == "posted" and r2.matches(e2) and r2.custom_id == e1.custom_id
-    assert r2.extra["revision"] == 2 and r2.extra["entry_id"] == f"{e1.custom_id}~r2"
+    assert r2.extra["revision"] == 2 and r2.extra["entry_id"] == f"{e1.custom_id}.r2"
     assert r2.extra["reversed"] == [first.remote_id] and len(r2.extra["reversals"]) == 1
     rows = env.entries("t5")
     assert len(rows) == 3  # the original (reversed), its reversal, revision 2
     [rev] = [x for x in rows if x["reversal_of"]]
     assert rev["reversal_of"] == first.remote_id and rev["transaction_date"] == "2025-01-31"
-    assert [x["custom_id"] for x in live(rows)] == [f"{e1.custom_id}~r2"]
+    assert [x["custom_id"] for x in live(rows)] == [f"{e1.custom_id}.r2"]
     assert net_by_account(rows) == expected_net(e2)  # original + reversal + new = exactly the new lines
     env.reset_stats()
     assert run(env, store, "t5", [e2]).counts == {"skip": 1} and env.stats()["api_writes"] == 0
@@ -290,7 +285,7 @@ def test_closed_period_and_revoked_token_reported_per_tenant(env: Env) -> None:
     assert out6.counts == {"create": 1}
     [(cid, why, kind)] = out6.failures
     assert (cid, kind) == (custom_id_for("t6", JAN), "locked")
-    assert "Posting period Jan 2025 is closed" in why and "reopen the period" in why
+    assert "accounting period January 2025 is closed" in why and "reopen the period" in why
     out7 = run(env, store, "t7", entries["t7"])
     assert not out7.counts and {k for _, _, k in out7.failures} == {"needs_reauth"} and len(out7.failures) == 2
     assert all("revoked" in why for _, why, _ in out7.failures)
@@ -308,9 +303,9 @@ def test_closed_period_and_revoked_token_reported_per_tenant(env: Env) -> None:
 
 def test_period_check_date_outside_period_is_rejected(env: Env) -> None:
     env.connect(["t9"])
-    periods = env.conn.client.pages("t9", "/posting-periods")
+    periods = env.conn.client.pages("t9", "/accounting-periods")
     feb = next(p for p in periods if p["start_date"] == "2025-02-01")
-    body = {"entry_id": "by-hand-1", "tran_date": "2025-01-15", "posting_period_id": feb["posting_period_id"],
+    body = {"entry_id": "by-hand-1", "tran_date": "2025-01-15", "posting_period_id": feb["period_id"],
             "currency": "IDR", "memo": "x", "lines": [{"line_number": 1, "account_id": "6-60101", "debit": 5,
                                                        "credit": 0}, {"line_number": 2, "account_id": "1-10001",
                                                                       "debit": 0, "credit": 5}]}
@@ -320,22 +315,22 @@ def test_period_check_date_outside_period_is_rejected(env: Env) -> None:
     with pytest.raises(AdenError) as info:
         env.conn.client.request("t9", "POST", "/journal-entries", body, idempotency_key="k1")
     err = classify(info.value)
-    assert err.kind == "rejected" and "outside posting period Feb 2025" in err.message
+    assert err.kind == "rejected" and "outside accounting period February 2025" in err.message
     assert info.value.body["error"]["details"] == {"field": "tran_date", "value": "2025-01-15"}
 
 
 def test_idempotency_key_replays_the_original_response(env: Env) -> None:
     env.connect(["t10"])
-    periods = env.conn.client.pages("t10", "/posting-periods")
+    periods = env.conn.client.pages("t10", "/accounting-periods")
     jan = next(p for p in periods if p["start_date"] == "2025-01-01")
-    body = {"entry_id": "k-1", "tran_date": "2025-01-10", "posting_period_id": jan["posting_period_id"],
+    body = {"entry_id": "k-1", "tran_date": "2025-01-10", "posting_period_id": jan["period_id"],
             "currency": "IDR", "memo": "x", "entry_type": "Standard",
             "lines": [{"line_number": 1, "account_id": "6-60101", "debit": Decimal("5.25"), "credit": 0},
                       {"line_number": 2, "account_id": "1-10001", "debit": 0, "credit": Decimal("5.25")}]}
     s1, d1, replayed1 = env.conn.client.request("t10", "POST", "/journal-entries", body, idempotency_key="same")
     s2, d2, replayed2 = env.conn.client.request("t10", "POST", "/journal-entries", body, idempotency_key="same")
     assert (s1, s2, replayed1, replayed2) == (201, 201, False, True) and d1 == d2
-    assert d1["data"]["total_debit"] == Decimal("5.25")
+    assert d1["total_debit"] == Decimal("5.25")
     assert len(env.entries("t10")) == 1
 
 

@@ -1,31 +1,62 @@
 """The Aden sandbox: a local general ledger with Aden's approval workflow, served under `/aden`.
 
-Follows ../shared/reference/accounting_apis.md section 4 and the Aden GL docs (seeds/003):
-- Auth: `Authorization: jwt <token>`, one token per company, issued by the Aden admin. Emulated as an auto-approving
-  admin page (`GET /aden/admin/authorize?login_hint&redirect_uri&state`, which creates the company with the default
-  chart and monthly posting periods and redirects with a one-time code) and `POST /aden/admin/token` (code -> JWT).
-  The JWT (HS256) does not expire; the `revoke` control invalidates it (401). `POST /aden/admin/token/introspect`
-  tells a client whether a token is still active (how the client tells a revoked token from a spurious 401).
-- API under `/aden/service/general-ledger`: journal entries (Draft -> Pending Approval -> Approved -> Posted, Rejected,
-  On Hold, Voided), workflow actions, accounts and posting periods with `limit`/`offset` paging, errors as
-  `{"error": {"code", "message", "details": {"field", "value"}}}`.
-- Workflow: each company has an approval threshold (control `approval_threshold`); on submit-for-approval an entry
-  whose total is below it is approved and auto-posted, otherwise it waits in Pending Approval for a person (control
-  `approvals`: approve / reject / hold / release / request_change). Posted entries are immutable (reverse or void).
-- Idempotency: `X-Idempotency-Key` on any write; a successful (2xx) response is stored with the write, in the same
-  transaction, and replayed for the same key and request (header `Idempotent-Replayed: true`); the same key with a
-  different request is refused (422 IDEMPOTENCY_KEY_REUSED). Errors are not stored, so a fixed cause can be retried.
-- Limits: Aden documents none; the sandbox assumes 300 requests/minute per company token (429 RATE_LIMITED with
-  Retry-After), time-scaled, so clients' pacing and 429 handling are exercised.
+Written from Aden's published GL docs (docs.adenhq.com, read 2025; seed 003 is the journal-entries overview page):
+- D1 https://docs.adenhq.com/quickstart (auth, create body with a client-chosen `entry_id` such as "JE-2024-001")
+- D2 https://docs.adenhq.com/development (base URL, `Authorization: jwt <token>`, `X-Idempotency-Key` "recommended
+  for mutations", error body, limit/offset paging, 2-dp amounts, rate limit 1000 requests/minute, error statuses)
+- D3 https://docs.adenhq.com/api-reference/general-ledger/introduction (statuses, period checks, header table)
+- D4 .../general-ledger/journal-entries/overview (entry properties, line fields `line_number/account_id/debit/credit/
+  memo`, entry types, workflow) = seeds/003
+- D5 .../journal-entries/list (filters status, entry_type, start_date, end_date, posting_period_id, limit <= 100,
+  offset; rows without lines; `{"data": [...], "pagination": {total, limit, offset, has_more}}`)
+- D6 .../journal-entries/workflow (bare answers, entries addressed by `journal_entry_id` "JE-2024-002";
+  submit-for-approval -> {journal_entry_id, status, required_approval_level, submitted_at, submitted_by}; approve ->
+  {..., status "Posted", posted, level, message}; reject needs a reason; X-Idempotency-Key on approvals)
+- D7 .../journal-entries/update (PUT {memo, lines (the full array)}, Draft only; answers the whole entry)
+- D8 .../journal-entries/delete (Draft only), D9 .../journal-entries/void (body `void_reason`, answer
+  {journal_entry_id, status "Voided", void_reason, voided_at, voided_by}), D10 .../journal-entries/post
+- D11 .../journal-entries/reverse (body {reversal_date, memo}; answers the reversing entry: journal_entry_id
+  "JE-2024-001-REV", original_entry_id, entry_type "Reversing", status "Draft", lines)
+- D12 .../accounting-periods/overview and /list (`period_id`, `period_name` "January 2024", `fiscal_year_id`,
+  start_date, end_date, quarter, is_adjustment_period, `is_closed`; filters fiscal_year_id, is_closed, start_date,
+  end_date)
+- D13 https://docs.adenhq.com/mcp-server/configuration ("contact your Aden administrator to obtain ... a JWT token")
+
+What the sandbox adds or assumes (not in the docs):
+- The JWT: Aden's administrator issues it; there is no OAuth flow. The sandbox plays the administrator at
+  `POST /_sandbox/aden/companies/<login>/jwt` (loopback only, like every /_sandbox route): it creates the company on
+  first use (default chart, monthly periods 2023-01..2028-12) and answers {"token", "token_type": "jwt",
+  "company_id", "company_login"}. A login a path segment cannot carry (a "/": the server decodes %2F before routing)
+  is named in the body instead: {"company_login": "a/b"} (every Aden control accepts that override). The JWT is HS256
+  with the sandbox's own key, no expiry; the `revoke` control invalidates it (401).
+- Addressing: D1 creates with `entry_id`, D5/D6 address and list entries by `journal_entry_id` with values of the same
+  form, so by default journal_entry_id == entry_id and answers carry no separate `entry_id` (as the documented answers
+  do). The `quirks` control {"server_ids": true} makes the server assign its own ids ("je_<n>") and echo `entry_id`
+  (the other reading): clients must work with both.
+- Entry ids: undocumented rules; the sandbox assumes 1-50 characters of [A-Za-z0-9._-] (D1/D6 examples) and refuses
+  others with VALIDATION_ERROR on `entry_id`.
+- Filters: only D5's; any other query parameter (`entry_id`, `from_date`) is ignored, as a server does with what it
+  does not know. The `quirks` control {"ignore_filters": true} ignores even those and lists every company's entries,
+  other companies' first (a broken or hostile server): a client must check every hit's id itself.
+- One-shot edits racing our writes: the `entries` control {"custom_id", "before_next_update": "submit"} makes the
+  company's user submit that entry just before the next PUT to it arrives (the PUT is then refused 409).
+- Extra fields: `status_changed_at`, `status_reason`, `submitted_at`, `change_requested`, `updated_at`, `created_at`
+  on reads, and `reversed_by` on a reversed original (D11 only shows `original_entry_id` on the reversal).
+- Workflow: each company has an approval threshold (control `approval_threshold`); submit-for-approval of an entry
+  whose total is below it needs approval level 0 and is approved and auto-posted at once (D6: "required approval level
+  is automatically determined based on amount thresholds"; approval auto-posts), otherwise it waits in Pending
+  Approval (control `approvals`: approve / reject / hold / release / request_change / void / post / submit).
+- Idempotency: `X-Idempotency-Key` on any write (D2); a 2xx answer is stored with the write, in its transaction, and
+  replayed for the same key and request (header `Idempotent-Replayed: true`); the same key with a different request is
+  refused (422 IDEMPOTENCY_KEY_REUSED). Errors are not stored, so a fixed cause can be retried.
+- Rate limit: D2's 1000 requests/minute, per company token (429 RATE_LIMITED with Retry-After), time-scaled.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
-import hmac
-import json
+import re
 import secrets
 import sqlite3
 import time
@@ -33,10 +64,11 @@ import uuid
 from collections import Counter
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote
 
+import jwt
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
@@ -52,42 +84,41 @@ from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
 SYSTEM = "aden"
 PREFIX = "/aden"
 API = f"{PREFIX}/service/general-ledger"
-ADMIN = f"{PREFIX}/admin"
-SANDBOX_CLIENT_ID = "aden-sandbox-client"
-SANDBOX_CLIENT_SECRET = "aden-sandbox-secret-not-for-production"  # noqa: S105 - a public sandbox value
-JWT_SECRET = b"aden-sandbox-jwt-signing-key"  # the sandbox's own signing key, never a client's secret
-PER_TOKEN_MINUTE = 300  # assumed (Aden documents no limit)
+JWT_SECRET = "aden-sandbox-jwt-signing-key-not-a-secret"  # noqa: S105 - the sandbox's own signing key, never a client's secret
+PER_TOKEN_MINUTE = 1000  # D2 "Standard limit: 1000 requests per minute" (counted per company token here)
 FIRST_PERIOD, LAST_PERIOD = (2023, 1), (2028, 12)
-CODE_TTL = 600.0
 IDEMPOTENCY_TTL = 24 * 3600.0
 DEFAULT_CURRENCY = "IDR"
 ENTRY_TYPES = ("Standard", "Adjusting", "Closing", "Reversing")
 SUBMITTED = ("Pending Approval", "On Hold", "Approved")
+ENTRY_ID_RULE = re.compile(r"[A-Za-z0-9._-]{1,50}")  # assumed, see the module docstring
+MAX_PAGE = 100  # D5 "Maximum number of records to return (max 100)"
+SANDBOX_USER = "aden-sandbox-approver"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS aden_companies (company_id TEXT PRIMARY KEY, login TEXT UNIQUE NOT NULL, name TEXT,
   currency TEXT NOT NULL, approval_threshold_minor INTEGER, lock_date TEXT, created_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS aden_codes (code TEXT PRIMARY KEY, company_id TEXT NOT NULL, client_id TEXT NOT NULL,
-  redirect_uri TEXT NOT NULL, expires_at REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS aden_tokens (jti TEXT PRIMARY KEY, company_id TEXT NOT NULL,
   revoked INTEGER NOT NULL DEFAULT 0, issued_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS aden_accounts (company_id TEXT NOT NULL, account_id TEXT NOT NULL,
   account_number TEXT NOT NULL, account_name TEXT NOT NULL, account_type TEXT NOT NULL, normal_balance TEXT NOT NULL,
   is_inactive INTEGER NOT NULL DEFAULT 0, parent_account_id TEXT, seq INTEGER NOT NULL,
   PRIMARY KEY (company_id, account_id));
-CREATE TABLE IF NOT EXISTS aden_periods (company_id TEXT NOT NULL, posting_period_id TEXT NOT NULL,
-  period_name TEXT NOT NULL, start_date TEXT NOT NULL, end_date TEXT NOT NULL, status TEXT NOT NULL,
-  PRIMARY KEY (company_id, posting_period_id));
-CREATE TABLE IF NOT EXISTS aden_entries (journal_entry_id TEXT PRIMARY KEY, company_id TEXT NOT NULL,
-  entry_id TEXT NOT NULL, tran_date TEXT NOT NULL, memo TEXT, entry_type TEXT NOT NULL, posting_period_id TEXT NOT NULL,
-  currency TEXT NOT NULL, status TEXT NOT NULL, status_changed_at REAL NOT NULL, status_reason TEXT,
-  submitted_at REAL, change_requested INTEGER NOT NULL DEFAULT 0, reversal_of TEXT, reversed_by TEXT,
-  created_at REAL NOT NULL, updated_at REAL NOT NULL, seq INTEGER NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS aden_entries_entry_id ON aden_entries (company_id, entry_id);
-CREATE INDEX IF NOT EXISTS aden_entries_date ON aden_entries (company_id, tran_date);
-CREATE TABLE IF NOT EXISTS aden_lines (journal_entry_id TEXT NOT NULL, line_number INTEGER NOT NULL,
-  line_id TEXT NOT NULL, account_id TEXT NOT NULL, debit_minor INTEGER NOT NULL, credit_minor INTEGER NOT NULL,
-  memo TEXT, PRIMARY KEY (journal_entry_id, line_number));
+CREATE TABLE IF NOT EXISTS aden_accounting_periods (company_id TEXT NOT NULL, period_id TEXT NOT NULL,
+  period_name TEXT NOT NULL, fiscal_year_id TEXT NOT NULL, start_date TEXT NOT NULL, end_date TEXT NOT NULL,
+  quarter INTEGER NOT NULL, is_adjustment_period INTEGER NOT NULL DEFAULT 0, is_closed INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (company_id, period_id));
+CREATE TABLE IF NOT EXISTS aden_journal_entries (pk INTEGER PRIMARY KEY, company_id TEXT NOT NULL,
+  journal_entry_id TEXT NOT NULL, entry_id TEXT NOT NULL, tran_date TEXT NOT NULL, memo TEXT,
+  entry_type TEXT NOT NULL, posting_period_id TEXT NOT NULL, currency TEXT NOT NULL, status TEXT NOT NULL,
+  status_changed_at REAL NOT NULL, status_reason TEXT, submitted_at REAL, change_requested INTEGER NOT NULL DEFAULT 0,
+  required_approval_level INTEGER, original_entry_id TEXT, reversed_by TEXT, void_reason TEXT,
+  created_at REAL NOT NULL, updated_at REAL NOT NULL,
+  UNIQUE (company_id, journal_entry_id), UNIQUE (company_id, entry_id));
+CREATE INDEX IF NOT EXISTS aden_journal_entries_date ON aden_journal_entries (company_id, tran_date);
+CREATE TABLE IF NOT EXISTS aden_journal_lines (entry_pk INTEGER NOT NULL, line_number INTEGER NOT NULL,
+  account_id TEXT NOT NULL, debit_minor INTEGER NOT NULL, credit_minor INTEGER NOT NULL, memo TEXT,
+  PRIMARY KEY (entry_pk, line_number));
 CREATE TABLE IF NOT EXISTS aden_idempotency (company_id TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,
   status INTEGER NOT NULL, body TEXT, created_at REAL NOT NULL, PRIMARY KEY (company_id, key));
 """
@@ -95,9 +126,12 @@ CREATE TABLE IF NOT EXISTS aden_idempotency (company_id TEXT NOT NULL, key TEXT 
 _TYPES = {"1": ("Asset", "Debit"), "2": ("Liability", "Credit"), "3": ("Equity", "Credit"),
           "4": ("Revenue", "Credit"), "5": ("Expense", "Debit"), "6": ("Expense", "Debit"),
           "7": ("Revenue", "Credit"), "8": ("Expense", "Debit")}
+_PERIOD_ID_ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
 class ApiError(Exception):
+    """An answer in D2's error shape: {"error": {"code", "message", "details": {"field", "value"}}}."""
+
     def __init__(self, status: int, code: str, message: str, field: str | None = None, value: Any = None,
                  headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -120,16 +154,8 @@ def _iso(ts: float | None, timespec: str = "seconds") -> str | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec=timespec)
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _amount(value: Any, field: str) -> int:
-    """Aden amounts: numbers with at most 2 decimals, never negative (one side per line)."""
+    """D2: amounts are numbers with at most 2 decimals; never negative (one side per line, D4)."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         raise _invalid(f"{field} must be a number", field, None if value is None else str(value))
     dec = Decimal(value)
@@ -143,6 +169,12 @@ def _amount(value: Any, field: str) -> int:
 def _month_end(year: int, month: int) -> dt.date:
     nxt = dt.date(year + month // 12, month % 12 + 1, 1)
     return nxt - dt.timedelta(days=1)
+
+
+def _flag(value: str | None) -> bool | None:
+    if value is None or value == "":
+        return None
+    return value.strip().lower() in ("true", "1", "yes")
 
 
 class RateLimiter:
@@ -170,21 +202,16 @@ class AdenSandbox:
 
     system = SYSTEM
 
-    def __init__(self, ctx: SandboxContext, client_id: str = SANDBOX_CLIENT_ID,
-                 client_secret: str = SANDBOX_CLIENT_SECRET):
+    def __init__(self, ctx: SandboxContext):
         self.ctx = ctx
         self.db = ctx.connect()
         self.db.executescript(_SCHEMA)
         self.rate = RateLimiter(ctx)
-        self.client_id, self.client_secret = client_id, client_secret
+        self.quirks: dict[str, dict] = {}  # company_id -> {"server_ids": bool, "ignore_filters": bool}
+        self.before_update: dict[tuple[str, str], str] = {}  # (company_id, entry_id) -> a user's action
 
     def routes(self) -> list[Route]:
-        return [
-            Route(f"{ADMIN}/authorize", self.authorize, methods=["GET"]),
-            Route(f"{ADMIN}/token", self.token, methods=["POST"]),
-            Route(f"{ADMIN}/token/introspect", self.introspect, methods=["POST"]),
-            Route(API + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"]),
-        ]
+        return [Route(API + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"])]
 
     def close(self) -> None:
         pass  # the connection belongs to ctx (closed by ctx.close())
@@ -197,30 +224,36 @@ class AdenSandbox:
         return self.db.execute("SELECT * FROM aden_companies WHERE company_id = ?", (company_id,)).fetchone()
 
     def _ensure_company(self, login: str) -> str:
+        """The company named `login` (created on first use with the default chart), with its monthly periods."""
         row = self._company_by_login(login)
-        if row is not None:
-            return row["company_id"]
-        company_id = str(uuid.uuid4())
         db = self.db
         db.execute("BEGIN")
         try:
-            db.execute("INSERT INTO aden_companies (company_id, login, name, currency, approval_threshold_minor, "
-                       "lock_date, created_at) VALUES (?, ?, ?, ?, NULL, NULL, ?)",
-                       (company_id, login, f"{login} (Aden sandbox)", DEFAULT_CURRENCY, time.time()))
-            db.executemany(
-                "INSERT INTO aden_accounts (company_id, account_id, account_number, account_name, account_type, "
-                "normal_balance, is_inactive, parent_account_id, seq) VALUES (?, ?, ?, ?, ?, ?, 0, NULL, ?)",
-                [(company_id, number, number, name, *_TYPES[number[0]], i)
-                 for i, (number, name, _) in enumerate(DEFAULT_CHART)])
-            rows = []
-            year, month = FIRST_PERIOD
-            while (year, month) <= LAST_PERIOD:
-                start = dt.date(year, month, 1)
-                rows.append((company_id, str(uuid.uuid4()), start.strftime("%b %Y"), start.isoformat(),
-                             _month_end(year, month).isoformat(), "Open"))
-                year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-            db.executemany("INSERT INTO aden_periods (company_id, posting_period_id, period_name, start_date, "
-                           "end_date, status) VALUES (?, ?, ?, ?, ?, ?)", rows)
+            if row is None:
+                company_id = str(uuid.uuid4())
+                db.execute("INSERT INTO aden_companies (company_id, login, name, currency, approval_threshold_minor, "
+                           "lock_date, created_at) VALUES (?, ?, ?, ?, NULL, NULL, ?)",
+                           (company_id, login, f"{login} (Aden sandbox)", DEFAULT_CURRENCY, time.time()))
+                db.executemany(
+                    "INSERT INTO aden_accounts (company_id, account_id, account_number, account_name, account_type, "
+                    "normal_balance, is_inactive, parent_account_id, seq) VALUES (?, ?, ?, ?, ?, ?, 0, NULL, ?)",
+                    [(company_id, number, number, name, *_TYPES[number[0]], i)
+                     for i, (number, name, _) in enumerate(DEFAULT_CHART)])
+            else:
+                company_id = row["company_id"]
+            if not db.execute("SELECT 1 FROM aden_accounting_periods WHERE company_id = ? LIMIT 1",
+                              (company_id,)).fetchone():
+                rows = []
+                year, month = FIRST_PERIOD
+                while (year, month) <= LAST_PERIOD:
+                    start = dt.date(year, month, 1)
+                    period_id = "".join(secrets.choice(_PERIOD_ID_ALPHABET) for _ in range(18))  # D12 "a3UM4R8n..."
+                    rows.append((company_id, period_id, start.strftime("%B %Y"), f"FY{year}", start.isoformat(),
+                                 _month_end(year, month).isoformat(), (month - 1) // 3 + 1))
+                    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+                db.executemany("INSERT INTO aden_accounting_periods (company_id, period_id, period_name, "
+                               "fiscal_year_id, start_date, end_date, quarter, is_adjustment_period, is_closed) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)", rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -228,81 +261,83 @@ class AdenSandbox:
         return company_id
 
     def _period(self, company_id: str, period_id: Any) -> sqlite3.Row:
-        row = self.db.execute("SELECT * FROM aden_periods WHERE company_id = ? AND posting_period_id = ?",
+        row = self.db.execute("SELECT * FROM aden_accounting_periods WHERE company_id = ? AND period_id = ?",
                               (company_id, str(period_id))).fetchone()
         if row is None:
-            raise _invalid(f"Posting period {period_id} does not exist", "posting_period_id", period_id)
+            raise _invalid(f"Accounting period {period_id} does not exist", "posting_period_id", period_id)
         return row
 
     def _period_for_date(self, company_id: str, date: dt.date) -> sqlite3.Row | None:
-        return self.db.execute("SELECT * FROM aden_periods WHERE company_id = ? AND start_date <= ? AND end_date >= ?",
+        return self.db.execute("SELECT * FROM aden_accounting_periods WHERE company_id = ? AND start_date <= ? AND "
+                               "end_date >= ? AND is_adjustment_period = 0",
                                (company_id, date.isoformat(), date.isoformat())).fetchone()
 
-    def _check_period(self, company_id: str, period: sqlite3.Row, date: dt.date) -> None:
-        """Aden's period checks: the period is open and the date falls inside it."""
-        if period["status"] != "Open":
-            raise _invalid(f"Posting period {period['period_name']} is closed; entries cannot be posted to it",
-                           "posting_period_id", period["posting_period_id"])
+    def _check_period(self, period: sqlite3.Row, date: dt.date) -> None:
+        """D3's period checks: the period is open and the date falls inside it."""
+        if period["is_closed"]:
+            raise _invalid(f"Accounting period {period['period_name']} is closed; entries cannot be posted to it",
+                           "posting_period_id", period["period_id"])
         if not period["start_date"] <= date.isoformat() <= period["end_date"]:
-            raise _invalid(f"tran_date {date} is outside posting period {period['period_name']} "
+            raise _invalid(f"tran_date {date} is outside accounting period {period['period_name']} "
                            f"({period['start_date']} to {period['end_date']})", "tran_date", date.isoformat())
 
     def _account(self, company_id: str, account_id: Any) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM aden_accounts WHERE company_id = ? AND account_id = ?",
                                (company_id, str(account_id))).fetchone()
 
+    def _server_ids(self, company_id: str) -> bool:
+        return bool(self.quirks.get(company_id, {}).get("server_ids"))
+
     # -- rendering -------------------------------------------------------------------------------------------
-    def _lines(self, jeid: str) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT l.*, a.account_name FROM aden_lines l JOIN aden_entries e "
-                               "ON e.journal_entry_id = l.journal_entry_id LEFT JOIN aden_accounts a "
-                               "ON a.company_id = e.company_id AND a.account_id = l.account_id "
-                               "WHERE l.journal_entry_id = ? ORDER BY l.line_number", (jeid,)).fetchall()
+    def _lines(self, pk: int) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM aden_journal_lines WHERE entry_pk = ? ORDER BY line_number",
+                               (pk,)).fetchall()
+
+    def _summary(self, e: sqlite3.Row, lines: list[sqlite3.Row] | None = None) -> dict:
+        """A list row (D5: no lines), plus the sandbox's extra fields."""
+        lines = self._lines(e["pk"]) if lines is None else lines
+        out = {"journal_entry_id": e["journal_entry_id"]}
+        if self._server_ids(e["company_id"]):
+            out["entry_id"] = e["entry_id"]
+        out.update({
+            "tran_date": e["tran_date"], "posting_period_id": e["posting_period_id"], "memo": e["memo"],
+            "entry_type": e["entry_type"], "currency": e["currency"], "status": e["status"],
+            "total_debit": from_minor(sum(r["debit_minor"] for r in lines)),
+            "total_credit": from_minor(sum(r["credit_minor"] for r in lines)),
+            "created_at": _iso(e["created_at"]), "updated_at": _iso(e["updated_at"], "microseconds"),
+            "status_changed_at": _iso(e["status_changed_at"]), "reversed_by": e["reversed_by"],
+        })
+        if e["original_entry_id"]:
+            out["original_entry_id"] = e["original_entry_id"]
+        return out
 
     def render(self, e: sqlite3.Row) -> dict:
-        lines = self._lines(e["journal_entry_id"])
-        debit, credit = sum(r["debit_minor"] for r in lines), sum(r["credit_minor"] for r in lines)
-        return {
-            "journal_entry_id": e["journal_entry_id"], "entry_id": e["entry_id"], "tran_date": e["tran_date"],
-            "posting_period_id": e["posting_period_id"], "memo": e["memo"], "entry_type": e["entry_type"],
-            "currency": e["currency"], "status": e["status"], "status_changed_at": _iso(e["status_changed_at"]),
+        """A whole entry (D7/D11 answers): the summary, the lines, and the workflow fields."""
+        lines = self._lines(e["pk"])
+        out = self._summary(e, lines)
+        out.update({
+            "lines": [{"line_number": r["line_number"], "account_id": r["account_id"],
+                       "debit": from_minor(r["debit_minor"]), "credit": from_minor(r["credit_minor"]),
+                       "memo": r["memo"]} for r in lines],
             "status_reason": e["status_reason"], "submitted_at": _iso(e["submitted_at"]),
-            "change_requested": bool(e["change_requested"]), "reversal_of": e["reversal_of"],
-            "reversed_by": e["reversed_by"], "total_debit": from_minor(debit), "total_credit": from_minor(credit),
-            "lines": [{"line_id": r["line_id"], "line_number": r["line_number"], "account_id": r["account_id"],
-                       "account_name": r["account_name"], "debit": from_minor(r["debit_minor"]),
-                       "credit": from_minor(r["credit_minor"]), "memo": r["memo"]} for r in lines],
-            "created_at": _iso(e["created_at"]), "updated_at": _iso(e["updated_at"], "microseconds"),
-        }
+            "change_requested": bool(e["change_requested"]),
+        })
+        if e["void_reason"]:
+            out["void_reason"] = e["void_reason"]
+        return out
 
     def _entry(self, company_id: str, jeid: str) -> sqlite3.Row:
-        row = self.db.execute("SELECT * FROM aden_entries WHERE company_id = ? AND journal_entry_id = ?",
+        row = self.db.execute("SELECT * FROM aden_journal_entries WHERE company_id = ? AND journal_entry_id = ?",
                               (company_id, jeid)).fetchone()
         if row is None:
             raise ApiError(404, "NOT_FOUND", f"Journal entry {jeid} not found", "journal_entry_id", jeid)
         return row
 
+    def _by_pk(self, pk: int) -> sqlite3.Row:
+        return self.db.execute("SELECT * FROM aden_journal_entries WHERE pk = ?", (pk,)).fetchone()
+
     # -- entry writes ----------------------------------------------------------------------------------------
-    def _parse(self, company_id: str, body: Any, require_entry_id: bool = True) -> dict:
-        if not isinstance(body, dict):
-            raise _invalid("request body must be a JSON object", "body")
-        entry_id = body.get("entry_id")
-        if require_entry_id and (not isinstance(entry_id, str) or not entry_id.strip() or len(entry_id) > 100):
-            raise _invalid("entry_id is required (a string of at most 100 characters)", "entry_id", entry_id)
-        try:
-            date = dt.date.fromisoformat(str(body.get("tran_date")))
-        except ValueError:
-            raise _invalid("tran_date must be a date (YYYY-MM-DD)", "tran_date", body.get("tran_date")) from None
-        entry_type = body.get("entry_type", "Standard")
-        if entry_type not in ENTRY_TYPES:
-            raise _invalid(f"entry_type must be one of {', '.join(ENTRY_TYPES)}", "entry_type", entry_type)
-        currency = body.get("currency", DEFAULT_CURRENCY)
-        if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
-            raise _invalid("currency must be an ISO 4217 code", "currency", currency)
-        if "posting_period_id" not in body:
-            raise _invalid("posting_period_id is required", "posting_period_id")
-        period = self._period(company_id, body["posting_period_id"])
-        self._check_period(company_id, period, date)
-        raw = body.get("lines")
+    def _parse_lines(self, company_id: str, raw: Any) -> list[tuple]:
         if not isinstance(raw, list) or len(raw) < 2:
             raise _invalid("an entry needs at least 2 lines", "lines", None)
         lines, numbers = [], set()
@@ -320,166 +355,231 @@ class AdenSandbox:
                                ln.get("account_id"))
             if acc["is_inactive"]:
                 raise _invalid(f"Account {acc['account_id']} is inactive", f"{where}.account_id", acc["account_id"])
-            debit, credit = _amount(ln.get("debit", 0), f"{where}.debit"), _amount(ln.get("credit", 0),
-                                                                                      f"{where}.credit")
+            debit = _amount(ln.get("debit", 0), f"{where}.debit")
+            credit = _amount(ln.get("credit", 0), f"{where}.credit")
             if (debit == 0) == (credit == 0):
                 raise _invalid(f"{where} must have either a debit or a credit (the other side 0)", where)
             memo = ln.get("memo")
             lines.append((number, acc["account_id"], debit, credit, None if memo is None else str(memo)))
         total_d, total_c = sum(x[2] for x in lines), sum(x[3] for x in lines)
-        if total_d != total_c:
+        if total_d != total_c:  # D4 "Balancing Rules"
             raise _invalid(f"Entry does not balance: debits {from_minor(total_d)} != credits {from_minor(total_c)}",
                            "lines", None)
-        return {"entry_id": entry_id, "date": date, "memo": body.get("memo"), "entry_type": entry_type,
-                "currency": currency.upper(), "period_id": period["posting_period_id"], "lines": lines}
+        return lines
 
-    def _insert(self, company_id: str, p: dict, status: str, reversal_of: str | None = None) -> str:
-        dup = self.db.execute("SELECT 1 FROM aden_entries WHERE company_id = ? AND entry_id = ?",
-                              (company_id, p["entry_id"])).fetchone()
-        if dup:
+    def _parse(self, company_id: str, body: Any, current: sqlite3.Row | None = None) -> dict:
+        """A create body (D1/D4), or an update body (D7: memo and the full lines; other fields kept)."""
+        if not isinstance(body, dict):
+            raise _invalid("request body must be a JSON object", "body")
+        if current is None:
+            entry_id = body.get("entry_id")
+            if not isinstance(entry_id, str) or not ENTRY_ID_RULE.fullmatch(entry_id):
+                raise _invalid("entry_id is required: 1 to 50 characters of A-Z a-z 0-9 . _ -", "entry_id", entry_id)
+        else:
+            entry_id = current["entry_id"]
+        raw_date = body.get("tran_date", current["tran_date"] if current is not None else None)
+        try:
+            date = dt.date.fromisoformat(str(raw_date))
+        except ValueError:
+            raise _invalid("tran_date must be a date (YYYY-MM-DD)", "tran_date", raw_date) from None
+        entry_type = body.get("entry_type", current["entry_type"] if current is not None else "Standard")
+        if entry_type not in ENTRY_TYPES:
+            raise _invalid(f"entry_type must be one of {', '.join(ENTRY_TYPES)}", "entry_type", entry_type)
+        currency = body.get("currency", current["currency"] if current is not None else DEFAULT_CURRENCY)
+        if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+            raise _invalid("currency must be an ISO 4217 code", "currency", currency)
+        if body.get("posting_period_id") is not None:
+            period = self._period(company_id, body["posting_period_id"])
+        elif current is not None and "tran_date" not in body:
+            period = self._period(company_id, current["posting_period_id"])
+        else:  # D1's create example names no period: the one containing tran_date
+            period = self._period_for_date(company_id, date)
+            if period is None:
+                raise _invalid(f"No accounting period contains {date}", "posting_period_id", None)
+        self._check_period(period, date)
+        lines = self._parse_lines(company_id, body.get("lines")) if "lines" in body or current is None else None
+        memo = body.get("memo", current["memo"] if current is not None else None)
+        return {"entry_id": entry_id, "date": date, "memo": memo, "entry_type": entry_type,
+                "currency": currency.upper(), "period_id": period["period_id"], "lines": lines}
+
+    def _insert(self, company_id: str, p: dict, status: str, original: str | None = None,
+                jeid: str | None = None) -> int:
+        if self.db.execute("SELECT 1 FROM aden_journal_entries WHERE company_id = ? AND (entry_id = ? OR "
+                           "journal_entry_id = ?)", (company_id, p["entry_id"], p["entry_id"])).fetchone():
             raise ApiError(409, "DUPLICATE_ENTRY", f"A journal entry with entry_id {p['entry_id']} already exists",
-                           "entry_id", p["entry_id"])
-        jeid, now = str(uuid.uuid4()), time.time()
-        seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM aden_entries").fetchone()[0]
-        self.db.execute(
-            "INSERT INTO aden_entries (journal_entry_id, company_id, entry_id, tran_date, memo, entry_type, "
-            "posting_period_id, currency, status, status_changed_at, reversal_of, created_at, updated_at, seq) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (jeid, company_id, p["entry_id"], p["date"].isoformat(), p["memo"], p["entry_type"], p["period_id"],
-             p["currency"], status, now, reversal_of, now, now, seq))
-        self._write_lines(jeid, p["lines"])
-        return jeid
+                           "entry_id", p["entry_id"])  # D2: 409 "Resource already exists"
+        now = time.time()
+        if jeid is None:
+            if self._server_ids(company_id):
+                n = self.db.execute("SELECT COALESCE(MAX(pk), 0) + 1 FROM aden_journal_entries").fetchone()[0]
+                jeid = f"je_{n}"
+            else:
+                jeid = p["entry_id"]
+        cur = self.db.execute(
+            "INSERT INTO aden_journal_entries (company_id, journal_entry_id, entry_id, tran_date, memo, entry_type, "
+            "posting_period_id, currency, status, status_changed_at, original_entry_id, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (company_id, jeid, p["entry_id"], p["date"].isoformat(), p["memo"], p["entry_type"], p["period_id"],
+             p["currency"], status, now, original, now, now))
+        self._write_lines(cur.lastrowid, p["lines"])
+        return cur.lastrowid
 
-    def _write_lines(self, jeid: str, lines: list[tuple]) -> None:
-        self.db.execute("DELETE FROM aden_lines WHERE journal_entry_id = ?", (jeid,))
-        self.db.executemany(
-            "INSERT INTO aden_lines (journal_entry_id, line_number, line_id, account_id, debit_minor, credit_minor, "
-            "memo) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(jeid, n, f"{jeid[:8]}-{n}", acc, d, c, memo) for n, acc, d, c, memo in lines])
+    def _write_lines(self, pk: int, lines: list[tuple]) -> None:
+        self.db.execute("DELETE FROM aden_journal_lines WHERE entry_pk = ?", (pk,))
+        self.db.executemany("INSERT INTO aden_journal_lines (entry_pk, line_number, account_id, debit_minor, "
+                            "credit_minor, memo) VALUES (?, ?, ?, ?, ?, ?)",
+                            [(pk, n, acc, d, c, memo) for n, acc, d, c, memo in lines])
 
-    def _set_status(self, jeid: str, status: str, reason: str | None = None, **cols: Any) -> None:
+    def _set_status(self, pk: int, status: str, reason: str | None = None, **cols: Any) -> None:
         now = time.time()
         sets = ", ".join(f"{k} = ?" for k in cols)
-        self.db.execute(f"UPDATE aden_entries SET status = ?, status_changed_at = ?, status_reason = ?, "
-                        f"updated_at = ?{', ' + sets if sets else ''} WHERE journal_entry_id = ?",
-                        (status, now, reason, now, *cols.values(), jeid))
+        self.db.execute(f"UPDATE aden_journal_entries SET status = ?, status_changed_at = ?, status_reason = ?, "
+                        f"updated_at = ?{', ' + sets if sets else ''} WHERE pk = ?",
+                        (status, now, reason, now, *cols.values(), pk))
 
     def _require(self, e: sqlite3.Row, action: str, allowed: tuple[str, ...]) -> None:
         if e["status"] not in allowed or e["reversed_by"]:
             state = "Posted (reversed)" if e["reversed_by"] else e["status"]
             raise ApiError(409, "INVALID_STATUS", f"Cannot {action} a journal entry in status {state}",
-                           "status", state)
+                           "status", state)  # D2: 409 "state conflict"
 
-    def _total(self, jeid: str) -> int:
-        return self.db.execute("SELECT COALESCE(SUM(debit_minor), 0) FROM aden_lines WHERE journal_entry_id = ?",
-                               (jeid,)).fetchone()[0]
+    def _total(self, pk: int) -> int:
+        return self.db.execute("SELECT COALESCE(SUM(debit_minor), 0) FROM aden_journal_lines WHERE entry_pk = ?",
+                               (pk,)).fetchone()[0]
 
-    def _post(self, company_id: str, jeid: str) -> None:
-        """Posting checks (open period, date in it, active accounts, balanced), then Posted."""
-        e = self._entry(company_id, jeid)
-        self._check_period(company_id, self._period(company_id, e["posting_period_id"]),
-                           dt.date.fromisoformat(e["tran_date"]))
-        for ln in self._lines(jeid):
+    def _post(self, company_id: str, e: sqlite3.Row) -> None:
+        """D10's posting requirements (open period, balanced, active accounts), then Posted."""
+        self._check_period(self._period(company_id, e["posting_period_id"]), dt.date.fromisoformat(e["tran_date"]))
+        for ln in self._lines(e["pk"]):
             acc = self._account(company_id, ln["account_id"])
             if acc is None or acc["is_inactive"]:
                 raise _invalid(f"Account {ln['account_id']} is inactive", "lines.account_id", ln["account_id"])
-        self._set_status(jeid, "Posted")
+        self._set_status(e["pk"], "Posted")
 
-    def _approve(self, company_id: str, jeid: str) -> None:
-        """Final approval auto-posts; if posting fails (period closed meanwhile) the entry stays Approved."""
-        self._set_status(jeid, "Approved")
+    def _approve(self, company_id: str, e: sqlite3.Row) -> None:
+        """Final approval auto-posts (D6); if posting fails (period closed meanwhile) the entry stays Approved."""
+        self._set_status(e["pk"], "Approved")
         try:
-            self._post(company_id, jeid)
+            self._post(company_id, e)
         except ApiError as err:
-            self._set_status(jeid, "Approved", f"auto-post failed: {err.message}")
+            self._set_status(e["pk"], "Approved", f"auto-post failed: {err.message}")
 
-    def workflow(self, company_id: str, jeid: str, action: str, body: dict) -> dict:
+    def workflow(self, company_id: str, jeid: str, action: str, body: Any) -> dict:
+        """One D6/D9/D10/D11 action; the documented answer (a bare object)."""
         e = self._entry(company_id, jeid)
-        reason = body.get("reason") if isinstance(body, dict) else None
+        body = body if isinstance(body, dict) else {}
+        reason = body.get("reason")
+        pk, now = e["pk"], _iso(time.time())
         if action == "submit-for-approval":
             self._require(e, "submit", ("Draft",))
-            self._check_period(company_id, self._period(company_id, e["posting_period_id"]),
-                               dt.date.fromisoformat(e["tran_date"]))
-            self._set_status(jeid, "Pending Approval", None, submitted_at=time.time(), change_requested=0)
+            self._check_period(self._period(company_id, e["posting_period_id"]), dt.date.fromisoformat(e["tran_date"]))
             threshold = self._company(company_id)["approval_threshold_minor"]
-            if threshold is None or self._total(jeid) < threshold:
-                self._approve(company_id, jeid)
-        elif action == "approve":
+            level = 0 if threshold is None or self._total(pk) < threshold else 1
+            self._set_status(pk, "Pending Approval", None, submitted_at=time.time(), change_requested=0,
+                             required_approval_level=level)
+            if level == 0:
+                self._approve(company_id, self._by_pk(pk))
+            e = self._by_pk(pk)
+            out = {"journal_entry_id": jeid, "status": e["status"], "required_approval_level": level,
+                   "submitted_at": _iso(e["submitted_at"]), "submitted_by": "api-user"}
+            if e["status"] == "Posted":
+                out["posted"] = True
+            return out
+        if action == "approve":
             self._require(e, "approve", ("Pending Approval",))
-            self._approve(company_id, jeid)
-        elif action == "reject":
+            self._approve(company_id, e)
+            e = self._by_pk(pk)
+            posted = e["status"] == "Posted"
+            return {"journal_entry_id": jeid, "status": e["status"], "posted": posted, "level": 1,
+                    "message": "Entry approved and posted to GL" if posted else "Entry approved",
+                    "approved_at": now, "approved_by": SANDBOX_USER}
+        if action == "reject":
             if not isinstance(reason, str) or not reason.strip():
-                raise _invalid("reason is required to reject", "reason", reason)
+                raise _invalid("reason is required to reject", "reason", reason)  # D6 "A reason is required"
             self._require(e, "reject", ("Pending Approval", "On Hold"))
-            self._set_status(jeid, "Rejected", reason)
-        elif action == "hold":
+            self._set_status(pk, "Rejected", reason)
+            return {"journal_entry_id": jeid, "status": "Rejected", "reason": reason, "rejected_at": now}
+        if action == "hold":
             self._require(e, "hold", ("Pending Approval",))
-            self._set_status(jeid, "On Hold", reason)
-        elif action == "remove-from-hold":
+            self._set_status(pk, "On Hold", reason)
+            return {"journal_entry_id": jeid, "status": "On Hold", "reason": reason, "held_at": now}
+        if action == "remove-from-hold":
             self._require(e, "remove from hold", ("On Hold",))
-            self._set_status(jeid, "Pending Approval")
-        elif action == "request-change":
+            self._set_status(pk, "Pending Approval")
+            return {"journal_entry_id": jeid, "status": "Pending Approval"}
+        if action == "request-change":
             self._require(e, "request a change to", (*SUBMITTED, "Rejected"))
-            self._set_status(jeid, "Draft", reason, change_requested=1)
-        elif action == "post":
+            self._set_status(pk, "Draft", reason, change_requested=1)
+            return {"journal_entry_id": jeid, "status": "Draft", "reason": reason}
+        if action == "post":
             self._require(e, "post", ("Approved",))
-            self._post(company_id, jeid)
-        elif action == "reverse":
-            return self.render(self._entry(company_id, self._reverse(company_id, e, body)))
-        elif action == "void":
+            self._post(company_id, e)
+            period = self._period(company_id, e["posting_period_id"])
+            return {"journal_entry_id": jeid, "status": "Posted", "posted_at": now, "posted_by": "api-user",
+                    "posting_period_id": period["period_id"], "posting_period_name": period["period_name"]}
+        if action == "reverse":
+            return self.render(self._by_pk(self._reverse(company_id, e, body)))
+        if action == "void":
+            why = body.get("void_reason") or reason
+            if not isinstance(why, str) or not why.strip():
+                raise _invalid("void_reason is required", "void_reason", why)  # D9
             self._require(e, "void", ("Draft", *SUBMITTED, "Rejected", "Posted"))
             if e["status"] == "Posted":
-                self._check_period(company_id, self._period(company_id, e["posting_period_id"]),
+                self._check_period(self._period(company_id, e["posting_period_id"]),
                                    dt.date.fromisoformat(e["tran_date"]))
-            self._set_status(jeid, "Voided", reason)
-        else:
-            raise ApiError(404, "NOT_FOUND", f"Unknown action {action}")
-        return self.render(self._entry(company_id, jeid))
+            self._set_status(pk, "Voided", why, void_reason=why)
+            return {"journal_entry_id": jeid, "status": "Voided", "void_reason": why, "voided_at": now,
+                    "voided_by": "api-user"}
+        raise ApiError(404, "NOT_FOUND", f"Unknown action {action}")
 
-    def _reverse(self, company_id: str, e: sqlite3.Row, body: dict) -> str:
-        """A Posted entry's mirror image, posted at once (reversal_date, default the original's date)."""
+    def _reverse(self, company_id: str, e: sqlite3.Row, body: dict) -> int:
+        """D11: a Posted entry's mirror image as a Draft `<journal_entry_id>-REV`, dated reversal_date (default the
+        original's date) in the period containing it; the original is marked `reversed_by` at once."""
         self._require(e, "reverse", ("Posted",))
-        if e["reversal_of"]:
-            raise ApiError(409, "INVALID_STATUS", "A reversing entry cannot itself be reversed", "reversal_of",
-                           e["reversal_of"])
-        body = body if isinstance(body, dict) else {}
+        if e["original_entry_id"]:
+            raise ApiError(409, "INVALID_STATUS", "A reversing entry cannot itself be reversed", "original_entry_id",
+                           e["original_entry_id"])
         try:
             date = dt.date.fromisoformat(str(body.get("reversal_date", e["tran_date"])))
         except ValueError:
             raise _invalid("reversal_date must be a date", "reversal_date", body.get("reversal_date")) from None
-        if "posting_period_id" in body:
+        if body.get("posting_period_id") is not None:
             period = self._period(company_id, body["posting_period_id"])
         else:
             period = self._period_for_date(company_id, date)
             if period is None:
-                raise _invalid(f"No posting period contains {date}", "reversal_date", date.isoformat())
-        self._check_period(company_id, period, date)
+                raise _invalid(f"No accounting period contains {date}", "reversal_date", date.isoformat())
+        self._check_period(period, date)
         lines = [(r["line_number"], r["account_id"], r["credit_minor"], r["debit_minor"], r["memo"])
-                 for r in self._lines(e["journal_entry_id"])]
-        p = {"entry_id": body.get("entry_id") or f"{e['entry_id']}-REV", "date": date,
-             "memo": body.get("memo") or f"Reversal of {e['entry_id']}", "entry_type": "Reversing",
-             "currency": e["currency"], "period_id": period["posting_period_id"], "lines": lines}
-        rev = self._insert(company_id, p, "Posted", reversal_of=e["journal_entry_id"])
-        self.db.execute("UPDATE aden_entries SET reversed_by = ?, updated_at = ? WHERE journal_entry_id = ?",
-                        (rev, time.time(), e["journal_entry_id"]))
-        return rev
+                 for r in self._lines(e["pk"])]
+        rev_id = f"{e['journal_entry_id']}-REV"
+        p = {"entry_id": f"{e['entry_id']}-REV", "date": date,
+             "memo": body.get("memo") or f"Reversal of {e['journal_entry_id']}", "entry_type": "Reversing",
+             "currency": e["currency"], "period_id": period["period_id"], "lines": lines}
+        pk = self._insert(company_id, p, "Draft", original=e["journal_entry_id"], jeid=rev_id)
+        self.db.execute("UPDATE aden_journal_entries SET reversed_by = ?, updated_at = ? WHERE pk = ?",
+                        (rev_id, time.time(), e["pk"]))
+        return pk
 
     # -- HTTP ------------------------------------------------------------------------------------------------
+    def issue_token(self, company_id: str) -> str:
+        """What the company's Aden administrator hands out (D1/D13): a JWT naming the company; revocable."""
+        jti, now = str(uuid.uuid4()), time.time()
+        self.db.execute("INSERT INTO aden_tokens (jti, company_id, issued_at) VALUES (?, ?, ?)", (jti, company_id, now))
+        return jwt.encode({"iss": "aden-sandbox", "sub": company_id, "company_id": company_id, "jti": jti,
+                           "iat": int(now)}, JWT_SECRET, algorithm="HS256")
+
     def _company_for_token(self, request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "jwt" or not token:
+        if scheme.lower() != "jwt" or not token:  # D2 "Authorization: jwt YOUR_TOKEN"
             return None
         return self._verify(token.strip())
 
     def _verify(self, token: str) -> str | None:
         try:
-            header, payload, sig = token.split(".")
-            expected = _b64(hmac.new(JWT_SECRET, f"{header}.{payload}".encode(), hashlib.sha256).digest())
-            if not hmac.compare_digest(expected, sig):
-                return None
-            claims = json.loads(_unb64(payload))
-        except ValueError:
+            claims = jwt.decode(token, JWT_SECRET, algorithms=["HS256"])
+        except jwt.PyJWTError:
             return None
         row = self.db.execute("SELECT company_id, revoked FROM aden_tokens WHERE jti = ?",
                               (claims.get("jti"),)).fetchone()
@@ -489,7 +589,8 @@ class AdenSandbox:
 
     async def api(self, request: Request) -> Response:
         """Every GL request: auth, rate limit, faults, idempotency, then the handler in one transaction."""
-        route = _endpoint(request.url.path)
+        parts = _segments(request)
+        route = _endpoint(parts)
         is_write = request.method in WRITE_METHODS
         headers: dict[str, str] = {}
         try:
@@ -512,7 +613,7 @@ class AdenSandbox:
             except ValueError:
                 raise ApiError(400, "VALIDATION_ERROR", "Malformed JSON body", "body") from None
             key = request.headers.get("x-idempotency-key")
-            status, payload, replayed = self._handle(request, company_id, body, raw, key)
+            status, payload, replayed = self._handle(request, parts, company_id, body, raw, key)
             if replayed:
                 headers["Idempotent-Replayed"] = "true"
             try:
@@ -530,10 +631,11 @@ class AdenSandbox:
             return Response(status_code=204, headers=headers)
         return Response(dumps_exact(payload), status_code=status, headers=headers, media_type="application/json")
 
-    def _handle(self, request: Request, company_id: str, body: Any, raw: bytes,
+    def _handle(self, request: Request, parts: list[str], company_id: str, body: Any, raw: bytes,
                 key: str | None) -> tuple[int, Any, bool]:
         db = self.db
-        fingerprint = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + raw).hexdigest()
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        fingerprint = hashlib.sha256(f"{request.method} ".encode() + raw_path + b"\n" + raw).hexdigest()
         if key and request.method in WRITE_METHODS:
             row = db.execute("SELECT * FROM aden_idempotency WHERE company_id = ? AND key = ? AND created_at > ?",
                              (company_id, key, time.time() - IDEMPOTENCY_TTL)).fetchone()
@@ -542,9 +644,11 @@ class AdenSandbox:
                     raise ApiError(422, "IDEMPOTENCY_KEY_REUSED", "X-Idempotency-Key was already used for a "
                                    "different request", "X-Idempotency-Key", key)
                 return row["status"], loads_exact(row["body"]) if row["body"] else None, True
+        if request.method == "PUT" and len(parts) == 2 and parts[0] == "journal-entries":
+            self._user_acts_first(company_id, parts[1])
         db.execute("BEGIN")
         try:
-            status, payload = self.dispatch(request, company_id, body)
+            status, payload = self.dispatch(request, parts, company_id, body)
             if key and request.method in WRITE_METHODS:
                 db.execute("INSERT OR REPLACE INTO aden_idempotency (company_id, key, fingerprint, status, body, "
                            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -556,15 +660,37 @@ class AdenSandbox:
             raise
         return status, payload, False
 
-    def dispatch(self, request: Request, company_id: str, body: Any) -> tuple[int, Any]:
-        parts = [p for p in request.url.path.removeprefix(API).split("/") if p]
-        method, q = request.method, request.query_params
+    def _user_acts_first(self, company_id: str, jeid: str) -> None:
+        """A `before_next_update` edit: the company's user acts on the entry (own transaction) before our PUT."""
+        row = self.db.execute("SELECT entry_id FROM aden_journal_entries WHERE company_id = ? AND "
+                              "journal_entry_id = ?", (company_id, jeid)).fetchone()
+        action = self.before_update.pop((company_id, row["entry_id"]), None) if row else None
+        if action is None:
+            return
+        self.db.execute("BEGIN")
         try:
-            limit = min(max(int(q.get("limit", 20)), 1), 100)
-            offset = max(int(q.get("offset", 0)), 0)
+            self.workflow(company_id, jeid, action, {"reason": "edited in Aden by the company's user"})
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _paging(q: Any) -> tuple[int, int]:
+        try:
+            return min(max(int(q.get("limit", 20)), 1), MAX_PAGE), max(int(q.get("offset", 0)), 0)  # D2 defaults
         except ValueError:
             raise _invalid("limit and offset must be integers", "limit") from None
+
+    @staticmethod
+    def _page(data: list, total: int, limit: int, offset: int) -> dict:
+        return {"data": data, "pagination": {"total": total, "limit": limit, "offset": offset,
+                                             "has_more": offset + len(data) < total}}
+
+    def dispatch(self, request: Request, parts: list[str], company_id: str, body: Any) -> tuple[int, Any]:
+        method, q = request.method, request.query_params
         if parts == ["accounts"] and method == "GET":
+            limit, offset = self._paging(q)
             rows = self.db.execute("SELECT * FROM aden_accounts WHERE company_id = ? ORDER BY seq LIMIT ? OFFSET ?",
                                    (company_id, limit, offset)).fetchall()
             total = self.db.execute("SELECT COUNT(*) FROM aden_accounts WHERE company_id = ?",
@@ -575,140 +701,109 @@ class AdenSandbox:
                      "normal_balance": r["normal_balance"], "currency": currency, "balance": self._balance(r),
                      "is_summary": False, "is_inactive": bool(r["is_inactive"]),
                      "parent_account_id": r["parent_account_id"]} for r in rows]
-            return 200, {"data": data, "pagination": {"limit": limit, "offset": offset, "total": total}}
-        if parts == ["posting-periods"] and method == "GET":
-            where, args = "company_id = ?", [company_id]
-            if q.get("status"):
-                where, args = where + " AND status = ?", [*args, q["status"]]
-            rows = self.db.execute(f"SELECT * FROM aden_periods WHERE {where} ORDER BY start_date LIMIT ? OFFSET ?",
-                                   (*args, limit, offset)).fetchall()
-            total = self.db.execute(f"SELECT COUNT(*) FROM aden_periods WHERE {where}", args).fetchone()[0]
-            data = [{k: r[k] for k in ("posting_period_id", "period_name", "start_date", "end_date", "status")}
-                    for r in rows]
-            return 200, {"data": data, "pagination": {"limit": limit, "offset": offset, "total": total}}
+            return 200, self._page(data, total, limit, offset)
+        if parts and parts[0] == "accounting-periods" and method == "GET":
+            return 200, self._periods(company_id, parts[1:], q)
         if parts == ["journal-entries"] and method == "GET":
-            where, args = ["company_id = ?"], [company_id]
-            for param, col, op in (("entry_id", "entry_id", "="), ("status", "status", "="),
-                                   ("posting_period_id", "posting_period_id", "="),
-                                   ("from_date", "tran_date", ">="), ("to_date", "tran_date", "<=")):
-                if q.get(param):
-                    where.append(f"{col} {op} ?")
-                    args.append(q[param])
-            sql = " AND ".join(where)
-            rows = self.db.execute(f"SELECT * FROM aden_entries WHERE {sql} ORDER BY seq LIMIT ? OFFSET ?",
-                                   (*args, limit, offset)).fetchall()
-            total = self.db.execute(f"SELECT COUNT(*) FROM aden_entries WHERE {sql}", args).fetchone()[0]
-            return 200, {"data": [self.render(r) for r in rows],
-                         "pagination": {"limit": limit, "offset": offset, "total": total}}
+            return 200, self._list_entries(company_id, q)
         if parts == ["journal-entries"] and method == "POST":
-            jeid = self._insert(company_id, self._parse(company_id, body), "Draft")
-            return 201, {"data": self.render(self._entry(company_id, jeid))}
+            pk = self._insert(company_id, self._parse(company_id, body), "Draft")
+            return 201, self.render(self._by_pk(pk))
         if len(parts) == 2 and parts[0] == "journal-entries":
             e = self._entry(company_id, parts[1])
             if method == "GET":
-                return 200, {"data": self.render(e)}
+                return 200, self.render(e)
             if method == "PUT":
-                self._require(e, "update", ("Draft",))
-                p = self._parse(company_id, {"entry_id": e["entry_id"], **body} if isinstance(body, dict) else body)
-                if p["entry_id"] != e["entry_id"] and self.db.execute(
-                        "SELECT 1 FROM aden_entries WHERE company_id = ? AND entry_id = ?",
-                        (company_id, p["entry_id"])).fetchone():
-                    raise ApiError(409, "DUPLICATE_ENTRY", f"A journal entry with entry_id {p['entry_id']} already "
-                                   "exists", "entry_id", p["entry_id"])
-                self.db.execute("UPDATE aden_entries SET entry_id = ?, tran_date = ?, memo = ?, entry_type = ?, "
-                                "posting_period_id = ?, currency = ?, updated_at = ? WHERE journal_entry_id = ?",
-                                (p["entry_id"], p["date"].isoformat(), p["memo"], p["entry_type"], p["period_id"],
-                                 p["currency"], time.time(), e["journal_entry_id"]))
-                self._write_lines(e["journal_entry_id"], p["lines"])
-                return 200, {"data": self.render(self._entry(company_id, e["journal_entry_id"]))}
+                self._require(e, "update", ("Draft",))  # D7: Draft only
+                p = self._parse(company_id, body, current=e)
+                self.db.execute("UPDATE aden_journal_entries SET tran_date = ?, memo = ?, entry_type = ?, "
+                                "posting_period_id = ?, currency = ?, updated_at = ? WHERE pk = ?",
+                                (p["date"].isoformat(), p["memo"], p["entry_type"], p["period_id"], p["currency"],
+                                 time.time(), e["pk"]))
+                if p["lines"] is not None:
+                    self._write_lines(e["pk"], p["lines"])
+                return 200, self.render(self._by_pk(e["pk"]))
             if method == "DELETE":
-                self._require(e, "delete", ("Draft",))
-                self.db.execute("DELETE FROM aden_lines WHERE journal_entry_id = ?", (e["journal_entry_id"],))
-                self.db.execute("DELETE FROM aden_entries WHERE journal_entry_id = ?", (e["journal_entry_id"],))
+                self._require(e, "delete", ("Draft",))  # D8
+                self.db.execute("DELETE FROM aden_journal_lines WHERE entry_pk = ?", (e["pk"],))
+                self.db.execute("DELETE FROM aden_journal_entries WHERE pk = ?", (e["pk"],))
                 return 204, None
         if len(parts) == 3 and parts[0] == "journal-entries" and method == "POST":
-            return 200, {"data": self.workflow(company_id, parts[1], parts[2], body)}
+            return 200, self.workflow(company_id, parts[1], parts[2], body)
         raise ApiError(404, "NOT_FOUND", f"No route {method} {request.url.path}")
+
+    def _periods(self, company_id: str, rest: list[str], q: Any) -> dict:
+        """D12: the list (filters fiscal_year_id, is_closed, start_date, end_date) or one period."""
+        def shape(r: sqlite3.Row) -> dict:
+            return {"period_id": r["period_id"], "period_name": r["period_name"], "fiscal_year_id": r["fiscal_year_id"],
+                    "start_date": r["start_date"], "end_date": r["end_date"], "quarter": r["quarter"],
+                    "is_adjustment_period": bool(r["is_adjustment_period"]), "is_closed": bool(r["is_closed"])}
+        if len(rest) == 1:
+            return shape(self._period(company_id, rest[0]))
+        if rest:
+            raise ApiError(404, "NOT_FOUND", "No such accounting-periods route")
+        where, args = ["company_id = ?"], [company_id]
+        if q.get("fiscal_year_id"):
+            where.append("fiscal_year_id = ?")
+            args.append(q["fiscal_year_id"])
+        if _flag(q.get("is_closed")) is not None:
+            where.append("is_closed = ?")
+            args.append(int(bool(_flag(q.get("is_closed")))))
+        if q.get("start_date"):
+            where.append("start_date >= ?")
+            args.append(q["start_date"])
+        if q.get("end_date"):
+            where.append("end_date <= ?")
+            args.append(q["end_date"])
+        limit, offset = self._paging(q)
+        sql = " AND ".join(where)
+        rows = self.db.execute(f"SELECT * FROM aden_accounting_periods WHERE {sql} ORDER BY start_date LIMIT ? "
+                               "OFFSET ?", (*args, limit, offset)).fetchall()
+        total = self.db.execute(f"SELECT COUNT(*) FROM aden_accounting_periods WHERE {sql}", args).fetchone()[0]
+        return self._page([shape(r) for r in rows], total, limit, offset)
+
+    def _list_entries(self, company_id: str, q: Any) -> dict:
+        """D5: only the documented filters; anything else is ignored (so is everything under `ignore_filters`)."""
+        limit, offset = self._paging(q)
+        if self.quirks.get(company_id, {}).get("ignore_filters"):
+            order = "CASE WHEN company_id = ? THEN 1 ELSE 0 END, pk"  # other companies' entries first
+            rows = self.db.execute(f"SELECT * FROM aden_journal_entries ORDER BY {order} LIMIT ? OFFSET ?",
+                                   (company_id, limit, offset)).fetchall()
+            total = self.db.execute("SELECT COUNT(*) FROM aden_journal_entries").fetchone()[0]
+            return self._page([self._summary(r) for r in rows], total, limit, offset)
+        where, args = ["company_id = ?"], [company_id]
+        for param, col, op in (("status", "status", "="), ("entry_type", "entry_type", "="),
+                               ("posting_period_id", "posting_period_id", "="),
+                               ("start_date", "tran_date", ">="), ("end_date", "tran_date", "<=")):
+            if q.get(param):
+                where.append(f"{col} {op} ?")
+                args.append(q[param])
+        sql = " AND ".join(where)
+        rows = self.db.execute(f"SELECT * FROM aden_journal_entries WHERE {sql} ORDER BY pk LIMIT ? OFFSET ?",
+                               (*args, limit, offset)).fetchall()
+        total = self.db.execute(f"SELECT COUNT(*) FROM aden_journal_entries WHERE {sql}", args).fetchone()[0]
+        return self._page([self._summary(r) for r in rows], total, limit, offset)
 
     def _balance(self, account: sqlite3.Row) -> Decimal:
         row = self.db.execute(
-            "SELECT COALESCE(SUM(l.debit_minor - l.credit_minor), 0) FROM aden_lines l JOIN aden_entries e "
-            "ON e.journal_entry_id = l.journal_entry_id WHERE e.company_id = ? AND l.account_id = ? "
+            "SELECT COALESCE(SUM(l.debit_minor - l.credit_minor), 0) FROM aden_journal_lines l JOIN "
+            "aden_journal_entries e ON e.pk = l.entry_pk WHERE e.company_id = ? AND l.account_id = ? "
             "AND e.status = 'Posted'", (account["company_id"], account["account_id"])).fetchone()
         signed = row[0] if account["normal_balance"] == "Debit" else -row[0]
         return from_minor(signed)
 
-    # -- admin: the company's token --------------------------------------------------------------------------
-    async def authorize(self, request: Request) -> Response:
-        """The admin page, auto-approved: a login_hint names the company (created on first use)."""
-        q = request.query_params
-        self.ctx.count(self.system, "GET", f"{ADMIN}/authorize", "hit")
-        if q.get("client_id") != self.client_id:
-            return JSONResponse({"error": {"code": "INVALID_CLIENT", "message": "unknown client_id"}}, 400)
-        login, redirect = q.get("login_hint"), q.get("redirect_uri")
-        if not login or not redirect:
-            return JSONResponse({"error": {"code": "VALIDATION_ERROR", "message": "login_hint and redirect_uri "
-                                           "are required (the sandbox auto-approves)"}}, 400)
-        company_id = self._ensure_company(login)
-        code = secrets.token_urlsafe(24)
-        self.db.execute("INSERT INTO aden_codes (code, company_id, client_id, redirect_uri, expires_at) "
-                        "VALUES (?, ?, ?, ?, ?)", (code, company_id, self.client_id, redirect, time.time() + CODE_TTL))
-        sep = "&" if "?" in redirect else "?"
-        return RedirectResponse(f"{redirect}{sep}{urlencode({'code': code, 'state': q.get('state', '')})}", 302)
-
-    async def _client_body(self, request: Request) -> dict | Response:
-        try:
-            data = json.loads(await request.body() or b"{}")
-        except ValueError:
-            return JSONResponse({"error": {"code": "VALIDATION_ERROR", "message": "Malformed JSON body"}}, 400)
-        if (not isinstance(data, dict) or data.get("client_id") != self.client_id
-                or not hmac.compare_digest(str(data.get("client_secret", "")), self.client_secret)):
-            return JSONResponse({"error": {"code": "INVALID_CLIENT", "message": "client authentication failed"}},
-                                401)
-        return data
-
-    async def token(self, request: Request) -> Response:
-        """A one-time code -> the company's JWT (no expiry; revocable)."""
-        data = await self._client_body(request)
-        self.ctx.count(self.system, "POST", f"{ADMIN}/token", "code")
-        if isinstance(data, Response):
-            return data
-        row = self.db.execute("SELECT * FROM aden_codes WHERE code = ?", (str(data.get("code")),)).fetchone()
-        if (row is None or row["used"] or row["expires_at"] < time.time()
-                or row["redirect_uri"] != data.get("redirect_uri")):
-            return JSONResponse({"error": {"code": "INVALID_GRANT", "message": "unknown, expired or used code"}},
-                                400)
-        self.db.execute("UPDATE aden_codes SET used = 1 WHERE code = ?", (row["code"],))
-        jti, now = str(uuid.uuid4()), time.time()
-        self.db.execute("INSERT INTO aden_tokens (jti, company_id, issued_at) VALUES (?, ?, ?)",
-                        (jti, row["company_id"], now))
-        header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        payload = _b64(json.dumps({"iss": "aden-sandbox", "company_id": row["company_id"], "jti": jti,
-                                   "iat": int(now)}).encode())
-        sig = _b64(hmac.new(JWT_SECRET, f"{header}.{payload}".encode(), hashlib.sha256).digest())
-        return JSONResponse({"token": f"{header}.{payload}.{sig}", "token_type": "jwt",
-                             "company_id": row["company_id"], "expires_in": None})
-
-    async def introspect(self, request: Request) -> Response:
-        data = await self._client_body(request)
-        self.ctx.count(self.system, "POST", f"{ADMIN}/token/introspect", "introspect")
-        if isinstance(data, Response):
-            return data
-        company_id = self._verify(str(data.get("token", "")))
-        return JSONResponse({"active": company_id is not None, "company_id": company_id})
-
     # -- inspection and controls (/_sandbox) -----------------------------------------------------------------
     def inspect_entries(self, login: str | None) -> list[dict]:
-        sql = ("SELECT e.*, c.login FROM aden_entries e JOIN aden_companies c ON c.company_id = e.company_id"
-               + (" WHERE c.login = ?" if login else "") + " ORDER BY e.seq")
+        sql = ("SELECT e.*, c.login FROM aden_journal_entries e JOIN aden_companies c ON c.company_id = e.company_id"
+               + (" WHERE c.login = ?" if login else "") + " ORDER BY e.pk")
         out = []
         for e in self.db.execute(sql, (login,) if login else ()).fetchall():
             r = self.render(e)
             out.append({
                 "system": self.system, "company_login": e["login"], "custom_id": e["entry_id"],
                 "id": e["journal_entry_id"], "status": e["status"], "entry_type": e["entry_type"],
-                "reversal_of": e["reversal_of"], "reversed_by": e["reversed_by"],
-                "live": e["status"] != "Voided" and not e["reversed_by"] and not e["reversal_of"],
+                "reversal_of": e["original_entry_id"], "reversed_by": e["reversed_by"],
+                "live": e["status"] != "Voided" and not e["reversed_by"] and not e["original_entry_id"],
                 "status_reason": e["status_reason"], "transaction_date": e["tran_date"],
                 "memo": e["memo"], "total_debit": r["total_debit"], "total_credit": r["total_credit"],
                 "transaction_account_lines": [{"debit": ln["debit"], "credit": ln["credit"],
@@ -717,6 +812,12 @@ class AdenSandbox:
         return out
 
     async def control(self, login: str, action: str, body: dict) -> dict | None:
+        """POST /_sandbox/aden/companies/<login>/<action>; `body["company_login"]` overrides the path's login."""
+        login = str(body.get("company_login") or login)
+        if action == "jwt":  # the administrator issues the company's JWT (the company is created on first use)
+            company_id = self._ensure_company(login)
+            return {"token": self.issue_token(company_id), "token_type": "jwt", "company_id": company_id,
+                    "company_login": login}
         company = self._company_by_login(login)
         if company is None:
             raise KeyError(login)
@@ -724,11 +825,12 @@ class AdenSandbox:
         if action == "lock_date":  # closes every period that starts on or before the date, opens the others
             lock = body.get("lock_date")
             db.execute("UPDATE aden_companies SET lock_date = ? WHERE company_id = ?", (lock, cid))
-            db.execute("UPDATE aden_periods SET status = CASE WHEN ? IS NOT NULL AND start_date <= ? THEN 'Closed' "
-                       "ELSE 'Open' END WHERE company_id = ?", (lock, lock, cid))
-        elif action == "periods":  # {"month": "YYYY-MM", "status": "Open"|"Closed"}
-            db.execute("UPDATE aden_periods SET status = ? WHERE company_id = ? AND start_date = ?",
-                       (body.get("status", "Closed"), cid, f"{body['month']}-01"))
+            db.execute("UPDATE aden_accounting_periods SET is_closed = CASE WHEN ? IS NOT NULL AND start_date <= ? "
+                       "THEN 1 ELSE 0 END WHERE company_id = ?", (lock, lock, cid))
+        elif action == "periods":  # {"month": "YYYY-MM", "is_closed": true|false} (or "status": "Open"|"Closed")
+            closed = body["is_closed"] if "is_closed" in body else body.get("status", "Closed") != "Open"
+            db.execute("UPDATE aden_accounting_periods SET is_closed = ? WHERE company_id = ? AND start_date = ?",
+                       (int(bool(closed)), cid, f"{body['month']}-01"))
         elif action == "revoke":
             db.execute("UPDATE aden_tokens SET revoked = 1 WHERE company_id = ?", (cid,))
         elif action == "approval_threshold":  # {"approval_threshold": "1000000.00" | null}
@@ -741,18 +843,23 @@ class AdenSandbox:
             self._upsert_account(cid, body)
         elif action == "entries":
             self._edit_entry(cid, body)
+        elif action == "quirks":  # {"server_ids": bool, "ignore_filters": bool}: see the module docstring
+            self.quirks[cid] = {k: bool(body.get(k, self.quirks.get(cid, {}).get(k)))
+                                for k in ("server_ids", "ignore_filters")}
+            return {"ok": True, **self.quirks[cid]}
         else:
             return None
         return {"ok": True}
 
     def _approver(self, company_id: str, body: dict) -> dict:
         ref = str(body.get("entry_id"))
-        row = self.db.execute("SELECT journal_entry_id FROM aden_entries WHERE company_id = ? AND "
+        row = self.db.execute("SELECT journal_entry_id FROM aden_journal_entries WHERE company_id = ? AND "
                               "(entry_id = ? OR journal_entry_id = ?)", (company_id, ref, ref)).fetchone()
         if row is None:
             raise ValueError(f"no entry {ref}")
         action = {"approve": "approve", "reject": "reject", "hold": "hold", "release": "remove-from-hold",
-                  "request_change": "request-change", "void": "void", "post": "post"}.get(str(body.get("action")))
+                  "request_change": "request-change", "void": "void", "post": "post",
+                  "submit": "submit-for-approval"}.get(str(body.get("action")))
         if action is None:
             raise ValueError(f"unknown approval action {body.get('action')!r}")
         self.db.execute("BEGIN")
@@ -784,7 +891,8 @@ class AdenSandbox:
                             (int(bool(body["archived"])), company_id, number))
 
     def _edit_entry(self, company_id: str, body: dict) -> None:
-        """A person's edit in Aden (for reconciliation tests): delete, scale a line, or add a posted entry."""
+        """A person's edit in Aden (for reconciliation tests): delete, scale a line, add a posted entry, or act on
+        an entry just before our next update of it (`before_next_update`: a workflow action such as "submit")."""
         db = self.db
         if body.get("create"):
             db.execute("BEGIN")
@@ -795,30 +903,38 @@ class AdenSandbox:
                 db.execute("ROLLBACK")
                 raise ValueError(err.message) from None
             return
-        row = db.execute("SELECT journal_entry_id FROM aden_entries WHERE company_id = ? AND entry_id = ?",
+        row = db.execute("SELECT * FROM aden_journal_entries WHERE company_id = ? AND entry_id = ?",
                          (company_id, str(body.get("custom_id")))).fetchone()
         if row is None:
             raise ValueError(f"no entry {body.get('custom_id')}")
-        jeid = row["journal_entry_id"]
-        if body.get("delete"):
-            db.execute("DELETE FROM aden_lines WHERE journal_entry_id = ?", (jeid,))
-            db.execute("DELETE FROM aden_entries WHERE journal_entry_id = ?", (jeid,))
+        if body.get("before_next_update"):
+            action = {"submit": "submit-for-approval"}.get(body["before_next_update"], body["before_next_update"])
+            self.before_update[(company_id, row["entry_id"])] = action
+        elif body.get("delete"):
+            db.execute("DELETE FROM aden_journal_lines WHERE entry_pk = ?", (row["pk"],))
+            db.execute("DELETE FROM aden_journal_entries WHERE pk = ?", (row["pk"],))
         elif body.get("scale_line"):
             factor = int(body["scale_line"])
-            db.execute("UPDATE aden_lines SET debit_minor = debit_minor * ?, credit_minor = credit_minor * ? "
-                       "WHERE journal_entry_id = ? AND line_number = (SELECT MIN(line_number) FROM aden_lines "
-                       "WHERE journal_entry_id = ?)", (factor, factor, jeid, jeid))
+            db.execute("UPDATE aden_journal_lines SET debit_minor = debit_minor * ?, credit_minor = credit_minor * ? "
+                       "WHERE entry_pk = ? AND line_number = (SELECT MIN(line_number) FROM aden_journal_lines "
+                       "WHERE entry_pk = ?)", (factor, factor, row["pk"], row["pk"]))
 
 
-def _endpoint(path: str) -> str:
-    """/aden/service/general-ledger/journal-entries/<uuid>/approve -> .../journal-entries/{id}/approve."""
-    parts = path.split("/")
-    for i in range(1, len(parts)):
-        if parts[i - 1] == "journal-entries" and parts[i]:
-            parts[i] = "{id}"
-            break
-    return "/".join(parts)
+def _segments(request: Request) -> list[str]:
+    """The path under the API as decoded segments, split on the raw path: an id may hold an encoded "/" (%2F)."""
+    raw = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1").split("?", 1)[0]
+    under = raw[raw.index(API) + len(API):] if API in raw else raw
+    return [unquote(p, encoding="utf-8", errors="replace") for p in under.split("/") if p]
+
+
+def _endpoint(parts: list[str]) -> str:
+    """[journal-entries, JE-1, approve] -> /aden/service/general-ledger/journal-entries/{id}/approve (for stats)."""
+    shown = list(parts)
+    if len(shown) >= 2 and shown[0] in ("journal-entries", "accounting-periods"):
+        shown[1] = "{id}"
+    return "/".join([API, *shown])
 
 
 def make(ctx: SandboxContext) -> AdenSandbox:
     return AdenSandbox(ctx)
+

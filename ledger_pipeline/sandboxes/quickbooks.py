@@ -1,24 +1,38 @@
 """The QuickBooks Online sandbox: Intuit's accounting API as ../shared/reference/accounting_apis.md section 3
-describes it, under the `/quickbooks` prefix.
+describes it, under the `/quickbooks` prefix. Driven in the tests by clients nobody here wrote (python-quickbooks,
+intuit-oauth: ledger_pipeline_tests/test_quickbooks_contract.py).
 
 - Auth: OAuth2 authorization code. `GET /connect/oauth2` auto-approves the `login_hint` company (created on first
   authorisation with the default chart) and redirects with `code`, `state` and `realmId`; `POST
   /oauth2/v1/tokens/bearer` (form-encoded, HTTP Basic client auth) issues `ctx.access_ttl` access tokens and
-  **rotating** refresh tokens (a used refresh token is refused with `invalid_grant`); `/oauth2/v1/tokens/revoke`.
+  **rotating** refresh tokens (a used refresh token is refused with `invalid_grant`); `/oauth2/v1/tokens/revoke`
+  and `/v2/oauth2/tokens/revoke` (the discovery document's). `/.well-known/openid_sandbox_configuration` (and
+  `openid_configuration`) serve Intuit's discovery document with this sandbox's endpoints, which intuit-oauth reads.
 - API: `/v3/company/{realmId}/journalentry` (create; update with Id + current SyncToken, stale -> 5010;
   `?operation=delete`), `/journalentry/{Id}`, `/batch` (at most 30 BatchItemRequests, a BatchItemResponse each),
-  `/query` (a small SQL subset: where with =, <, <=, >, >=, in; STARTPOSITION/MAXRESULTS, capped at 1000; an
-  Account query without a `where Active` condition returns active accounts only; an empty result is `{}`).
+  `/query` by `GET ?query=` or by `POST` with the query as an `application/text` body (python-quickbooks' way), a
+  small SQL subset: where with =, <, <=, >, >=, in; STARTPOSITION/MAXRESULTS, capped at 1000; an Account query
+  without a `where Active` condition returns active accounts only; an empty result is `{}`.
 - Idempotency: `requestid` (at most 50 characters) per realm. The response of a committed write is stored in the
   same transaction as the write and replayed for the same requestid; nothing changes. A batch stores the whole
   response under its requestid and each successful item under `<requestid>:<bId>`. Refused writes are not stored
   (a later attempt with the same requestid is processed again), a documented choice of this emulation.
-- Errors: `{"Fault": {"Error": [{"Message", "Detail", "code", "element"}], "type"}, "time"}`: 6000 unbalanced,
-  2500 unknown account, 610 inactive account or unknown entry, 6210 "Account Period Closed" (dates on or before the
-  company's closing date), 5010 stale SyncToken, 2050 DocNumber longer than 21, 4000 query parse errors, 401
-  AuthenticationFailed (3200), 403 wrong realm (3100), 429 ThrottleExceeded (003001), 5xx SystemFault.
+- Errors: data services answer `{"Fault": {"Error": [{"Message", "Detail", "code", "element"}], "type"}, "time"}`
+  (developer.intuit.com "Handling common errors"): 6000 unbalanced, 2500 unknown account, 610 inactive account or
+  unknown entry, 6210 "Account Period Closed" (dates on or before the company's closing date) and 6210 "Duplicate
+  Document Number Error" (a repeated DocNumber, only when the company's duplicate warning is on), both as Intuit's
+  "Top QuickBooks Online API errors" (2017-06-08) lists them, 5010 stale SyncToken, 2050 DocNumber longer than 21,
+  4000 query parse errors, 429 ThrottleExceeded (003001), 5xx SystemFault. The gateway's 401 (3200,
+  AUTHENTICATION) and 403 (3100, wrong realm) come in its lower-case shape, `{"fault": {"error": [{"message",
+  "detail", "code", "element"}], "type"}, ...}` (routablehq/python-quickbooks#250, intuit/oauth-jsclient#2).
 - Limits (when `ctx.limits.enabled`, time-scaled by `ctx.limits.scale`): 500 requests/min per realm with each
   batch item metered as a request, 40 batch calls/min per realm, at most 10 requests in flight per realm.
+- Controls (`POST /_sandbox/quickbooks/companies/<login>/<action>`): `lock_date` {"lock_date"} (close the books),
+  `revoke`, `accounts` {"number", "name", "archived"}, `entries` (a person's edit: {"create": JournalEntry},
+  or {"custom_id"} with "delete", "scale_line", "touch", "description", "doc_number", "private_note"),
+  `preferences` {"warn_duplicate_doc_number": bool}, `search` {"ignore_filters": bool} (a hostile mode: JournalEntry
+  queries ignore their where clause and list the entries that do not match it first), `requests` (the idempotency
+  store's counts).
 """
 
 from __future__ import annotations
@@ -40,6 +54,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import Drop, DroppedResponse, InjectedError, SandboxContext
 from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
 
@@ -105,6 +120,26 @@ class Fault(Exception):
 
     def body(self) -> dict:
         return {"Fault": {"Error": [self.error()], "type": self.fault_type}, "time": _time()}
+
+
+class GatewayFault(Fault):
+    """A 401/403 from Intuit's gateway, which answers before the data services in its own all-lower-case shape
+    (bodies quoted in routablehq/python-quickbooks#250 for 401 and intuit/oauth-jsclient#2 for 403):
+    `{"warnings": null, "intuitObject": null, "fault": {"error": [{"message", "detail", "code", "element"}],
+    "type"}, "report": null, "queryResponse": null, "batchItemResponse": [], ..., "time": <epoch ms>, ...}`."""
+
+    def body(self) -> dict:
+        return {"warnings": None, "intuitObject": None,
+                "fault": {"error": [{"message": self.message, "detail": self.detail or None, "code": self.code,
+                                     "element": None}], "type": self.fault_type},
+                "report": None, "queryResponse": None, "batchItemResponse": [], "attachableResponse": [],
+                "syncErrorResponse": None, "requestId": None, "time": int(time.time() * 1000), "status": None,
+                "cdcresponse": []}
+
+
+def _unauthenticated(detail: str) -> GatewayFault:
+    return GatewayFault(401, "3200", "message=AuthenticationFailed; errorCode=003200; statusCode=401", detail,
+                        fault_type="AUTHENTICATION")
 
 
 def _time() -> str:
@@ -181,15 +216,22 @@ class QuickBooksEmulator:
         self.ctx = ctx
         self.db = ctx.connect()
         self.db.executescript(_SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(quickbooks_companies)")}
+        if "warn_duplicate_doc" not in columns:  # a state file from before the preference
+            self.db.execute("ALTER TABLE quickbooks_companies ADD COLUMN warn_duplicate_doc INTEGER NOT NULL DEFAULT 0")
+        self.ignore_filters: set[str] = set()  # realms whose queries ignore their where clause (a test mode)
         self.windows: Counter = Counter()  # fixed-window request counts
         self.inflight: Counter = Counter()  # realm -> requests being processed
         self.replays: Counter = Counter()  # realm -> requestid replays served
 
     def routes(self) -> list[Route]:
         return [
-            Route(f"{PREFIX}/connect/oauth2", self.authorize, methods=["GET"]),
+            Route(f"{PREFIX}/connect/oauth2", self.authorize, methods=["GET", "POST"]),  # POST: consent form
             Route(f"{PREFIX}/oauth2/v1/tokens/bearer", self.token, methods=["POST"]),
             Route(f"{PREFIX}/oauth2/v1/tokens/revoke", self.revoke, methods=["POST"]),
+            Route(f"{PREFIX}/v2/oauth2/tokens/revoke", self.revoke, methods=["POST"]),  # the discovery doc's
+            Route(f"{PREFIX}/.well-known/openid_sandbox_configuration", self.discovery, methods=["GET"]),
+            Route(f"{PREFIX}/.well-known/openid_configuration", self.discovery, methods=["GET"]),
             Route(PREFIX + "/v3/company/{realm}/{path:path}", self.api, methods=["GET", "POST"]),
         ]
 
@@ -245,12 +287,33 @@ class QuickBooksEmulator:
         if SCOPE not in (q.get("scope") or "").split():
             refused = urlencode({"error": "invalid_scope", "state": q.get("state", "")})
             return RedirectResponse(f"{redirect}{sep}{refused}", 302)
+        page = await consent.gate(request, title="Intuit QuickBooks", company=login, client=CLIENT_ID,
+                                  scopes=[SCOPE], redirect_uri=redirect, state=q.get("state", ""))
+        if page is not None:  # the consent page (a browser), or the user's Deny
+            return page
         realm = self._company_for_login(login)
         code = secrets.token_urlsafe(24)
         self.db.execute("INSERT INTO quickbooks_codes (code, realm_id, redirect_uri, expires) VALUES (?, ?, ?, ?)",
                         (code, realm, redirect, time.time() + CODE_TTL))
         params = {"code": code, "state": q.get("state", ""), "realmId": realm}
         return RedirectResponse(f"{redirect}{sep}{urlencode(params)}", 302)
+
+    async def discovery(self, request: Request) -> Response:
+        """Intuit's OpenID discovery document (developer.api.intuit.com/.well-known/openid_sandbox_configuration),
+        with this sandbox's endpoints. intuit-oauth's AuthClient reads its endpoints from it: `environment` may be
+        the document's URL instead of 'sandbox'/'production' (intuitlib.utils.get_discovery_doc)."""
+        self.ctx.count(SYSTEM, "GET", f"{PREFIX}/.well-known/openid_configuration", "hit")
+        base = str(request.base_url).rstrip("/") + PREFIX
+        return JSONResponse({
+            "issuer": f"{base}/op/v1", "authorization_endpoint": f"{base}/connect/oauth2",
+            "token_endpoint": f"{base}/oauth2/v1/tokens/bearer",
+            "userinfo_endpoint": f"{base}/v1/openid_connect/userinfo",
+            "revocation_endpoint": f"{base}/v2/oauth2/tokens/revoke", "jwks_uri": f"{base}/op/v1/jwks",
+            "response_types_supported": ["code"], "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "scopes_supported": ["openid", "email", "profile", "address", "phone"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "claims_supported": ["aud", "exp", "iat", "iss", "realmid", "sub"]})
 
     def _client_ok(self, request: Request) -> bool:
         auth = request.headers.get("authorization", "")
@@ -349,7 +412,10 @@ class QuickBooksEmulator:
         realm, path = request.path_params["realm"], request.path_params["path"]
         parts = [p for p in path.split("/") if p]
         route = f"{PREFIX}/v3/company/{{realmId}}/" + "/".join(parts[:1] + (["{id}"] if len(parts) > 1 else []))
-        is_write = request.method == "POST"
+        # POST /query carries the query as the body with Content-Type application/text, as python-quickbooks sends
+        # it (QuickBooks.query) and Intuit's query reference documents; it is a read, not a write
+        is_query = parts == ["query"]
+        is_write = request.method == "POST" and not is_query
         q = request.query_params
         if is_write and q.get("operation"):
             route += f"?operation={q['operation']}"
@@ -359,18 +425,19 @@ class QuickBooksEmulator:
             token = auth[7:] if auth.lower().startswith("bearer ") else ""
             token_realm = self._realm_for_token(token) if token else None
             if token_realm is None:
-                raise Fault(401, "3200", "message=AuthenticationFailed; errorCode=003200; statusCode=401",
-                            "Token expired, revoked or invalid", fault_type="AUTHENTICATION")
+                raise _unauthenticated("Token expired, revoked or invalid")
             if token_realm != realm:
-                raise Fault(403, "3100", "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403",
-                            "the token is not authorised for this realm", fault_type="AUTHORIZATION")
+                raise GatewayFault(403, "3100", "message=AuthorizationFailed; errorCode=003100; statusCode=403", "",
+                                   fault_type="SERVICE")
             if self.ctx.limits.enabled and self.inflight[realm] >= MAX_CONCURRENT:
                 raise Fault(429, _THROTTLE[1], _THROTTLE[0], "Too many concurrent requests for this realm",
                             fault_type="ThrottleExceeded")
             self.inflight[realm] += 1
             counted = True
-            body = None
-            if is_write:
+            body: Any = None
+            if is_query and request.method == "POST":
+                body = (await request.body()).decode("utf-8", errors="replace")
+            elif is_write:
                 raw = await request.body()
                 try:
                     body = loads_exact(raw) if raw else {}
@@ -406,14 +473,14 @@ class QuickBooksEmulator:
     @staticmethod
     def _injected(fault: InjectedError) -> Fault:
         if fault.kind == "unauthorized":
-            return Fault(401, "3200", "message=AuthenticationFailed; errorCode=003200; statusCode=401",
-                         "Token invalid", fault_type="AUTHENTICATION")
+            return _unauthenticated("Token invalid")
         return Fault(fault.status, "10000", "An application error has occurred while processing your request",
                      "System Failure Error: injected", fault_type="SystemFault")
 
     def dispatch(self, realm: str, method: str, parts: list[str], q: Any, body: Any) -> tuple[int, Any]:
-        if method == "GET" and parts == ["query"]:
-            return 200, {"QueryResponse": self.query(realm, q.get("query") or ""), "time": _time()}
+        if parts == ["query"]:
+            text = q.get("query") if method == "GET" else body
+            return 200, {"QueryResponse": self.query(realm, text or ""), "time": _time()}
         if method == "GET" and len(parts) == 2 and parts[0] == "journalentry":
             entry = self._entry(realm, parts[1])
             if entry is None:
@@ -440,6 +507,9 @@ class QuickBooksEmulator:
             if parts == ["batch"]:
                 return self.batch(realm, body, request_id)
             return self._write(realm, request_id, lambda: self.write_entry(realm, q.get("operation"), body))
+        if method == "GET":  # no such resource (an id with a slash in it reaches here decoded into more segments)
+            raise Fault(404, "404", "Resource not found", f"GET {'/'.join(parts)}: no such resource",
+                        fault_type="ValidationFault")
         raise Fault(400, "2010", "Unsupported Operation", f"{method} {'/'.join(parts)} is not supported")
 
     # -- idempotency ------------------------------------------------------------------------------------------
@@ -526,10 +596,31 @@ class QuickBooksEmulator:
     def _check_closed(self, realm: str, date: dt.date) -> None:
         closed = self._closed_date(realm)
         if closed and date <= closed:
+            # 6210 "Account Period Closed" with Intuit's detail text (Intuit blog "Top QuickBooks Online API
+            # errors", 2017-06-08; the same words reach users of Synder, AutoEntry, LeanLaw)
             raise _validation("6210", "Account Period Closed",
-                              f"Account Period Closed, cannot update through Services API: the books are closed "
-                              f"through {closed.isoformat()}; transactions dated on or before it cannot be added, "
-                              "changed or deleted.")
+                              "The account period has closed and the account books cannot be updated through "
+                              "the QBO Services API. Please use the QBO website to make these changes. (Books "
+                              f"closed through {closed.isoformat()}.)")
+
+    def _check_duplicate(self, realm: str, doc: str | None, entry_id: str | None) -> None:
+        """QuickBooks accepts a repeated DocNumber unless the company turned on the duplicate-number warning; then
+        it answers 6210 "Duplicate Document Number Error" (Intuit blog "Top QuickBooks Online API errors",
+        2017-06-08, row 2; Intuit's "Handling common errors" page lists the same refusal as 6140 "Duplicate Doc
+        Num": clients match the message)."""
+        if not doc:
+            return
+        row = self.db.execute("SELECT warn_duplicate_doc FROM quickbooks_companies WHERE realm_id = ?",
+                              (realm,)).fetchone()
+        if not row or not row[0]:
+            return
+        other = self.db.execute("SELECT id FROM quickbooks_entries WHERE realm_id = ? AND doc_number = ? AND id != ? "
+                                "LIMIT 1", (realm, doc, entry_id or "")).fetchone()
+        if other is not None:
+            raise _validation("6210", "Duplicate Document Number Error",
+                              "Duplicate Document Number Error : You must specify a different number. This number "
+                              f"has already been used. DocNumber={doc} is assigned to TxnType=Journal Entry with "
+                              f"TxnId={other[0]}", "DocNumber")
 
     def _parse_entry(self, realm: str, je: Any) -> dict:
         if not isinstance(je, dict):
@@ -620,6 +711,7 @@ class QuickBooksEmulator:
                 je = merged
             parsed = self._parse_entry(realm, je)
             self._check_closed(realm, parsed["txn_date"])
+            self._check_duplicate(realm, parsed["doc_number"], current["id"])
             self.db.execute(
                 "UPDATE quickbooks_entries SET sync_token = sync_token + 1, doc_number = ?, private_note = ?, "
                 "txn_date = ?, adjustment = ?, lines = ?, updated = ? WHERE realm_id = ? AND id = ?",
@@ -628,6 +720,7 @@ class QuickBooksEmulator:
             return 200, {"JournalEntry": self.render(self._entry(realm, current["id"])), "time": _time()}
         parsed = self._parse_entry(realm, je)
         self._check_closed(realm, parsed["txn_date"])
+        self._check_duplicate(realm, parsed["doc_number"], None)
         entry_id = self._next_id(realm, "entry")
         self.db.execute(
             "INSERT INTO quickbooks_entries (realm_id, id, sync_token, doc_number, private_note, txn_date, "
@@ -690,6 +783,14 @@ class QuickBooksEmulator:
                 args.append(value)
         sql.append("ORDER BY CAST(id AS INTEGER)")
         rows = self.db.execute(" ".join(sql), args).fetchall()
+        if entity == "journalentry" and realm in self.ignore_filters and conds:
+            # the hostile mode (/_sandbox/quickbooks/companies/<login>/search {"ignore_filters": true}): the where
+            # clause is ignored and the entries that do not match it come first, so a client that trusts a
+            # search's first row adopts someone else's entry
+            matching = {r["id"] for r in rows}
+            every = self.db.execute(f"SELECT * FROM {table} WHERE realm_id = ? ORDER BY CAST(id AS INTEGER)",
+                                    (realm,)).fetchall()
+            rows = [r for r in every if r["id"] not in matching] + [r for r in every if r["id"] in matching]
         name = "JournalEntry" if entity == "journalentry" else "Account"
         if m.group("cols").lower().startswith("count"):
             return {"totalCount": len(rows)}
@@ -749,6 +850,16 @@ class QuickBooksEmulator:
             return self._upsert_account(realm, body)
         elif action == "entries":
             return self._edit_entry(realm, body)
+        elif action == "preferences":  # {"warn_duplicate_doc_number": true}: 6210 on a repeated DocNumber
+            if "warn_duplicate_doc_number" in body:
+                db.execute("UPDATE quickbooks_companies SET warn_duplicate_doc = ? WHERE realm_id = ?",
+                           (int(bool(body["warn_duplicate_doc_number"])), realm))
+        elif action == "search":  # {"ignore_filters": true}: queries ignore their where clause, others first
+            if body.get("ignore_filters"):
+                self.ignore_filters.add(realm)
+            else:
+                self.ignore_filters.discard(realm)
+            return {"ok": True, "realm_id": realm, "ignore_filters": realm in self.ignore_filters}
         elif action == "requests":  # the idempotency store, for tests
             stored = db.execute("SELECT COUNT(*) FROM quickbooks_requests WHERE realm_id = ?", (realm,)).fetchone()
             return {"stored": stored[0], "replayed": self.replays[realm], "realm_id": realm}
@@ -793,6 +904,12 @@ class QuickBooksEmulator:
         if body.get("delete"):
             db.execute("DELETE FROM quickbooks_entries WHERE realm_id = ? AND id = ?", (realm, e["id"]))
             return {"ok": True, "id": e["id"]}
+        if "doc_number" in body or "private_note" in body:  # a person rewrites the key fields
+            db.execute("UPDATE quickbooks_entries SET doc_number = ?, private_note = ?, sync_token = sync_token + 1, "
+                       "updated = ? WHERE realm_id = ? AND id = ?",
+                       (body.get("doc_number", e["doc_number"]), body.get("private_note", e["private_note"]),
+                        time.time(), realm, e["id"]))
+            return {"ok": True, "id": e["id"], "sync_token": str(e["sync_token"] + 1)}
         lines = json.loads(e["lines"])
         if body.get("scale_line"):
             lines[0]["amount_minor"] *= int(body["scale_line"])

@@ -6,14 +6,29 @@ Paths, bodies, status codes and error shapes follow ../shared/reference/accounti
   refresh tokens never rotate (a refresh reply has no refresh_token) and at most 20 live per company (the 21st
   evicts the oldest); about 10 access tokens per 10 minutes per refresh token; errors come as HTTP 200
   `{"error": "invalid_code"}` the way Zoho's accounts server answers.
-- API at `/zoho/books/v3`: `Authorization: Zoho-oauthtoken <token>`, `organization_id` on every call but
-  `/organizations`, replies `{code, message, ...}` with code 0 for success, journals with `line_items`
-  (`amount` positive + `debit_or_credit`), no idempotency key (`reference_number` is free text, not unique),
-  `page`/`per_page` paging with `page_context.has_more_page`, chart of accounts with `filter_by`.
+- API at `/zoho/books/v3`: `Authorization: Zoho-oauthtoken <token>`, the organization on every call but
+  `/organizations`, as the `organization_id` query parameter (zoho.com/books/api/v3 introduction) or the
+  `X-com-zoho-books-organizationid` header; replies `{code, message, ...}` with code 0 for success
+  (zoho.com/books/api/v3/errors), journals with `line_items` (`amount` positive + `debit_or_credit`), no
+  idempotency key (`reference_number` is free text of at most 100 characters, not unique), `page`/`per_page`
+  paging with `page_context.has_more_page`, chart of accounts with `filter_by`.
+- Journal search (GET /journals, seed 001 and zoho/books-java-wrappers JournalsApi): reference_number, date,
+  date_start/date_end/date_before/date_after, reference_number_startswith, and `filter_by` JournalDate.All / Today /
+  ThisWeek / ThisMonth / ThisQuarter / ThisYear. Without filter_by the list covers this year only (seed 001's sample
+  answer: `applied_filter: JournalDate.ThisYear`; see DEFAULT_JOURNAL_FILTER), on the organization's clock.
+- An update's `line_id` must name a line of that journal (else 400 code 4 "Invalid value passed for line_id", a
+  reading Zoho does not document).
 - Limits (when enabled, time-scaled): 100 requests/min per organization (429, code 45) and a daily cap per plan
-  (Free 1,000 / Standard 2,000 / Professional 5,000 / Premium+ 10,000 per UTC day, kept in the state file; 429 with
-  code 1070 and a message that names the daily limit). Transaction locking: 400 code 4083 for dates on or before the
-  company's lock date.
+  (Free 1,000 / Standard 2,000 / Professional 5,000 / Premium+ 10,000 per day, Zoho KB "per-day API limit"; kept in
+  the state file; 429 "API usage limit exceeded", which is all Zoho documents, with the per-minute limit's code 45
+  and a message that names the day). Transaction locking: 400 code 4083 for dates on or before the company's lock
+  date.
+- Controls (`POST /_sandbox/zoho/companies/<login>/<action>`): `lock_date`, `revoke`, `accounts`, `entries` (a
+  person's edit: {"create": journal}, or {"custom_id"} with "delete", "scale_line", "clear_custom_id",
+  "reference_number", "replace_lines"), `plan` {"plan", "daily_cap", "reset_usage"}, `clock` {"today":
+  "YYYY-MM-DD" | null} (the organization's date, for the filter_by windows and the daily cap), `search`
+  {"ignore_filters": bool} (a hostile mode: journal searches ignore their filters and list the journals that do not
+  match them first).
 """
 
 from __future__ import annotations
@@ -32,6 +47,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import (
     WRITE_METHODS,
     Drop,
@@ -104,8 +120,39 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _today() -> str:
-    return dt.datetime.now(dt.UTC).date().isoformat()
+def _wall_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+# filter_by on GET /journals (seed 001, zoho/books-java-wrappers JournalsApi.getJournals): the journal-date windows
+JOURNAL_FILTERS = ("JournalDate.All", "JournalDate.Today", "JournalDate.ThisWeek", "JournalDate.ThisMonth",
+                   "JournalDate.ThisQuarter", "JournalDate.ThisYear")
+# Without filter_by the list is narrower than "all dates". Zoho does not document the default; seed 001's own sample
+# answer to a bare GET /journals says `"applied_filter": "JournalDate.ThisYear"` with start_date/end_date spanning
+# the calendar year (CData's driver docs say the current month instead). This emulation applies ThisYear (the
+# vendor's own sample), on the organization's clock, to every list call that names no filter_by, date range or not;
+# clients that must see every date send filter_by=JournalDate.All.
+DEFAULT_JOURNAL_FILTER = "JournalDate.ThisYear"
+
+
+def journal_window(filter_by: str, today: dt.date) -> tuple[dt.date, dt.date] | None:
+    """[start, end] of a JournalDate filter on `today` (None: every date). Weeks start on Sunday and quarters and
+    years are calendar ones (an organization's own fiscal year is not emulated)."""
+    if filter_by == "JournalDate.All":
+        return None
+    if filter_by == "JournalDate.Today":
+        return today, today
+    if filter_by == "JournalDate.ThisWeek":
+        start = today - dt.timedelta(days=(today.weekday() + 1) % 7)
+        return start, start + dt.timedelta(days=6)
+    if filter_by == "JournalDate.ThisMonth":
+        nxt = (today.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        return today.replace(day=1), nxt - dt.timedelta(days=1)
+    if filter_by == "JournalDate.ThisQuarter":
+        first = dt.date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
+        nxt = dt.date(first.year + (first.month == 10), (first.month + 2) % 12 + 1, 1)
+        return first, nxt - dt.timedelta(days=1)
+    return dt.date(today.year, 1, 1), dt.date(today.year, 12, 31)
 
 
 def _amount(value: Any) -> int:
@@ -143,11 +190,15 @@ class ZohoSandbox:
         self.db.executescript(SCHEMA)
         self.client_id, self.client_secret = client_id, client_secret
         self.minute: Counter = Counter()  # (organization_id, window) -> requests
+        # the organization's "today" (its clock), settable per organization for tests: POST
+        # /_sandbox/zoho/companies/<login>/clock {"today": "YYYY-MM-DD"} ({"today": null} follows the wall clock)
+        self.clock: dict[str, dt.date] = {}
+        self.ignore_filters: set[str] = set()  # organizations whose journal searches ignore their filters
         self.mints: dict[str, list[float]] = {}  # refresh hash -> access token issue times
 
     def routes(self) -> list[Route]:
         return [
-            Route(OAUTH + "/auth", self.authorize, methods=["GET"]),
+            Route(OAUTH + "/auth", self.authorize, methods=["GET", "POST"]),  # POST: the consent form
             Route(OAUTH + "/token", self.token, methods=["POST"]),
             Route(OAUTH + "/token/revoke", self.revoke, methods=["POST"]),
             Route(API + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"]),
@@ -195,9 +246,12 @@ class ZohoSandbox:
     def daily_cap(self, org: Any) -> int:
         return int(org["daily_cap"]) if org["daily_cap"] is not None else PLANS.get(org["plan"], PLANS[DEFAULT_PLAN])
 
+    def today(self, organization_id: str) -> dt.date:
+        return self.clock.get(organization_id) or _wall_today()
+
     def usage(self, organization_id: str) -> int:
         row = self.db.execute("SELECT count FROM zoho_usage WHERE organization_id = ? AND day = ?",
-                              (organization_id, _today())).fetchone()
+                              (organization_id, self.today(organization_id).isoformat())).fetchone()
         return row[0] if row else 0
 
     def chart(self, login: str) -> list[dict]:
@@ -220,6 +274,11 @@ class ZohoSandbox:
             return JSONResponse({"error": "invalid_request",
                                  "error_description": "the sandbox auto-approves a login_hint; redirect_uri needed"},
                                 status_code=400)
+        page = await consent.gate(request, title="Zoho Books", company=login, client=self.client_id,
+                                  scopes=(q.get("scope") or "").split(","), redirect_uri=redirect,
+                                  state=q.get("state", ""))
+        if page is not None:  # the consent page (a browser), or the user's Deny
+            return page
         org_id = self._org_for_login(login)
         code = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
         self.db.execute("INSERT INTO zoho_codes (code_hash, organization_id, client_id, redirect_uri, offline, "
@@ -318,8 +377,11 @@ class ZohoSandbox:
         cap = self.daily_cap(org)
         if self.usage(org_id) >= cap:
             plan = "custom" if org["daily_cap"] is not None else org["plan"].capitalize()
-            raise ApiError(429, 1070, f"You have reached the daily API limit for this organization ({cap:,} "
-                                      f"requests per day on the {plan} plan). Please try again tomorrow.")
+            # HTTP 429 "Rate Limit Exceeded (API usage limit exceeded)" is all Zoho documents for it
+            # (zoho.com/books/api/v3/errors); the per-day numbers per plan are Zoho's KB "per-day API limit". No
+            # code of its own is documented, so it shares the per-minute limit's code 45 and names the day.
+            raise ApiError(429, 45, f"API usage limit exceeded: this organization has used its {cap:,} API calls "
+                                    f"for the day ({plan} plan). Please try again tomorrow.")
         window = int(time.time() * self.ctx.limits.scale // 60)
         key = (org_id, window)
         if self.minute[key] >= PER_MINUTE:
@@ -329,7 +391,8 @@ class ZohoSandbox:
         if len(self.minute) > 10_000:
             self.minute = Counter({k: v for k, v in self.minute.items() if k[1] == window})
         self.db.execute("INSERT INTO zoho_usage (organization_id, day, count) VALUES (?, ?, 1) ON CONFLICT "
-                        "(organization_id, day) DO UPDATE SET count = count + 1", (org_id, _today()))
+                        "(organization_id, day) DO UPDATE SET count = count + 1",
+                        (org_id, self.today(org_id).isoformat()))
 
     # -- HTTP -------------------------------------------------------------------------------------------------
     async def api(self, request: Request) -> Response:
@@ -342,9 +405,18 @@ class ZohoSandbox:
             parts = [p for p in request.url.path.removeprefix(API).split("/") if p]
             org = None
             if parts != ["organizations"]:
-                org_id = request.query_params.get("organization_id")
+                # the organization as the query parameter (zoho.com/books/api/v3 introduction) or the
+                # X-com-zoho-books-organizationid header (the header form of the same parameter; fidelity review row
+                # 16); both present and different is refused
+                in_query = request.query_params.get("organization_id")
+                in_header = request.headers.get("x-com-zoho-books-organizationid")
+                if in_query and in_header and in_query != in_header:
+                    raise ApiError(400, 6041, f"organization_id {in_query} and the X-com-zoho-books-organizationid "
+                                              f"header {in_header} disagree.")
+                org_id = in_query or in_header
                 if not org_id:
-                    raise ApiError(400, 6041, "organization_id is required: pass it as a query parameter.")
+                    raise ApiError(400, 6041, "organization_id is required: pass it as a query parameter or in "
+                                              "the X-com-zoho-books-organizationid header.")
                 org = self._org(org_id)
                 if org is None or org_id != token_org:
                     raise ApiError(400, 6041, f"This user is not associated with the CompanyID/CompanyName:{org_id}.")
@@ -467,8 +539,17 @@ class ZohoSandbox:
                 "bcy_total": from_minor(total)}
 
     def list_journals(self, org_id: str, q: Any) -> dict:
+        """GET /journals: the documented search parameters (seed 001), newest first, `page`/`per_page` paging.
+        filter_by names a journal-date window; without it DEFAULT_JOURNAL_FILTER applies (see there)."""
         page, per_page = _paging(q)
+        filter_by = q.get("filter_by") or DEFAULT_JOURNAL_FILTER
+        if filter_by not in JOURNAL_FILTERS:
+            raise ApiError(400, 4, "Invalid value passed for filter_by")
+        window = journal_window(filter_by, self.today(org_id))
         sql, args = "SELECT * FROM zoho_journals WHERE organization_id = ?", [org_id]
+        if window:
+            sql += " AND journal_date >= ? AND journal_date <= ?"
+            args += [window[0].isoformat(), window[1].isoformat()]
         for key, clause in (("reference_number", "reference_number = ?"), ("date", "journal_date = ?"),
                             ("date_start", "journal_date >= ?"), ("date_end", "journal_date <= ?"),
                             ("date_after", "journal_date > ?"), ("date_before", "journal_date < ?")):
@@ -480,12 +561,26 @@ class ZohoSandbox:
             sql += " AND reference_number LIKE ? ESCAPE '\\'"
             args.append(q["reference_number_startswith"].replace("\\", "\\\\").replace("%", "\\%")
                         .replace("_", "\\_") + "%")
-        rows = self.db.execute(sql + " ORDER BY journal_date DESC, entry_number DESC LIMIT ? OFFSET ?",
-                               (*args, per_page + 1, (page - 1) * per_page)).fetchall()
+        order = " ORDER BY journal_date DESC, entry_number DESC"
+        if org_id in self.ignore_filters:
+            # the hostile mode (/_sandbox/zoho/companies/<login>/search {"ignore_filters": true}): every journal
+            # of the organization, those the filters would not have matched first
+            matching = {r["journal_id"] for r in self.db.execute(sql, args)}
+            every = self.db.execute("SELECT * FROM zoho_journals WHERE organization_id = ?" + order,
+                                    (org_id,)).fetchall()
+            ranked = [r for r in every if r["journal_id"] not in matching] + [r for r in every
+                                                                            if r["journal_id"] in matching]
+            rows = ranked[(page - 1) * per_page: page * per_page + 1]
+        else:
+            rows = self.db.execute(sql + order + " LIMIT ? OFFSET ?",
+                                   (*args, per_page + 1, (page - 1) * per_page)).fetchall()
+        context = {"page": page, "per_page": per_page, "has_more_page": len(rows) > per_page,
+                   "report_name": "Manual Journals", "applied_filter": filter_by,
+                   "sort_column": "journal_date", "sort_order": "D"}
+        if window:
+            context.update(start_date=window[0].isoformat(), end_date=window[1].isoformat())
         return {"code": 0, "message": "success", "journals": [self._summary(r) for r in rows[:per_page]],
-                "page_context": {"page": page, "per_page": per_page, "has_more_page": len(rows) > per_page,
-                                 "report_name": "Manual Journals", "applied_filter": "JournalDate.All",
-                                 "sort_column": "journal_date", "sort_order": "D"}}
+                "page_context": context}
 
     def _check_lock(self, org_id: str, date: dt.date) -> None:
         lock = self._org(org_id)["lock_date"]
@@ -535,6 +630,13 @@ class ZohoSandbox:
         lines = self._parse_lines(org_id, body.get("line_items"))
         if old is not None:
             self._check_lock(org_id, dt.date.fromisoformat(old["journal_date"]))
+            # a line_id names a line of this journal (seed 001's update sample sends each line's line_id); one that
+            # is not there (a person re-entered the lines since it was read) is refused. Zoho does not document
+            # this answer: clients must also cope with a Zoho that quietly makes such a line a new one.
+            existing = {r[0] for r in self.db.execute("SELECT line_id FROM zoho_lines WHERE journal_id = ?",
+                                                      (journal_id,))}
+            if any(ln["line_id"] and str(ln["line_id"]) not in existing for ln in lines):
+                raise ApiError(400, 4, "Invalid value passed for line_id")
         self._check_lock(org_id, date)
         status = body.get("status") or (old["status"] if old else "draft")
         if status not in ("draft", "published"):
@@ -619,6 +721,18 @@ class ZohoSandbox:
             self._edit_entry(org_id, body)
         elif action == "plan":  # {"plan": "free"} and/or {"daily_cap": 5}; {"reset_usage": true}
             return self._plan(org, body)
+        elif action == "clock":  # {"today": "YYYY-MM-DD"} or {"today": null} (the wall clock)
+            if body.get("today"):
+                self.clock[org_id] = dt.date.fromisoformat(str(body["today"]))
+            else:
+                self.clock.pop(org_id, None)
+            return {"ok": True, "today": self.today(org_id).isoformat()}
+        elif action == "search":  # {"ignore_filters": true}: journal searches ignore their filters, others first
+            if body.get("ignore_filters"):
+                self.ignore_filters.add(org_id)
+            else:
+                self.ignore_filters.discard(org_id)
+            return {"ok": True, "ignore_filters": org_id in self.ignore_filters}
         else:
             return None
         return {"ok": True}
@@ -681,6 +795,13 @@ class ZohoSandbox:
         elif body.get("clear_custom_id"):
             self.db.execute("UPDATE zoho_journals SET reference_number = NULL WHERE journal_id = ?",
                             (row["journal_id"],))
+        elif "reference_number" in body:  # a person re-keys the journal
+            self.db.execute("UPDATE zoho_journals SET reference_number = ?, updated_at = ? WHERE journal_id = ?",
+                            (body["reference_number"], time.time(), row["journal_id"]))
+        elif body.get("replace_lines"):  # a person re-enters the lines as they were: every line gets a new id
+            for line in self.db.execute("SELECT line_id FROM zoho_lines WHERE journal_id = ?",
+                                        (row["journal_id"],)).fetchall():
+                self.db.execute("UPDATE zoho_lines SET line_id = ? WHERE line_id = ?", (self._new_id(), line[0]))
 
 
 async def _params(request: Request) -> dict[str, str]:

@@ -1,53 +1,60 @@
-"""Aden (general ledger with an approval workflow): a JWT per company from the Aden admin, the client-chosen
-`entry_id` as our id, `X-Idempotency-Key` on every write, Draft -> approval -> Posted, reversals for posted entries."""
+"""Aden (general ledger with an approval workflow): a JWT per company from the tenant's Aden administrator, our key as
+the client-chosen `entry_id`, `X-Idempotency-Key` on every write, Draft -> approval -> Posted, reversals for posted
+entries, accounting periods cached across runs. Sources: docs.adenhq.com (see sink.py and sandboxes/aden.py).
+
+Configuration: ADEN_API_BASE_URL (default: the local sandbox's `/aden/service/general-ledger`; production
+https://kube.acho.io/service/general-ledger). Connecting a tenant stores its JWT encrypted in the vault:
+`ledger-pipeline connect --tenant T --system aden --token-file FILE` (`-` reads stdin). Against the sandbox,
+`connect --auto-approve` / `--all` has the sandbox's administrator issue the JWT (`POST
+/_sandbox/aden/companies/<login>/jwt`), since no browser flow exists.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from ledger_pipeline.ledger.sink import SinkError
-from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import Settings
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.vault import NeedsReauth, TokenVault, load_key
 from ledger_pipeline.systems import ChartAccount, OpenOptions
-from ledger_pipeline.systems.aden.auth import AdenAuth
+from ledger_pipeline.systems.aden.auth import AdenAuth, AdenTokenError
+from ledger_pipeline.systems.aden.cache import AdenCache
 from ledger_pipeline.systems.aden.client import AdenClient, AdenError, AdenLimiter
 from ledger_pipeline.systems.aden.sink import AdenSink, classify
-from ledger_pipeline.systems.authflow import connect_tenant
 from ledger_pipeline.systems.http import http_client
 
 SYSTEM = "aden"
 
 
-def _defaults(settings: Settings) -> dict[str, str]:
-    """Where Aden is: the environment (ADEN_API_BASE_URL, ...), else the local sandbox and its public client."""
-    from ledger_pipeline.sandboxes.aden import ADMIN, API, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+def _defaults(settings: Settings) -> tuple[str, str | None]:
+    """(API base URL, the sandbox's URL when the API is the sandbox's, else None)."""
+    from ledger_pipeline.sandboxes.aden import API
 
     base = settings.sandbox_url
-    return {"api": settings.system_env(SYSTEM, "API_BASE_URL", f"{base}{API}"),
-            "admin": settings.system_env(SYSTEM, "OAUTH_BASE_URL", f"{base}{ADMIN}"),
-            "client_id": settings.system_env(SYSTEM, "CLIENT_ID", SANDBOX_CLIENT_ID),
-            "client_secret": settings.system_env(SYSTEM, "CLIENT_SECRET", SANDBOX_CLIENT_SECRET)}
+    api = settings.system_env(SYSTEM, "API_BASE_URL", f"{base}{API}")
+    return api, (base if base and api.startswith(base.rstrip("/") + "/") else None)
 
 
 class AdenConnection:
     system = SYSTEM
 
     def __init__(self, settings: Settings, options: OpenOptions):
-        where = _defaults(settings)
-        self.vault = TokenVault(make_engine(options.database_url), load_key(settings), settings.lock_dir,
+        api, sandbox = _defaults(settings)
+        self.vault = TokenVault(make_ops_engine(options.database_url), load_key(settings), settings.lock_dir,
                                 system=SYSTEM)
         self._auth_http = http_client(settings.source_address, options.timeout)
-        self.auth = AdenAuth(where["admin"], where["client_id"], where["client_secret"], self._auth_http)
+        self.auth = AdenAuth(api, self._auth_http, sandbox)
+        self.cache = AdenCache(self.vault.engine)
 
         def access_token(tenant_id: str, refused: str | None) -> str:
-            return self.vault.access_token(tenant_id, lambda token: self.auth.refresh(tenant_id, token), refused)
+            return self.vault.access_token(tenant_id, lambda token: self.auth.check(tenant_id, token), refused)
 
-        self.client = AdenClient(where["api"], access_token, AdenLimiter(settings, options.rate_limit_scale),
+        self.client = AdenClient(api, access_token, AdenLimiter(settings, options.rate_limit_scale),
                                  http_client(settings.source_address, options.timeout),
                                  backoff_initial=options.backoff_initial,
                                  backoff_max=max(options.backoff_initial * 60, 1.0), priority=options.priority)
-        self.sink = AdenSink(self.client)
+        self.sink = AdenSink(self.client, self.cache)
 
     @property
     def requests(self) -> int:
@@ -63,8 +70,21 @@ class AdenConnection:
                              None if a.get("parent_account_id") is None else str(a["parent_account_id"]),
                              bool(a.get("is_inactive"))) for a in rows]
 
+    def connect_with_token(self, tenant_id: str, token: str) -> None:
+        """Store the tenant's JWT (encrypted) and prove it: one `GET /accounting-periods` sweep, which also fills the
+        period cache. Raises AdenTokenError (malformed, expired, or refused by Aden: the tenant is then marked
+        needs_reauth)."""
+        self.vault.store(tenant_id, self.auth.token_set(tenant_id, token))
+        self.cache.forget(tenant_id)
+        try:
+            self.sink.refresh_periods(tenant_id)
+        except SinkError as err:
+            raise AdenTokenError(f"tenant {tenant_id}: the JWT was stored but Aden did not accept it: {err}") from err
+
     def connect_tenant(self, tenant_id: str, open_url: Callable[[str], None]) -> None:
-        connect_tenant(self.vault.engine, self.vault, self.auth, tenant_id, open_url)
+        """Aden has no authorisation flow: against the sandbox its administrator issues the JWT; elsewhere use
+        `connect --token-file` (AdenTokenError says so)."""
+        self.connect_with_token(tenant_id, self.auth.sandbox_issue(tenant_id))
 
     def close(self) -> None:
         self.client.close()
@@ -75,4 +95,4 @@ def open_connection(settings: Settings, options: OpenOptions) -> AdenConnection:
     return AdenConnection(settings, options)
 
 
-__all__ = ["AdenConnection", "SinkError", "open_connection"]
+__all__ = ["AdenConnection", "AdenTokenError", "SinkError", "open_connection"]

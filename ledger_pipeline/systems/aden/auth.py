@@ -1,68 +1,107 @@
-"""Aden's tenant tokens: a JWT per company from the Aden admin, sent as `Authorization: jwt <token>`.
+"""Aden's tenant credentials: a JWT the tenant's Aden administrator issues, sent as `Authorization: jwt <token>`.
 
-The admin issues the token through an authorize page (login_hint = our tenant, redirect with a one-time code) and a
-token endpoint (code -> JWT), so `ledger_pipeline.systems.authflow.connect_tenant` runs the same loopback flow
-with the same single-use CSRF state. The JWT does not expire; there is nothing to refresh. `refresh` therefore only
-asks the admin whether the token is still active (introspection): after a 401 a live token is retried, a revoked
-one raises `NeedsReauth` (the vault marks the tenant, `connect` must run again).
+Aden documents no OAuth flow and no token endpoint: "Contact your Aden administrator to obtain your API credentials
+and JWT token" (https://docs.adenhq.com/quickstart, https://docs.adenhq.com/mcp-server/configuration), and every
+request carries `Authorization: jwt YOUR_TOKEN` (https://docs.adenhq.com/development). So:
+- `connect` takes the JWT as given (`ledger-pipeline connect --tenant T --system aden --token-file FILE`, `-` for
+  stdin) and the vault keeps it encrypted. Its claims are read without verifying the signature (we do not hold
+  Aden's key): `exp`, when present, becomes the vault's expiry; `company_id` (or `sub`), when present, is recorded.
+- There is nothing to refresh. After a 401 the vault calls `check`: an expired token, or a token refused by
+  `GET /accounts?limit=1` three times in a row, raises `NeedsReauth` (the tenant is marked, someone must obtain a new
+  JWT and connect again); a token the probe accepts was refused spuriously and is used again.
+- Against the sandbox only, `sandbox_issue` plays the administrator: `POST /_sandbox/aden/companies/<login>/jwt`
+  (the login also in the body, since a path segment cannot carry "/").
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+import time
 
 import httpx
+import jwt
 
-from ledger_pipeline.state.vault import NeedsReauth, TokenSet
+from ledger_pipeline.state.vault import NeedsReauth, TokenEndpointError, TokenSet
 from ledger_pipeline.systems.authflow import OAuthError
 
 SYSTEM = "aden"
-NO_EXPIRY = 10 * 365 * 86400  # the vault wants a lifetime; Aden's JWT has none (revocation ends it)
+NO_EXPIRY = 10 * 365 * 86400  # the vault wants a lifetime; an admin-issued JWT without `exp` has none
+PROBES = 3  # consecutive 401s on the probe before a token counts as revoked
+
+
+class AdenTokenError(OAuthError):
+    """The JWT handed to `connect` is not usable (malformed, expired, refused by Aden)."""
+
+
+def _reconnect(tenant_id: str) -> str:
+    return (f"ask the tenant's Aden administrator for a new JWT, then run `ledger-pipeline connect --tenant "
+            f"{tenant_id} --system aden --token-file FILE`")
 
 
 class AdenAuth:
-    def __init__(self, base_url: str, client_id: str, client_secret: str, http: httpx.Client):
-        self.base_url = base_url.rstrip("/")
-        self.client_id, self.client_secret, self.http = client_id, client_secret, http
+    """JWT handling for one Aden API base URL (`api_base`, e.g. https://kube.acho.io/service/general-ledger)."""
 
-    def authorize_url(self, redirect_uri: str, state: str, login_hint: str | None = None) -> str:
-        params = {"client_id": self.client_id, "response_type": "code", "redirect_uri": redirect_uri,
-                  "state": state}
-        if login_hint:
-            params["login_hint"] = login_hint
-        return f"{self.base_url}/authorize?{urlencode(params)}"
+    def __init__(self, api_base: str, http: httpx.Client, sandbox_url: str | None = None):
+        self.api_base = api_base.rstrip("/")
+        self.http = http
+        self.sandbox_url = sandbox_url.rstrip("/") if sandbox_url else None
 
-    def _post(self, tenant_id: str, path: str, payload: dict) -> httpx.Response:
-        body = {"client_id": self.client_id, "client_secret": self.client_secret, **payload}
+    @staticmethod
+    def claims(token: str) -> dict:
+        """The JWT's claims, unverified (the signature is Aden's business). Raises AdenTokenError if malformed."""
         try:
-            return self.http.post(f"{self.base_url}{path}", json=body)
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise AdenTokenError(f"the Aden token is not a JWT ({type(exc).__name__}): paste the token exactly as "
+                                 "the Aden administrator issued it") from exc
+        return claims if isinstance(claims, dict) else {}
+
+    def token_set(self, tenant_id: str, token: str) -> TokenSet:
+        """What the vault stores for a JWT: the token as both access and "refresh" token, its expiry, its company."""
+        token = token.strip()
+        if token.lower().startswith("jwt "):
+            token = token[4:].strip()
+        claims = self.claims(token)
+        lifetime = NO_EXPIRY
+        if isinstance(claims.get("exp"), int | float):
+            lifetime = int(claims["exp"] - time.time())
+            if lifetime <= 0:
+                raise AdenTokenError(f"tenant {tenant_id}: the Aden JWT expired at {int(claims['exp'])}; "
+                                     + _reconnect(tenant_id))
+        company = claims.get("company_id") or claims.get("sub")
+        company = None if company is None else str(company)
+        return TokenSet(token, token, lifetime, company, {"company_id": company} if company else None)
+
+    def check(self, tenant_id: str, token: str) -> TokenSet:
+        """The vault's refresh callback after a 401: the same token if Aden still accepts it, else NeedsReauth."""
+        claims = self.claims(token)
+        if isinstance(claims.get("exp"), int | float) and claims["exp"] <= time.time():
+            raise NeedsReauth(tenant_id, "the Aden JWT has expired; " + _reconnect(tenant_id), SYSTEM)
+        for _ in range(PROBES):
+            try:
+                resp = self.http.get(f"{self.api_base}/accounts", params={"limit": 1},
+                                     headers={"Authorization": f"jwt {token}", "Accept": "application/json"})
+            except httpx.TransportError as exc:
+                raise TokenEndpointError(f"tenant {tenant_id}: Aden unreachable while checking the JWT "
+                                         f"({type(exc).__name__})") from exc
+            if resp.status_code == 200:
+                lifetime = int(claims["exp"] - time.time()) if isinstance(claims.get("exp"), int | float) else None
+                return TokenSet(token, token, lifetime or NO_EXPIRY, None, None)
+            if resp.status_code != 401:
+                raise TokenEndpointError(f"tenant {tenant_id}: Aden answered {resp.status_code} while checking the "
+                                         "JWT; the tenant is retried on the next run")
+        raise NeedsReauth(tenant_id, f"Aden refused the company's JWT {PROBES} times (401): it was revoked or "
+                                     "replaced; " + _reconnect(tenant_id), SYSTEM)
+
+    def sandbox_issue(self, tenant_id: str) -> str:
+        """The sandbox's administrator: a JWT for the company named after the tenant (created on first use)."""
+        if not self.sandbox_url:
+            raise AdenTokenError(f"tenant {tenant_id}: Aden has no authorisation flow; " + _reconnect(tenant_id))
+        url = f"{self.sandbox_url}/_sandbox/aden/companies/-/jwt"  # the login in the body: it may hold a "/"
+        try:
+            resp = self.http.post(url, json={"company_login": tenant_id})
         except httpx.TransportError as exc:
-            raise OAuthError(f"tenant {tenant_id}: Aden admin unreachable ({type(exc).__name__})") from exc
-
-    def exchange_code(self, tenant_id: str, code: str, redirect_uri: str) -> TokenSet:
-        resp = self._post(tenant_id, "/token", {"grant_type": "authorization_code", "code": code,
-                                                "redirect_uri": redirect_uri})
+            raise AdenTokenError(f"tenant {tenant_id}: the Aden sandbox is unreachable ({type(exc).__name__})") from exc
         if resp.status_code != 200:
-            raise OAuthError(f"tenant {tenant_id}: Aden admin refused the code ({resp.status_code}: "
-                             f"{_error_code(resp)})")
-        data = resp.json()
-        token, company = data["token"], str(data["company_id"])
-        return TokenSet(token, token, NO_EXPIRY, company, {"company_id": company})
-
-    def refresh(self, tenant_id: str, refresh_token: str) -> TokenSet:
-        """No refresh in Aden: check the token is still active (after a 401), else the tenant needs reconnecting."""
-        resp = self._post(tenant_id, "/token/introspect", {"token": refresh_token})
-        if resp.status_code != 200:
-            raise OAuthError(f"tenant {tenant_id}: Aden token introspection answered {resp.status_code}")
-        data = resp.json()
-        if not data.get("active"):
-            raise NeedsReauth(tenant_id, "the Aden admin revoked the company's token", SYSTEM)
-        company = str(data.get("company_id"))
-        return TokenSet(refresh_token, refresh_token, NO_EXPIRY, company, {"company_id": company})
-
-
-def _error_code(resp: httpx.Response) -> str:
-    try:
-        return str(resp.json()["error"]["code"])
-    except (ValueError, KeyError, TypeError):
-        return "unreadable answer"
+            raise AdenTokenError(f"tenant {tenant_id}: the Aden sandbox refused to issue a JWT ({resp.status_code}: "
+                                 f"{resp.text[:200]})")
+        return str(resp.json()["token"])

@@ -1,14 +1,20 @@
 """The Aden GL client (httpx): `Authorization: jwt <token>`, paced on the host limiter, retried where that is safe.
 
-- Pacing: Aden documents no rate limit; we pace at 300 requests/minute per company token (the sandbox's assumed
-  limit), 5 % under it, on the host-shared limiter (ledger_pipeline.ratelimit) so every process on the host shares
-  the budget. 429s are still honoured (Retry-After) and retried.
+- Pacing: Aden documents "Standard limit: 1000 requests per minute" and a burst limit of 100/s, with 429 beyond
+  (https://docs.adenhq.com/development); we pace at 1000/minute per company token, 5 % under it, on the host-shared
+  limiter (ledger_pipeline.ratelimit) so every process on the host shares the budget. 429s are honoured (Retry-After).
 - Retries (stamina, exponential backoff with jitter): reads on 429, 5xx and transport errors. Every write we send
-  carries an `X-Idempotency-Key` (Aden replays the original response for a repeated key), so a write is retried on
-  5xx and transport errors too: the replay is safe. When the attempts run out, a write that may have reached Aden
-  raises `kind="uncertain"` (the sink looks the entry up before writing again), one that never did `retryable`.
-- 401: the JWT does not expire, so a 401 is either spurious or a revocation: the token is introspected once through
-  the vault (`stale=` the refused token); a live token is retried once, a revoked one becomes `NeedsReauth`.
+  carries an `X-Idempotency-Key` (documented for approval actions and "recommended for mutations", same page), so a
+  write is retried on 5xx and transport errors too: the replay is safe. When the attempts run out, a write that may
+  have reached Aden raises `kind="uncertain"` (the sink looks the entry up before writing again), one that never did
+  `retryable`.
+- 401: Aden's JWT comes from the administrator and cannot be refreshed, so a 401 is either spurious or a revocation:
+  the vault is asked again with `stale=` the refused token, which runs `AdenAuth.check` (probe, NeedsReauth when
+  revoked or expired); an accepted token is retried once.
+- Paths: every id in a path is one URL-encoded segment (`seg`: quote with safe=""), so an id holding "/", "#", "?",
+  "%", spaces or non-ASCII stays one segment (an f-string path would not encode it).
+- Answers: single objects are bare (no "data" envelope); lists are {"data": [...], "pagination": {total, limit, offset,
+  has_more}} (https://docs.adenhq.com/api-reference/general-ledger/journal-entries/list).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 import stamina
@@ -28,8 +35,13 @@ from ledger_pipeline.settings import Settings
 from ledger_pipeline.state.vault import TokenEndpointError
 
 Kind = Literal["retryable", "uncertain", "rejected"]
-PER_TOKEN_MINUTE = 300  # assumed, see the module docstring
-PAGE = 100  # Aden's page size cap for limit/offset
+PER_TOKEN_MINUTE = 1000  # documented, see the module docstring
+PAGE = 100  # Aden's page size cap for limit/offset ("max 100", journal-entries/list)
+
+
+def seg(value: object) -> str:
+    """One path segment, URL-encoded ("/" included)."""
+    return quote(str(value), safe="")
 
 
 class AdenError(Exception):
@@ -186,10 +198,12 @@ class AdenClient:
         while True:
             _, data, _ = self.request(tenant_id, "GET", path, params={**(params or {}), "limit": self.page_size,
                                                                       "offset": len(out)}, priority=priority)
-            batch = data.get("data") or []
+            batch = data.get("data") or [] if isinstance(data, dict) else []
             out += batch
-            total = (data.get("pagination") or {}).get("total")
-            if not batch or len(batch) < self.page_size or (total is not None and len(out) >= int(total)):
+            paging = data.get("pagination") or {} if isinstance(data, dict) else {}
+            total, more = paging.get("total"), paging.get("has_more")
+            if (not batch or more is False or (more is None and len(batch) < self.page_size)
+                    or (total is not None and len(out) >= int(total))):
                 return out
 
 

@@ -11,14 +11,20 @@
   nothing reached QuickBooks (connect error, 429); an unknown outcome raises `kind="uncertain"`.
 - 401: refresh the token once and retry once; a refused grant becomes `NeedsReauth`; a failing token endpoint is
   this tenant's retryable problem.
+- Faults are read in each shape QuickBooks answers with (`fault_errors`): the data services' `Fault.Error[]`, the
+  gateway's lower-case `fault.error[]` on 401/403, and XML.
+- Realm and entry ids go into the path as single percent-encoded segments; a look-up answered 610 or 404 is "not
+  found".
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote as url_quote
 
 import httpx
 import stamina
@@ -41,9 +47,8 @@ class QuickBooksError(Exception):
 
     @property
     def errors(self) -> list[dict]:
-        """The Fault's Error list (possibly empty)."""
-        fault = self.body.get("Fault") if isinstance(self.body, dict) else None
-        return list(fault.get("Error") or []) if isinstance(fault, dict) else []
+        """The Fault's errors, normalised to `{Message, Detail, code, element}` (possibly empty)."""
+        return fault_errors(self.body)
 
     @property
     def code(self) -> str:
@@ -54,12 +59,46 @@ class QuickBooksError(Exception):
         return fault_text(self.body)
 
 
+# An XML fault (Intuit's gateway answers some 401s in XML whatever Accept says: routablehq/python-quickbooks#120,
+# intuit/oauth-jsclient#91): <Fault type="..."><Error code="100"><Message>..</Message><Detail>..</Detail></Error>
+_XML_ERROR = re.compile(r'<Error\s+code="(?P<code>[^"]*)"\s*>\s*(?:<Message>(?P<message>.*?)</Message>)?\s*'
+                        r'(?:<Detail>(?P<detail>.*?)</Detail>)?', re.S)
+
+
+def fault_errors(body: Any) -> list[dict]:
+    """The errors of a QuickBooks fault in whichever of its shapes it came, as `{Message, Detail, code, element}`.
+
+    - Data-services faults: `{"Fault": {"Error": [{"Message", "Detail", "code", "element"}], "type"}, "time"}`
+      (developer.intuit.com, "Handling common errors").
+    - The gateway's 401/403: all lower case, `{"fault": {"error": [{"message", "detail", "code": "3200", "element"}],
+      "type": "AUTHENTICATION"}, ...}` (bodies quoted in routablehq/python-quickbooks#250 and
+      intuit/oauth-jsclient#2).
+    - XML `<IntuitResponse><Fault><Error code=..>` (python-quickbooks#120).
+    Each error's code is a string ("" when absent)."""
+    if isinstance(body, str):
+        return [{"Message": m["message"] or "", "Detail": m["detail"] or "", "code": m["code"], "element": ""}
+                for m in _XML_ERROR.finditer(body)]
+    if not isinstance(body, dict):
+        return []
+    fault = body.get("Fault") if isinstance(body.get("Fault"), dict) else body.get("fault")
+    if not isinstance(fault, dict):
+        return []
+    errors = fault.get("Error") if fault.get("Error") is not None else fault.get("error")
+    out = []
+    for e in errors if isinstance(errors, list) else []:
+        if not isinstance(e, dict):
+            continue
+        low = {str(k).lower(): v for k, v in e.items()}
+        out.append({"Message": str(low.get("message") or ""), "Detail": str(low.get("detail") or ""),
+                    "code": str(low.get("code") or ""), "element": str(low.get("element") or "")})
+    return out
+
+
 def fault_text(body: Any) -> str:
-    """QuickBooks' own words from a Fault: 'Message: Detail (code)' per error."""
-    fault = body.get("Fault") if isinstance(body, dict) else None
-    if isinstance(fault, dict) and fault.get("Error"):
-        return "; ".join(f"{e.get('Message', '')}: {e.get('Detail', '')} (code {e.get('code', '')})".strip()
-                         for e in fault["Error"])
+    """QuickBooks' own words from a fault (any of its shapes): 'Message: Detail (code)' per error."""
+    errors = fault_errors(body)
+    if errors:
+        return "; ".join(f"{e['Message']}: {e['Detail']} (code {e['code']})".strip() for e in errors)
     return str(body)[:300]
 
 
@@ -170,7 +209,7 @@ class QuickBooksClient:
               idempotent: bool, items: int, batch: bool) -> Any:
         realm = self.realm(tenant_id)
         token = self._token(tenant_id, None)
-        url = f"{self.base_url}/v3/company/{realm}{path}"
+        url = f"{self.base_url}/v3/company/{segment(realm)}{path}"
         content = dumps_exact(body).encode() if body is not None else None
         for refreshed in (False, True):
             self.limiter.acquire(realm, items, batch, self.priority)
@@ -242,10 +281,10 @@ class QuickBooksClient:
 
     def get_entry(self, tenant_id: str, entry_id: str) -> dict | None:
         try:
-            return self.request(tenant_id, "GET", f"/journalentry/{entry_id}")["JournalEntry"]
+            return self.request(tenant_id, "GET", f"/journalentry/{segment(entry_id)}")["JournalEntry"]
         except QuickBooksError as exc:
             if exc.status == 400 and exc.code == "610" or exc.status == 404:
-                return None
+                return None  # "Object Not Found" (610), or a plain 404: not there
             raise
 
     def entries_by_doc_number(self, tenant_id: str, doc_number: str) -> list[dict]:
@@ -274,6 +313,11 @@ class QuickBooksClient:
         by_bid = {str(r.get("bId")): r for r in data.get("BatchItemResponse") or []}
         return [by_bid.get(str(item["bId"]), {"bId": item["bId"], "Fault": {
             "Error": [{"Message": "no BatchItemResponse for this bId", "code": "missing"}]}}) for item in items]
+
+
+def segment(value: object) -> str:
+    """One URL path segment: every reserved character percent-encoded (a realm or an entry id is data, not path)."""
+    return url_quote(str(value), safe="")
 
 
 def quote(value: str) -> str:

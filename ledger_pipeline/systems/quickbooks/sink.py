@@ -1,20 +1,32 @@
 """QuickBooks Online as a LedgerSink: canonical entries <-> JournalEntry, exactly once through `requestid`.
 
-- Where our id lives: DocNumber is at most 21 characters and not unique, so it is no dedupe key. The full custom_id
-  goes first in PrivateNote (`"<custom_id> | <memo>"`); DocNumber holds its last 21 characters (the tenant-month
-  part, so a person can search it in QuickBooks' UI). `find` queries by DocNumber and keeps the entries whose
-  PrivateNote carries the exact custom_id.
+- Our key: `DocNumber` (QuickBooks allows at most 21 characters; it is not unique unless the company turns on the
+  duplicate-number warning, which then answers 6210 "Duplicate Document Number Error"). `doc_number(custom_id)` is
+  the custom_id itself when it is at most 21 characters of [A-Za-z0-9._-]; otherwise a readable part (the tenant id
+  reduced to ASCII letters and digits, cut to fit, and the period YYYYMM), "~" and 7 base32 characters of the
+  custom_id's SHA-256: unique (35 bits of hash on top of the readable part) and stable (a pure function of the
+  custom_id). The full custom_id also goes first in PrivateNote (`"<custom_id> | <memo>"`), so the entry's own id
+  can be read back whatever its length.
+- Never someone else's entry: a found entry is ours only if its DocNumber equals ours (or, for entries posted before
+  this scheme, DocNumber is the custom_id's last 21 characters and PrivateNote names it), and a PrivateNote naming
+  another custom_id disqualifies it. Search results that are not ours are skipped; an entry we created that no longer
+  carries our key (a person changed its DocNumber) raises `NotOurEntry`, and nothing is written.
 - Idempotency: every create/update/delete carries a requestid derived from what the write means (operation,
   custom_id, content hash, entry Id, SyncToken), so a retry or a re-run of the same intended write gets
   QuickBooks' original response back instead of a second entry; a different intended write gets a new requestid.
-- Updates are full updates with the current SyncToken; a stale one (5010) is re-read and retried (a person edited
-  the entry meanwhile). If the re-read entry already equals ours, nothing is written.
+  A replayed answer is adopted only if its DocNumber is ours.
+- Updates are full updates with the current SyncToken (optimistic concurrency: an unchanged SyncToken proves the
+  entry is as we last saw it, ours); a stale one (5010) is re-read, checked to be still ours, and retried once. If
+  the re-read entry already equals ours, nothing is written.
 - Amounts go out as positive 2-dp decimals with PostingType and come back parsed exactly (never floats).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import re
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -27,10 +39,13 @@ from ledger_pipeline.systems.quickbooks.client import QuickBooksClient, QuickBoo
 
 T = TypeVar("T")
 MAX_BATCH = 30
-DOC_NUMBER_MAX = 21
+DOC_NUMBER_MAX = 21  # JournalEntry.DocNumber, "ValidRange: QBO: max=21" (seed 002, Intuit's JournalEntry reference)
+HASH_CHARS = 7
 NOTE_SEP = " | "
-STALE_RETRIES = 3
+STALE_RETRIES = 2  # the first try and one retry after a re-read (5010: someone else saved the entry first)
 _NAMESPACE = uuid.UUID("4f1b2a0e-6c1d-5b7e-9a63-0b7d1c2e9f41")
+_SAFE_KEY = re.compile(r"[A-Za-z0-9._-]+")
+_OUR_ID = re.compile(re.escape(CUSTOM_ID_PREFIX) + r"(?P<tenant>.*)-(?P<period>\d{6})", re.S)
 
 
 def request_id(*parts: object) -> str:
@@ -38,8 +53,40 @@ def request_id(*parts: object) -> str:
     return str(uuid.uuid5(_NAMESPACE, "|".join("" if p is None else str(p) for p in parts)))
 
 
+def key_digest(text: str, chars: int) -> str:
+    """`chars` base32 characters (A-Z, 2-7) of the SHA-256 of `text` (UTF-8)."""
+    return base64.b32encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")[:chars]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
+
+
 def doc_number(custom_id: str) -> str:
+    """Our DocNumber for `custom_id` (at most 21 characters, ASCII letters, digits, `.`, `_`, `-` and `~`).
+
+    'r2a-pl-t00042-202501' stays as it is; 'r2a-pl-Ünïcode/ tenant #7-202501' becomes 'n-code-202501~SH3SAHZ'
+    (the tenant's ASCII letters and digits, dash-joined and cut to fit, the period, '~' and a 7-character hash of
+    the whole id)."""
+    if len(custom_id) <= DOC_NUMBER_MAX and _SAFE_KEY.fullmatch(custom_id):
+        return custom_id
+    tail = "~" + key_digest(custom_id, HASH_CHARS)
+    ours = _OUR_ID.fullmatch(custom_id)
+    if ours:
+        tail = f"-{ours['period']}{tail}"
+    head = _slug(ours["tenant"] if ours else custom_id)[: DOC_NUMBER_MAX - len(tail)].rstrip("-")
+    return (head or "t") + tail
+
+
+def legacy_doc_number(custom_id: str) -> str:
+    """The DocNumber of entries posted before `doc_number` (the custom_id's last 21 characters)."""
     return custom_id[-DOC_NUMBER_MAX:]
+
+
+def period_of(custom_id: str | None) -> str:
+    """'2025-01' from 'r2a-pl-<tenant>-202501' (for messages); '?' when the id has another form."""
+    ours = _OUR_ID.fullmatch(custom_id or "")
+    return f"{ours['period'][:4]}-{ours['period'][4:]}" if ours else "?"
 
 
 def _minor(value: object) -> int:
@@ -56,8 +103,46 @@ def split_note(note: str | None) -> tuple[str | None, str | None]:
     return None, note
 
 
+def custom_id_of(je: dict) -> str | None:
+    """Our custom_id on a JournalEntry, if it carries one consistently: PrivateNote names it and DocNumber is its key
+    (or its legacy key), or DocNumber is a custom_id kept verbatim and PrivateNote names no other."""
+    doc = str(je.get("DocNumber") or "")
+    note_id, _ = split_note(je.get("PrivateNote"))
+    if note_id is not None:
+        return note_id if doc in (doc_number(note_id), legacy_doc_number(note_id)) else None
+    return doc if doc.startswith(CUSTOM_ID_PREFIX) and doc_number(doc) == doc else None
+
+
+def is_ours(je: dict, custom_id: str) -> bool:
+    """Does this JournalEntry carry our key for `custom_id`? DocNumber equals doc_number(custom_id) and PrivateNote
+    names no other custom_id, or (legacy) DocNumber is its last 21 characters and PrivateNote names it."""
+    doc = str(je.get("DocNumber") or "")
+    note_id, _ = split_note(je.get("PrivateNote"))
+    if note_id is not None and note_id != custom_id:
+        return False
+    return doc == doc_number(custom_id) or (note_id == custom_id and doc == legacy_doc_number(custom_id))
+
+
+class NotOurEntry(SinkError):
+    """A JournalEntry reached under our id (its Id from our own write, or a replayed answer) does not carry our key:
+    it is never adopted, updated or deleted. kind "rejected", detail {"error": "not_our_entry", ...}."""
+
+    def __init__(self, tenant_id: str, custom_id: str | None, je: dict, action: str):
+        key = doc_number(custom_id) if custom_id else "?"
+        message = (
+            f"tenant {tenant_id}, period {period_of(custom_id)}: QuickBooks JournalEntry {je.get('Id')} no longer "
+            f"carries our key (DocNumber {je.get('DocNumber')!r}, PrivateNote {str(je.get('PrivateNote'))[:60]!r}; "
+            f"ours is DocNumber {key!r} with {custom_id} first in PrivateNote), so it was not {action}. Someone "
+            "changed or reused it in QuickBooks. Fix: if it is our entry for this month, set its DocNumber back to "
+            f"{key!r}; if it is not, delete it in QuickBooks or clear the posting state's remote id; then re-run "
+            "the month.")
+        super().__init__("rejected", message, None, {"error": "not_our_entry", "remote_id": str(je.get("Id")),
+                                                     "doc_number": je.get("DocNumber"), "expected": key})
+
+
 def parse_remote(je: dict) -> RemoteEntry:
-    """A JournalEntry -> RemoteEntry: positive Amount + PostingType -> debit/credit minor units, exactly."""
+    """A JournalEntry -> RemoteEntry: positive Amount + PostingType -> debit/credit minor units, exactly;
+    custom_id from `custom_id_of` (None when the entry does not carry one of our keys consistently)."""
     lines = []
     for ln in je.get("Line") or []:
         detail = ln.get("JournalEntryLineDetail") or {}
@@ -65,9 +150,9 @@ def parse_remote(je: dict) -> RemoteEntry:
         debit = detail.get("PostingType") == "Debit"
         lines.append((str(ln.get("Id", "")), str((detail.get("AccountRef") or {}).get("value")),
                       amount if debit else 0, 0 if debit else amount))
-    custom_id, memo = split_note(je.get("PrivateNote"))
+    _, memo = split_note(je.get("PrivateNote"))
     return RemoteEntry(
-        remote_id=str(je["Id"]), custom_id=custom_id, transaction_date=dt.date.fromisoformat(je["TxnDate"]),
+        remote_id=str(je["Id"]), custom_id=custom_id_of(je), transaction_date=dt.date.fromisoformat(je["TxnDate"]),
         memo=memo, total_debit_minor=sum(d for _, _, d, _ in lines), total_credit_minor=sum(c for *_, c in lines),
         lines=tuple(lines), extra={"Id": str(je["Id"]), "SyncToken": str(je.get("SyncToken", "0"))},
     )
@@ -97,17 +182,25 @@ def classify(err: QuickBooksError | NeedsReauth) -> SinkError:
 
 
 def classify_fault(errors: list[dict], status: int | None, text: str | None = None) -> SinkError:
-    """QuickBooks' codes differ between Intuit's pages, so the period lock is matched on the message text."""
+    """QuickBooks' codes differ between Intuit's pages (6210 is both "Account Period Closed" and "Duplicate Document
+    Number Error" in Intuit's "Top QuickBooks Online API errors", 2017-06-08; "Handling common errors" gives 6140 to
+    the duplicate), so the closed period and the duplicate are matched on the message text."""
     text = text or fault_text({"Fault": {"Error": errors}})
     codes = {str(e.get("code", "")) for e in errors}
     low = text.lower()
-    if "account period closed" in low:
+    if "account period closed" in low or "account period has closed" in low:
         return SinkError("locked", f"QuickBooks refused: the books are closed for this date ({text}). Ask the "
                                    "tenant's accountant to move the closing date in QuickBooks (Account and "
                                    "settings > Advanced > Close the books) or to book the change in an open "
                                    "period, then re-run this month. Nothing was changed in QuickBooks.", status)
-    if "6140" in codes or "duplicate document number" in low:
+    if "duplicate document number" in low or "duplicate doc num" in low or "6140" in codes:
         return SinkError("duplicate", text, status)
+    if status == 403 or codes & {"120", "3100"}:
+        # 3100 AuthorizationFailed (403, oauth-jsclient#2); 120 Authorization Failure: the connecting user lost
+        # admin rights ("consider the connection disconnected", Intuit's handling-common-errors page)
+        return SinkError("needs_reauth", f"QuickBooks refused this company's grant ({text}): reconnect it with "
+                                         "`ledger-pipeline connect --tenant <tenant> --system quickbooks` as an "
+                                         "admin of the company", status)
     if codes & {"610", "2500"}:
         return SinkError("account", f"QuickBooks refused an account ({text}): it is missing or inactive in the "
                                     "tenant's chart", status, {"codes": sorted(codes)})
@@ -143,24 +236,38 @@ class QuickBooksSink:
         return remote
 
     # -- reads ------------------------------------------------------------------------------------------------
-    def _get(self, tenant_id: str, entry_id: str) -> RemoteEntry | None:
+    def _read(self, tenant_id: str, entry_id: str) -> dict | None:
         data = self._call(lambda: self.client.get_entry(tenant_id, entry_id))
         if data is None:
             self._tokens.pop((tenant_id, str(entry_id)), None)
+        return data
+
+    def _read_ours(self, tenant_id: str, entry_id: str, custom_id: str | None, action: str) -> RemoteEntry | None:
+        """The entry as QuickBooks holds it now (None: gone), only if it still carries our key."""
+        data = self._read(tenant_id, entry_id)
+        if data is None:
             return None
+        ours = is_ours(data, custom_id) if custom_id else custom_id_of(data) is not None
+        if not ours:
+            raise NotOurEntry(tenant_id, custom_id, data, action)
         return self._seen(tenant_id, data)
 
     def find(self, tenant_id: str, custom_id: str, hint: dict | None = None) -> RemoteEntry | None:
+        """Our live entry for `custom_id`, or None. With a hint (the Id of our own earlier write) that entry is read
+        first: gone -> search; no longer carrying our key -> NotOurEntry. The search is by DocNumber (then by the
+        legacy DocNumber); whatever the query returns, only entries that carry our key count (the oldest wins)."""
         if hint and hint.get("Id"):
-            remote = self._get(tenant_id, str(hint["Id"]))
-            if remote is not None and remote.custom_id == custom_id:
+            remote = self._read_ours(tenant_id, str(hint["Id"]), custom_id, "adopted, updated or deleted")
+            if remote is not None:
                 return remote
-            if remote is None:
-                self._gone[(tenant_id, custom_id)] = str(hint["Id"])
-        rows = self._call(lambda: self.client.entries_by_doc_number(tenant_id, doc_number(custom_id)))
-        mine = sorted((self._seen(tenant_id, r) for r in rows if split_note(r.get("PrivateNote"))[0] == custom_id),
-                      key=lambda r: int(r.remote_id) if r.remote_id.isdigit() else 0)
-        return mine[0] if mine else None
+            self._gone[(tenant_id, custom_id)] = str(hint["Id"])
+        key, legacy = doc_number(custom_id), legacy_doc_number(custom_id)
+        rows = self._call(lambda: self.client.entries_by_doc_number(tenant_id, key))
+        if legacy != key and not any(is_ours(r, custom_id) for r in rows):
+            rows += self._call(lambda: self.client.entries_by_doc_number(tenant_id, legacy))
+        mine = sorted({str(r["Id"]): r for r in rows if is_ours(r, custom_id)}.values(),
+                      key=lambda r: (len(str(r["Id"])), str(r["Id"])))
+        return self._seen(tenant_id, mine[0]) if mine else None
 
     def list_period(self, tenant_id: str, start: dt.date, end: dt.date) -> list[RemoteEntry]:
         last = end - dt.timedelta(days=1)
@@ -168,6 +275,12 @@ class QuickBooksSink:
         return [self._seen(tenant_id, r) for r in rows]
 
     # -- writes -----------------------------------------------------------------------------------------------
+    def _answer(self, tenant_id: str, e: CanonicalEntry, je: dict) -> CreateResult:
+        """A create's answer (possibly a requestid replay) is adopted only if it carries our key."""
+        if not is_ours(je, e.custom_id):
+            return CreateResult(e.custom_id, error=NotOurEntry(tenant_id, e.custom_id, je, "adopted"))
+        return CreateResult(e.custom_id, remote=self._seen(tenant_id, je))
+
     def create(self, tenant_id: str, entries: list[CanonicalEntry]) -> list[CreateResult]:
         if len(entries) == 1:
             e = entries[0]
@@ -178,14 +291,14 @@ class QuickBooksSink:
                 if err.kind in ("rejected", "duplicate", "locked", "account"):
                     return [CreateResult(e.custom_id, error=err)]
                 raise
-            return [CreateResult(e.custom_id, remote=self._seen(tenant_id, data))]
+            return [self._answer(tenant_id, e, data)]
         keys = [self._create_key(tenant_id, e) for e in entries]
         items = [{"bId": str(i), "operation": "create", "JournalEntry": entry_body(e)} for i, e in enumerate(entries)]
         responses = self._call(lambda: self.client.batch(tenant_id, items, request_id("batch", *keys)))
         results = []
         for e, resp in zip(entries, responses, strict=True):
             if resp.get("JournalEntry"):
-                results.append(CreateResult(e.custom_id, remote=self._seen(tenant_id, resp["JournalEntry"])))
+                results.append(self._answer(tenant_id, e, resp["JournalEntry"]))
             else:
                 errors = (resp.get("Fault") or {}).get("Error") or []
                 results.append(CreateResult(e.custom_id, error=classify_fault(errors, 400)))
@@ -194,20 +307,24 @@ class QuickBooksSink:
     def _create_key(self, tenant_id: str, e: CanonicalEntry) -> str:
         return request_id("create", e.custom_id, e.content_hash, self._gone.get((tenant_id, e.custom_id)))
 
-    def _sync_token(self, tenant_id: str, remote: RemoteEntry) -> tuple[str, RemoteEntry | None]:
-        """The SyncToken from the hint or this process's last sight of the entry, else from a read ("", None: the
-        entry is gone)."""
+    def _sync_token(self, tenant_id: str, remote: RemoteEntry, custom_id: str | None,
+                    action: str) -> tuple[str, RemoteEntry | None]:
+        """The SyncToken from the hint or this process's last sight of the entry (our own write or a read that
+        checked our key: an unchanged SyncToken means the entry is still that), else from a read that checks our
+        key ("", None: the entry is gone)."""
         token = (remote.extra or {}).get("SyncToken") or self._tokens.get((tenant_id, str(remote.remote_id)))
         if token is not None:
             return str(token), None
-        current = self._get(tenant_id, str(remote.remote_id))
+        current = self._read_ours(tenant_id, str(remote.remote_id), custom_id, action)
         if current is None:
             return "", None
         return current.extra["SyncToken"], current
 
     def update(self, tenant_id: str, remote: RemoteEntry, entry: CanonicalEntry) -> RemoteEntry:
+        """Full update of our entry with the current SyncToken; 5010 (someone saved it first) -> re-read, check it
+        still carries our key (else NotOurEntry, nothing written), retry once against what is there."""
         entry_id = str(remote.remote_id)
-        token, current = self._sync_token(tenant_id, remote)
+        token, current = self._sync_token(tenant_id, remote, entry.custom_id, "updated")
         if current is None and not token:
             self._gone[(tenant_id, entry.custom_id)] = entry_id
             raise SinkError("not_found", f"JournalEntry {entry_id} is gone from QuickBooks")
@@ -221,24 +338,26 @@ class QuickBooksSink:
                     lambda: self.client.update_entry(tenant_id, body, rid)))  # noqa: B023
             except SinkError as err:
                 code = err.__cause__.code if isinstance(err.__cause__, QuickBooksError) else ""
-                stale = code == "5010"
                 if code not in ("5010", "610"):
                     raise
-                current = self._get(tenant_id, entry_id)  # someone changed (or deleted) it meanwhile: re-read
+                current = self._read_ours(tenant_id, entry_id, entry.custom_id, "updated")
                 if current is None:
                     self._gone[(tenant_id, entry.custom_id)] = entry_id
                     raise SinkError("not_found", f"JournalEntry {entry_id} was deleted in QuickBooks") from err
-                if not stale:
+                if code != "5010":
                     raise
                 token = current.extra["SyncToken"]
-        raise SinkError("retryable", f"JournalEntry {entry_id} kept changing in QuickBooks (stale SyncToken "
-                                     f"{STALE_RETRIES} times); the next run tries again")
+        raise SinkError("retryable", f"tenant {tenant_id}, period {period_of(entry.custom_id)}: JournalEntry "
+                                     f"{entry_id} kept changing in QuickBooks (stale SyncToken after a re-read); "
+                                     "the next run tries again")
 
     def delete(self, tenant_id: str, remote: RemoteEntry | str | int) -> None:
-        if not isinstance(remote, RemoteEntry):  # the engine may hand over the bare remote id
+        """Delete our entry (`?operation=delete` with Id and SyncToken); a bare id is read first and deleted only if
+        it carries one of our keys. 5010 -> re-read, check our key, retry once."""
+        if not isinstance(remote, RemoteEntry):
             remote = RemoteEntry(str(remote), None, dt.date.min, None, 0, 0, ())
-        entry_id = str(remote.remote_id)
-        token, current = self._sync_token(tenant_id, remote)
+        entry_id, custom_id = str(remote.remote_id), remote.custom_id
+        token, current = self._sync_token(tenant_id, remote, custom_id, "deleted")
         if current is None and not token:
             return  # already gone
         for _ in range(STALE_RETRIES):
@@ -251,10 +370,11 @@ class QuickBooksSink:
                 code = err.__cause__.code if isinstance(err.__cause__, QuickBooksError) else ""
                 if code not in ("5010", "610"):
                     raise
-                current = self._get(tenant_id, entry_id)
+                current = self._read_ours(tenant_id, entry_id, custom_id, "deleted")
                 if current is None:
                     return  # deleted meanwhile
                 if code != "5010":
                     raise
                 token = current.extra["SyncToken"]
-        raise SinkError("retryable", f"JournalEntry {entry_id} kept changing in QuickBooks; delete retried next run")
+        raise SinkError("retryable", f"tenant {tenant_id}, period {period_of(custom_id)}: JournalEntry {entry_id} "
+                                     "kept changing in QuickBooks; the delete is retried on the next run")

@@ -9,8 +9,11 @@ retried only where that is safe, errors classified.
   reached Zoho). Zoho has no idempotency key, so a create/update/delete that may have reached Zoho (timeout,
   dropped connection, 5xx) is never resent here: it raises `uncertain`, and the engine searches reference_number
   before writing again.
-- The daily cap (429 whose code/message names the daily limit) is never retried: the tenant's organization is
-  marked spent in this client for the day (no further request is sent for it) and `deferred` is raised.
+- The daily cap is never retried: a 429 whose message names the day ("API usage limit exceeded" is all Zoho
+  documents for the cap, zoho.com/books/api/v3/errors, with no code of its own; the per-day numbers come from Zoho's
+  KB "per-day API limit") marks the tenant's organization spent in this client for the day (no further request is
+  sent for it) and raises `deferred`. Any other 429 is the per-minute limit: paced and retried.
+- Paths carry ids as single percent-encoded segments; every other value goes as an encoded query parameter.
 - 401: refresh once, retry once; a refused grant becomes `NeedsReauth`; a failing token endpoint is retryable.
 """
 
@@ -20,6 +23,7 @@ import datetime as dt
 import threading
 from collections.abc import Callable
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 import stamina
@@ -31,7 +35,6 @@ from ledger_pipeline.systems.http import http_client
 
 Kind = Literal["retryable", "uncertain", "rejected", "deferred"]
 PER_MINUTE = 100  # requests per minute per organization
-DAILY_CODE = 1070  # our sandbox's code for the daily cap; the message is checked too (codes vary by source)
 MAX_PER_PAGE = 200
 
 
@@ -49,9 +52,15 @@ class _Retry(Exception):
 
 
 def is_daily_limit(status: int, code: Any, message: str) -> bool:
-    """Zoho's daily cap, told apart from the per-minute limit (both are HTTP 429)."""
+    """Zoho's daily cap, told apart from the per-minute limit (both are HTTP 429, with no documented code of their
+    own): by the message naming the day."""
     text = message.lower()
-    return status == 429 and (code == DAILY_CODE or "daily" in text or "per day" in text or "for the day" in text)
+    return status == 429 and ("daily" in text or "per day" in text or "for the day" in text or "tomorrow" in text)
+
+
+def segment(value: object) -> str:
+    """One URL path segment: every reserved character percent-encoded."""
+    return quote(str(value), safe="")
 
 
 class ZohoLimiter:
@@ -127,7 +136,7 @@ class ZohoClient:
         spent = self.spent.get(org)
         if spent and spent[0] == _today():
             raise ZohoError("deferred", tenant_id, f"Zoho's daily API limit for this organization is spent "
-                                                   f"({spent[1]}): deferred to the next run", 429, DAILY_CODE)
+                                                   f"({spent[1]}): deferred to the next run", 429)
 
     def _once(self, tenant_id: str, base: str, org: str, method: str, path: str, body: Any,
               params: dict | None, priority: Priority) -> tuple[int, dict]:
@@ -218,9 +227,9 @@ class ZohoClient:
 
     def get_journal(self, tenant_id: str, journal_id: str) -> dict | None:
         try:
-            _, data = self.request(tenant_id, "GET", f"/journals/{journal_id}")
+            _, data = self.request(tenant_id, "GET", f"/journals/{segment(journal_id)}")
         except ZohoError as exc:
-            if exc.status == 404:
+            if exc.status == 404:  # "Journal does not exist." (code 1002), or a URL Zoho does not know: not there
                 return None
             raise
         return data["journal"]
@@ -230,11 +239,11 @@ class ZohoClient:
         return data["journal"]
 
     def update_journal(self, tenant_id: str, journal_id: str, body: dict) -> dict:
-        _, data = self.request(tenant_id, "PUT", f"/journals/{journal_id}", body)
+        _, data = self.request(tenant_id, "PUT", f"/journals/{segment(journal_id)}", body)
         return data["journal"]
 
     def delete_journal(self, tenant_id: str, journal_id: str) -> None:
-        self.request(tenant_id, "DELETE", f"/journals/{journal_id}")
+        self.request(tenant_id, "DELETE", f"/journals/{segment(journal_id)}")
 
 
 def _today() -> str:
