@@ -345,13 +345,13 @@ def repost(tenant: str, month: str, accept_remote: bool) -> None:
     Re-reads first; re-creates the entry if it is gone, updates it if it is ours (our id) and differs, leaves it if
     it matches. With --accept-remote, keeps the system's version instead. Exit codes: 0 done; 3 refused or not done
     (the reason names the tenant's system); 1 crashed; 2 usage (bad month, unknown tenant, no entry to re-post)."""
-    from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.state.database import make_ops_engine
     from ledger_pipeline.state.ledger import load_window
     from ledger_pipeline.state.vault import tenant_systems
 
     s = load_settings()
     period = _month_or_exit(month, "--month")
-    engine = make_engine(s.ops_database_url)
+    engine = make_ops_engine(s.ops_database_url)
     if tenant not in tenant_systems(engine):
         raise click.UsageError(f"tenant {tenant!r} is not connected to an accounting system (see `ledger-pipeline "
                                f"connect --tenant {tenant} --system ...`)")
@@ -417,13 +417,13 @@ def decisions(tenant: str | None, on_edit: str | None, on_delete: str | None) ->
     moved, or deleted under a hold policy) that the close holds, each with its diff and the commands that decide.
 
     Also sets the per-tenant policy (--on-edit hold|overwrite, --on-delete recreate|hold); defaults: hold, recreate."""
-    from ledger_pipeline.r2a.models import make_engine
     from ledger_pipeline.reconcile import FOUND_BY, change_next
     from ledger_pipeline.remote_changes import ALL_TENANTS, RemoteChangeStore
+    from ledger_pipeline.state.database import make_ops_engine
     from ledger_pipeline.systems import SYSTEMS
 
     s = load_settings()
-    store = RemoteChangeStore(make_engine(s.ops_database_url))
+    store = RemoteChangeStore(make_ops_engine(s.ops_database_url))
     if on_edit or on_delete:
         who = tenant or ALL_TENANTS
         policy = store.set_policy(who, on_edit, on_delete)
@@ -666,10 +666,10 @@ def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
 
 def _summary_decisions(s, start: dt.date, end: dt.date) -> None:  # noqa: ANN001
     """The window's entries changed by hand that the close holds for an operator's decision."""
-    from ledger_pipeline.r2a.models import make_engine
     from ledger_pipeline.remote_changes import RemoteChangeStore
+    from ledger_pipeline.state.database import make_ops_engine
 
-    held = [c for c, _ in RemoteChangeStore(make_engine(s.ops_database_url)).decisions() if start <= c.period < end]
+    held = [c for c, _ in RemoteChangeStore(make_ops_engine(s.ops_database_url)).decisions() if start <= c.period < end]
     if held:
         click.echo(f"  changed by hand, held for a decision: {len(held)} (`ledger-pipeline decisions`): "
                    + ", ".join(f"{c.tenant_id} {c.period:%Y-%m} ({c.kind})" for c in held[:10])

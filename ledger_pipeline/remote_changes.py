@@ -1,4 +1,4 @@
-"""Remote changes and the per-tenant policy in the operational database (SQLite embedded, Postgres in production).
+"""Remote changes and the per-tenant policy in the operational database (state/models.py, Alembic revision 0003).
 
 `remote_changes`: one row per (system, custom_id), the latest change a person made in the system to an entry we
 posted (deleted, edited, moved; see reconcile.py), with its line-by-line diff, who found it (the drift read, a close,
@@ -16,49 +16,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import replace
 
-from sqlalchemy import Date, DateTime, Engine, Index, Integer, String, Text, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Mapped, mapped_column
 
-from ledger_pipeline.r2a.models import Base
 from ledger_pipeline.reconcile import DEFAULT_POLICY, Policy, RemoteChange
+from ledger_pipeline.state.models import RemoteChangeRecord, RemotePolicyRecord
 
 ALL_TENANTS = "*"
-
-
-class RemoteChangeRecord(Base):
-    """The latest change a person made in a system to one of our entries, and what became of it."""
-
-    __tablename__ = "remote_changes"
-    system: Mapped[str] = mapped_column(String(20), primary_key=True)
-    custom_id: Mapped[str] = mapped_column(String(120), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64))
-    period: Mapped[dt.date] = mapped_column(Date)
-    kind: Mapped[str] = mapped_column(String(20))  # deleted | edited | moved
-    status: Mapped[str] = mapped_column(String(20))  # open | resolved | accepted
-    action: Mapped[str | None] = mapped_column(String(20))  # reported | held | recreated | overwritten | accepted
-    remote_id: Mapped[str | None] = mapped_column(String(120))
-    diff: Mapped[str | None] = mapped_column(Text)
-    remote_hash: Mapped[str | None] = mapped_column(String(64))
-    content_hash: Mapped[str | None] = mapped_column(String(64))
-    locked: Mapped[int] = mapped_column(Integer, default=0)
-    found_by: Mapped[str | None] = mapped_column(String(20))  # remote_read | close | repost
-    found_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    resolution: Mapped[str | None] = mapped_column(Text)
-    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    run_id: Mapped[str | None] = mapped_column(String(64))
-
-    __table_args__ = (Index("ix_remote_changes_period_tenant", "period", "tenant_id"),)
-
-
-class RemotePolicyRecord(Base):
-    """What the close does with a tenant's remote changes (tenant `*`: the default for every tenant)."""
-
-    __tablename__ = "remote_change_policies"
-    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    on_edit: Mapped[str] = mapped_column(String(20))  # hold | overwrite
-    on_delete: Mapped[str] = mapped_column(String(20))  # recreate | hold
-    updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
 def _now() -> dt.datetime:
@@ -75,12 +39,10 @@ def _change(r: dict) -> RemoteChange:
 class RemoteChangeStore:
     """Reads and writes remote changes and policies; every write is its own committed transaction."""
 
-    TABLES = (RemoteChangeRecord.__table__, RemotePolicyRecord.__table__)
-
     def __init__(self, engine: Engine, run_id: str | None = None):
+        """`engine`: the operational database, opened with `state.database.make_ops_engine` (schema at head)."""
         self.engine, self.run_id = engine, run_id
         self._insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert
-        Base.metadata.create_all(engine, tables=list(self.TABLES))
 
     # -- changes -----------------------------------------------------------------------------------------------------
     def load(self, start: dt.date, end: dt.date, tenants: list[str] | None = None, *,

@@ -20,6 +20,7 @@ from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import R2aTransaction, make_engine
 from ledger_pipeline.remote_changes import RemoteChangeStore
 from ledger_pipeline.settings import Settings, load_settings
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.systems import SYSTEMS
 from ledger_pipeline_tests.helpers import (
     CLOSE,
@@ -86,7 +87,7 @@ def writes(url: str, system: str) -> int:
 
 
 def changes(settings: Settings) -> dict[str, tuple[str, str, str]]:
-    store = RemoteChangeStore(make_engine(settings.ops_database_url))
+    store = RemoteChangeStore(make_ops_engine(settings.ops_database_url))
     rows = store.load(MONTH, clock.add_months(MONTH, 1), statuses=("open", "resolved", "accepted"))
     return {t: (c.kind, c.status, c.found_by) for t, by in rows.items() for c in by.values()}
 
