@@ -24,7 +24,7 @@ os.environ.setdefault("LEDGER_FIRST_MONTH", "2024-01")
 import httpx  # noqa: E402
 from common import save  # noqa: E402
 
-from ledger_pipeline_tests.cluster import (  # noqa: E402
+from ledger_pipeline.testing.cluster import (  # noqa: E402
     Services,
     one_address_floor,
     posting_span,
