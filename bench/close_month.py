@@ -11,7 +11,7 @@
 - backfill: the same assets for --backfill-months months as one run (single-run backfill policy): peak RSS.
 
     .venv/bin/python bench/close_month.py --tenants 10000 --months 12 --runs 3 [--postgres URL]
-    .venv/bin/python bench/close_month.py --smoke      # 60 tenants, seconds: keeps the benchmark running in CI
+    .venv/bin/python bench/close_month.py --smoke      # 40 tenants, seconds: keeps the benchmark running in CI
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from common import RESULTS, in_child, save
+from common import in_child, results_dir, save
 
 from ledger_pipeline import clock
 
@@ -173,7 +173,16 @@ def chart_frame(tenants: list[str]):  # noqa: ANN201 - a pandas frame
 def prepare(env: dict, tenants: int, months: int) -> None:
     import os
 
+    saved = dict(os.environ)
     os.environ.update(env)
+    try:
+        _prepare(tenants, months)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _prepare(tenants: int, months: int) -> None:
     from sqlalchemy import func, select, text
 
     from ledger_pipeline.r2a import seed as seeding
@@ -202,6 +211,17 @@ def prepare(env: dict, tenants: int, months: int) -> None:
         replace_rows(con, "accounting.gl_accounts", chart_frame(tenant_ids(tenants)), "TRUE")
 
 
+def own_schema(url: str, schema: str = "bench_close") -> str:
+    """The Postgres URL with its own schema (created), so the benchmark never writes the database's public schema."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(url)
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
+    admin.dispose()
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
 def measure(label: str, body: str, env: dict, runs: int, **fmt: object) -> dict:
     got = [child(body, env, **fmt) for _ in range(runs)]
     med = statistics.median(r["seconds"] for r in got)
@@ -218,18 +238,18 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--backfill-months", type=int, default=12, help="the ranged run measured for memory (0: skip)")
     ap.add_argument("--postgres", default=None, help="also run against this Postgres URL")
-    ap.add_argument("--smoke", action="store_true", help="60 tenants, 3 months, 1 run: seconds, for CI")
+    ap.add_argument("--smoke", action="store_true", help="40 tenants, 2 months, 1 run, no backfill: for CI")
     args = ap.parse_args()
     if args.smoke:
-        args.tenants, args.months, args.runs, args.backfill_months = 60, 2, 1, 2
+        args.tenants, args.months, args.runs, args.backfill_months = 40, 2, 1, 0
     from ledger_pipeline.testing import env_vars
 
     month = clock.add_months(FIRST, min(5, args.months - 1))  # 2025-06 at full scale
     end = clock.add_months(month, 1)
-    keep = RESULTS / "data"  # seeded databases are reused between invocations of the same size
+    keep = results_dir() / "data"  # seeded databases are reused between invocations of the same size
     targets = {"sqlite": None}
     if args.postgres:
-        targets["postgres"] = args.postgres
+        targets["postgres"] = own_schema(args.postgres)
     report: dict = {"tenants": args.tenants, "months": args.months, "month": str(month), "runs": args.runs,
                     "smoke": args.smoke}
     for name, url in targets.items():

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(os.environ.get("LEDGER_BENCH_RESULTS", ROOT / "bench" / "results"))
+
+
+def results_dir() -> Path:
+    """Where result files go: LEDGER_BENCH_RESULTS (read at each call), else bench/results."""
+    return Path(os.environ.get("LEDGER_BENCH_RESULTS") or ROOT / "bench" / "results")
+
+
 _STARTED = time.time()
 _LOAD_START = os.getloadavg()
 
@@ -69,11 +75,12 @@ def machine() -> dict:
 
 def save(name: str, data: dict) -> Path:
     """Write bench/results/<name>.json with the command, machine, date and duration next to the figures."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = results_dir()
+    results.mkdir(parents=True, exist_ok=True)
     meta = {"command": " ".join(["python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "seconds": round(time.time() - _STARTED, 1), "machine": machine()}
-    path = RESULTS / f"{name}.json"
+    path = results / f"{name}.json"
     path.write_text(json.dumps({"_meta": meta, **data}, indent=2, default=str))
     print(json.dumps(data, indent=2, default=str))
     return path

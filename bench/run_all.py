@@ -75,14 +75,21 @@ def run_smoke(names: list[str]) -> dict[str, float]:
     """Each script's main(--smoke) in this process; returns seconds per script. Raises on the first failure."""
     sys.path.insert(0, str(HERE))
     os.environ["PYTHONPATH"] = child_env()["PYTHONPATH"]
+    import resource
+
+    def cpu() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
     seconds = {}
     for name in names:
-        t0 = time.time()
+        t0, c0 = time.time(), cpu()
         print(f"== {name} --smoke", flush=True)
         module = importlib.import_module(name)
         with argv([f"bench/{name}.py", "--smoke"]):
             module.main()
         seconds[name] = round(time.time() - t0, 1)
+        print(f"== {name}: {seconds[name]}s wall, {cpu() - c0:.1f}s CPU (this process and its children)", flush=True)
     return seconds
 
 

@@ -46,8 +46,9 @@ def main() -> None:
     med, times = median_time(lambda: validate_lines(lines, start, end), args.runs)
     valid, rejected = validate_lines(lines, start, end)
     assert len(valid) == len(lines) and rejected.empty
-    save("validate_1m_smoke" if args.smoke else "validate_1m", {"lines": len(lines), "entries": int(lines["custom_id"].nunique()), "median_seconds": med,
-                         "all_seconds": times, "target_seconds": 1.0})
+    save("validate_1m_smoke" if args.smoke else "validate_1m",
+         {"lines": len(lines), "entries": int(lines["custom_id"].nunique()), "median_seconds": med,
+          "all_seconds": times, "target_seconds": 1.0})
 
 
 if __name__ == "__main__":
