@@ -98,44 +98,54 @@ STEP_NAMES = {"extract": "extract (R2a GROUP BY + shaping)", "land_pl": "land th
 def close_month(r: dict) -> tuple[list[Row], str]:
     rows: list[Row] = []
     out = [f"{r['tenants']:,} tenants seeded for {r['months']} months; the month closed is {r['month'][:7]}. Every "
-           "figure is a fresh process (peak = its VmHWM)."]
+           "figure is a fresh process (peak = its VmHWM). CPU is the process's own user + system time: on SQLite "
+           "the database works inside the process, so on a loaded machine the CPU ratio is the steadier measure of "
+           "work (it is the one the targets are judged by when present); on Postgres the server's work is not in it, "
+           "so the wall ratio is used."]
     for db in ("sqlite", "postgres"):
         if db not in r:
             continue
         x, ratios = r[db], r[db]["ratios"]
         floor, own, dag = x["floor_group_by"], x["pipeline_code"], x["dagster"]
+        use_cpu = db == "sqlite" and "pipeline_vs_floor_cpu" in ratios
+        vs_floor = ratios["pipeline_vs_floor_cpu"] if use_cpu else ratios["pipeline_vs_floor"]
+        vs_ours = ratios["dagster_vs_pipeline_cpu"] if use_cpu else ratios["dagster_vs_pipeline"]
+        measure = "CPU" if use_cpu else "wall"
         steps = own.get("steps", {})
-        step_text = " + ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in steps.items())
-        out += ["", f"**{db}** ({own.get('entries', 0):,} entries, {own.get('lines', 0):,} lines)", "",
-                "| | median | runs | peak | ratio |", "|---|---:|---|---:|---:|"]
+        step_text = ", ".join(f"{STEP_NAMES.get(k, k)} {v:.2f}" for k, v in steps.items())
+        out += ["", f"**{db}** ({own.get('entries', 0):,} entries, {own.get('lines', 0):,} lines; ratios on {measure} "
+                "time)", "", "| | wall (median) | CPU (median) | wall, each run | peak | ratio |",
+                "|---|---:|---:|---|---:|---:|"]
 
-        def row(label: str, m: dict, ratio: str) -> str:
+        def row(label: str, m: dict, ratio: str, db: str = db) -> str:
             runs = ", ".join(f"{t:.2f}" for t in m.get("all_seconds", [m["seconds"]]))
-            return f"| {label} | {fmt_s(m['seconds'])} | {runs} | {m['peak_mib']:.0f} MiB | {ratio} |"
+            cpu = fmt_s(m.get("cpu_seconds")) if db == "sqlite" else "-"
+            return f"| {label} | {fmt_s(m['seconds'])} | {cpu} | {runs} | {m['peak_mib']:.0f} MiB | {ratio} |"
+
+        def ratio_of(m: dict, base: dict, use_cpu: bool = use_cpu) -> float:
+            key = "cpu_seconds" if use_cpu and "cpu_seconds" in m else "seconds"
+            return m[key] / base[key]
 
         out.append(row("floor: the bare `GROUP BY tenant, category, subcategory`", floor, "1.00x (floor)"))
-        out.append(row("pipeline code: the two assets' bodies without Dagster", own,
-                       f"{ratios['pipeline_vs_floor']:.2f}x the floor"))
+        out.append(row("pipeline code: the two assets' bodies without Dagster", own, f"{vs_floor:.2f}x the floor"))
         out.append(row("the same two assets as one Dagster run (no checks)", dag,
-                       f"{ratios['dagster_vs_pipeline']:.2f}x our code (+{ratios['dagster_overhead_seconds']:.2f} s)"))
+                       f"{vs_ours:.2f}x our code (wall +{ratios['dagster_overhead_seconds']:.2f} s)"))
         if "dagster_with_checks" in x:
             c = x["dagster_with_checks"]
-            out.append(row("the same with the assets' checks (as the monthly job runs them)", c,
-                           f"{c['seconds'] / own['seconds']:.2f}x our code"))
+            out.append(row("the same with the assets' checks, one run (as the monthly job runs them)", c,
+                           f"{ratio_of(c, own):.2f}x our code"))
         loop = x["seed_style_loop"]
-        out.append(row("seed-style loop (one query and one insert per tenant)", loop,
-                       f"{ratios['seed_loop_vs_pipeline']:.2f}x our code"))
+        out.append(row("seed-style loop (one query and one insert per tenant), one run", loop,
+                       f"{ratio_of(loop, own):.2f}x our code"))
         if "backfill" in x:
             b = x["backfill"]
-            out.append(row(f"{b.get('months_count', '?')}-month backfill as one Dagster run", b, ""))
+            out.append(row(f"{b.get('months_count', '?')}-month backfill as one Dagster run, one run", b, ""))
         if step_text:
-            out += ["", f"Pipeline code by step (seconds, median run): {step_text}."]
-        rows.append((f"local close, {r['tenants']:,} tenants, {db}: our code", fmt_s(own["seconds"]),
-                     f"{ratios['pipeline_vs_floor']:.2f}x floor ({fmt_s(floor['seconds'])})", "within 2x of the floor",
-                     status(ratios["pipeline_vs_floor"] <= 2)))
-        rows.append((f"local close in Dagster, {db}", fmt_s(dag["seconds"]),
-                     f"{ratios['dagster_vs_pipeline']:.2f}x our code", "within 1.3x of our code",
-                     status(ratios["dagster_vs_pipeline"] <= 1.3)))
+            out += ["", f"Pipeline code by step (wall seconds of the median run): {step_text}."]
+        rows.append((f"local close, {r['tenants']:,} tenants, {db}: our code", fmt_s(own["seconds"]) + " wall",
+                     f"{vs_floor:.2f}x the floor ({measure})", "within 2x of the floor", status(vs_floor <= 2)))
+        rows.append((f"local close in Dagster, {db}", fmt_s(dag["seconds"]) + " wall", f"{vs_ours:.2f}x our code "
+                     f"({measure})", "within 1.3x of our code", status(vs_ours <= 1.3)))
         if "backfill" in x:
             b = x["backfill"]
             rows.append((f"{b.get('months_count', '?')}-month backfill, {r['tenants']:,} tenants, peak memory",
