@@ -139,7 +139,7 @@ def materialize(selection: list[str], first: str | dt.date, last: str | dt.date 
     last_key = clock.month_key(last) if last is not None else None
     unpartitioned = {"jurnal_gl_accounts", "reconciliation_drift"}
     partitioned = [a for a in selection if a not in unpartitioned]
-    chosen = dg.AssetSelection.assets(*selection)
+    chosen = dg.AssetSelection.assets(*selection).without_checks()  # (assets() alone brings their checks)
     if checks and partitioned:
         chosen = chosen | dg.AssetSelection.checks_for_assets(*partitioned)
     with _instance(instance) as inst:
