@@ -35,6 +35,8 @@ def test_the_smoke_run_covers_every_benchmark_but_the_one_needing_services() -> 
 def test_benchmark_runs_at_smoke_scale_and_renders(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                    ) -> None:
     monkeypatch.setenv("LEDGER_BENCH_RESULTS", str(tmp_path))
+    real = BENCH / "results" / f"{name}_smoke.json"
+    before = real.stat().st_mtime_ns if real.exists() else None
     run_all.run_smoke([name])
     result = json.loads((tmp_path / f"{name}_smoke.json").read_text())
     meta = result["_meta"]
@@ -54,4 +56,4 @@ def test_benchmark_runs_at_smoke_scale_and_renders(name: str, tmp_path: Path, mo
         assert result["unchanged_rerun"]["requests"] == 0 and result["fresh"]["requests_per_entry"] <= 1
     if name == "systems":
         assert all(s["unchanged_rerun_requests"] == 0 for s in result["systems"].values())
-    assert not (BENCH / "results" / f"{name}_smoke.json").exists()
+    assert (real.stat().st_mtime_ns if real.exists() else None) == before  # bench/results untouched
