@@ -24,7 +24,8 @@ file; do not edit it by hand, edit `bench/report.py`). Each section names the co
 machine, the date (UTC) and the load average before and after: the machine has 2 cores shared with other work, so
 absolute seconds move with the load, while a ratio is always taken between figures measured side by side in the
 same invocation (paired or interleaved where the section says so). Medians of the runs shown. `make bench-smoke`
-runs every benchmark at a tiny scale in about a minute (CI runs it: `ledger_pipeline_tests/test_bench_smoke.py`).
+runs every benchmark at a tiny scale, each in well under a minute on an idle machine, results in a temporary
+directory (CI runs the same through `ledger_pipeline_tests/test_bench_smoke.py`).
 """
 
 
