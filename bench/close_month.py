@@ -24,7 +24,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from common import in_child, results_dir, save
+from common import in_child, own_schema, results_dir, save
 
 from ledger_pipeline import clock
 
@@ -221,17 +221,6 @@ def _prepare(tenants: int, months: int) -> None:
         replace_rows(con, "accounting.gl_accounts", chart_frame(tenant_ids(tenants)), "TRUE")
 
 
-def own_schema(url: str, schema: str = "bench_close") -> str:
-    """The Postgres URL with its own schema (created), so the benchmark never writes the database's public schema."""
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(url)
-    with admin.begin() as c:
-        c.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
-    admin.dispose()
-    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-
-
 def measure(label: str, body: str, env: dict, runs: int, **fmt: object) -> dict:
     got = [child(body, env, **fmt) for _ in range(runs)]
     med = statistics.median(r["seconds"] for r in got)
@@ -261,7 +250,7 @@ def main() -> None:
     keep = results_dir() / "data"  # seeded databases are reused between invocations of the same size
     targets = {"sqlite": None}
     if args.postgres:
-        targets["postgres"] = own_schema(args.postgres)
+        targets["postgres"] = own_schema(args.postgres, "bench_close")
     report: dict = {"tenants": args.tenants, "months": args.months, "month": str(month), "runs": args.runs,
                     "smoke": args.smoke}
     for name, url in targets.items():

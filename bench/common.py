@@ -34,6 +34,17 @@ def child_env(extra: dict | None = None) -> dict[str, str]:
     return env
 
 
+def own_schema(url: str, schema: str) -> str:
+    """The Postgres URL with its own schema (created), so a benchmark never writes the database's public schema."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(url)
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
+    admin.dispose()
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
 def median_time(fn: Callable[[], object], runs: int = 3) -> tuple[float, list[float]]:
     times = []
     for _ in range(runs):

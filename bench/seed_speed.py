@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import save
+from common import own_schema, save
 from sqlalchemy import text
 
 from ledger_pipeline.r2a import seed as seeding
@@ -32,7 +32,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-seed-"))
     targets = {"sqlite": f"sqlite:///{tmp / 'r2a.sqlite'}"}
     if args.postgres:
-        targets["postgres"] = args.postgres
+        targets["postgres"] = own_schema(args.postgres, "bench_seed")
     report: dict = {"tenants": args.tenants, "months": args.months, "target": "well under 60 s on SQLite"}
     for name, url in targets.items():
         engine = make_engine(url)
