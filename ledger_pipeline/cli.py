@@ -382,7 +382,7 @@ def _run_repost(s: Settings, tenant: str, period: dt.date, accept_remote: bool) 
     click.echo(f"{what} {tenant} {period:%Y-%m} through Dagster (repost_job, "
                f"DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     with dg.DagsterInstance.get() as instance:
-        outcome = execute_supervised(defs.resolve_job_def("repost_job"), instance,
+        outcome = execute_supervised(defs().resolve_job_def("repost_job"), instance,
                                      tags={**DUCKDB_WRITER_TAG, "ledger/repost": f"{tenant} {period:%Y-%m}"},
                                      run_config=run_config, timeout=s.wait_timeout,
                                      echo=lambda m: click.echo(m, err=True))
@@ -543,7 +543,7 @@ def _run_close(month: str, to: str | None, dry_run: bool = False, allow_open: bo
         run_config["ops"] = {"jurnal_postings": {"config": {"dry_run": True}}}
     click.echo(f"closing {first[:7]}{'' if first == last else ' .. ' + last[:7]} through Dagster "
                f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    job = defs.resolve_job_def("monthly_close_job")
+    job = defs().resolve_job_def("monthly_close_job")
     t0 = time.time()
     stop_listening = listen(_progress_bar())
     try:

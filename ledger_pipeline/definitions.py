@@ -1,4 +1,14 @@
-"""The Dagster Definitions: assets, checks, jobs, schedules and resources (from the environment, see settings)."""
+"""The Dagster Definitions: assets, checks, jobs, schedules and resources, built when Dagster loads the code location.
+
+`defs` is an `@dg.definitions` function: importing this module reads no environment; Dagster (and `defs()` in
+tests and the CLI) calls it, and only then is LEDGER_PROFILE read:
+- unset / `embedded`: one process, the whole close as `monthly_close_job` (jurnal_postings posts every tenant);
+- `production`: ledger_pipeline/production.py (Postgres instance, Celery workers per shard; deploy/production/):
+  the same charts, extract, journal, drift reconciliation, repost and checks, with posting split month x shard.
+What is still read at import: the month partitions (ledger_pipeline/partitions.py: LEDGER_FIRST_MONTH,
+LEDGER_TIMEZONE) and the shard list (assets/shards.py: LEDGER_SHARDS), because Dagster needs a partitions
+definition when an asset is declared; a change takes effect on the next code-location reload.
+"""
 
 from __future__ import annotations
 
@@ -26,20 +36,26 @@ ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, jurnal_gl_accounts, jurnal_postin
           reconciliation_drift]
 CHECKS = [journal_balances, journal_complete, reconciliation_all_match]
 
-# Transient failures (a Jurnal outage, a DuckDB lock held by a stray process) are retried by the instance's
-# run_retries (dagster_home/dagster.yaml); posting is idempotent, so a retried run never double-posts.
-defs = dg.Definitions(
-    assets=ASSETS,
-    asset_checks=CHECKS,
-    jobs=[monthly_close_job, gl_accounts_job, reconciliation_drift_job, repost_job],
-    schedules=[monthly_close_schedule, gl_accounts_daily_schedule, reconciliation_drift_schedule],
-    resources=default_resources(),
-    executor=dg.in_process_executor,
-)
 
-# LEDGER_PROFILE=production: Dagster's production deployment (Postgres instance, Celery workers per shard; see
-# ledger_pipeline/production.py and deploy/production/). Unset, the embedded definitions above are the ones.
-if load_settings().profile == "production":
-    from ledger_pipeline.production import production_definitions
+def embedded_definitions() -> dg.Definitions:
+    """The embedded profile: one process runs the whole close (in-process executor)."""
+    # Transient failures (an accounting system's outage, a DuckDB lock held by a stray process) are retried by the
+    # instance's run_retries (dagster_home/dagster.yaml); posting is idempotent, so a retried run never double-posts.
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=[monthly_close_job, gl_accounts_job, reconciliation_drift_job, repost_job],
+        schedules=[monthly_close_schedule, gl_accounts_daily_schedule, reconciliation_drift_schedule],
+        resources=default_resources(),
+        executor=dg.in_process_executor,
+    )
 
-    defs = production_definitions()
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The definitions of the profile LEDGER_PROFILE names (read now, not at import)."""
+    if load_settings().profile == "production":
+        from ledger_pipeline.production import production_definitions
+
+        return production_definitions()
+    return embedded_definitions()

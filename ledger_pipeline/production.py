@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ledger_pipeline.assets.accounting import jurnal_gl_accounts
+from ledger_pipeline.assets.accounting import jurnal_gl_accounts, reconciliation_drift
 from ledger_pipeline.assets.ledger import journal, journal_balances, journal_complete
 from ledger_pipeline.assets.r2a import R2A_SOURCE, r2a_pl_monthly
 from ledger_pipeline.assets.shards import (
@@ -25,13 +25,19 @@ from ledger_pipeline.assets.shards import (
     shard_postings,
     tenant_shards,
 )
-from ledger_pipeline.jobs import DUCKDB_WRITER_TAG, gl_accounts_job
+from ledger_pipeline.jobs import DUCKDB_WRITER_TAG, gl_accounts_job, reconciliation_drift_job, repost_job
 from ledger_pipeline.partitions import monthly_partitions
 from ledger_pipeline.resources import default_resources
-from ledger_pipeline.schedules import gl_accounts_daily_schedule
+from ledger_pipeline.schedules import gl_accounts_daily_schedule, reconciliation_drift_schedule
 
+# reconciliation_drift, its job and schedule are the embedded ones (default queue: it writes the DuckDB copy);
+# shard_postings carries the same postings_complete check and the same chart retry as jurnal_postings.
+# Drift follows the posting asset of this graph: published_postings (every shard of a month posted) in place of
+# jurnal_postings; the asset itself (key, code, table) is the embedded one.
+production_drift = reconciliation_drift.with_attributes(
+    asset_key_replacements={dg.AssetKey("jurnal_postings"): dg.AssetKey("published_postings")})
 PRODUCTION_ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, jurnal_gl_accounts, tenant_shards, shard_postings,
-                     published_postings]
+                     published_postings, production_drift]
 PRODUCTION_CHECKS = [journal_balances, journal_complete, published_all_match]
 
 prepare_month_job = dg.define_asset_job(
@@ -67,8 +73,9 @@ def production_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=PRODUCTION_ASSETS,
         asset_checks=PRODUCTION_CHECKS,
-        jobs=[prepare_month_job, shard_posting_job, publish_month_job, gl_accounts_job],
-        schedules=[prepare_month_schedule, gl_accounts_daily_schedule],
+        jobs=[prepare_month_job, shard_posting_job, publish_month_job, gl_accounts_job, reconciliation_drift_job,
+              repost_job],
+        schedules=[prepare_month_schedule, gl_accounts_daily_schedule, reconciliation_drift_schedule],
         resources=default_resources(),
         executor=dg.in_process_executor,  # a run is one process: the Celery worker's
     )

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from ledger_pipeline import clock
-from ledger_pipeline.definitions import defs
+from ledger_pipeline.definitions import defs as load_defs
 from ledger_pipeline.partitions import month_key, monthly_partitions
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
@@ -35,6 +35,7 @@ def test_dg_check_defs() -> None:
 
 
 def test_jobs_schedules_and_graph() -> None:
+    defs = load_defs()
     job = defs.resolve_job_def("monthly_close_job")
     assert job.partitions_def == monthly_partitions
     assert job.tags["ledger/duckdb_writer"] == "1"

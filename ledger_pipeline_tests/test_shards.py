@@ -16,7 +16,15 @@ from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.shards import assign_new, assignments, counts, plan_rebalance, rebalance, shard_keys
 from ledger_pipeline.state.database import make_ops_engine
-from ledger_pipeline_tests.helpers import connect, materialize, materialize_gl, resources, sandbox_entries
+from ledger_pipeline_tests.helpers import (
+    connect,
+    materialize,
+    materialize_gl,
+    reset_stats,
+    resources,
+    sandbox_entries,
+    sandbox_stats,
+)
 
 KEYS = shard_keys(4)
 
@@ -77,7 +85,7 @@ def test_runs_are_routed_by_their_shard_partition() -> None:
 
 
 def test_production_definitions_load_and_the_embedded_ones_are_unchanged() -> None:
-    code = ("import json; from ledger_pipeline.definitions import defs; g = defs.resolve_asset_graph(); "
+    code = ("import json; from ledger_pipeline.definitions import defs; defs = defs(); g = defs.resolve_asset_graph(); "
             "print(json.dumps({'assets': sorted(k.to_user_string() for k in g.get_all_asset_keys()), "
             "'jobs': sorted(j.name for j in defs.resolve_all_job_defs()), "
             "'shard_keys': len(defs.resolve_job_def('shard_posting_job').partitions_def.get_partition_keys()) "
@@ -91,6 +99,10 @@ def test_production_definitions_load_and_the_embedded_ones_are_unchanged() -> No
     assert "monthly_close_job" in embedded["jobs"]
     assert {"prepare_month_job", "shard_posting_job", "publish_month_job"} <= set(production["jobs"])
     assert "jurnal_postings" not in production["assets"], "production posts through the shards only"
+    # the same drift reconciliation and operator's repost as the embedded profile
+    assert "reconciliation_drift" in production["assets"] and "reconciliation_drift" in embedded["assets"]
+    assert {"reconciliation_drift_job", "repost_job", "gl_accounts_job"} <= set(production["jobs"]) & set(
+        embedded["jobs"])
     from ledger_pipeline.partitions import monthly_partitions
 
     assert production["shard_keys"] == 3 * len(monthly_partitions.get_partition_keys())
@@ -118,3 +130,46 @@ def test_a_shard_run_posts_only_its_tenants_and_needs_no_duckdb(settings, sandbo
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     assert meta["shard"].value == "shard-1" and meta["tenants"].value == 2
     assert meta["worker"].value["source_address"] == "default" and meta["api_requests"].value >= len(posted)
+
+
+def test_a_shard_run_refreshes_a_stale_chart_for_that_tenant_alone_and_retries(settings, sandbox) -> None:  # noqa: ANN001
+    """The production profile's chart retry: an entry built against an account id the system no longer has (the
+    account was re-created there) fails on the account, the shard worker reads that tenant's chart again, re-resolves
+    the accounts by number, stores the new ids in ledger_entries and posts; no DuckDB resource is given."""
+    import json as json_
+
+    from sqlalchemy import select, update
+
+    from ledger_pipeline.assets.shards import shard_postings, tenant_shards
+    from ledger_pipeline.state.models import LedgerEntry
+
+    seeding.seed(make_engine(settings.r2a_database_url), 4, 1, seeding.default_start(1), seed=5)
+    engine = make_ops_engine(settings.ops_database_url)
+    connect([f"t{i:05d}" for i in range(1, 5)])
+    materialize_gl()
+    month = seeding.default_start(1).strftime("%Y-%m-01")
+    materialize(["r2a_pl_monthly", "journal_entries", "journal_lines"], month)
+    res = resources(settings)
+    dg.materialize([tenant_shards], resources={"r2a": res["r2a"]}, partition_key=month,
+                   instance=dg.DagsterInstance.ephemeral())
+    victim = sorted(t for t, s in assignments(engine).items() if s == "shard-0")[0]
+    with engine.begin() as conn:  # the entry names an account id the tenant's system re-created since
+        cid, lines = conn.execute(select(LedgerEntry.custom_id, LedgerEntry.lines).where(
+            LedgerEntry.tenant_id == victim, LedgerEntry.rejected == 0)).one()
+        stale = [[n, "999999" if num == "4-40000" else a, num, d, c, t] for n, a, num, d, c, t in json_.loads(lines)]
+        assert any(a == "999999" for _, a, *_ in stale), "the fixture's entry uses account 4-40000"
+        conn.execute(update(LedgerEntry).where(LedgerEntry.custom_id == cid).values(lines=json_.dumps(stale)))
+    reset_stats(sandbox.url)
+    result = dg.materialize(
+        [shard_postings], resources={"r2a": res["r2a"], "accounting": res["accounting"]},
+        partition_key=dg.MultiPartitionKey({"month": month, "shard": "shard-0"}),
+        instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert victim in {e["company_login"] for e in sandbox_entries(sandbox.url) if e["custom_id"] == cid}
+    charts = sum(r["count"] for r in sandbox_stats(sandbox.url)["requests"] if r["endpoint"].endswith("/accounts"))
+    assert charts == 1, "only the failing tenant's chart was read again"
+    with engine.connect() as conn:
+        fixed = json_.loads(conn.execute(select(LedgerEntry.lines).where(LedgerEntry.custom_id == cid)).scalar_one())
+    assert "999999" not in {a for _, a, *_ in fixed}, "the stored entry follows the chart's current ids"
+    checks = result.get_asset_check_evaluations()
+    assert [(c.check_name, c.passed) for c in checks] == [("postings_complete", True)]

@@ -12,28 +12,35 @@ Partition count: months x shards stays small. Dagster advises at most 25,000 par
 """
 
 import datetime as dt
+import json
 import os
 import socket
 
 import dagster as dg
-from sqlalchemy import select
+from sqlalchemy import Engine, select, update
 
 from ledger_pipeline.assets.accounting import (
+    POSTINGS_CHECK,
     PostingConfig,
     all_match,
     connected_systems,
     post_window,
     posting_result,
+    postings_check,
     reconciliation_from_state,
+    system_title,
     utc_now,
 )
 from ledger_pipeline.assets.metadata import describe_window, preview, table_result_metadata, table_spec_metadata
+from ledger_pipeline.charts import fetch_charts
+from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine
 from ledger_pipeline.partitions import closed_window, monthly_partitions
 from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.shards import assign_new, counts, shard_keys, tenants_of
 from ledger_pipeline.state.models import LedgerEntry
 from ledger_pipeline.state.postings import SqlPostingStore
+from ledger_pipeline.systems import Connections
 from ledger_pipeline.warehouse.store import replace_rows, transaction, window_where
 
 SHARD_DIMENSION = "shard"
@@ -73,6 +80,37 @@ def worker_identity() -> dict[str, str]:
     return ident
 
 
+def shard_rechart(ops_engine: Engine, connections: Connections):  # noqa: ANN201
+    """The chart retry for a shard worker (no DuckDB there): a tenant whose entry failed on a missing or archived
+    account gets its chart read again from its own system, its accounts re-resolved by number, and the entry retried
+    once, only if every account now resolves to an active one. The new account ids go into the operational
+    database's `ledger_entries` (what every posting worker reads); the analysts' chart copy (DuckDB
+    accounting.gl_accounts) catches up at the next charts refresh on the default queue. The embedded asset's
+    `_rechart` does the same and also writes that copy at once."""
+    def rechart(system: str, tenant: str, entries: list[CanonicalEntry]):  # noqa: ANN202
+        fetched = fetch_charts([(system, tenant)], connections)
+        if fetched.status["status"].iloc[0] != "ok":
+            return None, f"could not refresh the chart: {fetched.status['error'].iloc[0]}"
+        active = {r.number: r.account_id for r in fetched.accounts.itertuples(index=False) if not r.archived}
+        missing = sorted({ln.account_number for e in entries for ln in e.lines if ln.account_number not in active})
+        if missing:
+            return None, (f"account(s) {', '.join(missing)} missing or archived in the tenant's "
+                          f"{system_title(system)} chart (just refreshed): restore them there or change the account "
+                          "mapping, then re-run the month")
+        retry = [CanonicalEntry(e.tenant_id, e.period, e.custom_id, e.transaction_date, e.memo, e.currency,
+                                e.content_hash, tuple(CanonicalLine(ln.line_no, active[ln.account_number],
+                                                                    ln.account_number, ln.debit_minor,
+                                                                    ln.credit_minor, ln.description)
+                                                      for ln in e.lines)) for e in entries]
+        with ops_engine.begin() as conn:  # the stored entries follow the chart's current ids
+            for e in retry:
+                conn.execute(update(LedgerEntry).where(LedgerEntry.custom_id == e.custom_id).values(
+                    lines=json.dumps([[ln.line_no, ln.account_id, ln.account_number, ln.debit_minor,
+                                       ln.credit_minor, ln.description] for ln in e.lines])))
+        return retry, "chart refreshed"
+    return rechart
+
+
 @dg.asset(
     deps=["journal_entries", "journal_lines"], partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(), group_name="accounting", kinds={"sql"},
@@ -92,13 +130,18 @@ def tenant_shards(context: dg.AssetExecutionContext, r2a: R2aDatabase) -> dg.Mat
 @dg.asset(
     deps=[dg.AssetDep("tenant_shards", partition_mapping=BY_MONTH)], partitions_def=shard_partitions,
     group_name="accounting", kinds={"api", "sql"}, metadata=table_spec_metadata("accounting.postings"),
+    check_specs=[dg.AssetCheckSpec(
+        POSTINGS_CHECK, asset="shard_postings",
+        description="Every tenant-month of the shard's month is posted as our ledger says (the same check as "
+                    "jurnal_postings'). Fails (WARN: the rest is posted) naming each tenant-month that is not.")],
     description="Posts one shard's tenants for one month to their accounting systems exactly once (the same engine "
-                "as jurnal_postings), on the shard's own Celery queue and worker, from that worker's source address. "
+                "as jurnal_postings, with the same chart retry for an entry whose account is missing), on the shard's "
+                "own Celery queue and worker, from that worker's source address. "
                 "Reads and writes only the operational database. One run per month x shard; the instance runs one "
                 "run per shard at a time, so a tenant's token is only ever used by one worker.",
 )
 def shard_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R2aDatabase,
-                   accounting: AccountingResource) -> dg.MaterializeResult:
+                   accounting: AccountingResource):  # noqa: ANN201 (a generator)
     if not context.has_partition_key:
         raise dg.Failure("shard_postings runs one month x shard per run (each on its shard's worker); launch it "
                          "without a single-run backfill policy")
@@ -112,10 +155,13 @@ def shard_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a
     context.instance.add_run_tags(context.run_id, {f"ledger/{k}": where[k] for k in WORKER_TAGS if k in where})
     context.log.info(f"{shard}: {len(tenants)} tenant(s) on {where.get('celery_worker', where['host'])} "
                      f"from {where['source_address']} (data dir {where['data_dir']})")
-    posted = post_window(context, config, r2a, accounting, start, end, tenants=tenants)
+    posted = post_window(context, config, r2a, accounting, start, end, tenants=tenants,
+                         rechart=lambda connections: shard_rechart(r2a.ops_engine, connections))
     postings = SqlPostingStore(r2a.ops_engine).frame(start, end)
     postings = postings[postings["tenant_id"].isin(tenants)]
-    return posting_result(context, posted, postings, config.dry_run, extra={
+    if dg.AssetCheckKey(dg.AssetKey("shard_postings"), POSTINGS_CHECK) in context.selected_asset_check_keys:
+        yield postings_check(r2a, posted)  # months rejected upstream named, their reason is in ledger.rejections
+    yield posting_result(context, posted, postings, config.dry_run, extra={
         "shard": shard, "tenants": len(tenants), "worker": dg.MetadataValue.json(where),
         "source_address": where["source_address"], "celery_worker": where.get("celery_worker", ""),
     })
