@@ -18,7 +18,8 @@ monthly_close_job = dg.define_asset_job(
     partitions_def=monthly_partitions,
     tags=DUCKDB_WRITER_TAG,
     description="Close a month (or a range, as one run): refresh GL accounts, extract R2a's P&L, build and "
-                "validate journal entries, post them to each tenant's accounting system exactly once, reconcile.",
+                "validate journal entries, post them to each tenant's own accounting system (the one its connection "
+                "names, any system of the registry) exactly once, reconcile.",
 )
 
 gl_accounts_job = dg.define_asset_job(

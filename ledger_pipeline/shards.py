@@ -1,7 +1,8 @@
 """Tenant shards for the production profile: which posting worker (Celery queue, source address) owns a tenant.
 
-Why shards: Jurnal's binding limit is per source address (40 requests/min). One host posts 2,400 tenants an hour; N
-hosts, each with its own address, post N times as many. A tenant belongs to exactly one shard, and one shard is served
+Why shards: the binding month-end limit is per source address for Jurnal (40 requests/min; the other systems limit per
+token or per organisation, see each client's limits): one host posts 2,400 Jurnal tenants an hour; N hosts, each with
+its own address, post N times as many. A tenant belongs to exactly one shard, and one shard is served
 by one worker at a time (the instance's tag concurrency limit on `dagster/partition/shard`), so a tenant's token and
 its rotating refresh token are only ever used from one place.
 
