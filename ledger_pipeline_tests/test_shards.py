@@ -173,3 +173,41 @@ def test_a_shard_run_refreshes_a_stale_chart_for_that_tenant_alone_and_retries(s
     assert "999999" not in {a for _, a, *_ in fixed}, "the stored entry follows the chart's current ids"
     checks = result.get_asset_check_evaluations()
     assert [(c.check_name, c.passed) for c in checks] == [("postings_complete", True)]
+
+
+def test_production_drift_read_is_kept_by_the_published_copy(settings, sandbox) -> None:  # noqa: ANN001
+    """The production graph's drift reconciliation: after the shards post, an entry deleted by hand is found by
+    reconciliation_drift (recorded in remote_changes), and published_postings keeps that newer read rather than
+    the older posting answer (as jurnal_reconciliation does)."""
+    import httpx
+
+    from ledger_pipeline import clock
+    from ledger_pipeline.assets.shards import SHARDS, published_postings, shard_postings, tenant_shards
+    from ledger_pipeline.production import production_drift
+    from ledger_pipeline.remote_changes import RemoteChangeStore
+    from ledger_pipeline_tests.helpers import query
+
+    last = clock.last_complete_month()  # the drift window is computed by the same clock
+    seeding.seed(make_engine(settings.r2a_database_url), 3, 1, last, seed=5)
+    engine = make_ops_engine(settings.ops_database_url)
+    tenants = [f"t{i:05d}" for i in range(1, 4)]
+    connect(tenants)
+    materialize_gl()
+    month = last.isoformat()
+    materialize(["r2a_pl_monthly", "journal_entries", "journal_lines"], month)
+    res = resources(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize([tenant_shards], resources={"r2a": res["r2a"]}, partition_key=month, instance=instance)
+    for shard in SHARDS:
+        dg.materialize([shard_postings], resources={"r2a": res["r2a"], "accounting": res["accounting"]},
+                       partition_key=dg.MultiPartitionKey({"month": month, "shard": shard}), instance=instance)
+    victim = tenants[1]
+    cid = f"r2a-pl-{victim}-{last:%Y%m}"
+    httpx.post(f"{sandbox.url}/_sandbox/companies/{victim}/entries", json={"custom_id": cid, "delete": True})
+    assert dg.materialize([production_drift], resources=res, instance=instance,
+                          selection=["reconciliation_drift"]).success
+    changes = RemoteChangeStore(engine).load(last, clock.add_months(last, 1))
+    assert changes[victim][cid].kind == "deleted", "the drift read recorded the deletion"
+    dg.materialize([published_postings], resources=res, partition_key=month, instance=instance)
+    rows = query(settings, "SELECT status, checked_by FROM accounting.reconciliation WHERE custom_id = ?", [cid])
+    assert rows == [("missing_remote", "remote_read")], "the newer drift read is kept, not the posting answer"

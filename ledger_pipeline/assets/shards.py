@@ -28,6 +28,7 @@ from ledger_pipeline.assets.accounting import (
     posting_result,
     postings_check,
     reconciliation_from_state,
+    remote_reads,
     system_title,
     utc_now,
 )
@@ -172,7 +173,8 @@ def shard_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a
     backfill_policy=dg.BackfillPolicy.single_run(), group_name="accounting", kinds={"duckdb"}, pool="duckdb",
     metadata=table_spec_metadata("accounting.reconciliation"),
     description="The analysts' copy, once every shard of the month is posted: accounting.postings from the "
-                "operational posting state, and accounting.reconciliation from that state (no request), published "
+                "operational posting state, and accounting.reconciliation from that state (no request; a newer read "
+                "by reconciliation_drift is kept, as in jurnal_reconciliation), published "
                 "to LEDGER_WAREHOUSE. Runs on the default queue, the one host with the DuckDB files.",
 )
 def published_postings(context: dg.AssetExecutionContext, r2a: R2aDatabase,
@@ -180,7 +182,9 @@ def published_postings(context: dg.AssetExecutionContext, r2a: R2aDatabase,
     start, end = closed_window(context)
     wh = warehouse.warehouse
     postings = SqlPostingStore(r2a.ops_engine).frame(start, end)
-    frame = reconciliation_from_state(r2a, start, end, context.run_id)
+    with wh.connect() as con:  # a newer read by reconciliation_drift is kept, as in jurnal_reconciliation
+        reads = remote_reads(con, start, end)
+    frame = reconciliation_from_state(r2a, start, end, context.run_id, reads)
     with wh.connect() as con, transaction(con):
         replace_rows(con, "accounting.postings", postings, window_where(), [start, end])
         replace_rows(con, "accounting.reconciliation", frame, window_where(), [start, end])
