@@ -8,7 +8,10 @@ What runs where:
 
 A month's close from the UI: select the `accounting` and `ledger`/`r2a` assets, Materialize, pick the month: one asset
 backfill that prepares the month, posts every shard in parallel (one run per shard, each on its own worker) and
-publishes once every shard is done. The embedded profile (no LEDGER_PROFILE) is `definitions.py` as before.
+publishes once every shard is done. Drift reconciliation (`reconciliation_drift`, its job and schedule), the
+operator's `repost_job`, the charts refresh and every check are the embedded profile's own (default queue); posting
+runs the embedded engine with the same chart retry (assets/shards.py `shard_rechart`). The embedded profile (no
+LEDGER_PROFILE) is `definitions.embedded_definitions`; `definitions.defs` picks one when Dagster loads the code.
 """
 
 from __future__ import annotations

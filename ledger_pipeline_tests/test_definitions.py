@@ -58,6 +58,17 @@ def test_jobs_schedules_and_graph() -> None:
     assert month_key("2025-11") == "2025-11-01"
 
 
+
+def test_the_profile_is_read_when_dagster_loads_the_definitions_not_at_import() -> None:
+    """`defs` is an `@dg.definitions` function: the module imports with one environment and the definitions follow
+    the environment at load time (what a code-location reload sees)."""
+    code = ("import os, ledger_pipeline.definitions as d; os.environ['LEDGER_PROFILE'] = 'production'; "
+            "keys = {k.to_user_string() for k in d.defs().resolve_asset_graph().get_all_asset_keys()}; "
+            "print('shard_postings' in keys, 'jurnal_postings' in keys)")
+    env = {k: v for k, v in os.environ.items() if k != "LEDGER_PROFILE"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["True", "False"], out.stdout + out.stderr
+
 @pytest.mark.slow
 def test_cli_run_is_recorded_in_dagster_home(settings, sandbox) -> None:  # noqa: ANN001
     seeding.seed(make_engine(settings.r2a_database_url), 4, 2, seeding.default_start(2))
