@@ -4,7 +4,8 @@ Four shard workers, each bound to its own source address (127.0.0.2 .. 127.0.0.5
 DAGSTER_HOME, one default worker (prepare, publish: the DuckDB host), the sandbox on 127.0.0.1 with Jurnal's limits
 time-scaled x1.5 (the per-address limit binds: 50 tenants per worker need more than one window). A month is launched
 as the UI does (GraphQL `launchPartitionBackfill`). Runs when LEDGER_TEST_POSTGRES_URL, LEDGER_TEST_CELERY_BROKER and
-LEDGER_TEST_CELERY_BACKEND name the services (.ci/run sets them); skips otherwise.
+LEDGER_TEST_CELERY_BACKEND name the services (.ci/run sets them); skips otherwise. At the end, the production graph's
+drift reconciliation (the embedded profile's own asset and job) finds an entry deleted by hand.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import httpx
 import pytest
+from dagster_graphql import DagsterGraphQLClient
 from sqlalchemy import select
 
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.shards import assignments, queue_for
-from ledger_pipeline.state.models import LedgerEntry, Posting
+from ledger_pipeline.state.models import LedgerEntry, Posting, RemoteChangeRecord
 from ledger_pipeline_tests.cluster import (
     Cluster,
     dt_add_months,
@@ -179,3 +182,26 @@ def run_the_month_and_kill_a_worker(cluster: Cluster, sandbox: SandboxServer, en
         assert f"locks/ratelimit-{cluster.addresses[index]}.sqlite" in files, files
         assert not [f for f in files if "duckdb" in f or not f.startswith("locks/")], files
     assert os.path.exists(cluster.default_data_dir / "warehouse.duckdb")
+
+    # -- the same drift reconciliation as the embedded profile: an entry deleted by hand is found by the hourly job
+    # (default queue, the DuckDB host), recorded in remote_changes, and shown in the analysts' reconciliation --------
+    first = min(expected_entries(engine, months[-1]))
+    tenant = next(e["company_login"] for e in sandbox_entries(sandbox.url) if e["custom_id"] == first)
+    httpx.post(f"{sandbox.url}/_sandbox/companies/{tenant}/entries", json={"custom_id": first, "delete": True})
+    client = DagsterGraphQLClient("127.0.0.1", port_number=cluster.port, timeout=60)
+    drift_run = client.submit_job_execution(  # a small budget: the least recently checked tenants, t00001 first
+        "reconciliation_drift_job", repository_location_name="ledger_pipeline",
+        run_config={"ops": {"reconciliation_drift": {"config": {"max_requests": 3}}}})
+    with cluster.instance() as instance:
+        wait_for("the drift run", lambda: instance.get_run_by_id(drift_run).is_finished, 240, 1)
+        run = instance.get_run_by_id(drift_run)
+        assert run.status == dg.DagsterRunStatus.SUCCESS, cluster.logs()
+        assert run.tags["dagster-celery/queue"] == "ledger-default"
+    with engine.connect() as conn:
+        kinds = dict(conn.execute(select(RemoteChangeRecord.custom_id, RemoteChangeRecord.kind)).all())
+    assert kinds.get(first) == "deleted", kinds
+    con = duckdb.connect(str(cluster.default_data_dir / "warehouse.duckdb"), read_only=True)
+    found = con.execute("SELECT status, checked_by FROM accounting.reconciliation WHERE custom_id = ?",
+                        [first]).fetchall()
+    con.close()
+    assert found == [("missing_remote", "remote_read")], found
