@@ -5,6 +5,7 @@ compares; SQL reads live in warehouse/reads.py. Each tenant's system comes from 
 """
 
 import datetime as dt
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -15,7 +16,9 @@ import pandas as pd
 from ledger_pipeline import clock
 from ledger_pipeline.assets.ledger import check_window
 from ledger_pipeline.assets.metadata import (
+    counts_by_system,
     describe_window,
+    full_table,
     lineage,
     preview,
     table_result_metadata,
@@ -58,6 +61,64 @@ IN_TENANTS = "tenant_id IN (SELECT unnest(?::VARCHAR[]))"
 OUTCOME_KEY = "ledger/outcome"
 COMPLETED_WITH_PROBLEMS = "completed_with_problems"
 POSTINGS_CHECK = "postings_complete"
+
+# -- the retry policy: which posting failures a later attempt can put right by itself -----------------------------
+# Run retries (dagster_home/dagster.yaml run_retries) re-execute a failed run. Only two failure kinds (ErrorKind in
+# ledger/sink.py) can heal on their own: `retryable` (nothing reached the system) and `uncertain` (a write may have
+# been applied: the retry looks the entry up first). Everything else needs a person: a revoked grant (needs_reauth:
+# reconnect), a closed period (locked), a refused entry or an approver's no (rejected), an account missing after the
+# chart refresh (account), a spent daily quota (deferred: the next day's run), our id taken (duplicate), an entry gone
+# (not_found); a refused mass delete and changes held for a decision too. Retrying those only repeats the red run.
+TRANSIENT_KINDS = frozenset({"retryable", "uncertain"})
+# The run tag Dagster 1.13's run-retry logic reads (dagster._core.execution.retries.auto_reexecution_should_retry_run,
+# evaluated when the run-failure event is stored, from the run's tags as stored then): "false" -> a step failure is
+# not retried. dg.Failure(allow_retries=False) only stops op-level RetryPolicy, not run retries (execution/plan/utils).
+RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
+
+
+def is_transient(kind: str) -> bool:
+    """True when a posting failure of this kind may heal on a later attempt without anyone acting."""
+    return kind in TRANSIENT_KINDS
+
+
+def worth_retrying(kinds: list[str] | set[str] | tuple[str, ...]) -> bool:
+    """True when at least one failure is transient: a run retry may post it. False for permanent causes only."""
+    return any(is_transient(k) for k in kinds)
+
+
+def own_words(tenant: str, text: str | None) -> str:
+    """`text` without the `tenant X: ` prefixes its inner layers added: the message naming the tenant adds it once,
+    so an operator never reads "tenant X: tenant X: ..."."""
+    return re.sub(rf"\btenant {re.escape(tenant)}: ", "", text or "").strip()
+
+
+_COMMAND = re.compile(r"`(ledger-pipeline [^`]+)`")
+FIX_BY_PROBLEM = {
+    "rejected upstream": "fix the source rows named in the reason (ledger.rejections), then close the month again",
+    "needs_reauth": "reconnect the tenant (`ledger-pipeline connect --tenant <tenant> --system <system>`), then re-run "
+                    "the month",
+    "locked": "the period is closed in the tenant's system: reopen it there (or accept as is), then re-run the month",
+    "rejected": "correct what the system refused (reason), then re-run the month; an approver's no: ask them or "
+                "`ledger-pipeline repost`",
+    "account": "restore the account in the tenant's chart or change the account mapping, then re-run the month",
+    "deferred": "the system's daily quota is spent: the next run posts it",
+    "retryable": "nothing reached the system: a run retry or the next run posts it",
+    "uncertain": "a write may have reached the system: the next run looks it up first, then posts only if absent",
+    "held": "decide with `ledger-pipeline decisions` (keep ours or accept theirs)",
+    "pending": "the next run finishes it",
+    "failed": "see the reason; the next run retries it",
+}
+
+
+def fix_for(problem: str, detail: str) -> str:
+    """What to do about one tenant-month's problem: the command its message names, else the fix for its kind."""
+    found = _COMMAND.findall(detail or "")
+    if found:
+        return "; ".join(f"`{c}`" for c in dict.fromkeys(found))
+    for key, fix in FIX_BY_PROBLEM.items():
+        if key in problem:
+            return fix
+    return FIX_BY_PROBLEM["failed"]
 
 
 def system_title(system: str) -> str:
@@ -207,10 +268,11 @@ def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2
         rejections = con.execute(f"SELECT tenant_id, period, stage, detail FROM ledger.rejections WHERE "
                                  f"{window_where()}", [start, end]).fetchall()
     wh.publish(run_id=context.run_id)
-    if dg.AssetCheckKey(dg.AssetKey("jurnal_postings"), POSTINGS_CHECK) in context.selected_asset_check_keys:
+    checked = dg.AssetCheckKey(dg.AssetKey("jurnal_postings"), POSTINGS_CHECK) in context.selected_asset_check_keys
+    if checked:
         yield postings_check(r2a, posted, {(t, pd.Timestamp(p).date()): f"[{stage}] {detail}"
                                            for t, p, stage, detail in rejections})
-    yield posting_result(context, posted, postings, config.dry_run)
+    yield posting_result(context, posted, postings, config.dry_run, reported_by_check=checked)
 
 
 @dataclass
@@ -307,6 +369,8 @@ def posting_problems(r2a: R2aDatabase, posted: PostedWindow,
                 change_detail(change, title, policy))
     frame = pd.DataFrame(list(rows.values()), columns=["system", "tenant_id", "period", "custom_id", "problem",
                                                        "detail"])
+    frame["detail"] = [own_words(t, d) for t, d in zip(frame["tenant_id"], frame["detail"], strict=True)]
+    frame["fix"] = [fix_for(p, d) for p, d in zip(frame["problem"], frame["detail"], strict=True)]
     return frame.sort_values(["tenant_id", "period"], na_position="first", kind="stable").reset_index(drop=True)
 
 
@@ -323,16 +387,23 @@ def postings_check(r2a: R2aDatabase, posted: PostedWindow,
         metadata={"tenant_months_not_posted": len(names),
                   "by_problem": dg.MetadataValue.json(problems["problem"].value_counts().to_dict()),
                   "tenant_months": dg.MetadataValue.text("\n".join(names)),
-                  "problems": preview(problems, rows=50)})
+                  "problems": full_table(problems),
+                  "problems_by_system": counts_by_system(problems, "problem")})
 
 
 def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, postings: pd.DataFrame, dry_run: bool,
-                   extra: dict | None = None) -> dg.MaterializeResult:
-    """The posting asset's metadata; raises dg.Failure naming the failed tenants (everything else is recorded), with
-    `OUTCOME_KEY: completed_with_problems` in its metadata (`ledger-pipeline run` exits 3 for it, not 1)."""
+                   extra: dict | None = None, *, reported_by_check: bool = False) -> dg.MaterializeResult:
+    """The posting asset's metadata. Failures with a transient cause (TRANSIENT_KINDS) raise dg.Failure naming the
+    failed tenants (everything else is recorded), with `OUTCOME_KEY: completed_with_problems` in its metadata
+    (`ledger-pipeline run` exits 3 for it, not 1): a run retry posts what is left. Failures with permanent causes
+    only: with `reported_by_check` (the postings_complete WARN check names them in this run) the asset
+    materializes, so the month's reconciliation runs for every tenant and nothing is retried; without it (or with a
+    refused mass delete, a safety stop the check does not cover), the same dg.Failure, but the run is tagged
+    RETRY_ON_FAILURE_TAG=false first so the run-retry daemon leaves it."""
     result, requests, systems = posted.result, posted.requests, posted.systems
     plan = posted.plan()
     failures = pd.DataFrame(result.failures(), columns=["system", "tenant_id", "custom_id", "error", "kind"])
+    failures["error"] = [own_words(t, e) for t, e in zip(failures["tenant_id"], failures["error"], strict=True)]
     failed_tenants = sorted(set(failures["tenant_id"]))
     changes = result.changes()
     metadata = {
@@ -345,7 +416,11 @@ def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, post
         "tenants_by_system": dg.MetadataValue.json(pd.Series(list(systems.values())).value_counts().to_dict()
                                                    if systems else {}),
         "failed_tenants": len(failed_tenants),
-        "failures": preview(failures[["system", "tenant_id", "custom_id", "kind", "error"]]),
+        "failures": full_table(failures[["system", "tenant_id", "custom_id", "kind", "error"]].assign(
+            fix=[fix_for(k, e) for k, e in zip(failures["kind"], failures["error"], strict=True)])),
+        "failures_by_system": counts_by_system(failures, "kind"),
+        "tenant_months": full_table(tenant_month_status(postings)),
+        "status_counts_by_system": counts_by_system(postings),
         "remote_changes_seen": len(changes),
         "remote_changes": preview(pd.DataFrame(
             [{"system": c.system, "tenant_id": c.tenant_id, "period": c.period, "kind": c.kind, "action": c.action,
@@ -358,6 +433,7 @@ def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, post
     for r in failures.head(50).itertuples(index=False):
         context.log.error(f"tenant {r.tenant_id} ({system_title(r.system)}) {r.custom_id}: {r.error}")
     problems = []
+    transient = worth_retrying(set(failures["kind"]))
     if result.refused_deletes:
         context.log.error(result.refused_deletes)
         problems.append(result.refused_deletes)
@@ -366,9 +442,31 @@ def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, post
             f"{len(failed_tenants)} tenant(s) failed to post ({', '.join(failed_tenants[:20])}"
             f"{' ...' if len(failed_tenants) > 20 else ''}); everything else is posted and recorded in "
             "accounting.postings. Fix the cause named per tenant, then re-run: only what is not done is retried.")
+    if problems and not transient and reported_by_check and not result.refused_deletes:
+        context.log.error(" ".join(problems) + " Permanent causes only: reported by the postings_complete check, "
+                          "not retried; reconciliation runs for every tenant.")
+        return dg.MaterializeResult(metadata={**metadata, "retry": "no: permanent causes only"})
     if problems:
-        raise dg.Failure(description=" ".join(problems), metadata={**metadata, OUTCOME_KEY: COMPLETED_WITH_PROBLEMS})
+        if not transient:
+            context.instance.add_run_tags(context.run_id, {RETRY_ON_FAILURE_TAG: "false"})
+        raise dg.Failure(description=" ".join(problems), metadata={
+            **metadata, OUTCOME_KEY: COMPLETED_WITH_PROBLEMS,
+            "retry": "yes: a transient cause" if transient else "no: permanent causes only"})
     return dg.MaterializeResult(metadata=metadata)
+
+
+def tenant_month_status(postings: pd.DataFrame) -> pd.DataFrame:
+    """One row per tenant-month posting: system, tenant_id, period, status, remote_id, reason (the error in its own
+    words) and fix (empty when posted)."""
+    cols = ["system", "tenant_id", "period", "custom_id", "status", "remote_id", "reason", "fix"]
+    if not len(postings):
+        return pd.DataFrame(columns=cols)
+    frame = postings.sort_values(["tenant_id", "period"], kind="stable")
+    reason = [own_words(t, e) if isinstance(e, str) else "" for t, e in zip(frame["tenant_id"], frame["error"],
+                                                                            strict=True)]
+    fix = ["" if st in ("posted", "deleted") else fix_for(st, r) for st, r in zip(frame["status"], reason,
+                                                                                   strict=True)]
+    return frame.assign(reason=reason, fix=fix)[cols].reset_index(drop=True)
 
 
 def _allowed_per_minute(accounting: AccountingResource) -> float:
@@ -401,15 +499,28 @@ def jurnal_reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase,
         "window": describe_window(start, end), "api_requests": 0,
         "status_counts": dg.MetadataValue.json(frame["status"].value_counts().to_dict() if len(frame) else {}),
         "checked_by": dg.MetadataValue.json(frame["checked_by"].value_counts().to_dict() if len(frame) else {}),
-        "not_matching": preview(frame[frame["status"] != "match"][["system", "tenant_id", "period", "status",
-                                                                    "detail"]]),
+        "status_counts_by_system": counts_by_system(frame),
+        "not_matching": full_table(recon_status(frame[frame["status"] != "match"])),
+        "tenant_months": full_table(recon_status(frame)),
     }))
 
 
+def recon_status(frame: pd.DataFrame) -> pd.DataFrame:
+    """Reconciliation rows for the UI: system, tenant, month, status, remote ids, reason in its own words, fix."""
+    cols = ["system", "tenant_id", "period", "status", "remote_ids", "checked_by", "reason", "fix"]
+    if not len(frame):
+        return pd.DataFrame(columns=cols)
+    reason = [own_words(t, d) for t, d in zip(frame["tenant_id"], frame["detail"], strict=True)]
+    fix = ["" if st in AGREED else fix_for(st, r) for st, r in zip(frame["status"], reason, strict=True)]
+    return frame.assign(reason=reason, fix=fix).sort_values(["tenant_id", "period"], kind="stable")[cols]
+
+
 def remote_reads(con, start: dt.date, end: dt.date) -> dict[str, ReconRow]:  # noqa: ANN001  (duckdb)
-    """The window's rows written by the drift read (checked_by remote_read), by custom_id."""
+    """The window's rows written by the drift read (checked_by remote_read), by custom_id. A read that failed
+    (not_checked, e.g. `needs re-authorisation` before a reconnect) is no finding: it is not kept, so the state's
+    row replaces it once the tenant is reconnected and posted."""
     frame = con.execute(f"SELECT * FROM accounting.reconciliation WHERE {window_where()} AND checked_by = "
-                        "'remote_read'", [start, end]).fetchdf()
+                        "'remote_read' AND status <> 'not_checked'", [start, end]).fetchdf()
     out = {}
     for r in frame.itertuples(index=False):
         out[r.custom_id] = (r.system, ReconRow(
@@ -529,7 +640,8 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
         "tenants_checked": len(checked), "tenants_left_for_next_run": len(tenants) - len(checked),
         "status_counts": dg.MetadataValue.json(frame["status"].value_counts().to_dict() if len(frame) else {}),
         "remote_changes": len(seen),
-        "drift": preview(drift[["system", "tenant_id", "period", "status", "detail"]]),
+        "status_counts_by_system": counts_by_system(frame),
+        "drift": full_table(recon_status(drift)),
     }))
 
 

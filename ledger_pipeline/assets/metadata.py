@@ -136,3 +136,38 @@ def table_result_metadata(table: str, frame: pd.DataFrame, extra: dict | None = 
             meta[total_key(col)] = format_amount(int(frame[f"{col}_minor"].sum()))
     meta.update(extra or {})
     return meta
+
+
+# A table the UI shows in full (every row, every cell), unlike the 10-row markdown preview: Dagster renders a
+# dg.MetadataValue.table with its TableSchema as a sortable table on the materialization and the asset page.
+FULL_TABLE_MAX_ROWS = 5000
+
+
+def full_table(frame: pd.DataFrame, rows: int = FULL_TABLE_MAX_ROWS) -> dg.MetadataValue:
+    """Every row (up to `rows`) as a dg.MetadataValue.table of text cells: money exact, dates as dates.
+
+    Cells are strings (format_cell, `<col>_minor` shown as `<col>`), so no amount reaches the UI as a float."""
+    shown = frame.head(rows)
+    names = [str(c).removesuffix("_minor") for c in shown.columns]
+    records = []
+    for values in shown.itertuples(index=False, name=None):
+        cells = {}
+        for col, name, v in zip(shown.columns, names, values, strict=True):
+            if str(col).endswith("_minor"):
+                cells[name] = format_amount(int(v)) if pd.notna(v) else ""
+            else:
+                cells[name] = format_cell(v, name in MONEY_COLUMNS).replace("\\|", "|")
+        records.append(dg.TableRecord(cells))
+    return dg.MetadataValue.table(records=records,
+                                  schema=dg.TableSchema(columns=[dg.TableColumn(n, "string") for n in names]))
+
+
+def counts_by_system(frame: pd.DataFrame, column: str = "status") -> dg.MetadataValue:
+    """{system: {value: count}} of `column`, as JSON (status counts split by accounting system)."""
+    if not len(frame):
+        return dg.MetadataValue.json({})
+    grouped = frame.groupby(["system", column]).size()
+    out: dict[str, dict[str, int]] = {}
+    for (system, value), n in grouped.items():
+        out.setdefault(str(system), {})[str(value)] = int(n)
+    return dg.MetadataValue.json(out)
