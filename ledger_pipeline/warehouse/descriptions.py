@@ -14,8 +14,8 @@ from __future__ import annotations
 COLUMNS_ANY_TABLE: dict[str, str] = {
     "tenant_id": "R2a tenant (business) id, e.g. t00042.",
     "period": "Accounting month: the first day of the month (DATE).",
-    "custom_id": "Idempotency key of the tenant-month's journal entry: r2a-pl-<tenant>-<YYYYMM>.",
-    "run_id": "Dagster run that wrote the row (open it in the UI at /runs/<run_id>).",
+    "custom_id": "Idempotency key of the tenant-month's journal entry: r2a-pl-{tenant}-{YYYYMM}, e.g. r2a-pl-t00001-202501.",
+    "run_id": "Dagster run that wrote the row (open it in the UI at /runs/{run_id}).",
     "currency": "ISO 4217 code of the row's amounts (the tenant's currency, e.g. IDR); amounts carry at most its "
                 "minor unit's decimals (JPY 0, IDR 2, KWD 3). Never add amounts of different currencies.",
     "system": "Accounting system the row belongs to (jurnal, quickbooks, zoho, aden, rootfi).",
@@ -155,7 +155,7 @@ COLUMNS: dict[tuple[str, str], str] = {
     ("ledger.exchange_rates", "loaded_at"): "When the rate was loaded (UTC); a re-load of the same pair and date "
                                             "replaces it.",
     # meta.snapshot_log
-    ("meta.snapshot_log", "snapshot_id"): "Snapshot stamp, also in its file name warehouse.<snapshot_id>.duckdb.",
+    ("meta.snapshot_log", "snapshot_id"): "Snapshot stamp, also in its file name warehouse.{snapshot_id}.duckdb.",
     ("meta.snapshot_log", "published_at"): "When the snapshot was published (UTC).",
     ("meta.snapshot_log", "run_id"): "Dagster run that published it (NULL outside a run, e.g. a script).",
     ("meta.snapshot_log", "published_by"): "host:pid of the publishing process.",
