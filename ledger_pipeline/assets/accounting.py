@@ -16,10 +16,13 @@ import pandas as pd
 from ledger_pipeline import clock
 from ledger_pipeline.assets.ledger import check_window
 from ledger_pipeline.assets.metadata import (
+    add_month_metadata,
     counts_by_system,
     describe_window,
     full_table,
     lineage,
+    month_keys,
+    month_slice,
     preview,
     table_result_metadata,
     table_spec_metadata,
@@ -272,7 +275,45 @@ def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2
     if checked:
         yield postings_check(r2a, posted, {(t, pd.Timestamp(p).date()): f"[{stage}] {detail}"
                                            for t, p, stage, detail in rejections})
+    add_month_metadata(context, posting_months(context, posted, postings))
     yield posting_result(context, posted, postings, config.dry_run, reported_by_check=checked)
+
+
+def posting_months(context: dg.AssetExecutionContext, posted: "PostedWindow",
+                   postings: pd.DataFrame) -> dict[str, dict]:
+    """Per partition key: that month's own posting numbers (rows, plan and states by system, failures, months
+    rejected upstream, every tenant-month's status). Requests stay the run's (`api_requests`): one batch request
+    per tenant spans the months of a range, so they have no honest per-month split."""
+    plan = posted.plan()
+    failures = pd.DataFrame(posted.result.failures(), columns=["system", "tenant_id", "custom_id", "error", "kind"])
+    period_of = dict(zip(postings["custom_id"], postings["period"], strict=True)) if len(postings) else {}
+    failures["period"] = failures["custom_id"].map(period_of)
+    failures["error"] = [own_words(t, e) for t, e in zip(failures["tenant_id"], failures["error"], strict=True)]
+    failures = failures.dropna(subset=["period"])
+    out = {}
+    for key in month_keys(context):
+        month = dt.date.fromisoformat(key[:10])
+        rows, planned, failed = month_slice(postings, key), month_slice(plan, key), month_slice(failures, key)
+        held = sorted(t for t, months in (posted.held or {}).items() if month in months)
+        posted_rows = rows[rows["status"] == "posted"] if len(rows) else rows
+        out[key] = {
+            "window": describe_window(month, clock.add_months(month, 1)),
+            "run_window": describe_window(posted.start, posted.end),
+            "api_requests_scope": "the whole run (api_requests, api_requests_by_system)",
+            "dagster/row_count": len(rows),
+            "planned": dg.MetadataValue.json(planned["action"].value_counts().to_dict() if len(planned) else {}),
+            "planned_by_system": counts_by_system(planned, "action"),
+            "status_counts": dg.MetadataValue.json(rows["status"].value_counts().to_dict() if len(rows) else {}),
+            "status_counts_by_system": counts_by_system(rows),
+            "posted_by_system": dg.MetadataValue.json(
+                posted_rows["system"].value_counts().to_dict() if len(posted_rows) else {}),
+            "tenants_by_system": dg.MetadataValue.json(rows["system"].value_counts().to_dict() if len(rows) else {}),
+            "rejected_upstream": len(held),
+            "failed_tenants": int(failed["tenant_id"].nunique()) if len(failed) else 0,
+            "failures": full_table(failed[["system", "tenant_id", "custom_id", "kind", "error"]]),
+            "tenant_months": full_table(tenant_month_status(rows)),
+        }
+    return out
 
 
 @dataclass

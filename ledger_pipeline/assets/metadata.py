@@ -171,3 +171,27 @@ def counts_by_system(frame: pd.DataFrame, column: str = "status") -> dg.Metadata
     for (system, value), n in grouped.items():
         out.setdefault(str(system), {})[str(value)] = int(n)
     return dg.MetadataValue.json(out)
+
+
+def month_keys(context: dg.AssetExecutionContext) -> list[str]:
+    """The run's partition keys ('2026-05-01', ...): one for a single month, every month of a range run."""
+    return list(context.partition_keys) if context.has_partition_key_range or context.has_partition_key else []
+
+
+def add_month_metadata(context: dg.AssetExecutionContext, by_month: dict[str, dict],
+                       asset_key: str | None = None) -> None:
+    """Each month's own numbers on that month's partition (Dagster 1.13: metadata added with
+    `context.add_asset_metadata(..., partition_key=...)` overrides the output's metadata on that partition's
+    materialization only, see dagster/_core/execution/plan/execute_step.py `_get_output_asset_events`). A range run
+    (single-run backfill) then shows October's entries on October's page, not the window's."""
+    for key, meta in by_month.items():
+        context.add_asset_metadata(meta, asset_key=asset_key, partition_key=key)
+
+
+def month_slice(frame: pd.DataFrame, key: str, column: str = "period") -> pd.DataFrame:
+    """The rows of `frame` whose `column` falls in the month starting at partition key `key`."""
+    if not len(frame):
+        return frame
+    first = pd.Timestamp(key[:10])
+    values = pd.to_datetime(frame[column])
+    return frame[(values >= first) & (values < first + pd.DateOffset(months=1))]

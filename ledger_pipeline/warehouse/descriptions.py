@@ -14,7 +14,8 @@ from __future__ import annotations
 COLUMNS_ANY_TABLE: dict[str, str] = {
     "tenant_id": "R2a tenant (business) id, e.g. t00042.",
     "period": "Accounting month: the first day of the month (DATE).",
-    "custom_id": "Idempotency key of the tenant-month's journal entry: r2a-pl-{tenant}-{YYYYMM}, e.g. r2a-pl-t00001-202501.",
+    "custom_id": "Idempotency key of the tenant-month's journal entry: r2a-pl-{tenant}-{YYYYMM} "
+                 "(e.g. r2a-pl-t00001-202501).",
     "run_id": "Dagster run that wrote the row (open it in the UI at /runs/{run_id}).",
     "currency": "ISO 4217 code of the row's amounts (the tenant's currency, e.g. IDR); amounts carry at most its "
                 "minor unit's decimals (JPY 0, IDR 2, KWD 3). Never add amounts of different currencies.",
