@@ -1,23 +1,35 @@
-"""What every emulated system shares: fault injection, the rate-limit clock, request stats and the state file.
+"""What every emulated system shares: fault injection, rate-limit windows, request stats, the state file, and one
+request path (`Emulator.api`) with per-vendor hooks.
 
-One `ledger-pipeline sandbox` process serves every emulation (`Emulator`), each under its own path prefix; the
-`/_sandbox` inspection endpoints (server.py) read all of them alike.
+One `ledger-pipeline sandbox` process serves every emulation (an `Emulator`), each under its own path prefix; the
+`/_sandbox` inspection endpoints (server.py) read all of them alike. An emulator module keeps only its vendor's
+resources and shapes: how a request authenticates, which limits it meets, what it does (`dispatch`) and how an error
+looks (`error_payload`); the order of those steps, fault injection, body parsing (exact JSON: amounts are Decimals,
+never floats), the stats and the control dispatch are written here once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
+import time
 from collections import Counter
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute
 
+from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+
 WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
+BODY_METHODS = ("POST", "PATCH", "PUT")
 
 
 @dataclass
@@ -34,7 +46,7 @@ class Faults:
     slow_rate: float = 0.0  # response delayed by slow_seconds (after processing)
     slow_seconds: float = 0.0
     latency_ms: float = 0.0  # added to every API request
-    writes_only: bool = False  # faults only on POST/PATCH/PUT/DELETE
+    writes_only: bool = False  # faults only on requests the emulator calls writes (Emulator.is_write)
     systems: list[str] | None = None  # only these systems (None: every system)
     # The token endpoint failing a refresh: "5xx", "garbage" (200 with a body that is not JSON) or "drop"; for
     # the companies in token_failure_logins (None: every company).
@@ -87,6 +99,7 @@ class SandboxContext:
         self.limits = limits or Limits()
         self.access_ttl = access_ttl
         self.stats: Counter = Counter()  # (system, method, endpoint, status) -> count
+        self.write_routes: set[tuple[str, str, str]] = set()  # (system, method, endpoint) its emulator calls writes
         self.by_address: Counter = Counter()  # (system, client address, company login, status) -> API requests
         self.set_faults(faults or Faults())
         self._dbs: list[sqlite3.Connection] = []
@@ -107,12 +120,21 @@ class SandboxContext:
         for db in self._dbs:
             db.close()
 
-    def count(self, system: str, method: str, endpoint: str, status: Any) -> None:
+    def count(self, system: str, method: str, endpoint: str, status: Any, write: bool | None = None) -> None:
+        """One request for /_sandbox/stats; `write`: whether the emulator calls this route a write (api_writes;
+        None: every POST, PATCH, PUT and DELETE)."""
         self.stats[(system, method, endpoint, status)] += 1
+        if write or (write is None and method in WRITE_METHODS):
+            self.write_routes.add((system, method, endpoint))
 
     def count_address(self, system: str, address: str, login: str | None, status: Any) -> None:
         """Which address called for which company: proves a tenant's traffic leaves from one place."""
         self.by_address[(system, address, login or "?", status)] += 1
+
+    def reset_stats(self) -> None:
+        self.stats.clear()
+        self.write_routes.clear()
+        self.by_address.clear()
 
     def _inject(self, system: str, is_write: bool) -> bool:
         f = self.faults
@@ -145,12 +167,350 @@ class SandboxContext:
             await asyncio.sleep(f.slow_seconds)
 
 
-def token_fault(ctx: SandboxContext, login: str | None):  # noqa: ANN201
-    """The injected token-endpoint failure for this company's refresh, as a response (None: answer normally)."""
-    from starlette.responses import Response
+class Windows:
+    """Fixed-window request counters on the sandbox's scaled clock (`Limits.scale`), the way the emulated vendors
+    describe their limits ("N requests per minute"): a quota is (key, limit, window seconds), and a request counts
+    against all of its quotas or none. With limits off requests are still counted (for headers that show them) but
+    never refused."""
 
+    def __init__(self, limits: Limits, keep: int = 10_000):
+        self.limits, self.keep = limits, keep
+        self.counts: Counter = Counter()
+
+    def take(self, quotas: Iterable[tuple[Hashable, int, float]], units: int = 1, now: float | None = None) -> float:
+        """0.0 when every quota has room for `units` more (and they are counted); else the real seconds until the
+        fullest window resets (at least 1 ms; nothing is counted)."""
+        lim = self.limits
+        scaled = (time.time() if now is None else now) * lim.scale
+        slots = [((key, period, int(scaled // period)), limit, period) for key, limit, period in quotas]
+        full = [(slot, period) for slot, limit, period in slots if self.counts[slot] + units > limit]
+        if lim.enabled and full:
+            return max(max(((slot[2] + 1) * period - scaled) / lim.scale for slot, period in full), 0.001)
+        for slot, _, _ in slots:
+            self.counts[slot] += units
+        if len(self.counts) > self.keep:  # forget past windows
+            self.counts = Counter({k: v for k, v in self.counts.items() if k[2] == int(scaled // k[1])})
+        return 0.0
+
+    def used(self, key: Hashable, period: float, now: float | None = None) -> int:
+        """Requests counted against `key` in its current window."""
+        scaled = (time.time() if now is None else now) * self.limits.scale
+        return self.counts[(key, period, int(scaled // period))]
+
+
+class Problem(Exception):
+    """Something the shared request path finds, answered in the vendor's own shape by `Emulator.error_payload`:
+    kind "unauthorized" (an injected 401 for a live credential), "server_error" (an injected 5xx, before processing
+    or after a commit) or "malformed_body" (the body is not the JSON the endpoint takes; `detail` says why)."""
+
+    def __init__(self, kind: str, status: int, detail: str = ""):
+        super().__init__(detail or kind)
+        self.kind, self.status, self.detail = kind, status, detail
+
+
+_UNREAD = object()
+
+
+class Call:
+    """One API request on its way through `Emulator.api`: what the hooks read and leave for each other."""
+
+    def __init__(self, emulator: Emulator, request: Request, raw: bytes):
+        self.emulator, self.request, self.raw = emulator, request, raw
+        self.method = request.method
+        self.query = request.query_params
+        self.started = time.time()
+        self.parts: list[str] = []  # the path under the emulator's API prefix, as segments
+        self.endpoint = ""  # the route for stats, ids replaced by placeholders
+        self.is_write = False
+        self.principal: Any = None  # what `authenticate` answered: the company (or realm, organization) called for
+        self.login: str | None = None  # the company's login, for per-address stats
+        self.headers: dict[str, str] = {}  # sent with the answer, success or error
+        self.cleanups: list[Callable[[], None]] = []  # run once the request is answered (e.g. a slot released)
+        self._body: Any = _UNREAD
+
+    @property
+    def body(self) -> Any:
+        """The parsed body (`Emulator.parse_body`, once); raises Problem("malformed_body")."""
+        if self._body is _UNREAD:
+            self._body = self.emulator.parse_body(self)
+        return self._body
+
+    def json_object(self) -> dict:
+        """The body when it must be a JSON object: {} when there is none."""
+        body = self.body
+        return body if isinstance(body, dict) else {}
+
+
+class Emulator:
+    """One emulated accounting system inside the sandbox (the base of every sandboxes/<name>.py).
+
+    `api` is the template every API request follows: read the body, `authenticate`, `limits`, injected faults
+    (before), parse the body, `dispatch`, injected faults (after a commit), count, `respond`. Errors are the vendor's
+    own exception types (listed in `errors`) or a `Problem`; `error_payload` shapes either. A vendor overrides the
+    hooks and keeps its resources; each hook's override cites the vendor source it follows."""
+
+    system: str = ""
+    api_prefix: str = ""  # the path the API's segments start under (`segments`)
+    errors: tuple[type[Exception], ...] = ()  # the vendor's error types, answered through `error_payload`
+    media_type = "application/json"
+    count_addresses = False  # per-address stats (/_sandbox/stats by_address)
+    control_aliases: dict[str, str] = {}  # another name of a control action -> its handler's name
+    ids: dict[str, str] = {}  # for stats: a collection whose next segment is an id -> the id's placeholder
+    not_ids: tuple[str, ...] = ()  # segments after such a collection that are not ids (e.g. "all")
+
+    def __init__(self, ctx: SandboxContext):
+        self.ctx = ctx
+
+    def routes(self) -> list[BaseRoute]:
+        """Its API and auth routes, full paths (under its prefix)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the emulator holds beyond the context (the context closes its own connections)."""
+
+    # -- the request template -------------------------------------------------------------------------------
+    async def api(self, request: Request) -> Response:
+        """Every API request, one path for every vendor (the hooks below are the vendor's)."""
+        call = Call(self, request, await request.body())
+        call.parts = self.segments(call)
+        call.endpoint = self.endpoint(call)
+        call.is_write = self.is_write(call)
+        try:
+            try:
+                call.principal = self.authenticate(call)
+                self.limits(call)
+                await self._faults(self.ctx.before, call)
+                call.body  # noqa: B018 - parsed here unless a hook needed it earlier
+                status, payload = self.dispatch(call)
+                await self._faults(self.ctx.after, call)
+            except (Problem, *self.errors) as err:
+                status, payload, headers = self.error_payload(err)
+                call.headers.update(headers)
+            except Drop:
+                self._count(call, "dropped")
+                return DroppedResponse()
+        finally:
+            for cleanup in call.cleanups:
+                cleanup()
+        self._count(call, status)
+        return self.respond(call, status, payload)
+
+    async def _faults(self, hook: Callable, call: Call) -> None:
+        try:
+            await hook(self.system, call.is_write)
+        except InjectedError as fault:
+            kind = "unauthorized" if fault.kind == "unauthorized" else "server_error"
+            raise Problem(kind, fault.status) from None
+
+    def _count(self, call: Call, status: Any) -> None:
+        self.ctx.count(self.system, call.method, call.endpoint, status, write=call.is_write)
+        if self.count_addresses:
+            self.ctx.count_address(self.system, client_host(call.request), call.login, status)
+
+    # -- hooks ------------------------------------------------------------------------------------------------
+    def segments(self, call: Call) -> list[str]:
+        """The path under `api_prefix` as segments, split on the raw path and percent-decoded one by one, so an id
+        holding an encoded "/" (%2F) stays one segment (the server decodes the path before routing)."""
+        raw = (call.request.scope.get("raw_path") or call.request.url.path.encode()).decode("latin-1")
+        path = raw.split("?", 1)[0]
+        under = path[path.index(self.api_prefix) + len(self.api_prefix):] if self.api_prefix in path else path
+        return [unquote(p, encoding="utf-8", errors="replace") for p in under.split("/") if p]
+
+    def endpoint(self, call: Call) -> str:
+        """The route for /_sandbox/stats: the API prefix and the segments, the segment after a collection named in
+        `ids` shown as its placeholder (unless it is one of `not_ids`)."""
+        shown = list(call.parts)
+        for i in range(1, len(shown)):
+            if call.parts[i - 1] in self.ids and call.parts[i] not in self.not_ids:
+                shown[i] = self.ids[call.parts[i - 1]]
+        return "/".join([self.api_prefix, *shown])
+
+    def is_write(self, call: Call) -> bool:
+        """Whether the request changes anything: for injected faults (`writes_only`, after-commit faults) and for
+        /_sandbox/stats api_writes. By default every POST, PATCH, PUT and DELETE."""
+        return call.method in WRITE_METHODS
+
+    def authenticate(self, call: Call) -> Any:
+        """The company the credentials name (kept as `call.principal`), or raise the vendor's 401."""
+        raise NotImplementedError
+
+    def limits(self, call: Call) -> None:
+        """Raise the vendor's 429 when a limit is spent (count the request otherwise). Default: no limits."""
+
+    def parse_body(self, call: Call) -> Any:
+        """The body as exact JSON (ledger_pipeline.money.loads_exact: amounts stay Decimals); {} when the method
+        carries none or it is empty. Raises Problem("malformed_body")."""
+        if call.method not in BODY_METHODS or not call.raw:
+            return {}
+        try:
+            return loads_exact(call.raw)
+        except ValueError as exc:
+            raise Problem("malformed_body", 400, str(exc)) from None
+
+    def dispatch(self, call: Call) -> tuple[int, Any]:
+        """(status, payload) of the vendor's resource; raise one of `errors` for a refusal."""
+        raise NotImplementedError
+
+    def error_payload(self, err: Exception) -> tuple[int, Any, dict[str, str]]:
+        """(status, body, headers) of an error in the vendor's shape: one of `errors`, or a Problem."""
+        raise NotImplementedError
+
+    def respond(self, call: Call, status: int, payload: Any) -> Response:
+        """The answer: exact JSON (Decimals as numbers), or no body for a 204."""
+        if status == 204:
+            return Response(status_code=204, headers=call.headers)
+        return Response(dumps_exact(payload), status_code=status, headers=call.headers, media_type=self.media_type)
+
+    # -- /_sandbox -------------------------------------------------------------------------------------------
+    def inspect_entries(self, login: str | None) -> list[dict]:
+        """Every company's entries (or one company's) for GET /_sandbox/journal_entries: each with `system`,
+        `company_login`, `custom_id` (our id as the system stores it), `status`, `transaction_date` (ISO),
+        `total_debit`, `total_credit` and `transaction_account_lines` [{debit, credit, account: {id}}] (amounts
+        as exact decimals); `inspected` builds one."""
+        raise NotImplementedError
+
+    def control_company(self, login: str, body: dict) -> Any:
+        """The company a control names (None when there is none)."""
+        raise NotImplementedError
+
+    def control_answer(self, company: Any) -> dict:
+        """What a control answers when its handler answers nothing."""
+        return {"ok": True}
+
+    async def control(self, login: str, action: str, body: dict) -> dict | None:
+        """POST /_sandbox/<system>/companies/<login>/<action>: the emulator's `do_<action>(company, body)`
+        (lock_date, revoke, accounts, entries, and the system's own, e.g. Aden's approvals); None for an unknown
+        action. Raises KeyError for an unknown company, ValueError for a refused one (a 400)."""
+        company = self.control_company(login, body)
+        if company is None:
+            raise KeyError(login)
+        name = self.control_aliases.get(action, action)
+        handler = getattr(self, f"do_{name}", None) if name.isidentifier() else None
+        if handler is None:
+            return None
+        result = handler(company, body)
+        return self.control_answer(company) if result is None else result
+
+
+def inspected(system: str, login: str | None, custom_id: Any, status: str, date: str,
+              lines: Iterable[tuple[int, int, Any, dict]], **extra: Any) -> dict:
+    """One entry as GET /_sandbox/journal_entries shows it. `lines`: (debit minor units, credit minor units,
+    account id, the line's own extra fields); totals are the lines' sums as exact decimals."""
+    lines = list(lines)
+    return {"system": system, "company_login": login, "custom_id": custom_id, "status": status,
+            "transaction_date": date, **extra,
+            "total_debit": from_minor(sum(d for d, _, _, _ in lines)),
+            "total_credit": from_minor(sum(c for _, c, _, _ in lines)),
+            "transaction_account_lines": [{**more, "debit": from_minor(d), "credit": from_minor(c),
+                                           "account": {"id": acc}} for d, c, acc, more in lines]}
+
+
+# -- OAuth 2.0 authorization-code grant (RFC 6749 s.4.1), as Jurnal, QuickBooks and Zoho serve it -------------
+class OAuthServer:
+    """The token endpoint's template (RFC 6749 s.4.1.3 code exchange, s.6 refresh): parse the parameters, count,
+    check the client, redeem the code or the refresh token, issue. A vendor mixes it into its Emulator and supplies
+    the hooks; its authorize page uses `approve` and `redirect_to`."""
+
+    ctx: SandboxContext
+    system: str
+    token_route = ""  # the token endpoint's path, for stats
+    token_error_status = 400  # the status of a refused grant (RFC 6749 s.5.2: 400)
+
+    async def token(self, request: Request) -> Response:
+        try:
+            params = await self.token_params(request)
+        except ValueError:
+            return JSONResponse({"error": "invalid_request"}, status_code=self.token_error_status)
+        grant_type = params.get("grant_type")
+        self.ctx.count(self.system, "POST", self.token_route, grant_type)
+        if not self.client_ok(request, params):
+            return self.token_error("invalid_client", 401)
+        if grant_type == "authorization_code":
+            grant = self.redeem_code(params)
+        elif grant_type == "refresh_token":
+            fault = token_fault(self.ctx, self.refresh_login(params), self.system)
+            if fault is not None:
+                return fault
+            grant = self.redeem_refresh(params)
+            if isinstance(grant, Response):
+                return grant
+        else:
+            return self.token_error("unsupported_grant_type")
+        if grant is None:
+            return self.token_error("invalid_grant")
+        return JSONResponse(self.issue(request, grant, params))
+
+    async def token_params(self, request: Request) -> dict:
+        """RFC 6749 s.4.1.3: form-encoded; a JSON body is read too (Jurnal's docs send JSON)."""
+        return await oauth_params(request)
+
+    def token_error(self, error: str, status: int | None = None) -> Response:
+        """RFC 6749 s.5.2 {"error": ...}."""
+        return JSONResponse({"error": error}, status_code=status or self.token_error_status)
+
+    def client_ok(self, request: Request, params: dict) -> bool:
+        raise NotImplementedError
+
+    def redeem_code(self, params: dict) -> Any:
+        """The grant an unused, unexpired code opens (the code is spent), or None."""
+        raise NotImplementedError
+
+    def redeem_refresh(self, params: dict) -> Any:
+        """The grant a live refresh token belongs to, None, or a Response (a vendor's own refusal)."""
+        raise NotImplementedError
+
+    def refresh_login(self, params: dict) -> str | None:
+        """The company a refresh token belongs to, for `Faults.token_failure_logins` (None: unknown)."""
+        return None
+
+    def issue(self, request: Request, grant: Any, params: dict) -> dict:
+        """The token response (RFC 6749 s.5.1) for the grant."""
+        raise NotImplementedError
+
+
+async def oauth_params(request: Request, query: bool = False) -> dict:
+    """An OAuth endpoint's parameters: a JSON body (content type *json*) or a form-encoded one (RFC 6749 s.4.1.3),
+    over the query string's when `query`. Raises ValueError for a JSON body that is not an object."""
+    data: dict = dict(request.query_params) if query else {}
+    raw = await request.body()
+    if "json" in request.headers.get("content-type", ""):
+        body = json.loads(raw)
+        if not isinstance(body, dict):
+            raise ValueError("the body must be a JSON object")
+        data.update(body)
+    elif raw:
+        data.update(parse_qsl(raw.decode("utf-8", errors="replace")))
+    return data
+
+
+def approve(request: Request, client_id: str | None) -> tuple[str, str] | Response:
+    """The sandbox's authorize page approves at once: (login_hint, redirect_uri), or the refusal (400
+    invalid_client for another client or a response_type other than "code", RFC 6749 s.4.1.1; 400 invalid_request
+    without a login_hint or a redirect_uri). `client_id` None: no client check (Rootfi Link)."""
+    q = request.query_params
+    if client_id is not None and (q.get("client_id") != client_id or q.get("response_type") != "code"):
+        return JSONResponse({"error": "invalid_client"}, status_code=400)
+    login, redirect = q.get("login_hint"), q.get("redirect_uri")
+    if not login or not redirect:
+        return JSONResponse({"error": "invalid_request",
+                             "error_description": "the sandbox auto-approves a login_hint; redirect_uri needed"},
+                            status_code=400)
+    return login, redirect
+
+
+def redirect_to(redirect: str, params: dict) -> RedirectResponse:
+    """302 to `redirect` with `params` added to its query (RFC 6749 s.4.1.2)."""
+    sep = "&" if "?" in redirect else "?"
+    return RedirectResponse(f"{redirect}{sep}{urlencode(params)}", 302)
+
+
+def token_fault(ctx: SandboxContext, login: str | None, system: str | None = None):  # noqa: ANN201
+    """The injected token-endpoint failure for this company's refresh (`Faults.token_failure`, limited to
+    `Faults.systems` when given), as a response (None: answer normally)."""
     f = ctx.faults
     if not f.token_failure or (f.token_failure_logins is not None and login not in f.token_failure_logins):
+        return None
+    if system is not None and f.systems is not None and system not in f.systems:
         return None
     if f.token_failure == "drop":
         return DroppedResponse()
@@ -161,24 +521,3 @@ def token_fault(ctx: SandboxContext, login: str | None):  # noqa: ANN201
 
 def client_host(request: Request) -> str:
     return request.client.host if request.client else "?"
-
-
-class Emulator(Protocol):
-    """One emulated accounting system inside the sandbox."""
-
-    system: str
-
-    def routes(self) -> list[BaseRoute]:
-        """Its API and auth routes, full paths (under its prefix)."""
-
-    def inspect_entries(self, login: str | None) -> list[dict]:
-        """Every company's entries (or one company's) for GET /_sandbox/journal_entries: each with `system`,
-        `company_login`, `custom_id` (our id as the system stores it), `status`, `transaction_date` (ISO),
-        `total_debit`, `total_credit` and `transaction_account_lines` [{debit, credit, account: {id}}] (amounts
-        as exact decimals)."""
-
-    async def control(self, login: str, action: str, body: dict) -> dict | None:
-        """POST /_sandbox/<system>/companies/<login>/<action> (lock_date, revoke, accounts, and the system's own,
-        e.g. Aden's approvals): the result, or None for an unknown action. Raise KeyError for an unknown company."""
-
-    def close(self) -> None: ...
