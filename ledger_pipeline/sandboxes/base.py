@@ -16,7 +16,8 @@ import random
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,19 @@ class SandboxContext:
             await asyncio.sleep(f.slow_seconds)
 
 
+@contextmanager
+def transaction(db: sqlite3.Connection, mode: str = "") -> Iterator[sqlite3.Connection]:
+    """BEGIN [DEFERRED|IMMEDIATE] ... COMMIT on an autocommit connection (`SandboxContext.connect`), ROLLBACK on any
+    exception: one write and what is stored with it land together or not at all."""
+    db.execute(f"BEGIN {mode}".strip())
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class Windows:
     """Fixed-window request counters on the sandbox's scaled clock (`Limits.scale`), the way the emulated vendors
     describe their limits ("N requests per minute"): a quota is (key, limit, window seconds), and a request counts
@@ -177,16 +191,16 @@ class Windows:
         self.limits, self.keep = limits, keep
         self.counts: Counter = Counter()
 
-    def take(self, quotas: Iterable[tuple[Hashable, int, float]], units: int = 1, now: float | None = None) -> float:
-        """0.0 when every quota has room for `units` more (and they are counted); else the real seconds until the
-        fullest window resets (at least 1 ms; nothing is counted)."""
+    def take(self, quotas: Iterable[tuple], now: float | None = None) -> float:
+        """0.0 when every quota (key, limit, window seconds[, units: 1]) has room for its units (and they are
+        counted); else the real seconds until the fullest window resets (at least 1 ms; nothing is counted)."""
         lim = self.limits
         scaled = (time.time() if now is None else now) * lim.scale
-        slots = [((key, period, int(scaled // period)), limit, period) for key, limit, period in quotas]
-        full = [(slot, period) for slot, limit, period in slots if self.counts[slot] + units > limit]
+        slots = [((q[0], q[2], int(scaled // q[2])), q[1], q[2], q[3] if len(q) > 3 else 1) for q in quotas]
+        full = [(slot, period) for slot, limit, period, units in slots if self.counts[slot] + units > limit]
         if lim.enabled and full:
             return max(max(((slot[2] + 1) * period - scaled) / lim.scale for slot, period in full), 0.001)
-        for slot, _, _ in slots:
+        for slot, _, _, units in slots:
             self.counts[slot] += units
         if len(self.counts) > self.keep:  # forget past windows
             self.counts = Counter({k: v for k, v in self.counts.items() if k[2] == int(scaled // k[1])})
@@ -273,8 +287,8 @@ class Emulator:
         """Every API request, one path for every vendor (the hooks below are the vendor's)."""
         call = Call(self, request, await request.body())
         call.parts = self.segments(call)
-        call.endpoint = self.endpoint(call)
         call.is_write = self.is_write(call)
+        call.endpoint = self.endpoint(call)
         try:
             try:
                 call.principal = self.authenticate(call)
@@ -425,20 +439,17 @@ class OAuthServer:
         self.ctx.count(self.system, "POST", self.token_route, grant_type)
         if not self.client_ok(request, params):
             return self.token_error("invalid_client", 401)
-        if grant_type == "authorization_code":
-            grant = self.redeem_code(params)
-        elif grant_type == "refresh_token":
+        if grant_type == "refresh_token":
             fault = token_fault(self.ctx, self.refresh_login(params), self.system)
             if fault is not None:
                 return fault
-            grant = self.redeem_refresh(params)
-            if isinstance(grant, Response):
-                return grant
-        else:
+        elif grant_type != "authorization_code":
             return self.token_error("unsupported_grant_type")
-        if grant is None:
-            return self.token_error("invalid_grant")
-        return JSONResponse(self.issue(request, grant, params))
+        with transaction(self.token_db(), "IMMEDIATE"):  # the code or refresh token is spent with the issue
+            grant = self.redeem_code(params) if grant_type == "authorization_code" else self.redeem_refresh(params)
+            if grant is None or isinstance(grant, Response):
+                return grant or self.token_error("invalid_grant")
+            return JSONResponse(self.issue(request, grant, params))
 
     async def token_params(self, request: Request) -> dict:
         """RFC 6749 s.4.1.3: form-encoded; a JSON body is read too (Jurnal's docs send JSON)."""
@@ -447,6 +458,10 @@ class OAuthServer:
     def token_error(self, error: str, status: int | None = None) -> Response:
         """RFC 6749 s.5.2 {"error": ...}."""
         return JSONResponse({"error": error}, status_code=status or self.token_error_status)
+
+    def token_db(self) -> sqlite3.Connection:
+        """The connection holding codes, grants and tokens."""
+        return self.db  # type: ignore[attr-defined]
 
     def client_ok(self, request: Request, params: dict) -> bool:
         raise NotImplementedError
