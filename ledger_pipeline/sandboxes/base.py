@@ -354,12 +354,17 @@ class Emulator:
     def parse_body(self, call: Call) -> Any:
         """The body as exact JSON (ledger_pipeline.money.loads_exact: amounts stay Decimals); {} when the method
         carries none or it is empty. Raises Problem("malformed_body")."""
-        if call.method not in BODY_METHODS or not call.raw:
+        raw = self.body_bytes(call) if call.method in BODY_METHODS else b""
+        if not raw:
             return {}
         try:
-            return loads_exact(call.raw)
+            return loads_exact(raw)
         except ValueError as exc:
             raise Problem("malformed_body", 400, str(exc)) from None
+
+    def body_bytes(self, call: Call) -> bytes:
+        """The JSON text of the body (a vendor may wrap it, e.g. Zoho's form-encoded JSONString)."""
+        return call.raw
 
     def dispatch(self, call: Call) -> tuple[int, Any]:
         """(status, payload) of the vendor's resource; raise one of `errors` for a refusal."""
@@ -434,7 +439,7 @@ class OAuthServer:
         try:
             params = await self.token_params(request)
         except ValueError:
-            return JSONResponse({"error": "invalid_request"}, status_code=self.token_error_status)
+            return self.token_error("invalid_request")
         grant_type = params.get("grant_type")
         self.ctx.count(self.system, "POST", self.token_route, grant_type)
         if not self.client_ok(request, params):
