@@ -69,7 +69,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
-from ledger_pipeline.sandboxes.base import WRITE_METHODS, Call, Emulator, Problem, SandboxContext, Windows, inspected
+from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
 
 SYSTEM = "aden"
@@ -184,6 +184,7 @@ class AdenSandbox(Emulator):
     system = SYSTEM
     api_prefix = API
     errors = (ApiError,)
+    companies = ("aden_companies", "company_id")
     ids = {"journal-entries": "{id}", "accounting-periods": "{id}"}  # stats: .../journal-entries/{id}/approve
 
     def __init__(self, ctx: SandboxContext):
@@ -198,18 +199,11 @@ class AdenSandbox(Emulator):
         return [Route(API + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"])]
 
     # -- companies, charts, periods ------------------------------------------------------------------------
-    def _company_by_login(self, login: str) -> sqlite3.Row | None:
-        return self.db.execute("SELECT * FROM aden_companies WHERE login = ?", (login,)).fetchone()
-
-    def _company(self, company_id: str) -> sqlite3.Row:
-        return self.db.execute("SELECT * FROM aden_companies WHERE company_id = ?", (company_id,)).fetchone()
-
     def _ensure_company(self, login: str) -> str:
         """The company named `login` (created on first use with the default chart), with its monthly periods."""
-        row = self._company_by_login(login)
+        row = self.company_by_login(login)
         db = self.db
-        db.execute("BEGIN")
-        try:
+        with transaction(db):
             if row is None:
                 company_id = str(uuid.uuid4())
                 db.execute("INSERT INTO aden_companies (company_id, login, name, currency, approval_threshold_minor, "
@@ -235,10 +229,6 @@ class AdenSandbox(Emulator):
                 db.executemany("INSERT INTO aden_accounting_periods (company_id, period_id, period_name, "
                                "fiscal_year_id, start_date, end_date, quarter, is_adjustment_period, is_closed) "
                                "VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)", rows)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return company_id
 
     def _period(self, company_id: str, period_id: Any) -> sqlite3.Row:
@@ -454,7 +444,7 @@ class AdenSandbox(Emulator):
         if action == "submit-for-approval":
             self._require(e, "submit", ("Draft",))
             self._check_period(self._period(company_id, e["posting_period_id"]), dt.date.fromisoformat(e["tran_date"]))
-            threshold = self._company(company_id)["approval_threshold_minor"]
+            threshold = self.company_by_id(company_id)["approval_threshold_minor"]
             level = 0 if threshold is None or self._total(pk) < threshold else 1
             self._set_status(pk, "Pending Approval", None, submitted_at=time.time(), change_requested=0,
                              required_approval_level=level)
@@ -603,7 +593,7 @@ class AdenSandbox(Emulator):
         key = request.headers.get("x-idempotency-key")
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         fingerprint = hashlib.sha256(f"{request.method} ".encode() + raw_path + b"\n" + call.raw).hexdigest()
-        if key and request.method in WRITE_METHODS:
+        if key and call.is_write:
             row = db.execute("SELECT * FROM aden_idempotency WHERE company_id = ? AND key = ? AND created_at > ?",
                              (company_id, key, time.time() - IDEMPOTENCY_TTL)).fetchone()
             if row is not None:
@@ -613,18 +603,13 @@ class AdenSandbox(Emulator):
                 return row["status"], loads_exact(row["body"]) if row["body"] else None, True
         if request.method == "PUT" and len(parts) == 2 and parts[0] == "journal-entries":
             self._user_acts_first(company_id, parts[1])
-        db.execute("BEGIN")
-        try:
+        with transaction(db):
             status, payload = self._route(call)
-            if key and request.method in WRITE_METHODS:
+            if key and call.is_write:
                 db.execute("INSERT OR REPLACE INTO aden_idempotency (company_id, key, fingerprint, status, body, "
                            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
                            (company_id, key, fingerprint, status, None if payload is None else dumps_exact(payload),
                             time.time()))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return status, payload, False
 
     def _user_acts_first(self, company_id: str, jeid: str) -> None:
@@ -634,13 +619,8 @@ class AdenSandbox(Emulator):
         action = self.before_update.pop((company_id, row["entry_id"]), None) if row else None
         if action is None:
             return
-        self.db.execute("BEGIN")
-        try:
+        with transaction(self.db):
             self.workflow(company_id, jeid, action, {"reason": "edited in Aden by the company's user"})
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     @staticmethod
     def _paging(q: Any) -> tuple[int, int]:
@@ -662,7 +642,7 @@ class AdenSandbox(Emulator):
                                    (company_id, limit, offset)).fetchall()
             total = self.db.execute("SELECT COUNT(*) FROM aden_accounts WHERE company_id = ?",
                                     (company_id,)).fetchone()[0]
-            currency = self._company(company_id)["currency"]
+            currency = self.company_by_id(company_id)["currency"]
             data = [{"account_id": r["account_id"], "account_number": r["account_number"],
                      "account_name": r["account_name"], "account_type": r["account_type"],
                      "normal_balance": r["normal_balance"], "currency": currency, "balance": self._balance(r),
@@ -781,10 +761,6 @@ class AdenSandbox(Emulator):
                     "company_login": login}
         return await super().control(login, action, body)
 
-    def control_company(self, login: str, body: dict) -> str | None:
-        company = self._company_by_login(login)
-        return None if company is None else company["company_id"]
-
     def do_lock_date(self, cid: str, body: dict) -> None:
         """Closes every period that starts on or before the date, opens the others."""
         lock = body.get("lock_date")
@@ -828,12 +804,10 @@ class AdenSandbox(Emulator):
                   "submit": "submit-for-approval"}.get(str(body.get("action")))
         if action is None:
             raise ValueError(f"unknown approval action {body.get('action')!r}")
-        self.db.execute("BEGIN")
         try:
-            data = self.workflow(company_id, row["journal_entry_id"], action, {"reason": body.get("reason")})
-            self.db.execute("COMMIT")
+            with transaction(self.db):
+                data = self.workflow(company_id, row["journal_entry_id"], action, {"reason": body.get("reason")})
         except ApiError as err:
-            self.db.execute("ROLLBACK")
             raise ValueError(err.message) from None
         return {"data": data}
 
@@ -862,12 +836,10 @@ class AdenSandbox(Emulator):
         an entry just before our next update of it (`before_next_update`: a workflow action such as "submit")."""
         db = self.db
         if body.get("create"):
-            db.execute("BEGIN")
             try:
-                self._insert(company_id, self._parse(company_id, body["create"]), "Posted")
-                db.execute("COMMIT")
+                with transaction(db):
+                    self._insert(company_id, self._parse(company_id, body["create"]), "Posted")
             except ApiError as err:
-                db.execute("ROLLBACK")
                 raise ValueError(err.message) from None
             return
         row = db.execute("SELECT * FROM aden_journal_entries WHERE company_id = ? AND entry_id = ?",

@@ -53,20 +53,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
-from ledger_pipeline.sandboxes.base import (
-    Call,
-    Emulator,
-    OAuthServer,
-    Problem,
-    SandboxContext,
-    Windows,
-    approve,
-    inspected,
-    oauth_params,
-    redirect_to,
-    transaction,
-)
+from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
+from ledger_pipeline.sandboxes.oauth import OAuthServer, approve, oauth_params, redirect_to
 
 SYSTEM = "quickbooks"
 PREFIX = "/quickbooks"
@@ -223,6 +212,8 @@ class QuickBooksEmulator(OAuthServer, Emulator):
     api_prefix = PREFIX + "/v3/company"
     errors = (Fault,)
     token_route = f"{PREFIX}/oauth2/v1/tokens/bearer"
+    companies = ("quickbooks_companies", "realm_id")
+    control_echo = "realm_id"
 
     def __init__(self, ctx: SandboxContext):
         super().__init__(ctx)
@@ -248,12 +239,8 @@ class QuickBooksEmulator(OAuthServer, Emulator):
         ]
 
     # -- companies --------------------------------------------------------------------------------------------
-    def _company(self, login: str) -> dict | None:
-        row = self.db.execute("SELECT * FROM quickbooks_companies WHERE login = ?", (login,)).fetchone()
-        return dict(row) if row else None
-
     def _company_for_login(self, login: str) -> str:
-        company = self._company(login)
+        company = self.company_by_login(login)
         if company:
             return company["realm_id"]
         realm = "9341" + "".join(secrets.choice("0123456789") for _ in range(12))
@@ -768,7 +755,7 @@ class QuickBooksEmulator(OAuthServer, Emulator):
                   for r in self.db.execute("SELECT realm_id, login FROM quickbooks_companies")}
         sql, args = "SELECT * FROM quickbooks_entries", []
         if login:
-            company = self._company(login)
+            company = self.company_by_login(login)
             if company is None:
                 return []
             sql, args = sql + " WHERE realm_id = ?", [company["realm_id"]]
@@ -785,13 +772,6 @@ class QuickBooksEmulator(OAuthServer, Emulator):
                 realm_id=e["realm_id"], id=e["id"], sync_token=str(e["sync_token"]), doc_number=e["doc_number"],
                 private_note=e["private_note"]))
         return out
-
-    def control_company(self, login: str, body: dict) -> str | None:
-        company = self._company(login)
-        return None if company is None else company["realm_id"]
-
-    def control_answer(self, realm: str) -> dict:
-        return {"ok": True, "realm_id": realm}
 
     def do_lock_date(self, realm: str, body: dict) -> None:
         """QuickBooks' "close the books" date."""

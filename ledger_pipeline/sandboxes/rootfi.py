@@ -75,16 +75,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact, to_minor
-from ledger_pipeline.sandboxes.base import (
-    Call,
-    Emulator,
-    Problem,
-    SandboxContext,
-    Windows,
-    inspected,
-    redirect_to,
-)
+from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
+from ledger_pipeline.sandboxes.oauth import redirect_to
 
 SYSTEM = "rootfi"
 PREFIX = "/rootfi"
@@ -200,6 +193,8 @@ class RootfiSandbox(Emulator):
     errors = (ApiError,)
     ids = {"journal_entries": "{id}", "jobs": "{id}"}  # stats: /rootfi/accounting/journal_entries/{id}
     not_ids = ("all",)
+    companies = ("rootfi_companies", "id")
+    control_echo = "company_id"
     control_aliases = {"job_delay_seconds": "jobs", "fail_next": "jobs", "fail_document_numbers": "jobs"}
 
     def __init__(self, ctx: SandboxContext, api_key: str = SANDBOX_API_KEY):
@@ -221,29 +216,18 @@ class RootfiSandbox(Emulator):
                 Route(PREFIX + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"])]
 
     # -- companies ------------------------------------------------------------------------------------------
-    def _company_by_login(self, login: str) -> Any:
-        return self.db.execute("SELECT * FROM rootfi_companies WHERE login = ?", (login,)).fetchone()
-
-    def _company(self, company_id: int) -> Any:
-        return self.db.execute("SELECT * FROM rootfi_companies WHERE id = ?", (company_id,)).fetchone()
-
     def _link_company(self, login: str) -> int:
         """Rootfi Link for a login: the existing company re-linked, or a new one with the default chart."""
-        row = self._company_by_login(login)
+        row = self.company_by_login(login)
         if row is not None:
             self.db.execute("UPDATE rootfi_companies SET status = 'LINKED' WHERE id = ?", (row["id"],))
             return row["id"]
         now = time.time()
-        self.db.execute("BEGIN")
-        try:
+        with transaction(self.db):
             cid = self.db.execute("INSERT INTO rootfi_companies (login, created_at) VALUES (?, ?)",
                                   (login, now)).lastrowid
             for number, name, _category in DEFAULT_CHART:
                 self._insert_account(cid, number, name, "ACTIVE", now)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return cid
 
     def _insert_account(self, company_id: int, number: str, name: str, status: str, now: float) -> int:
@@ -390,7 +374,7 @@ class RootfiSandbox(Emulator):
         return fields, lines
 
     def _check_period(self, company_id: int, date: dt.date) -> None:
-        lock = self._company(company_id)["lock_date"]
+        lock = self.company_by_id(company_id)["lock_date"]
         if lock and date <= dt.date.fromisoformat(lock):
             raise ItemError("PERIOD_CLOSED", f"The accounting period is closed on the platform: posted_date "
                                              f"{date.isoformat()} is on or before the lock date {lock}")
@@ -429,13 +413,12 @@ class RootfiSandbox(Emulator):
             raise ApiError(400, "VALIDATION_ERROR", "data must be a non-empty array of journal entries")
         if len(items) > MAX_BATCH:
             raise ApiError(400, "VALIDATION_ERROR", f"at most {MAX_BATCH} journal entries per upload")
-        company = self._company(company_id)
+        company = self.company_by_id(company_id)
         fail_docs = set(json.loads(company["fail_docs"]))
         fail_next = company["fail_next"]
         now = time.time()
         upload_job_id = secrets.token_urlsafe(11)[:15]  # [JE-NEW]'s ids look like "aXI9pUDA5T7E2LS"
-        self.db.execute("BEGIN")
-        try:
+        with transaction(self.db):
             self.db.execute("INSERT INTO rootfi_upload_jobs (upload_job_id, company_id, created_at) VALUES (?, ?, ?)",
                             (upload_job_id, company_id, now))
             for pos, item in enumerate(items):
@@ -452,10 +435,6 @@ class RootfiSandbox(Emulator):
                     (str(uuid.uuid4()), upload_job_id, company_id, pos, None if doc is None else str(doc),
                      dumps_exact(item), "PENDING", now + company["job_delay"], forced, now))
             self.db.execute("UPDATE rootfi_companies SET fail_next = ? WHERE id = ?", (fail_next, company_id))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         if company["job_delay"] <= 0:
             self.settle(company_id)  # the platform answered at once: the reply is final [JE-NEW]
         return self._render_upload(upload_job_id)
@@ -469,23 +448,18 @@ class RootfiSandbox(Emulator):
             sql += " AND company_id = ?"
             args.append(company_id)
         for item in self.db.execute(sql + " ORDER BY rowid", args).fetchall():
-            self.db.execute("BEGIN")
             try:
-                if item["forced_error"]:
-                    raise ItemError("PLATFORM_ERROR", item["forced_error"])
-                fields, lines = self._validate(item["company_id"], loads_exact(item["payload"]))
-                eid = self._insert_entry(item["company_id"], fields, lines)
-                self.db.execute("UPDATE rootfi_job_items SET status = 'COMPLETED', entry_id = ?, updated_at = ? "
-                                "WHERE job_id = ?", (eid, now, item["job_id"]))
-                self.db.execute("COMMIT")
-            except ItemError as err:
+                with transaction(self.db):
+                    if item["forced_error"]:
+                        raise ItemError("PLATFORM_ERROR", item["forced_error"])
+                    fields, lines = self._validate(item["company_id"], loads_exact(item["payload"]))
+                    eid = self._insert_entry(item["company_id"], fields, lines)
+                    self.db.execute("UPDATE rootfi_job_items SET status = 'COMPLETED', entry_id = ?, updated_at = ? "
+                                    "WHERE job_id = ?", (eid, now, item["job_id"]))
+            except ItemError as err:  # refused before anything was written: the item fails
                 self.db.execute("UPDATE rootfi_job_items SET status = 'FAILED', error = ?, updated_at = ? "
                                 "WHERE job_id = ?", (json.dumps({"code": err.code, "message": err.message}), now,
                                                      item["job_id"]))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
 
     def _entry_row(self, company_id: int, ref: str) -> Any:
         row = self.db.execute("SELECT * FROM rootfi_entries WHERE company_id = ? AND CAST(rootfi_id AS TEXT) = ?",
@@ -508,8 +482,7 @@ class RootfiSandbox(Emulator):
             fields, lines = self._validate(company_id, data)
         except ItemError as err:
             raise ApiError(422, err.code, err.message) from None
-        self.db.execute("BEGIN")
-        try:
+        with transaction(self.db):
             self.db.execute("DELETE FROM rootfi_lines WHERE entry_id = ?", (row["rootfi_id"],))
             self._insert_lines(row["rootfi_id"], lines)
             self.db.execute(
@@ -518,10 +491,6 @@ class RootfiSandbox(Emulator):
                 (fields["document_number"] or row["document_number"], fields["posted_date"], fields["description"],
                  fields["currency_id"] or row["currency_id"], row["rootfi_id"]))
             self._touch(row["rootfi_id"])
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return self._render_entries([self._entry_row(company_id, ref)])[0]
 
     def _delete(self, company_id: int, ref: str) -> int:
@@ -530,10 +499,9 @@ class RootfiSandbox(Emulator):
             self._check_period(company_id, dt.date.fromisoformat(row["posted_date"]))
         except ItemError as err:
             raise ApiError(422, err.code, err.message) from None
-        self.db.execute("BEGIN")
-        self.db.execute("DELETE FROM rootfi_lines WHERE entry_id = ?", (row["rootfi_id"],))
-        self.db.execute("DELETE FROM rootfi_entries WHERE rootfi_id = ?", (row["rootfi_id"],))
-        self.db.execute("COMMIT")
+        with transaction(self.db) as db:
+            db.execute("DELETE FROM rootfi_lines WHERE entry_id = ?", (row["rootfi_id"],))
+            db.execute("DELETE FROM rootfi_entries WHERE rootfi_id = ?", (row["rootfi_id"],))
         return row["rootfi_id"]
 
     # -- accounts (create) ----------------------------------------------------------------------------------
@@ -677,7 +645,7 @@ class RootfiSandbox(Emulator):
         if raw in (None, ""):
             raise ApiError(400, "VALIDATION_ERROR", "company_id is required")
         try:
-            company = self._company(int(raw))
+            company = self.company_by_id(int(raw))
         except (TypeError, ValueError):
             company = None
         if company is None:
@@ -715,7 +683,7 @@ class RootfiSandbox(Emulator):
                     return 200, {"data": {"rootfi_id": self._delete(company_id, rest[1]), "deleted": True}}
         if parts == ["accounting", "journal_entries", "all"] and method == "POST":
             rows = self.db.execute("SELECT * FROM rootfi_entries WHERE company_id = ?", (company_id,)).fetchall()
-            ignore = bool(self._company(company_id)["ignore_filters"])
+            ignore = bool(self.company_by_id(company_id)["ignore_filters"])
             return 200, self._list(self._render_entries(rows), body, ignore)
         if parts == ["accounting", "accounts", "all"] and method in ("GET", "POST"):
             return 200, self._list(self._accounts(company_id), body)
@@ -749,13 +717,6 @@ class RootfiSandbox(Emulator):
                            for ln in e["journal_lines"]["data"]],
                           rootfi_id=e["rootfi_id"], platform_id=e["platform_id"])
                 for row, e in zip(rows, self._render_entries(rows), strict=True)]
-
-    def control_company(self, login: str, body: dict) -> int | None:
-        company = self._company_by_login(login)
-        return None if company is None else company["id"]
-
-    def control_answer(self, cid: int) -> dict:
-        return {"ok": True, "company_id": cid}
 
     def do_lock_date(self, cid: int, body: dict) -> None:
         self.db.execute("UPDATE rootfi_companies SET lock_date = ? WHERE id = ?", (body.get("lock_date"), cid))
@@ -806,10 +767,8 @@ class RootfiSandbox(Emulator):
                 fields, lines = self._validate(company_id, loads_exact(json.dumps(body["create"])))
             except ItemError as err:
                 raise ValueError(err.message) from None
-            self.db.execute("BEGIN")
-            eid = self._insert_entry(company_id, fields, lines)
-            self.db.execute("COMMIT")
-            return eid
+            with transaction(self.db):
+                return self._insert_entry(company_id, fields, lines)
         row = self.db.execute("SELECT * FROM rootfi_entries WHERE company_id = ? AND document_number = ? "
                               "ORDER BY rootfi_id LIMIT 1", (company_id, str(body.get("custom_id")))).fetchone()
         if row is None:

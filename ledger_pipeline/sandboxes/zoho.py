@@ -46,20 +46,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import from_minor
-from ledger_pipeline.sandboxes.base import (
-    Call,
-    Emulator,
-    OAuthServer,
-    Problem,
-    SandboxContext,
-    Windows,
-    approve,
-    inspected,
-    oauth_params,
-    redirect_to,
-    transaction,
-)
+from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART
+from ledger_pipeline.sandboxes.oauth import OAuthServer, approve, oauth_params, redirect_to
 
 SYSTEM = "zoho"
 PREFIX = "/zoho"
@@ -190,6 +179,7 @@ class ZohoSandbox(OAuthServer, Emulator):
     ids = {"journals": "{journal_id}"}  # stats: /zoho/books/v3/journals/{journal_id}
     media_type = "application/json;charset=UTF-8"
     token_route = OAUTH + "/token"
+    companies = ("zoho_orgs", "organization_id")
 
     def __init__(self, ctx: SandboxContext, client_id: str = SANDBOX_CLIENT_ID,
                  client_secret: str = SANDBOX_CLIENT_SECRET):
@@ -222,14 +212,8 @@ class ZohoSandbox(OAuthServer, Emulator):
     def _new_id(self) -> str:
         return str(ID_BASE + self._next_id())
 
-    def org_by_login(self, login: str) -> Any:
-        return self.db.execute("SELECT * FROM zoho_orgs WHERE login = ?", (login,)).fetchone()
-
-    def _org(self, organization_id: str) -> Any:
-        return self.db.execute("SELECT * FROM zoho_orgs WHERE organization_id = ?", (organization_id,)).fetchone()
-
     def _org_for_login(self, login: str) -> str:
-        row = self.org_by_login(login)
+        row = self.company_by_login(login)
         if row is not None:
             return row["organization_id"]
         with transaction(self.db, "IMMEDIATE"):
@@ -257,7 +241,7 @@ class ZohoSandbox(OAuthServer, Emulator):
 
     def chart(self, login: str) -> list[dict]:
         """The company's whole chart, inactive accounts included (for tests)."""
-        org = self.org_by_login(login)
+        org = self.company_by_login(login)
         if org is None:
             raise KeyError(login)
         return [self._account(r) for r in self.db.execute(
@@ -392,7 +376,7 @@ class ZohoSandbox(OAuthServer, Emulator):
         if not org_id:
             raise ApiError(400, 6041, "organization_id is required: pass it as a query parameter or in "
                                       "the X-com-zoho-books-organizationid header.")
-        org = self._org(org_id)
+        org = self.company_by_id(org_id)
         if org is None or org_id != token_org:
             raise ApiError(400, 6041, f"This user is not associated with the CompanyID/CompanyName:{org_id}.")
         return token_org, org
@@ -438,7 +422,7 @@ class ZohoSandbox(OAuthServer, Emulator):
         method, parts, q, body = call.method, call.parts, call.query, call.body
         token_org, org = call.principal
         if parts == ["organizations"] and method == "GET":
-            row = self._org(token_org)
+            row = self.company_by_id(token_org)
             return 200, {"code": 0, "message": "success", "organizations": [{
                 "organization_id": row["organization_id"], "name": row["name"], "is_default_org": True,
                 "plan_type": row["plan"], "currency_code": "IDR", "time_zone": "Asia/Jakarta",
@@ -569,7 +553,7 @@ class ZohoSandbox(OAuthServer, Emulator):
                 "page_context": context}
 
     def _check_lock(self, org_id: str, date: dt.date) -> None:
-        lock = self._org(org_id)["lock_date"]
+        lock = self.company_by_id(org_id)["lock_date"]
         if lock and date <= dt.date.fromisoformat(lock):
             shown = dt.date.fromisoformat(lock).strftime("%d %b %Y")
             raise ApiError(400, 4083, f"You cannot create, edit or delete transactions dated on or before {shown}: "
@@ -675,10 +659,6 @@ class ZohoSandbox(OAuthServer, Emulator):
             id=r["journal_id"], journal_id=r["journal_id"], entry_number=str(r["entry_number"]), memo=r["notes"],
         ) for r in rows]
 
-    def control_company(self, login: str, body: dict) -> str | None:
-        org = self.org_by_login(login)
-        return None if org is None else org["organization_id"]
-
     def do_lock_date(self, org_id: str, body: dict) -> None:
         """Zoho's transaction locking: {"lock_date": "YYYY-MM-DD"} (None unlocks)."""
         self.db.execute("UPDATE zoho_orgs SET lock_date = ? WHERE organization_id = ?", (body.get("lock_date"), org_id))
@@ -719,7 +699,7 @@ class ZohoSandbox(OAuthServer, Emulator):
                             (None if body["daily_cap"] is None else int(body["daily_cap"]), org_id))
         if body.get("reset_usage"):
             self.db.execute("DELETE FROM zoho_usage WHERE organization_id = ?", (org_id,))
-        org = self._org(org_id)
+        org = self.company_by_id(org_id)
         return {"ok": True, "plan": org["plan"], "daily_cap": self.daily_cap(org), "used_today": self.usage(org_id)}
 
     def do_accounts(self, org_id: str, body: dict) -> None:
