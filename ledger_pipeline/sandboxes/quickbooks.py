@@ -53,6 +53,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
 from ledger_pipeline.sandboxes.oauth import OAuthServer, approve, oauth_params, redirect_to
@@ -229,7 +230,7 @@ class QuickBooksEmulator(OAuthServer, Emulator):
 
     def routes(self) -> list[Route]:
         return [
-            Route(f"{PREFIX}/connect/oauth2", self.authorize, methods=["GET"]),
+            Route(f"{PREFIX}/connect/oauth2", self.authorize, methods=["GET", "POST"]),  # POST: consent form
             Route(f"{PREFIX}/oauth2/v1/tokens/bearer", self.token, methods=["POST"]),
             Route(f"{PREFIX}/oauth2/v1/tokens/revoke", self.revoke, methods=["POST"]),
             Route(f"{PREFIX}/v2/oauth2/tokens/revoke", self.revoke, methods=["POST"]),  # the discovery doc's
@@ -273,6 +274,10 @@ class QuickBooksEmulator(OAuthServer, Emulator):
         login, redirect = approved
         if SCOPE not in (q.get("scope") or "").split():
             return redirect_to(redirect, {"error": "invalid_scope", "state": q.get("state", "")})
+        page = await consent.gate(request, title="Intuit QuickBooks", company=login, client=CLIENT_ID,
+                                  scopes=[SCOPE], redirect_uri=redirect, state=q.get("state", ""))
+        if page is not None:  # the consent page (a browser), or the user's Deny
+            return page
         realm = self._company_for_login(login)
         code = secrets.token_urlsafe(24)
         self.db.execute("INSERT INTO quickbooks_codes (code, realm_id, redirect_uri, expires) VALUES (?, ?, ?, ?)",

@@ -75,6 +75,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact, to_minor
+from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
 from ledger_pipeline.sandboxes.oauth import redirect_to
@@ -212,7 +213,7 @@ class RootfiSandbox(Emulator):
         self.hidden: dict[int, set[str]] = {}  # company -> documented paths it answers 404 on (`paths` control)
 
     def routes(self) -> list[Route]:
-        return [Route(PREFIX + "/link", self.link, methods=["GET"]),
+        return [Route(PREFIX + "/link", self.link, methods=["GET", "POST"]),  # POST: the consent form
                 Route(PREFIX + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"])]
 
     # -- companies ------------------------------------------------------------------------------------------
@@ -701,6 +702,11 @@ class RootfiSandbox(Emulator):
         if not login or not redirect:
             return JSONResponse({"error": {"code": "VALIDATION_ERROR", "message": "the sandbox link page "
                                            "auto-approves a login_hint; redirect_uri is required"}}, status_code=400)
+        page = await consent.gate(request, title="Rootfi Link", company=login, client="ledger-pipeline",
+                                  scopes=["read and write your accounting data"], redirect_uri=redirect,
+                                  state=q.get("state", ""))
+        if page is not None:  # the consent page (a browser), or the user's Deny
+            return page
         return redirect_to(redirect, {"company_id": self._link_company(login), "state": q.get("state", "")})
 
     # -- inspection and controls ----------------------------------------------------------------------------

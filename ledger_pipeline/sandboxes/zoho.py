@@ -46,6 +46,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import from_minor
+from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART
 from ledger_pipeline.sandboxes.oauth import OAuthServer, approve, oauth_params, redirect_to
@@ -197,7 +198,7 @@ class ZohoSandbox(OAuthServer, Emulator):
 
     def routes(self) -> list[Route]:
         return [
-            Route(OAUTH + "/auth", self.authorize, methods=["GET"]),
+            Route(OAUTH + "/auth", self.authorize, methods=["GET", "POST"]),  # POST: the consent form
             Route(OAUTH + "/token", self.token, methods=["POST"]),
             Route(OAUTH + "/token/revoke", self.revoke, methods=["POST"]),
             Route(API + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"]),
@@ -256,6 +257,11 @@ class ZohoSandbox(OAuthServer, Emulator):
         if isinstance(approved, Response):
             return approved
         login, redirect = approved
+        page = await consent.gate(request, title="Zoho Books", company=login, client=self.client_id,
+                                  scopes=(q.get("scope") or "").split(","), redirect_uri=redirect,
+                                  state=q.get("state", ""))
+        if page is not None:  # the consent page (a browser), or the user's Deny
+            return page
         org_id = self._org_for_login(login)
         code = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
         self.db.execute("INSERT INTO zoho_codes (code_hash, organization_id, client_id, redirect_uri, offline, "

@@ -1,5 +1,6 @@
-"""The operational state every host shares (SQLite embedded, Postgres in production): the posting outbox and the
-shard assignments. Tokens and OAuth states are R2a's `integrations` and `oauth_states` tables (r2a/models.py).
+"""The operational state every host shares (SQLite embedded, Postgres in production): the posting outbox, the
+shard assignments and the exchange rates. Tokens and OAuth states are R2a's `integrations` and `oauth_states` tables
+(r2a/models.py).
 
 DuckDB is the analysts' published copy of this state, never the state itself.
 """
@@ -65,3 +66,17 @@ class LedgerEntry(Base):
     run_id: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index("ix_ledger_entries_period_tenant", "period", "tenant_id"),)
+
+
+class ExchangeRate(Base):
+    """One exchange rate per (date, from_currency, to_currency): 1 from_currency = rate to_currency on rate_date.
+    Loaded by `ledger-pipeline rates load FILE.csv` (a re-load replaces the pair's rate for that date); `rate` is the
+    exact decimal text (SQLite has no exact decimal type), read back as a Decimal. See ledger_pipeline/rates.py."""
+
+    __tablename__ = "exchange_rates"
+    rate_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    from_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    to_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    rate: Mapped[str] = mapped_column(String(48))
+    source: Mapped[str | None] = mapped_column(Text)  # the file it was loaded from
+    loaded_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
