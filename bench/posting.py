@@ -41,11 +41,11 @@ def main() -> None:
         os.environ["JURNAL_OAUTH_BASE_URL"] = server.url
         engine = make_engine(os.environ["R2A_DATABASE_URL"])
         seeding.seed(engine, args.tenants, 12, dt.date(2025, 1, 1), seed=3)
-        server.sandbox.limits.enabled = False  # connecting is setup, not the measurement
+        server.ctx.limits.enabled = False  # connecting is setup, not the measurement
         connect([f"t{i:05d}" for i in range(1, args.tenants + 1)])
         materialize_gl()
         materialize(["r2a_pl_monthly", "journal_entries", "journal_lines"], "2025-06-01")
-        server.sandbox.limits.enabled = True
+        server.ctx.limits.enabled = True
         time.sleep(60 / args.scale)  # start on fresh windows
 
         def post(first: str, last: str | None = None) -> dict:

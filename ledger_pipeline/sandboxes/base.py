@@ -227,8 +227,8 @@ _UNREAD = object()
 class Call:
     """One API request on its way through `Emulator.api`: what the hooks read and leave for each other."""
 
-    def __init__(self, emulator: Emulator, request: Request, raw: bytes):
-        self.emulator, self.request, self.raw = emulator, request, raw
+    def __init__(self, emulator: Emulator, request: Request, raw: bytes, prefix: str):
+        self.emulator, self.request, self.raw, self.prefix = emulator, request, raw, prefix
         self.method = request.method
         self.query = request.query_params
         self.started = time.time()
@@ -287,7 +287,11 @@ class Emulator:
     # -- the request template -------------------------------------------------------------------------------
     async def api(self, request: Request) -> Response:
         """Every API request, one path for every vendor (the hooks below are the vendor's)."""
-        call = Call(self, request, await request.body())
+        return await self.serve(request, self.api_prefix)
+
+    async def serve(self, request: Request, prefix: str) -> Response:
+        """`api` for an API under `prefix` (a vendor with two ways in serves each under its own)."""
+        call = Call(self, request, await request.body(), prefix)
         call.parts = self.segments(call)
         call.is_write = self.is_write(call)
         call.endpoint = self.endpoint(call)
@@ -325,11 +329,11 @@ class Emulator:
 
     # -- hooks ------------------------------------------------------------------------------------------------
     def segments(self, call: Call) -> list[str]:
-        """The path under `api_prefix` as segments, split on the raw path and percent-decoded one by one, so an id
-        holding an encoded "/" (%2F) stays one segment (the server decodes the path before routing)."""
+        """The path under the API's prefix as segments, split on the raw path and percent-decoded one by one, so an
+        id holding an encoded "/" (%2F) stays one segment (the server decodes the path before routing)."""
         raw = (call.request.scope.get("raw_path") or call.request.url.path.encode()).decode("latin-1")
-        path = raw.split("?", 1)[0]
-        under = path[path.index(self.api_prefix) + len(self.api_prefix):] if self.api_prefix in path else path
+        path, prefix = raw.split("?", 1)[0], call.prefix
+        under = path[path.index(prefix) + len(prefix):] if prefix in path else path
         return [unquote(p, encoding="utf-8", errors="replace") for p in under.split("/") if p]
 
     def endpoint(self, call: Call) -> str:
@@ -339,7 +343,7 @@ class Emulator:
         for i in range(1, len(shown)):
             if call.parts[i - 1] in self.ids and call.parts[i] not in self.not_ids:
                 shown[i] = self.ids[call.parts[i - 1]]
-        return "/".join([self.api_prefix, *shown])
+        return "/".join([call.prefix, *shown])
 
     def is_write(self, call: Call) -> bool:
         """Whether the request changes anything: for injected faults (`writes_only`, after-commit faults) and for
