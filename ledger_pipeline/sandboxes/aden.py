@@ -185,12 +185,11 @@ class AdenSandbox(Emulator):
     api_prefix = API
     errors = (ApiError,)
     companies = ("aden_companies", "company_id")
+    schema = _SCHEMA
     ids = {"journal-entries": "{id}", "accounting-periods": "{id}"}  # stats: .../journal-entries/{id}/approve
 
     def __init__(self, ctx: SandboxContext):
         super().__init__(ctx)
-        self.db = ctx.connect()
-        self.db.executescript(_SCHEMA)
         self.rate = RateLimiter(ctx.limits)
         self.quirks: dict[str, dict] = {}  # company_id -> {"server_ids": bool, "ignore_filters": bool}
         self.before_update: dict[tuple[str, str], str] = {}  # (company_id, entry_id) -> a user's action

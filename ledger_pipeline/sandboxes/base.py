@@ -270,12 +270,23 @@ class Emulator:
     control_aliases: dict[str, str] = {}  # another name of a control action -> its handler's name
     control_echo: str | None = None  # the key a control's default answer names the company under
     companies: tuple[str, str] = ("", "")  # (table, key column) of the emulator's companies; each has a `login`
-    db: sqlite3.Connection  # the emulator's tables (SandboxContext.connect)
+    db: sqlite3.Connection  # the emulator's tables in the state file (SandboxContext.connect)
+    schema = ""  # its tables' DDL (CREATE ... IF NOT EXISTS)
+    added_columns: tuple[str, ...] = ()  # ALTER TABLE ... ADD COLUMN added since, for state files from before
     ids: dict[str, str] = {}  # for stats: a collection whose next segment is an id -> the id's placeholder
     not_ids: tuple[str, ...] = ()  # segments after such a collection that are not ids (e.g. "all")
 
     def __init__(self, ctx: SandboxContext):
         self.ctx = ctx
+        if self.schema:
+            self.db = ctx.connect()
+            self.db.executescript(self.schema)
+            for ddl in self.added_columns:
+                try:
+                    self.db.execute(ddl)
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def routes(self) -> list[BaseRoute]:
         """Its API and auth routes, full paths (under its prefix)."""

@@ -215,14 +215,11 @@ class QuickBooksEmulator(OAuthServer, Emulator):
     token_route = f"{PREFIX}/oauth2/v1/tokens/bearer"
     companies = ("quickbooks_companies", "realm_id")
     control_echo = "realm_id"
+    schema = _SCHEMA
+    added_columns = ("ALTER TABLE quickbooks_companies ADD COLUMN warn_duplicate_doc INTEGER NOT NULL DEFAULT 0",)
 
     def __init__(self, ctx: SandboxContext):
         super().__init__(ctx)
-        self.db = ctx.connect()
-        self.db.executescript(_SCHEMA)
-        columns = {r[1] for r in self.db.execute("PRAGMA table_info(quickbooks_companies)")}
-        if "warn_duplicate_doc" not in columns:  # a state file from before the preference
-            self.db.execute("ALTER TABLE quickbooks_companies ADD COLUMN warn_duplicate_doc INTEGER NOT NULL DEFAULT 0")
         self.ignore_filters: set[str] = set()  # realms whose queries ignore their where clause (a test mode)
         self.windows = Windows(ctx.limits)  # per-realm minute windows
         self.inflight: Counter = Counter()  # realm -> requests being processed

@@ -196,19 +196,13 @@ class RootfiSandbox(Emulator):
     not_ids = ("all",)
     companies = ("rootfi_companies", "id")
     control_echo = "company_id"
+    schema = _SCHEMA
+    added_columns = _COLUMNS
     control_aliases = {"job_delay_seconds": "jobs", "fail_next": "jobs", "fail_document_numbers": "jobs"}
 
     def __init__(self, ctx: SandboxContext, api_key: str = SANDBOX_API_KEY):
         super().__init__(ctx)
         self.api_key = api_key
-        self.db = ctx.connect()
-        self.db.executescript(_SCHEMA)
-        for ddl in _COLUMNS:
-            try:
-                self.db.execute(ddl)
-            except Exception as exc:  # noqa: BLE001 - sqlite3.OperationalError: the column is already there
-                if "duplicate column" not in str(exc):
-                    raise
         self.windows = Windows(ctx.limits, keep=20_000)
         self.hidden: dict[int, set[str]] = {}  # company -> documented paths it answers 404 on (`paths` control)
 

@@ -181,13 +181,12 @@ class ZohoSandbox(OAuthServer, Emulator):
     media_type = "application/json;charset=UTF-8"
     token_route = OAUTH + "/token"
     companies = ("zoho_orgs", "organization_id")
+    schema = SCHEMA
 
     def __init__(self, ctx: SandboxContext, client_id: str = SANDBOX_CLIENT_ID,
                  client_secret: str = SANDBOX_CLIENT_SECRET):
         super().__init__(ctx)
-        self.db = ctx.connect()
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives a crash of the process, no fsync each
-        self.db.executescript(SCHEMA)
         self.client_id, self.client_secret = client_id, client_secret
         self.minute = Windows(ctx.limits)  # per organization and minute
         # the organization's "today" (its clock), settable per organization for tests: POST
