@@ -22,8 +22,8 @@ from ledger_pipeline.ledger.rates import (
     rate_for,
 )
 from ledger_pipeline.money import UnknownCurrency
-from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.rates import list_rates, load_rates, publish_rates, rate_table
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.warehouse import schema
 from ledger_pipeline.warehouse.store import transaction
 
@@ -120,7 +120,7 @@ def ops_url(request, settings) -> str:  # noqa: ANN001
 
 
 def test_load_replaces_per_pair_and_date_and_a_bad_file_loads_nothing(ops_url: str, tmp_path: Path) -> None:
-    engine = make_engine(ops_url)
+    engine = make_ops_engine(ops_url)
     first = load_rates(engine, parse_rates_csv(GOOD), "good.csv", now=dt.datetime(2025, 2, 1))
     assert (first.loaded, first.replaced) == (4, 0)
     again = load_rates(engine, parse_rates_csv("date,from_currency,to_currency,rate\n2025-01-31,USD,IDR,16400.25\n"
@@ -158,7 +158,7 @@ def test_the_cli_loads_and_lists(settings, tmp_path: Path) -> None:  # noqa: ANN
 
 
 def test_published_to_duckdb_exactly(settings) -> None:  # noqa: ANN001
-    engine = make_engine(settings.ops_database_url)
+    engine = make_ops_engine(settings.ops_database_url)
     load_rates(engine, parse_rates_csv(GOOD), "good.csv", now=dt.datetime(2025, 2, 1, 8))
     con = duckdb.connect()
     schema.ensure(con)

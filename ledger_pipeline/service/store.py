@@ -1,6 +1,5 @@
-"""The connection service's own state in the operational database (LEDGER_OPS_DATABASE_URL): three tables on their
-own SQLAlchemy metadata, created when missing, so the operational database's migrations can adopt them later
-unchanged.
+"""The connection service's own state in the operational database (LEDGER_OPS_DATABASE_URL): three tables defined
+with the other operational tables (ledger_pipeline/state/models.py, Alembic revision 0002).
 
 - `service_link_uses`: one row per link that completed a connection (its nonce): a second use is refused. Rows are
   purged once the link has expired (a replay is then refused for being expired).
@@ -22,14 +21,7 @@ import threading
 from dataclasses import dataclass
 
 from sqlalchemy import (
-    Column,
-    DateTime,
     Engine,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     and_,
     delete,
     insert,
@@ -38,62 +30,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-metadata = MetaData()
+from ledger_pipeline.state.database import make_ops_engine
+from ledger_pipeline.state.models import connection_health, service_flows, service_link_uses
 
-link_uses = Table(
-    "service_link_uses", metadata,
-    Column("nonce", String(64), primary_key=True),
-    Column("tenant_id", String(64), nullable=False),
-    Column("system", String(20), nullable=False),
-    Column("used_at", DateTime, nullable=False),
-    Column("expires_at", DateTime, nullable=False),
-)
-
-flows = Table(
-    "service_flows", metadata,
-    Column("state", String(64), primary_key=True),
-    Column("system", String(20), nullable=False),
-    Column("tenant_id", String(64), nullable=False),
-    Column("nonce", String(64), nullable=False),
-    Column("flags", String(20), nullable=False, default=""),
-    Column("binding_sha256", String(64), nullable=False),
-    Column("link_expires_at", DateTime, nullable=False),
-    Column("expires_at", DateTime, nullable=False),
-)
-
-connection_health = Table(
-    "connection_health", metadata,
-    Column("tenant_id", String(64), primary_key=True),
-    Column("system", String(20), primary_key=True),
-    Column("company_name", Text),
-    Column("home_currency", String(3)),
-    Column("last_ok_at", DateTime),  # the last request that succeeded (connect, preflight)
-    Column("last_check_at", DateTime),
-    Column("last_check_ok", Integer),  # 1 passed, 0 failed, NULL never checked
-    Column("last_check_detail", Text),
-    Column("connected_at", DateTime),
-    Column("connected_via", String(20)),  # serve | cli
-)
+link_uses, flows = service_link_uses, service_flows
 
 _engines: dict[str, Engine] = {}
 _guard = threading.Lock()
 
 
 def ops_engine(url: str) -> Engine:
-    """The operational database, with this module's tables created when missing (one engine per URL and process).
-
-    Opened through the operational state's own opener: `ledger_pipeline.state.database.make_ops_engine` where it
-    exists (migrated schema), else `ledger_pipeline.r2a.models.make_engine` (0.2.0's create_all)."""
+    """The operational database (migrated to the newest schema on first open; one engine per URL and process)."""
     with _guard:
         engine = _engines.get(url)
         if engine is None:
-            try:
-                from ledger_pipeline.state.database import make_ops_engine  # type: ignore[import-not-found]
-            except ImportError:
-                from ledger_pipeline.r2a.models import make_engine as make_ops_engine
-            engine = make_ops_engine(url)
-            metadata.create_all(engine, checkfirst=True)
-            _engines[url] = engine
+            engine = _engines[url] = make_ops_engine(url)
         return engine
 
 
@@ -114,7 +65,6 @@ class ServiceStore:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        metadata.create_all(engine, checkfirst=True)
 
     # -- links --------------------------------------------------------------------------------------------------
     def link_used(self, nonce: str) -> bool:
