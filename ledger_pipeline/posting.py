@@ -333,6 +333,18 @@ class PostingEngine:
         return r.outcome
 
     # -- steps ---------------------------------------------------------------------------------------------
+    def _find_one(self, r: TenantRound, cid: str, hint: dict | None = None) -> None:
+        """Look one entry up; an answer that is final for this entry alone (the entry found is not ours, refused,
+        locked) fails that entry with the system's words and leaves the tenant's other entries going. Transient and
+        tenant-wide kinds (needs_reauth, deferred) propagate to the round."""
+        try:
+            r.remotes[cid] = self.sink.find(r.tenant_id, cid, hint) if hint else self.sink.find(r.tenant_id, cid)
+        except SinkError as err:
+            if err.kind in (*TRANSIENT, "needs_reauth", "deferred"):
+                raise
+            r.remotes[cid] = None
+            r.fail(cid, err.message, err.kind)
+
     def _look_up(self, r: TenantRound, window: tuple[dt.date, dt.date]) -> None:
         """Resolve pending and waiting entries from what the system holds (reads only); re-read an entry before
         updating it when the posting state knows what we left there (a person may have changed it since)."""
@@ -351,10 +363,12 @@ class PostingEngine:
                     # still queued in an upload job, or moved out of the window by a person: look it up by our id
                     r.remotes[cid] = self.sink.find(r.tenant_id, cid)
         elif plain:
-            r.remotes[plain[0]] = self.sink.find(r.tenant_id, plain[0])
+            self._find_one(r, plain[0])
         for cid in hinted:
-            r.remotes[cid] = self.sink.find(r.tenant_id, cid, sink_hint(r.rows[cid].remote_state))
+            self._find_one(r, cid, sink_hint(r.rows[cid].remote_state))
         for cid in wanted:
+            if cid not in r.todo:  # refused for this entry alone (e.g. the key found is not ours): failed above
+                continue
             remote, e = r.remotes[cid], r.entries.get(cid)
             if e is None:  # a delete was in flight
                 if remote is None:
