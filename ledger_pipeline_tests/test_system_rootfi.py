@@ -29,7 +29,7 @@ from ledger_pipeline.systems.authflow import OAuthError, consume_state, follow_r
 from ledger_pipeline.systems.rootfi import RootfiConnection, open_connection
 from ledger_pipeline_tests.helpers import MemoryStore as MemStore
 
-UPLOAD = ("POST", "/rootfi/accounting/journal_entries")
+UPLOAD = ("POST", "/rootfi/api/write/journal_entries")
 MONTHS = [dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1)]
 WINDOW = (dt.date(2025, 1, 1), dt.date(2025, 4, 1))
 ENGINE_HAS_PENDING = "submitted" in inspect.getsource(posting)
@@ -123,7 +123,7 @@ def test_link_flow_and_chart_with_paging(env, settings) -> None:  # noqa: ANN001
     conn.client.page_size = 7
     chart = conn.fetch_chart("t1")
     emu = server.emulators["rootfi"]
-    expected = {(a["platform_id"], a["nominal_code"], a["name"], a["status"] == "INACTIVE")
+    expected = {(a["platform_id"], a["nominal_code"], a["name"], a["status"] == "ARCHIVED")
                 for a in emu._accounts(int(company_id))}
     assert {(a.account_id, a.number, a.name, a.archived) for a in chart} == expected
     assert len(chart) == 39 and [a.number for a in chart if a.archived] == ["6-60218"]
@@ -187,7 +187,7 @@ def test_post_rerun_and_late_data(env) -> None:  # noqa: ANN001
     out = engine.post_tenant("t1", t1, store.state("t1"), WINDOW)
     assert out.counts == {"update": 1, "skip": 2} and not out.failures
     assert store.rows[late.custom_id].remote_id == old_id
-    assert calls(server, "PUT", "/rootfi/accounting/journal_entries/{id}") == 1
+    assert calls(server, "PUT", "/rootfi/api/write/journal_entries/{id}") == 1
     assert calls(server, *UPLOAD) == 2
     final = [late if e.custom_id == late.custom_id else e for e in all_entries]
     assert_exactly_once(server, final)

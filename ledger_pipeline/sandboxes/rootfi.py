@@ -1,22 +1,63 @@
-"""The Rootfi sandbox: a unified accounting API whose writes are asynchronous upload jobs (accounting_apis.md s.5).
+"""The Rootfi sandbox: a unified accounting API whose writes are upload jobs (accounting_apis.md s.5).
 
-- Auth: one `api_key` header for the whole account (401 `{"error": {...}}` otherwise) plus a `company_id` per
-  tenant in the body (POST/PUT) or the query (GET/DELETE). A company comes from Rootfi Link: `GET /rootfi/link`
-  auto-approves a `login_hint`, creates the company with the default chart on first link and redirects to the
-  `redirect_uri` with `company_id` and `state`. A revoked (unlinked) company answers 403 COMPANY_NOT_LINKED.
-- Writes: `POST /accounting/journal_entries` {company_id, data:[...]} answers at once with an upload job whose items
-  are PENDING; each item completes `job_delay_seconds` later (per company, control action) as COMPLETED (with the
-  entry in `response`) or FAILED (with `error`): unbalanced, unknown/inactive account, closed period, or on request
-  (`fail_next`, `fail_document_numbers`). Items settle lazily on the next request touching the company (or the
-  inspection endpoint), which a client cannot tell apart from a background worker. `GET /accounting/upload_jobs/{id}`
-  polls; `POST /accounting/upload_jobs/all` lists a company's jobs (to find items still in flight).
-- No idempotency key and no uniqueness on `document_number`: sending an entry twice makes two entries.
-- Reads: `POST /accounting/journal_entries/all` and `GET|POST /accounting/accounts/all` with take (max 100)/skip,
-  `orderBy` and a Prisma-like `filter` ({field: value | {equals, in, gte, gt, lte, lt}}), `total_count`.
-- Updates in place (`PUT /accounting/journal_entries/{rootfi_id}`, synchronous, 422 on a closed period); deletes.
+Vendor reference (docs.integrationlabs.co, formerly docs.rootfi.dev; every behaviour below cites its page):
+  [JE-ALL]  v2 /api-reference/v2/accounting/journal-entries/get-all-journal-entries
+  [JE-NEW]  v2 /api-reference/v2/accounting/journal-entries/create-journal-entries
+  [AC-ALL]  v2 /api-reference/v2/accounting/accounts/get-all-accounts
+  [AC-NEW]  v2 /api-reference/v2/accounting/accounts/create-accounts
+  [JOB2]    v2 /api-reference/v2/core/jobs/get-job
+  [JOB3]    v3 /api-reference/v3/core/sync/get-job
+  [V3-ALL]  v3 /api-reference/v3/accounting/accounts/get-all-accounts (the `field[operator]` filter syntax)
+
+- Auth: one `api_key` header for the whole account [every page] (401 `{"error": {...}}` otherwise) plus a
+  `company_id` per tenant in the body (POST/PUT) [JE-NEW] or the query (GET/DELETE: not documented, our reading). A
+  company comes from Rootfi Link: `GET /rootfi/link` auto-approves a `login_hint`, creates the company with the
+  default chart on first link and redirects to `redirect_uri` with `company_id` and `state`. A revoked (unlinked)
+  company answers 403 COMPANY_NOT_LINKED.
+- Every v2 answer carries `request_timestamp`, `response_timestamp` and `request_id` [JE-ALL, JOB2: "required"].
+- Lists: `POST /accounting/journal_entries/all` and `POST /accounting/accounts/all` take `{take, skip, orderBy,
+  filter}` and answer the nested envelope `{"data": {"data": [...], "total_count": N}, ...}` [JE-ALL, AC-ALL]. The
+  filter is `{field: {op: value}}` with `eq` [JE-ALL, AC-ALL examples] and the comparison operators of v3's
+  `field[operator]` syntax (`gte`, `gt`, `lte`, `lt`, `neq`, `in`) [V3-ALL]; an unknown operator (e.g. Prisma's
+  `equals`) is a 400. take is at most 100 (our choice; Rootfi publishes no maximum).
+- Writes: `POST /api/write/<model>` (the path of [AC-NEW]'s example, on integrate.rootfi.dev) and the same body at
+  `POST /accounting/<model>` (the path [JE-NEW] and [AC-NEW] show in their headers): the docs disagree, so both are
+  served. `{company_id, data: [...]}` answers an upload job `{"data": {status, upload_job_id, data: [{job_id,
+  status, response, error}]}}` [JE-NEW]. With no job delay (the default) the platform answers at once and the
+  reply is final: job status SUCCESS, each item "success" with the created entry in `response` (its lines a plain
+  array, as [JE-NEW] shows them) or "failed" with `error` [JE-NEW]. With a delay (`job_delay_seconds`, a control)
+  items stay "created"/"running" and settle later (lazily, on the next request touching the company, which a
+  client cannot tell apart from a background worker). Item failures: unbalanced, unknown/inactive account, closed
+  period, or on request (`fail_next`, `fail_document_numbers`).
+- Jobs: `GET /jobs/{job_id}` [JOB2] and `GET /v3/core/syncs/jobs/{job_id}` [JOB3] answer one job (an item's
+  `job_id`, or the `upload_job_id` for the whole upload) with status CREATED | RUNNING | SUCCESS | FAILED, job_type
+  PUSH, config_mode WRITE, data_model JOURNAL_ENTRIES, `error` when FAILED. Like the documented job object it does
+  not carry the created record: a client lists by document_number to read it. Unknown ids are 404.
+- `POST /accounting/upload_jobs/all` lists a company's upload jobs with their items (document_number, status): NOT
+  in Rootfi's published reference, a sandbox stand-in so a client can see items still queued after an upload whose
+  answer was lost (a client must treat a 404 there as "cannot tell").
+- No idempotency key and no uniqueness on `document_number` (none documented [JE-NEW]): sending an entry twice
+  makes two entries. Rootfi documents no length or character rule for it either (seed 004: "Reference number for
+  the journal entry", a string).
+- Updates in place (`PUT /api/write/journal_entries/{rootfi_id}`, also under `/accounting/...`) and deletes: not in
+  the published reference (our reading of "writes under /api/write/<model>"); synchronous, 422 on a closed period.
+  A PUT whose `data.updated_at` (the version the client read) is older than the entry's is refused 409 CONFLICT:
+  the platform's stale-object check (QuickBooks' SyncToken, Xero's UpdatedDateUTC) as Rootfi would relay it. The
+  `entries` control's edits (what a person does on the platform) move `updated_at`.
+- Path segments are percent-decoded one by one from the raw path, so an id with `/`, `?`, `#` or `%` in it is one
+  segment when the client encodes it.
 - Limits (Rootfi publishes none; chosen): 600 requests/min per API key (the account) and 60/min per company (what
   the slowest common platform behind a unified API allows a connected org, e.g. Xero's 60/min per tenant). Fixed
   minute windows, time-scaled by `ctx.limits.scale`; 429 RATE_LIMIT_EXCEEDED with Retry-After (scaled seconds).
+
+Controls (`POST /_sandbox/rootfi/companies/<login>/<action>`): `lock_date` {lock_date}; `revoke`; `accounts`
+{number, name, archived}; `entries` {create: <entry>} | {custom_id, delete: true} | {custom_id, scale_line: k};
+`jobs` (also `job_delay_seconds`, `fail_next`, `fail_document_numbers`) {job_delay_seconds, fail_next,
+fail_document_numbers}; `settle`; `paths` {"api_write": false, "v2_jobs": false}: a Rootfi that answers only
+one of the documented write paths (`/accounting/<model>`) or job paths (v3) for this company (404 on the other;
+kept in memory, not in the state file); `filters` {"ignore_filters": true|false}: a server that ignores list filters and
+orderBy and answers every entry of the company, the ones that do NOT match the filter first (a client must check
+every record's document_number itself and never adopt or write over another entry).
 """
 
 from __future__ import annotations
@@ -29,7 +70,7 @@ import uuid
 from collections import Counter
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -47,15 +88,21 @@ from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
 
 SYSTEM = "rootfi"
 PREFIX = "/rootfi"
-API = PREFIX + "/accounting"
 SANDBOX_API_KEY = "rootfi-sandbox-api-key-not-for-production"  # noqa: S105 - a public sandbox value
 MAX_BATCH = 100  # items per upload
 MAX_TAKE = 100
 PER_KEY_MINUTE = 600
 PER_COMPANY_MINUTE = 60
 _CATEGORY = {"1": "ASSET", "2": "LIABILITY", "3": "EQUITY", "4": "INCOME", "5": "EXPENSE", "6": "EXPENSE",
-             "7": "INCOME", "8": "EXPENSE"}
+             "7": "INCOME", "8": "EXPENSE"}  # the category enum of [AC-ALL]
 _IDS = {"account": 3770712000000000000, "entry": 3770712000100000000, "line": 3770712000200000000}
+WRITE_ROOTS = (("api", "write"), ("accounting",))  # [AC-NEW] example path / [JE-NEW] header path
+# filter operators: `eq` [JE-ALL], the rest from v3's field[operator] syntax [V3-ALL]
+_OPS = {"eq": lambda v, a: v == a or (v is not None and str(v) == str(a)),
+        "neq": lambda v, a: not (v == a or (v is not None and str(v) == str(a))),
+        "in": lambda v, a: isinstance(a, list) and (v in a or str(v) in map(str, a)),
+        "gte": lambda v, a: v is not None and v >= a, "gt": lambda v, a: v is not None and v > a,
+        "lte": lambda v, a: v is not None and v <= a, "lt": lambda v, a: v is not None and v < a}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rootfi_companies (id INTEGER PRIMARY KEY AUTOINCREMENT, login TEXT UNIQUE NOT NULL,
@@ -81,6 +128,8 @@ CREATE TABLE IF NOT EXISTS rootfi_job_items (job_id TEXT PRIMARY KEY, upload_job
 CREATE INDEX IF NOT EXISTS rootfi_job_items_job ON rootfi_job_items (upload_job_id, position);
 CREATE INDEX IF NOT EXISTS rootfi_job_items_pending ON rootfi_job_items (company_id, status);
 """
+# columns added after 0.1.0 (a state file from before keeps working)
+_COLUMNS = ("ALTER TABLE rootfi_companies ADD COLUMN ignore_filters INTEGER NOT NULL DEFAULT 0",)
 
 
 class ApiError(Exception):
@@ -125,6 +174,24 @@ def _amount(value: Any) -> int:
     return int(dec * 100)
 
 
+def _job_status(internal: str, ready_at: float, since: float, now: float) -> str:
+    """Our stored item status -> Rootfi's job status [JOB2]: CREATED (queued), RUNNING (past half its delay),
+    SUCCESS, FAILED."""
+    if internal == "COMPLETED":
+        return "SUCCESS"
+    if internal == "FAILED":
+        return "FAILED"
+    return "RUNNING" if now >= since + (ready_at - since) / 2 else "CREATED"
+
+
+def _aggregate(statuses: list[str]) -> str:
+    """An upload job's status from its items' (documented values only [JOB2]: a partly failed upload is FAILED;
+    each item says which)."""
+    if any(s in ("CREATED", "RUNNING") for s in statuses):
+        return "RUNNING" if "RUNNING" in statuses or "SUCCESS" in statuses or "FAILED" in statuses else "CREATED"
+    return "SUCCESS" if statuses and all(s == "SUCCESS" for s in statuses) else "FAILED"
+
+
 class RateLimiter:
     """Fixed minute windows per API key and per company, on the scaled clock."""
 
@@ -160,11 +227,18 @@ class RootfiSandbox:
         self.ctx, self.api_key = ctx, api_key
         self.db = ctx.connect()
         self.db.executescript(_SCHEMA)
+        for ddl in _COLUMNS:
+            try:
+                self.db.execute(ddl)
+            except Exception as exc:  # noqa: BLE001 - sqlite3.OperationalError: the column is already there
+                if "duplicate column" not in str(exc):
+                    raise
         self.rate = RateLimiter(ctx)
+        self.hidden: dict[int, set[str]] = {}  # company -> documented paths it answers 404 on (`paths` control)
 
     def routes(self) -> list[Route]:
         return [Route(PREFIX + "/link", self.link, methods=["GET"]),
-                Route(API + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"])]
+                Route(PREFIX + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"])]
 
     def close(self) -> None:
         pass  # the context closes its connections
@@ -195,16 +269,19 @@ class RootfiSandbox:
             raise
         return cid
 
-    def _insert_account(self, company_id: int, number: str, name: str, status: str, now: float) -> None:
+    def _insert_account(self, company_id: int, number: str, name: str, status: str, now: float) -> int:
         rid = self.db.execute(
             "INSERT INTO rootfi_accounts (company_id, nominal_code, name, category, status, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?)", (company_id, number, name, _CATEGORY.get(number[:1], "EXPENSE"), status,
                                           now)).lastrowid
         self.db.execute("UPDATE rootfi_accounts SET platform_id = ? WHERE rootfi_id = ?",
                         (str(_IDS["account"] + rid), rid))
+        return rid
 
     # -- rendering ------------------------------------------------------------------------------------------
-    def _render_entries(self, rows: list) -> list[dict]:
+    def _render_entries(self, rows: list, nested_lines: bool = True) -> list[dict]:
+        """Entries in the read model of [JE-ALL] (lines nested as {"data": [...]}), or with the plain line array of
+        the create reply [JE-NEW] (`nested_lines=False`)."""
         if not rows:
             return []
         ids = [r["rootfi_id"] for r in rows]
@@ -216,52 +293,90 @@ class RootfiSandbox:
         out = []
         for r in rows:
             ls = lines[r["rootfi_id"]]
+            rendered = [
+                {"rootfi_id": ln["rootfi_id"], "platform_id": ln["platform_id"], "journal_entry_id": r["platform_id"],
+                 "account_id": ln["account_id"], "contact_id": None, "tax_id": None, "tracking_category_ids": [],
+                 "type": ln["type"], "description": ln["description"],
+                 "net_amount": from_minor(ln["net_amount_minor"]), "tax_amount": None,
+                 "updated_at": _iso(r["updated_at"])} for ln in ls]
             out.append({
-                "rootfi_id": r["rootfi_id"], "platform_id": r["platform_id"], "rootfi_company_id": r["company_id"],
+                "rootfi_id": r["rootfi_id"], "rootfi_company_id": r["company_id"], "rootfi_organisation_id": 1,
+                "rootfi_integration_type": "ROOTFI_SANDBOX", "rootfi_created_at": _iso(r["created_at"]),
+                "rootfi_updated_at": _iso(r["updated_at"]), "platform_id": r["platform_id"],
+                "account_id": ls[0]["account_id"] if ls else None,  # required in seed 004; a line's, our choice
+                "currency_id": r["currency_id"], "currency": {"data": {  # [JE-ALL]: nulls where unknown
+                    "platform_id": r["currency_id"], "name": None, "code": r["currency_id"], "symbol": None,
+                    "is_base_currency": None, "exchange_rate": None, "updated_at": None}},
                 "document_number": r["document_number"],
-                "posted_date": f"{r['posted_date']}T00:00:00.000Z",
-                "description": r["description"], "currency_id": r["currency_id"], "currency_rate": 1,
+                "description": r["description"], "posted_date": f"{r['posted_date']}T00:00:00.000Z",
                 "amount": from_minor(sum(ln["net_amount_minor"] for ln in ls if ln["type"] == "DEBIT")),
-                "journal_entry_type": "both", "account_id": None,
-                "journal_lines": {"data": [
-                    {"rootfi_id": ln["rootfi_id"], "platform_id": ln["platform_id"],
-                     "journal_entry_id": r["platform_id"], "account_id": ln["account_id"], "contact_id": None,
-                     "tax_id": None, "tracking_category_ids": [], "type": ln["type"],
-                     "description": ln["description"], "net_amount": from_minor(ln["net_amount_minor"]),
-                     "tax_amount": None, "updated_at": _iso(r["updated_at"])}
-                    for ln in ls]},
-                "created_at": _iso(r["created_at"]), "updated_at": _iso(r["updated_at"]),
+                "currency_rate": 1, "journal_entry_type": "both", "updated_at": _iso(r["updated_at"]),
+                "journal_lines": {"data": rendered} if nested_lines else rendered,
             })
         return out
 
-    def _render_job(self, upload_job_id: str) -> dict:
-        items = self.db.execute("SELECT * FROM rootfi_job_items WHERE upload_job_id = ? ORDER BY position",
-                                (upload_job_id,)).fetchall()
+    def _items(self, upload_job_id: str) -> list:
+        return self.db.execute("SELECT rowid AS seq, * FROM rootfi_job_items WHERE upload_job_id = ? "
+                               "ORDER BY position", (upload_job_id,)).fetchall()
+
+    def _render_upload(self, upload_job_id: str, listing: bool = False) -> dict:
+        """The write reply [JE-NEW]: {status, upload_job_id, data: [{job_id, status, response, error}]}. Item
+        statuses are lower case as in [JE-NEW]'s example ("success"); the listing (a sandbox stand-in) adds each
+        item's document_number."""
+        items, now = self._items(upload_job_id), time.time()
         entries = {e["rootfi_id"]: e for e in self._render_entries(self.db.execute(
             f"SELECT * FROM rootfi_entries WHERE rootfi_id IN ({','.join('?' * len(items))})",
-            [i["entry_id"] for i in items]).fetchall())} if items else {}
-        statuses = {i["status"] for i in items}
-        if "PENDING" in statuses:
-            status = "PENDING"
-        elif statuses == {"COMPLETED"}:
-            status = "COMPLETED"
-        elif statuses == {"FAILED"}:
-            status = "FAILED"
-        else:
-            status = "PARTIALLY_COMPLETED"
+            [i["entry_id"] for i in items]).fetchall(), nested_lines=False)} if items else {}
+        statuses = [_job_status(i["status"], i["ready_at"], i["updated_at"], now) for i in items]
         data = []
-        for i in items:
+        for i, status in zip(items, statuses, strict=True):
             response = None
-            if i["status"] == "COMPLETED":  # the entry as it was created (it may have been deleted since)
-                response = entries.get(i["entry_id"]) or {"rootfi_id": i["entry_id"], "deleted": True}
-            data.append({"job_id": i["job_id"], "document_number": i["document_number"], "status": i["status"],
-                         "response": response, "error": json.loads(i["error"]) if i["error"] else None,
-                         "updated_at": _iso(i["updated_at"])})
-        return {"status": status, "upload_job_id": upload_job_id, "data": data}
+            if status == "SUCCESS":  # the entry as it is now (None once deleted)
+                response = entries.get(i["entry_id"])
+            item = {"job_id": i["job_id"], "status": status.lower(), "response": response,
+                    "error": json.loads(i["error"]) if i["error"] else None}
+            if listing:
+                item["document_number"] = i["document_number"]
+            data.append(item)
+        return {"status": _aggregate(statuses), "upload_job_id": upload_job_id, "data": data}
+
+    def _render_job(self, job_id: str) -> tuple[int, dict]:
+        """(company, one job as [JOB2] shows it) for an item's job_id or an upload_job_id; 404 when unknown."""
+        now = time.time()
+        item = self.db.execute("SELECT rowid AS seq, * FROM rootfi_job_items WHERE job_id = ?", (job_id,)).fetchone()
+        if item is not None:
+            status = _job_status(item["status"], item["ready_at"], item["updated_at"], now)
+            items, parent, seq = [item], item["upload_job_id"], item["seq"]
+            created = self.db.execute("SELECT created_at FROM rootfi_upload_jobs WHERE upload_job_id = ?",
+                                      (parent,)).fetchone()["created_at"]
+        else:
+            job = self.db.execute("SELECT rowid AS seq, * FROM rootfi_upload_jobs WHERE upload_job_id = ?",
+                                  (job_id,)).fetchone()
+            if job is None:
+                raise ApiError(404, "NOT_FOUND", f"job {job_id} not found")
+            items, parent, seq, created = self._items(job_id), None, job["seq"], job["created_at"]
+            status = _aggregate([_job_status(i["status"], i["ready_at"], i["updated_at"], now) for i in items])
+        errors = [json.loads(i["error"]) for i in items if i["error"]]
+        final = status in ("SUCCESS", "FAILED")
+        end = max((i["updated_at"] for i in items), default=created)
+        return items[0]["company_id"] if items else 0, {
+            "rootfi_id": seq, "rootfi_company_id": items[0]["company_id"] if items else None,
+            "rootfi_organisation_id": 1, "rootfi_integration_type": "ROOTFI_SANDBOX",
+            "rootfi_created_at": _iso(created), "rootfi_updated_at": _iso(end if final else created),
+            "start_time": _iso(created), "end_time": _iso(end) if final else None,
+            "error_code": errors[0]["code"] if errors and status == "FAILED" else None,
+            "integration_type": "ROOTFI_SANDBOX", "status": status,
+            "error": (errors[0] if len(errors) == 1 else {"code": "PARTIAL_FAILURE", "message": "; ".join(
+                f"{e['code']}: {e['message']}" for e in errors)}) if errors and status == "FAILED" else None,
+            "priority": None, "rate_limit_sleep_time": None, "variables": {}, "data_model": "JOURNAL_ENTRIES",
+            "config_id": "ROOTFI_SANDBOX_JOURNAL_ENTRIES_WRITE_0", "response_length": len(items),
+            "response_size": len(items), "job_type": "PUSH", "config_mode": "WRITE",
+            "sync_id": parent or job_id, "parent_job_id": parent,
+        }
 
     # -- entries --------------------------------------------------------------------------------------------
     def _validate(self, company_id: int, item: Any) -> tuple[dict, list[dict]]:
-        """An entry body -> (fields, lines), or ItemError in Rootfi's words."""
+        """An entry body [JE-NEW] -> (fields, lines), or ItemError in Rootfi's words."""
         if not isinstance(item, dict):
             raise ItemError("VALIDATION_ERROR", "each data item must be an object")
         date = _parse_date(item.get("posted_date"))
@@ -292,7 +407,8 @@ class RootfiSandbox:
             raise ItemError("UNBALANCED_ENTRY", f"Journal entry is not balanced: total debit {from_minor(debit)}, "
                                                 f"total credit {from_minor(credit)}")
         self._check_period(company_id, date)
-        fields = {"document_number": item.get("document_number"), "posted_date": date.isoformat(),
+        doc = item.get("document_number")
+        fields = {"document_number": None if doc is None else str(doc), "posted_date": date.isoformat(),
                   "description": item.get("description"), "currency_id": item.get("currency_id")}
         return fields, lines
 
@@ -324,6 +440,12 @@ class RootfiSandbox:
             self.db.execute("UPDATE rootfi_lines SET platform_id = ? WHERE rootfi_id = ?", (str(_IDS["line"] + lid),
                                                                                             lid))
 
+    def _touch(self, entry_id: int) -> None:
+        """A change on the platform: `updated_at` moves forward (strictly, even within one millisecond)."""
+        old = self.db.execute("SELECT updated_at FROM rootfi_entries WHERE rootfi_id = ?", (entry_id,)).fetchone()
+        self.db.execute("UPDATE rootfi_entries SET updated_at = ? WHERE rootfi_id = ?",
+                        (max(time.time(), old["updated_at"] + 0.001), entry_id))
+
     def _submit(self, company_id: int, body: dict) -> dict:
         items = body.get("data")
         if not isinstance(items, list) or not items:
@@ -334,7 +456,7 @@ class RootfiSandbox:
         fail_docs = set(json.loads(company["fail_docs"]))
         fail_next = company["fail_next"]
         now = time.time()
-        upload_job_id = str(uuid.uuid4())
+        upload_job_id = secrets.token_urlsafe(11)[:15]  # [JE-NEW]'s ids look like "aXI9pUDA5T7E2LS"
         self.db.execute("BEGIN")
         try:
             self.db.execute("INSERT INTO rootfi_upload_jobs (upload_job_id, company_id, created_at) VALUES (?, ?, ?)",
@@ -357,7 +479,9 @@ class RootfiSandbox:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return self._render_job(upload_job_id)
+        if company["job_delay"] <= 0:
+            self.settle(company_id)  # the platform answered at once: the reply is final [JE-NEW]
+        return self._render_upload(upload_job_id)
 
     def settle(self, company_id: int | None = None) -> None:
         """The background worker: every item whose time has come is processed, in submission order."""
@@ -387,7 +511,7 @@ class RootfiSandbox:
                 raise
 
     def _entry_row(self, company_id: int, ref: str) -> Any:
-        row = self.db.execute("SELECT * FROM rootfi_entries WHERE company_id = ? AND rootfi_id = ?",
+        row = self.db.execute("SELECT * FROM rootfi_entries WHERE company_id = ? AND CAST(rootfi_id AS TEXT) = ?",
                               (company_id, ref)).fetchone()
         if row is None:
             raise ApiError(404, "NOT_FOUND", f"journal entry {ref} not found")
@@ -395,9 +519,16 @@ class RootfiSandbox:
 
     def _update(self, company_id: int, ref: str, body: dict) -> dict:
         row = self._entry_row(company_id, ref)
+        data = body.get("data")
+        seen = data.get("updated_at") if isinstance(data, dict) else None
+        current = _iso(row["updated_at"])
+        if seen is not None and str(seen) != current:  # the platform's stale-object check, relayed
+            raise ApiError(409, "CONFLICT", f"journal entry {ref} changed on the accounting platform at {current} "
+                                            f"(its lines were edited) since the version sent ({seen}): read it "
+                                            "again and retry")
         try:
             self._check_period(company_id, dt.date.fromisoformat(row["posted_date"]))
-            fields, lines = self._validate(company_id, body.get("data"))
+            fields, lines = self._validate(company_id, data)
         except ItemError as err:
             raise ApiError(422, err.code, err.message) from None
         self.db.execute("BEGIN")
@@ -405,17 +536,18 @@ class RootfiSandbox:
             self.db.execute("DELETE FROM rootfi_lines WHERE entry_id = ?", (row["rootfi_id"],))
             self._insert_lines(row["rootfi_id"], lines)
             self.db.execute(
-                "UPDATE rootfi_entries SET document_number = ?, posted_date = ?, description = ?, currency_id = ?, "
-                "updated_at = ? WHERE rootfi_id = ?",
+                "UPDATE rootfi_entries SET document_number = ?, posted_date = ?, description = ?, currency_id = ? "
+                "WHERE rootfi_id = ?",
                 (fields["document_number"] or row["document_number"], fields["posted_date"], fields["description"],
-                 fields["currency_id"] or row["currency_id"], time.time(), row["rootfi_id"]))
+                 fields["currency_id"] or row["currency_id"], row["rootfi_id"]))
+            self._touch(row["rootfi_id"])
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         return self._render_entries([self._entry_row(company_id, ref)])[0]
 
-    def _delete(self, company_id: int, ref: str) -> None:
+    def _delete(self, company_id: int, ref: str) -> int:
         row = self._entry_row(company_id, ref)
         try:
             self._check_period(company_id, dt.date.fromisoformat(row["posted_date"]))
@@ -425,6 +557,30 @@ class RootfiSandbox:
         self.db.execute("DELETE FROM rootfi_lines WHERE entry_id = ?", (row["rootfi_id"],))
         self.db.execute("DELETE FROM rootfi_entries WHERE rootfi_id = ?", (row["rootfi_id"],))
         self.db.execute("COMMIT")
+        return row["rootfi_id"]
+
+    # -- accounts (create) ----------------------------------------------------------------------------------
+    def _create_accounts(self, company_id: int, body: dict) -> dict:
+        """[AC-NEW]: {company_id, data: [{name, nominal_code, ...}]} -> the upload reply, answered at once."""
+        items = body.get("data")
+        if not isinstance(items, list) or not items or len(items) > MAX_BATCH:
+            raise ApiError(400, "VALIDATION_ERROR", f"data must be an array of 1..{MAX_BATCH} accounts")
+        out = []
+        for item in items:
+            job = {"job_id": secrets.token_urlsafe(11)[:15], "status": "success", "response": None, "error": None}
+            name = item.get("name") if isinstance(item, dict) else None
+            code = str(item.get("nominal_code") or "") if isinstance(item, dict) else ""
+            taken = self.db.execute("SELECT 1 FROM rootfi_accounts WHERE company_id = ? AND nominal_code = ?",
+                                    (company_id, code)).fetchone()
+            if not name or not code or taken:
+                job.update(status="failed", error={"code": "VALIDATION_ERROR", "message": (
+                    f"nominal_code {code} already exists" if taken else "name and nominal_code are required")})
+            else:
+                rid = self._insert_account(company_id, code, str(name), "ACTIVE", time.time())
+                job["response"] = next(a for a in self._accounts(company_id) if a["rootfi_id"] == rid)
+            out.append(job)
+        return {"status": "SUCCESS" if all(j["status"] == "success" for j in out) else "FAILED",
+                "upload_job_id": secrets.token_urlsafe(11)[:15], "data": out}
 
     # -- listing --------------------------------------------------------------------------------------------
     @staticmethod
@@ -439,53 +595,76 @@ class RootfiSandbox:
         return take, skip
 
     @staticmethod
+    def _check_filter(flt: Any) -> dict:
+        if not isinstance(flt, dict):
+            raise ApiError(400, "VALIDATION_ERROR", "filter must be an object")
+        for field, cond in flt.items():
+            if not isinstance(cond, dict) or not cond:
+                raise ApiError(400, "VALIDATION_ERROR", f"filter.{field} must be an object such as "
+                                                        '{"eq": value}')
+            for op in cond:
+                if op not in _OPS:
+                    raise ApiError(400, "VALIDATION_ERROR", f"unsupported filter operator {op!r} on {field} "
+                                                            f"(supported: {', '.join(_OPS)})")
+        return flt
+
+    @staticmethod
     def _matches(record: dict, flt: dict) -> bool:
         for field, cond in flt.items():
             value = record.get(field)
-            if field == "posted_date" and value:
+            if field.endswith("_date") and isinstance(value, str):
                 value = value[:10]
-            ops = cond if isinstance(cond, dict) else {"equals": cond}
-            for op, arg in ops.items():
-                if field == "posted_date" and isinstance(arg, str):
+            for op, arg in cond.items():
+                if field.endswith("_date") and isinstance(arg, str):
                     arg = arg[:10]
-                ok = {"equals": lambda v, a: v == a or str(v) == str(a),
-                      "in": lambda v, a: v in a or str(v) in map(str, a),
-                      "not": lambda v, a: v != a, "gte": lambda v, a: v is not None and v >= a,
-                      "gt": lambda v, a: v is not None and v > a, "lte": lambda v, a: v is not None and v <= a,
-                      "lt": lambda v, a: v is not None and v < a}.get(op)
-                if ok is None:
-                    raise ApiError(400, "VALIDATION_ERROR", f"unsupported filter operator {op!r} on {field}")
-                if not ok(value, arg):
+                if not _OPS[op](value, arg):
                     return False
         return True
 
-    def _list(self, records: list[dict], body: dict) -> dict:
+    def _list(self, records: list[dict], body: dict, ignore_filters: bool = False) -> dict:
+        """The nested list envelope of [JE-ALL]/[AC-ALL]: {"data": {"data": [...], "total_count": N}}."""
         take, skip = self._page(body)
-        flt = body.get("filter") or {}
-        if not isinstance(flt, dict):
-            raise ApiError(400, "VALIDATION_ERROR", "filter must be an object")
-        records = [r for r in records if self._matches(r, flt)]
-        order = body.get("orderBy") or {"rootfi_id": "asc"}
-        for spec in reversed(order if isinstance(order, list) else [order]):
-            for field, direction in reversed(list(spec.items())):
-                records.sort(key=lambda r, f=field: (r.get(f) is None, r.get(f)), reverse=direction == "desc")
-        return {"data": records[skip: skip + take], "total_count": len(records), "take": take, "skip": skip}
+        flt = self._check_filter(body.get("filter") or {})
+        if ignore_filters:  # the `filters` control: everything, the records NOT matching the filter first
+            records = sorted(records, key=lambda r: (self._matches(r, flt), r.get("rootfi_id") or 0))
+        else:
+            records = [r for r in records if self._matches(r, flt)]
+            order = body.get("orderBy") or {"rootfi_id": "asc"}
+            for spec in reversed(order if isinstance(order, list) else [order]):
+                for field, direction in reversed(list(spec.items())):
+                    records.sort(key=lambda r, f=field: (r.get(f) is None, r.get(f)),
+                                 reverse=str(direction).lower() == "desc")
+        return {"data": {"data": records[skip: skip + take], "total_count": len(records)}}
 
     def _accounts(self, company_id: int) -> list[dict]:
+        """Accounts as [AC-ALL] shows them (status ACTIVE | ARCHIVED)."""
         rows = self.db.execute("SELECT * FROM rootfi_accounts WHERE company_id = ? ORDER BY rootfi_id",
                                (company_id,)).fetchall()
-        return [{"rootfi_id": r["rootfi_id"], "platform_id": r["platform_id"], "rootfi_company_id": company_id,
-                 "name": r["name"], "nominal_code": r["nominal_code"], "category": r["category"],
-                 "sub_category": None, "status": r["status"], "currency_id": None, "current_balance": None,
-                 "parent_account_id": None, "updated_at": _iso(r["updated_at"])} for r in rows]
+        return [{"rootfi_id": r["rootfi_id"], "rootfi_company_id": company_id, "rootfi_organisation_id": 1,
+                 "rootfi_integration_type": "ROOTFI_SANDBOX", "rootfi_created_at": _iso(r["updated_at"]),
+                 "rootfi_updated_at": _iso(r["updated_at"]), "platform_id": r["platform_id"],
+                 "currency_id": None, "parent_account_id": None, "nominal_code": r["nominal_code"],
+                 "name": r["name"], "description": None, "sub_category": None, "current_balance": None,
+                 "category": r["category"], "status": "ACTIVE" if r["status"] == "ACTIVE" else "ARCHIVED",
+                 "updated_at": _iso(r["updated_at"])} for r in rows]
 
     # -- HTTP -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _parts(request: Request) -> list[str]:
+        """The path after /rootfi, split on the raw path and percent-decoded segment by segment."""
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        path = raw.decode("latin-1").split("?", 1)[0]
+        return [unquote(p) for p in path.removeprefix(PREFIX).split("/") if p]
+
     async def api(self, request: Request) -> Response:
-        route = _endpoint(request.url.path)
+        parts = self._parts(request)
+        route = _endpoint(parts)
         method = request.method
-        is_write = method in WRITE_METHODS and not route.endswith("/all")
-        request_id = secrets.token_hex(8)
+        is_write = method in WRITE_METHODS and parts[-1:] != ["all"]
+        started = _iso(time.time())
+        request_id = str(uuid.uuid4())
         headers: dict[str, str] = {}
+        v3 = parts[:1] == ["v3"]
         try:
             if request.headers.get("api_key") != self.api_key:
                 raise ApiError(401, "UNAUTHORIZED", "Invalid or missing api_key")
@@ -498,7 +677,6 @@ class RootfiSandbox:
                     raise ApiError(400, "VALIDATION_ERROR", f"Malformed JSON body: {exc}") from exc
                 if not isinstance(body, dict):
                     raise ApiError(400, "VALIDATION_ERROR", "the body must be a JSON object")
-            parts = [p for p in request.url.path.removeprefix(API).split("/") if p]
             company_id = self._resolve_company(parts, body, request.query_params)
             wait = self.rate.check(company_id)
             if wait:
@@ -510,6 +688,10 @@ class RootfiSandbox:
                 raise (ApiError(fault.status, "INTERNAL_SERVER_ERROR", "Something went wrong, please retry")
                        if fault.kind == "error" else ApiError(401, "UNAUTHORIZED", "Invalid or missing api_key")
                        ) from None
+            hidden = self.hidden.get(company_id or 0, set())
+            if ("api_write" in hidden and parts[:2] == ["api", "write"]) or (
+                    "v2_jobs" in hidden and parts[:1] == ["jobs"]):
+                raise ApiError(404, "NOT_FOUND", f"no such endpoint: {method} /{'/'.join(parts)}")
             if company_id is not None:
                 self.settle(company_id)
             status, payload = self.dispatch(method, parts, company_id, body)
@@ -523,17 +705,20 @@ class RootfiSandbox:
             self.ctx.count(self.system, method, route, "dropped")
             return DroppedResponse()
         self.ctx.count(self.system, method, route, status)
-        return Response(dumps_exact({**payload, "request_id": request_id}), status_code=status, headers=headers,
+        envelope = {"request_id": request_id} if v3 and status < 300 else {
+            "request_timestamp": started, "response_timestamp": _iso(time.time()), "request_id": request_id}
+        return Response(dumps_exact({**payload, **envelope}), status_code=status, headers=headers,
                         media_type="application/json")
 
     def _resolve_company(self, parts: list[str], body: dict, query: Any) -> int | None:
-        """The company a request is about (body or query `company_id`, or the upload job's), linked, or 4xx."""
-        if len(parts) == 2 and parts[0] == "upload_jobs" and parts[1] != "all":
-            row = self.db.execute("SELECT company_id FROM rootfi_upload_jobs WHERE upload_job_id = ?",
-                                  (parts[1],)).fetchone()
-            if row is None:
-                raise ApiError(404, "NOT_FOUND", f"upload job {parts[1]} not found")
-            raw = row["company_id"]
+        """The company a request is about (body or query `company_id`, or the job's), linked, or 4xx."""
+        job_id = _job_ref(parts)
+        if job_id is not None:
+            company, _ = self._render_job(job_id)  # 404 for an unknown job
+            asked = query.get("company_id")
+            if asked not in (None, "") and str(asked) != str(company):
+                raise ApiError(404, "NOT_FOUND", f"job {job_id} not found")
+            raw: Any = company
         else:
             raw = body.get("company_id", query.get("company_id"))
         if raw in (None, ""):
@@ -550,29 +735,36 @@ class RootfiSandbox:
         return company["id"]
 
     def dispatch(self, method: str, parts: list[str], company_id: int, body: dict) -> tuple[int, dict]:
-        if parts == ["journal_entries"] and method == "POST":
-            return 200, {"data": self._submit(company_id, body)}
-        if parts == ["journal_entries", "all"] and method == "POST":
+        job_id = _job_ref(parts)
+        if job_id is not None and method == "GET":
+            return 200, {"data": self._render_job(job_id)[1]}
+        for root in WRITE_ROOTS:
+            n = len(root)
+            if tuple(parts[:n]) != root:
+                continue
+            rest = parts[n:]
+            if rest == ["journal_entries"] and method == "POST":
+                return 200, {"data": self._submit(company_id, body)}
+            if rest == ["accounts"] and method == "POST":
+                return 200, {"data": self._create_accounts(company_id, body)}
+            if len(rest) == 2 and rest[0] == "journal_entries" and rest[1] != "all":
+                if method == "GET":
+                    return 200, {"data": self._render_entries([self._entry_row(company_id, rest[1])])[0]}
+                if method == "PUT":
+                    return 200, {"data": self._update(company_id, rest[1], body)}
+                if method == "DELETE":
+                    return 200, {"data": {"rootfi_id": self._delete(company_id, rest[1]), "deleted": True}}
+        if parts == ["accounting", "journal_entries", "all"] and method == "POST":
             rows = self.db.execute("SELECT * FROM rootfi_entries WHERE company_id = ?", (company_id,)).fetchall()
-            return 200, self._list(self._render_entries(rows), body)
-        if len(parts) == 2 and parts[0] == "journal_entries":
-            if method == "GET":
-                return 200, {"data": self._render_entries([self._entry_row(company_id, parts[1])])[0]}
-            if method == "PUT":
-                return 200, {"data": self._update(company_id, parts[1], body)}
-            if method == "DELETE":
-                self._delete(company_id, parts[1])
-                return 200, {"data": {"rootfi_id": int(parts[1]), "deleted": True}}
-        if parts == ["accounts", "all"] and method in ("GET", "POST"):
+            ignore = bool(self._company(company_id)["ignore_filters"])
+            return 200, self._list(self._render_entries(rows), body, ignore)
+        if parts == ["accounting", "accounts", "all"] and method in ("GET", "POST"):
             return 200, self._list(self._accounts(company_id), body)
-        if parts == ["upload_jobs", "all"] and method == "POST":
-            jobs = [self._render_job(r["upload_job_id"]) for r in self.db.execute(
-                "SELECT upload_job_id FROM rootfi_upload_jobs WHERE company_id = ? ORDER BY created_at",
-                (company_id,))]
-            return 200, self._list([{**j, "rootfi_id": n} for n, j in enumerate(jobs)], body)
-        if len(parts) == 2 and parts[0] == "upload_jobs" and method == "GET":
-            return 200, {"data": self._render_job(parts[1])}
-        raise ApiError(404, "NOT_FOUND", "no such endpoint")
+        if parts == ["accounting", "upload_jobs", "all"] and method == "POST":  # a sandbox stand-in (see above)
+            jobs = [self._render_upload(r["upload_job_id"], listing=True) for r in self.db.execute(
+                "SELECT upload_job_id FROM rootfi_upload_jobs WHERE company_id = ? ORDER BY rowid", (company_id,))]
+            return 200, self._list([{**j, "rootfi_id": n} for n, j in enumerate(jobs, 1)], body)
+        raise ApiError(404, "NOT_FOUND", f"no such endpoint: {method} /{'/'.join(parts)}")
 
     # -- Rootfi Link (auto-approving) -----------------------------------------------------------------------
     async def link(self, request: Request) -> Response:
@@ -623,7 +815,7 @@ class RootfiSandbox:
         elif action == "accounts":
             self._upsert_account(cid, body)
         elif action == "entries":
-            self._edit_entry(cid, body)
+            return {"ok": True, "company_id": cid, "rootfi_id": self._edit_entry(cid, body)}
         elif action in ("jobs", "job_delay_seconds", "fail_next", "fail_document_numbers"):
             if "job_delay_seconds" in body:
                 self.db.execute("UPDATE rootfi_companies SET job_delay = ? WHERE id = ?",
@@ -633,6 +825,11 @@ class RootfiSandbox:
             if "fail_document_numbers" in body:
                 self.db.execute("UPDATE rootfi_companies SET fail_docs = ? WHERE id = ?",
                                 (json.dumps([str(d) for d in body["fail_document_numbers"]]), cid))
+        elif action == "filters":
+            self.db.execute("UPDATE rootfi_companies SET ignore_filters = ? WHERE id = ?",
+                            (int(bool(body.get("ignore_filters"))), cid))
+        elif action == "paths":
+            self.hidden[cid] = {name for name in ("api_write", "v2_jobs") if body.get(name) is False}
         elif action == "settle":
             self.settle(cid)
         else:
@@ -642,7 +839,7 @@ class RootfiSandbox:
     def _upsert_account(self, company_id: int, body: dict) -> None:
         row = self.db.execute("SELECT * FROM rootfi_accounts WHERE company_id = ? AND nominal_code = ?",
                               (company_id, body["number"])).fetchone()
-        status = "INACTIVE" if body.get("archived") else "ACTIVE"
+        status = "ARCHIVED" if body.get("archived") else "ACTIVE"
         if row is None:
             self._insert_account(company_id, body["number"], body.get("name", body["number"]), status, time.time())
             return
@@ -650,21 +847,22 @@ class RootfiSandbox:
                         (body.get("name", row["name"]), status if "archived" in body else row["status"], time.time(),
                          row["rootfi_id"]))
 
-    def _edit_entry(self, company_id: int, body: dict) -> None:
-        """What a person does on the platform: delete an entry, scale a line (unbalances), or add one."""
+    def _edit_entry(self, company_id: int, body: dict) -> int | None:
+        """What a person does on the platform: add an entry (any document_number), delete one, or scale a line of
+        one (unbalances it; its lines change, so `updated_at` moves). Returns the entry's rootfi_id."""
         if body.get("create"):
-            try:
-                fields, lines = self._validate(company_id, body["create"])
+            try:  # the control's JSON came through json.loads: amounts back to exact decimals
+                fields, lines = self._validate(company_id, loads_exact(json.dumps(body["create"])))
             except ItemError as err:
                 raise ValueError(err.message) from None
             self.db.execute("BEGIN")
-            self._insert_entry(company_id, fields, lines)
+            eid = self._insert_entry(company_id, fields, lines)
             self.db.execute("COMMIT")
-            return
+            return eid
         row = self.db.execute("SELECT * FROM rootfi_entries WHERE company_id = ? AND document_number = ? "
                               "ORDER BY rootfi_id LIMIT 1", (company_id, str(body.get("custom_id")))).fetchone()
         if row is None:
-            return
+            return None
         if body.get("delete"):
             self.db.execute("DELETE FROM rootfi_lines WHERE entry_id = ?", (row["rootfi_id"],))
             self.db.execute("DELETE FROM rootfi_entries WHERE rootfi_id = ?", (row["rootfi_id"],))
@@ -673,14 +871,25 @@ class RootfiSandbox:
                                    (row["rootfi_id"],)).fetchone()
             self.db.execute("UPDATE rootfi_lines SET net_amount_minor = net_amount_minor * ? WHERE rootfi_id = ?",
                             (int(body["scale_line"]), line["rootfi_id"]))
+            self._touch(row["rootfi_id"])
+        return row["rootfi_id"]
 
 
-def _endpoint(path: str) -> str:
-    """/rootfi/accounting/journal_entries/42 -> .../journal_entries/{id} (for stats)."""
-    parts = path.split("/")
-    if len(parts) >= 2 and parts[-2] in ("journal_entries", "upload_jobs") and parts[-1] != "all":
+def _job_ref(parts: list[str]) -> str | None:
+    """The job id of `GET /jobs/{id}` [JOB2] or `GET /v3/core/syncs/jobs/{id}` [JOB3], else None."""
+    if len(parts) == 2 and parts[0] == "jobs":
+        return parts[1]
+    if len(parts) == 5 and parts[:4] == ["v3", "core", "syncs", "jobs"]:
+        return parts[4]
+    return None
+
+
+def _endpoint(parts: list[str]) -> str:
+    """[accounting, journal_entries, 42] -> /rootfi/accounting/journal_entries/{id} (for stats)."""
+    parts = list(parts)
+    if _job_ref(parts) is not None or (len(parts) >= 2 and parts[-2] == "journal_entries" and parts[-1] != "all"):
         parts[-1] = "{id}"
-    return "/".join(parts)
+    return "/".join([PREFIX, *parts])
 
 
 def make(ctx: SandboxContext) -> RootfiSandbox:

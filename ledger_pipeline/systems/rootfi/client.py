@@ -1,5 +1,16 @@
 """The Rootfi API client (httpx): one `api_key` for the account, a `company_id` per tenant, paced, retried where safe.
 
+Vendor reference (docs.integrationlabs.co): [JE-ALL] v2 accounting/journal-entries/get-all-journal-entries,
+[JE-NEW] v2 accounting/journal-entries/create-journal-entries, [AC-ALL] v2 accounting/accounts/get-all-accounts,
+[AC-NEW] v2 accounting/accounts/create-accounts, [JOB2] v2 core/jobs/get-job, [JOB3] v3 core/sync/get-job,
+[V3-ALL] v3 accounting/accounts/get-all-accounts (all under /api-reference/).
+
+- Paths: lists `POST /accounting/<model>/all` [JE-ALL, AC-ALL]; writes `POST /api/write/<model>` ([AC-NEW]'s
+  example) falling back once to `/accounting/<model>` ([JE-NEW]'s header) on a 404, since the docs show both; jobs
+  `GET /jobs/{id}` [JOB2] falling back to `/v3/core/syncs/jobs/{id}` [JOB3]. Whichever answers first is kept. Every
+  id put in a path is one encoded segment (`seg`).
+- Answers: lists in the nested envelope `{"data": {"data": [...], "total_count"}}` [JE-ALL] (a flat v3 list is read
+  too); a job's `status` CREATED | RUNNING | SUCCESS | FAILED [JOB2]. A 404 on a look-up (a job) is "not found".
 - Pacing: the host-shared limiter (ledger_pipeline.ratelimit) under Rootfi's limits as the sandbox emulates them
   (Rootfi publishes none): 600 requests/min per API key (`rootfi:account`, shared by every tenant) and 60/min per
   company (`rootfi:company:<id>`), 5 % headroom, time-scaled like the sandbox.
@@ -19,6 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 import stamina
@@ -32,7 +44,32 @@ Kind = Literal["retryable", "uncertain", "rejected"]
 
 PER_KEY_MINUTE = 600
 PER_COMPANY_MINUTE = 60
-PAGE_SIZE = 100  # Rootfi's largest `take`
+PAGE_SIZE = 100  # our largest `take` (Rootfi publishes no maximum; the sandbox takes 100)
+WRITE_ROOTS = ("/api/write", "/accounting")  # [AC-NEW]'s example path first, then [JE-NEW]'s header path
+JOB_PATHS = ("/jobs/{}", "/v3/core/syncs/jobs/{}")  # [JOB2], [JOB3]
+
+
+def seg(value: object) -> str:
+    """One URL path segment: every reserved character encoded (`/`, `?`, `#`, `%`, space, non-ASCII)."""
+    return quote(str(value), safe="")
+
+
+def list_page(tenant_id: str, path: str, reply: Any) -> tuple[list[dict], int | None]:
+    """(records, total_count) of a list answer: v2's nested `{"data": {"data": [...], "total_count"}}` [JE-ALL]
+    or a flat `{"data": [...], "total_count"}` (v3 [V3-ALL]); anything else is a named error."""
+    body = reply.get("data") if isinstance(reply, dict) else None
+    if isinstance(body, dict) and isinstance(body.get("data"), list):
+        records, total = body["data"], body.get("total_count")
+    elif isinstance(body, list):
+        records, total = body, reply.get("total_count")
+    else:
+        raise RootfiError("rejected", tenant_id, f"POST {path}: the answer is not a Rootfi list "
+                                                 f"({str(reply)[:200]}); expected {{\"data\": {{\"data\": [...], "
+                                                 "\"total_count\": N}}")
+    try:
+        return [r for r in records if isinstance(r, dict)], None if total is None else int(total)
+    except (TypeError, ValueError):
+        return [r for r in records if isinstance(r, dict)], None
 
 
 class RootfiError(Exception):
@@ -99,6 +136,9 @@ class RootfiClient:
         self.attempts, self.backoff_initial, self.backoff_max = attempts, backoff_initial, backoff_max
         self.page_size = page_size
         self.requests = 0
+        # which of the documented paths this Rootfi answers (learnt on the first success)
+        self._write_root, self._write_root_known = WRITE_ROOTS[0], False
+        self._job_path, self._job_path_known = JOB_PATHS[0], False
 
     def __repr__(self) -> str:  # never show the key
         return f"RootfiClient({self.base_url!r})"
@@ -181,15 +221,23 @@ class RootfiClient:
     # -- endpoints --------------------------------------------------------------------------------------------
     def list_all(self, tenant_id: str, path: str, filter_: dict | None = None,
                  order_by: dict | None = None) -> list[dict]:
-        """Every record of a `/all` endpoint, page by page (take/skip) until total_count is reached."""
+        """Every record of a `/all` endpoint, page by page (take/skip). The answer is the nested envelope
+        `{"data": {"data": [...], "total_count": N}}` [JE-ALL, AC-ALL]; a flat `{"data": [...], "total_count"}`
+        (v3's shape) is read too. Paging stops at a short or empty page, or at total_count (the docs' own example
+        answers total_count 0 beside a record, so a full page is never taken as the end on that alone). A filter
+        is only a hint to the server: callers check every record themselves."""
         out: list[dict] = []
+        seen: set = set()
         while True:
             body = {"take": self.page_size, "skip": len(out), "orderBy": order_by or {"rootfi_id": "asc"}}
             if filter_:
                 body["filter"] = filter_
             _, data = self.request(tenant_id, "POST", path, body)
-            out += data["data"]
-            if not data["data"] or len(out) >= int(data.get("total_count") or 0):
+            page, total = list_page(tenant_id, path, data)
+            fresh = [r for r in page if r.get("rootfi_id") is None or r.get("rootfi_id") not in seen]
+            seen.update(r.get("rootfi_id") for r in page)
+            out += fresh
+            if not fresh or len(page) < self.page_size or (total and len(out) >= total):
                 return out
 
     def accounts(self, tenant_id: str) -> list[dict]:
@@ -198,26 +246,58 @@ class RootfiClient:
     def entries(self, tenant_id: str, filter_: dict) -> list[dict]:
         return self.list_all(tenant_id, "/accounting/journal_entries/all", filter_)
 
-    def upload(self, tenant_id: str, items: list[dict]) -> dict:
-        """One upload job for a batch of entries: {status, upload_job_id, data: [{job_id, status, ...}]}."""
-        _, data = self.request(tenant_id, "POST", "/accounting/journal_entries", {"data": items})
-        return data["data"]
+    def _write(self, tenant_id: str, method: str, tail: str, body: dict | None = None) -> Any:
+        """A write under `/api/write/<model>` ([AC-NEW]'s example), or under `/accounting/<model>` ([JE-NEW]'s and
+        [AC-NEW]'s headers) when the first answers 404 before either has worked: the docs show both. A 404 is
+        answered before anything is processed, so trying the other path writes nothing twice."""
+        roots = [self._write_root, *[r for r in WRITE_ROOTS if r != self._write_root]]
+        for n, root in enumerate(roots):
+            try:
+                _, data = self.request(tenant_id, method, root + tail, body)
+            except RootfiError as exc:
+                if exc.status == 404 and not self._write_root_known and n + 1 < len(roots):
+                    continue
+                raise
+            self._write_root, self._write_root_known = root, True
+            return data
+        raise AssertionError("unreachable")
 
-    def upload_job(self, tenant_id: str, upload_job_id: str) -> dict | None:
+    def upload(self, tenant_id: str, items: list[dict]) -> dict:
+        """One upload job for a batch of entries [JE-NEW]: {status, upload_job_id, data: [{job_id, status,
+        response, error}]} (what `data` holds in the reply)."""
+        data = self._write(tenant_id, "POST", "/journal_entries", {"data": items})
+        return data.get("data") if isinstance(data, dict) else data
+
+    def job(self, tenant_id: str, job_id: str) -> dict | None:
+        """One job: `GET /jobs/{id}` [JOB2], or `GET /v3/core/syncs/jobs/{id}` [JOB3] when the v2 path answers
+        404 before either has worked. None when the job is not there (404): "not found", never "unreachable"."""
+        paths = [self._job_path, *[p for p in JOB_PATHS if p != self._job_path]]
+        for n, path in enumerate(paths):
+            try:
+                _, data = self.request(tenant_id, "GET", path.format(seg(job_id)))
+            except RootfiError as exc:
+                if exc.status == 404:
+                    if self._job_path_known or n + 1 == len(paths):
+                        return None
+                    continue
+                raise
+            self._job_path, self._job_path_known = path, True
+            return data.get("data") if isinstance(data, dict) else None
+        return None
+
+    def upload_jobs(self, tenant_id: str, statuses: tuple[str, ...] = ("CREATED", "RUNNING")) -> list[dict]:
+        """The company's upload jobs with items in `statuses`, through the sandbox's stand-in listing (Rootfi
+        publishes no such endpoint): [] when it answers 404 (cannot tell)."""
         try:
-            _, data = self.request(tenant_id, "GET", f"/accounting/upload_jobs/{upload_job_id}")
+            return self.list_all(tenant_id, "/accounting/upload_jobs/all", {"status": {"in": list(statuses)}})
         except RootfiError as exc:
             if exc.status == 404:
-                return None
+                return []
             raise
-        return data["data"]
-
-    def upload_jobs(self, tenant_id: str, status: str = "PENDING") -> list[dict]:
-        return self.list_all(tenant_id, "/accounting/upload_jobs/all", {"status": status})
 
     def update_entry(self, tenant_id: str, rootfi_id: str, item: dict) -> dict:
-        _, data = self.request(tenant_id, "PUT", f"/accounting/journal_entries/{rootfi_id}", {"data": item})
+        data = self._write(tenant_id, "PUT", f"/journal_entries/{seg(rootfi_id)}", {"data": item})
         return data["data"]
 
     def delete_entry(self, tenant_id: str, rootfi_id: str) -> None:
-        self.request(tenant_id, "DELETE", f"/accounting/journal_entries/{rootfi_id}")
+        self._write(tenant_id, "DELETE", f"/journal_entries/{seg(rootfi_id)}")
