@@ -1,6 +1,6 @@
-"""The shared request core (ledger_pipeline.systems.core), the paginators, and the QuickBooks, Zoho and Aden dialects
-on it (what their sandboxes do not stage: Retry-After, 610 on a look-up vs a write, batch metering, a token refused
-after its refresh) against a real HTTP server on loopback.
+"""The shared request core (ledger_pipeline.systems.core), the paginators, and the QuickBooks, Zoho, Aden and Rootfi
+dialects on it (what their sandboxes do not stage: Retry-After, 610 on a look-up vs a write, batch metering, a
+token refused after its refresh, which writes are replayed) against a real HTTP server on loopback.
 
 The server (http.server, a thread) answers from a per-test script and logs every request it received, raw path and
 body included; the token vault is the real one (SQLite), the limiter the real host limiter (SQLite, with its own
@@ -48,6 +48,7 @@ from ledger_pipeline.systems.core import (
 from ledger_pipeline.systems.paging import CursorPaging, OffsetPaging, PageNumberPaging, records
 from ledger_pipeline.systems.quickbooks.client import QuickBooksClient, QuickBooksDialect, QuickBooksError
 from ledger_pipeline.systems.quickbooks.sink import classify as qbo_classify
+from ledger_pipeline.systems.rootfi.client import RootfiClient, RootfiDialect, RootfiError
 from ledger_pipeline.systems.zoho.client import ZohoClient, ZohoDialect, ZohoError
 
 DROP = "drop"  # read the request, then close the connection without an answer
@@ -669,3 +670,34 @@ def test_aden_keyed_writes_are_resent_replays_recognised_and_errors_read(server:
     server.plan("GET", "/accounts", (200, {}, {"data": [{"id": 1}, {"id": 2}], "pagination": {
         "limit": 2, "offset": 0, "has_more": False}}))
     assert client.pages(TENANT, "/accounts") == [{"id": 1}, {"id": 2}] and len(server.sent("GET", "/accounts")) == 1
+
+
+def test_rootfi_company_placement_reads_by_post_and_which_writes_are_replayed(tmp_path: Path, server: Server) -> None:
+    limiter = HostLimiter(tmp_path / "rl.sqlite")
+    grants: list[list[Rule]] = []
+    limiter.on_grant = lambda rules, _prio, _now: grants.append(rules)
+    unlinked: list[tuple[str, str]] = []
+    dialect = RootfiDialect(server.url, "secret-key", lambda t: "42")
+    client = RootfiClient(ApiCore(dialect, limiter=limiter, sleep=Sleeps(), clock=lambda: NOW),
+                          on_unlinked=lambda t, why: unlinked.append((t, why)), page_size=2)
+    page = {"data": {"data": [{"rootfi_id": 1}, {"rootfi_id": 2}], "total_count": 0}}  # the docs' total_count 0
+    server.plan("POST", "/accounting/accounts/all", (503, {}, {}), (200, {}, page), (200, {}, page))
+    assert client.accounts(TENANT) == [{"rootfi_id": 1}, {"rootfi_id": 2}], "a page with nothing new ends it"
+    sent = server.sent("POST", "/accounting/accounts/all")
+    assert len(sent) == 3, "a list POST is a read: re-sent after a 503; total_count 0 is not the end"
+    assert [json.loads(b) for *_, b in sent][1:] == [
+        {"company_id": 42, "orderBy": {"rootfi_id": "asc"}, "take": 2, "skip": s} for s in (0, 2)]
+    assert {h["api_key"] for _, _, _, h, _ in sent} == {"secret-key"} and "secret-key" not in repr(client)
+    assert grants[0] == [Rule("rootfi:account", 570, 60.0), Rule("rootfi:company:42", 57, 60.0)]
+
+    server.plan("PUT", "/api/write/journal_entries/a%2F1", (503, {}, {}), (200, {}, {"data": {"rootfi_id": "a/1"}}))
+    assert client.update_entry(TENANT, "a/1", {"x": 1}) == {"rootfi_id": "a/1"}, "a PUT replay lands the same"
+    server.plan("POST", "/api/write/journal_entries", (503, {}, {}))
+    with pytest.raises(RootfiError) as err:
+        client.upload(TENANT, [{"document_number": "d"}])
+    assert err.value.kind == "uncertain" and len(server.sent("POST", "/api/write/journal_entries")) == 1
+    server.plan("GET", "/jobs/j1", (403, {}, {"error": {"code": "COMPANY_NOT_LINKED", "message": "unlinked"}}))
+    with pytest.raises(RootfiError) as err:
+        client.job(TENANT, "j1")
+    assert err.value.kind == "needs_reauth" and "--tenant t1 --system rootfi" in str(err.value)
+    assert unlinked == [(TENANT, "Rootfi: unlinked")] and server.sent("GET", "/jobs/j1")[0][2] == {"company_id": "42"}

@@ -115,6 +115,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # system's refresh function. Raises NeedsReauth (grant gone) or TokenEndpointError (refresh failed).
 TokenSource = Callable[[str, "str | None"], str]
 Action = Literal["ok", "retry", "rate_limited", "refresh", "reject"]
+# how an "uncertain" error ends (the sink looks the entry up before anything is written again)
+UNKNOWN = "the outcome is unknown (the write may have been applied): look the entry up before writing again"
 
 
 # -- errors --------------------------------------------------------------------------------------------------------
@@ -485,8 +487,7 @@ class ApiCore:
             err = exc.error
             if write and state.reached and err.kind == "retryable":
                 err.kind = "uncertain"
-                err.message += ("; an earlier attempt may have been applied: look the entry up before writing "
-                                "again")
+                err.message += f"; {UNKNOWN} (an earlier attempt may have reached the system)"
             raise err from exc.__cause__
         raise AssertionError("stamina ended without a result or an error")  # pragma: no cover
 
@@ -523,8 +524,7 @@ class ApiCore:
                 raise _Retry(self.error("retryable", call.tenant,
                                         f"{where}: no answer ({type(exc).__name__}); retried on the next run")) from exc
             raise self.error("uncertain", call.tenant,
-                             f"{where}: no answer ({type(exc).__name__}: {exc}); the write may have been applied: "
-                             "look the entry up before writing again") from exc
+                             f"{where}: no answer ({type(exc).__name__}: {exc}); {UNKNOWN}") from exc
         return self._resolve(call, write, safe, state, response, where)
 
     def _resolve(self, call: Call, write: bool, safe: bool, state: _State, response: httpx.Response,
@@ -555,7 +555,7 @@ class ApiCore:
             raise self.error("uncertain" if uncertain else "retryable", call.tenant,
                              f"{what}; {self.dialect.title} asks to wait {wait:.0f} s (more than the "
                              f"{self.retry_after_max:.0f} s waited within a run): retried on the next run"
-                             + ("; the write may have been applied: look the entry up first" if uncertain else ""),
+                             + (f"; {UNKNOWN}" if uncertain else ""),
                              status, data, retry_after=wait)
         err = self.error("retryable", call.tenant, what, status, data, retry_after=wait)
         if res.action == "rate_limited" or res.unprocessed:
@@ -564,7 +564,7 @@ class ApiCore:
         state.reached = state.reached or write  # retry: the system may have processed it
         if not safe:
             err.kind = "uncertain"
-            err.message += "; the write may have been applied: look the entry up before writing again"
+            err.message += f"; {UNKNOWN}"
             raise err
         state.wait_next = wait or 0.0
         raise _Retry(err, wait)
