@@ -19,7 +19,7 @@ from ledger_pipeline.assets.metadata import (
     preview_markdown,
     table_result_metadata,
 )
-from ledger_pipeline.warehouse import descriptions, schema
+from ledger_pipeline.warehouse import analyst, descriptions, schema
 from ledger_pipeline.warehouse.analyst import latest_path, open_latest, snapshot_info
 from ledger_pipeline.warehouse.store import Warehouse, prune_snapshots, snapshot_files
 
@@ -206,3 +206,22 @@ def test_a_0_1_0_warehouse_is_migrated_on_first_use(tmp_path: Path) -> None:
         kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables "
                                  "WHERE table_schema = 'jurnal'").fetchall())
     assert kinds["postings"] == "VIEW"
+
+
+def test_an_analysts_pandas_frame_keeps_money_exact(tmp_path: Path) -> None:
+    """`warehouse.analyst.frame` on the analytics views: DECIMAL stays decimal (Arrow), never float64."""
+    published = tmp_path / "warehouse.duckdb"
+    wh = Warehouse(tmp_path / "work" / "w.duckdb", published)
+    with wh.connect() as con:
+        con.execute("INSERT INTO r2a.pl_monthly (tenant_id, period, revenue, cogs, expenses, net_income, currency) "
+                    "VALUES ('t1', DATE '2026-05-01', 680291300.12, 0.01, 0, 680291300.11, 'KWD'), "
+                    "('t2', DATE '2026-05-01', 0.10, 0.20, 0, -0.10, 'IDR')")
+    wh.publish(run_id="run-1")
+    with open_latest(published) as con:
+        assert con.sql("SELECT SUM(revenue) FROM r2a.pl_monthly").df().dtypes.iloc[0] == "float64"  # the trap
+    df = analyst.frame("SELECT * FROM r2a.pl_monthly ORDER BY tenant_id DESC", path=published)
+    assert str(df["revenue"].dtype).startswith("decimal128")
+    assert df["revenue"].tolist() == [Decimal("0.100"), Decimal("680291300.12")]
+    assert df.loc[df["currency"] == "KWD", "net_income"].sum() == Decimal("680291300.11")
+    one = analyst.frame("SELECT revenue FROM r2a.pl_monthly WHERE tenant_id = ?", ["t1"], path=published)
+    assert one["revenue"][0] == Decimal("680291300.12")

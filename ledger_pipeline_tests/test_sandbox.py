@@ -81,18 +81,27 @@ def test_journal_entry_endpoints(server, api: Api) -> None:  # noqa: ANN001
     assert march["total_count"] == 5
     by_no = api.http.get("/journal_entries", params={"transaction_no": created["transaction_no"]}).json()
     assert [e["id"] for e in by_no["journal_entries"]] == [created["id"]]
-    # PATCH: destroy a line, change one, add one; must still balance
+    # PATCH (Mekari's Swagger): transaction_date and transaction_no required; a line with id changes that line, one
+    # without id is added; the undocumented _destroy is dropped (the line stays); must still balance
     lines = created["transaction_account_lines"]
-    patch = {"journal_entry": {"memo": "changed", "transaction_account_lines_attributes": [
-        {"id": lines[0]["id"], "_destroy": True},
-        {"id": lines[1]["id"], "account_name": "Pendapatan", "credit": "2000"},
-        {"account_id": api.account_id("3-30100"), "debit": "2000", "description": "net"},
-    ]}}
+    changes = [{"id": lines[0]["id"], "account_id": api.account_id("3-30100"), "debit": "2000", "credit": 0},
+               {"id": lines[1]["id"], "account_name": "Pendapatan", "debit": 0, "credit": "1500"},
+               {"account_name": "Pendapatan Jasa", "debit": 0, "credit": "500"}]
+    required = api.http.patch(f"/journal_entries/{created['id']}", json={"journal_entry": {
+        "memo": "changed", "transaction_account_lines_attributes": changes}})
+    assert required.status_code == 422 and set(required.json()) == {"transaction_date", "transaction_no"}
+    patch = {"journal_entry": {"memo": "changed", "transaction_date": "2025-01-31",
+                               "transaction_no": created["transaction_no"], "tag_name": ["r2a"],
+                               "transaction_account_lines_attributes": changes}}
     r = api.http.patch(f"/journal_entries/{created['id']}", json=patch)
     assert r.status_code == 200, r.text
     updated = r.json()["journal_entry"]
     assert updated["memo"] == "changed" and updated["total_debit"] == 2000 and len(
-        updated["transaction_account_lines"]) == 2
+        updated["transaction_account_lines"]) == 3 and updated["tags_string"] == "r2a"
+    destroyed = {"journal_entry": {**patch["journal_entry"], "transaction_account_lines_attributes": [
+        {"id": updated["transaction_account_lines"][2]["id"], "_destroy": True}]}}
+    assert len(api.http.patch(f"/journal_entries/{created['id']}", json=destroyed).json()["journal_entry"][
+        "transaction_account_lines"]) == 3, "_destroy is not part of Jurnal's documented API: the line stays"
     assert api.http.delete(f"/journal_entries/{created['id']}").status_code == 204
     assert api.http.get("/journal_entries/je-1").status_code == 404
     # batch_create: a status per item

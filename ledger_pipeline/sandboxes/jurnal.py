@@ -1,19 +1,53 @@
-"""The Jurnal sandbox: a local server that behaves like Mekari Jurnal's partner API, limits and failures included.
+"""The Jurnal sandbox: a local server that behaves like Mekari Jurnal's API, limits and failures included.
 
-Paths, bodies, status codes and error shapes follow ../shared/reference/accounting_apis.md section 1: OAuth2 with
-1-hour access tokens and single-use rotating refresh tokens, `/partner/core/api/v1` journal entries and accounts,
-`batch_create` with a status per item, 422 field maps, 429 with `{"message":"API rate limit exceeded"}`.
+Paths, bodies, status codes and error shapes follow Mekari's Swagger "Jurnal API Doc" 2.0.0 (shared/reference/
+specs/jurnal_mekari_swagger.json, "the spec" below) and ../shared/reference/accounting_apis.md section 1:
+
+- Two ways in, to the same companies and entries: the OAuth2 partner API under `/partner/core/api/v1` (Bearer;
+  1-hour access tokens, single-use rotating refresh tokens; mekari-engineering/ruby-jurnal-client
+  `connection.rb`), and Mekari's API gateway under `/public/jurnal/api/v1` (the spec's basePath paths, host
+  api.mekari.com) with HMAC-signed requests (the spec's `info.description`; devcenter-kb
+  `docs/authentication/hmac.md`): `Authorization: hmac username=.., algorithm="hmac-sha256", headers="date
+  request-line", signature=..`, a `Date` within 300 s of the gateway's clock (`clock`, injectable), and a
+  `Digest: SHA-256=..` of the body on POST/PUT/PATCH/DELETE. Refusals are 401 with the messages of Kong's
+  hmac-auth plugin (Kong/kong `kong/plugins/hmac-auth/access.lua`), whose header format this is.
+- Journal entries: `transaction_status {"id":2,"name":"Closed","name_bahasa":"Selesai"}`, a line's
+  `account.category` `{id, name}`, `tags` `[{id, name}]` with `tags_string`, whole amounts as JSON integers (the
+  spec's examples). PATCH requires `transaction_date` and `transaction_no` (422 field maps), takes tags as
+  `tag_name`, changes lines that carry an `id` and adds those without; the undocumented `_destroy` is not a
+  permitted attribute and is dropped (so the line stays), as Rails strong parameters drop unknown keys.
+- `batch_create`: HTTP 200 with a result per entry `{"status", "body": <the request echoed>, "content": <the
+  created entry, or the refusal's field map>}` (the spec's example), at most 100 entries.
+- `/journal_entries/{id}` takes the Jurnal id or the custom_id ("Journal Entry ID or Custom ID"); the segment is
+  matched raw and then percent-decoded (a custom_id with `/` or `?` is one segment, as in Rails routing).
+- 422 field maps, 429 with `{"message":"API rate limit exceeded"}`.
+
+Controls (POST /_sandbox/companies/<login>/<action>), besides lock_date, revoke, accounts and entries:
+- `hmac_credentials` {}: issue the company's gateway client id and secret (Mekari's developer dashboard does this),
+  creating the company if new: `{"client_id": .., "client_secret": ..}`.
+- `lookup` {"mode": "normal" | "ignore_filters" | "others_first"}: a misbehaving look-up, to prove the client never
+  adopts an entry that is not its own. `ignore_filters`: the list ignores start_date/end_date/transaction_no and
+  `GET /journal_entries/{id}` answers the company's oldest entry whatever the id; `others_first`: the same, with the
+  entries that do not match put first (the look-up answers another entry whenever there is one).
+- `entries` {"custom_id", "relines": true}: a person re-enters the entry's lines in Jurnal (same amounts, new line
+  ids), so line ids a client kept are stale.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
 import json
+import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -30,11 +64,22 @@ from ledger_pipeline.sandboxes.base import (
     client_host,
     token_fault,
 )
-from ledger_pipeline.sandboxes.jurnal_state import SandboxState
+from ledger_pipeline.sandboxes.jurnal_state import CATEGORY_IDS, SandboxState
 from ledger_pipeline.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
-API = "/partner/core/api/v1"
+API = "/partner/core/api/v1"  # OAuth2 partner API (Bearer)
+GATEWAY = "/public/jurnal/api/v1"  # Mekari API gateway (HMAC), the spec's basePath
 MAX_BATCH = 100
+CLOCK_SKEW = 300  # seconds between the Date header and the gateway's clock (devcenter-kb hmac.md)
+# Kong hmac-auth's 401 messages (Kong/kong kong/plugins/hmac-auth/access.lua)
+HMAC_DATE_REFUSED = ("HMAC signature cannot be verified, a valid date or x-date header is required for HMAC "
+                     "Authentication")
+HMAC_NOT_VERIFIED = "HMAC signature cannot be verified"
+HMAC_NO_MATCH = "HMAC signature does not match"
+_HMAC_PARAMS = re.compile(r'\s*hmac\s+username="([^"]+)",\s*algorithm="([^"]+)",\s*headers="([^"]+)",\s*'
+                          r'signature="([^"]+)"\s*$', re.IGNORECASE)
+CLOSED = {"id": 2, "name": "Closed", "name_bahasa": "Selesai"}  # the spec's transaction_status of a journal entry
+LOOKUP_MODES = ("normal", "ignore_filters", "others_first")
 
 
 class ApiError(Exception):
@@ -105,6 +150,22 @@ def _amount(value: Any, fieldname: str) -> int:
     return int(dec * 100)
 
 
+def _num(minor: int, wire: bool) -> int | Decimal:
+    """An amount on the wire: a JSON integer when whole (the spec's examples: `"debit": 30000`), else 2 dp; the
+    /_sandbox inspection keeps exact 2-dp decimals."""
+    return minor // 100 if wire and minor % 100 == 0 else from_minor(minor)
+
+
+def _iso(ts: float) -> str:
+    """Rails' timestamp form, as in the spec's examples: 2017-03-17T11:37:01.040Z."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _tag_id(name: str) -> int:
+    """A stable tag id per name (Jurnal's tags are company records; the sandbox derives the id)."""
+    return int(hashlib.sha256(name.encode()).hexdigest()[:7], 16)
+
+
 def _rupiah(minor: int) -> str:
     whole = f"{from_minor(minor):,.2f}".replace(",", "_").replace(".", ",").replace("_", ".")
     return f"Rp. {whole}"
@@ -116,13 +177,16 @@ class Sandbox:
     system = "jurnal"
 
     def __init__(self, state: SandboxState, ctx: SandboxContext, refresh_ttl: float = 30 * 86400,
-                 client_id: str = SANDBOX_CLIENT_ID, client_secret: str = SANDBOX_CLIENT_SECRET):
+                 client_id: str = SANDBOX_CLIENT_ID, client_secret: str = SANDBOX_CLIENT_SECRET,
+                 clock: Callable[[], float] = time.time):
         self.state, self.ctx = state, ctx
         self.limits = ctx.limits
         self.rate = RateLimiter(self.limits)
         self.refresh_ttl = refresh_ttl
         self.client_id, self.client_secret = client_id, client_secret
+        self.clock = clock  # the gateway's clock for the HMAC Date check (tests set it; never the wall clock there)
         self._logins: dict[int, str] = {}  # company id -> login, for per-address stats
+        self.lookup_modes: dict[int, str] = {}  # company id -> a misbehaving look-up (see the `lookup` control)
 
     @property
     def access_ttl(self) -> float:
@@ -141,50 +205,57 @@ class Sandbox:
             Route("/auth/oauth2/token", self.token, methods=["POST"]),
             Route("/auth/oauth2/revoke", self.revoke, methods=["POST"]),
             Route(API + "/{path:path}", self.api, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
+            Route(GATEWAY + "/{path:path}", self.gateway, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
         ]
 
     def close(self) -> None:
         self.state.close()
 
     # -- rendering ------------------------------------------------------------------------------------------
-    def render(self, entries: list) -> list[dict]:
+    def render(self, entries: list, wire: bool = True) -> list[dict]:
+        """Entries in the spec's read shape (`wire`), or with exact 2-dp amounts for /_sandbox inspection."""
         lines = self.state.entry_lines([e["id"] for e in entries])
         out = []
         for e in entries:
             ls = lines[e["id"]]
             debit, credit = sum(r["debit_minor"] for r in ls), sum(r["credit_minor"] for r in ls)
             locked = self._locked(e["company_id"], dt.date.fromisoformat(e["transaction_date"]))
+            tags = json.loads(e["tags"] or "[]")
             out.append({
                 "id": e["id"],
                 "custom_id": e["custom_id"],
                 "transaction_no": e["transaction_no"],
                 "transaction_date": _fmt_date(e["transaction_date"]),
                 "memo": e["memo"],
-                "tags": json.loads(e["tags"] or "[]"),
-                "transaction_status": {"id": 1, "name": "Approved"},
+                "transaction_status": dict(CLOSED),
                 "transaction_account_lines": [
                     {
                         "id": r["id"],
-                        "debit": from_minor(r["debit_minor"]),
-                        "credit": from_minor(r["credit_minor"]),
-                        "debit_currency_format": _rupiah(r["debit_minor"]),
-                        "credit_currency_format": _rupiah(r["credit_minor"]),
                         "description": r["description"],
+                        "debit": _num(r["debit_minor"], wire),
+                        "credit": _num(r["credit_minor"], wire),
+                        "credit_currency_format": _rupiah(r["credit_minor"]),
+                        "debit_currency_format": _rupiah(r["debit_minor"]),
                         "account": {"id": r["account_id"], "name": r["account_name"],
-                                    "number": r["account_number"], "category": r["account_category"]},
+                                    "number": r["account_number"],
+                                    "category": {"id": r["account_category_id"] or CATEGORY_IDS.get(
+                                        r["account_category"]), "name": r["account_category"]}},
                     }
                     for r in ls
                 ],
-                "total_debit": from_minor(debit),
-                "total_credit": from_minor(credit),
+                "total_debit": _num(debit, wire),
+                "total_credit": _num(credit, wire),
                 "total_debit_currency_format": _rupiah(debit),
                 "total_credit_currency_format": _rupiah(credit),
+                "attachments": [],
+                "tags": [{"id": _tag_id(t), "name": t} for t in tags],
+                "tags_string": ", ".join(tags),
                 "locked": locked,
                 "reconciled": False,
+                "created_at": _iso(e["created_at"]),
+                "updated_at": _iso(e["updated_at"]),
                 "currency_code": "IDR",
-                "currency_rate": Decimal("1.0"),
-                "created_at": dt.datetime.fromtimestamp(e["created_at"], dt.UTC).isoformat(),
-                "updated_at": dt.datetime.fromtimestamp(e["updated_at"], dt.UTC).isoformat(),
+                "currency_rate": 1,
             })
         return out
 
@@ -219,32 +290,56 @@ class Sandbox:
             raise ApiError(422, {fieldname: [f"{label} not exist"]})
         return acc["id"]
 
-    def _parse_lines(self, company_id: int, raw: Any) -> list[dict]:
+    # Rails strong parameters: a line's permitted attributes (the spec's create and PATCH schemas, plus account_id
+    # and description, which the spec's descriptions and read shape use). Anything else (`_destroy`) is dropped.
+    LINE_KEYS = ("id", "account_id", "account_name", "debit", "credit", "description")
+
+    def _parse_lines(self, company_id: int, raw: Any, current: dict[int, dict] | None = None) -> list[dict]:
+        """Lines of a create (`current` None) or a PATCH: a line with an `id` changes that line of `current` (fields
+        it leaves out stay as they are), a line without one is new and needs an account."""
         if not isinstance(raw, list):
             raise ApiError(422, {"transaction_account_lines": ["can't be blank"]})
         out = []
-        for line in raw:
-            if not isinstance(line, dict):
+        for given in raw:
+            if not isinstance(given, dict):
                 raise ApiError(422, {"transaction_account_lines": ["is invalid"]})
-            if line.get("_destroy") in (True, "true", 1, "1"):
-                out.append({"id": line.get("id"), "_destroy": True})
-                continue
-            debit, credit = _amount(line.get("debit"), "debit"), _amount(line.get("credit"), "credit")
+            line = {k: v for k, v in given.items() if k in self.LINE_KEYS}
+            base: dict = {}
+            if current is not None and line.get("id") not in (None, ""):
+                try:
+                    line_id = int(line["id"])
+                except (TypeError, ValueError):
+                    line_id = -1
+                if line_id not in current:
+                    raise ApiError(422, {"transaction_account_lines": [f"line {line['id']} not found"]})
+                base = dict(current[line_id])
+            has_account = line.get("account_id") not in (None, "") or line.get("account_name") not in (None, "")
+            account = self._resolve_account(company_id, line) if has_account or not base else base["account_id"]
+            debit = _amount(line.get("debit"), "debit") if "debit" in line else base.get("debit_minor", 0)
+            credit = _amount(line.get("credit"), "credit") if "credit" in line else base.get("credit_minor", 0)
             if debit and credit:
                 raise ApiError(422, {"transaction_account_lines": ["a line has either a debit or a credit"]})
-            out.append({"id": line.get("id"), "account_id": self._resolve_account(company_id, line),
-                        "debit_minor": debit, "credit_minor": credit, "description": line.get("description")})
+            out.append({"id": base.get("id"), "account_id": account, "debit_minor": debit, "credit_minor": credit,
+                        "description": line.get("description", base.get("description"))})
         return out
 
     @staticmethod
     def _check_balanced(lines: list[dict]) -> None:
-        live = [ln for ln in lines if not ln.get("_destroy")]
-        if len(live) < 2:
+        if len(lines) < 2:
             raise ApiError(422, {"transaction_account_lines": ["must have at least 2 lines"]})
-        debit, credit = sum(ln["debit_minor"] for ln in live), sum(ln["credit_minor"] for ln in live)
+        debit, credit = sum(ln["debit_minor"] for ln in lines), sum(ln["credit_minor"] for ln in lines)
         if debit != credit:
             raise ApiError(422, {"total_debit": [
                 f"Total debit ({from_minor(debit)}) and total credit ({from_minor(credit)}) must be balance"]})
+
+    def _check_custom_id(self, company_id: int, custom_id: Any, status: int, entry_id: int | None = None) -> None:
+        if custom_id in (None, ""):
+            return
+        other = self.state.db.execute("SELECT id FROM entries WHERE company_id = ? AND custom_id = ?",
+                                      (company_id, str(custom_id))).fetchone()
+        if other is not None and other["id"] != entry_id:
+            raise ApiError(status, {"custom_id": ["has already been taken"],
+                                    "error_full_messages": ["(Custom id attribute had already been used.)"]})
 
     def create_entry(self, company_id: int, payload: Any, batch: bool = False) -> dict:
         if not isinstance(payload, dict) or not isinstance(payload.get("journal_entry"), dict):
@@ -256,9 +351,7 @@ class Sandbox:
         self._check_lock(company_id, date)
         custom_id, no = je.get("custom_id"), je.get("transaction_no")
         dup = 409 if batch else 422
-        if custom_id and self.state.find_entry(company_id, str(custom_id)) is not None:
-            raise ApiError(dup, {"custom_id": ["has already been taken"],
-                                 "error_full_messages": ["(Custom id attribute had already been used.)"]})
+        self._check_custom_id(company_id, custom_id, dup)
         if no and self.state.list_entries(company_id, transaction_no=str(no), limit=1)[1]:
             raise ApiError(dup, {"transaction_no": ["(Transaction number had already been used)"]})
         db, now = self.state.db, time.time()
@@ -268,7 +361,7 @@ class Sandbox:
             cur = db.execute(
                 "INSERT INTO entries (company_id, custom_id, transaction_no, transaction_date, memo, tags, "
                 "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (company_id, custom_id, str(no), date.isoformat(), je.get("memo"), json.dumps(je.get("tags") or []),
+                (company_id, custom_id, str(no), date.isoformat(), je.get("memo"), json.dumps(_tags(je, "tags")),
                  now, now),
             )
             entry_id = cur.lastrowid
@@ -284,38 +377,40 @@ class Sandbox:
         return self.render([db.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()])[0]
 
     def update_entry(self, company_id: int, ref: str, payload: Any) -> dict:
+        """PATCH (the spec's `update`): `transaction_date` and `transaction_no` required, the number unchanged;
+        lines by id changed, lines without id added, lines not mentioned kept; tags from `tag_name` (or `tags`, as
+        the spec's example body has it)."""
         entry = self.state.find_entry(company_id, ref)
         if entry is None:
             raise ApiError(404, {"error": "Journal entry not found"})
         if not isinstance(payload, dict) or not isinstance(payload.get("journal_entry"), dict):
             raise ApiError(400, {"error": "param is missing or the value is empty: journal_entry"})
         je = payload["journal_entry"]
-        if je.get("transaction_no") not in (None, entry["transaction_no"]):
+        blank = {f: ["can't be blank"] for f in ("transaction_date", "transaction_no") if je.get(f) in (None, "")}
+        if blank:
+            raise ApiError(422, blank)
+        if str(je["transaction_no"]) != entry["transaction_no"]:
             raise ApiError(422, {"transaction_no": ["cannot be changed"]})
         old_date = dt.date.fromisoformat(entry["transaction_date"])
-        new_date = _parse_date(je["transaction_date"]) if "transaction_date" in je else old_date
+        new_date = _parse_date(je["transaction_date"])
         self._check_lock(company_id, old_date)
         self._check_lock(company_id, new_date)
         current = {r["id"]: dict(r) for r in self.state.entry_lines([entry["id"]])[entry["id"]]}
-        changes = self._parse_lines(company_id, je.get("transaction_account_lines_attributes", []))
+        changes = self._parse_lines(company_id, je.get("transaction_account_lines_attributes", []), current)
         result = dict(current)
         added = []
         for ch in changes:
-            if ch.get("id") is not None:
-                if ch["id"] not in current:
-                    raise ApiError(422, {"transaction_account_lines": [f"line {ch['id']} not found"]})
-                if ch.get("_destroy"):
-                    result.pop(ch["id"], None)
-                else:
-                    result[ch["id"]] = {**current[ch["id"]], **ch}
-            elif not ch.get("_destroy"):
-                added.append(ch)  # Rails nested attributes: no id adds a line
+            if ch["id"] is not None:
+                result[ch["id"]] = {**current[ch["id"]], **ch}
+            else:
+                added.append(ch)
         self._check_balanced(list(result.values()) + added)
+        custom_id = je.get("custom_id", entry["custom_id"])
+        self._check_custom_id(company_id, custom_id, 422, entry["id"])
+        tags = _tags(je, "tag_name") if "tag_name" in je else _tags(je, "tags") if "tags" in je else None
         db = self.state.db
         db.execute("BEGIN")
         try:
-            for line_id in set(current) - set(result):
-                db.execute("DELETE FROM lines WHERE id = ?", (line_id,))
             for line_id, ln in result.items():
                 db.execute("UPDATE lines SET account_id=?, debit_minor=?, credit_minor=?, description=? WHERE id=?",
                            (ln["account_id"], ln["debit_minor"], ln["credit_minor"], ln["description"], line_id))
@@ -325,9 +420,9 @@ class Sandbox:
                  for ln in added],
             )
             db.execute(
-                "UPDATE entries SET transaction_date=?, memo=?, custom_id=?, updated_at=? WHERE id=?",
-                (new_date.isoformat(), je.get("memo", entry["memo"]), je.get("custom_id", entry["custom_id"]),
-                 time.time(), entry["id"]),
+                "UPDATE entries SET transaction_date=?, memo=?, custom_id=?, tags=?, updated_at=? WHERE id=?",
+                (new_date.isoformat(), je.get("memo", entry["memo"]), custom_id,
+                 entry["tags"] if tags is None else json.dumps(tags), time.time(), entry["id"]),
             )
             db.execute("COMMIT")
         except BaseException:
@@ -346,22 +441,88 @@ class Sandbox:
         db.execute("DELETE FROM entries WHERE id = ?", (entry["id"],))
         db.execute("COMMIT")
 
+    def _lookup(self, company_id: int, ref: str):  # noqa: ANN202
+        """GET `/journal_entries/{id}`: the entry whose custom_id or Jurnal id is `ref` ("Journal Entry ID or Custom
+        ID"); under a misbehaving `lookup` mode, the company's oldest entry (another one first, if any). Writes
+        always address the entry by `ref`."""
+        mode = self.lookup_modes.get(company_id, "normal")
+        entry = self.state.find_entry(company_id, ref)
+        if mode == "normal":
+            return entry
+        rows, _ = self.state.list_entries(company_id)
+        others = [r for r in rows if entry is None or r["id"] != entry["id"]]
+        if mode == "others_first" and others:
+            return others[0]
+        return rows[0] if rows else None
+
     # -- HTTP -----------------------------------------------------------------------------------------------
     async def api(self, request: Request) -> Response:
-        """Every partner-API request: auth, rate limit, faults, then the handler."""
-        route = _endpoint(request.url.path)
+        """The OAuth2 partner API: Bearer tokens."""
+        return await self._serve(request, API, self._bearer)
+
+    async def gateway(self, request: Request) -> Response:
+        """Mekari's API gateway: HMAC-signed requests."""
+        return await self._serve(request, GATEWAY, self._hmac)
+
+    async def _bearer(self, request: Request, raw: bytes) -> tuple[int, str]:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        company_id, why = self.state.company_for_access_token(token) if token else (None, "missing")
+        if company_id is None:
+            raise ApiError(401, {"error": "Invalid authentication credentials", "reason": why})
+        return company_id, token
+
+    async def _hmac(self, request: Request, raw: bytes) -> tuple[int, str]:
+        """Verify a gateway request as Kong's hmac-auth does (Kong/kong kong/plugins/hmac-auth/access.lua) with
+        Mekari's parameters (devcenter-kb docs/authentication/hmac.md): the Date (or X-Date) within 300 s of
+        `clock`, the signature over `date: <Date>\\n<METHOD> <path?query> HTTP/1.1`, and on POST/PUT/PATCH/DELETE
+        the Digest of the body. Any refusal is a 401 `{"message": ...}`."""
+        auth = request.headers.get("authorization")
+        if not auth:
+            raise ApiError(401, {"message": "Unauthorized"})
+        date = request.headers.get("x-date") or request.headers.get("date")
+        try:
+            when = parsedate_to_datetime(date).timestamp() if date else None
+        except (TypeError, ValueError):
+            when = None
+        if when is None or abs(self.clock() - when) > CLOCK_SKEW:
+            raise ApiError(401, {"message": HMAC_DATE_REFUSED})
+        m = _HMAC_PARAMS.match(auth)
+        if not m or m.group(2).lower() != "hmac-sha256" or m.group(3).lower() != "date request-line":
+            raise ApiError(401, {"message": HMAC_NOT_VERIFIED})
+        username, signature = m.group(1), m.group(4)
+        cred = self.state.hmac_credential(username)
+        if cred is None:
+            raise ApiError(401, {"message": HMAC_NOT_VERIFIED})
+        target = request.scope.get("raw_path") or request.url.path.encode()
+        if request.scope.get("query_string"):
+            target += b"?" + request.scope["query_string"]
+        line = f"{request.method} {target.decode('latin-1')} HTTP/{request.scope.get('http_version', '1.1')}"
+        expected = base64.b64encode(hmac.new(cred["secret"].encode(), f"date: {date}\n{line}".encode(),
+                                             hashlib.sha256).digest()).decode()
+        if not hmac.compare_digest(expected, signature):
+            raise ApiError(401, {"message": HMAC_NO_MATCH})
+        if request.method in WRITE_METHODS:
+            digest = "SHA-256=" + base64.b64encode(hashlib.sha256(raw).digest()).decode()
+            if request.headers.get("digest") != digest:
+                raise ApiError(401, {"message": HMAC_NO_MATCH})
+        return cred["company_id"], f"hmac:{username}"
+
+    async def _serve(self, request: Request, prefix: str,
+                     authenticate: Callable[[Request, bytes], Any]) -> Response:
+        """Every API request: auth, rate limit (per token or HMAC consumer, and per client IP), faults, the
+        handler."""
+        parts = _segments(request, prefix)
+        route = _endpoint(prefix, parts)
         is_write = request.method in WRITE_METHODS
         status = 500
         login: str | None = None
         headers: dict[str, str] = {}
         try:
-            auth = request.headers.get("authorization", "")
-            token = auth[7:] if auth.lower().startswith("bearer ") else ""
-            company_id, why = self.state.company_for_access_token(token) if token else (None, "missing")
-            if company_id is None:
-                raise ApiError(401, {"error": "Invalid authentication credentials", "reason": why})
+            raw = await request.body()
+            company_id, consumer = await authenticate(request, raw)
             login = self._login(company_id)
-            allowed, headers = self.rate.check(token, client_host(request))
+            allowed, headers = self.rate.check(consumer, client_host(request))
             if not allowed:
                 raise ApiError(429, {"message": "API rate limit exceeded"})
             try:
@@ -371,12 +532,11 @@ class Sandbox:
                                else {"error": "Invalid authentication credentials"}) from None
             body = None
             if request.method in ("POST", "PATCH", "PUT"):
-                raw = await request.body()
                 try:
                     body = loads_exact(raw) if raw else {}
                 except ValueError as exc:
                     raise ApiError(400, {"error": "Malformed JSON", "detail": str(exc)}) from exc
-            status, payload = self.dispatch(request, company_id, body)
+            status, payload = self.dispatch(request, company_id, body, parts, prefix)
             try:
                 await self.ctx.after(self.system, is_write)
             except InjectedError as fault:
@@ -393,12 +553,12 @@ class Sandbox:
             return Response(status_code=204, headers=headers)
         return Response(dumps_exact(payload), status_code=status, headers=headers, media_type="application/json")
 
-    def dispatch(self, request: Request, company_id: int, body: Any) -> tuple[int, Any]:
-        path, method = request.url.path.removeprefix(API), request.method
+    def dispatch(self, request: Request, company_id: int, body: Any, parts: list[str] | None = None,
+                 prefix: str = API) -> tuple[int, Any]:
+        method = request.method
         q = request.query_params
-        parts = [p for p in path.split("/") if p]
-        if parts and parts[-1].endswith(".json"):
-            parts[-1] = parts[-1].removesuffix(".json")
+        parts = _segments(request, prefix) if parts is None else parts
+        mode = self.lookup_modes.get(company_id, "normal")
         if parts == ["accounts"] and method == "GET":
             include = q.get("include_archive", "true").lower() != "false"
             rows = self.state.accounts(company_id, include)
@@ -414,12 +574,22 @@ class Sandbox:
             size = min(100, max(1, int(q.get("page_size", 20))))
             start = _parse_date(q["start_date"]) if q.get("start_date") else None
             end = _parse_date(q["end_date"]) if q.get("end_date") else None
-            rows, total = self.state.list_entries(company_id, start, end, q.get("transaction_no"), size,
-                                                  (page - 1) * size)
+            if mode == "normal":
+                rows, total = self.state.list_entries(company_id, start, end, q.get("transaction_no"), size,
+                                                      (page - 1) * size)
+            else:  # filters ignored; others_first: what the filters would have excluded comes first
+                every, total = self.state.list_entries(company_id)
+                matching, _ = self.state.list_entries(company_id, start, end, q.get("transaction_no"))
+                if mode == "others_first":
+                    keep = {r["id"] for r in matching}
+                    every = [r for r in every if r["id"] not in keep] + [r for r in every if r["id"] in keep]
+                rows = every[(page - 1) * size: page * size]
             pages = max(1, -(-total // size))
-            nxt = f"{API}/journal_entries?{urlencode({**q, 'page': page + 1})}" if page < pages else None
-            return 200, {"journal_entries": self.render(rows), "total_count": total, "current_page": page,
-                         "total_pages": pages, "links": {"next_link": nxt}}
+            nxt = f"{prefix}/journal_entries?{urlencode({**q, 'page': page + 1})}" if page < pages else None
+            listing: dict[str, Any] = {"journal_entries": self.render(rows), "total_count": total,
+                                       "current_page": page, "total_pages": pages}
+            listing["links"] = {"next_link": nxt} if nxt else {}
+            return 200, listing
         if parts == ["journal_entries"] and method == "POST":
             return 201, {"journal_entry": self.create_entry(company_id, body)}
         if parts == ["journal_entries", "batch_create"] and method == "POST":
@@ -430,15 +600,17 @@ class Sandbox:
                 raise ApiError(422, {"journal_entries": [f"maximum {MAX_BATCH} entries per request"]})
             results = []
             for item in items:
+                echo = item if isinstance(item, dict) else {}
                 try:
-                    results.append({"journal_entry": {"status": 201, "body": self.create_entry(company_id, item,
-                                                                                                batch=True)}})
+                    created = self.create_entry(company_id, item, batch=True)
+                    results.append({"journal_entry": {"status": 201, "body": echo,
+                                                      "content": {"journal_entry": created}}})
                 except ApiError as err:
-                    results.append({"journal_entry": {"status": err.status, "content": err.body}})
+                    results.append({"journal_entry": {"status": err.status, "body": echo, "content": err.body}})
             return 200, {"journal_entries": results}
         if len(parts) == 2 and parts[0] == "journal_entries":
             if method == "GET":
-                entry = self.state.find_entry(company_id, parts[1])
+                entry = self._lookup(company_id, parts[1])
                 if entry is None:
                     raise ApiError(404, {"error": "Journal entry not found"})
                 return 200, {"journal_entry": self.render([entry])[0]}
@@ -520,7 +692,7 @@ class Sandbox:
             company = row["id"]
         rows, _ = self.state.list_entries(company)
         logins = {r["id"]: r["login"] for r in self.state.db.execute("SELECT id, login FROM companies")}
-        entries = self.render(rows)
+        entries = self.render(rows, wire=False)
         for e, r in zip(entries, rows, strict=True):
             e["system"] = self.system
             e["company_login"] = logins[r["company_id"]]
@@ -528,9 +700,18 @@ class Sandbox:
         return entries
 
     async def control(self, login: str, action: str, body: dict) -> dict | None:
+        if action == "hmac_credentials":  # Mekari's developer dashboard: one pair per company and product
+            client_id, secret = self.state.issue_hmac(self.state.company_for_login(login))
+            return {"client_id": client_id, "client_secret": secret}
         company = self.state.company_by_login(login)
         if company is None:
             raise KeyError(login)
+        if action == "lookup":
+            mode = body.get("mode", "normal")
+            if mode not in LOOKUP_MODES:
+                raise ValueError(f"lookup mode must be one of {', '.join(LOOKUP_MODES)}")
+            self.lookup_modes[company["id"]] = mode
+            return {"ok": True, "mode": mode}
         if action == "lock_date":
             self.state.db.execute("UPDATE companies SET lock_date = ? WHERE id = ?",
                                   (body.get("lock_date"), company["id"]))
@@ -559,26 +740,51 @@ class Sandbox:
                        (int(body["scale_line"]), int(body["scale_line"]), line["id"]))
         elif entry is not None and body.get("clear_custom_id"):  # re-keyed by hand: same entry, no custom_id
             db.execute("UPDATE entries SET custom_id = NULL WHERE id = ?", (entry["id"],))
+        elif entry is not None and body.get("relines"):  # the lines typed in again: same amounts, new line ids
+            rows = db.execute("SELECT * FROM lines WHERE entry_id = ? ORDER BY id", (entry["id"],)).fetchall()
+            db.execute("BEGIN")
+            db.execute("DELETE FROM lines WHERE entry_id = ?", (entry["id"],))
+            db.executemany(
+                "INSERT INTO lines (entry_id, account_id, debit_minor, credit_minor, description) VALUES (?,?,?,?,?)",
+                [(entry["id"], r["account_id"], r["debit_minor"], r["credit_minor"], r["description"]) for r in rows])
+            db.execute("COMMIT")
 
     def _upsert_account(self, company_id: int, body: dict) -> None:
         db = self.state.db
         row = db.execute("SELECT id FROM accounts WHERE company_id = ? AND number = ?",
                          (company_id, body["number"])).fetchone()
         if row is None:
-            db.execute("INSERT INTO accounts (company_id, number, name, category, archived) VALUES (?, ?, ?, ?, ?)",
-                       (company_id, body["number"], body.get("name", body["number"]), body.get("category", "Beban"),
-                        int(bool(body.get("archived")))))
+            category = body.get("category", "Beban")
+            db.execute("INSERT INTO accounts (company_id, number, name, category, category_id, archived) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       (company_id, body["number"], body.get("name", body["number"]), category,
+                        CATEGORY_IDS.get(category, len(CATEGORY_IDS) + 1), int(bool(body.get("archived")))))
             return
         for col in ("name", "archived"):
             if col in body:
                 db.execute(f"UPDATE accounts SET {col} = ? WHERE id = ?", (body[col], row["id"]))
 
 
-def _endpoint(path: str) -> str:
+def _segments(request: Request, prefix: str) -> list[str]:
+    """The path's segments below `prefix`, split on the raw (still encoded) path and then percent-decoded one by
+    one, as Rails routing does: `%2F` inside a custom_id stays inside its segment. A `.json` suffix (the Ruby
+    client's) is dropped."""
+    raw = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
+    parts = [unquote(p, encoding="utf-8") for p in raw.removeprefix(prefix).split("/") if p]
+    if parts and parts[-1].endswith(".json"):
+        parts[-1] = parts[-1].removesuffix(".json")
+    return parts
+
+
+def _endpoint(prefix: str, parts: list[str]) -> str:
     """/partner/core/api/v1/journal_entries/42 -> /partner/core/api/v1/journal_entries/{id} (for stats)."""
-    parts = path.split("/")
-    if len(parts) >= 2 and parts[-2] == "journal_entries" and parts[-1] != "batch_create":
-        parts[-1] = "{id}"
-    return "/".join(parts)
+    parts = list(parts)
+    if len(parts) == 2 and parts[0] == "journal_entries" and parts[1] != "batch_create":
+        parts[1] = "{id}"
+    return "/".join([prefix, *parts])
 
 
+def _tags(je: dict, key: str) -> list[str]:
+    """Tag names from `tags` / `tag_name` (a list of names, or one name)."""
+    value = je.get(key) or []
+    return [str(t) for t in (value if isinstance(value, list) else [value])]

@@ -1,6 +1,8 @@
 """The sandbox's persistent state: companies, charts, OAuth grants and journal entries in one SQLite file.
 
-Amounts are stored as integer minor units. All access happens on the server's event-loop thread.
+Amounts are stored as integer minor units. All access happens on the server's event-loop thread. Entry and line ids
+are never reused (AUTOINCREMENT), as a real database's sequences never reuse them: a deleted entry's id, or the ids
+of lines typed in again, cannot come back for something else.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ CREATE TABLE IF NOT EXISTS grants (id INTEGER PRIMARY KEY, company_id INTEGER, r
 CREATE TABLE IF NOT EXISTS access_tokens (token TEXT PRIMARY KEY, grant_id INTEGER, expires_at REAL);
 CREATE TABLE IF NOT EXISTS refresh_tokens (token TEXT PRIMARY KEY, grant_id INTEGER, expires_at REAL,
   used INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY, company_id INTEGER NOT NULL, custom_id TEXT,
+CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, company_id INTEGER NOT NULL, custom_id TEXT,
   transaction_no TEXT NOT NULL, transaction_date TEXT NOT NULL, memo TEXT, tags TEXT, created_at REAL,
   updated_at REAL, UNIQUE (company_id, custom_id), UNIQUE (company_id, transaction_no));
-CREATE TABLE IF NOT EXISTS lines (id INTEGER PRIMARY KEY, entry_id INTEGER NOT NULL, account_id INTEGER NOT NULL,
-  debit_minor INTEGER NOT NULL, credit_minor INTEGER NOT NULL, description TEXT);
+CREATE TABLE IF NOT EXISTS lines (id INTEGER PRIMARY KEY AUTOINCREMENT, entry_id INTEGER NOT NULL,
+  account_id INTEGER NOT NULL, debit_minor INTEGER NOT NULL, credit_minor INTEGER NOT NULL, description TEXT);
+CREATE TABLE IF NOT EXISTS hmac_credentials (client_id TEXT PRIMARY KEY, secret TEXT NOT NULL,
+  company_id INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS ix_lines_entry ON lines (entry_id);
 CREATE INDEX IF NOT EXISTS ix_entries_company_date ON entries (company_id, transaction_date);
 """
@@ -121,6 +125,19 @@ class SandboxState:
 
     def revoke_company(self, company_id: int) -> None:
         self.db.execute("UPDATE grants SET revoked = 1 WHERE company_id = ?", (company_id,))
+        self.db.execute("UPDATE hmac_credentials SET revoked = 1 WHERE company_id = ?", (company_id,))
+
+    # -- Mekari HMAC credentials (one pair per company and product, issued in Mekari's developer dashboard) ------
+    def issue_hmac(self, company_id: int) -> tuple[str, str]:
+        client_id, secret = f"hmac-{secrets.token_hex(8)}", secrets.token_urlsafe(32)
+        self.db.execute("INSERT INTO hmac_credentials (client_id, secret, company_id) VALUES (?, ?, ?)",
+                        (client_id, secret, company_id))
+        return client_id, secret
+
+    def hmac_credential(self, client_id: str) -> sqlite3.Row | None:
+        """The live credential with this client id (None: unknown or revoked)."""
+        return self.db.execute("SELECT * FROM hmac_credentials WHERE client_id = ? AND revoked = 0",
+                               (client_id,)).fetchone()
 
     def company_for_access_token(self, token: str) -> tuple[int | None, str]:
         row = self.db.execute(
@@ -149,7 +166,8 @@ class SandboxState:
         for lo in range(0, len(entry_ids), 500):
             chunk = entry_ids[lo : lo + 500]
             rows = self.db.execute(
-                "SELECT l.*, a.name AS account_name, a.number AS account_number, a.category AS account_category "
+                "SELECT l.*, a.name AS account_name, a.number AS account_number, a.category AS account_category, "
+                "a.category_id AS account_category_id "
                 "FROM lines l JOIN accounts a ON a.id = l.account_id "
                 f"WHERE l.entry_id IN ({','.join('?' * len(chunk))}) "
                 "ORDER BY l.id", chunk,

@@ -5,6 +5,11 @@
     con.sql("FROM analytics.pl_by_month").show()
     snapshot_info(con)                  # {'snapshot_id': ..., 'published_at': ..., 'run_id': ..., ...}
     con = open_latest()                 # again later: the newest snapshot again (runs have published since)
+    df = frame("FROM analytics.pl_by_month WHERE currency = ?", ["IDR"])   # pandas with exact money
+
+Money in pandas: DuckDB's own `.df()` turns DECIMAL columns into float64 (680291300.125 becomes 6.802913e+08, and
+sums drift). `frame()` goes through Arrow instead and keeps every column typed by Arrow (`pd.ArrowDtype`): DECIMAL
+money stays `decimal128(21, 3)` (each value a `decimal.Decimal`, sums exact), dates stay dates, strings strings.
 
 Why not `duckdb.connect(LEDGER_WAREHOUSE, read_only=True)` twice: DuckDB keeps one database instance per path in
 a process, so the second connect returns the first file even after a publish replaced it. Each publish writes a new
@@ -15,9 +20,11 @@ to move on. A new process (DuckDB CLI, DBeaver) can simply open LEDGER_WAREHOUSE
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from ledger_pipeline.warehouse.store import latest_snapshot
 
@@ -64,3 +71,18 @@ def snapshot_info(con: duckdb.DuckDBPyConnection) -> dict:
     cur = con.execute("SELECT * FROM meta.snapshot")
     row = cur.fetchone()
     return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else {}
+
+
+def frame(sql: str, params: Sequence[object] | None = None, *, con: duckdb.DuckDBPyConnection | None = None,
+          path: str | Path | None = None) -> pd.DataFrame:
+    """The result of `sql` as a pandas frame with exact money: Arrow-backed columns (`pd.ArrowDtype`), DECIMAL as
+    `decimal128` (values are `decimal.Decimal`), never float64. Runs on `con`, else on a fresh `open_latest(path)`
+    connection closed afterwards. Raises duckdb.Error for bad SQL, FileNotFoundError when nothing is published."""
+    own = con is None
+    con = con or open_latest(path)
+    try:
+        table = (con.execute(sql, list(params)) if params else con.sql(sql)).to_arrow_table()
+        return table.to_pandas(types_mapper=pd.ArrowDtype)
+    finally:
+        if own:
+            con.close()

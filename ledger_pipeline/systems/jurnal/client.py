@@ -1,5 +1,8 @@
-"""The Jurnal partner-API client (httpx): paced under Jurnal's limits, retried where that is safe, errors classified.
+"""The Jurnal API client (httpx): paced under Jurnal's limits, retried where that is safe, errors classified.
 
+- Two ways in, chosen per connection (`Credentials`, systems/jurnal/auth.py): the OAuth2 partner API (Bearer on
+  `/partner/core/api/v1`) or Mekari's API gateway (HMAC-signed requests on `/public/jurnal/api/v1`). Paths and
+  bodies are the same on both (Mekari's Swagger "Jurnal API Doc" 2.0.0, shared/reference/specs/).
 - Pacing: a sliding-window limiter per token (30/min, 1,800/h) and per source IP (40/min, 2,500/h), a few
   percent under each, so 429s are rare rather than the pacing mechanism. Its state is shared by every process on
   the host (ledger_pipeline.ratelimit), per source address (LEDGER_SOURCE_ADDRESS, which the HTTP client binds);
@@ -7,15 +10,21 @@
 - Retries (stamina: exponential backoff with jitter): reads on 429, 5xx and transport errors; any request on 429
   or a connect error (nothing reached Jurnal). A write that may have reached Jurnal (timeout, dropped connection,
   5xx) is never blindly resent: it raises `kind="uncertain"`, and the posting sink looks the entry up first.
-- 401: refresh the token once and retry once (then back off and retry); a refused grant becomes `NeedsReauth`.
+- 401: OAuth refreshes the token once and retries once (then backs off and retries); a refused grant becomes
+  `NeedsReauth`. HMAC: a refused Date (clock skew over 300 s) is this host's clock problem (retryable, named);
+  any other refusal means the credentials are wrong or revoked: `NeedsReauth`.
+- Identifiers in a path are percent-encoded as one segment (`quote(ref, safe="")`): a custom id holding `/`, `#`,
+  `?`, `%`, spaces or non-ASCII stays one path segment.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 import stamina
@@ -33,6 +42,7 @@ from ledger_pipeline.ratelimit import (
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.state.vault import TokenEndpointError
 from ledger_pipeline.systems.http import http_client
+from ledger_pipeline.systems.jurnal.auth import Credentials
 
 Kind = Literal["retryable", "uncertain", "needs_reauth", "rejected"]
 
@@ -90,21 +100,28 @@ def host_limiter(settings: Settings, scale: float | None = None, limits: Limits 
 
 
 
-class JurnalClient:
-    """One client for every tenant: a pooled httpx connection, the limiter, the token vault's access tokens."""
+# (tenant_id, the credentials just refused with a 401 or None) -> live credentials; raises NeedsReauth when there are
+# none (revoked grant, refused HMAC credentials) and TokenEndpointError when a token refresh failed.
+CredentialResolver = Callable[[str, Credentials | None], Credentials]
+CLOCK_SKEW_WORDS = ("x-date", "date header", "clock skew")  # the gateway's 401 for a Date outside its 300 s skew
 
-    def __init__(self, base_url: str, access_token: Callable[[str, str | None], str],
-                 limiter: JurnalLimiter | None = None, http: httpx.Client | None = None,
-                 attempts: int = 6, backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 timeout: float = 30.0, source_address: str | None = None, priority: Priority = "posting"):
-        self.base_url = base_url.rstrip("/")
-        self._access_token = access_token  # (tenant_id, stale_token_or_None) -> live token
+
+class JurnalClient:
+    """One client for every tenant: a pooled httpx connection, the limiter, and each tenant's credentials (OAuth
+    access tokens from the vault, or HMAC client id and secret). `clock` dates HMAC-signed requests."""
+
+    def __init__(self, credentials: CredentialResolver, limiter: JurnalLimiter | None = None,
+                 http: httpx.Client | None = None, attempts: int = 6, backoff_initial: float = 0.5,
+                 backoff_max: float = 30.0, timeout: float = 30.0, source_address: str | None = None,
+                 priority: Priority = "posting", clock: Callable[[], float] = time.time):
+        self._credentials = credentials
         self.limiter = limiter or host_limiter(load_settings())
         self.source_address = source_address
         self.http = http or http_client(source_address, timeout)
         # "posting" goes first on this host; chart and drift reads set "background" (or pass priority= per request)
         self.priority: Priority = priority
         self.attempts, self.backoff_initial, self.backoff_max = attempts, backoff_initial, backoff_max
+        self.clock = clock
         self.requests = 0
 
     def close(self) -> None:
@@ -113,6 +130,9 @@ class JurnalClient:
     # -- core -------------------------------------------------------------------------------------------------
     def request(self, tenant_id: str, method: str, path: str, body: Any = None,
                 params: dict | None = None, priority: Priority | None = None) -> tuple[int, Any]:
+        """(status, parsed JSON) of a 2xx answer; `path` is relative to the API base (`/journal_entries/...`), its
+        identifiers already encoded (see `segment`). Raises JurnalError (kind retryable, uncertain, rejected) or
+        NeedsReauth."""
         is_write = method != "GET"
         prio = priority or self.priority
         try:
@@ -127,17 +147,17 @@ class JurnalClient:
 
     def _once(self, tenant_id: str, method: str, path: str, body: Any, params: dict | None,
               is_write: bool, priority: Priority = "posting") -> tuple[int, Any]:
-        token = self._token(tenant_id, None)
+        creds = self._creds(tenant_id, None)
+        content = dumps_exact(body).encode() if body is not None else b""
         for refreshed in (False, True):
+            url = httpx.URL(f"{creds.base_url}{path}", params=params)
+            target = url.raw_path.decode("ascii")  # path?query exactly as sent: what an HMAC signature covers
+            headers = {"Content-Type": "application/json", "Accept": "application/json",
+                       **creds.headers(method, target, content, self.clock())}
             self.limiter.acquire(tenant_id, priority)
             self.requests += 1
             try:
-                resp = self.http.request(
-                    method, f"{self.base_url}{path}", params=params,
-                    content=dumps_exact(body).encode() if body is not None else None,
-                    headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                             "Accept": "application/json"},
-                )
+                resp = self.http.request(method, url, content=content or None, headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 raise _Retry(JurnalError("retryable", tenant_id, f"cannot connect to Jurnal ({exc})")) from exc
             except httpx.TransportError as exc:
@@ -147,15 +167,19 @@ class JurnalClient:
                     raise err from exc
                 raise _Retry(err) from exc
             if resp.status_code == 401 and not refreshed:
-                token = self._token(tenant_id, token)  # refresh once, retry once
+                if creds.mode == "hmac" and _clock_refused(resp):
+                    raise JurnalError("retryable", tenant_id, (
+                        f"{method} {path}: Mekari refused the request's Date header ({resp.text[:200]}): this "
+                        "host's clock is more than 300 s off; fix its time (NTP) and re-run"), 401, resp.text[:500])
+                creds = self._creds(tenant_id, creds)  # OAuth: refresh once, retry once; HMAC: NeedsReauth
                 continue
             break
         return self._classify(tenant_id, method, path, resp, is_write)
 
-    def _token(self, tenant_id: str, stale: str | None) -> str:
-        """A live token; a failing token endpoint is this tenant's retryable problem (nothing was sent)."""
+    def _creds(self, tenant_id: str, refused: Credentials | None) -> Credentials:
+        """Live credentials; a failing token endpoint is this tenant's retryable problem (nothing was sent)."""
         try:
-            return self._access_token(tenant_id, stale)
+            return self._credentials(tenant_id, refused)
         except TokenEndpointError as exc:
             raise _Retry(JurnalError("retryable", tenant_id, str(exc))) from exc
 
@@ -178,6 +202,9 @@ class JurnalClient:
             if is_write:
                 raise JurnalError("uncertain", tenant_id, what + "; the write may have been applied", status, data)
             raise _Retry(JurnalError("retryable", tenant_id, what, status, data))
+        if status == 404 and _no_route(data):  # the gateway has no such route: a wrong base URL, not a missing entry
+            raise JurnalError("rejected", tenant_id, what + " (the API base URL is wrong: check "
+                              "JURNAL_API_BASE_URL / JURNAL_GATEWAY_BASE_URL)", status, data)
         raise JurnalError("rejected", tenant_id, what, status, data)
 
     # -- endpoints --------------------------------------------------------------------------------------------
@@ -187,13 +214,15 @@ class JurnalClient:
         return data["accounts"]
 
     def get_entry(self, tenant_id: str, ref: str | int) -> dict | None:
+        """The entry whose Jurnal id or custom_id is `ref` (Swagger: "Journal Entry ID or Custom ID"), or None when
+        Jurnal answers 404: a 404 is "not found", never "unreachable" (transport failures raise)."""
         try:
-            _, data = self.request(tenant_id, "GET", f"/journal_entries/{ref}")
+            _, data = self.request(tenant_id, "GET", f"/journal_entries/{segment(ref)}")
         except JurnalError as exc:
-            if exc.status == 404:
+            if exc.status == 404 and exc.kind == "rejected" and not _no_route(exc.body):
                 return None
             raise
-        return data["journal_entry"]
+        return data["journal_entry"] if isinstance(data, dict) and "journal_entry" in data else data
 
     def list_entries(self, tenant_id: str, start_date: str, end_date: str) -> list[dict]:
         """Every entry dated in [start_date, end_date] (DD-MM-YYYY), all pages of 100."""
@@ -211,17 +240,36 @@ class JurnalClient:
         return data["journal_entry"]
 
     def batch_create(self, tenant_id: str, entries: list[dict]) -> list[dict]:
-        """Per-item results: {"status": 201, "body": entry} or {"status": 409|422, "content": errors}."""
+        """One result per entry, in order: the inner `journal_entry` of each item, i.e. {"status": 201|409|422|...,
+        "body": ..., "content": ...}. Mekari's Swagger: `body` echoes the request, `content` holds the result (the
+        field map of a refusal); the sink reads the created entry robustly from either (sink.created_entry)."""
         _, data = self.request(tenant_id, "POST", "/journal_entries/batch_create",
                                {"journal_entries": [{"journal_entry": e} for e in entries]})
-        return [item["journal_entry"] for item in data["journal_entries"]]
+        items = data["journal_entries"] if isinstance(data, dict) else data
+        return [item.get("journal_entry", item) if isinstance(item, dict) else {} for item in items]
 
-    def update_entry(self, tenant_id: str, remote_id: int, entry: dict) -> dict:
-        _, data = self.request(tenant_id, "PATCH", f"/journal_entries/{remote_id}", {"journal_entry": entry})
+    def update_entry(self, tenant_id: str, remote_id: str | int, entry: dict) -> dict:
+        _, data = self.request(tenant_id, "PATCH", f"/journal_entries/{segment(remote_id)}", {"journal_entry": entry})
         return data["journal_entry"]
 
-    def delete_entry(self, tenant_id: str, remote_id: int) -> None:
-        self.request(tenant_id, "DELETE", f"/journal_entries/{remote_id}")
+    def delete_entry(self, tenant_id: str, remote_id: str | int) -> None:
+        self.request(tenant_id, "DELETE", f"/journal_entries/{segment(remote_id)}")
+
+
+def segment(ref: str | int) -> str:
+    """One path segment: every reserved character percent-encoded (`/` too), UTF-8 for non-ASCII."""
+    return quote(str(ref), safe="")
+
+
+def _clock_refused(resp: httpx.Response) -> bool:
+    text = resp.text.lower()
+    return any(word in text for word in CLOCK_SKEW_WORDS)
+
+
+def _no_route(data: Any) -> bool:
+    """Kong's answer for a path it has no route for (Mekari's gateway): {"message": "no Route matched with those
+    values"}."""
+    return isinstance(data, dict) and "no route matched" in str(data.get("message", "")).lower()
 
 
 def jurnal_message(data: Any) -> str:
