@@ -106,8 +106,8 @@ from ledger_pipeline.state.vault import NeedsReauth, TokenEndpointError
 from ledger_pipeline.systems.http import http_client
 
 __all__ = [
-    "SAFE_METHODS", "Action", "Answer", "ApiCore", "ApiError", "Call", "Dialect", "HeaderAuth", "Resolution",
-    "TokenSource", "VaultTokenAuth", "open_core", "path", "retry_after_seconds",
+    "SAFE_METHODS", "UNKNOWN", "Action", "Answer", "ApiClient", "ApiCore", "ApiError", "Call", "Dialect", "HeaderAuth",
+    "Resolution", "TokenSource", "VaultTokenAuth", "open_core", "path", "retry_after_seconds",
 ]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -611,3 +611,35 @@ def open_core(dialect: Dialect, settings: Settings, *, timeout: float = 30.0, ba
     return ApiCore(dialect, http=http_client(settings.source_address, timeout), limiter=limiter, priority=priority,
                    backoff_initial=backoff_initial, **kwargs)
 
+
+class ApiClient:
+    """The plumbing every system's client shares over its ApiCore: the counters, the pooled HTTP client (for event
+    hooks), the default priority, close. A client subclasses it and adds only its endpoint methods."""
+
+    def __init__(self, core: ApiCore):
+        self.core = core
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.core.dialect
+
+    @property
+    def requests(self) -> int:
+        """Requests sent so far (every attempt and re-send)."""
+        return self.core.requests
+
+    @property
+    def http(self) -> httpx.Client:
+        return self.core.http
+
+    @property
+    def priority(self) -> Priority:
+        """"posting" goes first on this host; chart and drift reads set "background" (or pass priority= per call)."""
+        return self.core.priority
+
+    @priority.setter
+    def priority(self, value: Priority) -> None:
+        self.core.priority = value
+
+    def close(self) -> None:
+        self.core.close()

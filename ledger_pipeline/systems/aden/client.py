@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from ledger_pipeline.ratelimit import Priority, Rule, scaled_rules
-from ledger_pipeline.systems.core import ApiCore, ApiError, Call, Dialect, TokenSource, VaultTokenAuth
+from ledger_pipeline.systems.core import ApiClient, ApiCore, ApiError, Call, Dialect, TokenSource, VaultTokenAuth
 from ledger_pipeline.systems.paging import OffsetPaging, records
 
 PER_TOKEN_MINUTE = 1000  # documented, see the module docstring
@@ -99,23 +99,12 @@ class AdenDialect(Dialect):
         return aden_message(data)
 
 
-class AdenClient:
+class AdenClient(ApiClient):
     """Aden's calls for every tenant over one ApiCore (with an AdenDialect)."""
 
     def __init__(self, core: ApiCore):
-        self.core = core
+        super().__init__(core)
         self.page_size = PAGE
-
-    @property
-    def requests(self) -> int:
-        return self.core.requests
-
-    @property
-    def http(self) -> httpx.Client:
-        return self.core.http
-
-    def close(self) -> None:
-        self.core.close()
 
     def request(self, tenant_id: str, method: str, url: str, body: Any = None, params: dict | None = None,
                 idempotency_key: str | None = None, priority: Priority | None = None) -> tuple[int, Any, bool]:

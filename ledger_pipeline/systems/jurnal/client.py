@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from ledger_pipeline.ratelimit import Priority, Rule, address_key, scaled_rules
-from ledger_pipeline.systems.core import ApiCore, ApiError, Call, Dialect, Resolution, path
+from ledger_pipeline.systems.core import ApiClient, ApiError, Call, Dialect, Resolution, path
 from ledger_pipeline.systems.jurnal.auth import Credentials
 from ledger_pipeline.systems.paging import PageNumberPaging, records
 
@@ -130,40 +130,17 @@ class JurnalDialect(Dialect):
         return super().classify(response, data)
 
 
-class JurnalClient:
-    """Jurnal's endpoints for every tenant over one ApiCore (with a JurnalDialect)."""
-
-    def __init__(self, core: ApiCore):
-        self.core = core
-        self.dialect: JurnalDialect = core.dialect  # type: ignore[assignment]
-
-    @property
-    def requests(self) -> int:
-        return self.core.requests
-
-    @property
-    def http(self) -> httpx.Client:
-        return self.core.http
-
-    @property
-    def priority(self) -> Priority:
-        """"posting" goes first on this host; chart and drift reads set "background" (or pass priority=)."""
-        return self.core.priority
-
-    @priority.setter
-    def priority(self, value: Priority) -> None:
-        self.core.priority = value
+class JurnalClient(ApiClient):
+    """Jurnal's endpoints for every tenant over one ApiCore (with a JurnalDialect); `clock` dates HMAC-signed
+    requests."""
 
     @property
     def clock(self) -> Callable[[], float]:
-        return self.dialect.clock
+        return self.core.dialect.clock  # type: ignore[attr-defined]
 
     @clock.setter
     def clock(self, value: Callable[[], float]) -> None:
-        self.dialect.clock = value
-
-    def close(self) -> None:
-        self.core.close()
+        self.core.dialect.clock = value  # type: ignore[attr-defined]
 
     def request(self, tenant_id: str, method: str, url: str, body: Any = None, params: dict | None = None,
                 priority: Priority | None = None) -> tuple[int, Any]:

@@ -32,6 +32,7 @@ import httpx
 
 from ledger_pipeline.ratelimit import Rule, scaled_rules
 from ledger_pipeline.systems.core import (
+    ApiClient,
     ApiCore,
     ApiError,
     Call,
@@ -181,20 +182,12 @@ class QuickBooksDialect(Dialect):
         return super().classify(response, data)
 
 
-class QuickBooksClient:
+class QuickBooksClient(ApiClient):
     """QuickBooks' endpoints for every tenant over one ApiCore (with a QuickBooksDialect)."""
 
     def __init__(self, core: ApiCore, page_size: int = MAX_RESULTS):
-        self.core = core
-        self.dialect: QuickBooksDialect = core.dialect  # type: ignore[assignment]
+        super().__init__(core)
         self.page_size = min(MAX_RESULTS, page_size)  # MAXRESULTS per query page (QuickBooks caps it at 1000)
-
-    @property
-    def requests(self) -> int:
-        return self.core.requests
-
-    def close(self) -> None:
-        self.core.close()
 
     def request(self, tenant_id: str, method: str, url: str, body: Any = None, params: dict | None = None,
                 request_id: str | None = None, items: int | None = None) -> Any:

@@ -36,7 +36,17 @@ from typing import Any
 import httpx
 
 from ledger_pipeline.ratelimit import Priority, Rule, scaled_rules
-from ledger_pipeline.systems.core import SAFE_METHODS, ApiCore, ApiError, Call, Dialect, HeaderAuth, Resolution, path
+from ledger_pipeline.systems.core import (
+    SAFE_METHODS,
+    ApiClient,
+    ApiCore,
+    ApiError,
+    Call,
+    Dialect,
+    HeaderAuth,
+    Resolution,
+    path,
+)
 from ledger_pipeline.systems.paging import OffsetPaging, pages
 
 PER_KEY_MINUTE = 600
@@ -143,30 +153,20 @@ class RootfiDialect(Dialect):
         return super().classify(response, data)
 
 
-class RootfiClient:
+class RootfiClient(ApiClient):
     """Rootfi's endpoints for every tenant over one ApiCore (with a RootfiDialect). `on_unlinked(tenant, detail)`
     records that a tenant must be linked again (the vault's mark_needs_reauth)."""
 
     def __init__(self, core: ApiCore, on_unlinked: Callable[[str, str], None] | None = None,
                  page_size: int = PAGE_SIZE):
-        self.core, self.on_unlinked, self.page_size = core, on_unlinked, page_size
+        super().__init__(core)
+        self.on_unlinked, self.page_size = on_unlinked, page_size
         # which of the documented paths this Rootfi answers (learnt on the first success)
         self._write_root, self._write_root_known = WRITE_ROOTS[0], False
         self._job_path, self._job_path_known = JOB_PATHS[0], False
 
     def __repr__(self) -> str:  # never show the key
         return f"RootfiClient({self.core.dialect.base!r})"
-
-    @property
-    def requests(self) -> int:
-        return self.core.requests
-
-    @property
-    def http(self) -> httpx.Client:
-        return self.core.http
-
-    def close(self) -> None:
-        self.core.close()
 
     def request(self, tenant_id: str, method: str, url: str, body: dict | None = None, params: dict | None = None,
                 replay_safe: bool | None = None, priority: Priority | None = None) -> Any:

@@ -26,7 +26,7 @@ import httpx
 
 from ledger_pipeline.ratelimit import Priority, Rule, scaled_rules
 from ledger_pipeline.systems.core import (
-    ApiCore,
+    ApiClient,
     ApiError,
     Call,
     Dialect,
@@ -129,19 +129,8 @@ class ZohoDialect(Dialect):
         return super().classify(response, data)
 
 
-class ZohoClient:
+class ZohoClient(ApiClient):
     """Zoho Books' endpoints for every tenant over one ApiCore (with a ZohoDialect)."""
-
-    def __init__(self, core: ApiCore):
-        self.core = core
-        self.dialect: ZohoDialect = core.dialect  # type: ignore[assignment]
-
-    @property
-    def requests(self) -> int:
-        return self.core.requests
-
-    def close(self) -> None:
-        self.core.close()
 
     def request(self, tenant_id: str, method: str, url: str, body: Any = None, params: dict | None = None,
                 priority: Priority | None = None) -> tuple[int, Any]:
