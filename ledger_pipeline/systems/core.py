@@ -38,7 +38,8 @@ dot-only segment as %2E) so that an id reaches the server as one segment, and re
 address the collection).
 
 How a sixth system plugs in: a `Dialect` subclass (its auth, its limits, its error words), then one `ApiCore` per
-connection; paging from ledger_pipeline.systems.paging. For example (about 30 lines)::
+connection and an `ApiClient` subclass holding only the endpoint methods (as systems/<name>/client.py do for the
+five); paging from ledger_pipeline.systems.paging. For example (about 30 lines)::
 
     class AcmeError(ApiError):
         @property
