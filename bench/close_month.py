@@ -133,6 +133,7 @@ def prepare(env: dict, tenants: int, months: int, start: dt.date) -> None:
 
     s = load_settings()
     engine = make_engine(s.r2a_database_url)
+    seeding.create_tables(engine)  # the bench plays R2a's team: the pipeline itself never creates R2a's tables
     with engine.connect() as c:
         have = c.execute(select(func.count()).select_from(Tenant)).scalar_one()
     if have != tenants:

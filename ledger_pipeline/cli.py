@@ -1,4 +1,4 @@
-"""The `ledger-pipeline` command: seed, sandbox, connect, run, demo."""
+"""The `ledger-pipeline` command: seed, sandbox, connect, serve, check, run, demo, rates."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from ledger_pipeline.settings import SANDBOX_PORT, Settings, load_settings
+from ledger_pipeline.systems import SYSTEMS
 
 
 def _progress(label: str):  # noqa: ANN202
@@ -85,17 +86,39 @@ def sandbox(host: str, port: int, state: Path | None, faults: str, rate_limit_sc
 @click.option("--tenant", "tenant", default=None, help="tenant_id to connect")
 @click.option("--all", "all_tenants", is_flag=True, help="connect every seeded tenant not yet connected")
 @click.option("--system", "system", default="jurnal", show_default=True,
-              type=click.Choice(["jurnal", "quickbooks", "zoho", "aden", "rootfi"]),
-              help="the tenant's accounting system")
+              type=click.Choice(list(SYSTEMS)), help="the tenant's accounting system")
 @click.option("--auto-approve", is_flag=True,
               help="follow the authorize URL ourselves (the sandbox auto-approves); implied by --all")
 @click.option("--token-file", "token_file", default=None, metavar="FILE",
               help="aden: the tenant's JWT, issued by its Aden administrator, read from FILE ('-' = stdin)")
-def connect(tenant: str | None, all_tenants: bool, system: str, auto_approve: bool, token_file: str | None) -> None:
+@click.option("--hmac-client-id", default=None, metavar="ID", help="jurnal: connect through Mekari's API gateway "
+              "(api.mekari.com, HMAC-signed) with the company's HMAC client id instead of OAuth")
+@click.option("--hmac-secret-file", default=None, metavar="FILE", help="jurnal: the HMAC client secret, read from "
+              "FILE ('-' = stdin; never on the command line)")
+@click.option("--link", "link", is_flag=True, help="print a signed connect link for --tenant and --system, to open "
+              "on `serve` (LEDGER_PUBLIC_URL, LEDGER_LINK_SECRET); nothing is connected here")
+@click.option("--ttl-hours", default=72.0, show_default=True, help="--link: hours the link stays valid (max 720)")
+@click.option("--new-company", is_flag=True, help="--link: the tenant may connect a company other than the one on "
+              "record (a deliberate move)")
+@click.option("--status", "status", is_flag=True, help="list every tenant's connection health (system, company, "
+              "status, last successful request, last posted month) and exit")
+def connect(tenant: str | None, all_tenants: bool, system: str, auto_approve: bool, token_file: str | None,
+            hmac_client_id: str | None, hmac_secret_file: str | None, link: bool, ttl_hours: float,
+            new_company: bool, status: bool) -> None:
     """Connect tenants to their accounting system through its own authorisation flow (credentials encrypted).
 
     Aden has no such flow: its administrator issues each company a JWT, given with --token-file (against the
-    sandbox, --auto-approve or --all has the sandbox issue one)."""
+    sandbox, --auto-approve or --all has the sandbox issue one).
+
+    `--link` prints a link the tenant's user opens on `ledger-pipeline serve` (the hosted flow, every system);
+    `--status` lists connection health. Without them, a loopback flow on this machine (one operator-owned company,
+    the sandbox)."""
+    if status:
+        _connection_status()
+        return
+    if link:
+        _print_link(tenant, system, ttl_hours, new_company)
+        return
     if not tenant and not all_tenants:
         raise click.UsageError("give --tenant T or --all")
     s = load_settings()
@@ -109,8 +132,41 @@ def connect(tenant: str | None, all_tenants: bool, system: str, auto_approve: bo
         return
     if token_file:
         raise click.UsageError("--token-file is for --system aden")
+    if hmac_client_id or hmac_secret_file:
+        if system != "jurnal" or not tenant or not (hmac_client_id and hmac_secret_file):
+            raise click.UsageError("Mekari gateway (HMAC) connections: --tenant T --system jurnal "
+                                   "--hmac-client-id ID --hmac-secret-file FILE ('-' reads stdin)")
+        _connect_jurnal_hmac(s, tenant, hmac_client_id, hmac_secret_file)
+        click.echo("connected 1 tenant(s) to jurnal (Mekari API gateway, HMAC)")
+        return
     n = _connect(s, [tenant] if tenant else None, auto_approve or all_tenants, system)
     click.echo(f"connected {n} tenant(s) to {system}")
+
+
+def _read_secret(source: str, what: str) -> str:
+    try:
+        secret = (sys.stdin.read() if source == "-" else Path(source).read_text()).strip()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {what} from {source}: {exc.strerror}") from exc
+    if not secret:
+        raise click.ClickException(f"no {what} in {'stdin' if source == '-' else source}")
+    return secret
+
+
+def _connect_jurnal_hmac(s, tenant: str, client_id: str, secret_file: str) -> None:  # noqa: ANN001
+    """Store a tenant's Mekari HMAC credentials (encrypted) and prove them with one chart read."""
+    from ledger_pipeline.ledger.sink import SinkError
+    from ledger_pipeline.systems import OpenOptions, open_connection
+
+    secret = _read_secret(secret_file, "the HMAC client secret")
+    connection = open_connection("jurnal", s, OpenOptions(s.ops_database_url, s.rate_limit_scale))
+    try:
+        connection.connect_hmac(tenant, client_id.strip(), secret)  # type: ignore[attr-defined]
+    except SinkError as exc:
+        raise click.ClickException(f"tenant {tenant}: Mekari refused the HMAC credentials: {exc}. Check the client "
+                                   "id and secret in Mekari's developer dashboard and connect again") from exc
+    finally:
+        connection.close()
 
 
 def _connect_aden_token(s, tenant: str, token_file: str) -> None:  # noqa: ANN001
@@ -147,7 +203,7 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
     http = httpx.Client(timeout=30)
     try:
         if tenants is None:
-            with make_engine(s.r2a_database_url).connect() as conn:
+            with make_engine(s.r2a_database_url, read_only=True).connect() as conn:
                 seeded = list(conn.execute(select(Tenant.tenant_id).order_by(Tenant.tenant_id)).scalars())
             done = {t for t, (_, status, _) in tenant_systems(connection.vault.engine).items()
                     if status == "connected"}
@@ -164,6 +220,92 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
     finally:
         http.close()
         connection.close()
+
+
+def _print_link(tenant: str | None, system: str, ttl_hours: float, new_company: bool) -> None:
+    from ledger_pipeline.service import links
+    from ledger_pipeline.service.config import ServiceConfigError, link_secret, public_url
+
+    if not tenant:
+        raise click.UsageError("--link needs --tenant T (and --system S)")
+    try:
+        url = links.mint(public_url(), link_secret(), tenant, system, ttl=int(ttl_hours * 3600),
+                         flags="new-company" if new_company else "")
+    except (ServiceConfigError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(url)
+
+
+def _connection_status() -> None:
+    from tabulate import tabulate
+
+    from ledger_pipeline.service.health import connection_rows
+    from ledger_pipeline.service.store import ServiceStore, ops_engine
+
+    s = load_settings()
+    engine = ops_engine(s.ops_database_url)
+    rows = connection_rows(s, engine, ServiceStore(engine).health())
+    click.echo(tabulate([(r.tenant_id, r.system or "-", r.company or "-", r.home_currency or "-", r.status,
+                          r.last_ok or "-", r.last_posted_month or "-", r.last_check or "-") for r in rows],
+                        headers=["tenant", "system", "company", "currency", "status", "last successful request",
+                                 "last posted", "last check"]))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    click.echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no tenants")
+    if any(r.status != "connected" for r in rows):
+        click.echo("send a new link: ledger-pipeline connect --link --tenant T --system S")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+def serve(host: str, port: int) -> None:
+    """The connection service: signed connect links, the providers' callbacks, the operator page
+    (LEDGER_PUBLIC_URL, LEDGER_LINK_SECRET, LEDGER_OPERATOR_TOKEN, LEDGER_TRUSTED_PROXIES; see the README)."""
+    from ledger_pipeline.service.config import ServiceConfigError, load_service_config
+    from ledger_pipeline.service.server import serve as run_service
+
+    try:
+        config = load_service_config()
+    except ServiceConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    s = load_settings()
+    click.echo(f"connection service on http://{host}:{port}, public URL {config.public_url}; register "
+               f"{config.callback_url('<system>')} with each provider"
+               + ("" if config.operator_token else "; no operator page (LEDGER_OPERATOR_TOKEN unset)"))
+    run_service(s, config, host, port)
+
+
+@main.command()
+@click.option("--tenant", "tenants", multiple=True, help="tenant to check (repeatable)")
+@click.option("--all", "all_tenants", is_flag=True, help="every connected tenant")
+@click.option("--month", default=None, help="YYYY-MM: also check the accounts that month's data needs and that its "
+              "period is open")
+def check(tenants: tuple[str, ...], all_tenants: bool, month: str | None) -> None:
+    """Preflight without writing: the credential works, the company is the one on record, its home currency, every
+    mapped account exists and is active, the month's period is open. Exit 1 when a tenant is not ready."""
+    from ledger_pipeline.service.preflight import preflight_many, record
+    from ledger_pipeline.service.store import ServiceStore, ops_engine, utcnow
+    from ledger_pipeline.state.vault import tenant_systems
+
+    if not tenants and not all_tenants:
+        raise click.UsageError("give --tenant T (repeatable) or --all")
+    s = load_settings()
+    engine = ops_engine(s.ops_database_url)
+    if all_tenants:
+        tenants = tuple(sorted(t for t, (_, st, _) in tenant_systems(engine).items() if st == "connected"))
+    first = _month_or_exit(month, "--month") if month else None
+    store = ServiceStore(engine)
+    failed = 0
+    for report in preflight_many(s, tenants, first):
+        record(report, store, utcnow())
+        failed += not report.ok
+        click.echo(f"{report.tenant_id} ({report.system or 'no system'}): {'ready' if report.ok else 'NOT READY'}")
+        for c in report.checks:
+            click.echo(f"  [{c.outcome:<7}] {c.name}: {c.detail}" + (f"\n            fix: {c.fix}" if c.fix else ""))
+    click.echo(f"{len(tenants) - failed} ready, {failed} not ready")
+    sys.exit(1 if failed else 0)
 
 
 @main.command()
@@ -367,7 +509,7 @@ def _sandbox_for_demo(s, scale: float) -> Iterator[str]:  # noqa: ANN001
             port = 0
     with SandboxServer(s.data_dir / "sandbox.sqlite", port=port, limits=Limits(scale=scale)) as server:
         os.environ.update(server.env())
-        os.environ["JURNAL_RATE_LIMIT_SCALE"] = str(scale)
+        os.environ["LEDGER_RATE_LIMIT_SCALE"] = str(scale)
         yield server.url
 
 
@@ -380,11 +522,12 @@ def _demo_connect(s) -> dict[str, int]:  # noqa: ANN001
     from sqlalchemy import select
 
     from ledger_pipeline.r2a.models import Tenant, make_engine
+    from ledger_pipeline.state.database import make_ops_engine
     from ledger_pipeline.state.vault import tenant_systems
 
-    with make_engine(s.r2a_database_url).connect() as conn:
+    with make_engine(s.r2a_database_url, read_only=True).connect() as conn:
         seeded = list(conn.execute(select(Tenant.tenant_id).order_by(Tenant.tenant_id)).scalars())
-    done = tenant_systems(make_engine(s.ops_database_url))
+    done = tenant_systems(make_ops_engine(s.ops_database_url))
     plan: dict[str, list[str]] = {}
     for i, tenant in enumerate(seeded):
         if tenant not in done:
@@ -408,6 +551,7 @@ def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
     s = load_settings()
     click.echo("1/5 R2a database")
     engine = make_engine(s.r2a_database_url)
+    seeding.create_tables(engine)  # the demo plays R2a's team: its synthetic R2a database is its own to create
     with engine.connect() as conn:
         have = conn.execute(select(func.count()).select_from(Tenant)).scalar_one()
     if have == 0:
@@ -455,14 +599,67 @@ def _safe_url(url: str) -> str:
 @click.option("--force", is_flag=True, help="rebalance without checking the Dagster instance for runs in flight")
 def shards(count: int | None, assign: bool, rebalance: bool, dry_run: bool, force: bool) -> None:
     """Tenants per posting shard (production profile), from the operational database; assign or rebalance."""
-    from ledger_pipeline.r2a.models import make_engine
     from ledger_pipeline.shards import command
+    from ledger_pipeline.state.database import make_ops_engine
     from ledger_pipeline.state.vault import tenant_systems
 
     s = load_settings()
-    engine = make_engine(s.ops_database_url)
+    engine = make_ops_engine(s.ops_database_url)
     sys.exit(command(engine, sorted(tenant_systems(engine)), count or s.shards, assign=assign, rebalance_=rebalance,
                      dry_run=dry_run, force=force, echo=click.echo))
+
+
+@main.group()
+def rates() -> None:
+    """Exchange rates in the operational database (1 from_currency = rate to_currency on a date)."""
+
+
+@rates.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def rates_load(file: Path) -> None:
+    """Load FILE.csv (columns date, from_currency, to_currency, rate; the rate as exact decimal text): all or
+    nothing; a rate already loaded for the same pair and date is replaced. Bad lines are listed with their numbers."""
+    from ledger_pipeline.ledger.rates import RateFileError
+    from ledger_pipeline.rates import load_rates, read_rates_file
+    from ledger_pipeline.state.database import make_ops_engine
+
+    s = load_settings()
+    try:
+        parsed = read_rates_file(file)
+    except RateFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    result = load_rates(make_ops_engine(s.ops_database_url), parsed, str(file))
+    click.echo(f"loaded {result.loaded:,} rate(s) from {file} ({result.replaced:,} replaced a rate for the same pair "
+               f"and date) -> {_safe_url(s.ops_database_url)}")
+
+
+@rates.command("list")
+@click.option("--from", "from_currency", default=None, help="only this base currency (ISO 4217)")
+@click.option("--to", "to_currency", default=None, help="only this quote currency (ISO 4217)")
+@click.option("--month", default=None, help="only rates dated in this month, YYYY-MM")
+def rates_list(from_currency: str | None, to_currency: str | None, month: str | None) -> None:
+    """The loaded rates, by date and pair."""
+    from tabulate import tabulate
+
+    from ledger_pipeline.rates import list_rates
+    from ledger_pipeline.state.database import make_ops_engine
+
+    start = end = None
+    if month:
+        try:
+            start = dt.datetime.strptime(month, "%Y-%m").date()
+        except ValueError:
+            raise click.BadParameter(f"{month!r} is not a month (YYYY-MM)", param_hint="--month") from None
+        end = (start + dt.timedelta(days=32)).replace(day=1)
+    found = list_rates(make_ops_engine(load_settings().ops_database_url), from_currency, to_currency, start, end)
+    if not found:
+        click.echo("no exchange rates loaded" + (" for that selection" if from_currency or to_currency or month
+                                                 else ": ledger-pipeline rates load FILE.csv"))
+        return
+    click.echo(tabulate([[r.rate.day.isoformat(), r.rate.from_currency, r.rate.to_currency, f"{r.rate.rate:f}",
+                          r.source or "", f"{r.loaded_at:%Y-%m-%d %H:%M:%S}" if r.loaded_at else ""] for r in found],
+                        headers=["date", "from_currency", "to_currency", "rate", "source", "loaded_at (UTC)"],
+                        disable_numparse=True))
 
 
 if __name__ == "__main__":

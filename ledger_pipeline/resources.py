@@ -10,13 +10,15 @@ from sqlalchemy import Engine
 
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import load_settings
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.systems import Connections, OpenOptions, Priority
 from ledger_pipeline.warehouse.store import Warehouse
 
 
 class R2aDatabase(dg.ConfigurableResource):
-    """R2a's SQL database (SQLite file by default, Postgres in production), and the operational database (posting
-    state, tokens, OAuth states, shards): R2a's own unless `ops_url` (LEDGER_OPS_DATABASE_URL) names another."""
+    """R2a's SQL database (SQLite file by default, Postgres in production), read only: `engine` never writes nor runs
+    DDL there. And the operational database (posting state, tokens, OAuth states, entries to post, shards), a
+    database of its own: `ops_url`, else LEDGER_OPS_DATABASE_URL (default data/ops.sqlite), migrated on open."""
 
     url: str
     ops_url: str | None = None
@@ -27,19 +29,17 @@ class R2aDatabase(dg.ConfigurableResource):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = make_engine(self.url)
+            self._engine = make_engine(self.url, read_only=True)
         return self._engine
 
     @property
     def ops_database_url(self) -> str:
-        return self.ops_url or self.url
+        return self.ops_url or load_settings().ops_database_url
 
     @property
     def ops_engine(self) -> Engine:
-        if not self.ops_url or self.ops_url == self.url:
-            return self.engine
         if self._ops_engine is None:
-            self._ops_engine = make_engine(self.ops_url)
+            self._ops_engine = make_ops_engine(self.ops_database_url)
         return self._ops_engine
 
 
@@ -70,8 +70,7 @@ class WarehouseResource(dg.ConfigurableResource):
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     s = load_settings()
     return {
-        "r2a": R2aDatabase(url=s.r2a_database_url,
-                           ops_url=s.ops_database_url if s.ops_database_url != s.r2a_database_url else None),
+        "r2a": R2aDatabase(url=s.r2a_database_url, ops_url=s.ops_database_url),
         "warehouse": WarehouseResource(work_path=str(s.work_warehouse_path), publish_path=str(s.warehouse_path)),
         "accounting": AccountingResource(rate_limit_scale=s.rate_limit_scale),
     }

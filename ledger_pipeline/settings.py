@@ -6,6 +6,7 @@ Read at call time (never at import) so tests and the CLI can point the pipeline 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,46 @@ SANDBOX_CLIENT_SECRET = "sandbox-secret-not-for-production"  # noqa: S105 - a pu
 DEMO_MONTHS = 12  # `ledger-pipeline demo` and `seed` default: the 12 months ending with the last complete month
 
 
+RATE_LIMIT_SCALE_ENV = "LEDGER_RATE_LIMIT_SCALE"
+DEPRECATED_RATE_LIMIT_SCALE_ENV = "JURNAL_RATE_LIMIT_SCALE"  # 0.2.0's name, read for one more release (until 0.4.0)
+_warned_deprecated_scale = False
+
+
+def resolve_rate_limit_scale(env: os._Environ[str] | dict[str, str] | None = None) -> float:
+    """The clients' pacing clock: LEDGER_RATE_LIMIT_SCALE, else JURNAL_RATE_LIMIT_SCALE (deprecated: a FutureWarning
+    once per process), else 1. Raises ValueError naming the variable when the value is not a positive number."""
+    env = os.environ if env is None else env
+    name = RATE_LIMIT_SCALE_ENV
+    raw = env.get(name)
+    if raw is None and env.get(DEPRECATED_RATE_LIMIT_SCALE_ENV) is not None:
+        name, raw = DEPRECATED_RATE_LIMIT_SCALE_ENV, env[DEPRECATED_RATE_LIMIT_SCALE_ENV]
+        global _warned_deprecated_scale
+        if not _warned_deprecated_scale:
+            _warned_deprecated_scale = True
+            warnings.warn(f"{DEPRECATED_RATE_LIMIT_SCALE_ENV} is deprecated and will be removed in 0.4.0: set "
+                          f"{RATE_LIMIT_SCALE_ENV} instead (it paces every system's client, not only Jurnal's)",
+                          FutureWarning, stacklevel=3)
+    try:
+        scale = float(raw) if raw is not None else 1.0
+    except ValueError:
+        scale = float("nan")
+    if not scale > 0 or scale == float("inf"):
+        raise ValueError(f"{name}={raw!r} is not a positive number (e.g. 1 against real systems, the sandbox's "
+                         "--rate-limit-scale against it)")
+    return scale
+
+
+def resolve_ops_database_url(env: os._Environ[str] | dict[str, str], data_dir: Path) -> str:
+    """LEDGER_OPS_DATABASE_URL; unset: `data/ops.sqlite` (its own file, never R2a's database) in the embedded profile,
+    "" in the production profile, whose hosts must share one database (opening "" raises, naming the variable)."""
+    url = env.get("LEDGER_OPS_DATABASE_URL", "").strip()
+    if url:
+        return url
+    if env.get("LEDGER_PROFILE", "").strip().lower() == "production":
+        return ""
+    return f"sqlite:///{data_dir / 'ops.sqlite'}"
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -34,11 +75,11 @@ class Settings:
     encryption_key: str | None
     key_file: Path
     dagster_home: Path
-    rate_limit_scale: float  # JURNAL_RATE_LIMIT_SCALE: match the sandbox's --rate-limit-scale
+    rate_limit_scale: float  # LEDGER_RATE_LIMIT_SCALE (deprecated alias JURNAL_RATE_LIMIT_SCALE): the sandbox's scale
     account_mapping_path: Path
     chart_max_age_hours: float = 36.0  # LEDGER_CHART_MAX_AGE_HOURS: charts fresher than this are reused by a close
     drift_requests_per_hour: int = 600  # LEDGER_DRIFT_REQUESTS_PER_HOUR: the drift job's budget per (hourly) run
-    ops_database_url: str = ""  # LEDGER_OPS_DATABASE_URL: posting state, tokens, shards (default: R2a's database)
+    ops_database_url: str = ""  # LEDGER_OPS_DATABASE_URL: posting state, tokens, shards (default data/ops.sqlite)
     sandbox_url: str = ""  # LEDGER_SANDBOX_URL: every system's default endpoints point into this sandbox
     source_address: str | None = None  # LEDGER_SOURCE_ADDRESS: local address outgoing API traffic binds (None: OS)
     first_month: str = ""  # the first monthly partition 'YYYY-MM' (clock.first_month: env, recorded, default)
@@ -85,9 +126,9 @@ def load_settings() -> Settings:
         encryption_key=env.get("LEDGER_ENCRYPTION_KEY") or None,
         key_file=data_dir / "encryption.key",
         dagster_home=Path(env.get("DAGSTER_HOME", PROJECT_ROOT / "dagster_home")),
-        rate_limit_scale=float(env.get("JURNAL_RATE_LIMIT_SCALE", "1")),
+        rate_limit_scale=resolve_rate_limit_scale(env),
         account_mapping_path=Path(env.get("LEDGER_ACCOUNT_MAPPING", DATA_DIR / "account_mapping.csv")),
-        ops_database_url=env.get("LEDGER_OPS_DATABASE_URL", r2a_url),
+        ops_database_url=resolve_ops_database_url(env, data_dir),
         chart_max_age_hours=float(env.get("LEDGER_CHART_MAX_AGE_HOURS", "36")),
         drift_requests_per_hour=int(env.get("LEDGER_DRIFT_REQUESTS_PER_HOUR", "600")),
         sandbox_url=sandbox,

@@ -22,8 +22,10 @@ CLOSE = ["jurnal_gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lin
 
 
 def resources(s: Settings, r2a_url: str | None = None) -> dict:
+    """The run's resources; a test that names `r2a_url` (a Postgres schema) keeps its operational tables there too,
+    as `connect(..., r2a_url)` and `session(r2a_url)` do."""
     return {
-        "r2a": R2aDatabase(url=r2a_url or s.r2a_database_url),
+        "r2a": R2aDatabase(url=r2a_url or s.r2a_database_url, ops_url=r2a_url or s.ops_database_url),
         "warehouse": WarehouseResource(work_path=str(s.work_warehouse_path), publish_path=str(s.warehouse_path)),
         "accounting": AccountingResource(rate_limit_scale=s.rate_limit_scale, backoff_initial=0.01, timeout=5),
     }

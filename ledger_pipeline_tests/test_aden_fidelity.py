@@ -21,10 +21,10 @@ from sqlalchemy import text
 from ledger_pipeline.ledger.sink import custom_id_for
 from ledger_pipeline.money import loads_exact
 from ledger_pipeline.posting import PostingEngine
-from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.reconcile import reconcile_tenant
 from ledger_pipeline.sandboxes.aden import API, ENTRY_ID_RULE
 from ledger_pipeline.settings import load_settings
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.systems import OpenOptions, open_connection
 from ledger_pipeline.systems.aden.sink import AdenKeyMismatch, aden_key, revision_key
 from ledger_pipeline_tests.helpers import MemoryStore
@@ -201,7 +201,7 @@ def test_connect_takes_the_admin_issued_jwt_from_a_file_or_stdin(env: Env, setti
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert token2 not in out.stdout + out.stderr
-    with make_engine(settings.r2a_database_url).connect() as conn:
+    with make_ops_engine(settings.ops_database_url).connect() as conn:
         stored = conn.execute(text("SELECT tenant_id, access_token, extra FROM integrations WHERE source_system = "
                                    "'aden' ORDER BY tenant_id")).fetchall()
     assert [r[0] for r in stored] == ["c1", "c2"] and token2 not in stored[1][1]  # encrypted at rest
@@ -212,7 +212,7 @@ def test_connect_takes_the_admin_issued_jwt_from_a_file_or_stdin(env: Env, setti
     missing = subprocess.run([*cli, "--tenant", "c3"], env=environ, capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "--token-file" in missing.stderr
     # the connected tenants post; a revoked JWT ends in needs_reauth with what to do
-    conn = open_connection("aden", load_settings(), OpenOptions(settings.r2a_database_url, 1000, 0.01, 5))
+    conn = open_connection("aden", load_settings(), OpenOptions(settings.ops_database_url, 1000, 0.01, 5))
     try:
         store = MemoryStore()
         engine_env = Env(env.server, conn, env.http)

@@ -15,8 +15,10 @@ from sqlalchemy import delete, text, update
 
 from ledger_pipeline import clock
 from ledger_pipeline.r2a import seed as seeding
-from ledger_pipeline.r2a.models import Integration, R2aTransaction, make_engine
+from ledger_pipeline.r2a.models import R2aTransaction, make_engine
 from ledger_pipeline.settings import load_settings
+from ledger_pipeline.state.database import make_ops_engine
+from ledger_pipeline.state.models import Integration
 from ledger_pipeline.warehouse.store import Warehouse
 from ledger_pipeline_tests.helpers import (
     CLOSE,
@@ -99,7 +101,7 @@ def test_a_failing_token_endpoint_fails_that_tenant_only(settings, sandbox) -> N
     tenants = seeded(settings, 4, 1)
     victim = tenants[1]
     materialize_gl()  # charts are fresh; posting is the first request that needs a new token
-    engine = make_engine(settings.r2a_database_url)
+    engine = make_ops_engine(settings.ops_database_url)
     with engine.begin() as conn:  # its access token has expired: the next request refreshes it
         conn.execute(update(Integration).where(Integration.tenant_id == victim).values(
             expires_at=dt.datetime(2020, 1, 1)))

@@ -18,6 +18,7 @@ from ledger_pipeline.partitions import month_key, monthly_partitions
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import PROJECT_ROOT
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline_tests.helpers import connect, query
 
 
@@ -102,7 +103,7 @@ def test_cli_connects_tenants_to_each_system(settings, sandbox) -> None:  # noqa
     out = subprocess.run([*cli, "--all", "--system", "zoho"], env={**os.environ}, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "connected 1 tenant(s) to zoho" in out.stdout, out.stdout + out.stderr
-    with make_engine(settings.r2a_database_url).connect() as conn:
+    with make_ops_engine(settings.ops_database_url).connect() as conn:  # connections are operational state
         systems = dict(conn.execute(text("SELECT tenant_id, source_system FROM integrations")).fetchall())
     assert systems == {"t00001": "jurnal", "t00002": "quickbooks", "t00003": "aden", "t00004": "zoho",
                        "t00005": "rootfi"}

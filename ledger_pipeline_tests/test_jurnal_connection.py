@@ -11,10 +11,10 @@ import httpx
 import pytest
 from sqlalchemy import text, update
 
-from ledger_pipeline.r2a.models import Integration, OAuthState
 from ledger_pipeline.ratelimit import HostLimiter
 from ledger_pipeline.sandboxes.jurnal import Limits
 from ledger_pipeline.sandboxes.server import SandboxServer
+from ledger_pipeline.state.models import Integration, OAuthState
 from ledger_pipeline.state.vault import NeedsReauth
 from ledger_pipeline.systems.authflow import OAuthError, complete, new_state
 from ledger_pipeline.systems.jurnal.client import JurnalError, jurnal_rules
@@ -189,6 +189,6 @@ def test_no_token_in_plaintext_anywhere(settings, sandbox, caplog) -> None:  # n
             haystacks[str(path)] = path.read_bytes().decode("latin-1")
     for where, text_ in haystacks.items():
         assert access not in text_ and refresh not in text_, f"a token leaked into {where}"
-    assert any("r2a.sqlite" in k for k in haystacks) and any(k.endswith(".duckdb") for k in haystacks)
+    assert any("ops.sqlite" in k for k in haystacks) and any(k.endswith(".duckdb") for k in haystacks)
     assert any("storage" in k for k in haystacks), "Dagster's event storage was searched"
     assert Integration.__tablename__ == "integrations"

@@ -131,3 +131,26 @@ def test_client_names_clock_skew_and_refused_credentials(settings, sandbox) -> N
         assert sess.client.get_entry("t1", "r2a-pl-t1-202501") is None
     finally:
         sess.close()
+
+
+def test_cli_connects_a_tenant_through_the_gateway(settings, sandbox) -> None:  # noqa: ANN001
+    """`connect --system jurnal --hmac-client-id ID --hmac-secret-file -`: the secret from stdin, stored encrypted,
+    proven with a chart read through the gateway; a wrong secret is refused naming the tenant and the fix."""
+    import os
+    import subprocess
+    import sys
+
+    client_id, secret = issue(sandbox, "t-cli")
+    cli = [sys.executable, "-m", "ledger_pipeline.cli", "connect", "--tenant", "t-cli", "--system", "jurnal",
+           "--hmac-client-id", client_id, "--hmac-secret-file", "-"]
+    out = subprocess.run(cli, input="wrong-secret\n", env={**os.environ}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "tenant t-cli" in out.stderr and "developer dashboard" in out.stderr, out.stderr
+    out = subprocess.run(cli, input=secret + "\n", env={**os.environ}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "Mekari API gateway" in out.stdout, out.stdout + out.stderr
+    assert secret not in out.stdout + out.stderr
+    s = load_settings()
+    conn = open_connection("jurnal", s, OpenOptions(s.ops_database_url, s.rate_limit_scale))
+    try:
+        assert conn.vault.auth_mode("t-cli") == "hmac"
+    finally:
+        conn.close()

@@ -30,8 +30,8 @@ import pytest
 import stamina
 from cryptography.fernet import Fernet
 
-from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.ratelimit import HostLimiter, Rule
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.vault import NeedsReauth, TokenSet, TokenVault
 from ledger_pipeline.systems.aden.client import AdenClient, AdenDialect, AdenError
 from ledger_pipeline.systems.core import (
@@ -200,7 +200,7 @@ class Grants:
     """The real vault (SQLite) with a refresh function that mints t1, t2, ... and registers them with the server."""
 
     def __init__(self, tmp_path: Path, server: Server, fail: int = 0, revoke: bool = False, accept: bool = True):
-        self.vault = TokenVault(make_engine(f"sqlite:///{tmp_path / 'ops.sqlite'}"), Fernet.generate_key(),
+        self.vault = TokenVault(make_ops_engine(f"sqlite:///{tmp_path / 'ops.sqlite'}"), Fernet.generate_key(),
                                 tmp_path / "locks", system="demo")
         self.vault.store(TENANT, TokenSet("t0", "r0", 3600))
         self.server, self.fail, self.revoke, self.accept = server, fail, revoke, accept

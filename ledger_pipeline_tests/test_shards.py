@@ -15,13 +15,14 @@ from click.testing import CliRunner
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.shards import assign_new, assignments, counts, plan_rebalance, rebalance, shard_keys
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline_tests.helpers import connect, materialize, materialize_gl, resources, sandbox_entries
 
 KEYS = shard_keys(4)
 
 
 def test_new_tenants_go_to_the_least_loaded_shard_and_stay_there(settings) -> None:  # noqa: ANN001
-    engine = make_engine(settings.r2a_database_url)
+    engine = make_ops_engine(settings.ops_database_url)
     assert assign_new(engine, [f"t{i}" for i in range(10)], KEYS) == {
         "t0": "shard-0", "t1": "shard-1", "t2": "shard-2", "t3": "shard-3", "t4": "shard-0", "t5": "shard-1",
         "t6": "shard-2", "t7": "shard-3", "t8": "shard-0", "t9": "shard-1"}
@@ -34,7 +35,7 @@ def test_new_tenants_go_to_the_least_loaded_shard_and_stay_there(settings) -> No
 
 
 def test_rebalance_moves_the_fewest_tenants(settings) -> None:  # noqa: ANN001
-    engine = make_engine(settings.r2a_database_url)
+    engine = make_ops_engine(settings.ops_database_url)
     assign_new(engine, [f"t{i:02d}" for i in range(12)], KEYS)
     moves = rebalance(engine, shard_keys(2), dry_run=True)
     assert len(moves) == 6 and assignments(engine)["t02"] == "shard-2", "a dry run changes nothing"
@@ -49,7 +50,7 @@ def test_shards_command(settings) -> None:  # noqa: ANN001
     from ledger_pipeline.cli import main
     from ledger_pipeline.state.vault import TokenSet, TokenVault, load_key
 
-    engine = make_engine(settings.r2a_database_url)
+    engine = make_ops_engine(settings.ops_database_url)
     vault = TokenVault(engine, load_key(settings), settings.lock_dir)
     for i in range(6):
         vault.store(f"t{i}", TokenSet("access", "refresh", 3600, f"c{i}"))
@@ -98,8 +99,8 @@ def test_production_definitions_load_and_the_embedded_ones_are_unchanged() -> No
 def test_a_shard_run_posts_only_its_tenants_and_needs_no_duckdb(settings, sandbox) -> None:  # noqa: ANN001
     from ledger_pipeline.assets.shards import shard_postings, tenant_shards
 
-    engine = make_engine(settings.r2a_database_url)
-    seeding.seed(engine, 8, 1, seeding.default_start(1), seed=3)
+    seeding.seed(make_engine(settings.r2a_database_url), 8, 1, seeding.default_start(1), seed=3)
+    engine = make_ops_engine(settings.ops_database_url)
     connect([f"t{i:05d}" for i in range(1, 9)])
     materialize_gl()
     month = seeding.default_start(1).strftime("%Y-%m-01")

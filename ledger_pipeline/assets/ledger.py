@@ -20,10 +20,11 @@ from ledger_pipeline.partitions import closed_window, monthly_partitions
 from ledger_pipeline.resources import R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.state.ledger import save_window
+from ledger_pipeline.warehouse.schema import minor_sql
 from ledger_pipeline.warehouse.store import replace_rows, transaction, window_where
 
 DEPS = ["r2a_pl_monthly", "jurnal_gl_accounts"]
-DETAIL_SQL = f"""SELECT tenant_id, period, category, subcategory, CAST(amount * 100 AS BIGINT) AS amount_minor,
+DETAIL_SQL = f"""SELECT tenant_id, period, category, subcategory, {minor_sql('amount', 'currency')} AS amount_minor,
                         currency, source_rows FROM r2a.pl_monthly_detail WHERE {window_where()}"""
 _AMOUNT = [("r2a_pl_monthly", "revenue"), ("r2a_pl_monthly", "cogs"), ("r2a_pl_monthly", "expenses")]
 # Column lineage, on the definitions (the asset page's Columns and lineage views) and on every materialization.

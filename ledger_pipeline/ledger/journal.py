@@ -2,7 +2,9 @@
 
 Revenue is credited, COGS and expenses debited, each per subcategory; a negative amount flips its side; zero lines
 are dropped. The balancing line takes net income to the tenant's clearing/equity account: a debit on a profit,
-a credit on a loss. Amounts are int64 minor units throughout.
+a credit on a loss. Amounts are int64 minor units of the tenant-month's currency throughout (that currency's own
+minor unit: JPY 0 decimals, IDR 2, KWD 3); every sum is taken per currency, never across currencies (a tenant-month
+in two currencies gets a balancing line per currency, and the JournalLines contract rejects the mix).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def custom_id(tenant_id: pd.Series, period: pd.Series) -> pd.Series:
 
 
 def build_journal(detail: pd.DataFrame, accounts: pd.DataFrame, rules: pd.DataFrame) -> JournalBuild:
-    """detail: tenant_id, period, category, subcategory, amount_minor (int64), currency, source_rows.
+    """detail: tenant_id, period, category, subcategory, amount_minor (int64 minor units of `currency`), currency,
+    source_rows.
     accounts: the tenants' latest jurnal.gl_accounts (tenant_id, account_id, number, name, archived)."""
     d = detail.copy()
     d["period"] = pd.to_datetime(d["period"])
@@ -59,11 +62,9 @@ def build_journal(detail: pd.DataFrame, accounts: pd.DataFrame, rules: pd.DataFr
         credit_minor=np.where(credit_side, amount, 0).astype("int64"),
         description=active["category"] + ": " + active["subcategory"],
     )
-    # Balancing line: net income (credits - debits of the P&L lines) to the clearing account.
-    net = (pl["credit_minor"] - pl["debit_minor"]).groupby([pl["tenant_id"], pl["period"]]).sum()
+    # Balancing line: net income (credits - debits of the P&L lines) to the clearing account, per currency.
+    net = (pl["credit_minor"] - pl["debit_minor"]).groupby([pl["tenant_id"], pl["period"], pl["currency"]]).sum()
     bal = net[net != 0].rename("net").reset_index()
-    currency = pl.groupby(key)["currency"].first().reset_index()
-    bal = bal.merge(currency, on=key)
     bal = bal.assign(
         category=CLEARING, subcategory="net_income", amount_minor=bal["net"],
         debit_minor=np.where(bal["net"] > 0, bal["net"], 0).astype("int64"),

@@ -11,14 +11,17 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from ledger_pipeline.ledger.journal import REJECTION_COLUMNS
+from ledger_pipeline.money import CURRENCIES as _BOOKABLE
 from ledger_pipeline.money import format_amount
 
-# ISO 4217 codes the tenants of R2a book in (extend as R2a adds markets).
-CURRENCIES = ["IDR", "USD", "SGD", "MYR", "EUR", "AUD", "JPY", "CNY", "THB", "PHP", "VND"]
+# Every ISO 4217 code books can be kept in (money.CURRENCIES, from the iso4217 package: minor unit 0..3).
+CURRENCIES = sorted(_BOOKABLE)
 
 
 class JournalLines(pa.DataFrameModel):
-    """One row per journal line; amounts are int64 minor units, exactly one side positive.
+    """One row per journal line; amounts are int64 minor units of the line's `currency` (ISO 4217, its own minor
+    unit: JPY 0 decimals, IDR 2, KWD 3), exactly one side positive; one currency per entry, so every total (the
+    balance check) is within one currency.
 
     Frame-level checks use ignore_na=False: the columns they read are non-nullable, and pandera would otherwise
     compute a null mask over every column for each check (most of the cost on a 1 M-line frame)."""
@@ -35,7 +38,12 @@ class JournalLines(pa.DataFrameModel):
     account_number: Series[pd.StringDtype] = pa.Field(nullable=False, coerce=True)
     debit_minor: Series[int] = pa.Field(ge=0)
     credit_minor: Series[int] = pa.Field(ge=0)
-    currency: Series[pd.StringDtype] = pa.Field(isin=CURRENCIES, coerce=True)
+    currency: Series[pd.StringDtype] = pa.Field(nullable=False, coerce=True)
+
+    @pa.check("currency", name="iso_4217_currency", error="a currency that is not an ISO 4217 code books can be "
+                                                          "kept in")
+    def iso_4217(cls, currency: Series[pd.StringDtype]) -> Series[bool]:
+        return currency.isin(_BOOKABLE)
 
     @pa.dataframe_check(name="one_side_per_line", ignore_na=False,
                         error="a line has both a debit and a credit, or neither")
@@ -47,6 +55,11 @@ class JournalLines(pa.DataFrameModel):
     def balances(cls, df: pd.DataFrame) -> Series[bool]:
         g = df.groupby("entry_no")
         return g["debit_minor"].transform("sum") == g["credit_minor"].transform("sum")
+
+    @pa.dataframe_check(name="one_currency_per_entry", ignore_na=False,
+                        error="the entry mixes currencies (every line of an entry is in one currency)")
+    def one_currency(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["currency"] == df.groupby("entry_no")["currency"].transform("first")
 
     @pa.dataframe_check(name="at_least_two_lines", ignore_na=False,
                         error="an entry needs at least two lines")
@@ -74,7 +87,8 @@ READABLE = {
     "greater_than_or_equal_to(0)": "a negative amount",
     "greater_than_or_equal_to(1)": "a line number below 1",
     "not_nullable": "a missing value",
-    "isin(" + repr(CURRENCIES) + ")": "a currency that is not a known ISO 4217 code",
+    "iso_4217_currency": "a currency that is not an ISO 4217 code books can be kept in",
+    "one_currency_per_entry": "the entry mixes currencies",
 }
 
 
@@ -134,10 +148,7 @@ def validate_lines(lines: pd.DataFrame, start: dt.date, end: dt.date) -> tuple[p
     bad = lines["custom_id"].isin(reasons)
     heads = lines[bad].drop_duplicates("custom_id")
     if {"debit_minor", "credit_minor"} <= set(lines.columns):  # show the totals a bookkeeper would check
-        sums = lines[bad].groupby("custom_id")[["debit_minor", "credit_minor"]].sum()
-        for cid, row in sums.iterrows():
-            reasons[cid].append(f"debits {format_amount(int(row['debit_minor']))}, "
-                                f"credits {format_amount(int(row['credit_minor']))}")
+        reasons = _totals(lines[bad], reasons)
     rejections = pd.DataFrame({
         "tenant_id": heads["tenant_id"].to_numpy(),
         "period": heads["period"].to_numpy(),
@@ -148,6 +159,22 @@ def validate_lines(lines: pd.DataFrame, start: dt.date, end: dt.date) -> tuple[p
                    for t, p, c in zip(heads["tenant_id"], heads["period"], heads["custom_id"], strict=True)],
     })
     return lines[~bad], rejections
+
+
+def _totals(bad: pd.DataFrame, reasons: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Append each rejected entry's debit and credit totals, per currency (never added across currencies), in the
+    currency's own decimals; amounts of a currency books cannot use are shown as minor units."""
+    currency = bad["currency"].astype("object") if "currency" in bad else pd.Series(None, index=bad.index)
+    keyed = bad.assign(_currency=currency.where(currency.isin(_BOOKABLE), "?"))
+    sums = keyed.groupby(["custom_id", "_currency"])[["debit_minor", "credit_minor"]].sum()
+    for (cid, cur), row in sums.iterrows():
+        debit, credit = int(row["debit_minor"]), int(row["credit_minor"])
+        if cur == "?":
+            reasons[cid].append(f"debits {debit:,}, credits {credit:,} (minor units of an unknown currency)")
+        else:
+            reasons[cid].append(f"debits {format_amount(debit, cur)} {cur}, credits {format_amount(credit, cur)} "
+                                f"{cur}")
+    return reasons
 
 
 def validated_entries(lines: pd.DataFrame, entries: pd.DataFrame) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal, Protocol
 
 import pandas as pd
@@ -51,6 +52,11 @@ class CanonicalLine:
 
 @dataclass(frozen=True)
 class CanonicalEntry:
+    """What we post. Line amounts are int64 minor units of `currency` (its ISO 4217 minor unit: money.minor_unit;
+    money.from_minor(minor, currency) gives the Decimal a system wants). When the tenant's R2a currency differs from
+    the books' currency, `source_currency` is the R2a one and `exchange_rate` the rate used (1 source_currency =
+    exchange_rate currency, on transaction_date; ledger/rates.py); both None when no conversion happened."""
+
     tenant_id: str
     period: dt.date
     custom_id: str
@@ -59,6 +65,8 @@ class CanonicalEntry:
     currency: str
     content_hash: str
     lines: tuple[CanonicalLine, ...]
+    source_currency: str | None = None
+    exchange_rate: Decimal | None = None
 
     @property
     def total_debit_minor(self) -> int:
@@ -70,7 +78,8 @@ class CanonicalEntry:
 
 @dataclass(frozen=True)
 class RemoteEntry:
-    """An entry as the system holds it, amounts parsed exactly from the system's numeric fields."""
+    """An entry as the system holds it, amounts parsed exactly from the system's numeric fields, in minor units of
+    its currency (`currency` when the system says which; None when it does not)."""
 
     remote_id: str
     custom_id: str | None  # our id as the system stores it (custom_id, reference_number, entry_id, ...)
@@ -85,13 +94,16 @@ class RemoteEntry:
     # What the sink needs next time (QuickBooks' SyncToken, Rootfi's job id, Aden's revision); kept in the posting
     # state and handed back to find/update/delete as `hint`.
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    currency: str | None = None  # ISO 4217 code of the remote entry, when the system reports one
 
     def signature(self) -> Counter:
         return Counter((str(acc), d, c) for _, acc, d, c in self.lines)
 
     def matches(self, entry: CanonicalEntry) -> bool:
-        """Same lines (account, debit, credit), totals and date: what the system holds is what we meant to post."""
-        return (len(self.lines) == len(entry.lines) and self.total_debit_minor == entry.total_debit_minor
+        """Same lines (account, debit, credit), totals, date and (when the system reports it) currency: what the
+        system holds is what we meant to post."""
+        return ((self.currency is None or self.currency == entry.currency)
+                and len(self.lines) == len(entry.lines) and self.total_debit_minor == entry.total_debit_minor
                 and self.total_credit_minor == entry.total_debit_minor and self.signature() == entry.signature()
                 and self.transaction_date == entry.transaction_date)
 
@@ -144,7 +156,8 @@ class LedgerSink(Protocol):
 
 
 def entries_from_frames(entries: pd.DataFrame, lines: pd.DataFrame) -> list[CanonicalEntry]:
-    """Canonical entries from ledger.journal_entries / journal_lines frames (amounts as *_minor int64)."""
+    """Canonical entries from ledger.journal_entries / journal_lines frames (amounts as *_minor int64 of the entry's
+    currency; optional entry columns source_currency and exchange_rate (Decimal) carry a conversion)."""
     by_entry: dict[str, list[CanonicalLine]] = {}
     for row in lines.sort_values(["custom_id", "line_no"]).itertuples(index=False):
         by_entry.setdefault(row.custom_id, []).append(CanonicalLine(
@@ -153,6 +166,12 @@ def entries_from_frames(entries: pd.DataFrame, lines: pd.DataFrame) -> list[Cano
     return [
         CanonicalEntry(row.tenant_id, pd.Timestamp(row.period).date(), row.custom_id,
                        pd.Timestamp(row.transaction_date).date(), row.memo, row.currency, row.content_hash,
-                       tuple(by_entry.get(row.custom_id, ())))
+                       tuple(by_entry.get(row.custom_id, ())), _optional(row, "source_currency"),
+                       _optional(row, "exchange_rate"))
         for row in entries.itertuples(index=False)
     ]
+
+
+def _optional(row: tuple, name: str) -> object:
+    value = getattr(row, name, None)
+    return None if value is None or (isinstance(value, float) and value != value) else value

@@ -2,6 +2,9 @@
 
 Everything is generated as numpy arrays (no Python loop per row) and written in one transaction:
 executemany on SQLite, COPY on Postgres.
+
+This is a dev/demo tool that plays R2a's own team: it is the only code that creates R2a's tables
+(`create_tables`, explicitly, before writing). The pipeline itself never runs DDL or DML on R2a.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pandas as pd
 from sqlalchemy import Engine, delete, text
 
 from ledger_pipeline import clock
-from ledger_pipeline.r2a.models import R2aTransaction, Tenant
+from ledger_pipeline.r2a.models import R2aBase, R2aTransaction, Tenant, sqlite_path
 
 PROFILES = {
     # name: (median monthly revenue in IDR, cogs share of revenue, expense share of revenue)
@@ -167,9 +170,23 @@ def generate(tenants: int, months: int, start: dt.date, seed: int = 7) -> tuple[
     return tenants_df, txns
 
 
+def create_tables(engine: Engine) -> None:
+    """R2a's tables (`tenants`, `r2a_transactions`), created where missing: what R2a's team owns in production, made
+    here for the embedded setup and tests only. SQLite: the file's folder is created and the file set to WAL (so the
+    pipeline's read-only connections read while the seed writes)."""
+    path = sqlite_path(engine.url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    R2aBase.metadata.create_all(engine)
+
+
 def write(engine: Engine, tenants_df: pd.DataFrame, txns: pd.DataFrame,
           progress: Callable[[int, int], None] | None = None) -> None:
-    """Replace R2a's tenants and transactions with the frames, in one transaction."""
+    """Replace R2a's tenants and transactions with the frames, in one transaction (the tables are created first
+    when missing: `create_tables`)."""
+    create_tables(engine)
     with engine.begin() as conn:
         conn.execute(delete(R2aTransaction))
         conn.execute(delete(Tenant))

@@ -54,6 +54,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import (
     WRITE_METHODS,
     Drop,
@@ -201,7 +202,7 @@ class Sandbox:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/auth", self.authorize, methods=["GET"]),
+            Route("/auth", self.authorize, methods=["GET", "POST"]),  # POST: the consent form
             Route("/auth/oauth2/token", self.token, methods=["POST"]),
             Route("/auth/oauth2/revoke", self.revoke, methods=["POST"]),
             Route(API + "/{path:path}", self.api, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
@@ -632,6 +633,10 @@ class Sandbox:
             return JSONResponse({"error": "invalid_request",
                                  "error_description": "the sandbox auto-approves a login_hint; redirect_uri needed"},
                                 status_code=400)
+        page = await consent.gate(request, title="Mekari Jurnal", company=login, client=self.client_id,
+                                  scopes=["jurnal"], redirect_uri=redirect, state=q.get("state", ""))
+        if page is not None:  # the consent page (a browser), or the user's Deny
+            return page
         company_id = self.state.company_for_login(login)
         code = self.state.new_code(company_id, self.client_id, redirect)
         sep = "&" if "?" in redirect else "?"

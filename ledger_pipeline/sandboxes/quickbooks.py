@@ -54,6 +54,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import Drop, DroppedResponse, InjectedError, SandboxContext
 from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
 
@@ -225,7 +226,7 @@ class QuickBooksEmulator:
 
     def routes(self) -> list[Route]:
         return [
-            Route(f"{PREFIX}/connect/oauth2", self.authorize, methods=["GET"]),
+            Route(f"{PREFIX}/connect/oauth2", self.authorize, methods=["GET", "POST"]),  # POST: consent form
             Route(f"{PREFIX}/oauth2/v1/tokens/bearer", self.token, methods=["POST"]),
             Route(f"{PREFIX}/oauth2/v1/tokens/revoke", self.revoke, methods=["POST"]),
             Route(f"{PREFIX}/v2/oauth2/tokens/revoke", self.revoke, methods=["POST"]),  # the discovery doc's
@@ -286,6 +287,10 @@ class QuickBooksEmulator:
         if SCOPE not in (q.get("scope") or "").split():
             refused = urlencode({"error": "invalid_scope", "state": q.get("state", "")})
             return RedirectResponse(f"{redirect}{sep}{refused}", 302)
+        page = await consent.gate(request, title="Intuit QuickBooks", company=login, client=CLIENT_ID,
+                                  scopes=[SCOPE], redirect_uri=redirect, state=q.get("state", ""))
+        if page is not None:  # the consent page (a browser), or the user's Deny
+            return page
         realm = self._company_for_login(login)
         code = secrets.token_urlsafe(24)
         self.db.execute("INSERT INTO quickbooks_codes (code, realm_id, redirect_uri, expires) VALUES (?, ?, ?, ?)",

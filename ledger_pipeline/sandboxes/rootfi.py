@@ -77,6 +77,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import (
     WRITE_METHODS,
     Drop,
@@ -237,7 +238,7 @@ class RootfiSandbox:
         self.hidden: dict[int, set[str]] = {}  # company -> documented paths it answers 404 on (`paths` control)
 
     def routes(self) -> list[Route]:
-        return [Route(PREFIX + "/link", self.link, methods=["GET"]),
+        return [Route(PREFIX + "/link", self.link, methods=["GET", "POST"]),  # POST: the consent form
                 Route(PREFIX + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"])]
 
     def close(self) -> None:
@@ -774,6 +775,11 @@ class RootfiSandbox:
         if not login or not redirect:
             return JSONResponse({"error": {"code": "VALIDATION_ERROR", "message": "the sandbox link page "
                                            "auto-approves a login_hint; redirect_uri is required"}}, status_code=400)
+        page = await consent.gate(request, title="Rootfi Link", company=login, client="ledger-pipeline",
+                                  scopes=["read and write your accounting data"], redirect_uri=redirect,
+                                  state=q.get("state", ""))
+        if page is not None:  # the consent page (a browser), or the user's Deny
+            return page
         company_id = self._link_company(login)
         sep = "&" if "?" in redirect else "?"
         return RedirectResponse(f"{redirect}{sep}{urlencode({'company_id': company_id, 'state': q.get('state', '')})}",

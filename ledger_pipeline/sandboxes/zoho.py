@@ -47,6 +47,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import (
     WRITE_METHODS,
     Drop,
@@ -197,7 +198,7 @@ class ZohoSandbox:
 
     def routes(self) -> list[Route]:
         return [
-            Route(OAUTH + "/auth", self.authorize, methods=["GET"]),
+            Route(OAUTH + "/auth", self.authorize, methods=["GET", "POST"]),  # POST: the consent form
             Route(OAUTH + "/token", self.token, methods=["POST"]),
             Route(OAUTH + "/token/revoke", self.revoke, methods=["POST"]),
             Route(API + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"]),
@@ -273,6 +274,11 @@ class ZohoSandbox:
             return JSONResponse({"error": "invalid_request",
                                  "error_description": "the sandbox auto-approves a login_hint; redirect_uri needed"},
                                 status_code=400)
+        page = await consent.gate(request, title="Zoho Books", company=login, client=self.client_id,
+                                  scopes=(q.get("scope") or "").split(","), redirect_uri=redirect,
+                                  state=q.get("state", ""))
+        if page is not None:  # the consent page (a browser), or the user's Deny
+            return page
         org_id = self._org_for_login(login)
         code = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
         self.db.execute("INSERT INTO zoho_codes (code_hash, organization_id, client_id, redirect_uri, offline, "

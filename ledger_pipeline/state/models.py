@@ -1,20 +1,55 @@
-"""The operational state every host shares (SQLite embedded, Postgres in production): the posting outbox and the
-shard assignments. Tokens and OAuth states are R2a's `integrations` and `oauth_states` tables (r2a/models.py).
+"""The operational state every host shares, in its own database (LEDGER_OPS_DATABASE_URL: `data/ops.sqlite` embedded,
+Postgres in production), never R2a's: tokens (`integrations`), OAuth states, the posting outbox, the window's
+entries to post, the shard assignments, the exchange rates and the connection service's links, flows and
+connection health.
 
-DuckDB is the analysts' published copy of this state, never the state itself.
+The schema is Alembic's (`ledger_pipeline/state/migrations/`), applied when the database is opened
+(`ledger_pipeline.state.database.make_ops_engine`); a change to these models needs a new revision there
+(test_migrations.py fails until the models and the migrations agree). DuckDB is the analysts' published copy of
+this state, never the state itself.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Date, DateTime, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
-
-from ledger_pipeline.r2a.models import Base
+from sqlalchemy import Column, Date, DateTime, Index, Integer, String, Table, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
-class Posting(Base):
+class OpsBase(DeclarativeBase):
+    """The operational database's tables (their own metadata: R2a's are `ledger_pipeline.r2a.models.R2aBase`)."""
+
+
+class Integration(OpsBase):
+    """One tenant's connection to one accounting system: tokens encrypted at rest (state/vault.py). The table keeps
+    the name `integrations` it had when it lived in R2a's database (0.2.0)."""
+
+    __tablename__ = "integrations"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source_system: Mapped[str] = mapped_column(String(20), primary_key=True, default="jurnal")
+    company_id: Mapped[str | None] = mapped_column(String(64))
+    access_token: Mapped[str | None] = mapped_column(Text)  # Fernet ciphertext, never plaintext
+    refresh_token: Mapped[str | None] = mapped_column(Text)  # Fernet ciphertext, never plaintext
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(20), default="connected")  # connected | needs_reauth
+    status_detail: Mapped[str | None] = mapped_column(Text)
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    extra: Mapped[str | None] = mapped_column(Text)  # non-secret JSON: realm/organization id, api_domain, ...
+
+
+class OAuthState(OpsBase):
+    """CSRF state of a pending authorization: single use, expires after 10 minutes."""
+
+    __tablename__ = "oauth_states"
+    state: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class Posting(OpsBase):
     """One row per (system, tenant-month): intent before every write, outcome after; the engine decides from it."""
 
     __tablename__ = "postings"
@@ -39,7 +74,7 @@ class Posting(Base):
     __table_args__ = (Index("ix_postings_period_tenant", "period", "tenant_id"),)
 
 
-class ShardAssignment(Base):
+class ShardAssignment(OpsBase):
     """Which shard a tenant's posting runs on (stable; rebalanced only on purpose)."""
 
     __tablename__ = "shard_assignments"
@@ -48,7 +83,7 @@ class ShardAssignment(Base):
     assigned_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
-class LedgerEntry(Base):
+class LedgerEntry(OpsBase):
     """The window's journal entries (and rejected tenant-months) as posting needs them, so a posting worker on any
     host reads them from SQL, not from another host's DuckDB file. Written by the journal asset with the window."""
 
@@ -65,3 +100,54 @@ class LedgerEntry(Base):
     run_id: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index("ix_ledger_entries_period_tenant", "period", "tenant_id"),)
+
+
+class ExchangeRate(OpsBase):
+    """One exchange rate per (date, from_currency, to_currency): 1 from_currency = rate to_currency on rate_date.
+    Loaded by `ledger-pipeline rates load FILE.csv` (a re-load replaces the pair's rate for that date); `rate` is the
+    exact decimal text (SQLite has no exact decimal type), read back as a Decimal. See ledger_pipeline/rates.py."""
+
+    __tablename__ = "exchange_rates"
+    rate_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    from_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    to_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    rate: Mapped[str] = mapped_column(String(48))
+    source: Mapped[str | None] = mapped_column(Text)  # the file it was loaded from
+    loaded_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+# The connection service's tables (ledger_pipeline/service/store.py reads and writes them; revision 0002).
+service_link_uses = Table(  # one row per link that completed a connection: a second use is refused
+    "service_link_uses", OpsBase.metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("system", String(20), nullable=False),
+    Column("used_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+service_flows = Table(  # one row per authorisation in progress, keyed by its OAuth state
+    "service_flows", OpsBase.metadata,
+    Column("state", String(64), primary_key=True),
+    Column("system", String(20), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("nonce", String(64), nullable=False),
+    Column("flags", String(20), nullable=False, default=""),
+    Column("binding_sha256", String(64), nullable=False),
+    Column("link_expires_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+connection_health = Table(  # per (tenant, system): what we learnt of the connection, never a secret
+    "connection_health", OpsBase.metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("system", String(20), primary_key=True),
+    Column("company_name", Text),
+    Column("home_currency", String(3)),
+    Column("last_ok_at", DateTime),  # the last request that succeeded (connect, preflight)
+    Column("last_check_at", DateTime),
+    Column("last_check_ok", Integer),  # 1 passed, 0 failed, NULL never checked
+    Column("last_check_detail", Text),
+    Column("connected_at", DateTime),
+    Column("connected_via", String(20)),  # serve | cli
+)

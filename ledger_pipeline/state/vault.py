@@ -1,5 +1,5 @@
-"""Tokens at rest: Fernet-encrypted in the `integrations` table (one row per tenant and system), refreshed once
-per tenant at a time. Every system's tokens live here; a vault instance serves one system.
+"""Tokens at rest: Fernet-encrypted in the operational database's `integrations` table (one row per tenant and
+system), refreshed once per tenant at a time. Every system's tokens live here; a vault instance serves one system.
 
 Mekari and QuickBooks refresh tokens are single use / rotating: two processes refreshing the same grant at once
 would burn it. Refreshes are serialised per tenant (a thread lock, a file lock across processes on this machine,
@@ -21,8 +21,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from filelock import FileLock
 from sqlalchemy import Engine, select, update
 
-from ledger_pipeline.r2a.models import Integration
 from ledger_pipeline.settings import Settings
+from ledger_pipeline.state.models import Integration
 
 DEFAULT_SYSTEM = "jurnal"
 

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 from sqlalchemy import Engine, delete, select
 
-from ledger_pipeline.r2a.models import OAuthState
+from ledger_pipeline.state.models import OAuthState
 from ledger_pipeline.state.vault import TokenSet, TokenVault
 
 STATE_TTL = dt.timedelta(minutes=10)

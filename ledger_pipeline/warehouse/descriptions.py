@@ -16,7 +16,8 @@ COLUMNS_ANY_TABLE: dict[str, str] = {
     "period": "Accounting month: the first day of the month (DATE).",
     "custom_id": "Idempotency key of the tenant-month's journal entry: r2a-pl-<tenant>-<YYYYMM>.",
     "run_id": "Dagster run that wrote the row (open it in the UI at /runs/<run_id>).",
-    "currency": "ISO currency code of the amounts (the tenant's currency, e.g. IDR).",
+    "currency": "ISO 4217 code of the row's amounts (the tenant's currency, e.g. IDR); amounts carry at most its "
+                "minor unit's decimals (JPY 0, IDR 2, KWD 3). Never add amounts of different currencies.",
     "system": "Accounting system the row belongs to (jurnal, quickbooks, zoho, aden, rootfi).",
 }
 
@@ -33,14 +34,17 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
     "accounting.posting_plan": "The last posting plan (written by a dry run): what a real run would do per entry.",
     "accounting.reconciliation": "Our entries compared with what the accounting system holds, per entry.",
     "meta.snapshot_log": "Every snapshot published to this warehouse file: when, by which Dagster run.",
-    "analytics.trial_balance": "Debits, credits and balance per tenant, month and account.",
-    "analytics.pl_by_month": "P&L across tenants per month, with the number of loss-making tenants.",
+    "ledger.exchange_rates": "Exchange rates loaded by `ledger-pipeline rates load` (operational database): one per "
+                             "date and currency pair; 1 from_currency = rate to_currency on rate_date.",
+    "analytics.trial_balance": "Debits, credits and balance per tenant, month and account (in the tenant's currency).",
+    "analytics.pl_by_month": "P&L across tenants per month and currency, with the number of loss-making tenants.",
     "analytics.posting_status": "Each journal entry with its posting state in its system (not_posted: never sent).",
-    "analytics.reconciliation_summary": "Reconciliation outcomes per month and status, with totals.",
+    "analytics.reconciliation_summary": "Reconciliation outcomes per month, status and currency, with totals.",
     "analytics.rejections_summary": "Rejected tenant-months per month, stage and reason.",
     "meta.snapshot": "The snapshot you are reading: when it was published and by which Dagster run.",
     "analytics.tenant_month_status": "Tenant-months per month, accounting system and posting state (posted, "
-                                     "awaiting_approval, rejected, failed, not_posted), with their total debit.",
+                                     "awaiting_approval, rejected, failed, not_posted) and currency, with their "
+                                     "total debit.",
     **{f"jurnal.{t}": f"0.1.0's name, kept for one release: accounting.{t} for Jurnal tenants (ids as BIGINT)."
        for t in ("gl_accounts", "gl_account_changes", "gl_ingest_status", "postings", "posting_plan",
                  "reconciliation")},
@@ -52,7 +56,7 @@ COLUMNS: dict[tuple[str, str], str] = {
     ("accounting.reconciliation", "checked_by"): "posting_response (verified from the system's answer when posting, "
                                                  "no request) or remote_read (the drift job read the system).",
     # r2a.pl_monthly
-    ("r2a.pl_monthly", "revenue"): "Revenue of the month (sales net of refunds), exact, DECIMAL(18,2).",
+    ("r2a.pl_monthly", "revenue"): "Revenue of the month (sales net of refunds), exact, DECIMAL(21,3) in `currency`.",
     ("r2a.pl_monthly", "cogs"): "Cost of goods sold of the month, exact.",
     ("r2a.pl_monthly", "expenses"): "Operating expenses of the month, exact.",
     ("r2a.pl_monthly", "net_income"): "revenue - cogs - expenses; negative for a loss month.",
@@ -136,6 +140,14 @@ COLUMNS: dict[tuple[str, str], str] = {
     ("accounting.reconciliation", "remote_total"): "The system's entry total debit, exact.",
     ("accounting.reconciliation", "detail"): "What differs, for a person.",
     ("accounting.reconciliation", "checked_at"): "When the row was checked (UTC).",
+    # ledger.exchange_rates
+    ("ledger.exchange_rates", "rate_date"): "The date the rate is for (an entry uses the rate of its own date).",
+    ("ledger.exchange_rates", "from_currency"): "Base currency (ISO 4217): the rate prices one unit of it.",
+    ("ledger.exchange_rates", "to_currency"): "Quote currency (ISO 4217): the rate is in units of it.",
+    ("ledger.exchange_rates", "rate"): "1 from_currency = rate to_currency, exact (as loaded, up to 18 decimals).",
+    ("ledger.exchange_rates", "source"): "The file the rate was loaded from.",
+    ("ledger.exchange_rates", "loaded_at"): "When the rate was loaded (UTC); a re-load of the same pair and date "
+                                            "replaces it.",
     # meta.snapshot_log
     ("meta.snapshot_log", "snapshot_id"): "Snapshot stamp, also in its file name warehouse.<snapshot_id>.duckdb.",
     ("meta.snapshot_log", "published_at"): "When the snapshot was published (UTC).",

@@ -1,11 +1,19 @@
-"""The DuckDB tables analysts query (amounts DECIMAL(18,2), `period` the first day of the month) and their views.
+"""The DuckDB tables analysts query (amounts exact DECIMAL(21,3), `period` the first day of the month) and their views.
 
-Frames carry money as `<column>_minor` int64; the writer turns them into DECIMAL(18,2) inside DuckDB, exactly.
+Frames carry money as `<column>_minor` int64 in the minor unit of the row's own `currency` (ISO 4217: JPY 0 decimals,
+IDR 2, KWD 3); the writer turns them into DECIMAL(21,3) inside DuckDB, exactly, with that currency's exponent
+(`select_list`), and `minor_sql` turns a DECIMAL back into the currency's minor units. Scale 3 holds every currency
+books can be kept in (money.MAX_EXPONENT), and 18 integer digits hold the ledger's largest amount, 10^18 - 1 minor
+units (r2a/extract.py's MAX_MONTH_MINOR), whatever the currency's exponent. Every table with amounts has `currency`;
+totals in the views are per currency, never across currencies.
 """
 
 from __future__ import annotations
 
-MONEY = "DECIMAL(18,2)"
+from ledger_pipeline.money import CURRENCIES, LEGACY_EXPONENT, MAX_EXPONENT
+
+MONEY = f"DECIMAL(21,{MAX_EXPONENT})"
+RATE = "DECIMAL(38,18)"  # an exchange rate (ledger/rates.py: at most 18 decimals and 20 integer digits)
 
 # table -> [(column, type)]; a MONEY column is fed from the frame's `<column>_minor`.
 TABLES: dict[str, list[tuple[str, str]]] = {
@@ -32,7 +40,12 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("tenant_id", "VARCHAR"), ("period", "DATE"), ("custom_id", "VARCHAR"), ("line_no", "INTEGER"),
         ("account_id", "VARCHAR"), ("account_number", "VARCHAR"), ("account_name", "VARCHAR"),
         ("debit", MONEY), ("credit", MONEY), ("description", "VARCHAR"), ("category", "VARCHAR"),
-        ("subcategory", "VARCHAR"), ("run_id", "VARCHAR"),
+        ("subcategory", "VARCHAR"), ("run_id", "VARCHAR"), ("currency", "VARCHAR"),
+    ],
+    # The operational database's exchange_rates (ledger_pipeline/rates.py publish_rates).
+    "ledger.exchange_rates": [
+        ("rate_date", "DATE"), ("from_currency", "VARCHAR"), ("to_currency", "VARCHAR"), ("rate", RATE),
+        ("source", "VARCHAR"), ("loaded_at", "TIMESTAMP"),
     ],
     # Every accounting system in one table each, with a `system` column (ids as the system writes them).
     "accounting.gl_accounts": [
@@ -63,35 +76,36 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("system", "VARCHAR"), ("tenant_id", "VARCHAR"), ("period", "DATE"), ("custom_id", "VARCHAR"),
         ("status", "VARCHAR"), ("remote_ids", "VARCHAR"), ("local_total", MONEY), ("remote_total", MONEY),
         ("detail", "VARCHAR"), ("checked_by", "VARCHAR"), ("run_id", "VARCHAR"), ("checked_at", "TIMESTAMP"),
+        ("currency", "VARCHAR"),
     ],
 }
 
 VIEWS = {
     "analytics.trial_balance": """
         SELECT l.tenant_id, l.period, l.account_number, any_value(l.account_name) AS account_name,
-               SUM(l.debit) AS debit, SUM(l.credit) AS credit, SUM(l.debit) - SUM(l.credit) AS balance
-        FROM ledger.journal_lines l GROUP BY ALL ORDER BY l.tenant_id, l.period, l.account_number""",
+               SUM(l.debit) AS debit, SUM(l.credit) AS credit, SUM(l.debit) - SUM(l.credit) AS balance, l.currency
+        FROM ledger.journal_lines l GROUP BY ALL ORDER BY l.tenant_id, l.period, l.account_number, l.currency""",
     "analytics.pl_by_month": """
-        SELECT period, COUNT(*) AS tenants, SUM(revenue) AS revenue, SUM(cogs) AS cogs,
+        SELECT period, currency, COUNT(*) AS tenants, SUM(revenue) AS revenue, SUM(cogs) AS cogs,
                SUM(expenses) AS expenses, SUM(net_income) AS net_income,
                COUNT(*) FILTER (WHERE net_income < 0) AS loss_making_tenants
-        FROM r2a.pl_monthly GROUP BY period ORDER BY period""",
+        FROM r2a.pl_monthly GROUP BY period, currency ORDER BY period, currency""",
     "analytics.posting_status": """
         SELECT e.tenant_id, e.period, e.custom_id, p.system, e.total_debit,
                COALESCE(p.status, 'not_posted') AS status, p.remote_id, p.attempts, p.error, p.posted_at,
-               (p.content_hash = e.content_hash) AS up_to_date
+               (p.content_hash = e.content_hash) AS up_to_date, e.currency
         FROM ledger.journal_entries e
         LEFT JOIN (SELECT * FROM accounting.postings WHERE status <> 'deleted'
                    QUALIFY row_number() OVER (PARTITION BY custom_id ORDER BY updated_at DESC) = 1) p
           USING (custom_id)
         ORDER BY e.tenant_id, e.period""",
     "analytics.tenant_month_status": """
-        SELECT period, system, status, COUNT(*) AS tenant_months, SUM(total_debit) AS total_debit
-        FROM analytics.posting_status GROUP BY ALL ORDER BY period, system, status""",
+        SELECT period, system, status, currency, COUNT(*) AS tenant_months, SUM(total_debit) AS total_debit
+        FROM analytics.posting_status GROUP BY ALL ORDER BY period, system, status, currency""",
     "analytics.reconciliation_summary": """
-        SELECT period, status, COUNT(*) AS entries, SUM(local_total) AS local_total,
+        SELECT period, status, currency, COUNT(*) AS entries, SUM(local_total) AS local_total,
                SUM(remote_total) AS remote_total
-        FROM accounting.reconciliation GROUP BY ALL ORDER BY period, status""",
+        FROM accounting.reconciliation GROUP BY ALL ORDER BY period, status, currency""",
     # 0.1.0's Jurnal-only names, kept as views for one release (see the README's changelog).
     "jurnal.gl_accounts": """
         SELECT tenant_id, TRY_CAST(account_id AS BIGINT) AS account_id, number, name, category,
@@ -107,7 +121,7 @@ VIEWS = {
         FROM accounting.postings WHERE system = 'jurnal'""",
     "jurnal.posting_plan": "SELECT * EXCLUDE (system) FROM accounting.posting_plan WHERE system = 'jurnal'",
     "jurnal.reconciliation": """
-        SELECT * EXCLUDE (system, checked_by) FROM accounting.reconciliation WHERE system = 'jurnal'""",
+        SELECT * EXCLUDE (system, checked_by, currency) FROM accounting.reconciliation WHERE system = 'jurnal'""",
     "analytics.rejections_summary": """
         SELECT period, stage, reason, COUNT(*) AS tenant_months
         FROM ledger.rejections GROUP BY ALL ORDER BY period, stage, tenant_months DESC""",
@@ -166,9 +180,23 @@ LEGACY_TABLES = {  # 0.1.0 table -> where its rows live now (all of them Jurnal'
 }
 
 
+# Columns added since a release, filled for the rows already there: (table, column) -> UPDATE (idempotent).
+BACKFILL = {
+    # 0.1.x: journal lines and reconciliation rows get their entry's currency
+    ("ledger.journal_lines", "currency"): """
+        UPDATE ledger.journal_lines l SET currency = e.currency FROM ledger.journal_entries e
+        WHERE l.currency IS NULL AND e.custom_id = l.custom_id AND e.currency IS NOT NULL""",
+    ("accounting.reconciliation", "currency"): """
+        UPDATE accounting.reconciliation r SET currency = e.currency FROM ledger.journal_entries e
+        WHERE r.currency IS NULL AND e.custom_id = r.custom_id AND e.currency IS NOT NULL""",
+}
+
+
 def migrate(con) -> None:  # noqa: ANN001  (a duckdb connection)
     """Bring a warehouse file written by an older release to this schema, before ddl() runs: 0.1.0's jurnal.*
-    tables become rows of accounting.* (system 'jurnal'), changed column types are altered, new columns added."""
+    tables become rows of accounting.* (system 'jurnal'), changed column types are altered (amounts DECIMAL(18,2)
+    -> DECIMAL(21,3): every value kept exactly), new columns added and filled (BACKFILL: a line's or a
+    reconciliation row's currency is its entry's)."""
     def existing() -> dict[str, dict[str, str]]:
         cols: dict[str, dict[str, str]] = {}
         for schema_name, table, col, typ in con.execute(
@@ -185,12 +213,14 @@ def migrate(con) -> None:  # noqa: ANN001  (a duckdb connection)
     for stmt in ddl():
         if stmt.startswith(("CREATE SCHEMA", "CREATE TABLE")):
             con.execute(stmt)
+    added: set[tuple[str, str]] = set()
     for table, cols in TABLES.items():
         current = have.get(table, {})
         for col, typ in cols:
             if current and col not in current:
                 con.execute(f"ALTER TABLE {table} ADD COLUMN {col} {typ}")
-            elif current and current[col] != typ and not (typ == MONEY and current[col].startswith("DECIMAL")):
+                added.add((table, col))
+            elif current and current[col].replace(" ", "") != typ:
                 con.execute(f"ALTER TABLE {table} ALTER COLUMN {col} TYPE {typ}")
     for old, new in LEGACY_TABLES.items():
         if old in have:
@@ -198,6 +228,10 @@ def migrate(con) -> None:  # noqa: ANN001  (a duckdb connection)
             con.execute(f"INSERT INTO {new} (system, {', '.join(shared)}) "
                         f"SELECT 'jurnal', {', '.join(shared)} FROM {old}")
             con.execute(f"DROP TABLE {old}")
+            added |= {(new, c) for c, _ in TABLES[new] if c not in have[old]}
+    for key, sql in BACKFILL.items():
+        if key in added:
+            con.execute(sql)
 
 
 def ensure(con) -> None:  # noqa: ANN001  (a duckdb connection)
@@ -207,12 +241,58 @@ def ensure(con) -> None:  # noqa: ANN001  (a duckdb connection)
         con.execute(stmt)
 
 
-def select_list(table: str, frame_name: str = "frame") -> str:
-    """The SELECT list that feeds `table` from a frame, money columns converted exactly from minor units."""
+def _codes(exponent: int) -> str:
+    return ", ".join(f"'{code}'" for code, e in CURRENCIES.items() if e == exponent)
+
+
+def _factor_sql(currency: str, to_minor: bool = False) -> str:
+    """SQL for 10^-exponent (or 10^exponent with `to_minor`) of the currency in `currency` (an SQL expression), per
+    row. NULL currency: LEGACY 2 decimals (frames written before currencies had their own minor units). A code
+    books cannot be kept in raises (DuckDB error()), never a guessed exponent."""
+    arms = []
+    for exponent in range(MAX_EXPONENT + 1):
+        codes = _codes(exponent)
+        if not codes and exponent != LEGACY_EXPONENT:
+            continue  # no ISO 4217 currency has this many decimals (1, today)
+        cond = (f"{currency} IS NULL OR " if exponent == LEGACY_EXPONENT else "") + (
+            f"{currency} IN ({codes})" if codes else "FALSE")
+        factor = 10**exponent if to_minor else f"{10**-exponent:.{MAX_EXPONENT}f}"
+        arms.append(f"WHEN {cond} THEN {factor}")
+    fail = (f"error('currency ' || {currency} || ' is not an ISO 4217 code with at most {MAX_EXPONENT} decimals: "
+            "the amount cannot be converted')")
+    return f"(CASE {' '.join(arms)} ELSE {fail} END)"
+
+
+def money_sql(minor: str, currency: str) -> str:
+    """SQL: the exact DECIMAL(21,3) amount of `minor` (int64 minor units, an SQL expression) in `currency`."""
+    return f"CAST(CAST({minor} AS DECIMAL(21,0)) * {_factor_sql(currency)} AS {MONEY})"
+
+
+def minor_sql(amount: str, currency: str) -> str:
+    """SQL: a DECIMAL amount (an SQL expression) back to int64 minor units of `currency` (exact: the amounts in these
+    tables never have more decimals than their currency)."""
+    return f"CAST({amount} * {_factor_sql(currency, to_minor=True)} AS BIGINT)"
+
+
+def select_list(table: str, frame_name: str = "frame", columns: object = None) -> str:
+    """The SELECT list that feeds `table` from a frame, money columns converted exactly from minor units with the
+    exponent of the row's currency (a frame without `currency` fails: its amounts' unit is unknown).
+
+    `columns`: the frame's columns. LEGACY: a frame with `custom_id` but no `currency` (accounting.reconciliation's,
+    until its rows carry one) takes the currency of its journal entry (ledger.journal_entries, by custom_id); where
+    there is none, and wherever a row's currency is NULL, amounts convert with 2 decimals."""
+    have = None if columns is None else set(columns)
+    names = {c for c, _ in TABLES[table]}
+    currency = f"{frame_name}.currency"
+    if have is not None and "currency" in names and "currency" not in have and "custom_id" in have:
+        currency = ("(SELECT any_value(e.currency) FROM ledger.journal_entries e "
+                    f"WHERE e.custom_id = {frame_name}.custom_id)")
     parts = []
     for col, typ in TABLES[table]:
         if typ == MONEY:
-            parts.append(f"CAST(CAST({frame_name}.{col}_minor AS DECIMAL(18,0)) * 0.01 AS {MONEY}) AS {col}")
+            parts.append(f"{money_sql(f'{frame_name}.{col}_minor', currency)} AS {col}")
+        elif col == "currency":
+            parts.append(f"CAST({currency} AS VARCHAR) AS {col}")
         else:
             parts.append(f"CAST({frame_name}.{col} AS {typ}) AS {col}")
     return ", ".join(parts)

@@ -288,7 +288,7 @@ def replace_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame
     if len(frame):
         con.register("frame", frame)
         try:
-            con.execute(f"INSERT INTO {table} SELECT {schema.select_list(table)} FROM frame")
+            con.execute(f"INSERT INTO {table} SELECT {schema.select_list(table, columns=frame.columns)} FROM frame")
         finally:
             con.unregister("frame")
     return len(frame)

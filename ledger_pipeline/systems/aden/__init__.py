@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ledger_pipeline.ledger.sink import SinkError
-from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import Settings
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.vault import NeedsReauth, TokenVault, load_key
 from ledger_pipeline.systems import ChartAccount, OpenOptions
 from ledger_pipeline.systems.aden.auth import AdenAuth, AdenTokenError
@@ -42,7 +42,7 @@ class AdenConnection:
 
     def __init__(self, settings: Settings, options: OpenOptions):
         api, sandbox = _defaults(settings)
-        self.vault = TokenVault(make_engine(options.database_url), load_key(settings), settings.lock_dir,
+        self.vault = TokenVault(make_ops_engine(options.database_url), load_key(settings), settings.lock_dir,
                                 system=SYSTEM)
         self._auth_http = http_client(settings.source_address, options.timeout)
         self.auth = AdenAuth(api, self._auth_http, sandbox)

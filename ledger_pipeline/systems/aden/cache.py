@@ -19,7 +19,7 @@ import threading
 
 from sqlalchemy import Engine, select, update
 
-from ledger_pipeline.r2a.models import Integration
+from ledger_pipeline.state.models import Integration
 
 SYSTEM = "aden"
 KEY = "aden_cache"

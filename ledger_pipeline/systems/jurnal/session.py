@@ -15,8 +15,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import Settings
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.vault import NeedsReauth, TokenSet, TokenVault, load_key
 from ledger_pipeline.systems.core import open_core
 from ledger_pipeline.systems.http import http_client
@@ -86,7 +86,7 @@ def credential_resolver(vault: JurnalVault, refresh: Callable[[str, str], TokenS
 def open_session(settings: Settings, *, database_url: str | None = None, api_base_url: str | None = None,
                  oauth_base_url: str | None = None, rate_limit_scale: float | None = None, backoff_initial: float = 0.5,
                  timeout: float = 30.0, gateway_url: str | None = None) -> JurnalSession:
-    engine = make_engine(database_url or settings.r2a_database_url)
+    engine = make_ops_engine(database_url or settings.ops_database_url)
     vault = JurnalVault(engine, load_key(settings), settings.lock_dir)
     oauth = OAuthClient(oauth_base_url or settings.jurnal_oauth_base_url, settings.jurnal_client_id,
                         settings.jurnal_client_secret,

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ledger_pipeline.ledger.sink import SinkError
-from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import Settings
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.vault import NeedsReauth, TokenVault, load_key
 from ledger_pipeline.systems import ChartAccount, OpenOptions
 from ledger_pipeline.systems.core import open_core
@@ -45,7 +45,7 @@ class QuickBooksConnection:
 
     def __init__(self, settings: Settings, options: OpenOptions, page_size: int = 1000):
         ep = endpoints(settings)
-        engine = make_engine(options.database_url)
+        engine = make_ops_engine(options.database_url)
         self.vault = TokenVault(engine, load_key(settings), settings.lock_dir, system=SYSTEM)
         self.oauth = QuickBooksOAuth(ep["authorize"], ep["token"], ep["client_id"], ep["client_secret"],
                                      http_client(settings.source_address, options.timeout))

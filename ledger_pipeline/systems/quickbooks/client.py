@@ -189,6 +189,10 @@ class QuickBooksClient(ApiClient):
         super().__init__(core)
         self.page_size = min(MAX_RESULTS, page_size)  # MAXRESULTS per query page (QuickBooks caps it at 1000)
 
+    def realm(self, tenant_id: str) -> str:
+        """The tenant's realmId (raises NeedsReauth when none is stored)."""
+        return self.core.dialect.realm(tenant_id)  # type: ignore[attr-defined]
+
     def request(self, tenant_id: str, method: str, url: str, body: Any = None, params: dict | None = None,
                 request_id: str | None = None, items: int | None = None) -> Any:
         """The answer's body; `request_id` makes a write replay-safe; `items`: a batch's size. Raises

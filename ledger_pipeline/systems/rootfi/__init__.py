@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ledger_pipeline.ledger.sink import SinkError
-from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import Settings
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.vault import NeedsReauth, TokenVault, load_key
 from ledger_pipeline.systems import ChartAccount, OpenOptions
 from ledger_pipeline.systems.core import open_core
@@ -31,7 +31,7 @@ class RootfiConnection:
         from ledger_pipeline.sandboxes.rootfi import SANDBOX_API_KEY  # the sandbox's public key: a default only
 
         sandbox = settings.sandbox_url or "http://127.0.0.1:8765"
-        self.engine = make_engine(options.database_url)
+        self.engine = make_ops_engine(options.database_url)
         self.vault = TokenVault(self.engine, load_key(settings), settings.lock_dir, system=SYSTEM)
         self.link = RootfiLink(settings.system_env(SYSTEM, "LINK_URL", sandbox + "/rootfi/link"))
         scale = options.rate_limit_scale or 1.0

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ledger_pipeline.ledger.sink import SinkError
-from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import Settings
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.vault import NeedsReauth, TokenVault, load_key
 from ledger_pipeline.systems import ChartAccount, OpenOptions
 from ledger_pipeline.systems.authflow import connect_tenant
@@ -38,7 +38,7 @@ class ZohoConnection:
 
     def __init__(self, settings: Settings, options: OpenOptions, chart_per_page: int = MAX_PER_PAGE):
         ends = endpoints(settings)
-        self.vault = TokenVault(make_engine(options.database_url), load_key(settings), settings.lock_dir,
+        self.vault = TokenVault(make_ops_engine(options.database_url), load_key(settings), settings.lock_dir,
                                 system=SYSTEM)
         api_base = ends["api_base"]
         # the API base is the fallback for a connection stored without api_domain; the OAuth reply decides

@@ -1,0 +1,1 @@
+"""Alembic migrations of the operational database (see ledger_pipeline/state/database.py)."""

@@ -1,0 +1,1 @@
+"""Alembic revisions of the operational database, oldest first (down_revision chains them)."""

@@ -1,0 +1,142 @@
+"""Preflight (`ledger-pipeline check`) against the sandbox, every system: a ready tenant passes; a revoked grant, a
+missing or archived mapped account, a tenant never connected, a closed period (Aden), another company than the one
+on record and a foreign home currency (Zoho) each fail, naming tenant, system and fix, and nothing is written to
+the accounting system. The Dagster asset check built from it fails the same way."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import httpx
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import text, update
+
+from ledger_pipeline.cli import main
+from ledger_pipeline.r2a import seed as seeding
+from ledger_pipeline.r2a.models import make_engine
+from ledger_pipeline.service.preflight import check_result, preflight, preflight_asset_check, preflight_many
+from ledger_pipeline.service.store import ServiceStore, ops_engine
+from ledger_pipeline.settings import load_settings
+from ledger_pipeline.state.vault import Integration
+from ledger_pipeline_tests.helpers import connect_to
+
+SYSTEMS = ["jurnal", "quickbooks", "zoho", "aden", "rootfi"]
+MONTH = dt.date(2024, 1, 1)
+
+
+@pytest.fixture
+def tenants(settings, sandbox):  # noqa: ANN001, ANN201
+    """t00001..t00005 seeded for 2024-01, each connected to one system (t00006 never connected)."""
+    seeding.seed(make_engine(load_settings().r2a_database_url), 6, 1, MONTH)
+    plan = dict(zip([f"t{i:05d}" for i in range(1, 6)], SYSTEMS, strict=True))
+    for tenant, system in plan.items():
+        connect_to(system, [tenant])
+    return {system: tenant for tenant, system in plan.items()}
+
+
+def writes(sandbox) -> int:  # noqa: ANN001
+    return httpx.get(f"{sandbox.url}/_sandbox/stats").json()["api_writes"]
+
+
+def checks(report) -> dict[str, str]:  # noqa: ANN001
+    return {c.name: c.outcome for c in report.checks}
+
+
+def failure(report, name: str):  # noqa: ANN001, ANN201
+    found = [c for c in report.failures if c.name == name]
+    assert found, f"{name} did not fail: {report.checks}"
+    return found[0]
+
+
+def control(sandbox, system: str, login: str, action: str, body: dict | None = None) -> None:  # noqa: ANN001
+    prefix = "" if system == "jurnal" else f"/{system}"
+    httpx.post(f"{sandbox.url}/_sandbox{prefix}/companies/{login}/{action}", json=body or {}).raise_for_status()
+
+
+def test_ready_tenants_pass_on_every_system_without_writing(tenants, sandbox) -> None:  # noqa: ANN001
+    before = writes(sandbox)
+    reports = preflight_many(load_settings(), [tenants[s] for s in SYSTEMS], MONTH)
+    for report in reports:
+        assert report.ok, report.summary()
+        assert checks(report)["credential"] == checks(report)["company"] == checks(report)["accounts"] == "passed"
+    by_system = {r.system: r for r in reports}
+    assert checks(by_system["zoho"])["home currency"] == "passed" and by_system["zoho"].home_currency == "IDR"
+    assert checks(by_system["aden"])["period"] == "passed"
+    assert writes(sandbox) == before
+    out = CliRunner().invoke(main, ["check", "--all", "--month", "2024-01"])
+    assert out.exit_code == 0, out.output
+    assert "5 ready, 0 not ready" in out.output
+    health = ServiceStore(ops_engine(load_settings().ops_database_url)).health()
+    assert health[(tenants["zoho"], "zoho")]["last_check_ok"] == 1
+    assert health[(tenants["zoho"], "zoho")]["last_ok_at"] is not None
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_a_revoked_grant_fails_with_a_link_to_reconnect(tenants, sandbox, system) -> None:  # noqa: ANN001
+    tenant = tenants[system]
+    control(sandbox, system, tenant, "revoke")
+    report = preflight(load_settings(), tenant, MONTH)
+    problem = failure(report, "credential")
+    assert tenant in problem.detail and system in problem.detail
+    assert f"connect --link --tenant {tenant} --system {system}" in problem.fix
+    again = preflight(load_settings(), tenant, MONTH)  # the vault now knows: no request needed to say so
+    assert failure(again, "connection").fix == problem.fix
+    out = CliRunner().invoke(main, ["check", "--tenant", tenant])
+    assert out.exit_code == 1 and "NOT READY" in out.output and "fix:" in out.output
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_an_archived_or_missing_mapped_account_fails(tenants, sandbox, system, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    tenant = tenants[system]
+    control(sandbox, system, tenant, "accounts", {"number": "6-60101", "archived": True})
+    report = preflight(load_settings(), tenant, MONTH)
+    problem = failure(report, "accounts")
+    assert "archived: 6-60101 (for expense/salaries)" in problem.detail and tenant in problem.detail
+    assert "account_mapping" in problem.fix
+    mapping = tmp_path / "mapping.csv"
+    mapping.write_text(load_settings().account_mapping_path.read_text()
+                       + f"{tenant},revenue,*,4-49999\n")
+    monkeypatch.setenv("LEDGER_ACCOUNT_MAPPING", str(mapping))
+    control(sandbox, system, tenant, "accounts", {"number": "6-60101", "archived": False})
+    report = preflight(load_settings(), tenant, MONTH)
+    assert "missing: 4-49999 (for revenue/" in failure(report, "accounts").detail
+    assert checks(preflight(load_settings(), tenants[SYSTEMS[SYSTEMS.index(system) - 1]], MONTH))["accounts"] == \
+        "passed"  # another tenant's rules are not this tenant's
+
+
+def test_a_tenant_never_connected_fails(tenants) -> None:  # noqa: ANN001
+    report = preflight(load_settings(), "t00006", MONTH)
+    assert failure(report, "connection").detail == "tenant t00006 has no accounting system connected"
+
+
+def test_a_closed_aden_period_fails(tenants, sandbox) -> None:  # noqa: ANN001
+    tenant = tenants["aden"]
+    control(sandbox, "aden", tenant, "lock_date", {"lock_date": "2024-01-31"})
+    problem = failure(preflight(load_settings(), tenant, MONTH), "period")
+    assert "2024-01" in problem.detail and "reopen" in problem.fix
+    assert checks(preflight(load_settings(), tenant, dt.date(2024, 2, 1)))["period"] == "passed"
+
+
+def test_another_company_or_currency_than_on_record_fails(tenants) -> None:  # noqa: ANN001
+    tenant = tenants["zoho"]
+    s = load_settings()
+    with ops_engine(s.ops_database_url).begin() as conn:
+        conn.execute(update(Integration).where(Integration.tenant_id == tenant).values(company_id="700009999"))
+    problem = failure(preflight(s, tenant), "company")
+    assert "not 700009999 on record" in problem.detail and "--new-company" in problem.fix
+    with make_engine(s.r2a_database_url).begin() as conn:
+        conn.execute(text("UPDATE tenants SET currency = 'USD' WHERE tenant_id = :t"), {"t": tenant})
+    problem = failure(preflight(s, tenant), "home currency")
+    assert "home currency is IDR" in problem.detail and "in USD" in problem.detail
+
+
+def test_the_dagster_asset_check_fails_for_a_tenant_not_ready(tenants, sandbox) -> None:  # noqa: ANN001
+    control(sandbox, "quickbooks", tenants["quickbooks"], "accounts", {"number": "3-30100", "archived": True})
+    result = check_result(preflight_many(load_settings(), sorted(tenants.values())))
+    assert not result.passed and result.metadata["tenants_failed"].value == 1
+    assert tenants["quickbooks"] in result.description
+    check = preflight_asset_check("gl_accounts")
+    assert isinstance(check, dg.AssetChecksDefinition)
+    assert next(iter(check.check_keys)).asset_key == dg.AssetKey("gl_accounts")
