@@ -61,7 +61,7 @@ def test_each_connection_keeps_its_auth_mode(settings, sandbox) -> None:  # noqa
         with conn.vault.engine.connect() as c:
             rows = dict(c.execute(text("SELECT tenant_id, access_token || refresh_token FROM integrations")).all())
         assert rows["t-hmac"].startswith("gAAAA") and client_id not in rows["t-hmac"] and secret not in rows["t-hmac"]
-        raw = (s.data_dir / "r2a.sqlite").read_bytes().decode("latin-1")
+        raw = (s.data_dir / "ops.sqlite").read_bytes().decode("latin-1")
         assert secret not in raw and client_id not in raw, "never in plaintext at rest"
         for tenant in ("t-hmac", "t-oauth"):
             seen.clear()

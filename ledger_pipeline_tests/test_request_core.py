@@ -677,9 +677,9 @@ def test_rootfi_company_placement_reads_by_post_and_which_writes_are_replayed(tm
     grants: list[list[Rule]] = []
     limiter.on_grant = lambda rules, _prio, _now: grants.append(rules)
     unlinked: list[tuple[str, str]] = []
-    dialect = RootfiDialect(server.url, "secret-key", lambda t: "42")
-    client = RootfiClient(ApiCore(dialect, limiter=limiter, sleep=Sleeps(), clock=lambda: NOW),
-                          on_unlinked=lambda t, why: unlinked.append((t, why)), page_size=2)
+    dialect = RootfiDialect(server.url, "secret-key", lambda t: "42", on_unlinked=lambda t, why: unlinked.append(
+        (t, why)))
+    client = RootfiClient(ApiCore(dialect, limiter=limiter, sleep=Sleeps(), clock=lambda: NOW), page_size=2)
     page = {"data": {"data": [{"rootfi_id": 1}, {"rootfi_id": 2}], "total_count": 0}}  # the docs' total_count 0
     server.plan("POST", "/accounting/accounts/all", (503, {}, {}), (200, {}, page), (200, {}, page))
     assert client.accounts(TENANT) == [{"rootfi_id": 1}, {"rootfi_id": 2}], "a page with nothing new ends it"
@@ -701,3 +701,8 @@ def test_rootfi_company_placement_reads_by_post_and_which_writes_are_replayed(tm
         client.job(TENANT, "j1")
     assert err.value.kind == "needs_reauth" and "--tenant t1 --system rootfi" in str(err.value)
     assert unlinked == [(TENANT, "Rootfi: unlinked")] and server.sent("GET", "/jobs/j1")[0][2] == {"company_id": "42"}
+    server.plan("POST", "/accounting/accounts/all", (404, {}, {"error": {"code": "COMPANY_NOT_FOUND",
+                                                                        "message": "gone"}}))
+    with pytest.raises(RootfiError) as err:
+        client.accounts(TENANT)  # a paged read records it too
+    assert err.value.kind == "needs_reauth" and unlinked[-1] == (TENANT, "Rootfi: gone")

@@ -252,7 +252,7 @@ class VaultTokenAuth(httpx.Auth):
 
 
 class HeaderAuth(httpx.Auth):
-    """A fixed secret header (Rootfi's account-wide `api_key`). Never shown by repr; no refresh."""
+    """A fixed secret header (an account-wide API key). Never shown by repr; no refresh."""
 
     def __init__(self, header: str, value: str):
         self.header, self._value = header, value
@@ -536,16 +536,17 @@ class ApiCore:
         if res.action == "ok":
             return Answer(status, data, response.headers, state.sent)
         what = f"{where} -> {status}: {res.message if res.message is not None else self.dialect.message(data)}"
+        reconnect = f"run `ledger-pipeline connect --tenant {call.tenant} --system {self.dialect.system}`"
         if res.action == "reject":
+            if res.kind == "needs_reauth":  # the system says the tenant's grant is gone: name the fix
+                what += f"; the {self.dialect.system} connection needs re-authorisation: {reconnect}"
             raise self.error(res.kind or "rejected", call.tenant, what, status, data)
         if res.action == "refresh":
             state.refused += 1
             if state.refused >= self.reauth_after:
                 raise self.error("needs_reauth", call.tenant,
                                  f"{what}; the credentials were refused {state.refused}x, each time after a "
-                                 f"token refresh where the system has one: run "
-                                 f"`ledger-pipeline connect --tenant {call.tenant} --system {self.dialect.system}`",
-                                 status, data)
+                                 f"token refresh where the system has one: {reconnect}", status, data)
             raise _Retry(self.error("retryable", call.tenant, what + " (after a token refresh)", status, data))
         wait = res.retry_after
         if wait is None:

@@ -36,10 +36,10 @@ class RootfiConnection:
         self.link = RootfiLink(settings.system_env(SYSTEM, "LINK_URL", sandbox + "/rootfi/link"))
         scale = options.rate_limit_scale or 1.0
         dialect = RootfiDialect(settings.system_env(SYSTEM, "API_BASE_URL", sandbox + "/rootfi"),
-                                settings.system_env(SYSTEM, "API_KEY", SANDBOX_API_KEY), self._company_of, scale)
+                                settings.system_env(SYSTEM, "API_KEY", SANDBOX_API_KEY), self._company_of, scale,
+                                on_unlinked=self.vault.mark_needs_reauth)
         self.client = RootfiClient(open_core(dialect, settings, timeout=options.timeout,
-                                             backoff_initial=options.backoff_initial, priority=options.priority),
-                                   on_unlinked=self.vault.mark_needs_reauth)
+                                             backoff_initial=options.backoff_initial, priority=options.priority))
         budget = float(settings.system_env(SYSTEM, "POLL_BUDGET_SECONDS", str(30.0 / scale)))
         self.sink = RootfiSink(self.client, poll_budget=budget, poll_initial=min(0.5, max(budget / 20, 0.01)),
                                poll_max=max(budget / 3, 0.05))

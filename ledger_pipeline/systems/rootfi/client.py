@@ -29,7 +29,7 @@ Vendor reference (docs.integrationlabs.co): [JE-ALL] v2 accounting/journal-entri
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import replace
 from typing import Any
 
@@ -43,7 +43,6 @@ from ledger_pipeline.systems.core import (
     ApiError,
     Call,
     Dialect,
-    HeaderAuth,
     Resolution,
     path,
 )
@@ -99,24 +98,54 @@ class RootfiError(ApiError):
         return None if self.body is None else rootfi_message(self.body)[1]
 
 
+class RootfiAuth(httpx.Auth):
+    """The account's `api_key` header (never shown). A 403/404 COMPANY_NOT_LINKED / COMPANY_NOT_FOUND answer is
+    recorded through `on_unlinked(tenant, detail)` (the vault marks the tenant needs_reauth, so later runs skip it
+    until `connect` links it again), like a revoked grant at a token endpoint."""
+
+    requires_response_body = True
+
+    def __init__(self, tenant: str, api_key: str, on_unlinked: Callable[[str, str], None] | None):
+        self.tenant, self._key, self.on_unlinked = tenant, api_key, on_unlinked
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["api_key"] = self._key
+        response = yield request
+        if self.on_unlinked and response.status_code in (403, 404):
+            code, text = rootfi_message(_json(response))
+            if code in UNLINKED:
+                self.on_unlinked(self.tenant, f"Rootfi: {text}")
+
+    def __repr__(self) -> str:
+        return f"RootfiAuth(tenant={self.tenant!r}, ***)"
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:500]
+
+
 class RootfiDialect(Dialect):
     """Rootfi's way of saying things. `api_key`: the account's key (sent as the `api_key` header, never shown);
-    `company_of`: tenant -> company_id (raises NeedsReauth when the tenant is not linked); `scale`: the pacing
+    `company_of`: tenant -> company_id (raises NeedsReauth when the tenant is not linked); `on_unlinked(tenant,
+    detail)`: records a company Rootfi says is no longer linked (the vault's mark_needs_reauth); `scale`: the pacing
     clock."""
 
     system, title, error = "rootfi", "Rootfi", RootfiError
 
     def __init__(self, base_url: str, api_key: str, company_of: Callable[[str], str], scale: float = 1.0,
-                 headroom: float = 0.95):
+                 on_unlinked: Callable[[str, str], None] | None = None, headroom: float = 0.95):
         super().__init__(base_url)
-        self._auth = HeaderAuth("api_key", api_key)
-        self.company_of, self.scale, self.headroom = company_of, scale, headroom
+        self._key = api_key
+        self.company_of, self.on_unlinked, self.scale, self.headroom = company_of, on_unlinked, scale, headroom
 
     def __repr__(self) -> str:  # never show the key
         return f"RootfiDialect({self.base!r})"
 
     def auth(self, tenant: str) -> httpx.Auth:
-        return self._auth
+        return RootfiAuth(tenant, self._key, self.on_unlinked)
 
     def prepare(self, call: Call) -> Call:
         """`company_id` into the body (POST/PUT, a number when it is one) or the query (GET/DELETE); the limiter
@@ -146,21 +175,20 @@ class RootfiDialect(Dialect):
 
     def classify(self, response: httpx.Response, data: Any) -> Resolution:
         status = response.status_code
-        if status in (403, 404) and rootfi_message(data)[0] in UNLINKED:
-            return Resolution.reject("needs_reauth")  # the client records it in the vault
+        if status in (403, 404) and rootfi_message(data)[0] in UNLINKED:  # recorded by RootfiAuth
+            return Resolution.reject("needs_reauth", f"Rootfi: {rootfi_message(data)[1]} (the company is no longer "
+                                                     "linked)")
         if status == 401:  # the account's key was refused before anything was processed
             return Resolution.retry(f"{self.message(data)} (check ROOTFI_API_KEY)", unprocessed=True)
         return super().classify(response, data)
 
 
 class RootfiClient(ApiClient):
-    """Rootfi's endpoints for every tenant over one ApiCore (with a RootfiDialect). `on_unlinked(tenant, detail)`
-    records that a tenant must be linked again (the vault's mark_needs_reauth)."""
+    """Rootfi's endpoints for every tenant over one ApiCore (with a RootfiDialect)."""
 
-    def __init__(self, core: ApiCore, on_unlinked: Callable[[str, str], None] | None = None,
-                 page_size: int = PAGE_SIZE):
+    def __init__(self, core: ApiCore, page_size: int = PAGE_SIZE):
         super().__init__(core)
-        self.on_unlinked, self.page_size = on_unlinked, page_size
+        self.page_size = page_size
         # which of the documented paths this Rootfi answers (learnt on the first success)
         self._write_root, self._write_root_known = WRITE_ROOTS[0], False
         self._job_path, self._job_path_known = JOB_PATHS[0], False
@@ -171,16 +199,8 @@ class RootfiClient(ApiClient):
     def request(self, tenant_id: str, method: str, url: str, body: dict | None = None, params: dict | None = None,
                 replay_safe: bool | None = None, priority: Priority | None = None) -> Any:
         """The answer's body. Raises RootfiError (kind="needs_reauth", recorded, when the company is unlinked)."""
-        try:
-            return self.core.call(tenant_id, method, url, body=body, params=params, replay_safe=replay_safe,
-                                  priority=priority).data
-        except RootfiError as exc:
-            if exc.kind == "needs_reauth" and exc.code in UNLINKED:
-                if self.on_unlinked:
-                    self.on_unlinked(tenant_id, f"Rootfi: {exc.detail}")
-                exc.message = (f"rootfi connection needs re-authorisation (Rootfi: {exc.detail}); run "
-                               f"`ledger-pipeline connect --tenant {tenant_id} --system rootfi`")
-            raise
+        return self.core.call(tenant_id, method, url, body=body, params=params, replay_safe=replay_safe,
+                              priority=priority).data
 
     # -- endpoints --------------------------------------------------------------------------------------------
     def list_all(self, tenant_id: str, url: str, filter_: dict | None = None,
