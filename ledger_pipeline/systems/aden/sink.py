@@ -58,7 +58,8 @@ from ledger_pipeline.ledger.sink import (
 from ledger_pipeline.money import from_minor, to_minor
 from ledger_pipeline.state.vault import NeedsReauth
 from ledger_pipeline.systems.aden.cache import AdenCache
-from ledger_pipeline.systems.aden.client import AdenClient, AdenError, seg
+from ledger_pipeline.systems.aden.client import AdenClient, AdenError
+from ledger_pipeline.systems.core import path as api_path
 
 T = TypeVar("T")
 OUR_CHANGE = "ledger_pipeline: the content changed in R2a; resubmitting"  # our own request-change reason
@@ -186,7 +187,9 @@ def entry_body(entry: CanonicalEntry, entry_id: str, period_id: str) -> dict:
 def classify(err: AdenError | NeedsReauth) -> SinkError:
     if isinstance(err, NeedsReauth):
         return SinkError("needs_reauth", str(err))
-    if err.kind != "rejected":
+    if err.kind == "needs_reauth":
+        return SinkError("needs_reauth", str(err), err.status)
+    if err.kind not in ("rejected", "not_found"):
         return SinkError(err.kind, err.message, err.status)
     text, code, field = err.text, err.code, err.field
     detail = {"code": code, "field": field}
@@ -250,7 +253,7 @@ class AdenSink:
     def _get(self, tenant_id: str, jeid: str) -> dict | None:
         """GET /journal-entries/{jeid}: the bare entry, None on 404 (not found, never "unreachable")."""
         try:
-            data, _ = self._request(tenant_id, "GET", f"/journal-entries/{seg(jeid)}")
+            data, _ = self._request(tenant_id, "GET", api_path("journal-entries", jeid))
         except SinkError as err:
             if err.kind == "not_found":
                 return None
@@ -361,7 +364,7 @@ class AdenSink:
         meanwhile is re-read. `reverse` answers the reversing entry (a different entry)."""
         jeid = str(e["journal_entry_id"])
         try:
-            data, replayed = self._request(tenant_id, "POST", f"/journal-entries/{seg(jeid)}/{action}", body or {},
+            data, replayed = self._request(tenant_id, "POST", api_path("journal-entries", jeid, action), body or {},
                                            key=key)
         except SinkError as err:
             if err.status == 409 and (err.detail or {}).get("code") == "INVALID_STATUS":
@@ -448,7 +451,7 @@ class AdenSink:
                     period = self._period_for(tenant_id, entry.transaction_date)
                     body.update(tran_date=entry.transaction_date.isoformat(), posting_period_id=period["period_id"])
                 try:
-                    data, _ = self._request(tenant_id, "PUT", f"/journal-entries/{seg(e['journal_entry_id'])}", body,
+                    data, _ = self._request(tenant_id, "PUT", api_path("journal-entries", e["journal_entry_id"]), body,
                                             key=_key(key, h, "update", _version(e)))
                 except SinkError as err:
                     if err.status == 409 and not retried:  # the entry moved on in Aden meanwhile: re-read, retry
@@ -578,7 +581,7 @@ class AdenSink:
             return
         key = key_of(e)
         if e["status"] == "Draft":
-            self._request(tenant_id, "DELETE", f"/journal-entries/{seg(e['journal_entry_id'])}",
+            self._request(tenant_id, "DELETE", api_path("journal-entries", e["journal_entry_id"]),
                           key=_key(key, "delete", _version(e)))
         elif e["status"] == "Posted":
             self._reverse(tenant_id, e, extra)

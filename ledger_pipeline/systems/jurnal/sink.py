@@ -190,14 +190,14 @@ def created_entry(item: dict) -> dict | None:
 
 
 def classify(err: JurnalError | NeedsReauth) -> SinkError:
-    if isinstance(err, NeedsReauth):
-        return SinkError("needs_reauth", str(err))
+    if isinstance(err, NeedsReauth) or err.kind == "needs_reauth":
+        return SinkError("needs_reauth", str(err), getattr(err, "status", None))
     if err.kind == "rejected" and err.status == 422 and "not exist" in str(err.body) and "account" in str(err.body):
         text = jurnal_message(err.body)
         return SinkError("account", f"Jurnal refused an account ({text}): it is missing or archived in the "
                                     "tenant's chart", err.status)
     text = jurnal_message(err.body) if err.body is not None else err.message
-    if err.kind == "rejected":
+    if err.kind in ("rejected", "not_found"):
         if "custom_id" in str(err.body) and ("already" in text or "taken" in text):
             return SinkError("duplicate", text, err.status)
         if "locked period" in text or "Kunci Periode" in text or "dikunci" in text:
@@ -212,7 +212,7 @@ def _lines_changed(exc: JurnalError) -> bool:
     """A PATCH refused because a line id we sent no longer exists (edited in Jurnal meanwhile): the emulator's
     `line N not found`, or Rails' `Couldn't find TransactionAccountLine with ID=N`."""
     text = str(exc.body).lower()
-    return exc.kind == "rejected" and exc.status in (404, 422) and "line" in text and (
+    return exc.kind in ("rejected", "not_found") and exc.status in (404, 422) and "line" in text and (
         "not found" in text or "couldn't find" in text)
 
 

@@ -176,6 +176,10 @@ def entry_body(entry: CanonicalEntry) -> dict:
 def classify(err: QuickBooksError | NeedsReauth) -> SinkError:
     if isinstance(err, NeedsReauth):
         return SinkError("needs_reauth", str(err))
+    if err.kind == "needs_reauth":
+        return SinkError("needs_reauth", str(err), err.status)
+    if err.kind == "not_found":  # a 404, or 610 on a look-up
+        return SinkError("not_found", err.text or err.message, err.status)
     if err.kind != "rejected":
         return SinkError(err.kind, err.message, err.status)
     return classify_fault(err.errors, err.status, fault_text(err.body))

@@ -167,7 +167,9 @@ def classify_item(error: Any, status: int | None = None) -> SinkError:
 def classify(err: RootfiError | NeedsReauth) -> SinkError:
     if isinstance(err, NeedsReauth):
         return SinkError("needs_reauth", str(err))
-    if err.kind == "rejected":
+    if err.kind == "needs_reauth":
+        return SinkError("needs_reauth", str(err), err.status)
+    if err.kind in ("rejected", "not_found"):
         return classify_item({"code": err.code, "message": err.detail or err.message}, err.status)
     return SinkError(err.kind, err.message, err.status)
 

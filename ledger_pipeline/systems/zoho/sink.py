@@ -160,7 +160,9 @@ def journal_body(entry: CanonicalEntry, line_ids: list[str] | tuple[str, ...] = 
 def classify(err: ZohoError | NeedsReauth) -> SinkError:
     if isinstance(err, NeedsReauth):
         return SinkError("needs_reauth", str(err))
-    if err.kind in ("retryable", "uncertain"):
+    if err.kind == "needs_reauth":
+        return SinkError("needs_reauth", str(err), err.status)
+    if err.kind not in ("rejected", "not_found", "deferred"):
         return SinkError(err.kind, err.message, err.status, {"code": err.code})
     if err.kind == "deferred":
         return SinkError("deferred", "Zoho's daily API limit for this organization is spent: deferred to the next "
