@@ -136,6 +136,7 @@ def parse_journal(data: dict) -> RemoteEntry:
         total_credit_minor=sum(x[3] for x in lines), lines=tuple(lines),
         state="posted" if status == "published" else "awaiting_approval",
         state_detail="" if status == "published" else f"Zoho journal status {status!r} (not in the ledger yet)",
+        extra={"journal_id": str(data["journal_id"])},  # find() reads it by id next time (a re-keyed one is named)
     )
 
 
@@ -213,7 +214,12 @@ class ZohoSink:
     def find(self, tenant_id: str, custom_id: str, hint: dict | None = None) -> RemoteEntry | None:
         """The live journal that carries our key (the oldest when a person made copies), searched over every date
         (filter_by=JournalDate.All); whatever the search returns, only journals whose reference_number is our key
-        count, checked again on the journal itself."""
+        count, checked again on the journal itself. With the `hint` of our own earlier write (its journal_id) the
+        journal is read by id first: gone -> searched by key; no longer carrying our key -> NotOurEntry."""
+        if hint and hint.get("journal_id"):
+            found_by_id = self._read_ours(tenant_id, str(hint["journal_id"]), custom_id, "adopted")
+            if found_by_id is not None:
+                return found_by_id
         key = reference_number(custom_id)
         found = self._call(lambda: self.client.list_journals(tenant_id, {"reference_number": key, **ALL_DATES}))
         ids = sorted({str(j["journal_id"]) for j in found if str(j.get("reference_number") or "") == key},
