@@ -4,6 +4,7 @@ The end-to-end cases through the emulators follow once the emulators keep a home
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 
@@ -63,3 +64,18 @@ def test_never_a_silent_one():
     # a rate for the opposite direction is not used (1/rate is not exact): still a rejection
     with pytest.raises(CurrencyRejection):
         plan_currency(entry("USD"), "quickbooks", CompanyCurrency("JPY", True), RATES)
+
+
+def test_aden_takes_two_decimal_amounts_and_six_decimal_rates():
+    lines = (CanonicalLine(1, "10", "1", 1234, 0, "cash"), CanonicalLine(2, "40", "4", 0, 1234, "sales"))
+    kwd = dataclasses.replace(entry("KWD"), lines=lines)  # 1.234 KWD
+    with pytest.raises(CurrencyRejection, match="at most 2 decimals"):
+        plan_currency(kwd, "aden", CompanyCurrency("KWD", False), RateTable([]))
+    assert plan_currency(kwd, "quickbooks", CompanyCurrency("KWD", False), RateTable([])) == kwd
+    whole = dataclasses.replace(kwd, lines=tuple(dataclasses.replace(ln, debit_minor=ln.debit_minor and 1230,
+                                                                     credit_minor=ln.credit_minor and 1230)
+                                                 for ln in lines))
+    assert plan_currency(whole, "aden", CompanyCurrency("KWD", False), RateTable([])) == whole
+    fine_rate = RateTable([Rate(JAN31, "USD", "IDR", Decimal("16312.1234567"))])
+    with pytest.raises(CurrencyRejection, match="more than the 6 decimals"):
+        plan_currency(entry("USD"), "aden", CompanyCurrency("IDR", True), fine_rate)

@@ -24,6 +24,7 @@ from decimal import Decimal
 
 from ledger_pipeline.ledger.rates import LOAD_COMMAND, MissingRate, RateTable
 from ledger_pipeline.ledger.sink import CanonicalEntry
+from ledger_pipeline.money import minor_unit
 
 STAGE = "currency"
 
@@ -39,11 +40,17 @@ FOREIGN_JOURNALS: dict[str, tuple[bool, str]] = {
     # Mekari's Jurnal journal entry create schema has no currency field (specs/jurnal_mekari_swagger.json,
     # POST /journal_entries: transaction_account_lines_attributes only); entries are in the company currency
     "jurnal": (False, "Jurnal journal entries carry no currency (Mekari's Swagger, POST /journal_entries)"),
-    # Aden journal entries carry `currency` and `exchange_rate` (docs.adenhq.com journal entries)
+    # Aden journal entries carry `currency` and `exchange_rate` ("Amounts <= 2 dp; exchange rates <= 6 dp",
+    # docs.adenhq.com journal entries)
     "aden": (True, "Aden journal entries currency + exchange_rate"),
-    # Rootfi's unified journal entry has currency_id and currency_rate (docs.rootfi.dev, accounting journal entries)
-    "rootfi": (True, "Rootfi journal entries currency_id + currency_rate"),
+    # Rootfi's create body has currency_id but no rate (docs.integrationlabs.co v2/v3 journal-entries: records only
+    # *report* currency_rate), so a foreign entry would be booked at whatever rate the platform picks: refused
+    "rootfi": (False, "Rootfi's journal entry create takes currency_id but no exchange rate "
+                      "(docs.integrationlabs.co journal-entries)"),
 }
+# system -> (most decimals an amount may have, most decimals a rate may have); absent: the currency's own
+# minor unit and any rate. Aden: "Amounts <= 2 dp; exchange rates <= 6 dp" (docs.adenhq.com journal entries).
+SYSTEM_DECIMALS: dict[str, tuple[int, int]] = {"aden": (2, 6)}
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,14 @@ class CurrencyRejection(ValueError):
 def plan_currency(entry: CanonicalEntry, system: str, company: CompanyCurrency, rates: RateTable) -> CanonicalEntry:
     """The entry as it is posted: unchanged for the company's own currency; with `exchange_rate` (1 entry currency
     = rate home currency on transaction_date) for a foreign one. Raises CurrencyRejection (see module doc)."""
+    amount_places, rate_places = SYSTEM_DECIMALS.get(system, (3, 18))
+    fine = [ln.line_no for ln in entry.lines
+            if (ln.debit_minor or ln.credit_minor) % 10 ** max(0, minor_unit(entry.currency) - amount_places)]
+    if fine:
+        raise CurrencyRejection(entry, system, company.home, f"{system} takes amounts with at most {amount_places} "
+                                f"decimals and lines {', '.join(map(str, fine[:10]))} have more (nothing is rounded)",
+                                f"connect the tenant to a system that keeps {entry.currency}'s "
+                                f"{minor_unit(entry.currency)} decimals")
     home = company.home.upper() if company.home else None
     if home is None:
         raise CurrencyRejection(entry, system, None, "the company's home currency is not known",
@@ -95,4 +110,8 @@ def plan_currency(entry: CanonicalEntry, system: str, company: CompanyCurrency, 
                                 f"{entry.transaction_date.isoformat()}",
                                 f"add '{entry.transaction_date.isoformat()},{entry.currency},{home},<rate>' to a "
                                 f"rates CSV and run `{LOAD_COMMAND}`") from exc
+    if -rate.as_tuple().exponent > rate_places:  # type: ignore[operator]
+        raise CurrencyRejection(entry, system, home, f"the rate {rate} for {entry.transaction_date.isoformat()} has "
+                                f"more than the {rate_places} decimals {system} takes",
+                                f"load a rate with at most {rate_places} decimals with `{LOAD_COMMAND}`")
     return dataclasses.replace(entry, exchange_rate=rate)
