@@ -458,7 +458,9 @@ def _progress_bar():  # noqa: ANN202
 
 
 def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
-    from ledger_pipeline.assets.metadata import format_money
+    from decimal import Decimal
+
+    from ledger_pipeline.money import format_amount, to_minor
     from ledger_pipeline.warehouse.analyst import open_latest, snapshot_info
 
     if not s.warehouse_path.exists():
@@ -469,10 +471,13 @@ def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
         lo, hi = first, (dt.date.fromisoformat(last) + dt.timedelta(days=32)).replace(day=1).isoformat()
         w = "period >= CAST(? AS DATE) AND period < CAST(? AS DATE)"
         q = lambda sql: con.execute(sql, [lo, hi]).fetchall()  # noqa: E731
-        tenants, entries, total = q(f"SELECT COUNT(DISTINCT tenant_id), COUNT(*), COALESCE(SUM(total_debit), 0) "
-                                    f"FROM ledger.journal_entries WHERE {w}")[0]
+        tenants, entries = q(f"SELECT COUNT(DISTINCT tenant_id), COUNT(*) FROM ledger.journal_entries WHERE {w}")[0]
+        # totals never mix currencies: one total per currency, in that currency's decimals
+        by_currency = q(f"SELECT currency, CAST(SUM(total_debit) AS VARCHAR) FROM ledger.journal_entries "
+                        f"WHERE {w} GROUP BY currency ORDER BY currency")
+        totals = "; ".join(f"{format_amount(to_minor(Decimal(v), c), c)} {c}" for c, v in by_currency) or "0"
         click.echo(f"\nsummary {first[:7]} .. {last[:7]}")
-        click.echo(f"  journal entries : {entries:,} for {tenants:,} tenants, total debit {format_money(total)}")
+        click.echo(f"  journal entries : {entries:,} for {tenants:,} tenants, total debit {totals}")
         for system, status, n in q(f"SELECT system, status, COUNT(*) FROM accounting.postings WHERE {w} "
                                    "GROUP BY ALL ORDER BY 1, 2"):
             click.echo(f"  postings {system:<10} {status:<17}: {n:,}")

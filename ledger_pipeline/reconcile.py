@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 from ledger_pipeline.ledger.sink import CUSTOM_ID_PREFIX, MEMO_PREFIX, CanonicalEntry, RemoteEntry
 from ledger_pipeline.money import format_amount
@@ -19,6 +20,42 @@ class ReconRow:
     local_total_minor: int
     remote_total_minor: int
     detail: str
+
+
+def _rate_of(remote: RemoteEntry) -> Decimal | None:
+    """The exchange rate the system reports on an entry (QuickBooks ExchangeRate, Zoho/Aden exchange_rate, Jurnal
+    currency_rate), as the sinks keep it in `extra`; None when it reports none."""
+    for key in ("ExchangeRate", "exchange_rate", "currency_rate"):
+        if remote.extra.get(key) not in (None, ""):
+            try:
+                return Decimal(str(remote.extra[key]))
+            except InvalidOperation:
+                return None
+    return None
+
+
+def same_rate(remote: RemoteEntry, entry: CanonicalEntry) -> bool:
+    """The rate matches where the system reports one: ours for a foreign entry; 1 (or none) for an entry in the
+    company's own currency."""
+    theirs = _rate_of(remote)
+    if theirs is None:
+        return True
+    return theirs == (entry.exchange_rate if entry.exchange_rate is not None else Decimal(1))
+
+
+def mismatch_detail(remote: RemoteEntry, entry: CanonicalEntry) -> str:
+    """Both sides with their currencies (and rates where known), amounts in each currency's own decimals."""
+    theirs_cur, ours_cur = remote.currency, entry.currency
+    theirs_amt = format_amount(remote.total_debit_minor, theirs_cur or ours_cur)
+    ours_amt = format_amount(entry.total_debit_minor, ours_cur)
+    text = (f"the system holds {len(remote.lines)} lines / {theirs_amt} {theirs_cur or '(currency not reported)'}"
+            f", we have {len(entry.lines)} lines / {ours_amt} {ours_cur}")
+    if theirs_cur and theirs_cur != ours_cur:
+        text += f": the entry is in {theirs_cur} there, ours is in {ours_cur}"
+    rate = _rate_of(remote)
+    if rate is not None and not same_rate(remote, entry):
+        text += f"; rate {rate} there, ours {entry.exchange_rate if entry.exchange_rate is not None else 1}"
+    return text
 
 
 def reconcile_tenant(tenant_id: str, entries: list[CanonicalEntry], remotes: list[RemoteEntry]) -> list[ReconRow]:
@@ -41,10 +78,8 @@ def reconcile_tenant(tenant_id: str, entries: list[CanonicalEntry], remotes: lis
             status, detail = "missing_remote", "no entry with this custom_id in Jurnal: re-run jurnal_postings"
         elif len(found) > 1:
             status, detail = "duplicate_remote", f"{len(found)} entries in Jurnal for this month: delete the extra"
-        elif not found[0].matches(e):
-            status, detail = "amount_mismatch", (
-                f"Jurnal holds {len(found[0].lines)} lines / {format_amount(found[0].total_debit_minor)}, we have "
-                f"{len(e.lines)} lines / {format_amount(e.total_debit_minor)}")
+        elif not found[0].matches(e) or not same_rate(found[0], e):
+            status, detail = "amount_mismatch", mismatch_detail(found[0], e)
         else:
             status, detail = "match", ""
         rows.append(ReconRow(tenant_id, e.period, e.custom_id, status, ids, e.total_debit_minor, remote_total,

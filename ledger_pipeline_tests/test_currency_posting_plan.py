@@ -79,3 +79,23 @@ def test_aden_takes_two_decimal_amounts_and_six_decimal_rates():
     fine_rate = RateTable([Rate(JAN31, "USD", "IDR", Decimal("16312.1234567"))])
     with pytest.raises(CurrencyRejection, match="more than the 6 decimals"):
         plan_currency(entry("USD"), "aden", CompanyCurrency("IDR", True), fine_rate)
+
+
+def test_reconciliation_sees_a_currency_change_and_a_rate_change():
+    from ledger_pipeline.ledger.sink import RemoteEntry
+    from ledger_pipeline.reconcile import reconcile_tenant
+
+    e = entry("USD")
+    lines = tuple((str(ln.line_no), ln.account_id, ln.debit_minor, ln.credit_minor) for ln in e.lines)
+
+    def remote(currency, **extra):
+        return RemoteEntry("9", e.custom_id, e.transaction_date, e.memo, 125000, 125000, lines, currency=currency,
+                           extra=extra)
+
+    assert reconcile_tenant("acme", [e], [remote("USD")])[0].status == "match"
+    row = reconcile_tenant("acme", [e], [remote("IDR")])[0]
+    assert row.status == "amount_mismatch" and "IDR" in row.detail and "USD" in row.detail
+    foreign = plan_currency(e, "quickbooks", CompanyCurrency("IDR", True), RATES)
+    assert reconcile_tenant("acme", [foreign], [remote("USD", ExchangeRate="16312.5")])[0].status == "match"
+    row = reconcile_tenant("acme", [foreign], [remote("USD", ExchangeRate="1")])[0]
+    assert row.status == "amount_mismatch" and "rate 1 there, ours 16312.5" in row.detail
