@@ -24,7 +24,7 @@ os.environ.setdefault("LEDGER_FIRST_MONTH", "2024-01")
 import httpx  # noqa: E402
 from common import save  # noqa: E402
 
-from ledger_pipeline_tests.cluster import (  # noqa: E402
+from ledger_pipeline.testing.cluster import (  # noqa: E402
     Services,
     one_address_floor,
     posting_span,
@@ -53,6 +53,23 @@ def measure(workers: int, tenants: int, scale: float, services: Services) -> dic
                 "one_address_floor_s": round(one_address_floor(requests, sandbox.ctx.limits), 1)}
 
 
+def reachable(services: Services) -> str | None:
+    """None when Postgres, RabbitMQ and Redis answer on their ports, else what is missing."""
+    import socket
+
+    from sqlalchemy.engine import make_url
+
+    missing = []
+    for name, url, port in (("Postgres", services.postgres, 5432), ("RabbitMQ", services.broker, 5672),
+                            ("Redis", services.backend, 6379)):
+        u = make_url(url.replace("amqp://", "postgresql://").replace("redis://", "postgresql://"))
+        try:
+            socket.create_connection((u.host or "127.0.0.1", u.port or port), timeout=2).close()
+        except OSError:
+            missing.append(f"{name} ({u.host}:{u.port or port})")
+    return ", ".join(missing) or None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tenants", type=int, default=200)
@@ -60,6 +77,12 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     args = parser.parse_args()
     services = services_from_env() or DEFAULTS
+    if (missing := reachable(services)) is not None:
+        why = (f"skipped: {missing} not reachable (set LEDGER_TEST_POSTGRES_URL, LEDGER_TEST_CELERY_BROKER and "
+               "LEDGER_TEST_CELERY_BACKEND, or start them)")
+        print(why)
+        save("distributed", {"skipped": why})
+        return
     rows = [measure(int(w), args.tenants, args.scale, services) for w in args.workers.split(",")]
     base = rows[0]["posting_s"]
     print(f"\nthe same month ({args.tenants} tenants, Jurnal's limits x{args.scale:g}) on 1, 2 and 4 workers\n")

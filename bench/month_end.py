@@ -3,6 +3,7 @@ with `ledger-pipeline run` against the sandbox with Jurnal's real limits time-sc
 re-run, then a second month killed part-way (SIGKILL) and resumed.
 
     .venv/bin/python bench/month_end.py --tenants 10000 --scale 100 --kill-at 6000
+    .venv/bin/python bench/month_end.py --smoke     # 30 tenants, x1000, killed after 10 writes: seconds, for CI
 
 Reports requests per tenant, wall time against the floor (requests needed / allowed rate, real and scaled), 429s,
 peak memory of the run process, and the writes repeated by the resumed run. Results: bench/results/month_end.json.
@@ -13,20 +14,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from common import ROOT, save
-from cryptography.fernet import Fernet
+from common import ROOT, child_env, save
 
 from ledger_pipeline import clock
 
@@ -76,20 +74,25 @@ def main() -> None:
     ap.add_argument("--tenants", type=int, default=10_000)
     ap.add_argument("--scale", type=float, default=100.0, help="Jurnal's clock on both sides (100: 4,000 req/min/IP)")
     ap.add_argument("--kill-at", type=int, default=6_000, help="SIGKILL the second month's run after this many writes")
+    ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-month-end-"))
-    (tmp / "dagster_home").mkdir()
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", tmp / "dagster_home" / "dagster.yaml")
+    if args.smoke:
+        args.tenants, args.scale, args.kill_at = 30, 1000.0, 10
+    from ledger_pipeline.testing import private_env
+
+    m1, _ = clock.recent_months(2)
+    with private_env(first_month=m1, rate_limit_scale=args.scale, keep=not args.smoke) as penv:
+        report = run(penv.root, args)
+    save("month_end_smoke" if args.smoke else "month_end", report)
+
+
+def run(tmp: Path, args: argparse.Namespace) -> dict:
     port = free_port()
-    env = {**os.environ, "LEDGER_DATA_DIR": str(tmp), "R2A_DATABASE_URL": f"sqlite:///{tmp / 'r2a.sqlite'}",
-           "LEDGER_WAREHOUSE": str(tmp / "warehouse.duckdb"), "LEDGER_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-           "JURNAL_RATE_LIMIT_SCALE": str(args.scale), "DAGSTER_HOME": str(tmp / "dagster_home"),
-           "LEDGER_SANDBOX_URL": f"http://127.0.0.1:{port}",
-           "JURNAL_API_BASE_URL": f"http://127.0.0.1:{port}/partner/core/api/v1",
-           "JURNAL_OAUTH_BASE_URL": f"http://127.0.0.1:{port}"}
     m1, m2 = clock.recent_months(2)
-    env["LEDGER_FIRST_MONTH"] = f"{m1:%Y-%m}"
-    os.environ.update(env)
+    env = child_env({"LEDGER_SANDBOX_URL": f"http://127.0.0.1:{port}",
+                     "JURNAL_API_BASE_URL": f"http://127.0.0.1:{port}/partner/core/api/v1",
+                     "JURNAL_OAUTH_BASE_URL": f"http://127.0.0.1:{port}"})
+    os.environ.update({k: env[k] for k in ("LEDGER_SANDBOX_URL", "JURNAL_API_BASE_URL", "JURNAL_OAUTH_BASE_URL")})
     sandbox = subprocess.Popen([sys.executable, "-m", "ledger_pipeline.cli", "sandbox", "--port", str(port),
                                 "--state", str(tmp / "sandbox.sqlite"), "--rate-limit-scale", str(args.scale)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
@@ -99,11 +102,11 @@ def main() -> None:
         wait_http(f"{url}/_sandbox/stats")
         from ledger_pipeline.r2a import seed as seeding
         from ledger_pipeline.r2a.models import make_engine
-        from ledger_pipeline_tests.helpers import connect, materialize_gl
+        from ledger_pipeline.testing import connect, materialize_gl, tenant_ids
 
         t0 = time.perf_counter()
         seeding.seed(make_engine(env["R2A_DATABASE_URL"]), args.tenants, 2, m1, seed=3)
-        tenants = [f"t{i:05d}" for i in range(1, args.tenants + 1)]
+        tenants = tenant_ids(args.tenants)
         with ThreadPoolExecutor(4) as pool:  # the OAuth flow per tenant (not rate limited by Jurnal)
             list(pool.map(connect, [tenants[i::4] for i in range(4)]))
         report["setup_seconds"] = round(time.perf_counter() - t0, 1)
@@ -129,7 +132,6 @@ def main() -> None:
         report["fresh"] = {**fresh, "requests_per_tenant": fresh["requests"] / args.tenants,
                            "floor_seconds": round(floor, 1), "floor_seconds_unscaled": round(floor * args.scale),
                            "wall_over_floor": round(fresh["seconds"] / floor, 3)}
-        save("month_end", report)
         rerun = close(m1)
         report["unchanged_rerun"] = {**rerun, "requests_per_tenant": rerun["requests"] / args.tenants}
         time.sleep(60 / args.scale)
@@ -152,7 +154,7 @@ def main() -> None:
     report["targets"] = {"requests_per_tenant_fresh": "<= 1.1", "unchanged_rerun_requests": "0",
                          "wall_over_floor": "<= 1.1", "rate_limited": "0", "peak_rss_mib": "< 1024",
                          "repeated_writes": "0"}
-    save("month_end", report)
+    return report
 
 
 if __name__ == "__main__":

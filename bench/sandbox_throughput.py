@@ -1,11 +1,13 @@
 """Requests per second the Jurnal sandbox serves on loopback (limits off): reads and writes, 1 and 4 clients.
 
     .venv/bin/python bench/sandbox_throughput.py --requests 2000
+    .venv/bin/python bench/sandbox_throughput.py --smoke     # 40 requests, for CI
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import threading
 import time
@@ -55,16 +57,21 @@ def run(url: str, clients: int, per_client: int, kind: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
-    report = {}
-    with SandboxServer(Path(tempfile.mkdtemp()) / "sb.sqlite", limits=Limits(enabled=False)) as server:
+    if args.smoke:
+        args.requests = 40
+    report: dict = {"requests": args.requests}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
+    with SandboxServer(tmp / "sb.sqlite", limits=Limits(enabled=False)) as server:
         for kind in ("read", "write"):
             for clients in (1, 4):
                 rps = run(server.url, clients, args.requests // clients, kind)
                 report[f"{kind}_{clients}_clients_rps"] = round(rps)
                 print(kind, clients, round(rps), flush=True)
     report["target"] = "a few hundred requests per second"
-    save("sandbox_throughput", report)
+    shutil.rmtree(tmp, ignore_errors=True)
+    save("sandbox_throughput_smoke" if args.smoke else "sandbox_throughput", report)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 ranged run (a backfill), and an unchanged re-run of all four, against the sandbox (every system's limits time-scaled).
 
     .venv/bin/python bench/systems.py --tenants-per-system 40 --scale 100
+    .venv/bin/python bench/systems.py --smoke      # 2 tenants per system, x1000: seconds, for CI
 """
 
 from __future__ import annotations
@@ -9,13 +10,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 from common import save
-from cryptography.fernet import Fernet
 
 from ledger_pipeline import clock
 
@@ -24,37 +22,42 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tenants-per-system", type=int, default=40)
     ap.add_argument("--scale", type=float, default=100.0)
+    ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-systems-"))
+    if args.smoke:
+        args.tenants_per_system, args.scale = 2, 1000.0
+    from ledger_pipeline.testing import private_env
+
     last = clock.last_complete_month()
     first = clock.add_months(last, -2)  # the three months ending with `last`
-    os.environ.update({
-        "LEDGER_DATA_DIR": str(tmp), "R2A_DATABASE_URL": f"sqlite:///{tmp / 'r2a.sqlite'}",
-        "LEDGER_WAREHOUSE": str(tmp / "warehouse.duckdb"), "LEDGER_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        "JURNAL_RATE_LIMIT_SCALE": str(args.scale), "LEDGER_FIRST_MONTH": f"{first:%Y-%m}",
-    })
+    with private_env(first_month=first, rate_limit_scale=args.scale) as env:
+        report = run(env.root, args, first, last)
+    save("systems_smoke" if args.smoke else "systems", report)
+
+
+def run(tmp, args, first: dt.date, last: dt.date) -> dict:  # noqa: ANN001
     from ledger_pipeline.r2a import seed as seeding
     from ledger_pipeline.r2a.models import make_engine
     from ledger_pipeline.sandboxes.base import Limits
     from ledger_pipeline.sandboxes.server import SandboxServer
     from ledger_pipeline.systems import SYSTEMS
-    from ledger_pipeline_tests.helpers import CLOSE, connect_to, materialize, materialize_gl
+    from ledger_pipeline.testing import CLOSE, LOCAL_CLOSE, connect, materialize, materialize_gl, tenant_ids
 
     n = args.tenants_per_system * len(SYSTEMS)
     report: dict = {"tenants_per_system": args.tenants_per_system, "scale": args.scale, "systems": {}}
     with SandboxServer(tmp / "sandbox.sqlite", limits=Limits(scale=args.scale)) as server:
         os.environ.update(server.env())
         seeding.seed(make_engine(os.environ["R2A_DATABASE_URL"]), n, 4, first, seed=9)
-        tenants = [f"t{i:05d}" for i in range(1, n + 1)]
+        tenants = tenant_ids(n)
         for k, system in enumerate(SYSTEMS):
-            connect_to(system, tenants[k::len(SYSTEMS)])
+            connect(tenants[k::len(SYSTEMS)], system)
         materialize_gl()
-        materialize(["r2a_pl_monthly", "journal_entries", "journal_lines"], f"{first:%Y-%m}-01", f"{last:%Y-%m}-01")
+        materialize(LOCAL_CLOSE, first, last)
 
         def close(a: dt.date, b: dt.date) -> dict:
             httpx.post(f"{server.url}/_sandbox/stats/reset")
             t0 = time.perf_counter()
-            ok = materialize(CLOSE, f"{a:%Y-%m}-01", f"{b:%Y-%m}-01", raise_on_error=False).success
+            ok = materialize(CLOSE, a, b, raise_on_error=False).success
             stats = httpx.get(f"{server.url}/_sandbox/stats").json()
             return {"ok": ok, "seconds": round(time.perf_counter() - t0, 1), "by_system": stats["by_system"],
                     "rate_limited": stats["rate_limited"]}
@@ -83,7 +86,7 @@ def main() -> None:
                 "unchanged_rerun_requests": rerun["by_system"][system]["api_requests"],
             }
         report["runs"] = {"fresh_month": fresh_month, "fresh_range": fresh_range, "rerun": rerun}
-    save("systems", report)
+    return report
 
 
 if __name__ == "__main__":

@@ -16,6 +16,13 @@ import click
 from ledger_pipeline.settings import SANDBOX_PORT, Settings, load_settings
 from ledger_pipeline.systems import SYSTEMS
 
+# Exit codes of `run` and `repost` (documented in the README): 2 is click's usage error (a bad or open month, an
+# unknown tenant); 128+N: stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+EXIT_OK = 0  # completed: everything posted and reconciled
+EXIT_FAILED = 1  # the run failed or crashed (an unexpected error, a wait for the DuckDB slot timed out)
+EXIT_PROBLEMS = 3  # completed, with tenant-months not posted as our ledger says (rejections, failed postings,
+# changes held for a decision, a refused mass delete): each named in the output and the UI's checks
+
 
 def _progress(label: str):  # noqa: ANN202
     """A progress line: redrawn in place on a terminal, every quarter otherwise (logs, CI)."""
@@ -318,9 +325,129 @@ def run(month: str, to: str | None, dry_run: bool, allow_open_month: bool) -> No
     """Materialize the monthly close for a month or a range through Dagster (recorded in DAGSTER_HOME).
 
     Months are months in LEDGER_TIMEZONE: a month that has not ended there, or one before the first monthly
-    partition (LEDGER_FIRST_MONTH), is refused with exit code 2 before anything runs."""
-    ok = _run_close(month, to, dry_run, allow_open_month)
-    sys.exit(0 if ok else 1)
+    partition (LEDGER_FIRST_MONTH), is refused with exit code 2 before anything runs.
+
+    Exit codes: 0 completed, everything posted and reconciled; 3 completed with tenant-months not posted as our
+    ledger says (rejected upstream, failed or pending postings, entries changed by hand held for a decision, a
+    refused mass delete), each named; 1 the run failed or crashed; 2 usage (bad, open or too early month);
+    130/143 stopped by Ctrl-C/SIGTERM."""
+    sys.exit(_run_close(month, to, dry_run, allow_open_month))
+
+
+@main.command()
+@click.option("--tenant", required=True, help="the tenant_id, exactly as R2a has it")
+@click.option("--month", required=True, help="YYYY-MM, a closed month whose entry is in our ledger")
+@click.option("--accept-remote", is_flag=True, help="accept the entry as the tenant's system holds it now (an "
+              "accountant's edit) as the new truth: its fingerprint is recorded and the close leaves it")
+def repost(tenant: str, month: str, accept_remote: bool) -> None:
+    """Re-read one tenant-month's entry in the tenant's own system and put it right, through Dagster (repost_job).
+
+    Re-reads first; re-creates the entry if it is gone, updates it if it is ours (our id) and differs, leaves it if
+    it matches. With --accept-remote, keeps the system's version instead. Exit codes: 0 done; 3 refused or not done
+    (the reason names the tenant's system); 1 crashed; 2 usage (bad month, unknown tenant, no entry to re-post)."""
+    from ledger_pipeline.state.database import make_ops_engine
+    from ledger_pipeline.state.ledger import load_window
+    from ledger_pipeline.state.vault import tenant_systems
+
+    s = load_settings()
+    period = _month_or_exit(month, "--month")
+    engine = make_ops_engine(s.ops_database_url)
+    if tenant not in tenant_systems(engine):
+        raise click.UsageError(f"tenant {tenant!r} is not connected to an accounting system (see `ledger-pipeline "
+                               f"connect --tenant {tenant} --system ...`)")
+    from ledger_pipeline import clock
+
+    entries, held = load_window(engine, period, clock.add_months(period, 1), [tenant])
+    if not entries.get(tenant):
+        why = ("was rejected upstream (see ledger.rejections): fix the source rows, then close the month again"
+               if period in held.get(tenant, set()) else "has no entry in our ledger: close the month first "
+               f"(`ledger-pipeline run --month {period:%Y-%m}`)")
+        raise click.UsageError(f"tenant {tenant} {period:%Y-%m} {why}")
+    sys.exit(_run_repost(s, tenant, period, accept_remote))
+
+
+def _run_repost(s: Settings, tenant: str, period: dt.date, accept_remote: bool) -> int:
+    os.environ.setdefault("DAGSTER_HOME", str(s.dagster_home))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    import dagster as dg
+
+    from ledger_pipeline.definitions import defs
+    from ledger_pipeline.jobs import DUCKDB_WRITER_TAG
+    from ledger_pipeline.runs import execute_supervised
+
+    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                  "ops": {"repost": {"config": {"tenant": tenant, "month": f"{period:%Y-%m}",
+                                                "accept_remote": accept_remote}}}}
+    what = "accepting the system's version of" if accept_remote else "re-reading and re-posting"
+    click.echo(f"{what} {tenant} {period:%Y-%m} through Dagster (repost_job, "
+               f"DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    with dg.DagsterInstance.get() as instance:
+        outcome = execute_supervised(defs.resolve_job_def("repost_job"), instance,
+                                     tags={**DUCKDB_WRITER_TAG, "ledger/repost": f"{tenant} {period:%Y-%m}"},
+                                     run_config=run_config, timeout=s.wait_timeout,
+                                     echo=lambda m: click.echo(m, err=True))
+    code, problems = exit_code(outcome)
+    if outcome.exit_code > 128:
+        sys.stdout.flush()
+        os._exit(outcome.exit_code)
+    if code == EXIT_OK and outcome.result is not None:
+        done = outcome.result.output_for_node("repost")
+        click.echo(f"{tenant} {period:%Y-%m}: {done['result']} [{done['api_requests']} request(s), run "
+                   f"{outcome.run_id}]")
+    else:
+        click.echo(f"{tenant} {period:%Y-%m}: not done (run {outcome.run_id}, exit {code})")
+        for line in problems or ([outcome.message] if outcome.message else []):
+            click.echo(f"  {line[:1500]}")
+        if outcome.result is not None and code == EXIT_FAILED:
+            for event in outcome.result.all_events:
+                if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+                    click.echo(f"  {event.step_key}: {event.step_failure_data.error.message.strip()[:1500]}")
+    return code
+
+
+@main.command()
+@click.option("--tenant", default=None, help="one tenant only (with --on-edit/--on-delete: set its policy)")
+@click.option("--on-edit", type=click.Choice(["hold", "overwrite"]), default=None,
+              help="set what the close does with an entry edited by hand in the tenant's system (without --tenant: "
+                   "the default for every tenant without its own)")
+@click.option("--on-delete", type=click.Choice(["recreate", "hold"]), default=None,
+              help="set what the close does with an entry deleted by hand (default recreate)")
+def decisions(tenant: str | None, on_edit: str | None, on_delete: str | None) -> None:
+    """Tenant-months that need an operator's decision: entries changed by hand in the tenant's system (edited,
+    moved, or deleted under a hold policy) that the close holds, each with its diff and the commands that decide.
+
+    Also sets the per-tenant policy (--on-edit hold|overwrite, --on-delete recreate|hold); defaults: hold, recreate."""
+    from ledger_pipeline.reconcile import FOUND_BY, change_next
+    from ledger_pipeline.remote_changes import ALL_TENANTS, RemoteChangeStore
+    from ledger_pipeline.state.database import make_ops_engine
+    from ledger_pipeline.systems import SYSTEMS
+
+    s = load_settings()
+    store = RemoteChangeStore(make_ops_engine(s.ops_database_url))
+    if on_edit or on_delete:
+        who = tenant or ALL_TENANTS
+        policy = store.set_policy(who, on_edit, on_delete)
+        click.echo(f"policy for {'every tenant without its own' if who == ALL_TENANTS else 'tenant ' + who}: "
+                   f"on_edit={policy.on_edit}, on_delete={policy.on_delete}")
+    held = store.decisions(tenant)
+    if not held:
+        click.echo("no tenant-month needs a decision" + (f" for tenant {tenant}" if tenant else ""))
+    else:
+        click.echo(f"{len(held)} tenant-month(s) need a decision:")
+    for change, policy in held:
+        title = SYSTEMS[change.system].title if change.system in SYSTEMS else change.system
+        when = f"{change.found_at:%Y-%m-%d %H:%M} UTC" if change.found_at else "?"
+        click.echo(f"\n{change.tenant_id} {change.period:%Y-%m}  {title}  {change.custom_id}  {change.kind} by hand "
+                   f"(found {when} by {FOUND_BY.get(change.found_by, change.found_by)}; {title} id "
+                   f"{change.remote_id or '-'})")
+        for line in (change.diff.split("; ") if change.diff else []):
+            click.echo(f"    {line}")
+        click.echo(f"  {change_next(change, title, policy)}")
+    others = [c for c in store.all_open(tenant) if c not in {h for h, _ in held}]
+    if others:
+        click.echo(f"\n{len(others)} other change(s) made by hand that the next close acts on by policy "
+                   "(re-create or overwrite): " + ", ".join(f"{c.tenant_id} {c.period:%Y-%m} ({c.kind})"
+                                                             for c in others[:20]))
 
 
 def _month_or_exit(value: str, what: str) -> dt.date:
@@ -391,7 +518,8 @@ def runs(clear_dead: bool, cancel: str | None) -> None:
                        "slots (`ledger-pipeline run` also does it before it waits)")
 
 
-def _run_close(month: str, to: str | None, dry_run: bool = False, allow_open: bool = False) -> bool:
+def _run_close(month: str, to: str | None, dry_run: bool = False, allow_open: bool = False) -> int:
+    """Run the close through Dagster; the exit code (EXIT_OK, EXIT_PROBLEMS, EXIT_FAILED or 128+signal)."""
     from ledger_pipeline import clock
 
     s = load_settings()
@@ -424,8 +552,10 @@ def _run_close(month: str, to: str | None, dry_run: bool = False, allow_open: bo
                                          echo=lambda m: click.echo(m, err=True))
     finally:
         stop_listening()
-    result, ok = outcome.result, outcome.exit_code == 0
-    state = "succeeded" if ok else (outcome.status.value if outcome.status else "NOT STARTED")
+    result = outcome.result
+    code, problems = exit_code(outcome, dry_run)
+    state = {EXIT_OK: "succeeded", EXIT_PROBLEMS: "completed with problems"}.get(
+        code, outcome.status.value if outcome.status else "NOT STARTED")
     click.echo(f"run {outcome.run_id} {state} in {time.time() - t0:.1f}s")
     if outcome.message:
         click.echo(f"  {outcome.message}")
@@ -438,7 +568,43 @@ def _run_close(month: str, to: str | None, dry_run: bool = False, allow_open: bo
         sys.stderr.flush()
         os._exit(outcome.exit_code)
     _summary(s, first, last)
-    return ok
+    if code == EXIT_PROBLEMS:
+        click.echo(f"\nexit {EXIT_PROBLEMS}: the run completed, but not every tenant-month is posted as our ledger "
+                   "says (`ledger-pipeline decisions` lists changes made by hand held for a decision):")
+        for line in [p for p in problems if p.startswith("check ")] or problems:  # step failures are shown above
+            click.echo(f"  - {line[:1500]}")
+    return code
+
+
+def exit_code(outcome, dry_run: bool = False) -> tuple[int, list[str]]:  # noqa: ANN001  (runs.Outcome)
+    """EXIT_OK, EXIT_PROBLEMS or EXIT_FAILED (or 128+signal) for a supervised run, and the problems named.
+
+    3 when the run completed and recorded what it could not do: every step failure is one the assets mark as
+    `completed_with_problems` (failed postings, a refused mass delete, a refused repost), or the run succeeded with a
+    failed asset check (in a dry run only the postings check counts: nothing was meant to be reconciled). Anything
+    else that failed is 1."""
+    import dagster as dg
+
+    from ledger_pipeline.assets.accounting import COMPLETED_WITH_PROBLEMS, OUTCOME_KEY, POSTINGS_CHECK
+
+    result = outcome.result
+    if outcome.exit_code > 1 or result is None:
+        return outcome.exit_code, []
+    problems: list[str] = []
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            check = event.event_specific_data
+            if not check.passed and (not dry_run or check.check_name == POSTINGS_CHECK):
+                problems.append(f"check {check.check_name} failed: {check.description or ''}".strip())
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    if outcome.exit_code == 1:
+        marked = [e for e in failures if (data := e.step_failure_data.user_failure_data) is not None and
+                  getattr(data.metadata.get(OUTCOME_KEY), "value", None) == COMPLETED_WITH_PROBLEMS]
+        if not failures or len(marked) < len(failures) or outcome.message:
+            return EXIT_FAILED, problems
+        problems = [f"{e.step_key}: {e.step_failure_data.error.message.strip()[:800]}" for e in marked] + problems
+        return EXIT_PROBLEMS, problems
+    return (EXIT_PROBLEMS if problems else EXIT_OK), problems
 
 
 def _progress_bar():  # noqa: ANN202
@@ -492,6 +658,7 @@ def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
                    "('failed', 'pending', 'rejected', 'awaiting_approval', 'submitted') ORDER BY 1, 2")
         for system, cid, status, error in failed[:15]:
             click.echo(f"    - {system} {cid} {status}: {error}")
+        _summary_decisions(s, dt.date.fromisoformat(lo), dt.date.fromisoformat(hi))
         click.echo(f"\nwarehouse (open read-only any time): duckdb {s.warehouse_path}")
         if snap:
             click.echo(f"  snapshot {snap['snapshot_id']} published {snap['published_at']:%Y-%m-%d %H:%M:%S} UTC"
@@ -500,6 +667,18 @@ def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
         click.echo("UI: make dev  (dagster dev on http://127.0.0.1:3000, runs recorded in dagster_home/)")
     finally:
         con.close()
+
+
+def _summary_decisions(s, start: dt.date, end: dt.date) -> None:  # noqa: ANN001
+    """The window's entries changed by hand that the close holds for an operator's decision."""
+    from ledger_pipeline.remote_changes import RemoteChangeStore
+    from ledger_pipeline.state.database import make_ops_engine
+
+    held = [c for c, _ in RemoteChangeStore(make_ops_engine(s.ops_database_url)).decisions() if start <= c.period < end]
+    if held:
+        click.echo(f"  changed by hand, held for a decision: {len(held)} (`ledger-pipeline decisions`): "
+                   + ", ".join(f"{c.tenant_id} {c.period:%Y-%m} ({c.kind})" for c in held[:10])
+                   + (" ..." if len(held) > 10 else ""))
 
 
 @contextlib.contextmanager
@@ -577,15 +756,17 @@ def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
         first = seeding.default_start(months)
         click.echo(f"4/5 closing {first:%Y-%m} .. {last:%Y-%m} (GL accounts, extract, journal, post, reconcile)")
         httpx.post(f"{url}/_sandbox/stats/reset")
-        ok = _run_close(first.strftime("%Y-%m"), last.strftime("%Y-%m"))
+        code = _run_close(first.strftime("%Y-%m"), last.strftime("%Y-%m"))
         stats = httpx.get(f"{url}/_sandbox/stats").json()
         click.echo(f"  API requests this run: {stats['api_requests']} ({stats['api_writes']} writes, "
                    f"{stats['rate_limited']} rate-limited)")
         for system, st in stats["by_system"].items():
             click.echo(f"    {system:<10}: {st['api_requests']} requests, {st['api_writes']} writes")
-    click.echo("5/5 done" + ("" if ok else " (with failures: see above)"))
+    click.echo("5/5 done" + {EXIT_OK: "", EXIT_PROBLEMS: " (the seeded bad rows are rejected, as they should be: see "
+                                                         "above; `ledger-pipeline run` exits 3 for that)"}.get(
+        code, " (with failures: see above)"))
     click.echo("re-run `make demo`: nothing is posted twice (unchanged entries cost no request)")
-    sys.exit(0 if ok else 1)
+    sys.exit(EXIT_OK if code in (EXIT_OK, EXIT_PROBLEMS) else EXIT_FAILED)
 
 
 def _safe_url(url: str) -> str:

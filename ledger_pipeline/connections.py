@@ -106,7 +106,8 @@ def refresh_company_currencies(engine: Engine, pairs: Iterable[tuple[str, str]],
         except Exception as exc:  # noqa: BLE001 - a failed read keeps the stored currency; the run goes on
             failed[(system, tenant)] = f"{type(exc).__name__}: {str(exc)[:200]}"
             if log:
-                log(f"tenant {tenant} ({system}): could not read the company's home currency: {failed[(system, tenant)]}")
+                log(f"tenant {tenant} ({system}): could not read the company's home currency "
+                    f"({failed[(system, tenant)]}); the stored one is kept")
     return failed
 
 

@@ -13,7 +13,7 @@ from ledger_pipeline.assets.accounting import (
 )
 from ledger_pipeline.assets.ledger import journal, journal_balances, journal_complete
 from ledger_pipeline.assets.r2a import R2A_SOURCE, r2a_pl_monthly
-from ledger_pipeline.jobs import gl_accounts_job, monthly_close_job, reconciliation_drift_job
+from ledger_pipeline.jobs import gl_accounts_job, monthly_close_job, reconciliation_drift_job, repost_job
 from ledger_pipeline.resources import default_resources
 from ledger_pipeline.schedules import (
     gl_accounts_daily_schedule,
@@ -31,7 +31,7 @@ CHECKS = [journal_balances, journal_complete, reconciliation_all_match]
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
-    jobs=[monthly_close_job, gl_accounts_job, reconciliation_drift_job],
+    jobs=[monthly_close_job, gl_accounts_job, reconciliation_drift_job, repost_job],
     schedules=[monthly_close_schedule, gl_accounts_daily_schedule, reconciliation_drift_schedule],
     resources=default_resources(),
     executor=dg.in_process_executor,

@@ -8,6 +8,12 @@ write, and resolve every uncertain outcome by looking the entry up before writin
 - pending (intent recorded, outcome unknown: timeout, dropped connection, 5xx, crash) -> look up first
 - awaiting approval / submitted (an approval workflow, an asynchronous upload job) -> look up: posted, rejected,
   or still waiting; never re-created
+- changed in the system by a person (a remote change found by the drift read, a look-up or `repost`; reconcile.py)
+  -> the tenant's Policy: a deleted entry is looked up then re-created; an edited or moved one is held and reported
+  with its diff (default) or re-read and updated against the entry as it is now (`overwrite`); an accepted remote
+  version is left as it is while neither side changes
+Every update re-reads the entry first when the posting state knows what we left there, so a person's edit is never
+overwritten unseen, and the update goes against the entry's current lines (and SyncToken, revision).
 Works against any LedgerSink; the state lives in a PostingStore (the operational database's `postings`).
 Knows nothing of Dagster, HTTP or files.
 """
@@ -22,6 +28,20 @@ from typing import Literal, Protocol
 
 from ledger_pipeline.ledger.sink import CanonicalEntry, ErrorKind, LedgerSink, RemoteEntry, SinkError
 from ledger_pipeline.money import format_amount
+from ledger_pipeline.reconcile import (
+    DEFAULT_POLICY,
+    FINGERPRINT_KEY,
+    FOUND_BY,
+    Policy,
+    RemoteChange,
+    change_detail,
+    classify,
+    expected_fingerprint,
+    posted_fingerprint,
+    remote_fingerprint,
+    repost_command,
+    sink_hint,
+)
 
 Action = Literal["skip", "create", "update", "recover", "refresh", "delete", "hold"]
 Status = Literal["pending", "posted", "failed", "deleted", "awaiting_approval", "rejected", "submitted"]
@@ -67,6 +87,7 @@ class TenantOutcome:
     tenant_id: str
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (custom_id, error, kind)
+    changes: list[RemoteChange] = field(default_factory=list)  # changes made by people, seen by this run's reads
 
     def add(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -76,11 +97,44 @@ class TenantOutcome:
         return [cid for cid, _, k in self.failures if k == kind]
 
 
+def _known_action(e: CanonicalEntry, row: PostingRow | None, change: RemoteChange, policy: Policy,
+                  title: str) -> tuple[Action, str] | None:
+    """What a known remote change makes of an entry (None: nothing, plan from the posting state)."""
+    if row is not None and row.status in ("pending", "submitted"):
+        return None  # our own write is unresolved: the look-up settles it (and classifies what it sees)
+    when = f"{change.found_at:%Y-%m-%d %H:%M} UTC" if change.found_at else "earlier"
+    by = FOUND_BY.get(change.found_by, "a read")
+    if change.status == "accepted":
+        if change.content_hash == e.content_hash:
+            return "skip", f"{title}'s version (changed by hand) was accepted as the truth: left as it is"
+        if policy.holds("edited"):
+            return "hold", (f"our ledger changed since {title}'s edited version was accepted "
+                            f"({policy.describe('edited')}): decide with "
+                            f"`{repost_command(e.tenant_id, e.period)}` (ours) or "
+                            f"`{repost_command(e.tenant_id, e.period, accept=True)}` (theirs)")
+        return "recover", f"our ledger changed since {title}'s version was accepted: re-read it, then update it"
+    if change.status != "open":
+        return None
+    if policy.holds(change.kind):
+        return "hold", f"found {when} by {by}: {change_detail(change, title, policy)}"
+    if change.kind == "deleted":
+        return "recover", (f"deleted in {title} by hand (found {when} by {by}): look it up, re-create it if it is "
+                           f"still gone ({policy.describe('deleted')})")
+    return "recover", (f"{change.kind} in {title} by hand (found {when} by {by}): re-read it, then update it against "
+                       f"the entry as it is now ({policy.describe(change.kind)})")
+
+
 def plan_tenant(tenant_id: str, entries: list[CanonicalEntry], state: dict[str, PostingRow],
-                held_periods: set[dt.date] = frozenset()) -> list[PlanItem]:
-    """What to do for each of a tenant's entries and posting rows in the window (pure)."""
+                held_periods: set[dt.date] = frozenset(), known: dict[str, RemoteChange] | None = None,
+                policy: Policy = DEFAULT_POLICY, reread: set[str] = frozenset(),
+                title: str = "the accounting system") -> list[PlanItem]:
+    """What to do for each of a tenant's entries and posting rows in the window (pure).
+
+    `known`: remote changes (custom_id -> open or accepted change) that decide before the posting state, under the
+    tenant's `policy`; `reread`: entries an operator asked to re-read whatever the state says (`repost`)."""
     items = []
     local = {e.custom_id: e for e in entries}
+    known = known or {}
 
     def add(e: CanonicalEntry, action: Action, reason: str) -> None:
         items.append(PlanItem(tenant_id, e.period, e.custom_id, action, reason))
@@ -88,7 +142,12 @@ def plan_tenant(tenant_id: str, entries: list[CanonicalEntry], state: dict[str, 
     for e in entries:
         row = state.get(e.custom_id)
         same = row is not None and row.content_hash == e.content_hash
-        if row is None or row.status == "deleted":
+        decided = _known_action(e, row, known[e.custom_id], policy, title) if e.custom_id in known else None
+        if e.custom_id in reread:
+            add(e, "recover", "operator's repost: re-read the entry, then re-create, update or leave it")
+        elif decided is not None:
+            add(e, *decided)
+        elif row is None or row.status == "deleted":
             add(e, "create", "new entry")
         elif row.status == "pending":
             add(e, "recover", f"last {row.action} had an unknown outcome: look it up first")
@@ -135,6 +194,10 @@ class TenantRound:
     todo: dict[str, Action] = field(default_factory=dict)
     remotes: dict[str, RemoteEntry | None] = field(default_factory=dict)
     last_error: SinkError | None = None
+    title: str = ""  # the system's name as people know it ("QuickBooks Online"), for messages
+    known: dict[str, RemoteChange] = field(default_factory=dict)
+    policy: Policy = DEFAULT_POLICY
+    reread: set[str] = field(default_factory=set)  # an operator's repost: act whatever the policy says
 
     def save(self, *changed: PostingRow) -> None:
         for r in changed:
@@ -163,20 +226,23 @@ class TenantRound:
     def done(self, cid: str, remote: RemoteEntry, what: str) -> None:
         """The system answered with `remote` for our entry: verify it, then record what state it is in."""
         e, row = self.entries[cid], self.rows[cid]
+        hint = dict(remote.extra) if remote.extra else sink_hint(row.remote_state)
+        if remote.state in ("posted", "awaiting_approval") and remote.matches(e):
+            hint[FINGERPRINT_KEY] = remote_fingerprint(remote)  # what we left there: a later read compares with it
         ids = {"remote_id": remote.remote_id or row.remote_id, "remote_line_ids": tuple(remote.line_ids),
-               "remote_state": remote.extra or row.remote_state, "content_hash": e.content_hash}
+               "remote_state": hint, "content_hash": e.content_hash}
         self.todo.pop(cid, None)
         if remote.state == "processing":
             self.save(replace(row, status="submitted", error=remote.state_detail or "still processing", **ids))
             self.outcome.add("submitted")
             return
         if remote.state == "rejected":
-            message = f"rejected in {self.system}: {remote.state_detail or 'no reason given'}"
+            message = f"rejected in {self.title or self.system}: {remote.state_detail or 'no reason given'}"
             self.save(replace(row, status="rejected", error=message, **ids))
             self.outcome.failures.append((cid, message, "rejected"))
             return
         if not remote.matches(e):
-            self.fail(cid, f"{self.system} answered OK but holds {len(remote.lines)} lines, debit "
+            self.fail(cid, f"{self.title or self.system} answered OK but holds {len(remote.lines)} lines, debit "
                            f"{format_amount(remote.total_debit_minor)} (we sent {len(e.lines)} lines, debit "
                            f"{format_amount(e.total_debit_minor)}): it may have dropped a line it could not "
                            "resolve. Check the accounts; the next run updates the entry in place.",
@@ -197,7 +263,7 @@ class TenantRound:
         row = self.rows[cid]
         e = self.entries.get(cid)
         return RemoteEntry(row.remote_id or "", cid, e.transaction_date if e else row.period, None, 0, 0,
-                           tuple((i, "", 0, 0) for i in row.remote_line_ids), extra=dict(row.remote_state))
+                           tuple((i, "", 0, 0) for i in row.remote_line_ids), extra=sink_hint(row.remote_state))
 
     def give_up(self, message: str, kind: str) -> None:
         """Stop the tenant for this run: nothing more was sent for what is left (reauth, quota)."""
@@ -214,17 +280,24 @@ class TenantRound:
 
 class PostingEngine:
     def __init__(self, sink: LedgerSink, store: PostingStore, max_rounds: int = 6, backoff: float = 0.5,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, title: str | None = None):
         self.sink, self.store = sink, store
         self.max_rounds, self.backoff, self.sleep = max_rounds, backoff, sleep
+        self.title = title or sink.name  # the system's name in messages ("QuickBooks Online")
 
     def post_tenant(self, tenant_id: str, entries: list[CanonicalEntry], state: dict[str, PostingRow],
-                    window: tuple[dt.date, dt.date], held_periods: set[dt.date] = frozenset()) -> TenantOutcome:
+                    window: tuple[dt.date, dt.date], held_periods: set[dt.date] = frozenset(),
+                    known: dict[str, RemoteChange] | None = None, policy: Policy = DEFAULT_POLICY,
+                    reread: set[str] = frozenset()) -> TenantOutcome:
+        """Post one tenant's window; `known`, `policy`, `reread` as in `plan_tenant`. Remote changes seen by this
+        run's reads are in the outcome's `changes` (the caller records them)."""
         r = TenantRound(self.sink.name, tenant_id, {e.custom_id: e for e in entries}, dict(state), self.store,
-                        TenantOutcome(tenant_id))
-        for item in plan_tenant(tenant_id, entries, state, held_periods):
+                        TenantOutcome(tenant_id), title=self.title, known=dict(known or {}), policy=policy,
+                        reread=set(reread))
+        for item in plan_tenant(tenant_id, entries, state, held_periods, r.known, policy, r.reread, self.title):
             if item.action in ("skip", "hold"):
                 r.outcome.add(item.action)
+                self._held_again(r, item)
             else:
                 r.todo[item.custom_id] = item.action
         for round_no in range(self.max_rounds):
@@ -251,7 +324,8 @@ class PostingEngine:
                 r.record_intent((cid, action))
             unknown = action == "recover" or r.rows[cid].status == "pending" and (
                 r.last_error is None or r.last_error.kind == "uncertain")
-            last = r.last_error.message if r.last_error else f"{self.sink.name} unreachable or failing"
+            last = r.last_error.message if r.last_error else (
+                f"{self.title} answered every request but the entry did not settle")
             r.fail(cid, f"{action}: {last}; still failing after {self.max_rounds} rounds: " + (
                 "the outcome is unknown, the entry stays pending and the next run looks it up before writing"
                 if unknown else "nothing was sent, the next run tries again"),
@@ -260,22 +334,26 @@ class PostingEngine:
 
     # -- steps ---------------------------------------------------------------------------------------------
     def _look_up(self, r: TenantRound, window: tuple[dt.date, dt.date]) -> None:
-        """Resolve pending and waiting entries from what the system holds (reads only)."""
-        wanted = [cid for cid, a in r.todo.items() if a in ("recover", "refresh")]
+        """Resolve pending and waiting entries from what the system holds (reads only); re-read an entry before
+        updating it when the posting state knows what we left there (a person may have changed it since)."""
+        wanted = [cid for cid, a in r.todo.items() if a in ("recover", "refresh") or (
+            a == "update" and cid not in r.remotes and cid in r.rows
+            and posted_fingerprint(r.rows[cid].remote_state) is not None)]
         if not wanted:
             return
-        hinted = [cid for cid in wanted if cid in r.rows and r.rows[cid].remote_state]
+        hinted = [cid for cid in wanted if cid in r.rows and sink_hint(r.rows[cid].remote_state)]
         plain = [cid for cid in wanted if cid not in hinted]
         if len(plain) > 1:  # one listing instead of one look-up per entry
             found = {x.custom_id: x for x in self.sink.list_period(r.tenant_id, *window) if x.custom_id}
             for cid in plain:
                 r.remotes[cid] = found.get(cid)
-                if r.remotes[cid] is None and getattr(self.sink, "async_writes", False):
-                    r.remotes[cid] = self.sink.find(r.tenant_id, cid)  # may still be queued in an upload job
+                if r.remotes[cid] is None and (getattr(self.sink, "async_writes", False) or self._seen(r, cid)):
+                    # still queued in an upload job, or moved out of the window by a person: look it up by our id
+                    r.remotes[cid] = self.sink.find(r.tenant_id, cid)
         elif plain:
             r.remotes[plain[0]] = self.sink.find(r.tenant_id, plain[0])
         for cid in hinted:
-            r.remotes[cid] = self.sink.find(r.tenant_id, cid, dict(r.rows[cid].remote_state))
+            r.remotes[cid] = self.sink.find(r.tenant_id, cid, sink_hint(r.rows[cid].remote_state))
         for cid in wanted:
             remote, e = r.remotes[cid], r.entries.get(cid)
             if e is None:  # a delete was in flight
@@ -285,12 +363,40 @@ class PostingEngine:
                     r.todo.pop(cid)
                 else:
                     r.todo[cid] = "delete"
-            elif remote is None:
-                r.todo[cid] = "create"
-            elif remote.state in ("processing", "rejected") or remote.matches(e):
+                continue
+            if remote is not None and (remote.state in ("processing", "rejected") or remote.matches(e)):
                 r.done(cid, remote, "refresh" if r.todo[cid] == "refresh" else "adopted")
-            else:
-                r.todo[cid] = "update"
+                continue
+            row = r.rows.get(cid)
+            _, change = classify(e, remote, expected_fingerprint(row, e), self._seen(r, cid), r.system, r.title,
+                                 accepted=r.known.get(cid), found_by="repost" if cid in r.reread else "close",
+                                 now=_now())
+            if change is not None and r.policy.holds(change.kind) and cid not in r.reread:
+                r.outcome.changes.append(replace(change, action="held"))
+                r.outcome.add("hold")
+                r.todo.pop(cid)
+                continue
+            if change is not None:
+                r.outcome.changes.append(replace(change, action="recreated" if change.kind == "deleted"
+                                                 else "overwritten"))
+            r.todo[cid] = "create" if remote is None else "update"
+
+    @staticmethod
+    def _held_again(r: TenantRound, item: PlanItem) -> None:
+        """An accepted remote version held because our ledger changed since: open again, for a new decision."""
+        known, e = r.known.get(item.custom_id), r.entries.get(item.custom_id)
+        if item.action == "hold" and known is not None and known.status == "accepted" and e is not None:
+            r.outcome.changes.append(replace(
+                known, status="open", action="held", found_by="close", found_at=_now(), content_hash=e.content_hash,
+                diff=f"{known.diff} (our ledger changed since {r.title}'s version was accepted)"))
+
+    @staticmethod
+    def _seen(r: TenantRound, cid: str) -> bool:
+        """The posting state saw this entry in the system (a verified answer): its absence is a deletion."""
+        row = r.rows.get(cid)
+        return row is not None and bool(row.remote_id) and row.status not in ("deleted", "submitted") and (
+            row.verified_at is not None or posted_fingerprint(row.remote_state) is not None) and not (
+            row.status == "pending" and row.action == "create")
 
     def _create(self, r: TenantRound) -> None:
         creates = [r.entries[cid] for cid, a in r.todo.items() if a == "create"]
@@ -430,6 +536,10 @@ class WindowResult:
         """(system, tenant, custom_id, error, kind)"""
         return [(s, o.tenant_id, cid, err, kind) for s, o in self.outcomes for cid, err, kind in o.failures]
 
+    def changes(self) -> list[RemoteChange]:
+        """Changes made by people in the systems, seen by this run's reads (held, re-created or overwritten)."""
+        return [c for _, o in self.outcomes for c in o.changes]
+
 
 @dataclass
 class WindowJob:
@@ -450,6 +560,10 @@ class WindowJob:
     # accounts -> (entries to retry, or None with the reason they cannot be).
     rechart: Callable[[str, str, list[CanonicalEntry]], tuple[list[CanonicalEntry] | None, str]] | None = None
     reload: Callable[[str, str], dict[str, PostingRow]] | None = None  # (system, tenant) -> rows after a try
+    known: dict[str, dict[str, RemoteChange]] = field(default_factory=dict)  # tenant -> custom_id -> change
+    policies: dict[str, Policy] = field(default_factory=dict)  # tenant -> policy (default: DEFAULT_POLICY)
+    titles: dict[str, str] = field(default_factory=dict)  # system -> its name in messages
+    reread: set[str] = field(default_factory=set)  # custom_ids an operator asked to re-read (repost)
 
     def run(self) -> WindowResult:
         result = WindowResult()
@@ -465,7 +579,8 @@ class WindowJob:
                           f"--tenant {tenant} --system <jurnal|quickbooks|zoho|aden|rootfi>`", "needs_reauth")])))
                 continue
             items = plan_tenant(tenant, self.entries.get(tenant, []), self._rows(system, tenant),
-                                self.held.get(tenant, set()))
+                                self.held.get(tenant, set()), self.known.get(tenant), self._policy(tenant),
+                                self.reread, self.titles.get(system, system))
             result.plan += [(system, it) for it in items]
             if any(it.action not in ("skip", "hold") for it in items):
                 work.append((system, tenant))
@@ -484,14 +599,19 @@ class WindowJob:
     def _rows(self, system: str, tenant: str) -> dict[str, PostingRow]:
         return self.state.get(system, {}).get(tenant, {})
 
+    def _policy(self, tenant: str) -> Policy:
+        return self.policies.get(tenant, DEFAULT_POLICY)
+
     def _post(self, system: str, tenant: str, no_deletes: bool) -> TenantOutcome:
-        engine = PostingEngine(self.sink_for(system), self.store, backoff=self.backoff)
+        engine = PostingEngine(self.sink_for(system), self.store, backoff=self.backoff,
+                               title=self.titles.get(system, system))
+        context = {"known": self.known.get(tenant), "policy": self._policy(tenant), "reread": self.reread}
         entries = self.entries.get(tenant, [])
         held = set(self.held.get(tenant, set()))
         if no_deletes:  # a refused mass delete holds every remote entry of the window as it is
             held |= {r.period for r in self._rows(system, tenant).values()}
         try:
-            outcome = engine.post_tenant(tenant, entries, self._rows(system, tenant), self.window, held)
+            outcome = engine.post_tenant(tenant, entries, self._rows(system, tenant), self.window, held, **context)
         except SinkError as exc:  # an unexpected classification: record it, keep going
             return TenantOutcome(tenant, failures=[("*", str(exc), exc.kind)])
         bad = outcome.failed("account")
@@ -503,8 +623,8 @@ class WindowJob:
             outcome.failures = [(c, f"{e}; {why}" if k == "account" else e, k) for c, e, k in outcome.failures]
             self.store.save([replace(rows[c], error=f"{rows[c].error}; {why}") for c in bad if c in rows])
             return outcome
-        second = engine.post_tenant(tenant, retry, rows, self.window, held)
-        merged = TenantOutcome(tenant, dict(outcome.counts), second.failures)
+        second = engine.post_tenant(tenant, retry, rows, self.window, held, **context)
+        merged = TenantOutcome(tenant, dict(outcome.counts), second.failures, outcome.changes + second.changes)
         for k, v in second.counts.items():
             if k != "skip":  # what the first try posted is a skip now
                 merged.counts[k] = merged.counts.get(k, 0) + v

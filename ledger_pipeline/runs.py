@@ -237,15 +237,22 @@ def blockers(instance: dg.DagsterInstance, run_id: str | None = None) -> list[Ru
             and not i.run.is_finished]
 
 
-def waiting_for_pool(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """Pools `run_id` has a step queued for and no slot yet."""
+def pool_state(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str], list[str]]:
+    """(pools `run_id` has a step queued for and no slot yet, pools it holds a slot of), from one read."""
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
-        return []
+        return [], []
     infos = storage.get_concurrency_infos(sorted(storage.get_concurrency_keys()))
-    return [k for k, info in infos.items()
-            if any(p.run_id == run_id and p.assigned_timestamp is None for p in info.pending_steps)
-            and not any(s.run_id == run_id for s in info.claimed_slots)]
+    held = [k for k, info in infos.items() if any(s.run_id == run_id for s in info.claimed_slots)]
+    waiting = [k for k, info in infos.items()
+               if any(p.run_id == run_id and p.assigned_timestamp is None for p in info.pending_steps)
+               and k not in held]
+    return waiting, held
+
+
+def waiting_for_pool(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Pools `run_id` has a step queued for and no slot yet."""
+    return pool_state(instance, run_id)[0]
 
 
 def wait_message(holders: list[RunInfo], waited: float, limit: float, what: str) -> str:
@@ -315,6 +322,7 @@ class Outcome:
     status: dg.DagsterRunStatus | None = None
     message: str = ""
     exit_code: int = 0
+    pool_reads: int = 0  # how often the supervisor read the pool tables (see PoolWatch)
 
 
 def wait_until_free(instance: dg.DagsterInstance, timeout: float, echo: Callable[[str], None],
@@ -343,7 +351,7 @@ def wait_until_free(instance: dg.DagsterInstance, timeout: float, echo: Callable
 
 def execute_supervised(job: dg.JobDefinition, instance: dg.DagsterInstance, *, tags: Mapping[str, str],
                        run_config: dict, timeout: float, echo: Callable[[str], None],
-                       grace: float = 6.0, every: float = 5.0) -> Outcome:
+                       grace: float = 6.0, every: float = 5.0, watch: PoolWatch | None = None) -> Outcome:
     """Run `job` in a thread while the main thread handles signals and watches pool waits.
 
     Dagster's in-process claim loop busy-waits for a pool slot with interrupts captured, so neither SIGTERM nor
@@ -375,19 +383,50 @@ def execute_supervised(job: dg.JobDefinition, instance: dg.DagsterInstance, *, t
 
         worker = threading.Thread(target=work, name=f"run-{run_id[:8]}", daemon=True)
         worker.start()
-        return _supervise(instance, worker, run_id, box, stop, timeout, echo, grace, every)
+        return _supervise(instance, worker, run_id, box, stop, timeout, echo, grace, every, watch)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
 
 
+@dataclass
+class PoolWatch:
+    """How often the supervisor reads the pool tables (each read is a few SQL queries on the instance's storage,
+    taken while the run's own thread competes for the GIL and the same SQLite file).
+
+    Until the run first holds a pool slot it reads every `fast` seconds (a wait is seen at once); from then on it
+    only reads every `slow` seconds: the run's later steps normally reclaim the slot at once (the writer tag keeps
+    other closes out), and a wait there is still seen, logged and bounded, `slow` seconds later at most."""
+
+    fast: float = 0.25
+    slow: float = 5.0
+    reads: int = 0
+    held_at: float | None = None  # when the run was first seen holding a slot (time.time())
+    next_read: float = 0.0
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_read
+
+    def read(self, instance: dg.DagsterInstance, run_id: str, now: float) -> list[str]:
+        """The pools the run waits for (and remembers whether it has held a slot yet)."""
+        self.reads += 1
+        waiting, held = pool_state(instance, run_id)
+        if held and self.held_at is None:
+            self.held_at = now
+        self.next_read = now + (self.fast if self.held_at is None or waiting else self.slow)
+        return waiting
+
+
 def _supervise(instance: dg.DagsterInstance, worker: threading.Thread, run_id: str, box: dict, stop: dict,
-               timeout: float, echo: Callable[[str], None], grace: float, every: float) -> Outcome:
+               timeout: float, echo: Callable[[str], None], grace: float, every: float,
+               watch: PoolWatch | None = None) -> Outcome:
     waiting_since: float | None = None
     last_log, stop_at, last_raise, message = 0.0, None, 0.0, ""
     failed_by_wait = False
+    watch = watch if watch is not None else PoolWatch()
+    box["watch"] = watch
     while worker.is_alive():
-        worker.join(0.25)
+        worker.join(watch.fast)
         now = time.time()
         if "signum" in stop and stop_at is None:
             name = signal.Signals(stop["signum"]).name
@@ -398,8 +437,8 @@ def _supervise(instance: dg.DagsterInstance, worker: threading.Thread, run_id: s
                 with contextlib.suppress(Exception):
                     instance.report_run_canceling(run, f"{name} received by ledger-pipeline run")
             stop_at = now
-        if stop_at is None and not failed_by_wait:
-            pools = waiting_for_pool(instance, run_id)
+        if stop_at is None and not failed_by_wait and watch.due(now):
+            pools = watch.read(instance, run_id, now)
             if not pools:
                 waiting_since = None
             else:
@@ -452,4 +491,6 @@ def _finish(instance: dg.DagsterInstance, run_id: str, box: dict, stop: dict, me
         code = 0
     if "error" in box and not message:
         message = f"{type(box['error']).__name__}: {box['error']}"
-    return Outcome(run_id, box.get("result"), status, message, code)  # type: ignore[arg-type]
+    watch = box.get("watch")
+    return Outcome(run_id, box.get("result"), status, message, code,  # type: ignore[arg-type]
+                   watch.reads if isinstance(watch, PoolWatch) else 0)

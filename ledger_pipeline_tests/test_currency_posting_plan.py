@@ -98,4 +98,4 @@ def test_reconciliation_sees_a_currency_change_and_a_rate_change():
     foreign = plan_currency(e, "quickbooks", CompanyCurrency("IDR", True), RATES)
     assert reconcile_tenant("acme", [foreign], [remote("USD", ExchangeRate="16312.5")])[0].status == "match"
     row = reconcile_tenant("acme", [foreign], [remote("USD", ExchangeRate="1")])[0]
-    assert row.status == "amount_mismatch" and "rate 1 there, ours 16312.5" in row.detail
+    assert row.status == "amount_mismatch" and "exchange rate 1 in the accounting system, ours 16312.5" in row.detail

@@ -36,7 +36,7 @@ from ledger_pipeline.state.models import OpsBase, Posting
 from ledger_pipeline.state.postings import SqlPostingStore
 
 OPS_TABLES = {"integrations", "oauth_states", "postings", "shard_assignments", "ledger_entries", "exchange_rates",
-              "service_link_uses", "service_flows", "connection_health"}
+              "service_link_uses", "service_flows", "connection_health", "remote_changes", "remote_change_policies"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -17,6 +17,7 @@ from ledger_pipeline.ledger.sink import (
     memo_for,
 )
 from ledger_pipeline.posting import PostingEngine, plan_tenant
+from ledger_pipeline.reconcile import FINGERPRINT_KEY, Policy, RemoteChange, entry_fingerprint, remote_fingerprint
 from ledger_pipeline_tests.helpers import MemoryStore
 
 JAN, FEB = dt.date(2025, 1, 1), dt.date(2025, 2, 1)
@@ -264,3 +265,133 @@ def test_refused_entries_fail_with_their_kind(kind: str) -> None:
     sink.fail_next = [SinkError(kind, f"{kind}: period closed or account archived")]
     out = run(sink, store, [entry("t1", JAN, 100)])
     assert [k for _, _, k in out.failures] == [kind] and store.rows[custom_id_for("t1", JAN)].status == "failed"
+
+
+# -- changes made by hand in the system (reconcile.py): classified by the engine's own reads, acted on by policy ------
+def edited(remote: RemoteEntry, factor: int = 2, date: dt.date | None = None) -> RemoteEntry:
+    """A person's edit in the system: the first line's amount scaled (and/or the entry re-dated)."""
+    first, *rest = remote.lines
+    lines = ((first[0], first[1], first[2] * factor, first[3] * factor), *rest)
+    return replace(remote, lines=lines, total_debit_minor=sum(x[2] for x in lines),
+                   total_credit_minor=sum(x[3] for x in lines), transaction_date=date or remote.transaction_date)
+
+
+def posted(entries: list[CanonicalEntry]) -> tuple[MemorySink, MemoryStore]:
+    sink, store = MemorySink(), MemoryStore()
+    run(sink, store, entries)
+    sink.calls.clear()
+    return sink, store
+
+
+def run_with(sink: MemorySink, store: MemoryStore, entries: list[CanonicalEntry], **kw: object):  # noqa: ANN201
+    engine = PostingEngine(sink, store, max_rounds=6, backoff=0, sleep=lambda s: None, title="Memory Books")
+    return engine.post_tenant("t1", entries, dict(store.rows), WINDOW, set(), **kw)
+
+
+def test_the_fingerprint_of_what_we_left_is_kept_but_never_sent_to_the_sink() -> None:
+    e = entry("t1", JAN, 100)
+    sink, store = posted([e])
+    row = store.rows[e.custom_id]
+    assert row.remote_state[FINGERPRINT_KEY] == entry_fingerprint(e) == remote_fingerprint(sink.entries[e.custom_id])
+    hints: list[dict | None] = []
+    real_find = sink.find
+    sink.find = lambda t, c, hint=None: hints.append(hint) or real_find(t, c, hint)  # type: ignore[method-assign]
+    out = run_with(sink, store, [entry("t1", JAN, 150, "v2")])  # late rows: the update re-reads the entry first
+    assert out.counts == {"update": 1} and sink.calls == ["find", "update"]
+    assert all(FINGERPRINT_KEY not in (h or {}) for h in hints)
+    assert store.rows[e.custom_id].remote_state[FINGERPRINT_KEY] == entry_fingerprint(entry("t1", JAN, 150, "v2"))
+
+
+def test_an_edit_found_by_the_reread_before_an_update_is_held_by_default() -> None:
+    e = entry("t1", JAN, 100)
+    sink, store = posted([e])
+    sink.entries[e.custom_id] = edited(sink.entries[e.custom_id])
+    out = run_with(sink, store, [entry("t1", JAN, 150, "v2")])
+    assert out.counts == {"hold": 1} and sink.calls == ["find"], "never overwritten unseen"
+    [change] = out.changes
+    assert (change.kind, change.action, change.found_by) == ("edited", "held", "close")
+    assert "line 1 account 3-30100: debit 1.50 -> debit 2.00" in change.diff, "against what we would post now"
+    assert sink.entries[e.custom_id].lines[0][2] == 200
+
+
+def test_overwrite_policy_updates_against_the_entry_as_it_is_now() -> None:
+    e = entry("t1", JAN, 100)
+    sink, store = posted([e])
+    sink.entries[e.custom_id] = replace(edited(sink.entries[e.custom_id]), remote_id="1")
+    seen: list[RemoteEntry] = []
+    real_update = sink.update
+    sink.update = lambda t, remote, x: seen.append(remote) or real_update(t, remote, x)  # type: ignore[method-assign]
+    out = run_with(sink, store, [entry("t1", JAN, 150, "v2")], policy=Policy(on_edit="overwrite"))
+    assert out.counts == {"update": 1} and out.changes[0].action == "overwritten"
+    assert seen[0].lines[0][2] == 200, "the update went against the re-read entry, not the posting state's stub"
+    assert sink.entries[e.custom_id].total_debit_minor == 150
+
+
+@pytest.mark.parametrize(("policy", "counts", "calls"), [
+    (Policy(), {"create": 1}, ["find", "create"]),
+    (Policy(on_delete="hold"), {"hold": 1}, ["find"]),
+])
+def test_an_entry_deleted_by_hand_is_recreated_or_held(policy: Policy, counts: dict, calls: list) -> None:
+    e = entry("t1", JAN, 100)
+    sink, store = posted([e])
+    del sink.entries[e.custom_id]
+    out = run_with(sink, store, [entry("t1", JAN, 150, "v2")], policy=policy)
+    assert out.counts == counts and sink.calls == calls
+    assert out.changes[0].kind == "deleted"
+
+
+def test_an_entry_redated_by_hand_into_another_month_is_moved() -> None:
+    e = entry("t1", JAN, 100)
+    sink, store = posted([e])
+    sink.entries[e.custom_id] = edited(sink.entries[e.custom_id], 1, dt.date(2024, 12, 31))
+    out = run_with(sink, store, [entry("t1", JAN, 150, "v2")])
+    assert out.changes[0].kind == "moved" and "date 2025-01-31 -> 2024-12-31" in out.changes[0].diff
+    assert out.counts == {"hold": 1}
+
+
+def test_known_changes_decide_before_the_posting_state() -> None:
+    e = entry("t1", JAN, 100)
+    sink, store = posted([e])
+    base = RemoteChange("memory", "t1", JAN, e.custom_id, "deleted", found_at=dt.datetime(2025, 2, 1))
+    del sink.entries[e.custom_id]  # found by the drift read; the close re-creates it (look-up first)
+    out = run_with(sink, store, [e], known={e.custom_id: base})
+    assert out.counts == {"create": 1} and sink.calls == ["find", "create"]
+    sink.calls.clear()
+    held = replace(base, kind="edited", diff="line 1 ...")
+    out = run_with(sink, store, [e], known={e.custom_id: held})
+    assert out.counts == {"hold": 1} and sink.calls == []
+    accepted = replace(held, status="accepted", content_hash=e.content_hash)
+    assert run_with(sink, store, [e], known={e.custom_id: accepted}).counts == {"skip": 1} and sink.calls == []
+    plan = plan_tenant("t1", [entry("t1", JAN, 150, "v2")], store.rows, known={e.custom_id: accepted})
+    assert plan[0].action == "hold" and "accepted" in plan[0].reason, "the ledger changed since: decide again"
+    out = run_with(sink, store, [entry("t1", JAN, 150, "v2")], known={e.custom_id: accepted})
+    assert out.counts == {"hold": 1} and sink.calls == [] and out.changes[0].status == "open", "listed again"
+
+
+def test_an_operators_reread_acts_whatever_the_policy() -> None:
+    e = entry("t1", JAN, 100)
+    sink, store = posted([e])
+    out = run_with(sink, store, [e], reread={e.custom_id})
+    assert out.counts == {"adopted": 1} and sink.calls == ["find"], "matches: nothing written"
+    sink.entries[e.custom_id] = edited(sink.entries[e.custom_id])
+    sink.calls.clear()
+    out = run_with(sink, store, [e], reread={e.custom_id})  # policy hold, but the operator asked
+    assert out.counts == {"update": 1} and out.changes[0].found_by == "repost"
+    assert sink.entries[e.custom_id].total_debit_minor == 100
+
+
+def test_rows_posted_before_fingerprints_update_as_before() -> None:
+    e = entry("t1", JAN, 100)
+    sink, store = posted([e])
+    row = store.rows[e.custom_id]
+    store.rows[e.custom_id] = replace(row, remote_state={})  # posted by an earlier release
+    out = run_with(sink, store, [entry("t1", JAN, 150, "v2")])
+    assert out.counts == {"update": 1} and sink.calls == ["update"] and not out.changes
+
+
+def test_an_uncertain_update_whose_remote_still_holds_our_old_entry_is_ours() -> None:
+    e = entry("t1", JAN, 100)
+    sink, store = posted([e])
+    sink.fail_next = [SinkError("uncertain", "502 after the update")]  # nothing applied, outcome unknown
+    out = run_with(sink, store, [entry("t1", JAN, 150, "v2")])
+    assert out.counts == {"update": 1} and not out.changes, "the old version is what we left: not an edit"

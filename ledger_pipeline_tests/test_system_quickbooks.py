@@ -170,11 +170,20 @@ def test_stale_sync_token_rereads_and_retries(settings, qbo) -> None:  # noqa: A
         assert out.counts == {"skip": 2, "update": 1} and not out.failures
         rows = stats(qbo.url)["requests"]
         posts = {r["status"]: r["count"] for r in rows if r["endpoint"].endswith("/journalentry")}
-        assert posts == {400: 1, 200: 1}, "the first update hit 5010, the retry with the fresh SyncToken passed"
+        assert posts == {200: 1}, "the engine re-reads before it updates: the fresh SyncToken, no 5010"
         assert any(r["endpoint"].endswith("/journalentry/{id}") and r["method"] == "GET" for r in rows), "re-read"
         assert_exactly_posted(qbo.url, late)
         jan = [r for r in remote_entries(qbo.url) if r["custom_id"] == cid]
         assert len(jan) == 1 and jan[0]["sync_token"] == "2"
+        # a person's edit between our read and our write: the sink's update hits 5010, re-reads and retries
+        stale = conn.sink.find("t1", cid, {"Id": jan[0]["id"]})
+        control(qbo.url, "t1", "entries", {"custom_id": cid, "touch": True})
+        again = entries_for("t1", chart, bump={MONTHS[0]: 778})
+        httpx.post(f"{qbo.url}/_sandbox/stats/reset")
+        conn.sink.update("t1", stale, next(e for e in again if e.custom_id == cid))
+        posts = {r["status"]: r["count"] for r in stats(qbo.url)["requests"] if r["endpoint"].endswith("/journalentry")}
+        assert posts == {400: 1, 200: 1}, "the first update hit 5010, the retry with the fresh SyncToken passed"
+        assert_exactly_posted(qbo.url, again)
     finally:
         conn.close()
 

@@ -7,7 +7,7 @@ compares; SQL reads live in warehouse/reads.py. Each tenant's system comes from 
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dagster as dg
 import pandas as pd
@@ -22,17 +22,30 @@ from ledger_pipeline.assets.metadata import (
     table_spec_metadata,
 )
 from ledger_pipeline.charts import diff_charts, fetch_charts, stale_tenants
-from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, SinkError
+from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, SinkError, custom_id_for
 from ledger_pipeline.partitions import closed_window, monthly_partitions
-from ledger_pipeline.posting import DeleteGuard, Progress, WindowJob, WindowResult
+from ledger_pipeline.posting import DeleteGuard, PostingEngine, PostingRow, Progress, WindowJob, WindowResult
 from ledger_pipeline.progress import report_progress
-from ledger_pipeline.reconcile import ReconRow, reconcile_from_state, reconcile_tenant
+from ledger_pipeline.reconcile import (
+    DEFAULT_POLICY,
+    FINGERPRINT_KEY,
+    ReconRow,
+    RemoteChange,
+    change_detail,
+    diff_entry,
+    month_of,
+    read_tenant,
+    reconcile_from_state,
+    remote_fingerprint,
+    sink_hint,
+)
+from ledger_pipeline.remote_changes import RemoteChangeStore
 from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.state.ledger import load_window
 from ledger_pipeline.state.postings import SqlPostingStore
 from ledger_pipeline.state.vault import tenant_systems
-from ledger_pipeline.systems import Connections
+from ledger_pipeline.systems import SYSTEMS, Connections
 from ledger_pipeline.warehouse import reads
 from ledger_pipeline.warehouse.store import Warehouse, replace_rows, transaction, window_where
 
@@ -40,6 +53,20 @@ POSTINGS_LINEAGE = lineage({"custom_id": [("journal_entries", "custom_id")],
                             "tenant_id": [("journal_entries", "tenant_id")], "period": [("journal_entries", "period")],
                             "content_hash": [("journal_entries", "content_hash")]})
 IN_TENANTS = "tenant_id IN (SELECT unnest(?::VARCHAR[]))"
+# In a dg.Failure's metadata: the run completed, and what it could not do is recorded per tenant-month (rejections,
+# failed postings, a refused mass delete). `ledger-pipeline run` exits 3 for it, 1 for anything else.
+OUTCOME_KEY = "ledger/outcome"
+COMPLETED_WITH_PROBLEMS = "completed_with_problems"
+POSTINGS_CHECK = "postings_complete"
+
+
+def system_title(system: str) -> str:
+    """The system's name as its users know it ("QuickBooks Online"), for every message about a tenant."""
+    return SYSTEMS[system].title if system in SYSTEMS else (system or "its accounting system")
+
+
+def system_titles() -> dict[str, str]:
+    return {name: info.title for name, info in SYSTEMS.items()}
 
 
 def utc_now() -> pd.Timestamp:
@@ -152,14 +179,22 @@ def _rechart(wh: Warehouse, connections: Connections, run_id: str):  # noqa: ANN
     partitions_def=monthly_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb",
     metadata={**table_spec_metadata("accounting.postings"), "dagster/column_lineage": POSTINGS_LINEAGE},
+    check_specs=[dg.AssetCheckSpec(
+        POSTINGS_CHECK, asset="jurnal_postings",
+        description="Every tenant-month of the window is posted as our ledger says. Fails (WARN: the rest is posted) "
+                    "naming each tenant-month that is not: rejected upstream (ledger.rejections), failed, pending, "
+                    "rejected by an approver, or held for a decision on a change made by hand in the tenant's "
+                    "system (`ledger-pipeline decisions`).")],
     description="Posts each tenant-month's entry to the tenant's accounting system exactly once: unchanged -> no "
-                "request; new -> create (one batch per tenant where the system has one); changed -> update; gone -> "
-                "delete (a mass delete is refused unless allowed). State and intent in the operational database "
-                "(`postings`), published to accounting.postings. Records every tenant, then fails naming the ones "
-                "that failed.",
+                "request; new -> create (one batch per tenant where the system has one); changed -> re-read, then "
+                "update; gone -> delete (a mass delete is refused unless allowed). Entries changed by hand in the "
+                "system (found by reconciliation_drift or this asset's own reads) follow the tenant's policy: a "
+                "deleted one is re-created, an edited one held with its diff (or overwritten). State and intent in "
+                "the operational database (`postings`, `remote_changes`), published to accounting.postings. Records "
+                "every tenant, then fails naming the ones that failed.",
 )
 def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R2aDatabase,
-                    accounting: AccountingResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+                    accounting: AccountingResource, warehouse: WarehouseResource):  # noqa: ANN201 (a generator)
     start, end = closed_window(context)
     wh = warehouse.warehouse
     posted = post_window(context, config, r2a, accounting, start, end,
@@ -169,8 +204,13 @@ def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2
         replace_rows(con, "accounting.posting_plan", posted.plan().assign(run_id=context.run_id, planned_at=utc_now()),
                      window_where(), [start, end])
         replace_rows(con, "accounting.postings", postings, window_where(), [start, end])
+        rejections = con.execute(f"SELECT tenant_id, period, stage, detail FROM ledger.rejections WHERE "
+                                 f"{window_where()}", [start, end]).fetchall()
     wh.publish(run_id=context.run_id)
-    return posting_result(context, posted, postings, config.dry_run)
+    if dg.AssetCheckKey(dg.AssetKey("jurnal_postings"), POSTINGS_CHECK) in context.selected_asset_check_keys:
+        yield postings_check(r2a, posted, {(t, pd.Timestamp(p).date()): f"[{stage}] {detail}"
+                                           for t, p, stage, detail in rejections})
+    yield posting_result(context, posted, postings, config.dry_run)
 
 
 @dataclass
@@ -183,6 +223,7 @@ class PostedWindow:
     requests: dict[str, int]
     systems: dict[str, str]  # tenant -> system, for the tenants this run covered
     seconds: float
+    held: dict[str, set[dt.date]] | None = None  # tenant -> months rejected upstream (their remote entry is held)
 
     def plan(self) -> pd.DataFrame:
         return pd.DataFrame([{"system": s, **vars(p)} for s, p in self.result.plan],
@@ -192,14 +233,17 @@ class PostedWindow:
 def post_window(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R2aDatabase,
                 accounting: AccountingResource, start: dt.date, end: dt.date, *, tenants: list[str] | None = None,
                 rechart: Callable[[Connections], Callable] | None = None) -> PostedWindow:
-    """Post [start, end) exactly once from the operational database (entries, state, tokens): every tenant, or only
-    `tenants` (one shard, production profile). Touches no DuckDB, so any host with the database can run it;
-    `rechart` (the embedded asset's chart refresh) is the one optional DuckDB writer."""
+    """Post [start, end) exactly once from the operational database (entries, state, tokens, remote changes and
+    policies): every tenant, or only `tenants` (one shard, production profile). Touches no DuckDB, so any host with
+    the database can run it; `rechart` (the embedded asset's chart refresh) is the one optional DuckDB writer.
+    Remote changes this run's reads saw are recorded; changes the run put right are resolved."""
     store = SqlPostingStore(r2a.ops_engine, context.run_id)
+    changes = RemoteChangeStore(r2a.ops_engine, context.run_id)
     entries, held = load_window(r2a.ops_engine, start, end, tenants)
     systems = connected_systems(r2a)
     if tenants is not None:
         systems = {t: systems[t] for t in tenants if t in systems}
+    known = changes.load(start, end, tenants)
     t0 = time.monotonic()
     every = config.progress_every or max(1, len(entries) // 20)
 
@@ -216,19 +260,81 @@ def post_window(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R
             store, dry_run=config.dry_run, backoff=accounting.backoff_initial, progress=progress,
             guard=DeleteGuard(config.allow_mass_delete, config.max_deletes, config.max_delete_fraction),
             rechart=rechart(connections) if rechart else None,
-            reload=lambda system, tenant: store.load(start, end, [tenant]).get(system, {}).get(tenant, {}))
+            reload=lambda system, tenant: store.load(start, end, [tenant]).get(system, {}).get(tenant, {}),
+            known=known, policies=changes.policies(sorted(set(entries) | set(known))), titles=system_titles())
         result = job.run()
         requests = connections.requests_by_system()
-    return PostedWindow(start, end, result, requests, systems, time.monotonic() - t0)
+    if not config.dry_run:
+        changes.record(result.changes())
+        changes.resolve_verified(store.load(start, end, tenants), f"run {context.run_id}")
+        for c in result.changes():
+            context.log.warning(f"tenant {c.tenant_id} {c.period:%Y-%m} ({system_title(c.system)}): "
+                                f"{change_detail(c, system_title(c.system), DEFAULT_POLICY)} [{c.action}]")
+    return PostedWindow(start, end, result, requests, systems, time.monotonic() - t0, held)
+
+
+def posting_problems(r2a: R2aDatabase, posted: PostedWindow,
+                     rejections: dict[tuple[str, dt.date], str] | None = None) -> pd.DataFrame:
+    """Every tenant-month of the window that is not posted as our ledger says, with why: this run's failures, rows
+    left failed/pending/rejected by an approver, months rejected upstream, changes held for a decision."""
+    start, end = posted.start, posted.end
+    state = SqlPostingStore(r2a.ops_engine).load(start, end)
+    rows: dict[tuple[str, str], dict] = {}
+    period_of = {cid: r.period for by_t in state.values() for rs in by_t.values() for cid, r in rs.items()}
+
+    def add(system: str, tenant: str, period: dt.date | None, cid: str, problem: str, detail: str) -> None:
+        rows.setdefault((tenant, cid), {"system": system, "tenant_id": tenant, "period": period, "custom_id": cid,
+                                        "problem": problem, "detail": detail})
+
+    for system, tenant, cid, error, kind in posted.result.failures():
+        add(system, tenant, period_of.get(cid), cid, f"failed ({kind})", error)
+    for system, by_t in state.items():
+        for tenant, rs in by_t.items():
+            if posted.systems and tenant not in posted.systems:
+                continue
+            for cid, r in rs.items():
+                if r.status in ("failed", "pending", "rejected"):
+                    add(system, tenant, r.period, cid, r.status, r.error or "")
+    for tenant, months in (posted.held or {}).items():
+        for m in sorted(months):
+            add(posted.systems.get(tenant, ""), tenant, m, custom_id_for(tenant, m), "rejected upstream",
+                (rejections or {}).get((tenant, m), "see ledger.rejections"))
+    store = RemoteChangeStore(r2a.ops_engine)
+    for change, policy in store.decisions():
+        if start <= change.period < end and (not posted.systems or change.tenant_id in posted.systems):
+            title = system_title(change.system)
+            add(change.system, change.tenant_id, change.period, change.custom_id, f"{change.kind} by hand, held",
+                change_detail(change, title, policy))
+    frame = pd.DataFrame(list(rows.values()), columns=["system", "tenant_id", "period", "custom_id", "problem",
+                                                       "detail"])
+    return frame.sort_values(["tenant_id", "period"], na_position="first", kind="stable").reset_index(drop=True)
+
+
+def postings_check(r2a: R2aDatabase, posted: PostedWindow,
+                   rejections: dict[tuple[str, dt.date], str] | None = None) -> dg.AssetCheckResult:
+    """The WARN check naming every tenant-month that is not posted as our ledger says (see `posting_problems`)."""
+    problems = posting_problems(r2a, posted, rejections)
+    names = [f"{r.tenant_id} {r.period:%Y-%m} ({r.problem})" if isinstance(r.period, dt.date) else
+             f"{r.tenant_id} ({r.problem})" for r in problems.itertuples(index=False)]
+    shown = ", ".join(names[:30]) + (f" ... and {len(names) - 30} more (see tenant_months)" if len(names) > 30 else "")
+    return dg.AssetCheckResult(
+        check_name=POSTINGS_CHECK, passed=problems.empty, severity=dg.AssetCheckSeverity.WARN,
+        description=None if problems.empty else f"{len(names)} tenant-month(s) not posted as our ledger says: {shown}",
+        metadata={"tenant_months_not_posted": len(names),
+                  "by_problem": dg.MetadataValue.json(problems["problem"].value_counts().to_dict()),
+                  "tenant_months": dg.MetadataValue.text("\n".join(names)),
+                  "problems": preview(problems, rows=50)})
 
 
 def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, postings: pd.DataFrame, dry_run: bool,
                    extra: dict | None = None) -> dg.MaterializeResult:
-    """The posting asset's metadata; raises dg.Failure naming the failed tenants (everything else is recorded)."""
+    """The posting asset's metadata; raises dg.Failure naming the failed tenants (everything else is recorded), with
+    `OUTCOME_KEY: completed_with_problems` in its metadata (`ledger-pipeline run` exits 3 for it, not 1)."""
     result, requests, systems = posted.result, posted.requests, posted.systems
     plan = posted.plan()
     failures = pd.DataFrame(result.failures(), columns=["system", "tenant_id", "custom_id", "error", "kind"])
     failed_tenants = sorted(set(failures["tenant_id"]))
+    changes = result.changes()
     metadata = {
         **table_spec_metadata("accounting.postings"),
         "window": describe_window(posted.start, posted.end), "dry_run": dry_run,
@@ -240,13 +346,17 @@ def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, post
                                                    if systems else {}),
         "failed_tenants": len(failed_tenants),
         "failures": preview(failures[["system", "tenant_id", "custom_id", "kind", "error"]]),
+        "remote_changes_seen": len(changes),
+        "remote_changes": preview(pd.DataFrame(
+            [{"system": c.system, "tenant_id": c.tenant_id, "period": c.period, "kind": c.kind, "action": c.action,
+              "diff": c.diff} for c in changes], columns=["system", "tenant_id", "period", "kind", "action", "diff"])),
         "dagster/row_count": len(postings),
         "status_counts": dg.MetadataValue.json(postings["status"].value_counts().to_dict()),
         "dagster/column_lineage": POSTINGS_LINEAGE,
         **(extra or {}),
     }
     for r in failures.head(50).itertuples(index=False):
-        context.log.error(f"tenant {r.tenant_id} ({r.system}) {r.custom_id}: {r.error}")
+        context.log.error(f"tenant {r.tenant_id} ({system_title(r.system)}) {r.custom_id}: {r.error}")
     problems = []
     if result.refused_deletes:
         context.log.error(result.refused_deletes)
@@ -257,7 +367,7 @@ def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, post
             f"{' ...' if len(failed_tenants) > 20 else ''}); everything else is posted and recorded in "
             "accounting.postings. Fix the cause named per tenant, then re-run: only what is not done is retried.")
     if problems:
-        raise dg.Failure(description=" ".join(problems), metadata=metadata)
+        raise dg.Failure(description=" ".join(problems), metadata={**metadata, OUTCOME_KEY: COMPLETED_WITH_PROBLEMS})
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -272,36 +382,74 @@ def _allowed_per_minute(accounting: AccountingResource) -> float:
     group_name="accounting", kinds={"duckdb"}, pool="duckdb",
     metadata=table_spec_metadata("accounting.reconciliation"),
     description="Reconciles the window from the posting state, without a request: an entry whose create/update "
-                "answer was verified line by line is a match; anything not posted is missing_remote with its reason. "
-                "Drift made by people in the systems is found by reconciliation_drift (its own hourly job).",
+                "answer was verified line by line is a match as of that answer (checked_by posting_response); an "
+                "entry changed by hand in its system since (deleted, edited, moved: see remote_changes) shows that "
+                "finding, and a newer read by reconciliation_drift (checked_by remote_read) is kept, never "
+                "overwritten by an older answer; anything not posted is missing_remote with its reason.",
 )
 def jurnal_reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase,
                           warehouse: WarehouseResource) -> dg.MaterializeResult:
     start, end = closed_window(context)
     wh = warehouse.warehouse
-    frame = reconciliation_from_state(r2a, start, end, context.run_id)
+    with wh.connect() as con:
+        reads = remote_reads(con, start, end)
+    frame = reconciliation_from_state(r2a, start, end, context.run_id, reads)
     with wh.connect() as con, transaction(con):
         replace_rows(con, "accounting.reconciliation", frame, window_where(), [start, end])
     wh.publish(run_id=context.run_id)
     return dg.MaterializeResult(metadata=table_result_metadata("accounting.reconciliation", frame, {
         "window": describe_window(start, end), "api_requests": 0,
         "status_counts": dg.MetadataValue.json(frame["status"].value_counts().to_dict() if len(frame) else {}),
+        "checked_by": dg.MetadataValue.json(frame["checked_by"].value_counts().to_dict() if len(frame) else {}),
         "not_matching": preview(frame[frame["status"] != "match"][["system", "tenant_id", "period", "status",
                                                                     "detail"]]),
     }))
 
 
-def reconciliation_from_state(r2a: R2aDatabase, start: dt.date, end: dt.date, run_id: str) -> pd.DataFrame:
-    """The window's accounting.reconciliation rows from the operational posting state (no request)."""
+def remote_reads(con, start: dt.date, end: dt.date) -> dict[str, ReconRow]:  # noqa: ANN001  (duckdb)
+    """The window's rows written by the drift read (checked_by remote_read), by custom_id."""
+    frame = con.execute(f"SELECT * FROM accounting.reconciliation WHERE {window_where()} AND checked_by = "
+                        "'remote_read'", [start, end]).fetchdf()
+    out = {}
+    for r in frame.itertuples(index=False):
+        out[r.custom_id] = (r.system, ReconRow(
+            r.tenant_id, pd.Timestamp(r.period).date(), r.custom_id, r.status, r.remote_ids,
+            _minor(r.local_total), _minor(r.remote_total), r.detail, "remote_read",
+            pd.Timestamp(r.checked_at).to_pydatetime() if pd.notna(r.checked_at) else None))
+    return {cid: row for cid, (_, row) in out.items()}
+
+
+def _minor(value: object) -> int:
+    from decimal import Decimal
+
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return 0
+    return int((Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))) * 100)
+
+
+def reconciliation_from_state(r2a: R2aDatabase, start: dt.date, end: dt.date, run_id: str,
+                              reads: dict[str, ReconRow] | None = None) -> pd.DataFrame:
+    """The window's accounting.reconciliation rows from the operational posting state and remote changes (no
+    request); `reads`: newer drift rows to keep (see reconcile.reconcile_from_state)."""
     entries, _ = load_window(r2a.ops_engine, start, end)
-    rows = reconcile_from_state(entries, SqlPostingStore(r2a.ops_engine).load(start, end), connected_systems(r2a))
+    changes = RemoteChangeStore(r2a.ops_engine)
+    known = changes.load(start, end)
+    rows = reconcile_from_state(entries, SqlPostingStore(r2a.ops_engine).load(start, end), connected_systems(r2a),
+                                titles=system_titles(), known=known,
+                                policies=changes.policies(sorted(set(entries) | set(known))), remote_reads=reads)
     return recon_frame(rows, run_id, "posting_response")
 
 
 def recon_frame(rows: list[tuple[str, ReconRow]], run_id: str, checked_by: str) -> pd.DataFrame:
-    frame = pd.DataFrame([{"system": s, **vars(r)} for s, r in rows],
-                         columns=["system", *ReconRow.__dataclass_fields__])
-    return frame.assign(checked_by=checked_by, run_id=run_id, checked_at=utc_now())
+    """accounting.reconciliation rows: each row's own checked_by/checked_at where it has them, else these."""
+    now = utc_now()
+    fields = [f for f in ReconRow.__dataclass_fields__ if f not in ("checked_by", "checked_at")]
+    frame = pd.DataFrame([{"system": s, **{f: getattr(r, f) for f in fields},
+                           "checked_by": r.checked_by or checked_by,
+                           "checked_at": pd.Timestamp(r.checked_at) if r.checked_at is not None else now}
+                          for s, r in rows], columns=["system", *fields, "checked_by", "checked_at"])
+    frame["checked_at"] = pd.to_datetime(frame["checked_at"])
+    return frame.assign(run_id=run_id)
 
 
 class DriftConfig(dg.Config):
@@ -312,10 +460,13 @@ class DriftConfig(dg.Config):
 @dg.asset(
     deps=["jurnal_postings"], group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb",
     metadata=table_spec_metadata("accounting.reconciliation"),
-    description="Finds drift made by people in the accounting systems (entries edited, deleted or added by hand): "
-                "reads each tenant's remote entries over a rolling window, least recently checked tenants first, "
-                "within a request budget per run (background priority: posting goes first), and records match, "
-                "missing_remote, duplicate_remote, amount_mismatch, unexpected_remote or not_checked.",
+    description="Finds drift made by people in the accounting systems (entries edited, deleted, moved or added by "
+                "hand): reads each tenant's remote entries over a rolling window, least recently checked tenants "
+                "first, within a request budget per run (background priority: posting goes first), and records "
+                "match, missing_remote, duplicate_remote, amount_mismatch, moved_remote, accepted_remote, "
+                "unexpected_remote or not_checked. A change to an entry we posted (deleted, edited with its diff "
+                "line by line, moved) is recorded in remote_changes: the next close acts on it under the tenant's "
+                "policy, and `ledger-pipeline decisions` lists the ones held for a decision.",
 )
 def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig, r2a: R2aDatabase,
                          accounting: AccountingResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -330,26 +481,40 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
             f"SELECT tenant_id, MAX(checked_at) FROM accounting.reconciliation WHERE {window_where()} "
             "AND checked_by = 'remote_read' GROUP BY 1", [start, end]).fetchall())
     state = SqlPostingStore(r2a.ops_engine).load(start, end)
+    store = RemoteChangeStore(r2a.ops_engine, context.run_id)
+    known = store.load(start, end)
     systems = connected_systems(r2a)
     posted = {t for by_t in state.values() for t in by_t}
     tenants = sorted(set(entries) | posted, key=lambda t: (last.get(t) or pd.Timestamp.min, t))
+    policies = store.policies(tenants)
     rows: list[tuple[str, ReconRow]] = []
+    seen: list[RemoteChange] = []
+    matched: dict[str, list[str]] = {}
     checked: list[str] = []
     with accounting.connections(r2a.ops_database_url, "background") as connections:
         for tenant in tenants:
             system = systems.get(tenant)
             if system is None or connections.requests >= budget:
                 continue
-            mine = entries.get(tenant, [])
+            mine, title = entries.get(tenant, []), system_title(system)
+            mine_rows = state.get(system, {}).get(tenant, {})
             try:
                 remotes = connections(system).sink.list_period(tenant, start, end)
             except SinkError as exc:
                 rows += [(system, ReconRow(tenant, e.period, e.custom_id, "not_checked", "", e.total_debit_minor, 0,
-                                           f"could not list {system} entries: {exc}")) for e in mine]
+                                           f"could not read {title} entries: {exc}")) for e in mine]
             else:
-                rows += [(system, r) for r in reconcile_tenant(tenant, mine, remotes)]
+                recon, changes = read_tenant(tenant, mine, remotes, title, system=system, rows=mine_rows,
+                                             known=known.get(tenant), policy=policies[tenant],
+                                             now=utc_now().to_pydatetime(), window=(start, end))
+                rows += [(system, r) for r in recon]
+                seen += [replace(c, action="reported") for c in changes]
+                matched.setdefault(system, []).extend(r.custom_id for r in recon if r.status == "match")
             checked.append(tenant)
         requests = connections.requests
+    store.record(seen)
+    for system, cids in matched.items():
+        store.resolve(system, cids, "seen matching our entry by the drift read")
     frame = recon_frame(rows, context.run_id, "remote_read")
     with wh.connect() as con, transaction(con):
         replace_rows(con, "accounting.reconciliation", frame, f"{window_where()} AND {IN_TENANTS}",
@@ -357,29 +522,147 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
     wh.publish(run_id=context.run_id)
     drift = frame[frame["status"] != "match"]
     for r in drift.head(20).itertuples(index=False):
-        context.log.warning(f"drift: tenant {r.tenant_id} ({r.system}) {r.custom_id}: {r.status}: {r.detail}")
+        context.log.warning(f"drift: tenant {r.tenant_id} ({system_title(r.system)}) {r.custom_id}: {r.status}: "
+                            f"{r.detail}")
     return dg.MaterializeResult(metadata=table_result_metadata("accounting.reconciliation", frame, {
         "window": describe_window(start, end), "api_requests": requests, "request_budget": budget,
         "tenants_checked": len(checked), "tenants_left_for_next_run": len(tenants) - len(checked),
         "status_counts": dg.MetadataValue.json(frame["status"].value_counts().to_dict() if len(frame) else {}),
+        "remote_changes": len(seen),
         "drift": preview(drift[["system", "tenant_id", "period", "status", "detail"]]),
     }))
 
 
+# Statuses that are not a failure of the check: what the system holds is what we mean it to hold.
+AGREED = ("match", "accepted_remote")
+
+
 @dg.asset_check(asset="jurnal_reconciliation", pool="duckdb",
                 description="Every entry in the window is in its accounting system exactly once with our amounts "
-                            "(status match).")
+                            "(status match), or with a version changed by hand that an operator accepted "
+                            "(accepted_remote).")
 def reconciliation_all_match(context: dg.AssetCheckExecutionContext,
                              warehouse: WarehouseResource) -> dg.AssetCheckResult:
     return all_match(context, warehouse)
 
 
 def all_match(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    """The check's window in accounting.reconciliation: passes when every entry is a match."""
+    """The check's window in accounting.reconciliation: passes when every entry is a match (or accepted)."""
     where, params = check_window(context)
     with warehouse.warehouse.connect() as con:
-        bad = con.execute(f"SELECT system, tenant_id, period, custom_id, status, detail FROM accounting.reconciliation "
-                          f"WHERE {where} AND status <> 'match' ORDER BY 2, 3", params).fetchdf()
+        bad = con.execute(f"SELECT system, tenant_id, period, custom_id, status, checked_by, detail FROM "
+                          f"accounting.reconciliation WHERE {where} AND status NOT IN {AGREED} ORDER BY 2, 3",
+                          params).fetchdf()
     return dg.AssetCheckResult(passed=bad.empty, metadata={"not_matching": len(bad), "preview": preview(bad)},
                                description=None if bad.empty else f"{len(bad)} entries do not match their system")
 
+
+# -- operator levers: re-post, re-read or accept one tenant-month --------------------------------------------------
+class RepostRefused(Exception):
+    """A repost that cannot be done as asked (nothing to accept, no entry, not connected): the message says why."""
+
+
+@dataclass
+class Reposted:
+    tenant_id: str
+    period: dt.date
+    system: str
+    done: str  # what happened, in words naming the tenant's system
+    ok: bool
+    requests: int
+
+
+def repost_tenant_month(log: dg.DagsterLogManager, run_id: str, r2a: R2aDatabase, accounting: AccountingResource,
+                        wh: Warehouse | None, tenant: str, month: dt.date, accept_remote: bool = False) -> Reposted:
+    """Re-read one tenant-month's entry in its system first, then: re-create it if it is gone, update it if it is
+    ours (our id) and differs, leave it if it matches; or (`accept_remote`) accept the system's version as the new
+    truth, recording its fingerprint so the next close leaves it. Publishes the month's accounting.postings and the
+    entry's reconciliation row (checked_by repost) when `wh` is given. Raises RepostRefused with the reason."""
+    start, end = month, clock.add_months(month, 1)
+    entries, held = load_window(r2a.ops_engine, start, end, [tenant])
+    system = connected_systems(r2a).get(tenant)
+    if system is None:
+        raise RepostRefused(f"tenant {tenant} is not connected to an accounting system: run `ledger-pipeline connect "
+                            f"--tenant {tenant} --system <jurnal|quickbooks|zoho|aden|rootfi>`")
+    title = system_title(system)
+    mine = entries.get(tenant, [])
+    if not mine:
+        why = ("the month was rejected upstream (see ledger.rejections): fix the source rows, then close it again "
+               f"(`ledger-pipeline run --month {month:%Y-%m}`)" if month in held.get(tenant, set()) else
+               f"our ledger has no entry for it: close the month first (`ledger-pipeline run --month {month:%Y-%m}`)")
+        raise RepostRefused(f"nothing to re-post for tenant {tenant} {month:%Y-%m} ({title}): {why}")
+    e = mine[0]
+    store, changes = SqlPostingStore(r2a.ops_engine, run_id), RemoteChangeStore(r2a.ops_engine, run_id)
+    rows = store.load(start, end, [tenant]).get(system, {}).get(tenant, {})
+    row = rows.get(e.custom_id)
+    known = changes.load(start, end, [tenant]).get(tenant, {})
+    t0 = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    with accounting.connections(r2a.ops_database_url) as connections:
+        sink = connections(system).sink
+        if accept_remote:
+            done = _accept(sink, store, changes, e, row, system, title)
+            ok = True
+        else:
+            engine = PostingEngine(sink, store, backoff=accounting.backoff_initial, title=title)
+            outcome = engine.post_tenant(tenant, [e], rows, (start, end), set(), known,
+                                         changes.policy(tenant), reread={e.custom_id})
+            changes.record(outcome.changes)
+            state = store.load(start, end, [tenant])
+            changes.resolve_verified(state, f"repost run {run_id}")
+            ok = not outcome.failures
+            done = _reposted_words(outcome.counts, outcome.failures, title)
+        requests = connections.requests
+    log.info(f"repost {tenant} {month:%Y-%m} ({title}): {done}")
+    if wh is not None:
+        _publish_repost(wh, r2a, run_id, start, end, e.custom_id, t0)
+    return Reposted(tenant, month, system, done, ok, requests)
+
+
+def _accept(sink, store: SqlPostingStore, changes: RemoteChangeStore, e, row: PostingRow | None,  # noqa: ANN001
+            system: str, title: str) -> str:
+    remote = sink.find(e.tenant_id, e.custom_id, sink_hint(row.remote_state) if row else None)
+    if remote is None:
+        raise RepostRefused(f"nothing to accept for tenant {e.tenant_id} {e.period:%Y-%m}: {title} has no entry "
+                            f"with our id {e.custom_id} (deleted?). Re-create it with `ledger-pipeline repost "
+                            f"--tenant {e.tenant_id} --month {e.period:%Y-%m}`")
+    if remote.matches(e):
+        changes.resolve(system, [e.custom_id], "seen matching our entry by a repost --accept-remote")
+        return f"{title} holds exactly our entry: nothing to accept"
+    fp = remote_fingerprint(remote)
+    kind = "moved" if month_of(remote.transaction_date) != e.period else "edited"
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    diff = "; ".join(diff_entry(e, remote, title)) or "the lines differ"
+    changes.record([RemoteChange(system, e.tenant_id, e.period, e.custom_id, kind, str(remote.remote_id), diff, fp,
+                                 e.content_hash, "accepted", "accepted", "repost", now, bool(remote.locked))])
+    base = row or PostingRow(system, e.tenant_id, e.period, e.custom_id, e.content_hash, "posted", "accept")
+    store.save([replace(base, status="posted", action="accept", error=None, content_hash=e.content_hash,
+                        remote_id=str(remote.remote_id), remote_line_ids=tuple(remote.line_ids),
+                        remote_state={**(dict(remote.extra) or sink_hint(base.remote_state)), FINGERPRINT_KEY: fp},
+                        posted_at=base.posted_at or now)])
+    return (f"{title}'s version accepted as the new truth ({kind} by hand: {diff}); the close leaves it while "
+            "neither our ledger nor the entry in the system changes")
+
+
+def _reposted_words(counts: dict[str, int], failures: list[tuple[str, str, str]], title: str) -> str:
+    if failures:
+        return f"not done: {failures[0][1]}"
+    words = {"create": f"re-created in {title} (it was gone)", "update": f"updated in {title} to our entry",
+             "adopted": f"{title} holds exactly our entry: nothing to change",
+             "refresh": f"{title} holds exactly our entry: nothing to change",
+             "awaiting_approval": f"in {title}, awaiting approval", "submitted": f"submitted to {title}, processing",
+             "hold": "held", "skip": "left as it is"}
+    return "; ".join(words.get(k, k) for k in counts) or "nothing to do"
+
+
+def _publish_repost(wh: Warehouse, r2a: R2aDatabase, run_id: str, start: dt.date, end: dt.date, custom_id: str,
+                    since: dt.datetime) -> None:
+    """The month's accounting.postings and this entry's reconciliation row, after a repost (a real read)."""
+    postings = SqlPostingStore(r2a.ops_engine).frame(start, end)
+    frame = reconciliation_from_state(r2a, start, end, run_id)
+    frame = frame[frame["custom_id"] == custom_id].copy()
+    fresh = frame["checked_at"] >= pd.Timestamp(since)
+    frame.loc[fresh | frame["status"].isin(AGREED), "checked_by"] = "repost"
+    with wh.connect() as con, transaction(con):
+        replace_rows(con, "accounting.postings", postings, window_where(), [start, end])
+        replace_rows(con, "accounting.reconciliation", frame, "custom_id = ?", [custom_id])
+    wh.publish(run_id=run_id)

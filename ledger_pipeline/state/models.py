@@ -151,3 +151,40 @@ connection_health = Table(  # per (tenant, system): what we learnt of the connec
     Column("connected_at", DateTime),
     Column("connected_via", String(20)),  # serve | cli
 )
+
+
+class RemoteChangeRecord(OpsBase):
+    """The latest change a person made in a tenant's system to one of our entries (deleted, edited, moved), and what
+    became of it: open, resolved, or accepted by an operator. Read and written by ledger_pipeline/remote_changes.py
+    (revision 0003)."""
+
+    __tablename__ = "remote_changes"
+    system: Mapped[str] = mapped_column(String(20), primary_key=True)
+    custom_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    period: Mapped[dt.date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(20))  # deleted | edited | moved
+    status: Mapped[str] = mapped_column(String(20))  # open | resolved | accepted
+    action: Mapped[str | None] = mapped_column(String(20))  # reported | held | recreated | overwritten | accepted
+    remote_id: Mapped[str | None] = mapped_column(String(120))
+    diff: Mapped[str | None] = mapped_column(Text)  # line by line, "; "-separated
+    remote_hash: Mapped[str | None] = mapped_column(String(64))  # fingerprint of the system's entry as seen
+    content_hash: Mapped[str | None] = mapped_column(String(64))  # our entry's content hash when seen
+    locked: Mapped[int] = mapped_column(Integer, default=0)
+    found_by: Mapped[str | None] = mapped_column(String(20))  # remote_read | close | repost
+    found_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    resolution: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_remote_changes_period_tenant", "period", "tenant_id"),)
+
+
+class RemotePolicyRecord(OpsBase):
+    """What the close does with a tenant's remote changes (tenant `*`: the default for every tenant without a row)."""
+
+    __tablename__ = "remote_change_policies"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    on_edit: Mapped[str] = mapped_column(String(20))  # hold | overwrite
+    on_delete: Mapped[str] = mapped_column(String(20))  # recreate | hold
+    updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)

@@ -54,7 +54,8 @@ COLUMNS: dict[tuple[str, str], str] = {
     ("accounting.postings", "verified_at"): "When the system's answer to our create/update matched what we sent, "
                                             "line by line (the entry then counts as reconciled without a read).",
     ("accounting.reconciliation", "checked_by"): "posting_response (verified from the system's answer when posting, "
-                                                 "no request) or remote_read (the drift job read the system).",
+                                                 "no request), remote_read (the drift job read the system) or "
+                                                 "repost (an operator's `ledger-pipeline repost` read it).",
     # r2a.pl_monthly
     ("r2a.pl_monthly", "revenue"): "Revenue of the month (sales net of refunds), exact, DECIMAL(21,3) in `currency`.",
     ("r2a.pl_monthly", "cogs"): "Cost of goods sold of the month, exact.",
@@ -133,13 +134,18 @@ COLUMNS: dict[tuple[str, str], str] = {
     ("accounting.posting_plan", "reason"): "Why, e.g. unchanged, new, content changed.",
     ("accounting.posting_plan", "planned_at"): "When the plan was made (UTC).",
     # accounting.reconciliation
-    ("accounting.reconciliation", "status"): "match, missing_remote, duplicate_remote, amount_mismatch, "
-                                         "unexpected_remote, awaiting_approval; not_checked: could not read.",
+    ("accounting.reconciliation", "status"): "match, missing_remote (not posted, or deleted by hand), "
+                                         "duplicate_remote, amount_mismatch (edited by hand, or our ledger changed), "
+                                         "moved_remote (re-dated by hand), accepted_remote (a version changed by hand "
+                                         "that an operator accepted), unexpected_remote, awaiting_approval; "
+                                         "not_checked: could not read.",
     ("accounting.reconciliation", "remote_ids"): "The system's entry ids found for the custom_id.",
     ("accounting.reconciliation", "local_total"): "Our entry's total debit, exact.",
     ("accounting.reconciliation", "remote_total"): "The system's entry total debit, exact.",
-    ("accounting.reconciliation", "detail"): "What differs, for a person.",
-    ("accounting.reconciliation", "checked_at"): "When the row was checked (UTC).",
+    ("accounting.reconciliation", "detail"): "What differs, for a person: a change made by hand line by line, and "
+                                             "what happens next.",
+    ("accounting.reconciliation", "checked_at"): "When the entry was seen as the row says (UTC): the read, or the "
+                                                 "system's answer to our write.",
     # ledger.exchange_rates
     ("ledger.exchange_rates", "rate_date"): "The date the rate is for (an entry uses the rate of its own date).",
     ("ledger.exchange_rates", "from_currency"): "Base currency (ISO 4217): the rate prices one unit of it.",
