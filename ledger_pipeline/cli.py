@@ -201,6 +201,7 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
     import httpx
     from sqlalchemy import select
 
+    from ledger_pipeline.connections import refresh_company_currencies
     from ledger_pipeline.r2a.models import Tenant, make_engine
     from ledger_pipeline.state.vault import tenant_systems
     from ledger_pipeline.systems import OpenOptions, get, open_connection
@@ -222,6 +223,9 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
         progress = _progress(f"tenants connected to {system}")
         for i, t in enumerate(tenants, 1):
             connection.connect_tenant(t, opener)
+            # the company's home currency (and multicurrency), read now and again on every chart refresh
+            refresh_company_currencies(connection.vault.engine, [(system, t)], lambda _s: connection,
+                                       lambda msg: click.echo(f"warning: {msg}", err=True))
             progress(i, len(tenants))
         return len(tenants)
     finally:
