@@ -723,6 +723,54 @@ def _demo_connect(s) -> dict[str, int]:  # noqa: ANN001
     return {system: _connect(s, tenants, auto=True, system=system) for system, tenants in plan.items()}
 
 
+DEMO_FOREIGN = ("aden", "USD")  # one tenant keeps its books in USD, on an Aden company kept in IDR
+DEMO_RATE = "16312.5"  # 1 USD in IDR, the demo's month-end rate (a made-up but plausible figure)
+
+
+def _demo_foreign_tenant(engine) -> str | None:  # noqa: ANN001
+    """The demo plays R2a's team: its first Aden tenant records its amounts in USD (tenant and rows), so the close
+    shows one foreign-currency tenant posted with a loaded rate."""
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        seeded = list(conn.execute(text("SELECT tenant_id FROM tenants ORDER BY tenant_id")).scalars())
+        tenant = next((t for i, t in enumerate(seeded) if DEMO_MIX[i % len(DEMO_MIX)] == DEMO_FOREIGN[0]), None)
+        if tenant is not None:
+            conn.execute(text("UPDATE tenants SET currency = :c WHERE tenant_id = :t"),
+                         {"c": DEMO_FOREIGN[1], "t": tenant})
+            conn.execute(text("UPDATE r2a_transactions SET currency = :c WHERE tenant_id = :t AND currency = 'IDR'"),
+                         {"c": DEMO_FOREIGN[1], "t": tenant})
+    return tenant
+
+
+def _demo_rates(s, engine, first: dt.date, last: dt.date) -> None:  # noqa: ANN001
+    """Write data/demo_rates.csv (USD -> IDR at every closed month's end) and load it, as an operator would with
+    `ledger-pipeline rates load`, when a demo tenant keeps its books in USD."""
+    import calendar
+
+    from sqlalchemy import text
+
+    from ledger_pipeline.rates import load_rates, read_rates_file
+    from ledger_pipeline.state.database import make_ops_engine
+
+    with engine.connect() as conn:
+        foreign = conn.execute(text("SELECT tenant_id FROM tenants WHERE currency = :c ORDER BY tenant_id"),
+                               {"c": DEMO_FOREIGN[1]}).scalars().first()
+    if foreign is None:
+        return
+    lines, month = ["date,from_currency,to_currency,rate"], first
+    while month <= last:
+        end = month.replace(day=calendar.monthrange(month.year, month.month)[1])
+        lines.append(f"{end.isoformat()},{DEMO_FOREIGN[1]},IDR,{DEMO_RATE}")
+        month = (end + dt.timedelta(days=1))
+    path = s.data_dir / "demo_rates.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    load_rates(make_ops_engine(s.ops_database_url), read_rates_file(path), str(path))
+    click.echo(f"  tenant {foreign} keeps its books in {DEMO_FOREIGN[1]} on an IDR company: rates loaded from {path} "
+               f"(`ledger-pipeline rates load {path}`), 1 {DEMO_FOREIGN[1]} = {DEMO_RATE} IDR")
+
+
 @main.command()
 @click.option("--tenants", default=40, show_default=True)
 @click.option("--months", default=3, show_default=True, help="how many recent months to close")
@@ -746,6 +794,7 @@ def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
         result = seeding.seed(engine, tenants, 12, None, 7, _progress("rows"))
         _record_first_month(s, result.start)
         seeding.add_bad_rows(engine, seeding.default_start(months), ["t00001", "t00002", "t00003"])
+        _demo_foreign_tenant(engine)
         click.echo(f"  seeded {result.tenants} tenants x 12 months ({result.rows:,} rows) plus a few bad rows")
     else:
         click.echo(f"  {have} tenants already seeded ({_safe_url(s.r2a_database_url)})")
@@ -758,6 +807,7 @@ def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
         click.echo("  newly connected: " + (", ".join(f"{n} to {system}" for system, n in counts.items()) or "none"))
         last = seeding.default_start(1)
         first = seeding.default_start(months)
+        _demo_rates(s, engine, first, last)
         click.echo(f"4/5 closing {first:%Y-%m} .. {last:%Y-%m} (GL accounts, extract, journal, post, reconcile)")
         httpx.post(f"{url}/_sandbox/stats/reset")
         code = _run_close(first.strftime("%Y-%m"), last.strftime("%Y-%m"))
