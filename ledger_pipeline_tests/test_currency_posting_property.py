@@ -76,7 +76,8 @@ def test_an_amount_survives_extraction_duckdb_wire_remote_and_reconciliation(wor
     with engine.begin() as db:
         db.execute(text("DELETE FROM r2a_transactions"))
         db.execute(text("DELETE FROM tenants"))
-        db.execute(text("INSERT INTO tenants (tenant_id, name, currency) VALUES (:t, :t, :c)"), {"t": tenant, "c": code})
+        db.execute(text("INSERT INTO tenants (tenant_id, name, currency) VALUES (:t, :t, :c)"),
+                   {"t": tenant, "c": code})
         db.execute(text(f"INSERT INTO r2a_transactions (tenant_id, txn_date, category, subcategory, amount, currency) "
                         f"VALUES (:t, '2025-01-15', 'revenue', 's', {from_minor(minor, code)}, :c)"),
                    {"t": tenant, "c": code})
