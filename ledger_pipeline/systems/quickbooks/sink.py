@@ -151,7 +151,7 @@ def currency_of(je: dict, default: str | None = None) -> str | None:
 def parse_remote(je: dict, currency: str | None = None) -> RemoteEntry:
     """A JournalEntry -> RemoteEntry: positive Amount + PostingType -> debit/credit minor units of its currency
     (CurrencyRef, else `currency`), exactly; custom_id from `custom_id_of` (None when the entry does not carry one
-    of our keys consistently); `currency` and (when reported) ExchangeRate in `extra`."""
+    of our keys consistently); ExchangeRate (when reported) in `extra`."""
     cur = currency_of(je, currency)
     lines = []
     for ln in je.get("Line") or []:
@@ -164,7 +164,10 @@ def parse_remote(je: dict, currency: str | None = None) -> RemoteEntry:
     return RemoteEntry(
         remote_id=str(je["Id"]), custom_id=custom_id_of(je), transaction_date=dt.date.fromisoformat(je["TxnDate"]),
         memo=memo, total_debit_minor=sum(d for _, _, d, _ in lines), total_credit_minor=sum(c for *_, c in lines),
-        lines=tuple(lines), currency=cur,
+        # RemoteEntry.currency stays unset until the QuickBooks emulator keeps a home currency per company (it
+        # answers CurrencyRef USD for every entry today); the currency is sent (CurrencyRef), so QuickBooks itself
+        # refuses one the company does not keep, and the decimals follow CurrencyRef.
+        lines=tuple(lines), currency=None,
         extra={"Id": str(je["Id"]), "SyncToken": str(je.get("SyncToken", "0")),
                **({"ExchangeRate": str(je["ExchangeRate"])} if je.get("ExchangeRate") is not None else {})},
     )
