@@ -140,9 +140,10 @@ def connections_frame(engine: Engine, systems: dict[str, str]) -> pd.DataFrame:
 def plan_window(entries: dict[str, list[CanonicalEntry]], systems: dict[str, str],
                 companies: dict[tuple[str, str], CompanyCurrency], rates: RateTable
                 ) -> tuple[dict[str, list[CanonicalEntry]], dict[str, set[dt.date]], list[CurrencyRejection]]:
-    """Each tenant's entries as they are posted (ledger/currency.py plan_currency), the months held because an
-    entry was refused (held, never deleted remotely), and the refusals. A tenant whose company currency was never
-    read is posted as before, its currency sent (the systems that take a currency refuse one they do not keep)."""
+    """Each tenant's entries as they are posted (ledger/currency.py plan_currency), the refused entries left out and
+    their months held (nothing sent, nothing deleted remotely), and the refusals. A tenant whose company currency
+    was never read is posted as before, its currency sent (the systems that take a currency refuse one they do not
+    keep)."""
     planned: dict[str, list[CanonicalEntry]] = {}
     held: dict[str, set[dt.date]] = {}
     refused: list[CurrencyRejection] = []
@@ -158,7 +159,8 @@ def plan_window(entries: dict[str, list[CanonicalEntry]], systems: dict[str, str
                 keep.append(plan_currency(e, system, company, rates))
             except CurrencyRejection as exc:
                 refused.append(exc)
+                # left out of the window and its month held: nothing is sent, and an entry posted before is kept
+                # as it is (a held month's posting rows are never deleted: posting.plan_tenant)
                 held.setdefault(tenant, set()).add(e.period)
-                keep.append(e)  # kept so the plan holds it (never a delete of what was posted before)
         planned[tenant] = keep
     return planned, held, refused

@@ -148,3 +148,53 @@ def test_a_currency_change_is_an_amount_mismatch_with_both_currencies(connect, s
     ours = dataclasses.replace(e, currency="USD")  # R2a now says the tenant's books are in USD
     [row] = reconcile_tenant(tenant, [ours], [remote])
     assert row.status == "amount_mismatch" and "IDR" in row.detail and "USD" in row.detail
+
+
+# --- through the Dagster close: the company currency read with the chart, the plan in the posting asset ----------
+
+def test_a_usd_tenant_on_an_idr_company_closes_with_the_loaded_rate_or_is_refused_naming_both(settings, sandbox):  # noqa: ANN001
+    from sqlalchemy import text as sql
+
+    from ledger_pipeline import clock
+    from ledger_pipeline.r2a import seed as seeding
+    from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.rates import load_rates
+    from ledger_pipeline.state.database import make_ops_engine
+    from ledger_pipeline_tests.helpers import CLOSE, connect_to, live_entries, materialize, query
+
+    month = clock.add_months(clock.last_complete_month(), -1)
+    engine = make_engine(settings.r2a_database_url)
+    seeding.seed(engine, 2, 1, month, seed=5)
+    with engine.begin() as conn:
+        conn.execute(sql("UPDATE tenants SET currency = 'USD' WHERE tenant_id = 't00001'"))
+        conn.execute(sql("UPDATE r2a_transactions SET currency = 'USD' WHERE tenant_id = 't00001'"))
+    connect_to("aden", ["t00001", "t00002"])
+
+    # no rate loaded: the USD tenant's month is a failed posting naming both currencies and the fix; nothing sent
+    result = materialize(CLOSE, month.isoformat(), raise_on_error=False)
+    assert not result.success
+    ops = make_ops_engine(settings.ops_database_url)
+    with ops.connect() as conn:
+        homes = dict(conn.execute(sql("SELECT tenant_id, home_currency FROM connection_health")).all())
+    assert homes == {"t00001": "IDR", "t00002": "IDR"}, "read from the Aden company with its chart"
+    assert query(settings, "SELECT tenant_id, home_currency, multicurrency FROM accounting.connections "
+                           "ORDER BY 1") == [("t00001", "IDR", True), ("t00002", "IDR", True)]
+    posted = {e["custom_id"].split("~")[0] for e in live_entries(sandbox.url, "aden")}
+    assert custom_id_for("t00002", month) in posted and custom_id_for("t00001", month) not in posted
+    text = " ".join(repr(e.event_specific_data) for e in result.all_events if e.is_step_failure)
+    assert all(w in text for w in ("t00001", "USD", "IDR", "ledger-pipeline rates load")), text[:2000]
+
+    # the rate for the entry's date loaded: posted in USD with it, reconciled
+    last_day = clock.add_months(month, 1) - dt.timedelta(days=1)
+    load_rates(ops, [Rate(last_day, "USD", "IDR", Decimal("16312.5"))], "test")
+    assert materialize(CLOSE, month.isoformat()).success
+    s = load_settings()
+    aden = open_connection("aden", s, OpenOptions(s.ops_database_url, 1000, 0.01, 5))
+    try:
+        remote = aden.sink.find("t00001", custom_id_for("t00001", month))
+    finally:
+        aden.close()
+    assert remote is not None and remote.currency == "USD"
+    assert query(settings, "SELECT DISTINCT status FROM accounting.reconciliation") in ([("match",)],)
+    assert query(settings, "SELECT from_currency, to_currency, rate FROM ledger.exchange_rates") == [
+        ("USD", "IDR", Decimal("16312.5"))]
