@@ -181,6 +181,9 @@ def test_a_usd_tenant_on_an_idr_company_closes_with_the_loaded_rate_or_is_refuse
                            "ORDER BY 1") == [("t00001", "IDR", True), ("t00002", "IDR", True)]
     posted = {e["custom_id"].split("~")[0] for e in live_entries(sandbox.url, "aden")}
     assert custom_id_for("t00002", month) in posted and custom_id_for("t00001", month) not in posted
+    [(who, stage, detail)] = query(settings, "SELECT tenant_id, stage, detail FROM ledger.rejections "
+                                             "WHERE stage = 'currency'")
+    assert who == "t00001" and all(w in detail for w in ("USD", "IDR", "ledger-pipeline rates load"))
     text = " ".join(repr(e.event_specific_data) for e in result.all_events if e.is_step_failure)
     assert all(w in text for w in ("t00001", "USD", "IDR", "ledger-pipeline rates load")), text[:2000]
 
@@ -196,5 +199,6 @@ def test_a_usd_tenant_on_an_idr_company_closes_with_the_loaded_rate_or_is_refuse
         aden.close()
     assert remote is not None and remote.currency == "USD"
     assert query(settings, "SELECT DISTINCT status FROM accounting.reconciliation") in ([("match",)],)
+    assert query(settings, "SELECT * FROM ledger.rejections WHERE stage = 'currency'") == []
     assert query(settings, "SELECT from_currency, to_currency, rate FROM ledger.exchange_rates") == [
         ("USD", "IDR", Decimal("16312.5"))]

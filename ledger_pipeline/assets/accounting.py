@@ -222,6 +222,9 @@ def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2
         replace_rows(con, "accounting.posting_plan", posted.plan().assign(run_id=context.run_id, planned_at=utc_now()),
                      window_where(), [start, end])
         replace_rows(con, "accounting.postings", postings, window_where(), [start, end])
+        if not config.dry_run:  # this run's currency refusals replace the window's earlier ones
+            replace_rows(con, "ledger.rejections", posted.currency_rejections(context.run_id),
+                         window_where() + " AND stage = 'currency'", [start, end])
         rejections = con.execute(f"SELECT tenant_id, period, stage, detail FROM ledger.rejections WHERE "
                                  f"{window_where()}", [start, end]).fetchall()
     wh.publish(run_id=context.run_id)
@@ -242,6 +245,15 @@ class PostedWindow:
     systems: dict[str, str]  # tenant -> system, for the tenants this run covered
     seconds: float
     held: dict[str, set[dt.date]] | None = None  # tenant -> months rejected upstream (their remote entry is held)
+    refused: list | None = None  # CurrencyRejection per entry refused by the currency plan (connections.py)
+
+    def currency_rejections(self, run_id: str) -> pd.DataFrame:
+        """ledger.rejections rows (stage "currency") for the entries the currency plan refused."""
+        rows = [{"tenant_id": r.tenant_id, "period": r.period, "stage": "currency",
+                 "reason": "no_rate" if "no exchange rate" in str(r) else "currency_not_accepted",
+                 "detail": str(r), "run_id": run_id, "recorded_at": utc_now()} for r in self.refused or []]
+        return pd.DataFrame(rows, columns=["tenant_id", "period", "stage", "reason", "detail", "run_id",
+                                           "recorded_at"])
 
     def plan(self) -> pd.DataFrame:
         return pd.DataFrame([{"system": s, **vars(p)} for s, p in self.result.plan],
@@ -296,7 +308,7 @@ def post_window(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R
         for c in result.changes():
             context.log.warning(f"tenant {c.tenant_id} {c.period:%Y-%m} ({system_title(c.system)}): "
                                 f"{change_detail(c, system_title(c.system), DEFAULT_POLICY)} [{c.action}]")
-    return PostedWindow(start, end, result, requests, systems, time.monotonic() - t0, held)
+    return PostedWindow(start, end, result, requests, systems, time.monotonic() - t0, held, refused)
 
 
 def posting_problems(r2a: R2aDatabase, posted: PostedWindow,
