@@ -242,10 +242,16 @@ class TenantRound:
             self.outcome.failures.append((cid, message, "rejected"))
             return
         if not remote.matches(e):
+            theirs = remote.currency or e.currency
+            if theirs != e.currency:
+                why = (f"it booked the entry in {theirs}, we sent {e.currency}: check the company's currencies "
+                       f"(multicurrency, {e.currency} added) and the tenant's currency in R2a")
+            else:
+                why = ("it may have dropped a line it could not resolve. Check the accounts; the next run updates "
+                       "the entry in place.")
             self.fail(cid, f"{self.title or self.system} answered OK but holds {len(remote.lines)} lines, debit "
-                           f"{format_amount(remote.total_debit_minor)} (we sent {len(e.lines)} lines, debit "
-                           f"{format_amount(e.total_debit_minor)}): it may have dropped a line it could not "
-                           "resolve. Check the accounts; the next run updates the entry in place.",
+                           f"{format_amount(remote.total_debit_minor, theirs)} {theirs} (we sent {len(e.lines)} "
+                           f"lines, debit {format_amount(e.total_debit_minor, e.currency)} {e.currency}): {why}",
                       "mismatch", remote)
             return
         now = _now()

@@ -113,8 +113,8 @@ def _key(*parts: Any) -> str:
     return "r2a-" + hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:40]
 
 
-def _minor(value: object) -> int:
-    return to_minor(value if isinstance(value, Decimal | int) else str(value))
+def _minor(value: object, currency: str | None) -> int:
+    return to_minor(value if isinstance(value, Decimal | int) else str(value), currency)
 
 
 def _version(e: dict) -> str:
@@ -153,35 +153,44 @@ def workflow_state(data: dict) -> tuple[str, str]:
 
 
 def parse_remote(data: dict, custom_id: str | None, extra: dict | None = None) -> RemoteEntry:
-    """An Aden journal entry -> RemoteEntry (exact amounts); `custom_id` is ours when the entry is ours."""
+    """An Aden journal entry -> RemoteEntry (exact amounts in the decimals of its `currency`, which it carries:
+    docs.adenhq.com journal entries); `custom_id` is ours when the entry is ours; `exchange_rate` in `extra` when
+    reported."""
+    cur = str(data["currency"]).upper() if data.get("currency") else None
     key = key_of(data)
     _, revision = split_key(key)
     state, detail = workflow_state(data)
     raw = data.get("lines") or []
-    lines = tuple((str(ln.get("line_number", i + 1)), str(ln["account_id"]), _minor(ln.get("debit") or 0),
-                   _minor(ln.get("credit") or 0)) for i, ln in enumerate(raw))
-    debit = _minor(data["total_debit"]) if data.get("total_debit") is not None else sum(x[2] for x in lines)
-    credit = _minor(data["total_credit"]) if data.get("total_credit") is not None else sum(x[3] for x in lines)
+    lines = tuple((str(ln.get("line_number", i + 1)), str(ln["account_id"]), _minor(ln.get("debit") or 0, cur),
+                   _minor(ln.get("credit") or 0, cur)) for i, ln in enumerate(raw))
+    debit = _minor(data["total_debit"], cur) if data.get("total_debit") is not None else sum(x[2] for x in lines)
+    credit = _minor(data["total_credit"], cur) if data.get("total_credit") is not None else sum(x[3] for x in lines)
     return RemoteEntry(
         remote_id=str(data["journal_entry_id"]), custom_id=custom_id,
         transaction_date=dt.date.fromisoformat(data["tran_date"]), memo=data.get("memo"),
         total_debit_minor=debit, total_credit_minor=credit,
-        lines=lines, state=state, state_detail=detail,  # type: ignore[arg-type]
-        extra={"revision": revision, "entry_id": key, "journal_entry_id": str(data["journal_entry_id"]),
+        lines=lines, state=state, state_detail=detail, currency=cur,  # type: ignore[arg-type]
+        extra={**({"exchange_rate": str(data["exchange_rate"])} if data.get("exchange_rate") is not None else {}),
+               "revision": revision, "entry_id": key, "journal_entry_id": str(data["journal_entry_id"]),
                "tran_date": data["tran_date"], "status": data["status"], **(extra or {})},
     )
 
 
 def _lines(entry: CanonicalEntry) -> list[dict]:
-    return [{"line_number": ln.line_no, "account_id": ln.account_id, "debit": from_minor(ln.debit_minor),
-             "credit": from_minor(ln.credit_minor), "memo": ln.description} for ln in entry.lines]
+    cur = entry.currency
+    return [{"line_number": ln.line_no, "account_id": ln.account_id, "debit": from_minor(ln.debit_minor, cur),
+             "credit": from_minor(ln.credit_minor, cur), "memo": ln.description} for ln in entry.lines]
 
 
 def entry_body(entry: CanonicalEntry, entry_id: str, period_id: str) -> dict:
-    """The create body (quickstart + journal-entries overview)."""
-    return {"entry_id": entry_id, "tran_date": entry.transaction_date.isoformat(), "memo": entry.memo,
+    """The create body (quickstart + journal-entries overview): `currency` always, `exchange_rate` (at most 6
+    decimals, 1 entry currency = rate company currency) for an entry foreign to the company."""
+    body = {"entry_id": entry_id, "tran_date": entry.transaction_date.isoformat(), "memo": entry.memo,
             "entry_type": "Standard", "posting_period_id": period_id, "currency": entry.currency,
             "lines": _lines(entry)}
+    if entry.exchange_rate is not None:
+        body["exchange_rate"] = entry.exchange_rate
+    return body
 
 
 def classify(err: AdenError | NeedsReauth) -> SinkError:
