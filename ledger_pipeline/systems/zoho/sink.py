@@ -136,10 +136,11 @@ def parse_journal(data: dict, currency: str | None = None) -> RemoteEntry:
         transaction_date=dt.date.fromisoformat(data["journal_date"]), memo=notes,
         total_debit_minor=_minor(data["total"], cur) if data.get("total") is not None else sum(x[2] for x in lines),
         total_credit_minor=sum(x[3] for x in lines), lines=tuple(lines), currency=cur,
-        extra={"exchange_rate": str(data["exchange_rate"])} if data.get("exchange_rate") is not None else {},
         state="posted" if status == "published" else "awaiting_approval",
         state_detail="" if status == "published" else f"Zoho journal status {status!r} (not in the ledger yet)",
-        extra={"journal_id": str(data["journal_id"])},  # find() reads it by id next time (a re-keyed one is named)
+        # find() reads it by id next time (a re-keyed one is named); the rate Zoho reports, if any
+        extra={"journal_id": str(data["journal_id"]), **(
+            {"exchange_rate": str(data["exchange_rate"])} if data.get("exchange_rate") is not None else {})},
     )
 
 
