@@ -4,6 +4,7 @@ The assets wire resources to the domain: charts.py fetches and diffs charts, pos
 compares; SQL reads live in warehouse/reads.py. Each tenant's system comes from its integration (state/vault.py).
 """
 
+import dataclasses
 import datetime as dt
 import re
 import time
@@ -28,10 +29,25 @@ from ledger_pipeline.assets.metadata import (
     table_spec_metadata,
 )
 from ledger_pipeline.charts import diff_charts, fetch_charts, stale_tenants
-from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, SinkError, custom_id_for
+from ledger_pipeline.connections import (
+    company_currencies,
+    connections_frame,
+    plan_window,
+    refresh_company_currencies,
+)
+from ledger_pipeline.ledger.sink import CanonicalEntry, SinkError, custom_id_for
 from ledger_pipeline.partitions import closed_window, monthly_partitions
-from ledger_pipeline.posting import DeleteGuard, PostingEngine, PostingRow, Progress, WindowJob, WindowResult
+from ledger_pipeline.posting import (
+    DeleteGuard,
+    PostingEngine,
+    PostingRow,
+    Progress,
+    TenantOutcome,
+    WindowJob,
+    WindowResult,
+)
 from ledger_pipeline.progress import report_progress
+from ledger_pipeline.rates import rate_table
 from ledger_pipeline.reconcile import (
     DEFAULT_POLICY,
     FINGERPRINT_KEY,
@@ -189,9 +205,14 @@ def jurnal_gl_accounts(context: dg.AssetExecutionContext, config: ChartsConfig, 
     context.log.info(f"charts of accounts: {len(todo)} of {len(systems)} tenants to fetch ({config.refresh})")
     with accounting.connections(r2a.ops_database_url, "background" if config.refresh == "all" else "posting") as c:
         accounts, status = ingest_charts(wh, c, todo, context.run_id, context.log)
+        # the company's home currency, read again with its chart (connections.py): stored in the ops database
+        refresh_company_currencies(r2a.ops_engine, [(r.system, r.tenant_id) for r in status.itertuples(index=False)
+                                                    if r.status == "ok"], c, context.log.warning)
         requests = c.requests_by_system()
     with wh.connect() as con:
         total = con.execute("SELECT COUNT(*) FROM accounting.gl_accounts").fetchone()[0]
+        with transaction(con):
+            replace_rows(con, "accounting.connections", connections_frame(r2a.ops_engine, systems), "TRUE")
     wh.publish(run_id=context.run_id)
     failed = status[status["status"] != "ok"]
     for r in failed.head(20).itertuples(index=False):
@@ -224,11 +245,8 @@ def _rechart(wh: Warehouse, connections: Connections, run_id: str):  # noqa: ANN
         if missing:
             return None, (f"account(s) {', '.join(missing)} missing or archived in the tenant's {system} chart (just "
                           "refreshed): restore them there or change the account mapping, then re-run the month")
-        retry = [CanonicalEntry(e.tenant_id, e.period, e.custom_id, e.transaction_date, e.memo, e.currency,
-                                e.content_hash, tuple(CanonicalLine(ln.line_no, active[ln.account_number],
-                                                                    ln.account_number, ln.debit_minor,
-                                                                    ln.credit_minor, ln.description)
-                                                      for ln in e.lines)) for e in entries]
+        retry = [dataclasses.replace(e, lines=tuple(  # keeps the currency plan (exchange_rate)
+            dataclasses.replace(ln, account_id=active[ln.account_number]) for ln in e.lines)) for e in entries]
         with wh.connect() as con, transaction(con):  # the ledger lines follow the chart's current ids
             for e in retry:
                 for ln in e.lines:
@@ -268,6 +286,9 @@ def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2
         replace_rows(con, "accounting.posting_plan", posted.plan().assign(run_id=context.run_id, planned_at=utc_now()),
                      window_where(), [start, end])
         replace_rows(con, "accounting.postings", postings, window_where(), [start, end])
+        if not config.dry_run:  # this run's currency refusals replace the window's earlier ones
+            replace_rows(con, "ledger.rejections", posted.currency_rejections(context.run_id),
+                         window_where() + " AND stage = 'currency'", [start, end])
         rejections = con.execute(f"SELECT tenant_id, period, stage, detail FROM ledger.rejections WHERE "
                                  f"{window_where()}", [start, end]).fetchall()
     wh.publish(run_id=context.run_id)
@@ -327,6 +348,15 @@ class PostedWindow:
     systems: dict[str, str]  # tenant -> system, for the tenants this run covered
     seconds: float
     held: dict[str, set[dt.date]] | None = None  # tenant -> months rejected upstream (their remote entry is held)
+    refused: list | None = None  # CurrencyRejection per entry refused by the currency plan (connections.py)
+
+    def currency_rejections(self, run_id: str) -> pd.DataFrame:
+        """ledger.rejections rows (stage "currency") for the entries the currency plan refused."""
+        rows = [{"tenant_id": r.tenant_id, "period": r.period, "stage": "currency",
+                 "reason": "no_rate" if "no exchange rate" in str(r) else "currency_not_accepted",
+                 "detail": str(r), "run_id": run_id, "recorded_at": utc_now()} for r in self.refused or []]
+        return pd.DataFrame(rows, columns=["tenant_id", "period", "stage", "reason", "detail", "run_id",
+                                           "recorded_at"])
 
     def plan(self) -> pd.DataFrame:
         return pd.DataFrame([{"system": s, **vars(p)} for s, p in self.result.plan],
@@ -346,6 +376,11 @@ def post_window(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R
     systems = connected_systems(r2a)
     if tenants is not None:
         systems = {t: systems[t] for t in tenants if t in systems}
+    # each entry in the tenant's currency, with the loaded rate where the company keeps another (connections.py)
+    entries, currency_held, refused = plan_window(entries, systems, company_currencies(r2a.ops_engine),
+                                                  rate_table(r2a.ops_engine, start, end))
+    for tenant, months in currency_held.items():
+        held.setdefault(tenant, set()).update(months)
     known = changes.load(start, end, tenants)
     t0 = time.monotonic()
     every = config.progress_every or max(1, len(entries) // 20)
@@ -367,13 +402,16 @@ def post_window(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R
             known=known, policies=changes.policies(sorted(set(entries) | set(known))), titles=system_titles())
         result = job.run()
         requests = connections.requests_by_system()
+    for exc in refused:  # a failed posting naming tenant, period, both currencies and the fix (nothing was sent)
+        result.outcomes.append((exc.system, TenantOutcome(exc.tenant_id, failures=[
+            (custom_id_for(exc.tenant_id, exc.period), str(exc), "rejected")])))
     if not config.dry_run:
         changes.record(result.changes())
         changes.resolve_verified(store.load(start, end, tenants), f"run {context.run_id}")
         for c in result.changes():
             context.log.warning(f"tenant {c.tenant_id} {c.period:%Y-%m} ({system_title(c.system)}): "
                                 f"{change_detail(c, system_title(c.system), DEFAULT_POLICY)} [{c.action}]")
-    return PostedWindow(start, end, result, requests, systems, time.monotonic() - t0, held)
+    return PostedWindow(start, end, result, requests, systems, time.monotonic() - t0, held, refused)
 
 
 def posting_problems(r2a: R2aDatabase, posted: PostedWindow,

@@ -22,6 +22,7 @@ from ledger_pipeline.ledger.mapping import load_mapping
 from ledger_pipeline.ledger.schemas import JournalLines, validate_lines, validated_entries
 from ledger_pipeline.ledger.sink import entries_from_frames
 from ledger_pipeline.partitions import closed_window, monthly_partitions
+from ledger_pipeline.rates import publish_rates
 from ledger_pipeline.resources import R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.state.ledger import save_window
@@ -98,6 +99,7 @@ def journal(context: dg.AssetExecutionContext, r2a: R2aDatabase, warehouse: Ware
         replace_rows(con, "ledger.journal_lines", lines.assign(**run), window_where(), [start, end])
         replace_rows(con, "ledger.rejections", rejections,
                      window_where() + " AND stage IN ('map', 'validate')", [start, end])
+        publish_rates(con, r2a.ops_engine)  # ledger.exchange_rates: the rates posting will use, for analysts
         held = con.execute(f"SELECT tenant_id, period FROM ledger.rejections WHERE {window_where()}",
                            [start, end]).fetchdf()
     # what posting needs, where every posting worker can read it (the operational database)

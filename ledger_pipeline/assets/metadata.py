@@ -105,7 +105,9 @@ def preview_markdown(frame: pd.DataFrame, rows: int = 10) -> str:
         name = str(col)
         if name.endswith("_minor"):
             headers.append(name.removesuffix("_minor"))
-            columns.append([format_amount(int(v)) if pd.notna(v) else "" for v in shown[col]])
+            currencies = shown["currency"] if "currency" in shown else [None] * len(shown)  # each row's own decimals
+            columns.append([format_amount(int(v), c if isinstance(c, str) else None) if pd.notna(v) else ""
+                            for v, c in zip(shown[col], currencies, strict=True)])
             align.append("right")
         else:
             money = name in MONEY_COLUMNS
@@ -125,6 +127,18 @@ def total_key(column: str) -> str:
     return column if column.startswith("total_") else f"total_{column}"
 
 
+def money_totals(frame: pd.DataFrame, column: str) -> str:
+    """The exact total of a money column, never across currencies: '1,234.50' when the frame has one currency (or
+    no `currency` column: legacy 2 decimals), '1,234.50 IDR; 1,000 JPY' per currency (sorted) when it has several.
+    `column` is the `<name>_minor` int column, in each row's currency's minor units."""
+    if "currency" not in frame or frame.empty:
+        return format_amount(int(frame[column].sum()))
+    sums = frame.groupby("currency", sort=True)[column].sum()
+    if len(sums) == 1:
+        return format_amount(int(sums.iloc[0]), str(sums.index[0]))
+    return "; ".join(f"{format_amount(int(v), str(c))} {c}" for c, v in sums.items())
+
+
 def table_result_metadata(table: str, frame: pd.DataFrame, extra: dict | None = None) -> dict:
     meta: dict = {
         **table_spec_metadata(table),
@@ -133,7 +147,9 @@ def table_result_metadata(table: str, frame: pd.DataFrame, extra: dict | None = 
     }
     for col, typ in TABLES[table]:
         if typ == MONEY and f"{col}_minor" in frame:
-            meta[total_key(col)] = format_amount(int(frame[f"{col}_minor"].sum()))
+            meta[total_key(col)] = money_totals(frame, f"{col}_minor")
+    if "currency" in frame and not frame.empty:
+        meta["currencies"] = ", ".join(sorted(str(c) for c in frame["currency"].dropna().unique()))
     meta.update(extra or {})
     return meta
 

@@ -31,6 +31,8 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
     "accounting.gl_accounts": "Every connected tenant's current chart of accounts, read from its accounting system.",
     "accounting.gl_account_changes": "Chart-of-accounts changes detected between two reads (append only).",
     "accounting.gl_ingest_status": "Outcome of the last chart-of-accounts read, per tenant.",
+    "accounting.connections": "Each connected tenant's company in its accounting system and the currency its books "
+                              "are kept in, as the system reported it (read at connect and on each chart refresh).",
     "accounting.postings": "Published copy of the posting state: what was sent for each entry, and what happened.",
     "accounting.posting_plan": "The last posting plan (written by a dry run): what a real run would do per entry.",
     "accounting.reconciliation": "Our entries compared with what the accounting system holds, per entry.",
@@ -120,6 +122,14 @@ COLUMNS: dict[tuple[str, str], str] = {
     ("accounting.gl_ingest_status", "error"): "What went wrong, for a person; NULL when ok.",
     ("accounting.gl_ingest_status", "checked_at"): "When the read was attempted (UTC).",
     # accounting.postings
+    ("accounting.connections", "company"): "The company's name in the system, when it reports one.",
+    ("accounting.connections", "home_currency"): "ISO 4217 code of the company's home (base) currency: an entry in "
+                                                 "another currency is posted with an exchange rate or refused.",
+    ("accounting.connections", "multicurrency"): "The company takes journals in other currencies (QuickBooks "
+                                                 "MultiCurrencyEnabled; Zoho and Aden always; Jurnal and Rootfi "
+                                                 "never); NULL when the system does not say.",
+    ("accounting.connections", "checked_at"): "When the home currency was last read from the system (UTC); NULL: "
+                                              "never read.",
     ("accounting.postings", "remote_id"): "The system's id of the journal entry, once known.",
     ("accounting.postings", "remote_line_ids"): "The system's ids of the entry's lines, in line order.",
     ("accounting.postings", "content_hash"): "Hash of the entry as last posted; the ledger's differs once it changes.",
