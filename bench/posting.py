@@ -49,11 +49,11 @@ def run(tmp, args) -> dict:  # noqa: ANN001
         engine = make_engine(os.environ["R2A_DATABASE_URL"])
         seeding.seed(engine, args.tenants, args.months, FIRST, seed=3)
         month, last = clock.add_months(FIRST, min(5, args.months - 1)), clock.add_months(FIRST, args.months - 1)
-        server.sandbox.limits.enabled = False  # connecting is setup, not the measurement
+        server.ctx.limits.enabled = False  # connecting is setup, not the measurement
         connect(tenant_ids(args.tenants))
         materialize_gl()
         materialize(LOCAL_CLOSE, month)
-        server.sandbox.limits.enabled = True
+        server.ctx.limits.enabled = True
         time.sleep(60 / args.scale)  # start on fresh windows
 
         def post(first: dt.date, last: dt.date | None = None) -> dict:

@@ -201,6 +201,7 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
     import httpx
     from sqlalchemy import select
 
+    from ledger_pipeline.connections import refresh_company_currencies
     from ledger_pipeline.r2a.models import Tenant, make_engine
     from ledger_pipeline.state.vault import tenant_systems
     from ledger_pipeline.systems import OpenOptions, get, open_connection
@@ -222,6 +223,9 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
         progress = _progress(f"tenants connected to {system}")
         for i, t in enumerate(tenants, 1):
             connection.connect_tenant(t, opener)
+            # the company's home currency (and multicurrency), read now and again on every chart refresh
+            refresh_company_currencies(connection.vault.engine, [(system, t)], lambda _s: connection,
+                                       lambda msg: click.echo(f"warning: {msg}", err=True))
             progress(i, len(tenants))
         return len(tenants)
     finally:
@@ -624,7 +628,9 @@ def _progress_bar():  # noqa: ANN202
 
 
 def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
-    from ledger_pipeline.assets.metadata import format_money
+    from decimal import Decimal
+
+    from ledger_pipeline.money import format_amount, to_minor
     from ledger_pipeline.warehouse.analyst import open_latest, snapshot_info
 
     if not s.warehouse_path.exists():
@@ -635,10 +641,13 @@ def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
         lo, hi = first, (dt.date.fromisoformat(last) + dt.timedelta(days=32)).replace(day=1).isoformat()
         w = "period >= CAST(? AS DATE) AND period < CAST(? AS DATE)"
         q = lambda sql: con.execute(sql, [lo, hi]).fetchall()  # noqa: E731
-        tenants, entries, total = q(f"SELECT COUNT(DISTINCT tenant_id), COUNT(*), COALESCE(SUM(total_debit), 0) "
-                                    f"FROM ledger.journal_entries WHERE {w}")[0]
+        tenants, entries = q(f"SELECT COUNT(DISTINCT tenant_id), COUNT(*) FROM ledger.journal_entries WHERE {w}")[0]
+        # totals never mix currencies: one total per currency, in that currency's decimals
+        by_currency = q(f"SELECT currency, CAST(SUM(total_debit) AS VARCHAR) FROM ledger.journal_entries "
+                        f"WHERE {w} GROUP BY currency ORDER BY currency")
+        totals = "; ".join(f"{format_amount(to_minor(Decimal(v), c), c)} {c}" for c, v in by_currency) or "0"
         click.echo(f"\nsummary {first[:7]} .. {last[:7]}")
-        click.echo(f"  journal entries : {entries:,} for {tenants:,} tenants, total debit {format_money(total)}")
+        click.echo(f"  journal entries : {entries:,} for {tenants:,} tenants, total debit {totals}")
         for system, status, n in q(f"SELECT system, status, COUNT(*) FROM accounting.postings WHERE {w} "
                                    "GROUP BY ALL ORDER BY 1, 2"):
             click.echo(f"  postings {system:<10} {status:<17}: {n:,}")
@@ -714,6 +723,54 @@ def _demo_connect(s) -> dict[str, int]:  # noqa: ANN001
     return {system: _connect(s, tenants, auto=True, system=system) for system, tenants in plan.items()}
 
 
+DEMO_FOREIGN = ("aden", "USD")  # one tenant keeps its books in USD, on an Aden company kept in IDR
+DEMO_RATE = "16312.5"  # 1 USD in IDR, the demo's month-end rate (a made-up but plausible figure)
+
+
+def _demo_foreign_tenant(engine) -> str | None:  # noqa: ANN001
+    """The demo plays R2a's team: its first Aden tenant records its amounts in USD (tenant and rows), so the close
+    shows one foreign-currency tenant posted with a loaded rate."""
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        seeded = list(conn.execute(text("SELECT tenant_id FROM tenants ORDER BY tenant_id")).scalars())
+        tenant = next((t for i, t in enumerate(seeded) if DEMO_MIX[i % len(DEMO_MIX)] == DEMO_FOREIGN[0]), None)
+        if tenant is not None:
+            conn.execute(text("UPDATE tenants SET currency = :c WHERE tenant_id = :t"),
+                         {"c": DEMO_FOREIGN[1], "t": tenant})
+            conn.execute(text("UPDATE r2a_transactions SET currency = :c WHERE tenant_id = :t AND currency = 'IDR'"),
+                         {"c": DEMO_FOREIGN[1], "t": tenant})
+    return tenant
+
+
+def _demo_rates(s, engine, first: dt.date, last: dt.date) -> None:  # noqa: ANN001
+    """Write data/demo_rates.csv (USD -> IDR at every closed month's end) and load it, as an operator would with
+    `ledger-pipeline rates load`, when a demo tenant keeps its books in USD."""
+    import calendar
+
+    from sqlalchemy import text
+
+    from ledger_pipeline.rates import load_rates, read_rates_file
+    from ledger_pipeline.state.database import make_ops_engine
+
+    with engine.connect() as conn:
+        foreign = conn.execute(text("SELECT tenant_id FROM tenants WHERE currency = :c ORDER BY tenant_id"),
+                               {"c": DEMO_FOREIGN[1]}).scalars().first()
+    if foreign is None:
+        return
+    lines, month = ["date,from_currency,to_currency,rate"], first
+    while month <= last:
+        end = month.replace(day=calendar.monthrange(month.year, month.month)[1])
+        lines.append(f"{end.isoformat()},{DEMO_FOREIGN[1]},IDR,{DEMO_RATE}")
+        month = (end + dt.timedelta(days=1))
+    path = s.data_dir / "demo_rates.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    load_rates(make_ops_engine(s.ops_database_url), read_rates_file(path), str(path))
+    click.echo(f"  tenant {foreign} keeps its books in {DEMO_FOREIGN[1]} on an IDR company: rates loaded from {path} "
+               f"(`ledger-pipeline rates load {path}`), 1 {DEMO_FOREIGN[1]} = {DEMO_RATE} IDR")
+
+
 @main.command()
 @click.option("--tenants", default=40, show_default=True)
 @click.option("--months", default=3, show_default=True, help="how many recent months to close")
@@ -737,6 +794,7 @@ def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
         result = seeding.seed(engine, tenants, 12, None, 7, _progress("rows"))
         _record_first_month(s, result.start)
         seeding.add_bad_rows(engine, seeding.default_start(months), ["t00001", "t00002", "t00003"])
+        _demo_foreign_tenant(engine)
         click.echo(f"  seeded {result.tenants} tenants x 12 months ({result.rows:,} rows) plus a few bad rows")
     else:
         click.echo(f"  {have} tenants already seeded ({_safe_url(s.r2a_database_url)})")
@@ -749,6 +807,7 @@ def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
         click.echo("  newly connected: " + (", ".join(f"{n} to {system}" for system, n in counts.items()) or "none"))
         last = seeding.default_start(1)
         first = seeding.default_start(months)
+        _demo_rates(s, engine, first, last)
         click.echo(f"4/5 closing {first:%Y-%m} .. {last:%Y-%m} (GL accounts, extract, journal, post, reconcile)")
         httpx.post(f"{url}/_sandbox/stats/reset")
         code = _run_close(first.strftime("%Y-%m"), last.strftime("%Y-%m"))

@@ -242,10 +242,16 @@ class TenantRound:
             self.outcome.failures.append((cid, message, "rejected"))
             return
         if not remote.matches(e):
+            theirs = remote.currency or e.currency
+            if theirs != e.currency:
+                why = (f"it booked the entry in {theirs}, we sent {e.currency}: check the company's currencies "
+                       f"(multicurrency, {e.currency} added) and the tenant's currency in R2a")
+            else:
+                why = ("it may have dropped a line it could not resolve. Check the accounts; the next run updates "
+                       "the entry in place.")
             self.fail(cid, f"{self.title or self.system} answered OK but holds {len(remote.lines)} lines, debit "
-                           f"{format_amount(remote.total_debit_minor)} (we sent {len(e.lines)} lines, debit "
-                           f"{format_amount(e.total_debit_minor)}): it may have dropped a line it could not "
-                           "resolve. Check the accounts; the next run updates the entry in place.",
+                           f"{format_amount(remote.total_debit_minor, theirs)} {theirs} (we sent {len(e.lines)} "
+                           f"lines, debit {format_amount(e.total_debit_minor, e.currency)} {e.currency}): {why}",
                       "mismatch", remote)
             return
         now = _now()
@@ -333,6 +339,18 @@ class PostingEngine:
         return r.outcome
 
     # -- steps ---------------------------------------------------------------------------------------------
+    def _find_one(self, r: TenantRound, cid: str, hint: dict | None = None) -> None:
+        """Look one entry up; an answer that is final for this entry alone (the entry found is not ours, refused,
+        locked) fails that entry with the system's words and leaves the tenant's other entries going. Transient and
+        tenant-wide kinds (needs_reauth, deferred) propagate to the round."""
+        try:
+            r.remotes[cid] = self.sink.find(r.tenant_id, cid, hint) if hint else self.sink.find(r.tenant_id, cid)
+        except SinkError as err:
+            if err.kind in (*TRANSIENT, "needs_reauth", "deferred"):
+                raise
+            r.remotes[cid] = None
+            r.fail(cid, err.message, err.kind)
+
     def _look_up(self, r: TenantRound, window: tuple[dt.date, dt.date]) -> None:
         """Resolve pending and waiting entries from what the system holds (reads only); re-read an entry before
         updating it when the posting state knows what we left there (a person may have changed it since)."""
@@ -351,10 +369,12 @@ class PostingEngine:
                     # still queued in an upload job, or moved out of the window by a person: look it up by our id
                     r.remotes[cid] = self.sink.find(r.tenant_id, cid)
         elif plain:
-            r.remotes[plain[0]] = self.sink.find(r.tenant_id, plain[0])
+            self._find_one(r, plain[0])
         for cid in hinted:
-            r.remotes[cid] = self.sink.find(r.tenant_id, cid, sink_hint(r.rows[cid].remote_state))
+            self._find_one(r, cid, sink_hint(r.rows[cid].remote_state))
         for cid in wanted:
+            if cid not in r.todo:  # refused for this entry alone (e.g. the key found is not ours): failed above
+                continue
             remote, e = r.remotes[cid], r.entries.get(cid)
             if e is None:  # a delete was in flight
                 if remote is None:

@@ -25,6 +25,7 @@ import json
 import shlex
 from collections import Counter
 from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 from ledger_pipeline.ledger.sink import CUSTOM_ID_PREFIX, MEMO_PREFIX, CanonicalEntry, RemoteEntry
@@ -125,14 +126,52 @@ def sink_hint(remote_state: dict | None) -> dict:
     return {k: v for k, v in (remote_state or {}).items() if k != FINGERPRINT_KEY}
 
 
-def _side(debit: int, credit: int) -> str:
-    return f"debit {format_amount(debit)}" if debit else f"credit {format_amount(credit)}"
+def _side(debit: int, credit: int, currency: str | None = None) -> str:
+    return f"debit {format_amount(debit, currency)}" if debit else f"credit {format_amount(credit, currency)}"
+
+
+def rate_of(remote: RemoteEntry) -> Decimal | None:
+    """The exchange rate the system reports on an entry (QuickBooks ExchangeRate, Zoho/Aden exchange_rate, Jurnal
+    currency_rate), as the sinks keep it in `extra`; None when it reports none."""
+    for key in ("ExchangeRate", "exchange_rate", "currency_rate"):
+        if remote.extra.get(key) not in (None, ""):
+            try:
+                return Decimal(str(remote.extra[key]))
+            except InvalidOperation:
+                return None
+    return None
+
+
+def same_rate(remote: RemoteEntry, entry: CanonicalEntry) -> bool:
+    """The rate matches where the system reports one: ours for a foreign entry, 1 for an entry in the company's own
+    currency (a system that reports no rate is not compared)."""
+    theirs = rate_of(remote)
+    return theirs is None or theirs == (entry.exchange_rate if entry.exchange_rate is not None else Decimal(1))
+
+
+def currency_diff(entry: CanonicalEntry, remote: RemoteEntry, title: str) -> list[str]:
+    """The currency and rate differences, both currencies named: [] when the same (or the system reports none)."""
+    out = []
+    if remote.currency is not None and remote.currency != entry.currency:
+        out.append(f"currency: {title} holds the entry in {remote.currency}, ours is in {entry.currency} "
+                   f"({format_amount(remote.total_debit_minor, remote.currency)} {remote.currency} there, "
+                   f"{format_amount(entry.total_debit_minor, entry.currency)} {entry.currency} ours)")
+    if not same_rate(remote, entry):
+        out.append(f"exchange rate {rate_of(remote)} in {title}, ours "
+                   f"{entry.exchange_rate if entry.exchange_rate is not None else 1}")
+    return out
+
+
+def same_money(remote: RemoteEntry, entry: CanonicalEntry) -> bool:
+    """Lines, totals, date, currency (where reported) and rate (where reported) agree."""
+    return remote.matches(entry) and same_rate(remote, entry)
 
 
 def diff_entry(entry: CanonicalEntry, remote: RemoteEntry, title: str) -> list[str]:
     """What the system holds against our entry, line by line: changed amounts per account, lines only we have,
     lines only the system has, the date and the totals. Accounts by our number where the account is ours."""
-    out: list[str] = []
+    out: list[str] = currency_diff(entry, remote, title)
+    cur = entry.currency
     if remote.transaction_date != entry.transaction_date:
         out.append(f"date {entry.transaction_date} -> {remote.transaction_date}")
     number = {str(ln.account_id): ln.account_number for ln in entry.lines}
@@ -148,15 +187,15 @@ def diff_entry(entry: CanonicalEntry, remote: RemoteEntry, title: str) -> list[s
     for acc, (mine, remote_lines) in by_account.items():
         label = f"account {number[acc]}" if acc in number else f"account id {acc}"
         for (d, c), (rd, rc) in zip(mine, remote_lines, strict=False):
-            out.append(f"line {line_no.get((acc, d, c), '?')} {label}: {_side(d, c)} -> {_side(rd, rc)}")
+            out.append(f"line {line_no.get((acc, d, c), '?')} {label}: {_side(d, c, cur)} -> {_side(rd, rc, cur)}")
         for d, c in mine[len(remote_lines):]:
-            out.append(f"line {line_no.get((acc, d, c), '?')} {label} {_side(d, c)}: not in {title}")
+            out.append(f"line {line_no.get((acc, d, c), '?')} {label} {_side(d, c, cur)}: not in {title}")
         for d, c in remote_lines[len(mine):]:
-            out.append(f"{title} has an extra line: {label} {_side(d, c)}")
+            out.append(f"{title} has an extra line: {label} {_side(d, c, cur)}")
     if remote.total_debit_minor != entry.total_debit_minor or remote.total_credit_minor != entry.total_debit_minor:
-        out.append(f"totals debit/credit {format_amount(entry.total_debit_minor)}/"
-                   f"{format_amount(entry.total_debit_minor)} -> {format_amount(remote.total_debit_minor)}/"
-                   f"{format_amount(remote.total_credit_minor)}")
+        out.append(f"totals debit/credit {format_amount(entry.total_debit_minor, cur)}/"
+                   f"{format_amount(entry.total_debit_minor, cur)} -> {format_amount(remote.total_debit_minor, cur)}/"
+                   f"{format_amount(remote.total_credit_minor, cur)}")
     return out
 
 
@@ -227,7 +266,7 @@ def classify(entry: CanonicalEntry, remote: RemoteEntry | None, seen: str | None
         if was_posted:
             return "deleted", RemoteChange(kind="deleted", **base)
         return "missing", None
-    if remote.matches(entry):
+    if same_money(remote, entry):
         return "match", None
     fp = remote_fingerprint(remote)
     kind: ChangeKind = "moved" if month_of(remote.transaction_date) != entry.period else "edited"
@@ -316,8 +355,10 @@ def read_tenant(tenant_id: str, entries: list[CanonicalEntry], remotes: list[Rem
                                                  "the close leaves it")
         elif verdict == "ours":
             status, detail = "amount_mismatch", (
-                f"{title} holds {len(hits[0].lines)} lines / {format_amount(hits[0].total_debit_minor)}, our ledger "
-                f"has {len(e.lines)} lines / {format_amount(e.total_debit_minor)}: changed in our ledger since posted "
+                f"{title} holds {len(hits[0].lines)} lines / "
+                f"{format_amount(hits[0].total_debit_minor, e.currency)}, our ledger has {len(e.lines)} lines / "
+                f"{format_amount(e.total_debit_minor, e.currency)}: "
+                f"{''.join(d + '; ' for d in currency_diff(e, hits[0], title))}changed in our ledger since posted "
                 "(late R2a rows); the next close updates it")
         else:
             why = "never posted" if row is None else f"{row.status}: {row.error or 'not posted yet'}"

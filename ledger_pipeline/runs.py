@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
-from dagster._core.storage.tags import GRPC_INFO_TAG
+from dagster._core.storage.tags import GRPC_INFO_TAG, REPOSITORY_LABEL_TAG
 
 TAG_PID = "ledger/pid"
 TAG_HOST = "ledger/host"
@@ -349,6 +349,22 @@ def wait_until_free(instance: dg.DagsterInstance, timeout: float, echo: Callable
         time.sleep(0.5)
 
 
+# The code location name of workspace.yaml and pyproject's [tool.dagster] (`dagster dev`, `make dev`), and the name
+# Dagster gives the repository of a Definitions object (dagster._core.definitions.repository_definition
+# SINGLETON_REPOSITORY_NAME).
+CODE_LOCATION = "ledger_pipeline"
+REPOSITORY = "__repository__"
+
+
+def ui_tags(location: str = CODE_LOCATION, repository: str = REPOSITORY) -> dict[str, str]:
+    """The tag a run started in the UI carries (DagsterRun.tags_for_storage: `.dagster/repository` =
+    `repository@location`, from its remote job origin) and that the job's Runs tab and partition run matrix filter
+    on (`runsFilter: {pipelineName, tags: [{key: ".dagster/repository", value: "__repository__@ledger_pipeline"}]}`
+    in dagster-webserver 1.13): a CLI run (execute_in_process, no remote origin) carries it too, so it is listed
+    with the job's runs."""
+    return {REPOSITORY_LABEL_TAG: f"{repository}@{location}"}
+
+
 def execute_supervised(job: dg.JobDefinition, instance: dg.DagsterInstance, *, tags: Mapping[str, str],
                        run_config: dict, timeout: float, echo: Callable[[str], None],
                        grace: float = 6.0, every: float = 5.0, watch: PoolWatch | None = None) -> Outcome:
@@ -376,7 +392,7 @@ def execute_supervised(job: dg.JobDefinition, instance: dg.DagsterInstance, *, t
 
         def work() -> None:
             try:
-                box["result"] = job.execute_in_process(instance=instance, tags={**tags, **process_tags()},
+                box["result"] = job.execute_in_process(instance=instance, tags={**ui_tags(), **tags, **process_tags()},
                                                        run_config=run_config, run_id=run_id, raise_on_error=False)
             except BaseException as exc:  # noqa: BLE001 - reported by the supervisor
                 box["error"] = exc

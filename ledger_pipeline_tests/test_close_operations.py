@@ -164,7 +164,8 @@ def test_a_stale_chart_is_refreshed_for_that_tenant_alone_and_retried_once(setti
             "tenant_id": other, "txn_date": dt.date(2025, 1, 15), "category": "revenue", "subcategory": "sales",
             "amount": 1000, "currency": "IDR"}])
     result = materialize(CLOSE, "2025-01-01", raise_on_error=False)
-    assert not result.success
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "postings_complete")
+    assert result.success and not check.passed and other in check.description, "permanent: reported, not retried"
     error = query(settings, "SELECT error FROM accounting.postings WHERE tenant_id = ?", [other])[0][0]
     assert "4-40000" in error and "archived" in error
 

@@ -17,7 +17,7 @@ from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.state.models import Integration, OAuthState
 from ledger_pipeline.state.vault import NeedsReauth
 from ledger_pipeline.systems.authflow import OAuthError, complete, new_state
-from ledger_pipeline.systems.jurnal.client import JurnalError, JurnalLimiter
+from ledger_pipeline.systems.jurnal.client import JurnalError, jurnal_rules
 from ledger_pipeline_tests.helpers import connect, materialize_gl, query, sandbox_stats, session
 
 
@@ -92,8 +92,9 @@ def test_revoked_grant_marks_needs_reauth_and_is_skipped(settings, sandbox) -> N
     httpx.post(f"{sandbox.url}/_sandbox/companies/t2/revoke")
     sess = session()
     try:
-        with pytest.raises(NeedsReauth, match="connect --tenant t2"):
+        with pytest.raises(JurnalError, match="connect --tenant t2") as err:
             sess.client.accounts("t2")
+        assert err.value.kind == "needs_reauth" and isinstance(err.value.__cause__, NeedsReauth)
         assert sess.vault.statuses()["t2"][0] == "needs_reauth"
     finally:
         sess.close()
@@ -120,10 +121,9 @@ def test_reads_retry_through_5xx_and_drops(settings, sandbox) -> None:  # noqa: 
 def test_limiter_keeps_under_the_limits(tmp_path) -> None:  # noqa: ANN001
     now = [0.0]  # a simulated clock: sleeping advances it
     host = HostLimiter(tmp_path / "rl.sqlite", sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
-    limiter = JurnalLimiter(host, scale=1.0)
     stamps = []
     for i in range(200):
-        limiter.acquire(f"tenant-{i % 2}")
+        host.acquire(jurnal_rules(f"tenant-{i % 2}", scale=1.0))
         stamps.append(now[0])
     for i, t in enumerate(stamps):
         in_minute = sum(1 for u in stamps[: i + 1] if u > t - 60)

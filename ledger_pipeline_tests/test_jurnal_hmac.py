@@ -123,8 +123,9 @@ def test_client_names_clock_skew_and_refused_credentials(settings, sandbox) -> N
         assert err.value.kind == "retryable" and sess.vault.statuses()["t1"][0] == "connected"
         sess.client.clock = lambda: NOW
         sess.vault.store_hmac("t1", client_id, "not-the-secret")
-        with pytest.raises(NeedsReauth, match="HMAC"):
+        with pytest.raises(JurnalError, match="HMAC") as refused:
             sess.client.accounts("t1")
+        assert refused.value.kind == "needs_reauth" and isinstance(refused.value.__cause__, NeedsReauth)
         assert sess.vault.statuses()["t1"][0] == "needs_reauth"
         sess.vault.store_hmac("t1", client_id, secret)  # new credentials stored: connected again
         assert sess.client.get_entry("t1", "r2a-pl-t1-202501") is None

@@ -17,7 +17,13 @@ from ledger_pipeline.ledger.sink import RemoteEntry, SinkError
 from ledger_pipeline.sandboxes.base import Limits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import Settings
-from ledger_pipeline.systems.quickbooks.client import QuickBooksClient, QuickBooksError, fault_errors
+from ledger_pipeline.systems.core import ApiCore
+from ledger_pipeline.systems.quickbooks.client import (
+    QuickBooksClient,
+    QuickBooksDialect,
+    QuickBooksError,
+    fault_errors,
+)
 from ledger_pipeline.systems.quickbooks.sink import (
     DOC_NUMBER_MAX,
     NotOurEntry,
@@ -91,13 +97,14 @@ def test_401_and_403_bodies_are_the_gateways_and_the_client_reads_them(settings,
         assert bad.status_code == 401
         assert bad.json()["fault"]["type"] == "AUTHENTICATION" and bad.json()["fault"]["error"][0]["code"] == "3200"
         assert "Fault" not in bad.json(), "the gateway's shape, not the data services'"
-        token = conn.client._access_token("t1", None)
+        token = conn.client.dialect.token("t1", None)
         wrong = httpx.get(f"{base}/{other}/journalentry/1", headers={"Authorization": f"Bearer {token}"})
         assert wrong.status_code == 403 and wrong.json()["fault"]["error"][0]["code"] == "3100"
 
         # our client on a realm the grant does not cover: 403 read from the lower-case body -> needs_reauth
-        client = QuickBooksClient(conn.client.base_url, conn.client._access_token, lambda t: other,
-                                  conn.client.limiter, attempts=2, backoff_initial=0.01)
+        dialect = QuickBooksDialect(conn.client.dialect.base, conn.client.dialect.token, lambda t: other)
+        client = QuickBooksClient(ApiCore(dialect, limiter=conn.client.core.limiter, attempts=2,
+                                          backoff_initial=0.01))
         try:
             with pytest.raises(QuickBooksError) as err:
                 client.get_entry("t1", "1")

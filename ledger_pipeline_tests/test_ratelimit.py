@@ -19,7 +19,7 @@ from ledger_pipeline.sandboxes.jurnal import Limits as SandboxLimits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.systems.http import http_client
-from ledger_pipeline.systems.jurnal.client import JurnalLimiter, Limits
+from ledger_pipeline.systems.jurnal.client import Limits, jurnal_rules
 from ledger_pipeline_tests.helpers import connect, reset_stats, sandbox_stats
 
 SCALE = 30.0  # Jurnal's minute lasts 2 s: 38 requests per 2 s per address after headroom, 40 at the sandbox
@@ -143,7 +143,7 @@ def test_crashed_process_leaves_nothing_that_blocks(tmp_path: Path) -> None:
 def test_acquire_costs_about_a_millisecond(tmp_path: Path) -> None:
     """Jurnal's four rules with the hour window filling up (month-end: ~10,000 acquires at up to ~70/s)."""
     host = HostLimiter(tmp_path / "rl.sqlite")
-    rules = JurnalLimiter(host, Limits(per_ip_minute=10**6, per_token_minute=10**6, per_token_hour=10**6)).rules("t1")
+    rules = jurnal_rules("t1", Limits(per_ip_minute=10**6, per_token_minute=10**6, per_token_hour=10**6))
     n = 2000
     start = time.perf_counter()
     for _ in range(n):
@@ -173,7 +173,7 @@ tenants, priority, duration, scale = sys.argv[1].split(","), sys.argv[2], float(
 sess = open_session(load_settings(), rate_limit_scale=scale, backoff_initial=0.01, timeout=5)
 client, stamps = sess.client, []
 client.priority = priority
-client.limiter.host.on_grant = lambda rules, prio, now: stamps.append(now)  # the times the limiter recorded
+client.core.limiter.on_grant = lambda rules, prio, now: stamps.append(now)  # the times the limiter recorded
 print("ready", flush=True)
 sys.stdin.readline()
 end, i = time.time() + duration, 0
@@ -181,7 +181,7 @@ while time.time() < end:
     client.accounts(tenants[i % len(tenants)])
     i += 1
 sess.close()
-print(json.dumps({"stamps": stamps, "requests": client.requests, "waited": client.limiter.waited}), flush=True)
+print(json.dumps({"stamps": stamps, "requests": client.requests, "waited": client.core.waited}), flush=True)
 """
 
 

@@ -1,4 +1,6 @@
-"""The shared request core (ledger_pipeline.systems.core) and paginators against a real HTTP server on loopback.
+"""The shared request core (ledger_pipeline.systems.core), the paginators, and the QuickBooks, Zoho, Aden and Rootfi
+dialects on it (what their sandboxes do not stage: Retry-After, 610 on a look-up vs a write, batch metering, a
+token refused after its refresh, which writes are replayed) against a real HTTP server on loopback.
 
 The server (http.server, a thread) answers from a per-test script and logs every request it received, raw path and
 body included; the token vault is the real one (SQLite), the limiter the real host limiter (SQLite, with its own
@@ -31,6 +33,7 @@ from cryptography.fernet import Fernet
 from ledger_pipeline.ratelimit import HostLimiter, Rule
 from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.vault import NeedsReauth, TokenSet, TokenVault
+from ledger_pipeline.systems.aden.client import AdenClient, AdenDialect, AdenError
 from ledger_pipeline.systems.core import (
     ApiCore,
     ApiError,
@@ -43,6 +46,10 @@ from ledger_pipeline.systems.core import (
     retry_after_seconds,
 )
 from ledger_pipeline.systems.paging import CursorPaging, OffsetPaging, PageNumberPaging, records
+from ledger_pipeline.systems.quickbooks.client import QuickBooksClient, QuickBooksDialect, QuickBooksError
+from ledger_pipeline.systems.quickbooks.sink import classify as qbo_classify
+from ledger_pipeline.systems.rootfi.client import RootfiClient, RootfiDialect, RootfiError
+from ledger_pipeline.systems.zoho.client import ZohoClient, ZohoDialect, ZohoError
 
 DROP = "drop"  # read the request, then close the connection without an answer
 TENANT = "t1"
@@ -548,3 +555,154 @@ def test_amounts_are_exact_both_ways(server: Server) -> None:
     answer = make_core(server).call(TENANT, "POST", "/entries", body={"debit": Decimal("0.30")}, idempotency_key="k")
     assert answer.data == {"total": Decimal("1234567890.12"), "lines": [{"debit": Decimal("0.10")}]}
     assert server.sent()[0][4] == b'{"debit":0.30}'
+
+
+# -- the systems' dialects on the core (QuickBooks, Zoho, Aden) ----------------------------------------------------
+QBO = "/v3/company/r%2F1"  # the realm "r/1", one segment
+FAULT_610 = {"Fault": {"Error": [{"Message": "Object Not Found", "Detail": "Something you're trying to use has been "
+                                  "made inactive", "code": "610"}], "type": "ValidationFault"}}
+
+
+def qbo_client(server: Server, token: TokenSource | None = None, limiter: HostLimiter | None = None,
+               sleeps: Sleeps | None = None, **kw: Any) -> QuickBooksClient:
+    dialect = QuickBooksDialect(server.url, token or (lambda t, s: "tok"), lambda t: "r/1")
+    return QuickBooksClient(ApiCore(dialect, limiter=limiter, sleep=sleeps or Sleeps(), clock=lambda: NOW, **kw))
+
+
+def test_quickbooks_realm_minorversion_requestid_and_batch_slots(tmp_path: Path, server: Server) -> None:
+    limiter = HostLimiter(tmp_path / "rl.sqlite")
+    grants: list[list[Rule]] = []
+    limiter.on_grant = lambda rules, _prio, _now: grants.append(rules)
+    client = qbo_client(server, limiter=limiter)
+    ok = {"BatchItemResponse": [{"bId": str(i), "JournalEntry": {"Id": str(i)}} for i in range(3)]}
+    server.plan("POST", f"{QBO}/batch", (503, {}, {}), (200, {}, ok))
+    items = [{"bId": str(i), "operation": "create", "JournalEntry": {"DocNumber": f"d{i}"}} for i in range(3)]
+    assert [r["JournalEntry"]["Id"] for r in client.batch(TENANT, items, "rid-1")] == ["0", "1", "2"]
+    sent = server.sent("POST", f"{QBO}/batch")
+    assert len(sent) == 2, "a write carrying a requestid is re-sent after a 503 (QuickBooks replays it)"
+    assert all(q == {"minorversion": "75", "requestid": "rid-1"} for _, _, q, _, _ in sent)
+    assert sent[0][4] == sent[1][4] and sent[0][3]["authorization"] == "Bearer tok"
+    realm, batch = Rule("qbo-realm:r/1", 475, 60.0), Rule("qbo-batch:r/1", 38, 60.0)
+    assert grants == [[realm, batch], [realm], [realm]] * 2, "each item metered, plus one batch call, per send"
+
+
+def test_quickbooks_610_is_not_found_on_a_look_up_and_an_account_on_a_write(server: Server) -> None:
+    client = qbo_client(server)
+    server.plan("GET", f"{QBO}/journalentry/a%2Fb", (400, {}, FAULT_610))
+    assert client.get_entry(TENANT, "a/b") is None
+    server.plan("POST", f"{QBO}/journalentry", (400, {}, FAULT_610))
+    with pytest.raises(QuickBooksError) as err:
+        client.create_entry(TENANT, {"DocNumber": "d"}, "rid-2")
+    assert err.value.kind == "rejected" and err.value.code == "610" and qbo_classify(err.value).kind == "account"
+    server.plan("GET", f"{QBO}/query", retry_after(4), (200, {}, {"QueryResponse": {"Account": [{"Id": "1"}]}}))
+    sleeps = Sleeps()
+    assert qbo_client(server, sleeps=sleeps).query(TENANT, "select * from Account") == {"Account": [{"Id": "1"}]}
+    assert sleeps.calls == [4.0], "QuickBooks' Retry-After is honoured"
+
+
+def test_quickbooks_token_refused_after_its_refresh_is_retryable_not_reauth(tmp_path: Path, server: Server) -> None:
+    server.tokens = set()
+    grants = Grants(tmp_path, server, accept=False)  # the token endpoint works; the gateway refuses every token
+    with pytest.raises(QuickBooksError) as err:
+        qbo_client(server, token=grants.token, attempts=3).query(TENANT, "select * from Account")
+    assert err.value.kind == "retryable" and "refused again after a token refresh" in err.value.message
+    assert len(server.sent("GET", f"{QBO}/query")) == 6 and len(grants.refreshed_with) == 3, "refreshed once a try"
+    assert grants.vault.statuses()[TENANT][0] == "connected"
+
+
+ZOHO = "/dc/books/v3"
+
+
+def test_zoho_api_domain_codes_writes_without_a_key_and_the_daily_cap(server: Server) -> None:
+    sleeps = Sleeps()
+    dialect = ZohoDialect(server.url + "/fallback", lambda t, s: "tok",
+                          lambda t: ("org/1", {"api_domain": server.url + "/dc", "organization_id": "org/1"}))
+    client = ZohoClient(ApiCore(dialect, sleep=sleeps, clock=lambda: NOW))
+    page = {"code": 0, "page_context": {"has_more_page": True}}
+    server.plan("GET", f"{ZOHO}/journals", (200, {}, {**page, "journals": [{"journal_id": "1"}]}),
+                (200, {}, {**page, "journals": [{"journal_id": "2"}], "page_context": {"has_more_page": False}}))
+    assert [j["journal_id"] for j in client.list_journals(TENANT, {"reference_number": "k"}, per_page=1)] == ["1", "2"]
+    sent = server.sent("GET", f"{ZOHO}/journals")
+    assert [q for _, _, q, _, _ in sent] == [{"reference_number": "k", "page": str(n), "per_page": "1",
+                                              "organization_id": "org/1"} for n in (1, 2)]
+    assert {h["authorization"] for _, _, _, h, _ in sent} == {"Zoho-oauthtoken tok"}
+
+    server.plan("POST", f"{ZOHO}/journals", (200, {}, {"code": 4, "message": "Invalid value passed for line_id"}))
+    with pytest.raises(ZohoError) as err:
+        client.create_journal(TENANT, {"reference_number": "k"})
+    assert err.value.kind == "rejected" and err.value.code == 4 and "line_id" in (err.value.zoho_message or "")
+
+    server.plan("PUT", f"{ZOHO}/journals/j%2F1", (503, {}, {"code": 1, "message": "down"}))
+    with pytest.raises(ZohoError) as err:
+        client.update_journal(TENANT, "j/1", {"reference_number": "k"})
+    assert err.value.kind == "uncertain" and len(server.sent("PUT", f"{ZOHO}/journals/j%2F1")) == 1, "sent once"
+
+    server.plan("GET", f"{ZOHO}/journals/j1", (429, {"Retry-After": "3"}, {"code": 45, "message": "slow down"}),
+                (200, {}, {"code": 0, "journal": {"journal_id": "j1"}}))
+    assert client.get_journal(TENANT, "j1") == {"journal_id": "j1"} and sleeps.calls == [3.0], "per-minute: waited"
+
+    server.plan("POST", f"{ZOHO}/journals", (429, {}, {"code": 45, "message": "You have reached the daily limit"}))
+    with pytest.raises(ZohoError) as err:
+        client.create_journal(TENANT, {"reference_number": "k"})
+    assert err.value.kind == "deferred" and dialect.spent["org/1"][1] == "You have reached the daily limit"
+    before = len(server.sent())
+    with pytest.raises(ZohoError) as err:
+        client.get_journal(TENANT, "j1")
+    assert err.value.kind == "deferred" and len(server.sent()) == before, "nothing sent for a spent organization"
+
+
+def test_aden_keyed_writes_are_resent_replays_recognised_and_errors_read(server: Server) -> None:
+    client = AdenClient(ApiCore(AdenDialect(server.url, lambda t, s: "jwt-1"), sleep=Sleeps(), clock=lambda: NOW))
+    server.plan("POST", "/journal-entries", (502, {}, {}),
+                (201, {"Idempotent-Replayed": "true"}, {"journal_entry_id": "x", "total_debit": 5.25}))
+    status, data, replayed = client.request(TENANT, "POST", "/journal-entries", {"a": 1}, idempotency_key="k1")
+    assert (status, replayed, data["total_debit"]) == (201, True, Decimal("5.25"))
+    sent = server.sent("POST", "/journal-entries")
+    assert len(sent) == 2 and {(h["x-idempotency-key"], h["authorization"]) for _, _, _, h, _ in sent} == {
+        ("k1", "jwt jwt-1")}
+    refusal = {"error": {"code": "VALIDATION_ERROR", "message": "outside", "details": {"field": "tran_date"}}}
+    server.plan("POST", "/journal-entries", (400, {}, refusal))
+    with pytest.raises(AdenError) as err:
+        client.request(TENANT, "POST", "/journal-entries", {"a": 1}, idempotency_key="k2")
+    assert (err.value.kind, err.value.code, err.value.field) == ("rejected", "VALIDATION_ERROR", "tran_date")
+    assert "VALIDATION_ERROR: outside (tran_date)" in str(err.value)
+    client.page_size = 2  # a full last page that says has_more=false (no total): no extra request
+    server.plan("GET", "/accounts", (200, {}, {"data": [{"id": 1}, {"id": 2}], "pagination": {
+        "limit": 2, "offset": 0, "has_more": False}}))
+    assert client.pages(TENANT, "/accounts") == [{"id": 1}, {"id": 2}] and len(server.sent("GET", "/accounts")) == 1
+
+
+def test_rootfi_company_placement_reads_by_post_and_which_writes_are_replayed(tmp_path: Path, server: Server) -> None:
+    limiter = HostLimiter(tmp_path / "rl.sqlite")
+    grants: list[list[Rule]] = []
+    limiter.on_grant = lambda rules, _prio, _now: grants.append(rules)
+    unlinked: list[tuple[str, str]] = []
+    dialect = RootfiDialect(server.url, "secret-key", lambda t: "42", on_unlinked=lambda t, why: unlinked.append(
+        (t, why)))
+    client = RootfiClient(ApiCore(dialect, limiter=limiter, sleep=Sleeps(), clock=lambda: NOW), page_size=2)
+    page = {"data": {"data": [{"rootfi_id": 1}, {"rootfi_id": 2}], "total_count": 0}}  # the docs' total_count 0
+    server.plan("POST", "/accounting/accounts/all", (503, {}, {}), (200, {}, page), (200, {}, page))
+    assert client.accounts(TENANT) == [{"rootfi_id": 1}, {"rootfi_id": 2}], "a page with nothing new ends it"
+    sent = server.sent("POST", "/accounting/accounts/all")
+    assert len(sent) == 3, "a list POST is a read: re-sent after a 503; total_count 0 is not the end"
+    assert [json.loads(b) for *_, b in sent][1:] == [
+        {"company_id": 42, "orderBy": {"rootfi_id": "asc"}, "take": 2, "skip": s} for s in (0, 2)]
+    assert {h["api_key"] for _, _, _, h, _ in sent} == {"secret-key"} and "secret-key" not in repr(client)
+    assert grants[0] == [Rule("rootfi:account", 570, 60.0), Rule("rootfi:company:42", 57, 60.0)]
+
+    server.plan("PUT", "/api/write/journal_entries/a%2F1", (503, {}, {}), (200, {}, {"data": {"rootfi_id": "a/1"}}))
+    assert client.update_entry(TENANT, "a/1", {"x": 1}) == {"rootfi_id": "a/1"}, "a PUT replay lands the same"
+    server.plan("POST", "/api/write/journal_entries", (503, {}, {}))
+    with pytest.raises(RootfiError) as err:
+        client.upload(TENANT, [{"document_number": "d"}])
+    assert err.value.kind == "uncertain" and len(server.sent("POST", "/api/write/journal_entries")) == 1
+    server.plan("GET", "/jobs/j1", (403, {}, {"error": {"code": "COMPANY_NOT_LINKED", "message": "unlinked"}}))
+    with pytest.raises(RootfiError) as err:
+        client.job(TENANT, "j1")
+    assert err.value.kind == "needs_reauth" and "--tenant t1 --system rootfi" in str(err.value)
+    assert unlinked == [(TENANT, "Rootfi: unlinked")] and server.sent("GET", "/jobs/j1")[0][2] == {"company_id": "42"}
+    server.plan("POST", "/accounting/accounts/all", (404, {}, {"error": {"code": "COMPANY_NOT_FOUND",
+                                                                        "message": "gone"}}))
+    with pytest.raises(RootfiError) as err:
+        client.accounts(TENANT)  # a paged read records it too
+    assert err.value.kind == "needs_reauth" and unlinked[-1] == (TENANT, "Rootfi: gone")

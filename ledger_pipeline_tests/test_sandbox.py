@@ -1,4 +1,6 @@
-"""The Jurnal sandbox over real HTTP: every endpoint, Jurnal's errors, tokens, rate limits, faults, persistence."""
+"""The sandbox over real HTTP. Jurnal: every endpoint, Jurnal's errors, tokens, rate limits, faults, persistence.
+Every emulator through the shared request path (sandboxes/base.py): faults and malformed bodies in each vendor's own
+shape, writes as each emulator counts them, token-endpoint failures, and the fixed windows on the scaled clock."""
 
 from __future__ import annotations
 
@@ -236,3 +238,149 @@ def test_state_survives_restart(tmp_path) -> None:  # noqa: ANN001
         assert api.http.get("/journal_entries/keep").status_code == 200
         assert token(httpx.Client(base_url=server.url), grant_type="refresh_token",
                      refresh_token=tokens["refresh_token"]).status_code == 200
+
+
+# -- every emulator through the shared request path (sandboxes/base.py) ------------------------------------------
+def _redirect_params(r: httpx.Response) -> dict:
+    assert r.status_code == 302, r.text
+    return dict(httpx.URL(r.headers["location"]).params)
+
+
+def _connect(server: SandboxServer, system: str, login: str) -> tuple[httpx.Client, str, str, dict]:
+    """(a client authenticated as `login` in `system`, a read path, a write path, a write body)."""
+    from ledger_pipeline.sandboxes import quickbooks as qbo
+    from ledger_pipeline.sandboxes import rootfi, zoho
+
+    http, cb = httpx.Client(base_url=server.url, timeout=10), "http://127.0.0.1:9/cb"
+    if system == "jurnal":
+        access = authorize(http, login)["access_token"]
+        api = httpx.Client(base_url=server.url + API, headers={"Authorization": f"Bearer {access}"}, timeout=10)
+        return api, "/accounts", "/journal_entries", {"journal_entry": {}}
+    if system == "aden":
+        token = http.post(f"/_sandbox/aden/companies/{login}/jwt").json()["token"]
+        api = httpx.Client(base_url=f"{server.url}/aden/service/general-ledger",
+                           headers={"Authorization": f"jwt {token}"}, timeout=10)
+        return api, "/accounts", "/journal-entries", {}
+    if system == "quickbooks":
+        got = _redirect_params(http.get("/quickbooks/connect/oauth2", params={
+            "client_id": qbo.CLIENT_ID, "response_type": "code", "scope": qbo.SCOPE, "redirect_uri": cb,
+            "login_hint": login, "state": "s"}))
+        tokens = http.post("/quickbooks/oauth2/v1/tokens/bearer", auth=(qbo.CLIENT_ID, qbo.CLIENT_SECRET), data={
+            "grant_type": "authorization_code", "code": got["code"], "redirect_uri": cb}).json()
+        api = httpx.Client(base_url=f"{server.url}/quickbooks/v3/company/{got['realmId']}",
+                           headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10)
+        return api, "/query?query=select * from Account", "/journalentry", {}
+    if system == "zoho":
+        got = _redirect_params(http.get("/zoho/oauth/v2/auth", params={
+            "client_id": zoho.SANDBOX_CLIENT_ID, "response_type": "code", "redirect_uri": cb, "login_hint": login,
+            "access_type": "offline"}))
+        tokens = http.post("/zoho/oauth/v2/token", data={
+            "grant_type": "authorization_code", "code": got["code"], "redirect_uri": cb,
+            "client_id": zoho.SANDBOX_CLIENT_ID, "client_secret": zoho.SANDBOX_CLIENT_SECRET}).json()
+        headers = {"Authorization": f"Zoho-oauthtoken {tokens['access_token']}"}
+        org = httpx.get(f"{server.url}/zoho/books/v3/organizations", headers=headers).json()
+        org_id = org["organizations"][0]["organization_id"]
+        api = httpx.Client(base_url=f"{server.url}/zoho/books/v3", params={"organization_id": org_id},
+                           headers=headers, timeout=10)
+        api.refresh_token = tokens["refresh_token"]  # type: ignore[attr-defined]
+        return api, "/chartofaccounts", "/journals", {}
+    company = _redirect_params(http.get("/rootfi/link", params={"login_hint": login, "redirect_uri": cb}))
+    api = httpx.Client(base_url=f"{server.url}/rootfi", headers={"api_key": rootfi.SANDBOX_API_KEY}, timeout=10)
+    return api, f"/accounting/journal_entries/0?company_id={company['company_id']}", "/accounting/journal_entries", {
+        "company_id": int(company["company_id"])}
+
+
+# each vendor's own error shape -> its code (jurnal: the error text)
+SHAPES = {
+    "jurnal": lambda b: b.get("error"),
+    "aden": lambda b: b["error"]["code"],
+    "quickbooks": lambda b: (b.get("Fault") or b.get("fault"))["type"],
+    "zoho": lambda b: b["code"],
+    "rootfi": lambda b: b["error"]["code"],
+}
+EXPECTED = {  # (malformed body, injected 5xx, injected 401) in each vendor's words
+    "jurnal": ("Malformed JSON", "Internal Server Error", "Invalid authentication credentials"),
+    "aden": ("VALIDATION_ERROR", "INTERNAL_ERROR", "UNAUTHORIZED"),
+    "quickbooks": ("ValidationFault", "SystemFault", "AUTHENTICATION"),
+    "zoho": (4, 5, 57),
+    "rootfi": ("VALIDATION_ERROR", "INTERNAL_SERVER_ERROR", "UNAUTHORIZED"),
+}
+
+
+@pytest.mark.parametrize("system", list(EXPECTED))
+def test_every_emulator_answers_shared_failures_in_its_own_shape(server, system: str) -> None:  # noqa: ANN001
+    api, read, write, _ = _connect(server, system, "pt-shape")
+    other, other_read, _, _ = _connect(server, "jurnal" if system != "jurnal" else "aden", "pt-other")
+    faults = f"{server.url}/_sandbox/faults"
+    bad = api.post(write, content=b'{"not json', headers={"Content-Type": "application/json"})
+    assert bad.status_code == 400 and SHAPES[system](bad.json()) == EXPECTED[system][0], bad.text
+    httpx.post(faults, json={"error_rate": 1.0, "error_statuses": [503], "systems": [system]})
+    down = api.get(read)
+    assert down.status_code == 503 and SHAPES[system](down.json()) == EXPECTED[system][1], down.text
+    assert other.get(other_read).status_code == 200, "faults reach only the systems named"
+    httpx.post(faults, json={"unauthorized_rate": 1.0, "systems": [system]})
+    refused = api.get(read)
+    assert refused.status_code == 401 and SHAPES[system](refused.json()) == EXPECTED[system][2], refused.text
+    httpx.post(faults, json={"drop_before_rate": 1.0, "systems": [system]})
+    with pytest.raises(httpx.TransportError):
+        api.get(read)
+    httpx.post(faults, json={})
+    rows = httpx.get(f"{server.url}/_sandbox/stats").json()["requests"]
+    mine = {r["status"]: r["count"] for r in rows if r["system"] == system and not r["endpoint"].endswith("auth")}
+    assert mine.get(400, 0) >= 1 and mine.get(503) == 1 and mine.get(401) == 1 and mine.get("dropped") == 1
+
+
+def test_each_emulator_says_which_requests_are_writes(server) -> None:  # noqa: ANN001
+    """QuickBooks' POST /query and Rootfi's POST .../all are reads: in /_sandbox/stats and for `writes_only`."""
+    qbo, _, qbo_write, _ = _connect(server, "quickbooks", "pt-w")
+    rootfi, _, _, rootfi_body = _connect(server, "rootfi", "pt-w")
+    httpx.post(f"{server.url}/_sandbox/stats/reset")
+    httpx.post(f"{server.url}/_sandbox/faults", json={"error_rate": 1.0, "writes_only": True})
+    query = qbo.post("/query", content=b"select * from Account MAXRESULTS 5",
+                     headers={"Content-Type": "application/text"})
+    assert query.status_code == 200 and len(query.json()["QueryResponse"]["Account"]) == 5, "a read: no fault"
+    assert rootfi.post("/accounting/accounts/all", json={**rootfi_body, "take": 5}).status_code == 200
+    assert qbo.post(qbo_write, json={"Line": []}).status_code >= 500, "a write: faulted"
+    httpx.post(f"{server.url}/_sandbox/faults", json={})
+    stats = httpx.get(f"{server.url}/_sandbox/stats").json()
+    assert stats["by_system"]["quickbooks"] == {"api_requests": 2, "api_writes": 1, "rate_limited": 0}
+    assert stats["by_system"]["rootfi"] == {"api_requests": 1, "api_writes": 0, "rate_limited": 0}
+    assert stats["api_requests"] == 3 and stats["api_writes"] == 1
+    httpx.post(f"{server.url}/_sandbox/stats/reset")
+    assert httpx.get(f"{server.url}/_sandbox/stats").json()["api_writes"] == 0
+
+
+def test_token_failures_reach_every_oauth_system_named(server) -> None:  # noqa: ANN001
+    from ledger_pipeline.sandboxes import zoho
+
+    api, _, _, _ = _connect(server, "zoho", "pt-tok")
+    http = httpx.Client(base_url=server.url)
+    jurnal = authorize(http, "pt-tok")
+    httpx.post(f"{server.url}/_sandbox/faults", json={"token_failure": "5xx", "systems": ["zoho"]})
+    refresh = {"grant_type": "refresh_token", "refresh_token": api.refresh_token,  # type: ignore[attr-defined]
+               "client_id": zoho.SANDBOX_CLIENT_ID, "client_secret": zoho.SANDBOX_CLIENT_SECRET}
+    assert http.post("/zoho/oauth/v2/token", data=refresh).status_code == 503
+    assert token(http, grant_type="refresh_token", refresh_token=jurnal["refresh_token"]).status_code == 200, (
+        "Jurnal is not named")
+    httpx.post(f"{server.url}/_sandbox/faults", json={})
+    again = http.post("/zoho/oauth/v2/token", data=refresh)
+    assert again.status_code == 200 and "access_token" in again.json() and "refresh_token" not in again.json()
+
+
+def test_fixed_windows_on_the_scaled_clock() -> None:
+    from ledger_pipeline.sandboxes.base import Windows
+
+    limits = Limits(scale=60)  # a scaled minute is one real second
+    w = Windows(limits)
+    t0 = 1_000_000.0  # the start of a scaled minute (1e6 * 60 is a multiple of 60)
+    quotas = [("a", 3, 60), ("ip", 4, 60)]
+    assert [w.take(quotas, now=t0 + i / 10) for i in range(3)] == [0.0, 0.0, 0.0]
+    wait = w.take(quotas, now=t0 + 0.5)
+    assert wait == pytest.approx(0.5), "refused until the scaled minute ends (real seconds)"
+    assert w.used("a", 60, now=t0 + 0.5) == 3, "a refused request is not counted"
+    assert w.take([("b", 3, 60), ("ip", 4, 60)], now=t0 + 0.6) == 0.0
+    assert w.take([("b", 3, 60), ("ip", 4, 60)], now=t0 + 0.7) > 0, "the shared quota is spent"
+    assert w.take(quotas, now=t0 + 1.0) == 0.0, "a new window"
+    assert w.take([("batch", 10, 60, 8)], now=t0) == 0.0 and w.take([("batch", 10, 60, 3)], now=t0) > 0
+    limits.enabled = False
+    assert all(w.take(quotas, now=t0 + 1.1) == 0.0 for _ in range(10)) and w.used("a", 60, now=t0 + 1.1) == 11

@@ -365,7 +365,7 @@ def test_concurrency_is_bounded_per_realm(settings, qbo) -> None:  # noqa: ANN00
     try:
         connect(conn, ["t1"])
         realm = conn.vault.details("t1")[0]
-        token = conn.client._access_token("t1", None)
+        token = conn.client.dialect.token("t1", None)
         httpx.post(f"{qbo.url}/_sandbox/faults", json={"latency_ms": 400})
         # the sandbox enforces QuickBooks' 10 in flight per realm ...
         statuses: list[int] = []

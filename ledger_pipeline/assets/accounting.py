@@ -4,7 +4,9 @@ The assets wire resources to the domain: charts.py fetches and diffs charts, pos
 compares; SQL reads live in warehouse/reads.py. Each tenant's system comes from its integration (state/vault.py).
 """
 
+import dataclasses
 import datetime as dt
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -15,17 +17,37 @@ import pandas as pd
 from ledger_pipeline import clock
 from ledger_pipeline.assets.ledger import check_window
 from ledger_pipeline.assets.metadata import (
+    add_month_metadata,
+    counts_by_system,
     describe_window,
+    full_table,
     lineage,
+    month_keys,
+    month_slice,
     preview,
     table_result_metadata,
     table_spec_metadata,
 )
 from ledger_pipeline.charts import diff_charts, fetch_charts, stale_tenants
-from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, SinkError, custom_id_for
+from ledger_pipeline.connections import (
+    company_currencies,
+    connections_frame,
+    plan_window,
+    refresh_company_currencies,
+)
+from ledger_pipeline.ledger.sink import CanonicalEntry, SinkError, custom_id_for
 from ledger_pipeline.partitions import closed_window, monthly_partitions
-from ledger_pipeline.posting import DeleteGuard, PostingEngine, PostingRow, Progress, WindowJob, WindowResult
+from ledger_pipeline.posting import (
+    DeleteGuard,
+    PostingEngine,
+    PostingRow,
+    Progress,
+    TenantOutcome,
+    WindowJob,
+    WindowResult,
+)
 from ledger_pipeline.progress import report_progress
+from ledger_pipeline.rates import rate_table
 from ledger_pipeline.reconcile import (
     DEFAULT_POLICY,
     FINGERPRINT_KEY,
@@ -58,6 +80,64 @@ IN_TENANTS = "tenant_id IN (SELECT unnest(?::VARCHAR[]))"
 OUTCOME_KEY = "ledger/outcome"
 COMPLETED_WITH_PROBLEMS = "completed_with_problems"
 POSTINGS_CHECK = "postings_complete"
+
+# -- the retry policy: which posting failures a later attempt can put right by itself -----------------------------
+# Run retries (dagster_home/dagster.yaml run_retries) re-execute a failed run. Only two failure kinds (ErrorKind in
+# ledger/sink.py) can heal on their own: `retryable` (nothing reached the system) and `uncertain` (a write may have
+# been applied: the retry looks the entry up first). Everything else needs a person: a revoked grant (needs_reauth:
+# reconnect), a closed period (locked), a refused entry or an approver's no (rejected), an account missing after the
+# chart refresh (account), a spent daily quota (deferred: the next day's run), our id taken (duplicate), an entry gone
+# (not_found); a refused mass delete and changes held for a decision too. Retrying those only repeats the red run.
+TRANSIENT_KINDS = frozenset({"retryable", "uncertain"})
+# The run tag Dagster 1.13's run-retry logic reads (dagster._core.execution.retries.auto_reexecution_should_retry_run,
+# evaluated when the run-failure event is stored, from the run's tags as stored then): "false" -> a step failure is
+# not retried. dg.Failure(allow_retries=False) only stops op-level RetryPolicy, not run retries (execution/plan/utils).
+RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
+
+
+def is_transient(kind: str) -> bool:
+    """True when a posting failure of this kind may heal on a later attempt without anyone acting."""
+    return kind in TRANSIENT_KINDS
+
+
+def worth_retrying(kinds: list[str] | set[str] | tuple[str, ...]) -> bool:
+    """True when at least one failure is transient: a run retry may post it. False for permanent causes only."""
+    return any(is_transient(k) for k in kinds)
+
+
+def own_words(tenant: str, text: str | None) -> str:
+    """`text` without the `tenant X: ` prefixes its inner layers added: the message naming the tenant adds it once,
+    so an operator never reads "tenant X: tenant X: ..."."""
+    return re.sub(rf"\btenant {re.escape(tenant)}: ", "", text or "").strip()
+
+
+_COMMAND = re.compile(r"`(ledger-pipeline [^`]+)`")
+FIX_BY_PROBLEM = {
+    "rejected upstream": "fix the source rows named in the reason (ledger.rejections), then close the month again",
+    "needs_reauth": "reconnect the tenant (`ledger-pipeline connect --tenant <tenant> --system <system>`), then re-run "
+                    "the month",
+    "locked": "the period is closed in the tenant's system: reopen it there (or accept as is), then re-run the month",
+    "rejected": "correct what the system refused (reason), then re-run the month; an approver's no: ask them or "
+                "`ledger-pipeline repost`",
+    "account": "restore the account in the tenant's chart or change the account mapping, then re-run the month",
+    "deferred": "the system's daily quota is spent: the next run posts it",
+    "retryable": "nothing reached the system: a run retry or the next run posts it",
+    "uncertain": "a write may have reached the system: the next run looks it up first, then posts only if absent",
+    "held": "decide with `ledger-pipeline decisions` (keep ours or accept theirs)",
+    "pending": "the next run finishes it",
+    "failed": "see the reason; the next run retries it",
+}
+
+
+def fix_for(problem: str, detail: str) -> str:
+    """What to do about one tenant-month's problem: the command its message names, else the fix for its kind."""
+    found = _COMMAND.findall(detail or "")
+    if found:
+        return "; ".join(f"`{c}`" for c in dict.fromkeys(found))
+    for key, fix in FIX_BY_PROBLEM.items():
+        if key in problem:
+            return fix
+    return FIX_BY_PROBLEM["failed"]
 
 
 def system_title(system: str) -> str:
@@ -125,9 +205,14 @@ def jurnal_gl_accounts(context: dg.AssetExecutionContext, config: ChartsConfig, 
     context.log.info(f"charts of accounts: {len(todo)} of {len(systems)} tenants to fetch ({config.refresh})")
     with accounting.connections(r2a.ops_database_url, "background" if config.refresh == "all" else "posting") as c:
         accounts, status = ingest_charts(wh, c, todo, context.run_id, context.log)
+        # the company's home currency, read again with its chart (connections.py): stored in the ops database
+        refresh_company_currencies(r2a.ops_engine, [(r.system, r.tenant_id) for r in status.itertuples(index=False)
+                                                    if r.status == "ok"], c, context.log.warning)
         requests = c.requests_by_system()
     with wh.connect() as con:
         total = con.execute("SELECT COUNT(*) FROM accounting.gl_accounts").fetchone()[0]
+        with transaction(con):
+            replace_rows(con, "accounting.connections", connections_frame(r2a.ops_engine, systems), "TRUE")
     wh.publish(run_id=context.run_id)
     failed = status[status["status"] != "ok"]
     for r in failed.head(20).itertuples(index=False):
@@ -160,11 +245,8 @@ def _rechart(wh: Warehouse, connections: Connections, run_id: str):  # noqa: ANN
         if missing:
             return None, (f"account(s) {', '.join(missing)} missing or archived in the tenant's {system} chart (just "
                           "refreshed): restore them there or change the account mapping, then re-run the month")
-        retry = [CanonicalEntry(e.tenant_id, e.period, e.custom_id, e.transaction_date, e.memo, e.currency,
-                                e.content_hash, tuple(CanonicalLine(ln.line_no, active[ln.account_number],
-                                                                    ln.account_number, ln.debit_minor,
-                                                                    ln.credit_minor, ln.description)
-                                                      for ln in e.lines)) for e in entries]
+        retry = [dataclasses.replace(e, lines=tuple(  # keeps the currency plan (exchange_rate)
+            dataclasses.replace(ln, account_id=active[ln.account_number]) for ln in e.lines)) for e in entries]
         with wh.connect() as con, transaction(con):  # the ledger lines follow the chart's current ids
             for e in retry:
                 for ln in e.lines:
@@ -204,13 +286,55 @@ def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2
         replace_rows(con, "accounting.posting_plan", posted.plan().assign(run_id=context.run_id, planned_at=utc_now()),
                      window_where(), [start, end])
         replace_rows(con, "accounting.postings", postings, window_where(), [start, end])
+        if not config.dry_run:  # this run's currency refusals replace the window's earlier ones
+            replace_rows(con, "ledger.rejections", posted.currency_rejections(context.run_id),
+                         window_where() + " AND stage = 'currency'", [start, end])
         rejections = con.execute(f"SELECT tenant_id, period, stage, detail FROM ledger.rejections WHERE "
                                  f"{window_where()}", [start, end]).fetchall()
     wh.publish(run_id=context.run_id)
-    if dg.AssetCheckKey(dg.AssetKey("jurnal_postings"), POSTINGS_CHECK) in context.selected_asset_check_keys:
+    checked = dg.AssetCheckKey(dg.AssetKey("jurnal_postings"), POSTINGS_CHECK) in context.selected_asset_check_keys
+    if checked:
         yield postings_check(r2a, posted, {(t, pd.Timestamp(p).date()): f"[{stage}] {detail}"
                                            for t, p, stage, detail in rejections})
-    yield posting_result(context, posted, postings, config.dry_run)
+    add_month_metadata(context, posting_months(context, posted, postings))
+    yield posting_result(context, posted, postings, config.dry_run, reported_by_check=checked)
+
+
+def posting_months(context: dg.AssetExecutionContext, posted: "PostedWindow",
+                   postings: pd.DataFrame) -> dict[str, dict]:
+    """Per partition key: that month's own posting numbers (rows, plan and states by system, failures, months
+    rejected upstream, every tenant-month's status). Requests stay the run's (`api_requests`): one batch request
+    per tenant spans the months of a range, so they have no honest per-month split."""
+    plan = posted.plan()
+    failures = pd.DataFrame(posted.result.failures(), columns=["system", "tenant_id", "custom_id", "error", "kind"])
+    period_of = dict(zip(postings["custom_id"], postings["period"], strict=True)) if len(postings) else {}
+    failures["period"] = failures["custom_id"].map(period_of)
+    failures["error"] = [own_words(t, e) for t, e in zip(failures["tenant_id"], failures["error"], strict=True)]
+    failures = failures.dropna(subset=["period"])
+    out = {}
+    for key in month_keys(context):
+        month = dt.date.fromisoformat(key[:10])
+        rows, planned, failed = month_slice(postings, key), month_slice(plan, key), month_slice(failures, key)
+        held = sorted(t for t, months in (posted.held or {}).items() if month in months)
+        posted_rows = rows[rows["status"] == "posted"] if len(rows) else rows
+        out[key] = {
+            "window": describe_window(month, clock.add_months(month, 1)),
+            "run_window": describe_window(posted.start, posted.end),
+            "api_requests_scope": "the whole run (api_requests, api_requests_by_system)",
+            "dagster/row_count": len(rows),
+            "planned": dg.MetadataValue.json(planned["action"].value_counts().to_dict() if len(planned) else {}),
+            "planned_by_system": counts_by_system(planned, "action"),
+            "status_counts": dg.MetadataValue.json(rows["status"].value_counts().to_dict() if len(rows) else {}),
+            "status_counts_by_system": counts_by_system(rows),
+            "posted_by_system": dg.MetadataValue.json(
+                posted_rows["system"].value_counts().to_dict() if len(posted_rows) else {}),
+            "tenants_by_system": dg.MetadataValue.json(rows["system"].value_counts().to_dict() if len(rows) else {}),
+            "rejected_upstream": len(held),
+            "failed_tenants": int(failed["tenant_id"].nunique()) if len(failed) else 0,
+            "failures": full_table(failed[["system", "tenant_id", "custom_id", "kind", "error"]]),
+            "tenant_months": full_table(tenant_month_status(rows)),
+        }
+    return out
 
 
 @dataclass
@@ -224,6 +348,15 @@ class PostedWindow:
     systems: dict[str, str]  # tenant -> system, for the tenants this run covered
     seconds: float
     held: dict[str, set[dt.date]] | None = None  # tenant -> months rejected upstream (their remote entry is held)
+    refused: list | None = None  # CurrencyRejection per entry refused by the currency plan (connections.py)
+
+    def currency_rejections(self, run_id: str) -> pd.DataFrame:
+        """ledger.rejections rows (stage "currency") for the entries the currency plan refused."""
+        rows = [{"tenant_id": r.tenant_id, "period": r.period, "stage": "currency",
+                 "reason": "no_rate" if "no exchange rate" in str(r) else "currency_not_accepted",
+                 "detail": str(r), "run_id": run_id, "recorded_at": utc_now()} for r in self.refused or []]
+        return pd.DataFrame(rows, columns=["tenant_id", "period", "stage", "reason", "detail", "run_id",
+                                           "recorded_at"])
 
     def plan(self) -> pd.DataFrame:
         return pd.DataFrame([{"system": s, **vars(p)} for s, p in self.result.plan],
@@ -243,6 +376,11 @@ def post_window(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R
     systems = connected_systems(r2a)
     if tenants is not None:
         systems = {t: systems[t] for t in tenants if t in systems}
+    # each entry in the tenant's currency, with the loaded rate where the company keeps another (connections.py)
+    entries, currency_held, refused = plan_window(entries, systems, company_currencies(r2a.ops_engine),
+                                                  rate_table(r2a.ops_engine, start, end))
+    for tenant, months in currency_held.items():
+        held.setdefault(tenant, set()).update(months)
     known = changes.load(start, end, tenants)
     t0 = time.monotonic()
     every = config.progress_every or max(1, len(entries) // 20)
@@ -264,13 +402,16 @@ def post_window(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R
             known=known, policies=changes.policies(sorted(set(entries) | set(known))), titles=system_titles())
         result = job.run()
         requests = connections.requests_by_system()
+    for exc in refused:  # a failed posting naming tenant, period, both currencies and the fix (nothing was sent)
+        result.outcomes.append((exc.system, TenantOutcome(exc.tenant_id, failures=[
+            (custom_id_for(exc.tenant_id, exc.period), str(exc), "rejected")])))
     if not config.dry_run:
         changes.record(result.changes())
         changes.resolve_verified(store.load(start, end, tenants), f"run {context.run_id}")
         for c in result.changes():
             context.log.warning(f"tenant {c.tenant_id} {c.period:%Y-%m} ({system_title(c.system)}): "
                                 f"{change_detail(c, system_title(c.system), DEFAULT_POLICY)} [{c.action}]")
-    return PostedWindow(start, end, result, requests, systems, time.monotonic() - t0, held)
+    return PostedWindow(start, end, result, requests, systems, time.monotonic() - t0, held, refused)
 
 
 def posting_problems(r2a: R2aDatabase, posted: PostedWindow,
@@ -307,6 +448,8 @@ def posting_problems(r2a: R2aDatabase, posted: PostedWindow,
                 change_detail(change, title, policy))
     frame = pd.DataFrame(list(rows.values()), columns=["system", "tenant_id", "period", "custom_id", "problem",
                                                        "detail"])
+    frame["detail"] = [own_words(t, d) for t, d in zip(frame["tenant_id"], frame["detail"], strict=True)]
+    frame["fix"] = [fix_for(p, d) for p, d in zip(frame["problem"], frame["detail"], strict=True)]
     return frame.sort_values(["tenant_id", "period"], na_position="first", kind="stable").reset_index(drop=True)
 
 
@@ -323,16 +466,23 @@ def postings_check(r2a: R2aDatabase, posted: PostedWindow,
         metadata={"tenant_months_not_posted": len(names),
                   "by_problem": dg.MetadataValue.json(problems["problem"].value_counts().to_dict()),
                   "tenant_months": dg.MetadataValue.text("\n".join(names)),
-                  "problems": preview(problems, rows=50)})
+                  "problems": full_table(problems),
+                  "problems_by_system": counts_by_system(problems, "problem")})
 
 
 def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, postings: pd.DataFrame, dry_run: bool,
-                   extra: dict | None = None) -> dg.MaterializeResult:
-    """The posting asset's metadata; raises dg.Failure naming the failed tenants (everything else is recorded), with
-    `OUTCOME_KEY: completed_with_problems` in its metadata (`ledger-pipeline run` exits 3 for it, not 1)."""
+                   extra: dict | None = None, *, reported_by_check: bool = False) -> dg.MaterializeResult:
+    """The posting asset's metadata. Failures with a transient cause (TRANSIENT_KINDS) raise dg.Failure naming the
+    failed tenants (everything else is recorded), with `OUTCOME_KEY: completed_with_problems` in its metadata
+    (`ledger-pipeline run` exits 3 for it, not 1): a run retry posts what is left. Failures with permanent causes
+    only: with `reported_by_check` (the postings_complete WARN check names them in this run) the asset
+    materializes, so the month's reconciliation runs for every tenant and nothing is retried; without it (or with a
+    refused mass delete, a safety stop the check does not cover), the same dg.Failure, but the run is tagged
+    RETRY_ON_FAILURE_TAG=false first so the run-retry daemon leaves it."""
     result, requests, systems = posted.result, posted.requests, posted.systems
     plan = posted.plan()
     failures = pd.DataFrame(result.failures(), columns=["system", "tenant_id", "custom_id", "error", "kind"])
+    failures["error"] = [own_words(t, e) for t, e in zip(failures["tenant_id"], failures["error"], strict=True)]
     failed_tenants = sorted(set(failures["tenant_id"]))
     changes = result.changes()
     metadata = {
@@ -345,7 +495,11 @@ def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, post
         "tenants_by_system": dg.MetadataValue.json(pd.Series(list(systems.values())).value_counts().to_dict()
                                                    if systems else {}),
         "failed_tenants": len(failed_tenants),
-        "failures": preview(failures[["system", "tenant_id", "custom_id", "kind", "error"]]),
+        "failures": full_table(failures[["system", "tenant_id", "custom_id", "kind", "error"]].assign(
+            fix=[fix_for(k, e) for k, e in zip(failures["kind"], failures["error"], strict=True)])),
+        "failures_by_system": counts_by_system(failures, "kind"),
+        "tenant_months": full_table(tenant_month_status(postings)),
+        "status_counts_by_system": counts_by_system(postings),
         "remote_changes_seen": len(changes),
         "remote_changes": preview(pd.DataFrame(
             [{"system": c.system, "tenant_id": c.tenant_id, "period": c.period, "kind": c.kind, "action": c.action,
@@ -358,6 +512,7 @@ def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, post
     for r in failures.head(50).itertuples(index=False):
         context.log.error(f"tenant {r.tenant_id} ({system_title(r.system)}) {r.custom_id}: {r.error}")
     problems = []
+    transient = worth_retrying(set(failures["kind"]))
     if result.refused_deletes:
         context.log.error(result.refused_deletes)
         problems.append(result.refused_deletes)
@@ -366,9 +521,31 @@ def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, post
             f"{len(failed_tenants)} tenant(s) failed to post ({', '.join(failed_tenants[:20])}"
             f"{' ...' if len(failed_tenants) > 20 else ''}); everything else is posted and recorded in "
             "accounting.postings. Fix the cause named per tenant, then re-run: only what is not done is retried.")
+    if problems and not transient and reported_by_check and not result.refused_deletes:
+        context.log.error(" ".join(problems) + " Permanent causes only: reported by the postings_complete check, "
+                          "not retried; reconciliation runs for every tenant.")
+        return dg.MaterializeResult(metadata={**metadata, "retry": "no: permanent causes only"})
     if problems:
-        raise dg.Failure(description=" ".join(problems), metadata={**metadata, OUTCOME_KEY: COMPLETED_WITH_PROBLEMS})
+        if not transient:
+            context.instance.add_run_tags(context.run_id, {RETRY_ON_FAILURE_TAG: "false"})
+        raise dg.Failure(description=" ".join(problems), metadata={
+            **metadata, OUTCOME_KEY: COMPLETED_WITH_PROBLEMS,
+            "retry": "yes: a transient cause" if transient else "no: permanent causes only"})
     return dg.MaterializeResult(metadata=metadata)
+
+
+def tenant_month_status(postings: pd.DataFrame) -> pd.DataFrame:
+    """One row per tenant-month posting: system, tenant_id, period, status, remote_id, reason (the error in its own
+    words) and fix (empty when posted)."""
+    cols = ["system", "tenant_id", "period", "custom_id", "status", "remote_id", "reason", "fix"]
+    if not len(postings):
+        return pd.DataFrame(columns=cols)
+    frame = postings.sort_values(["tenant_id", "period"], kind="stable")
+    reason = [own_words(t, e) if isinstance(e, str) else "" for t, e in zip(frame["tenant_id"], frame["error"],
+                                                                            strict=True)]
+    fix = ["" if st in ("posted", "deleted") else fix_for(st, r) for st, r in zip(frame["status"], reason,
+                                                                                   strict=True)]
+    return frame.assign(reason=reason, fix=fix)[cols].reset_index(drop=True)
 
 
 def _allowed_per_minute(accounting: AccountingResource) -> float:
@@ -401,15 +578,28 @@ def jurnal_reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase,
         "window": describe_window(start, end), "api_requests": 0,
         "status_counts": dg.MetadataValue.json(frame["status"].value_counts().to_dict() if len(frame) else {}),
         "checked_by": dg.MetadataValue.json(frame["checked_by"].value_counts().to_dict() if len(frame) else {}),
-        "not_matching": preview(frame[frame["status"] != "match"][["system", "tenant_id", "period", "status",
-                                                                    "detail"]]),
+        "status_counts_by_system": counts_by_system(frame),
+        "not_matching": full_table(recon_status(frame[frame["status"] != "match"])),
+        "tenant_months": full_table(recon_status(frame)),
     }))
 
 
+def recon_status(frame: pd.DataFrame) -> pd.DataFrame:
+    """Reconciliation rows for the UI: system, tenant, month, status, remote ids, reason in its own words, fix."""
+    cols = ["system", "tenant_id", "period", "status", "remote_ids", "checked_by", "reason", "fix"]
+    if not len(frame):
+        return pd.DataFrame(columns=cols)
+    reason = [own_words(t, d) for t, d in zip(frame["tenant_id"], frame["detail"], strict=True)]
+    fix = ["" if st in AGREED else fix_for(st, r) for st, r in zip(frame["status"], reason, strict=True)]
+    return frame.assign(reason=reason, fix=fix).sort_values(["tenant_id", "period"], kind="stable")[cols]
+
+
 def remote_reads(con, start: dt.date, end: dt.date) -> dict[str, ReconRow]:  # noqa: ANN001  (duckdb)
-    """The window's rows written by the drift read (checked_by remote_read), by custom_id."""
+    """The window's rows written by the drift read (checked_by remote_read), by custom_id. A read that failed
+    (not_checked, e.g. `needs re-authorisation` before a reconnect) is no finding: it is not kept, so the state's
+    row replaces it once the tenant is reconnected and posted."""
     frame = con.execute(f"SELECT * FROM accounting.reconciliation WHERE {window_where()} AND checked_by = "
-                        "'remote_read'", [start, end]).fetchdf()
+                        "'remote_read' AND status <> 'not_checked'", [start, end]).fetchdf()
     out = {}
     for r in frame.itertuples(index=False):
         out[r.custom_id] = (r.system, ReconRow(
@@ -529,7 +719,8 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
         "tenants_checked": len(checked), "tenants_left_for_next_run": len(tenants) - len(checked),
         "status_counts": dg.MetadataValue.json(frame["status"].value_counts().to_dict() if len(frame) else {}),
         "remote_changes": len(seen),
-        "drift": preview(drift[["system", "tenant_id", "period", "status", "detail"]]),
+        "status_counts_by_system": counts_by_system(frame),
+        "drift": full_table(recon_status(drift)),
     }))
 
 

@@ -5,9 +5,14 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
+from ledger_pipeline import clock
 from ledger_pipeline.assets.metadata import (
+    add_month_metadata,
     describe_window,
+    full_table,
     lineage,
+    month_keys,
+    month_slice,
     preview,
     table_result_metadata,
     table_spec_metadata,
@@ -17,6 +22,7 @@ from ledger_pipeline.ledger.mapping import load_mapping
 from ledger_pipeline.ledger.schemas import JournalLines, validate_lines, validated_entries
 from ledger_pipeline.ledger.sink import entries_from_frames
 from ledger_pipeline.partitions import closed_window, monthly_partitions
+from ledger_pipeline.rates import publish_rates
 from ledger_pipeline.resources import R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.state.ledger import save_window
@@ -93,6 +99,7 @@ def journal(context: dg.AssetExecutionContext, r2a: R2aDatabase, warehouse: Ware
         replace_rows(con, "ledger.journal_lines", lines.assign(**run), window_where(), [start, end])
         replace_rows(con, "ledger.rejections", rejections,
                      window_where() + " AND stage IN ('map', 'validate')", [start, end])
+        publish_rates(con, r2a.ops_engine)  # ledger.exchange_rates: the rates posting will use, for analysts
         held = con.execute(f"SELECT tenant_id, period FROM ledger.rejections WHERE {window_where()}",
                            [start, end]).fetchdf()
     # what posting needs, where every posting worker can read it (the operational database)
@@ -106,7 +113,23 @@ def journal(context: dg.AssetExecutionContext, r2a: R2aDatabase, warehouse: Ware
         "rejected_tenant_months": len(rejections),
         "no_activity_tenant_months": len(build.no_activity),
         "rejections_preview": preview(rejections[["tenant_id", "period", "stage", "reason"]]),
+        "rejections": full_table(rejections[[c for c in ("tenant_id", "period", "stage", "reason", "detail")
+                                             if c in rejections]]),
     }
+    for key in month_keys(context):  # each month's own numbers on its own partition (range runs)
+        own_entries, own_lines = month_slice(entries, key), month_slice(lines, key)
+        own_rejections = month_slice(rejections, key)
+        month = dt.date.fromisoformat(key[:10])
+        own = {"window": describe_window(month, clock.add_months(month, 1)),
+               "run_window": describe_window(start, end),
+               "rejected_tenant_months": len(own_rejections),
+               "rejections": full_table(own_rejections[[c for c in ("tenant_id", "period", "stage", "reason", "detail")
+                                                        if c in own_rejections]])}
+        add_month_metadata(context, {key: table_result_metadata("ledger.journal_entries", own_entries, {
+            **own, "all_balanced": bool((own_entries["total_debit_minor"] == own_entries["total_credit_minor"]).all()),
+        })}, asset_key="journal_entries")
+        add_month_metadata(context, {key: table_result_metadata("ledger.journal_lines", own_lines, own)},
+                           asset_key="journal_lines")
     yield dg.MaterializeResult(asset_key="journal_entries", metadata=table_result_metadata(
         "ledger.journal_entries", entries, {
             **common, "all_balanced": balanced,

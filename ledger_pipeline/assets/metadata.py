@@ -105,7 +105,9 @@ def preview_markdown(frame: pd.DataFrame, rows: int = 10) -> str:
         name = str(col)
         if name.endswith("_minor"):
             headers.append(name.removesuffix("_minor"))
-            columns.append([format_amount(int(v)) if pd.notna(v) else "" for v in shown[col]])
+            currencies = shown["currency"] if "currency" in shown else [None] * len(shown)  # each row's own decimals
+            columns.append([format_amount(int(v), c if isinstance(c, str) else None) if pd.notna(v) else ""
+                            for v, c in zip(shown[col], currencies, strict=True)])
             align.append("right")
         else:
             money = name in MONEY_COLUMNS
@@ -125,6 +127,18 @@ def total_key(column: str) -> str:
     return column if column.startswith("total_") else f"total_{column}"
 
 
+def money_totals(frame: pd.DataFrame, column: str) -> str:
+    """The exact total of a money column, never across currencies: '1,234.50' when the frame has one currency (or
+    no `currency` column: legacy 2 decimals), '1,234.50 IDR; 1,000 JPY' per currency (sorted) when it has several.
+    `column` is the `<name>_minor` int column, in each row's currency's minor units."""
+    if "currency" not in frame or frame.empty:
+        return format_amount(int(frame[column].sum()))
+    sums = frame.groupby("currency", sort=True)[column].sum()
+    if len(sums) == 1:
+        return format_amount(int(sums.iloc[0]), str(sums.index[0]))
+    return "; ".join(f"{format_amount(int(v), str(c))} {c}" for c, v in sums.items())
+
+
 def table_result_metadata(table: str, frame: pd.DataFrame, extra: dict | None = None) -> dict:
     meta: dict = {
         **table_spec_metadata(table),
@@ -133,6 +147,67 @@ def table_result_metadata(table: str, frame: pd.DataFrame, extra: dict | None = 
     }
     for col, typ in TABLES[table]:
         if typ == MONEY and f"{col}_minor" in frame:
-            meta[total_key(col)] = format_amount(int(frame[f"{col}_minor"].sum()))
+            meta[total_key(col)] = money_totals(frame, f"{col}_minor")
+    if "currency" in frame and not frame.empty:
+        meta["currencies"] = ", ".join(sorted(str(c) for c in frame["currency"].dropna().unique()))
     meta.update(extra or {})
     return meta
+
+
+# A table the UI shows in full (every row, every cell), unlike the 10-row markdown preview: Dagster renders a
+# dg.MetadataValue.table with its TableSchema as a sortable table on the materialization and the asset page.
+FULL_TABLE_MAX_ROWS = 5000
+
+
+def full_table(frame: pd.DataFrame, rows: int = FULL_TABLE_MAX_ROWS) -> dg.MetadataValue:
+    """Every row (up to `rows`) as a dg.MetadataValue.table of text cells: money exact, dates as dates.
+
+    Cells are strings (format_cell, `<col>_minor` shown as `<col>`), so no amount reaches the UI as a float."""
+    shown = frame.head(rows)
+    names = [str(c).removesuffix("_minor") for c in shown.columns]
+    records = []
+    for values in shown.itertuples(index=False, name=None):
+        cells = {}
+        for col, name, v in zip(shown.columns, names, values, strict=True):
+            if str(col).endswith("_minor"):
+                cells[name] = format_amount(int(v)) if pd.notna(v) else ""
+            else:
+                cells[name] = format_cell(v, name in MONEY_COLUMNS).replace("\\|", "|")
+        records.append(dg.TableRecord(cells))
+    return dg.MetadataValue.table(records=records,
+                                  schema=dg.TableSchema(columns=[dg.TableColumn(n, "string") for n in names]))
+
+
+def counts_by_system(frame: pd.DataFrame, column: str = "status") -> dg.MetadataValue:
+    """{system: {value: count}} of `column`, as JSON (status counts split by accounting system)."""
+    if not len(frame):
+        return dg.MetadataValue.json({})
+    grouped = frame.groupby(["system", column]).size()
+    out: dict[str, dict[str, int]] = {}
+    for (system, value), n in grouped.items():
+        out.setdefault(str(system), {})[str(value)] = int(n)
+    return dg.MetadataValue.json(out)
+
+
+def month_keys(context: dg.AssetExecutionContext) -> list[str]:
+    """The run's partition keys ('2026-05-01', ...): one for a single month, every month of a range run."""
+    return list(context.partition_keys) if context.has_partition_key_range or context.has_partition_key else []
+
+
+def add_month_metadata(context: dg.AssetExecutionContext, by_month: dict[str, dict],
+                       asset_key: str | None = None) -> None:
+    """Each month's own numbers on that month's partition (Dagster 1.13: metadata added with
+    `context.add_asset_metadata(..., partition_key=...)` overrides the output's metadata on that partition's
+    materialization only, see dagster/_core/execution/plan/execute_step.py `_get_output_asset_events`). A range run
+    (single-run backfill) then shows October's entries on October's page, not the window's."""
+    for key, meta in by_month.items():
+        context.add_asset_metadata(meta, asset_key=asset_key, partition_key=key)
+
+
+def month_slice(frame: pd.DataFrame, key: str, column: str = "period") -> pd.DataFrame:
+    """The rows of `frame` whose `column` falls in the month starting at partition key `key`."""
+    if not len(frame):
+        return frame
+    first = pd.Timestamp(key[:10])
+    values = pd.to_datetime(frame[column])
+    return frame[(values >= first) & (values < first + pd.DateOffset(months=1))]

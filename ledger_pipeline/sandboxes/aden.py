@@ -61,25 +61,16 @@ import secrets
 import sqlite3
 import time
 import uuid
-from collections import Counter
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote
 
 import jwt
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
-from ledger_pipeline.sandboxes.base import (
-    WRITE_METHODS,
-    Drop,
-    DroppedResponse,
-    InjectedError,
-    SandboxContext,
-)
-from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
+from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
+from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
 
 SYSTEM = "aden"
 PREFIX = "/aden"
@@ -123,9 +114,9 @@ CREATE TABLE IF NOT EXISTS aden_idempotency (company_id TEXT NOT NULL, key TEXT 
   status INTEGER NOT NULL, body TEXT, created_at REAL NOT NULL, PRIMARY KEY (company_id, key));
 """
 
-_TYPES = {"1": ("Asset", "Debit"), "2": ("Liability", "Credit"), "3": ("Equity", "Credit"),
-          "4": ("Revenue", "Credit"), "5": ("Expense", "Debit"), "6": ("Expense", "Debit"),
-          "7": ("Revenue", "Credit"), "8": ("Expense", "Debit")}
+# account_type and normal_balance (D4's account fields) by the chart's class
+_TYPES = {"asset": ("Asset", "Debit"), "liability": ("Liability", "Credit"), "equity": ("Equity", "Credit"),
+          "revenue": ("Revenue", "Credit"), "expense": ("Expense", "Debit")}
 _PERIOD_ID_ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
@@ -177,58 +168,41 @@ def _flag(value: str | None) -> bool | None:
     return value.strip().lower() in ("true", "1", "yes")
 
 
-class RateLimiter:
-    """Fixed one-minute windows per company token (scaled clock)."""
+class RateLimiter(Windows):
+    """D2 "Standard limit: 1000 requests per minute", counted per company token (`per_minute` may be lowered)."""
 
-    def __init__(self, ctx: SandboxContext, per_minute: int = PER_TOKEN_MINUTE):
-        self.ctx, self.per_minute = ctx, per_minute
-        self.counts: Counter = Counter()
+    per_minute = PER_TOKEN_MINUTE
 
-    def check(self, company_id: str) -> float | None:
-        """None when allowed, else the real seconds until the window resets."""
-        lim = self.ctx.limits
-        now = time.time() * lim.scale
-        window = int(now // 60)
-        if len(self.counts) > 10_000:
-            self.counts = Counter({k: v for k, v in self.counts.items() if k[1] == window})
-        if lim.enabled and self.counts[(company_id, window)] >= self.per_minute:
-            return max(((window + 1) * 60 - now) / lim.scale, 0.001)
-        self.counts[(company_id, window)] += 1
-        return None
+    def check(self, company_id: str) -> float:
+        """0.0 when allowed (and counted), else the real seconds until the company's minute resets."""
+        return self.take([(company_id, self.per_minute, 60)])
 
 
-class AdenSandbox:
-    """The Aden emulation (an `Emulator`), state in `aden_*` tables of the shared state file."""
+class AdenSandbox(Emulator):
+    """The Aden emulation, state in `aden_*` tables of the shared state file."""
 
     system = SYSTEM
+    api_prefix = API
+    errors = (ApiError,)
+    companies = ("aden_companies", "company_id")
+    schema = _SCHEMA
+    ids = {"journal-entries": "{id}", "accounting-periods": "{id}"}  # stats: .../journal-entries/{id}/approve
 
     def __init__(self, ctx: SandboxContext):
-        self.ctx = ctx
-        self.db = ctx.connect()
-        self.db.executescript(_SCHEMA)
-        self.rate = RateLimiter(ctx)
+        super().__init__(ctx)
+        self.rate = RateLimiter(ctx.limits)
         self.quirks: dict[str, dict] = {}  # company_id -> {"server_ids": bool, "ignore_filters": bool}
         self.before_update: dict[tuple[str, str], str] = {}  # (company_id, entry_id) -> a user's action
 
     def routes(self) -> list[Route]:
         return [Route(API + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"])]
 
-    def close(self) -> None:
-        pass  # the connection belongs to ctx (closed by ctx.close())
-
     # -- companies, charts, periods ------------------------------------------------------------------------
-    def _company_by_login(self, login: str) -> sqlite3.Row | None:
-        return self.db.execute("SELECT * FROM aden_companies WHERE login = ?", (login,)).fetchone()
-
-    def _company(self, company_id: str) -> sqlite3.Row:
-        return self.db.execute("SELECT * FROM aden_companies WHERE company_id = ?", (company_id,)).fetchone()
-
     def _ensure_company(self, login: str) -> str:
         """The company named `login` (created on first use with the default chart), with its monthly periods."""
-        row = self._company_by_login(login)
+        row = self.company_by_login(login)
         db = self.db
-        db.execute("BEGIN")
-        try:
+        with transaction(db):
             if row is None:
                 company_id = str(uuid.uuid4())
                 db.execute("INSERT INTO aden_companies (company_id, login, name, currency, approval_threshold_minor, "
@@ -237,7 +211,7 @@ class AdenSandbox:
                 db.executemany(
                     "INSERT INTO aden_accounts (company_id, account_id, account_number, account_name, account_type, "
                     "normal_balance, is_inactive, parent_account_id, seq) VALUES (?, ?, ?, ?, ?, ?, 0, NULL, ?)",
-                    [(company_id, number, number, name, *_TYPES[number[0]], i)
+                    [(company_id, number, number, name, *_TYPES[classification(number)], i)
                      for i, (number, name, _) in enumerate(DEFAULT_CHART)])
             else:
                 company_id = row["company_id"]
@@ -254,10 +228,6 @@ class AdenSandbox:
                 db.executemany("INSERT INTO aden_accounting_periods (company_id, period_id, period_name, "
                                "fiscal_year_id, start_date, end_date, quarter, is_adjustment_period, is_closed) "
                                "VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)", rows)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return company_id
 
     def _period(self, company_id: str, period_id: Any) -> sqlite3.Row:
@@ -473,7 +443,7 @@ class AdenSandbox:
         if action == "submit-for-approval":
             self._require(e, "submit", ("Draft",))
             self._check_period(self._period(company_id, e["posting_period_id"]), dt.date.fromisoformat(e["tran_date"]))
-            threshold = self._company(company_id)["approval_threshold_minor"]
+            threshold = self.company_by_id(company_id)["approval_threshold_minor"]
             level = 0 if threshold is None or self._total(pk) < threshold else 1
             self._set_status(pk, "Pending Approval", None, submitted_at=time.time(), change_requested=0,
                              required_approval_level=level)
@@ -587,56 +557,42 @@ class AdenSandbox:
             return None
         return row["company_id"]
 
-    async def api(self, request: Request) -> Response:
-        """Every GL request: auth, rate limit, faults, idempotency, then the handler in one transaction."""
-        parts = _segments(request)
-        route = _endpoint(parts)
-        is_write = request.method in WRITE_METHODS
-        headers: dict[str, str] = {}
-        try:
-            company_id = self._company_for_token(request)
-            if company_id is None:
-                raise ApiError(401, "UNAUTHORIZED", "Missing, invalid or revoked token (Authorization: jwt <token>)")
-            wait = self.rate.check(company_id)
-            if wait is not None:
-                raise ApiError(429, "RATE_LIMITED", f"Rate limit of {PER_TOKEN_MINUTE} requests per minute "
-                               "exceeded", headers={"Retry-After": f"{wait:.3f}"})
-            try:
-                await self.ctx.before(self.system, is_write)
-            except InjectedError as fault:
-                if fault.kind == "unauthorized":
-                    raise ApiError(401, "UNAUTHORIZED", "Token could not be verified") from None
-                raise ApiError(fault.status, "INTERNAL_ERROR", "Internal server error") from None
-            raw = await request.body() if request.method in ("POST", "PUT") else b""
-            try:
-                body = loads_exact(raw) if raw else {}
-            except ValueError:
-                raise ApiError(400, "VALIDATION_ERROR", "Malformed JSON body", "body") from None
-            key = request.headers.get("x-idempotency-key")
-            status, payload, replayed = self._handle(request, parts, company_id, body, raw, key)
-            if replayed:
-                headers["Idempotent-Replayed"] = "true"
-            try:
-                await self.ctx.after(self.system, is_write)
-            except InjectedError as fault:
-                raise ApiError(fault.status, "INTERNAL_ERROR", "Internal server error") from None
-        except ApiError as err:
-            status, payload = err.status, err.body
-            headers.update(err.headers)
-        except Drop:
-            self.ctx.count(self.system, request.method, route, "dropped")
-            return DroppedResponse()
-        self.ctx.count(self.system, request.method, route, status)
-        if status == 204:
-            return Response(status_code=204, headers=headers)
-        return Response(dumps_exact(payload), status_code=status, headers=headers, media_type="application/json")
+    # the request path's hooks (base.Emulator.api runs them in order)
+    def authenticate(self, call: Call) -> str:
+        company_id = self._company_for_token(call.request)
+        if company_id is None:  # D2: 401 for a missing or invalid token
+            raise ApiError(401, "UNAUTHORIZED", "Missing, invalid or revoked token (Authorization: jwt <token>)")
+        return company_id
 
-    def _handle(self, request: Request, parts: list[str], company_id: str, body: Any, raw: bytes,
-                key: str | None) -> tuple[int, Any, bool]:
-        db = self.db
+    def limits(self, call: Call) -> None:
+        """D2's rate limit (RateLimiter); 429 with Retry-After."""
+        wait = self.rate.check(call.principal)
+        if wait:
+            raise ApiError(429, "RATE_LIMITED", f"Rate limit of {self.rate.per_minute} requests per minute exceeded",
+                           headers={"Retry-After": f"{wait:.3f}"})
+
+    def error_payload(self, err: Exception) -> tuple[int, Any, dict[str, str]]:
+        """D2's error body {"error": {"code", "message", "details"}}."""
+        if isinstance(err, Problem):
+            err = {"unauthorized": ApiError(401, "UNAUTHORIZED", "Token could not be verified"),
+                   "server_error": ApiError(err.status, "INTERNAL_ERROR", "Internal server error"),
+                   "malformed_body": ApiError(400, "VALIDATION_ERROR", "Malformed JSON body", "body")}[err.kind]
+        assert isinstance(err, ApiError)
+        return err.status, err.body, err.headers
+
+    def dispatch(self, call: Call) -> tuple[int, Any]:
+        """Idempotency (D2 X-Idempotency-Key), then the handler in one transaction."""
+        status, payload, replayed = self._handle(call)
+        if replayed:
+            call.headers["Idempotent-Replayed"] = "true"
+        return status, payload
+
+    def _handle(self, call: Call) -> tuple[int, Any, bool]:
+        db, request, parts, company_id = self.db, call.request, call.parts, call.principal
+        key = request.headers.get("x-idempotency-key")
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
-        fingerprint = hashlib.sha256(f"{request.method} ".encode() + raw_path + b"\n" + raw).hexdigest()
-        if key and request.method in WRITE_METHODS:
+        fingerprint = hashlib.sha256(f"{request.method} ".encode() + raw_path + b"\n" + call.raw).hexdigest()
+        if key and call.is_write:
             row = db.execute("SELECT * FROM aden_idempotency WHERE company_id = ? AND key = ? AND created_at > ?",
                              (company_id, key, time.time() - IDEMPOTENCY_TTL)).fetchone()
             if row is not None:
@@ -646,18 +602,13 @@ class AdenSandbox:
                 return row["status"], loads_exact(row["body"]) if row["body"] else None, True
         if request.method == "PUT" and len(parts) == 2 and parts[0] == "journal-entries":
             self._user_acts_first(company_id, parts[1])
-        db.execute("BEGIN")
-        try:
-            status, payload = self.dispatch(request, parts, company_id, body)
-            if key and request.method in WRITE_METHODS:
+        with transaction(db):
+            status, payload = self._route(call)
+            if key and call.is_write:
                 db.execute("INSERT OR REPLACE INTO aden_idempotency (company_id, key, fingerprint, status, body, "
                            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
                            (company_id, key, fingerprint, status, None if payload is None else dumps_exact(payload),
                             time.time()))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return status, payload, False
 
     def _user_acts_first(self, company_id: str, jeid: str) -> None:
@@ -667,13 +618,8 @@ class AdenSandbox:
         action = self.before_update.pop((company_id, row["entry_id"]), None) if row else None
         if action is None:
             return
-        self.db.execute("BEGIN")
-        try:
+        with transaction(self.db):
             self.workflow(company_id, jeid, action, {"reason": "edited in Aden by the company's user"})
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     @staticmethod
     def _paging(q: Any) -> tuple[int, int]:
@@ -687,15 +633,15 @@ class AdenSandbox:
         return {"data": data, "pagination": {"total": total, "limit": limit, "offset": offset,
                                              "has_more": offset + len(data) < total}}
 
-    def dispatch(self, request: Request, parts: list[str], company_id: str, body: Any) -> tuple[int, Any]:
-        method, q = request.method, request.query_params
+    def _route(self, call: Call) -> tuple[int, Any]:
+        method, q, parts, company_id, body = call.method, call.query, call.parts, call.principal, call.body
         if parts == ["accounts"] and method == "GET":
             limit, offset = self._paging(q)
             rows = self.db.execute("SELECT * FROM aden_accounts WHERE company_id = ? ORDER BY seq LIMIT ? OFFSET ?",
                                    (company_id, limit, offset)).fetchall()
             total = self.db.execute("SELECT COUNT(*) FROM aden_accounts WHERE company_id = ?",
                                     (company_id,)).fetchone()[0]
-            currency = self._company(company_id)["currency"]
+            currency = self.company_by_id(company_id)["currency"]
             data = [{"account_id": r["account_id"], "account_number": r["account_number"],
                      "account_name": r["account_name"], "account_type": r["account_type"],
                      "normal_balance": r["normal_balance"], "currency": currency, "balance": self._balance(r),
@@ -730,7 +676,7 @@ class AdenSandbox:
                 return 204, None
         if len(parts) == 3 and parts[0] == "journal-entries" and method == "POST":
             return 200, self.workflow(company_id, parts[1], parts[2], body)
-        raise ApiError(404, "NOT_FOUND", f"No route {method} {request.url.path}")
+        raise ApiError(404, "NOT_FOUND", f"No route {method} {call.request.url.path}")
 
     def _periods(self, company_id: str, rest: list[str], q: Any) -> dict:
         """D12: the list (filters fiscal_year_id, is_closed, start_date, end_date) or one period."""
@@ -796,20 +742,14 @@ class AdenSandbox:
     def inspect_entries(self, login: str | None) -> list[dict]:
         sql = ("SELECT e.*, c.login FROM aden_journal_entries e JOIN aden_companies c ON c.company_id = e.company_id"
                + (" WHERE c.login = ?" if login else "") + " ORDER BY e.pk")
-        out = []
-        for e in self.db.execute(sql, (login,) if login else ()).fetchall():
-            r = self.render(e)
-            out.append({
-                "system": self.system, "company_login": e["login"], "custom_id": e["entry_id"],
-                "id": e["journal_entry_id"], "status": e["status"], "entry_type": e["entry_type"],
-                "reversal_of": e["original_entry_id"], "reversed_by": e["reversed_by"],
-                "live": e["status"] != "Voided" and not e["reversed_by"] and not e["original_entry_id"],
-                "status_reason": e["status_reason"], "transaction_date": e["tran_date"],
-                "memo": e["memo"], "total_debit": r["total_debit"], "total_credit": r["total_credit"],
-                "transaction_account_lines": [{"debit": ln["debit"], "credit": ln["credit"],
-                                               "account": {"id": ln["account_id"]}} for ln in r["lines"]],
-            })
-        return out
+        return [inspected(
+            self.system, e["login"], e["entry_id"], e["status"], e["tran_date"],
+            [(ln["debit_minor"], ln["credit_minor"], ln["account_id"], {}) for ln in self._lines(e["pk"])],
+            id=e["journal_entry_id"], entry_type=e["entry_type"], reversal_of=e["original_entry_id"],
+            reversed_by=e["reversed_by"],
+            live=e["status"] != "Voided" and not e["reversed_by"] and not e["original_entry_id"],
+            status_reason=e["status_reason"], memo=e["memo"],
+        ) for e in self.db.execute(sql, (login,) if login else ()).fetchall()]
 
     async def control(self, login: str, action: str, body: dict) -> dict | None:
         """POST /_sandbox/aden/companies/<login>/<action>; `body["company_login"]` overrides the path's login."""
@@ -818,38 +758,39 @@ class AdenSandbox:
             company_id = self._ensure_company(login)
             return {"token": self.issue_token(company_id), "token_type": "jwt", "company_id": company_id,
                     "company_login": login}
-        company = self._company_by_login(login)
-        if company is None:
-            raise KeyError(login)
-        cid, db = company["company_id"], self.db
-        if action == "lock_date":  # closes every period that starts on or before the date, opens the others
-            lock = body.get("lock_date")
-            db.execute("UPDATE aden_companies SET lock_date = ? WHERE company_id = ?", (lock, cid))
-            db.execute("UPDATE aden_accounting_periods SET is_closed = CASE WHEN ? IS NOT NULL AND start_date <= ? "
-                       "THEN 1 ELSE 0 END WHERE company_id = ?", (lock, lock, cid))
-        elif action == "periods":  # {"month": "YYYY-MM", "is_closed": true|false} (or "status": "Open"|"Closed")
-            closed = body["is_closed"] if "is_closed" in body else body.get("status", "Closed") != "Open"
-            db.execute("UPDATE aden_accounting_periods SET is_closed = ? WHERE company_id = ? AND start_date = ?",
-                       (int(bool(closed)), cid, f"{body['month']}-01"))
-        elif action == "revoke":
-            db.execute("UPDATE aden_tokens SET revoked = 1 WHERE company_id = ?", (cid,))
-        elif action == "approval_threshold":  # {"approval_threshold": "1000000.00" | null}
-            value = body.get("approval_threshold")
-            db.execute("UPDATE aden_companies SET approval_threshold_minor = ? WHERE company_id = ?",
-                       (None if value is None else _amount(Decimal(str(value)), "approval_threshold"), cid))
-        elif action == "approvals":  # the approver acts on an entry (by entry_id or journal_entry_id)
-            return self._approver(cid, body)
-        elif action == "accounts":  # {"number", "name", "archived"}: add an account or (de)activate one
-            self._upsert_account(cid, body)
-        elif action == "entries":
-            self._edit_entry(cid, body)
-        elif action == "quirks":  # {"server_ids": bool, "ignore_filters": bool}: see the module docstring
-            self.quirks[cid] = {k: bool(body.get(k, self.quirks.get(cid, {}).get(k)))
-                                for k in ("server_ids", "ignore_filters")}
-            return {"ok": True, **self.quirks[cid]}
-        else:
-            return None
-        return {"ok": True}
+        return await super().control(login, action, body)
+
+    def do_lock_date(self, cid: str, body: dict) -> None:
+        """Closes every period that starts on or before the date, opens the others."""
+        lock = body.get("lock_date")
+        self.db.execute("UPDATE aden_companies SET lock_date = ? WHERE company_id = ?", (lock, cid))
+        self.db.execute("UPDATE aden_accounting_periods SET is_closed = CASE WHEN ? IS NOT NULL AND start_date <= ? "
+                        "THEN 1 ELSE 0 END WHERE company_id = ?", (lock, lock, cid))
+
+    def do_periods(self, cid: str, body: dict) -> None:
+        """{"month": "YYYY-MM", "is_closed": true|false} (or "status": "Open"|"Closed")."""
+        closed = body["is_closed"] if "is_closed" in body else body.get("status", "Closed") != "Open"
+        self.db.execute("UPDATE aden_accounting_periods SET is_closed = ? WHERE company_id = ? AND start_date = ?",
+                        (int(bool(closed)), cid, f"{body['month']}-01"))
+
+    def do_revoke(self, cid: str, body: dict) -> None:
+        self.db.execute("UPDATE aden_tokens SET revoked = 1 WHERE company_id = ?", (cid,))
+
+    def do_approval_threshold(self, cid: str, body: dict) -> None:
+        """{"approval_threshold": "1000000.00" | null}."""
+        value = body.get("approval_threshold")
+        self.db.execute("UPDATE aden_companies SET approval_threshold_minor = ? WHERE company_id = ?",
+                        (None if value is None else _amount(Decimal(str(value)), "approval_threshold"), cid))
+
+    def do_quirks(self, cid: str, body: dict) -> dict:
+        """{"server_ids": bool, "ignore_filters": bool}: see the module docstring."""
+        self.quirks[cid] = {k: bool(body.get(k, self.quirks.get(cid, {}).get(k)))
+                            for k in ("server_ids", "ignore_filters")}
+        return {"ok": True, **self.quirks[cid]}
+
+    def do_approvals(self, company_id: str, body: dict) -> dict:
+        """The approver acts on an entry (by entry_id or journal_entry_id)."""
+        return self._approver(company_id, body)
 
     def _approver(self, company_id: str, body: dict) -> dict:
         ref = str(body.get("entry_id"))
@@ -862,16 +803,15 @@ class AdenSandbox:
                   "submit": "submit-for-approval"}.get(str(body.get("action")))
         if action is None:
             raise ValueError(f"unknown approval action {body.get('action')!r}")
-        self.db.execute("BEGIN")
         try:
-            data = self.workflow(company_id, row["journal_entry_id"], action, {"reason": body.get("reason")})
-            self.db.execute("COMMIT")
+            with transaction(self.db):
+                data = self.workflow(company_id, row["journal_entry_id"], action, {"reason": body.get("reason")})
         except ApiError as err:
-            self.db.execute("ROLLBACK")
             raise ValueError(err.message) from None
         return {"data": data}
 
-    def _upsert_account(self, company_id: str, body: dict) -> None:
+    def do_accounts(self, company_id: str, body: dict) -> None:
+        """{"number", "name", "archived"}: add an account or (de)activate one."""
         number = str(body["number"])
         row = self._account(company_id, number)
         if row is None:
@@ -880,7 +820,7 @@ class AdenSandbox:
             self.db.execute(
                 "INSERT INTO aden_accounts (company_id, account_id, account_number, account_name, account_type, "
                 "normal_balance, is_inactive, parent_account_id, seq) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-                (company_id, number, number, body.get("name", number), *_TYPES.get(number[:1], ("Expense", "Debit")),
+                (company_id, number, number, body.get("name", number), *_TYPES[classification(number)],
                  int(bool(body.get("archived"))), seq))
             return
         if "name" in body:
@@ -890,17 +830,15 @@ class AdenSandbox:
             self.db.execute("UPDATE aden_accounts SET is_inactive = ? WHERE company_id = ? AND account_id = ?",
                             (int(bool(body["archived"])), company_id, number))
 
-    def _edit_entry(self, company_id: str, body: dict) -> None:
+    def do_entries(self, company_id: str, body: dict) -> None:
         """A person's edit in Aden (for reconciliation tests): delete, scale a line, add a posted entry, or act on
         an entry just before our next update of it (`before_next_update`: a workflow action such as "submit")."""
         db = self.db
         if body.get("create"):
-            db.execute("BEGIN")
             try:
-                self._insert(company_id, self._parse(company_id, body["create"]), "Posted")
-                db.execute("COMMIT")
+                with transaction(db):
+                    self._insert(company_id, self._parse(company_id, body["create"]), "Posted")
             except ApiError as err:
-                db.execute("ROLLBACK")
                 raise ValueError(err.message) from None
             return
         row = db.execute("SELECT * FROM aden_journal_entries WHERE company_id = ? AND entry_id = ?",
@@ -918,21 +856,6 @@ class AdenSandbox:
             db.execute("UPDATE aden_journal_lines SET debit_minor = debit_minor * ?, credit_minor = credit_minor * ? "
                        "WHERE entry_pk = ? AND line_number = (SELECT MIN(line_number) FROM aden_journal_lines "
                        "WHERE entry_pk = ?)", (factor, factor, row["pk"], row["pk"]))
-
-
-def _segments(request: Request) -> list[str]:
-    """The path under the API as decoded segments, split on the raw path: an id may hold an encoded "/" (%2F)."""
-    raw = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1").split("?", 1)[0]
-    under = raw[raw.index(API) + len(API):] if API in raw else raw
-    return [unquote(p, encoding="utf-8", errors="replace") for p in under.split("/") if p]
-
-
-def _endpoint(parts: list[str]) -> str:
-    """[journal-entries, JE-1, approve] -> /aden/service/general-ledger/journal-entries/{id}/approve (for stats)."""
-    shown = list(parts)
-    if len(shown) >= 2 and shown[0] in ("journal-entries", "accounting-periods"):
-        shown[1] = "{id}"
-    return "/".join([API, *shown])
 
 
 def make(ctx: SandboxContext) -> AdenSandbox:

@@ -42,30 +42,31 @@ import hmac
 import json
 import re
 import time
-from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import unquote, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.money import from_minor
 from ledger_pipeline.sandboxes import consent
-from ledger_pipeline.sandboxes.base import (
+from ledger_pipeline.sandboxes.base import (  # noqa: F401 - Limits: tests and bench import it from here
     WRITE_METHODS,
-    Drop,
-    DroppedResponse,
-    InjectedError,
+    Call,
+    Emulator,
     Limits,
+    Problem,
     SandboxContext,
+    Windows,
     client_host,
-    token_fault,
+    transaction,
 )
 from ledger_pipeline.sandboxes.jurnal_state import CATEGORY_IDS, SandboxState
+from ledger_pipeline.sandboxes.oauth import OAuthServer, approve, oauth_params, redirect_to
 from ledger_pipeline.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
 API = "/partner/core/api/v1"  # OAuth2 partner API (Bearer)
@@ -88,36 +89,23 @@ class ApiError(Exception):
         self.status, self.body = status, body
 
 
-class RateLimiter:
-    """Fixed windows (Jurnal's counters reset each minute and each hour), per token and per client IP."""
+class RateLimiter(Windows):
+    """Fixed windows (Jurnal's counters reset each minute and each hour), per token (or HMAC consumer) and per client
+    IP, with the `x-ratelimit-*` headers (accounting_apis.md section 1); the numbers are `Limits`'."""
 
-    def __init__(self, limits: Limits):
-        self.limits = limits
-        self.counts: Counter = Counter()
-
-    def check(self, token: str, ip: str) -> tuple[bool, dict[str, str]]:
-        lim = self.limits
-        now = time.time() * lim.scale
-        minute, hour = int(now // 60), int(now // 3600)
-        keys = [
-            (("t", token, "m", minute), lim.per_token_minute),
-            (("t", token, "h", hour), lim.per_token_hour),
-            (("i", ip, "m", minute), lim.per_ip_minute),
-            (("i", ip, "h", hour), lim.per_ip_hour),
-        ]
-        allowed = not lim.enabled or all(self.counts[k] < n for k, n in keys)
-        if allowed:
-            for k, _ in keys:
-                self.counts[k] += 1
-        if len(self.counts) > 10_000:  # forget old windows
-            self.counts = Counter({k: v for k, v in self.counts.items() if k[3] in (minute, hour)})
+    def check(self, consumer: str, ip: str) -> tuple[bool, dict[str, str]]:
+        lim, now = self.limits, time.time()
+        token_minute, token_hour = (("t", consumer), lim.per_token_minute, 60), (("t", consumer), lim.per_token_hour,
+                                                                                 3600)
+        wait = self.take([token_minute, token_hour, (("i", ip), lim.per_ip_minute, 60),
+                          (("i", ip), lim.per_ip_hour, 3600)], now=now)
         headers = {
             "x-ratelimit-limit-minute": str(lim.per_token_minute),
-            "x-ratelimit-remaining-minute": str(max(0, lim.per_token_minute - self.counts[keys[0][0]])),
+            "x-ratelimit-remaining-minute": str(max(0, lim.per_token_minute - self.used(("t", consumer), 60, now))),
             "x-ratelimit-limit-hour": str(lim.per_token_hour),
-            "x-ratelimit-remaining-hour": str(max(0, lim.per_token_hour - self.counts[keys[1][0]])),
+            "x-ratelimit-remaining-hour": str(max(0, lim.per_token_hour - self.used(("t", consumer), 3600, now))),
         }
-        return allowed, headers
+        return not wait, headers
 
 
 def _fmt_date(iso: str) -> str:
@@ -172,17 +160,24 @@ def _rupiah(minor: int) -> str:
     return f"Rp. {whole}"
 
 
-class Sandbox:
-    """The Jurnal emulation (an `Emulator`): companies, charts, OAuth grants and entries in its own tables."""
+class Sandbox(OAuthServer, Emulator):
+    """The Jurnal emulation: companies, charts, OAuth grants and entries in its own tables (its own state file)."""
 
     system = "jurnal"
+    api_prefix = API
+    errors = (ApiError,)
+    count_addresses = True
+    companies = ("companies", "id")
+    ids = {"journal_entries": "{id}"}  # stats: /partner/core/api/v1/journal_entries/{id}
+    not_ids = ("batch_create",)
+    token_route = "/auth/oauth2/token"
 
     def __init__(self, state: SandboxState, ctx: SandboxContext, refresh_ttl: float = 30 * 86400,
                  client_id: str = SANDBOX_CLIENT_ID, client_secret: str = SANDBOX_CLIENT_SECRET,
                  clock: Callable[[], float] = time.time):
-        self.state, self.ctx = state, ctx
-        self.limits = ctx.limits
-        self.rate = RateLimiter(self.limits)
+        super().__init__(ctx)
+        self.state, self.db = state, state.db
+        self.rate = RateLimiter(ctx.limits)
         self.refresh_ttl = refresh_ttl
         self.client_id, self.client_secret = client_id, client_secret
         self.clock = clock  # the gateway's clock for the HMAC Date check (tests set it; never the wall clock there)
@@ -356,8 +351,7 @@ class Sandbox:
         if no and self.state.list_entries(company_id, transaction_no=str(no), limit=1)[1]:
             raise ApiError(dup, {"transaction_no": ["(Transaction number had already been used)"]})
         db, now = self.state.db, time.time()
-        db.execute("BEGIN")
-        try:
+        with transaction(db):
             no = no or self.state.next_transaction_no(company_id)
             cur = db.execute(
                 "INSERT INTO entries (company_id, custom_id, transaction_no, transaction_date, memo, tags, "
@@ -371,10 +365,6 @@ class Sandbox:
                 [(entry_id, ln["account_id"], ln["debit_minor"], ln["credit_minor"], ln["description"])
                  for ln in lines],
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return self.render([db.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()])[0]
 
     def update_entry(self, company_id: int, ref: str, payload: Any) -> dict:
@@ -410,8 +400,7 @@ class Sandbox:
         self._check_custom_id(company_id, custom_id, 422, entry["id"])
         tags = _tags(je, "tag_name") if "tag_name" in je else _tags(je, "tags") if "tags" in je else None
         db = self.state.db
-        db.execute("BEGIN")
-        try:
+        with transaction(db):
             for line_id, ln in result.items():
                 db.execute("UPDATE lines SET account_id=?, debit_minor=?, credit_minor=?, description=? WHERE id=?",
                            (ln["account_id"], ln["debit_minor"], ln["credit_minor"], ln["description"], line_id))
@@ -425,10 +414,6 @@ class Sandbox:
                 (new_date.isoformat(), je.get("memo", entry["memo"]), custom_id,
                  entry["tags"] if tags is None else json.dumps(tags), time.time(), entry["id"]),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return self.render([db.execute("SELECT * FROM entries WHERE id = ?", (entry["id"],)).fetchone()])[0]
 
     def delete_entry(self, company_id: int, ref: str) -> None:
@@ -436,11 +421,9 @@ class Sandbox:
         if entry is None:
             raise ApiError(404, {"error": "Journal entry not found"})
         self._check_lock(company_id, dt.date.fromisoformat(entry["transaction_date"]))
-        db = self.state.db
-        db.execute("BEGIN")
-        db.execute("DELETE FROM lines WHERE entry_id = ?", (entry["id"],))
-        db.execute("DELETE FROM entries WHERE id = ?", (entry["id"],))
-        db.execute("COMMIT")
+        with transaction(self.state.db) as db:
+            db.execute("DELETE FROM lines WHERE entry_id = ?", (entry["id"],))
+            db.execute("DELETE FROM entries WHERE id = ?", (entry["id"],))
 
     def _lookup(self, company_id: int, ref: str):  # noqa: ANN202
         """GET `/journal_entries/{id}`: the entry whose custom_id or Jurnal id is `ref` ("Journal Entry ID or Custom
@@ -456,16 +439,41 @@ class Sandbox:
             return others[0]
         return rows[0] if rows else None
 
-    # -- HTTP -----------------------------------------------------------------------------------------------
-    async def api(self, request: Request) -> Response:
-        """The OAuth2 partner API: Bearer tokens."""
-        return await self._serve(request, API, self._bearer)
-
+    # -- the request path's hooks (base.Emulator.serve runs them in order) --------------------------------------
     async def gateway(self, request: Request) -> Response:
-        """Mekari's API gateway: HMAC-signed requests."""
-        return await self._serve(request, GATEWAY, self._hmac)
+        """Mekari's API gateway: HMAC-signed requests (`api`, the partner API, takes Bearer tokens)."""
+        return await self.serve(request, GATEWAY)
 
-    async def _bearer(self, request: Request, raw: bytes) -> tuple[int, str]:
+    def segments(self, call: Call) -> list[str]:
+        """Split on the raw path and percent-decoded one by one, as Rails routing does (`%2F` inside a custom_id
+        stays inside its segment); a `.json` suffix (the Ruby client's) is dropped."""
+        parts = super().segments(call)
+        if parts and parts[-1].endswith(".json"):
+            parts[-1] = parts[-1].removesuffix(".json")
+        return parts
+
+    def authenticate(self, call: Call) -> tuple[int, str]:
+        """(company, consumer): a Bearer token on the partner API, an HMAC signature on the gateway."""
+        company_id, consumer = (self._hmac if call.prefix == GATEWAY else self._bearer)(call.request, call.raw)
+        call.login = self._login(company_id)
+        return company_id, consumer
+
+    def limits(self, call: Call) -> None:
+        allowed, headers = self.rate.check(call.principal[1], client_host(call.request))
+        call.headers.update(headers)
+        if not allowed:
+            raise ApiError(429, {"message": "API rate limit exceeded"})
+
+    def error_payload(self, err: Exception) -> tuple[int, Any, dict[str, str]]:
+        """The partner API's error bodies (accounting_apis.md section 1)."""
+        if isinstance(err, Problem):
+            err = {"unauthorized": ApiError(401, {"error": "Invalid authentication credentials"}),
+                   "server_error": ApiError(err.status, {"error": "Internal Server Error"}),
+                   "malformed_body": ApiError(400, {"error": "Malformed JSON", "detail": err.detail})}[err.kind]
+        assert isinstance(err, ApiError)
+        return err.status, err.body, {}
+
+    def _bearer(self, request: Request, raw: bytes) -> tuple[int, str]:
         auth = request.headers.get("authorization", "")
         token = auth[7:] if auth.lower().startswith("bearer ") else ""
         company_id, why = self.state.company_for_access_token(token) if token else (None, "missing")
@@ -473,7 +481,7 @@ class Sandbox:
             raise ApiError(401, {"error": "Invalid authentication credentials", "reason": why})
         return company_id, token
 
-    async def _hmac(self, request: Request, raw: bytes) -> tuple[int, str]:
+    def _hmac(self, request: Request, raw: bytes) -> tuple[int, str]:
         """Verify a gateway request as Kong's hmac-auth does (Kong/kong kong/plugins/hmac-auth/access.lua) with
         Mekari's parameters (devcenter-kb docs/authentication/hmac.md): the Date (or X-Date) within 300 s of
         `clock`, the signature over `date: <Date>\\n<METHOD> <path?query> HTTP/1.1`, and on POST/PUT/PATCH/DELETE
@@ -509,56 +517,9 @@ class Sandbox:
                 raise ApiError(401, {"message": HMAC_NO_MATCH})
         return cred["company_id"], f"hmac:{username}"
 
-    async def _serve(self, request: Request, prefix: str,
-                     authenticate: Callable[[Request, bytes], Any]) -> Response:
-        """Every API request: auth, rate limit (per token or HMAC consumer, and per client IP), faults, the
-        handler."""
-        parts = _segments(request, prefix)
-        route = _endpoint(prefix, parts)
-        is_write = request.method in WRITE_METHODS
-        status = 500
-        login: str | None = None
-        headers: dict[str, str] = {}
-        try:
-            raw = await request.body()
-            company_id, consumer = await authenticate(request, raw)
-            login = self._login(company_id)
-            allowed, headers = self.rate.check(consumer, client_host(request))
-            if not allowed:
-                raise ApiError(429, {"message": "API rate limit exceeded"})
-            try:
-                await self.ctx.before(self.system, is_write)
-            except InjectedError as fault:
-                raise ApiError(fault.status, {"error": "Internal Server Error"} if fault.kind == "error"
-                               else {"error": "Invalid authentication credentials"}) from None
-            body = None
-            if request.method in ("POST", "PATCH", "PUT"):
-                try:
-                    body = loads_exact(raw) if raw else {}
-                except ValueError as exc:
-                    raise ApiError(400, {"error": "Malformed JSON", "detail": str(exc)}) from exc
-            status, payload = self.dispatch(request, company_id, body, parts, prefix)
-            try:
-                await self.ctx.after(self.system, is_write)
-            except InjectedError as fault:
-                raise ApiError(fault.status, {"error": "Internal Server Error"}) from None
-        except ApiError as err:
-            status, payload = err.status, err.body
-        except Drop:
-            self.ctx.count(self.system, request.method, route, "dropped")
-            self.ctx.count_address(self.system, client_host(request), login, "dropped")
-            return DroppedResponse()
-        self.ctx.count(self.system, request.method, route, status)
-        self.ctx.count_address(self.system, client_host(request), login, status)
-        if status == 204:
-            return Response(status_code=204, headers=headers)
-        return Response(dumps_exact(payload), status_code=status, headers=headers, media_type="application/json")
-
-    def dispatch(self, request: Request, company_id: int, body: Any, parts: list[str] | None = None,
-                 prefix: str = API) -> tuple[int, Any]:
-        method = request.method
-        q = request.query_params
-        parts = _segments(request, prefix) if parts is None else parts
+    def dispatch(self, call: Call) -> tuple[int, Any]:
+        method, q, parts, prefix, body = call.method, call.query, call.parts, call.prefix, call.body
+        company_id = call.principal[0]
         mode = self.lookup_modes.get(company_id, "normal")
         if parts == ["accounts"] and method == "GET":
             include = q.get("include_archive", "true").lower() != "false"
@@ -622,72 +583,54 @@ class Sandbox:
                 return 204, None
         raise ApiError(404, {"error": "Not Found"})
 
-    # -- OAuth ------------------------------------------------------------------------------------------------
+    # -- OAuth (accounting_apis.md section 1; mekari-engineering/ruby-jurnal-client connection.rb) ------------
     async def authorize(self, request: Request) -> Response:
         q = request.query_params
         self.ctx.count(self.system, "GET", "/auth", "hit")
-        if q.get("client_id") != self.client_id or q.get("response_type") != "code":
-            return JSONResponse({"error": "invalid_client"}, status_code=400)
-        login, redirect = q.get("login_hint"), q.get("redirect_uri")
-        if not login or not redirect:
-            return JSONResponse({"error": "invalid_request",
-                                 "error_description": "the sandbox auto-approves a login_hint; redirect_uri needed"},
-                                status_code=400)
+        approved = approve(request, self.client_id)
+        if isinstance(approved, Response):
+            return approved
+        login, redirect = approved
         page = await consent.gate(request, title="Mekari Jurnal", company=login, client=self.client_id,
                                   scopes=["jurnal"], redirect_uri=redirect, state=q.get("state", ""))
         if page is not None:  # the consent page (a browser), or the user's Deny
             return page
-        company_id = self.state.company_for_login(login)
-        code = self.state.new_code(company_id, self.client_id, redirect)
-        sep = "&" if "?" in redirect else "?"
-        return RedirectResponse(f"{redirect}{sep}{urlencode({'code': code, 'state': q.get('state', '')})}", 302)
+        code = self.state.new_code(self.state.company_for_login(login), self.client_id, redirect)
+        return redirect_to(redirect, {"code": code, "state": q.get("state", "")})
 
-    async def token(self, request: Request) -> Response:
-        raw = await request.body()
-        ctype = request.headers.get("content-type", "")
-        try:
-            data = json.loads(raw) if "json" in ctype else dict(await request.form())
-        except ValueError:
-            return JSONResponse({"error": "invalid_request"}, status_code=400)
-        grant = data.get("grant_type")
-        self.ctx.count(self.system, "POST", "/auth/oauth2/token", grant)
-        if data.get("client_id") != self.client_id or data.get("client_secret") != self.client_secret:
-            return JSONResponse({"error": "invalid_client"}, status_code=401)
-        if grant == "authorization_code":
-            grant_id = self.state.redeem_code(str(data.get("code")), self.client_id)
-        elif grant == "refresh_token":
-            fault = token_fault(self.ctx, self._login_for_refresh(str(data.get("refresh_token"))))
-            if fault is not None:
-                return fault
-            grant_id = self.state.use_refresh_token(str(data.get("refresh_token")))
-        else:
-            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-        if grant_id is None:
-            return JSONResponse({"error": "invalid_grant"}, status_code=400)
-        access, refresh = self.state.issue_tokens(grant_id, self.access_ttl, self.refresh_ttl)
-        company = self.state.db.execute(
-            "SELECT c.id, c.login FROM grants g JOIN companies c ON c.id = g.company_id WHERE g.id = ?", (grant_id,)
-        ).fetchone()
-        return JSONResponse({"access_token": access, "token_type": "bearer", "expires_in": int(self.access_ttl),
-                             "refresh_token": refresh, "company_id": str(company["id"])})
+    def client_ok(self, request: Request, params: dict) -> bool:
+        return params.get("client_id") == self.client_id and params.get("client_secret") == self.client_secret
 
-    def _login_for_refresh(self, token: str) -> str | None:
+    def redeem_code(self, params: dict) -> int | None:
+        return self.state.redeem_code(str(params.get("code")), self.client_id)
+
+    def redeem_refresh(self, params: dict) -> int | None:
+        """Refresh tokens are single use (a spent one is invalid_grant)."""
+        return self.state.use_refresh_token(str(params.get("refresh_token")))
+
+    def refresh_login(self, params: dict) -> str | None:
         row = self.state.db.execute(
             "SELECT c.login FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id "
-            "JOIN companies c ON c.id = g.company_id WHERE r.token = ?", (token,)).fetchone()
+            "JOIN companies c ON c.id = g.company_id WHERE r.token = ?", (str(params.get("refresh_token")),)).fetchone()
         return row["login"] if row else None
 
+    def issue(self, request: Request, grant: int, params: dict) -> dict:
+        access, refresh = self.state.issue_tokens(grant, self.access_ttl, self.refresh_ttl)
+        company = self.state.db.execute(
+            "SELECT c.id FROM grants g JOIN companies c ON c.id = g.company_id WHERE g.id = ?", (grant,)).fetchone()
+        return {"access_token": access, "token_type": "bearer", "expires_in": int(self.access_ttl),
+                "refresh_token": refresh, "company_id": str(company["id"])}
+
     async def revoke(self, request: Request) -> Response:
-        raw = await request.body()
+        """Revoking an access or refresh token revokes its whole grant."""
         try:
-            data = json.loads(raw) if "json" in request.headers.get("content-type", "") else dict(
-                await request.form())
+            data = await oauth_params(request)
         except ValueError:
             return JSONResponse({"error": "invalid_request"}, status_code=400)
         self.state.revoke_token(str(data.get("token")))
         return JSONResponse({}, status_code=200)
 
-    # -- inspection (served by the sandbox server under /_sandbox) -------------------------------------------
+    # -- inspection and controls (served by the sandbox server under /_sandbox) ---------------------------------
     def inspect_entries(self, login: str | None) -> list[dict]:
         company = None
         if login:
@@ -708,27 +651,25 @@ class Sandbox:
         if action == "hmac_credentials":  # Mekari's developer dashboard: one pair per company and product
             client_id, secret = self.state.issue_hmac(self.state.company_for_login(login))
             return {"client_id": client_id, "client_secret": secret}
-        company = self.state.company_by_login(login)
-        if company is None:
-            raise KeyError(login)
-        if action == "lookup":
-            mode = body.get("mode", "normal")
-            if mode not in LOOKUP_MODES:
-                raise ValueError(f"lookup mode must be one of {', '.join(LOOKUP_MODES)}")
-            self.lookup_modes[company["id"]] = mode
-            return {"ok": True, "mode": mode}
-        if action == "lock_date":
-            self.state.db.execute("UPDATE companies SET lock_date = ? WHERE id = ?",
-                                  (body.get("lock_date"), company["id"]))
-        elif action == "revoke":
-            self.state.revoke_company(company["id"])
-        elif action == "accounts":  # {"number": .., "name": .., "archived": ..} add or change an account
-            self._upsert_account(company["id"], body)
-        elif action == "entries":  # a person edits Jurnal by hand (see _edit_entry)
-            self._edit_entry(company["id"], body)
-        else:
-            return None
-        return {"ok": True}
+        return await super().control(login, action, body)
+
+    def do_lookup(self, company_id: int, body: dict) -> dict:
+        """{"mode": "normal" | "ignore_filters" | "others_first"}: see the module docstring."""
+        mode = body.get("mode", "normal")
+        if mode not in LOOKUP_MODES:
+            raise ValueError(f"lookup mode must be one of {', '.join(LOOKUP_MODES)}")
+        self.lookup_modes[company_id] = mode
+        return {"ok": True, "mode": mode}
+
+    def do_lock_date(self, company_id: int, body: dict) -> None:
+        self.state.db.execute("UPDATE companies SET lock_date = ? WHERE id = ?", (body.get("lock_date"), company_id))
+
+    def do_revoke(self, company_id: int, body: dict) -> None:
+        self.state.revoke_company(company_id)
+
+    def do_entries(self, company_id: int, body: dict) -> None:
+        """A person edits Jurnal by hand (see _edit_entry)."""
+        self._edit_entry(company_id, body)
 
     def _edit_entry(self, company_id: int, body: dict) -> None:
         """What a person does in Jurnal's UI: delete an entry, change a line's amounts, or add an entry."""
@@ -747,14 +688,14 @@ class Sandbox:
             db.execute("UPDATE entries SET custom_id = NULL WHERE id = ?", (entry["id"],))
         elif entry is not None and body.get("relines"):  # the lines typed in again: same amounts, new line ids
             rows = db.execute("SELECT * FROM lines WHERE entry_id = ? ORDER BY id", (entry["id"],)).fetchall()
-            db.execute("BEGIN")
-            db.execute("DELETE FROM lines WHERE entry_id = ?", (entry["id"],))
-            db.executemany(
-                "INSERT INTO lines (entry_id, account_id, debit_minor, credit_minor, description) VALUES (?,?,?,?,?)",
-                [(entry["id"], r["account_id"], r["debit_minor"], r["credit_minor"], r["description"]) for r in rows])
-            db.execute("COMMIT")
+            with transaction(db):
+                db.execute("DELETE FROM lines WHERE entry_id = ?", (entry["id"],))
+                db.executemany("INSERT INTO lines (entry_id, account_id, debit_minor, credit_minor, description) "
+                               "VALUES (?,?,?,?,?)", [(entry["id"], r["account_id"], r["debit_minor"],
+                                                       r["credit_minor"], r["description"]) for r in rows])
 
-    def _upsert_account(self, company_id: int, body: dict) -> None:
+    def do_accounts(self, company_id: int, body: dict) -> None:
+        """{"number", "name", "archived", "category"}: add or change an account."""
         db = self.state.db
         row = db.execute("SELECT id FROM accounts WHERE company_id = ? AND number = ?",
                          (company_id, body["number"])).fetchone()
@@ -768,25 +709,6 @@ class Sandbox:
         for col in ("name", "archived"):
             if col in body:
                 db.execute(f"UPDATE accounts SET {col} = ? WHERE id = ?", (body[col], row["id"]))
-
-
-def _segments(request: Request, prefix: str) -> list[str]:
-    """The path's segments below `prefix`, split on the raw (still encoded) path and then percent-decoded one by
-    one, as Rails routing does: `%2F` inside a custom_id stays inside its segment. A `.json` suffix (the Ruby
-    client's) is dropped."""
-    raw = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
-    parts = [unquote(p, encoding="utf-8") for p in raw.removeprefix(prefix).split("/") if p]
-    if parts and parts[-1].endswith(".json"):
-        parts[-1] = parts[-1].removesuffix(".json")
-    return parts
-
-
-def _endpoint(prefix: str, parts: list[str]) -> str:
-    """/partner/core/api/v1/journal_entries/42 -> /partner/core/api/v1/journal_entries/{id} (for stats)."""
-    parts = list(parts)
-    if len(parts) == 2 and parts[0] == "journal_entries" and parts[1] != "batch_create":
-        parts[1] = "{id}"
-    return "/".join([prefix, *parts])
 
 
 def _tags(je: dict, key: str) -> list[str]:

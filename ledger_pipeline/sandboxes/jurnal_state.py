@@ -13,7 +13,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
+from ledger_pipeline.sandboxes.base import transaction
+from ledger_pipeline.sandboxes.chart import DEFAULT_CHART
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS companies (id INTEGER PRIMARY KEY, login TEXT UNIQUE NOT NULL, name TEXT,
@@ -57,8 +58,7 @@ class SandboxState:
         row = self.db.execute("SELECT id FROM companies WHERE login = ?", (login,)).fetchone()
         if row:
             return row["id"]
-        with self.db:
-            self.db.execute("BEGIN")
+        with transaction(self.db):
             cur = self.db.execute("INSERT INTO companies (login, name) VALUES (?, ?)", (login, f"PT {login}"))
             company_id = cur.lastrowid
             self.db.executemany(

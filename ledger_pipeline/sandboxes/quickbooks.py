@@ -47,16 +47,16 @@ import time
 from collections import Counter
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import parse_qs, urlencode
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
 from ledger_pipeline.sandboxes import consent
-from ledger_pipeline.sandboxes.base import Drop, DroppedResponse, InjectedError, SandboxContext
-from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
+from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
+from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
+from ledger_pipeline.sandboxes.oauth import OAuthServer, approve, oauth_params, redirect_to
 
 SYSTEM = "quickbooks"
 PREFIX = "/quickbooks"
@@ -93,17 +93,16 @@ CREATE TABLE IF NOT EXISTS quickbooks_requests (realm_id TEXT NOT NULL, request_
     status INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (realm_id, request_id));
 """
 
-# Jurnal's default chart numbers and names, with QuickBooks' AccountType and Classification by number range.
-_TYPES = {"1": ("Other Current Asset", "Asset"), "2": ("Other Current Liability", "Liability"),
-          "3": ("Equity", "Equity"), "4": ("Income", "Revenue"), "5": ("Cost of Goods Sold", "Expense"),
-          "6": ("Expense", "Expense"), "7": ("Other Income", "Revenue"), "8": ("Other Expense", "Expense")}
+# The default chart's numbers and names, with QuickBooks' AccountType by number range and its Classification (Asset,
+# Liability, Equity, Revenue, Expense) by the chart's class.
+_TYPES = {"1": "Other Current Asset", "2": "Other Current Liability", "3": "Equity", "4": "Income",
+          "5": "Cost of Goods Sold", "6": "Expense", "7": "Other Income", "8": "Other Expense"}
 _BANK = {"1-10001", "1-10002"}
 
 
 def _account_type(number: str) -> tuple[str, str]:
-    if number in _BANK:
-        return "Bank", "Asset"
-    return _TYPES.get(number[:1], ("Expense", "Expense"))
+    kind = "Bank" if number in _BANK else _TYPES.get(number[:1], "Expense")
+    return kind, classification(number).capitalize()
 
 
 class Fault(Exception):
@@ -207,20 +206,22 @@ def _parse_error(what: str) -> Fault:
     return _validation("4000", "Error parsing query", f"QueryParserError: Encountered an error {what}")
 
 
-class QuickBooksEmulator:
+class QuickBooksEmulator(OAuthServer, Emulator):
     """Companies (realms), charts, grants, entries and stored requestids in `quickbooks_*` tables."""
 
     system = SYSTEM
+    api_prefix = PREFIX + "/v3/company"
+    errors = (Fault,)
+    token_route = f"{PREFIX}/oauth2/v1/tokens/bearer"
+    companies = ("quickbooks_companies", "realm_id")
+    control_echo = "realm_id"
+    schema = _SCHEMA
+    added_columns = ("ALTER TABLE quickbooks_companies ADD COLUMN warn_duplicate_doc INTEGER NOT NULL DEFAULT 0",)
 
     def __init__(self, ctx: SandboxContext):
-        self.ctx = ctx
-        self.db = ctx.connect()
-        self.db.executescript(_SCHEMA)
-        columns = {r[1] for r in self.db.execute("PRAGMA table_info(quickbooks_companies)")}
-        if "warn_duplicate_doc" not in columns:  # a state file from before the preference
-            self.db.execute("ALTER TABLE quickbooks_companies ADD COLUMN warn_duplicate_doc INTEGER NOT NULL DEFAULT 0")
+        super().__init__(ctx)
         self.ignore_filters: set[str] = set()  # realms whose queries ignore their where clause (a test mode)
-        self.windows: Counter = Counter()  # fixed-window request counts
+        self.windows = Windows(ctx.limits)  # per-realm minute windows
         self.inflight: Counter = Counter()  # realm -> requests being processed
         self.replays: Counter = Counter()  # realm -> requestid replays served
 
@@ -235,32 +236,19 @@ class QuickBooksEmulator:
             Route(PREFIX + "/v3/company/{realm}/{path:path}", self.api, methods=["GET", "POST"]),
         ]
 
-    def close(self) -> None:
-        pass
-
     # -- companies --------------------------------------------------------------------------------------------
-    def _company(self, login: str) -> dict | None:
-        row = self.db.execute("SELECT * FROM quickbooks_companies WHERE login = ?", (login,)).fetchone()
-        return dict(row) if row else None
-
     def _company_for_login(self, login: str) -> str:
-        company = self._company(login)
+        company = self.company_by_login(login)
         if company:
             return company["realm_id"]
         realm = "9341" + "".join(secrets.choice("0123456789") for _ in range(12))
-        self.db.execute("BEGIN")
-        try:
+        with transaction(self.db):
             self.db.execute("INSERT INTO quickbooks_companies (realm_id, login, next_account_id) VALUES (?, ?, ?)",
                             (realm, login, len(DEFAULT_CHART) + 1))
-            for i, (number, name, _) in enumerate(DEFAULT_CHART, start=1):
-                acct_type, classification = _account_type(number)
-                self.db.execute("INSERT INTO quickbooks_accounts (realm_id, id, acct_num, name, account_type, "
+            self.db.executemany("INSERT INTO quickbooks_accounts (realm_id, id, acct_num, name, account_type, "
                                 "classification) VALUES (?, ?, ?, ?, ?, ?)",
-                                (realm, str(i), number, name, acct_type, classification))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+                                [(realm, str(i), number, name, *_account_type(number))
+                                 for i, (number, name, _) in enumerate(DEFAULT_CHART, start=1)])
         return realm
 
     def _next_id(self, realm: str, kind: str) -> str:
@@ -273,20 +261,16 @@ class QuickBooksEmulator:
         row = self.db.execute("SELECT closed_date FROM quickbooks_companies WHERE realm_id = ?", (realm,)).fetchone()
         return dt.date.fromisoformat(row[0]) if row and row[0] else None
 
-    # -- OAuth ------------------------------------------------------------------------------------------------
+    # -- OAuth (developer.intuit.com "OAuth 2.0": authorization code, rotating refresh tokens, revoke) -----------
     async def authorize(self, request: Request) -> Response:
         q = request.query_params
         self.ctx.count(SYSTEM, "GET", f"{PREFIX}/connect/oauth2", "hit")
-        if q.get("client_id") != CLIENT_ID or q.get("response_type") != "code":
-            return JSONResponse({"error": "invalid_client"}, status_code=400)
-        login, redirect = q.get("login_hint"), q.get("redirect_uri")
-        if not login or not redirect:
-            return JSONResponse({"error": "invalid_request", "error_description":
-                                 "the sandbox auto-approves a login_hint; redirect_uri needed"}, status_code=400)
-        sep = "&" if "?" in redirect else "?"
+        approved = approve(request, CLIENT_ID)
+        if isinstance(approved, Response):
+            return approved
+        login, redirect = approved
         if SCOPE not in (q.get("scope") or "").split():
-            refused = urlencode({"error": "invalid_scope", "state": q.get("state", "")})
-            return RedirectResponse(f"{redirect}{sep}{refused}", 302)
+            return redirect_to(redirect, {"error": "invalid_scope", "state": q.get("state", "")})
         page = await consent.gate(request, title="Intuit QuickBooks", company=login, client=CLIENT_ID,
                                   scopes=[SCOPE], redirect_uri=redirect, state=q.get("state", ""))
         if page is not None:  # the consent page (a browser), or the user's Deny
@@ -295,8 +279,7 @@ class QuickBooksEmulator:
         code = secrets.token_urlsafe(24)
         self.db.execute("INSERT INTO quickbooks_codes (code, realm_id, redirect_uri, expires) VALUES (?, ?, ?, ?)",
                         (code, realm, redirect, time.time() + CODE_TTL))
-        params = {"code": code, "state": q.get("state", ""), "realmId": realm}
-        return RedirectResponse(f"{redirect}{sep}{urlencode(params)}", 302)
+        return redirect_to(redirect, {"code": code, "state": q.get("state", ""), "realmId": realm})
 
     async def discovery(self, request: Request) -> Response:
         """Intuit's OpenID discovery document (developer.api.intuit.com/.well-known/openid_sandbox_configuration),
@@ -315,7 +298,8 @@ class QuickBooksEmulator:
             "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
             "claims_supported": ["aud", "exp", "iat", "iss", "realmid", "sub"]})
 
-    def _client_ok(self, request: Request) -> bool:
+    def client_ok(self, request: Request, params: dict | None = None) -> bool:
+        """HTTP Basic client authentication (client_id:client_secret), as intuit-oauth sends it."""
         auth = request.headers.get("authorization", "")
         if not auth.lower().startswith("basic "):
             return False
@@ -325,57 +309,46 @@ class QuickBooksEmulator:
             return False
         return secrets.compare_digest(cid, CLIENT_ID) and secrets.compare_digest(secret, CLIENT_SECRET)
 
-    async def token(self, request: Request) -> Response:
-        # application/x-www-form-urlencoded, parsed by hand (no multipart dependency)
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode("latin-1")).items()}
-        grant = str(form.get("grant_type"))
-        self.ctx.count(SYSTEM, "POST", f"{PREFIX}/oauth2/v1/tokens/bearer", grant)
-        if not self._client_ok(request):
-            return JSONResponse({"error": "invalid_client"}, status_code=401)
-        now = time.time()
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            grant_id = None
-            if grant == "authorization_code":
-                row = db.execute("SELECT * FROM quickbooks_codes WHERE code = ?", (str(form.get("code")),)).fetchone()
-                if row and not row["used"] and row["expires"] > now and row["redirect_uri"] == form.get(
-                        "redirect_uri"):
-                    db.execute("UPDATE quickbooks_codes SET used = 1 WHERE code = ?", (row["code"],))
-                    grant_id = db.execute("INSERT INTO quickbooks_grants (realm_id) VALUES (?)",
-                                          (row["realm_id"],)).lastrowid
-            elif grant == "refresh_token":
-                row = db.execute(
-                    "SELECT t.*, g.revoked FROM quickbooks_tokens t JOIN quickbooks_grants g ON g.id = t.grant_id "
-                    "WHERE t.token_hash = ? AND t.kind = 'refresh'", (_hash(str(form.get("refresh_token"))),)
-                ).fetchone()
-                if row and not row["used"] and not row["revoked"] and row["expires"] > now:
-                    db.execute("UPDATE quickbooks_tokens SET used = 1 WHERE token_hash = ?", (row["token_hash"],))
-                    grant_id = row["grant_id"]
-            else:
-                db.execute("ROLLBACK")
-                return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-            if grant_id is None:
-                db.execute("ROLLBACK")
-                return JSONResponse({"error": "invalid_grant"}, status_code=400)
-            access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-            insert = "INSERT INTO quickbooks_tokens (token_hash, kind, grant_id, expires) VALUES (?, ?, ?, ?)"
-            db.execute(insert, (_hash(access), "access", grant_id, now + self.ctx.access_ttl))
-            db.execute(insert, (_hash(refresh), "refresh", grant_id, now + REFRESH_TTL))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return JSONResponse({"token_type": "bearer", "access_token": access, "expires_in": int(self.ctx.access_ttl),
-                             "refresh_token": refresh, "x_refresh_token_expires_in": REFRESH_TTL})
+    def redeem_code(self, params: dict) -> int | None:
+        row = self.db.execute("SELECT * FROM quickbooks_codes WHERE code = ?", (str(params.get("code")),)).fetchone()
+        if not row or row["used"] or row["expires"] <= time.time() or row["redirect_uri"] != params.get(
+                "redirect_uri"):
+            return None
+        self.db.execute("UPDATE quickbooks_codes SET used = 1 WHERE code = ?", (row["code"],))
+        return self.db.execute("INSERT INTO quickbooks_grants (realm_id) VALUES (?)", (row["realm_id"],)).lastrowid
+
+    def redeem_refresh(self, params: dict) -> int | None:
+        """Refresh tokens rotate: a used one is refused (invalid_grant)."""
+        row = self.db.execute(
+            "SELECT t.*, g.revoked FROM quickbooks_tokens t JOIN quickbooks_grants g ON g.id = t.grant_id "
+            "WHERE t.token_hash = ? AND t.kind = 'refresh'", (_hash(str(params.get("refresh_token"))),)).fetchone()
+        if not row or row["used"] or row["revoked"] or row["expires"] <= time.time():
+            return None
+        self.db.execute("UPDATE quickbooks_tokens SET used = 1 WHERE token_hash = ?", (row["token_hash"],))
+        return row["grant_id"]
+
+    def refresh_login(self, params: dict) -> str | None:
+        row = self.db.execute(
+            "SELECT c.login FROM quickbooks_tokens t JOIN quickbooks_grants g ON g.id = t.grant_id JOIN "
+            "quickbooks_companies c ON c.realm_id = g.realm_id WHERE t.token_hash = ?",
+            (_hash(str(params.get("refresh_token"))),)).fetchone()
+        return row[0] if row else None
+
+    def issue(self, request: Request, grant: int, params: dict) -> dict:
+        access, refresh, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), time.time()
+        insert = "INSERT INTO quickbooks_tokens (token_hash, kind, grant_id, expires) VALUES (?, ?, ?, ?)"
+        self.db.execute(insert, (_hash(access), "access", grant, now + self.ctx.access_ttl))
+        self.db.execute(insert, (_hash(refresh), "refresh", grant, now + REFRESH_TTL))
+        return {"token_type": "bearer", "access_token": access, "expires_in": int(self.ctx.access_ttl),
+                "refresh_token": refresh, "x_refresh_token_expires_in": REFRESH_TTL}
 
     async def revoke(self, request: Request) -> Response:
+        """Intuit's revoke endpoint: {"token": <access or refresh token>} revokes the grant."""
         self.ctx.count(SYSTEM, "POST", f"{PREFIX}/oauth2/v1/tokens/revoke", "revoke")
-        if not self._client_ok(request):
+        if not self.client_ok(request):
             return JSONResponse({"error": "invalid_client"}, status_code=401)
-        raw = await request.body()
         try:
-            token = json.loads(raw or b"{}").get("token", "")
+            token = (await oauth_params(request)).get("token", "")
         except ValueError:
             return JSONResponse({"error": "invalid_request"}, status_code=400)
         self.db.execute("UPDATE quickbooks_grants SET revoked = 1 WHERE id IN "
@@ -389,95 +362,82 @@ class QuickBooksEmulator:
             (_hash(token), time.time())).fetchone()
         return row[0] if row else None
 
-    # -- limits -----------------------------------------------------------------------------------------------
-    def _throttle(self, realm: str, items: int, batch: bool) -> bool:
-        """True when the request fits the realm's minute windows (and is counted)."""
-        lim = self.ctx.limits
-        if not lim.enabled:
-            return True
-        minute = int(time.time() * lim.scale // 60)
-        keys = [(("r", realm, minute), PER_REALM_MINUTE, items)]
+    # -- the request path's hooks (base.Emulator.api runs them in order) ----------------------------------------
+    def segments(self, call: Call) -> list[str]:
+        """The path after /v3/company/{realmId}/ as Starlette decodes it (an encoded "/" splits an id)."""
+        return [p for p in call.request.path_params["path"].split("/") if p]
+
+    def is_write(self, call: Call) -> bool:
+        """POST /query carries the query as the body with Content-Type application/text, as python-quickbooks
+        sends it (QuickBooks.query) and Intuit's query reference documents; it is a read, not a write."""
+        return call.method == "POST" and call.parts != ["query"]
+
+    def endpoint(self, call: Call) -> str:
+        route = f"{PREFIX}/v3/company/{{realmId}}/" + "/".join(call.parts[:1] + (["{id}"] if len(call.parts) > 1
+                                                                                 else []))
+        if call.is_write and call.query.get("operation"):
+            route += f"?operation={call.query['operation']}"
+        return route
+
+    def authenticate(self, call: Call) -> str:
+        """The bearer token's realm; the gateway answers 401 (3200) for a bad token and 403 (3100) for a token of
+        another realm (module docstring)."""
+        auth = call.request.headers.get("authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        token_realm = self._realm_for_token(token) if token else None
+        if token_realm is None:
+            raise _unauthenticated("Token expired, revoked or invalid")
+        if token_realm != call.request.path_params["realm"]:
+            raise GatewayFault(403, "3100", "message=AuthorizationFailed; errorCode=003100; statusCode=403", "",
+                               fault_type="SERVICE")
+        return token_realm
+
+    def limits(self, call: Call) -> None:
+        """At most MAX_CONCURRENT requests in flight per realm, PER_REALM_MINUTE requests a minute with each batch
+        item metered as one, BATCH_PER_REALM_MINUTE batch calls a minute (429 ThrottleExceeded, 003001)."""
+        realm = call.principal
+        if self.ctx.limits.enabled and self.inflight[realm] >= MAX_CONCURRENT:
+            raise Fault(429, _THROTTLE[1], _THROTTLE[0], "Too many concurrent requests for this realm",
+                        fault_type="ThrottleExceeded")
+        self.inflight[realm] += 1
+
+        def release() -> None:
+            self.inflight[realm] -= 1
+        call.cleanups.append(release)
+        batch = call.parts == ["batch"] and call.is_write
+        body = call.body
+        items = len(body.get("BatchItemRequest") or []) if batch and isinstance(body, dict) else 1
+        quotas = [(("r", realm), PER_REALM_MINUTE, 60, max(1, items))]
         if batch:
-            keys.append((("b", realm, minute), BATCH_PER_REALM_MINUTE, 1))
-        if any(self.windows[k] + n > limit for k, limit, n in keys):
-            return False
-        for k, _, n in keys:
-            self.windows[k] += n
-        if len(self.windows) > 10_000:
-            self.windows = Counter({k: v for k, v in self.windows.items() if k[2] >= minute})
-        return True
+            quotas.append((("b", realm), BATCH_PER_REALM_MINUTE, 60))
+        if self.windows.take(quotas):
+            raise Fault(429, _THROTTLE[1], _THROTTLE[0], "The request limit was reached.",
+                        fault_type="ThrottleExceeded")
 
-    # -- HTTP -------------------------------------------------------------------------------------------------
-    async def api(self, request: Request) -> Response:
-        realm, path = request.path_params["realm"], request.path_params["path"]
-        parts = [p for p in path.split("/") if p]
-        route = f"{PREFIX}/v3/company/{{realmId}}/" + "/".join(parts[:1] + (["{id}"] if len(parts) > 1 else []))
-        # POST /query carries the query as the body with Content-Type application/text, as python-quickbooks sends
-        # it (QuickBooks.query) and Intuit's query reference documents; it is a read, not a write
-        is_query = parts == ["query"]
-        is_write = request.method == "POST" and not is_query
-        q = request.query_params
-        if is_write and q.get("operation"):
-            route += f"?operation={q['operation']}"
-        status, payload, counted = 500, None, False
-        try:
-            auth = request.headers.get("authorization", "")
-            token = auth[7:] if auth.lower().startswith("bearer ") else ""
-            token_realm = self._realm_for_token(token) if token else None
-            if token_realm is None:
-                raise _unauthenticated("Token expired, revoked or invalid")
-            if token_realm != realm:
-                raise GatewayFault(403, "3100", "message=AuthorizationFailed; errorCode=003100; statusCode=403", "",
-                                   fault_type="SERVICE")
-            if self.ctx.limits.enabled and self.inflight[realm] >= MAX_CONCURRENT:
-                raise Fault(429, _THROTTLE[1], _THROTTLE[0], "Too many concurrent requests for this realm",
-                            fault_type="ThrottleExceeded")
-            self.inflight[realm] += 1
-            counted = True
-            body: Any = None
-            if is_query and request.method == "POST":
-                body = (await request.body()).decode("utf-8", errors="replace")
-            elif is_write:
-                raw = await request.body()
-                try:
-                    body = loads_exact(raw) if raw else {}
-                except ValueError as exc:
-                    raise _validation("2020", "Request has invalid or unsupported property",
-                                      f"malformed JSON: {exc}") from exc
-            batch = parts == ["batch"] and is_write
-            items = len(body.get("BatchItemRequest") or []) if batch and isinstance(body, dict) else 1
-            if not self._throttle(realm, max(1, items), batch):
-                raise Fault(429, _THROTTLE[1], _THROTTLE[0], "The request limit was reached.",
-                            fault_type="ThrottleExceeded")
-            try:
-                await self.ctx.before(SYSTEM, is_write)
-            except InjectedError as fault:
-                raise self._injected(fault) from None
-            status, payload = self.dispatch(realm, request.method, parts, q, body)
-            try:
-                await self.ctx.after(SYSTEM, is_write)
-            except InjectedError as fault:
-                raise self._injected(fault) from None
-        except Fault as fault:
-            status, payload = fault.status, fault.body()
-        except Drop:
-            self.ctx.count(SYSTEM, request.method, route, "dropped")
-            return DroppedResponse()
-        finally:
-            if counted:
-                self.inflight[realm] -= 1
-        self.ctx.count(SYSTEM, request.method, route, status)
-        return Response(dumps_exact(payload), status_code=status, media_type="application/json",
-                        headers={"intuit_tid": secrets.token_hex(8)})
+    def parse_body(self, call: Call) -> Any:
+        """A query's body is its text (application/text); a write's is exact JSON."""
+        if call.parts == ["query"] and call.method == "POST":
+            return call.raw.decode("utf-8", errors="replace")
+        return super().parse_body(call) if call.is_write else None
 
-    @staticmethod
-    def _injected(fault: InjectedError) -> Fault:
-        if fault.kind == "unauthorized":
-            return _unauthenticated("Token invalid")
-        return Fault(fault.status, "10000", "An application error has occurred while processing your request",
-                     "System Failure Error: injected", fault_type="SystemFault")
+    def error_payload(self, err: Exception) -> tuple[int, Any, dict[str, str]]:
+        """Intuit's Fault shapes (module docstring); an injected 401 comes from the gateway, a 5xx as SystemFault."""
+        if isinstance(err, Problem):
+            err = {"unauthorized": lambda: _unauthenticated("Token invalid"),
+                   "server_error": lambda: Fault(err.status, "10000", "An application error has occurred while "
+                                                 "processing your request", "System Failure Error: injected",
+                                                 fault_type="SystemFault"),
+                   "malformed_body": lambda: _validation("2020", "Request has invalid or unsupported property",
+                                                         f"malformed JSON: {err.detail}")}[err.kind]()
+        assert isinstance(err, Fault)
+        return err.status, err.body(), {}
 
-    def dispatch(self, realm: str, method: str, parts: list[str], q: Any, body: Any) -> tuple[int, Any]:
+    def respond(self, call: Call, status: int, payload: Any) -> Response:
+        call.headers["intuit_tid"] = secrets.token_hex(8)  # every answer carries Intuit's transaction id
+        return super().respond(call, status, payload)
+
+    def dispatch(self, call: Call) -> tuple[int, Any]:
+        realm, method, parts, q, body = call.principal, call.method, call.parts, call.query, call.body
         if parts == ["query"]:
             text = q.get("query") if method == "GET" else body
             return 200, {"QueryResponse": self.query(realm, text or ""), "time": _time()}
@@ -522,17 +482,11 @@ class QuickBooksEmulator:
 
     def _write(self, realm: str, request_id: str | None, fn: Any) -> tuple[int, Any]:
         """One write and its stored response in one transaction."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db, "IMMEDIATE") as db:
             status, payload = fn()
             if request_id:
                 db.execute("INSERT INTO quickbooks_requests (realm_id, request_id, status, body) VALUES (?, ?, ?, ?)",
                            (realm, request_id, status, dumps_exact(payload)))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return status, payload
 
     def batch(self, realm: str, body: dict, request_id: str | None) -> tuple[int, Any]:
@@ -543,9 +497,7 @@ class QuickBooksEmulator:
         if len(items) > MAX_BATCH:
             raise _validation("1000", "Batch size exceeded",
                               f"BatchItemRequest has {len(items)} items; the maximum is {MAX_BATCH}")
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db, "IMMEDIATE") as db:
             out = []
             for item in items:
                 bid = str(item.get("bId", ""))
@@ -575,10 +527,6 @@ class QuickBooksEmulator:
             if request_id:
                 db.execute("INSERT INTO quickbooks_requests (realm_id, request_id, status, body) VALUES (?, ?, 200, ?)",
                            (realm, request_id, dumps_exact(payload)))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return 200, payload
 
     # -- journal entries --------------------------------------------------------------------------------------
@@ -809,76 +757,61 @@ class QuickBooksEmulator:
                   for r in self.db.execute("SELECT realm_id, login FROM quickbooks_companies")}
         sql, args = "SELECT * FROM quickbooks_entries", []
         if login:
-            company = self._company(login)
+            company = self.company_by_login(login)
             if company is None:
                 return []
             sql, args = sql + " WHERE realm_id = ?", [company["realm_id"]]
         out = []
-        for row in self.db.execute(sql + " ORDER BY realm_id, CAST(id AS INTEGER)", args).fetchall():
-            e = dict(row)
-            lines = json.loads(e["lines"])
-            debit = sum(ln["amount_minor"] for ln in lines if ln["PostingType"] == "Debit")
-            credit = sum(ln["amount_minor"] for ln in lines if ln["PostingType"] == "Credit")
+        for e in self.db.execute(sql + " ORDER BY realm_id, CAST(id AS INTEGER)", args).fetchall():
             note = e["private_note"] or ""
-            out.append({
-                "system": SYSTEM, "company_login": logins.get(e["realm_id"]), "realm_id": e["realm_id"],
-                "id": e["id"], "sync_token": str(e["sync_token"]), "doc_number": e["doc_number"],
-                "private_note": e["private_note"],
+            out.append(inspected(
                 # our id as QuickBooks stores it: the PrivateNote's first part (DocNumber is at most 21 characters)
-                "custom_id": note.split(" | ")[0] if note else e["doc_number"],
-                "status": "posted", "transaction_date": e["txn_date"],
-                "total_debit": from_minor(debit), "total_credit": from_minor(credit),
-                "transaction_account_lines": [
-                    {"id": ln["Id"], "debit": from_minor(ln["amount_minor"] if ln["PostingType"] == "Debit" else 0),
-                     "credit": from_minor(ln["amount_minor"] if ln["PostingType"] == "Credit" else 0),
-                     "account": {"id": ln["account_id"]}} for ln in lines],
-            })
+                SYSTEM, logins.get(e["realm_id"]), note.split(" | ")[0] if note else e["doc_number"], "posted",
+                e["txn_date"],
+                [(ln["amount_minor"] if ln["PostingType"] == "Debit" else 0,
+                  ln["amount_minor"] if ln["PostingType"] == "Credit" else 0, ln["account_id"], {"id": ln["Id"]})
+                 for ln in json.loads(e["lines"])],
+                realm_id=e["realm_id"], id=e["id"], sync_token=str(e["sync_token"]), doc_number=e["doc_number"],
+                private_note=e["private_note"]))
         return out
 
-    async def control(self, login: str, action: str, body: dict) -> dict | None:
-        company = self._company(login)
-        if company is None:
-            raise KeyError(login)
-        realm = company["realm_id"]
-        db = self.db
-        if action == "lock_date":  # QuickBooks' "close the books" date
-            db.execute("UPDATE quickbooks_companies SET closed_date = ? WHERE realm_id = ?",
-                       (body.get("lock_date"), realm))
-        elif action == "revoke":
-            db.execute("UPDATE quickbooks_grants SET revoked = 1 WHERE realm_id = ?", (realm,))
-        elif action == "accounts":
-            return self._upsert_account(realm, body)
-        elif action == "entries":
-            return self._edit_entry(realm, body)
-        elif action == "preferences":  # {"warn_duplicate_doc_number": true}: 6210 on a repeated DocNumber
-            if "warn_duplicate_doc_number" in body:
-                db.execute("UPDATE quickbooks_companies SET warn_duplicate_doc = ? WHERE realm_id = ?",
-                           (int(bool(body["warn_duplicate_doc_number"])), realm))
-        elif action == "search":  # {"ignore_filters": true}: queries ignore their where clause, others first
-            if body.get("ignore_filters"):
-                self.ignore_filters.add(realm)
-            else:
-                self.ignore_filters.discard(realm)
-            return {"ok": True, "realm_id": realm, "ignore_filters": realm in self.ignore_filters}
-        elif action == "requests":  # the idempotency store, for tests
-            stored = db.execute("SELECT COUNT(*) FROM quickbooks_requests WHERE realm_id = ?", (realm,)).fetchone()
-            return {"stored": stored[0], "replayed": self.replays[realm], "realm_id": realm}
-        else:
-            return None
-        return {"ok": True, "realm_id": realm}
+    def do_lock_date(self, realm: str, body: dict) -> None:
+        """QuickBooks' "close the books" date."""
+        self.db.execute("UPDATE quickbooks_companies SET closed_date = ? WHERE realm_id = ?",
+                        (body.get("lock_date"), realm))
 
-    def _upsert_account(self, realm: str, body: dict) -> dict:
+    def do_revoke(self, realm: str, body: dict) -> None:
+        self.db.execute("UPDATE quickbooks_grants SET revoked = 1 WHERE realm_id = ?", (realm,))
+
+    def do_preferences(self, realm: str, body: dict) -> None:
+        """{"warn_duplicate_doc_number": true}: 6210 on a repeated DocNumber."""
+        if "warn_duplicate_doc_number" in body:
+            self.db.execute("UPDATE quickbooks_companies SET warn_duplicate_doc = ? WHERE realm_id = ?",
+                            (int(bool(body["warn_duplicate_doc_number"])), realm))
+
+    def do_search(self, realm: str, body: dict) -> dict:
+        """{"ignore_filters": true}: queries ignore their where clause, the others first."""
+        if body.get("ignore_filters"):
+            self.ignore_filters.add(realm)
+        else:
+            self.ignore_filters.discard(realm)
+        return {"ok": True, "realm_id": realm, "ignore_filters": realm in self.ignore_filters}
+
+    def do_requests(self, realm: str, body: dict) -> dict:
+        """The idempotency store's counts, for tests."""
+        stored = self.db.execute("SELECT COUNT(*) FROM quickbooks_requests WHERE realm_id = ?", (realm,)).fetchone()
+        return {"stored": stored[0], "replayed": self.replays[realm], "realm_id": realm}
+
+    def do_accounts(self, realm: str, body: dict) -> dict:
         row = self.db.execute("SELECT id FROM quickbooks_accounts WHERE realm_id = ? AND acct_num = ?",
                               (realm, body["number"])).fetchone()
         if row is None:
-            self.db.execute("BEGIN")
-            account_id = self._next_id(realm, "account")
-            acct_type, classification = _account_type(str(body["number"]))
-            self.db.execute("INSERT INTO quickbooks_accounts (realm_id, id, acct_num, name, account_type, "
-                            "classification, active) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (realm, account_id, body["number"], body.get("name", body["number"]), acct_type,
-                             classification, int(not body.get("archived"))))
-            self.db.execute("COMMIT")
+            with transaction(self.db):
+                account_id = self._next_id(realm, "account")
+                self.db.execute("INSERT INTO quickbooks_accounts (realm_id, id, acct_num, name, account_type, "
+                                "classification, active) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                (realm, account_id, body["number"], body.get("name", body["number"]),
+                                 *_account_type(str(body["number"])), int(not body.get("archived"))))
             return {"ok": True, "id": account_id}
         if "name" in body:
             self.db.execute("UPDATE quickbooks_accounts SET name = ?, sync_token = sync_token + 1 WHERE realm_id = ? "
@@ -888,7 +821,7 @@ class QuickBooksEmulator:
                             "WHERE realm_id = ? AND id = ?", (int(not body["archived"]), realm, row["id"]))
         return {"ok": True, "id": row["id"]}
 
-    def _edit_entry(self, realm: str, body: dict) -> dict:
+    def do_entries(self, realm: str, body: dict) -> dict:
         """A person in QuickBooks' UI: create, delete, scale a line (unbalances), or touch (SyncToken advances)."""
         db = self.db
         if body.get("create"):

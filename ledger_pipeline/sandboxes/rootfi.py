@@ -67,25 +67,18 @@ import json
 import secrets
 import time
 import uuid
-from collections import Counter
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import unquote, urlencode
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.money import dumps_exact, from_minor, loads_exact, to_minor
 from ledger_pipeline.sandboxes import consent
-from ledger_pipeline.sandboxes.base import (
-    WRITE_METHODS,
-    Drop,
-    DroppedResponse,
-    InjectedError,
-    SandboxContext,
-)
-from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
+from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
+from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
+from ledger_pipeline.sandboxes.oauth import redirect_to
 
 SYSTEM = "rootfi"
 PREFIX = "/rootfi"
@@ -94,8 +87,8 @@ MAX_BATCH = 100  # items per upload
 MAX_TAKE = 100
 PER_KEY_MINUTE = 600
 PER_COMPANY_MINUTE = 60
-_CATEGORY = {"1": "ASSET", "2": "LIABILITY", "3": "EQUITY", "4": "INCOME", "5": "EXPENSE", "6": "EXPENSE",
-             "7": "INCOME", "8": "EXPENSE"}  # the category enum of [AC-ALL]
+_CATEGORY = {"asset": "ASSET", "liability": "LIABILITY", "equity": "EQUITY", "revenue": "INCOME",
+             "expense": "EXPENSE"}  # the category enum of [AC-ALL], by the chart's class
 _IDS = {"account": 3770712000000000000, "entry": 3770712000100000000, "line": 3770712000200000000}
 WRITE_ROOTS = (("api", "write"), ("accounting",))  # [AC-NEW] example path / [JE-NEW] header path
 # filter operators: `eq` [JE-ALL], the rest from v3's field[operator] syntax [V3-ALL]
@@ -193,87 +186,49 @@ def _aggregate(statuses: list[str]) -> str:
     return "SUCCESS" if statuses and all(s == "SUCCESS" for s in statuses) else "FAILED"
 
 
-class RateLimiter:
-    """Fixed minute windows per API key and per company, on the scaled clock."""
-
-    def __init__(self, ctx: SandboxContext):
-        self.ctx = ctx
-        self.counts: Counter = Counter()
-
-    def check(self, company_id: int | None) -> float:
-        """0 when allowed (and counted), else the seconds until the window resets (real, scaled)."""
-        lim = self.ctx.limits
-        if not lim.enabled:
-            return 0.0
-        now = time.time() * lim.scale
-        minute = int(now // 60)
-        keys = [(("key", minute), PER_KEY_MINUTE)]
-        if company_id is not None:
-            keys.append((("company", company_id, minute), PER_COMPANY_MINUTE))
-        if any(self.counts[k] >= n for k, n in keys):
-            return ((minute + 1) * 60 - now) / lim.scale
-        for k, _ in keys:
-            self.counts[k] += 1
-        if len(self.counts) > 20_000:
-            self.counts = Counter({k: v for k, v in self.counts.items() if k[-1] == minute})
-        return 0.0
-
-
-class RootfiSandbox:
-    """The Rootfi emulation (an `Emulator`)."""
+class RootfiSandbox(Emulator):
+    """The Rootfi emulation."""
 
     system = SYSTEM
+    api_prefix = PREFIX
+    errors = (ApiError,)
+    ids = {"journal_entries": "{id}", "jobs": "{id}"}  # stats: /rootfi/accounting/journal_entries/{id}
+    not_ids = ("all",)
+    companies = ("rootfi_companies", "id")
+    control_echo = "company_id"
+    schema = _SCHEMA
+    added_columns = _COLUMNS
+    control_aliases = {"job_delay_seconds": "jobs", "fail_next": "jobs", "fail_document_numbers": "jobs"}
 
     def __init__(self, ctx: SandboxContext, api_key: str = SANDBOX_API_KEY):
-        self.ctx, self.api_key = ctx, api_key
-        self.db = ctx.connect()
-        self.db.executescript(_SCHEMA)
-        for ddl in _COLUMNS:
-            try:
-                self.db.execute(ddl)
-            except Exception as exc:  # noqa: BLE001 - sqlite3.OperationalError: the column is already there
-                if "duplicate column" not in str(exc):
-                    raise
-        self.rate = RateLimiter(ctx)
+        super().__init__(ctx)
+        self.api_key = api_key
+        self.windows = Windows(ctx.limits, keep=20_000)
         self.hidden: dict[int, set[str]] = {}  # company -> documented paths it answers 404 on (`paths` control)
 
     def routes(self) -> list[Route]:
         return [Route(PREFIX + "/link", self.link, methods=["GET", "POST"]),  # POST: the consent form
                 Route(PREFIX + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"])]
 
-    def close(self) -> None:
-        pass  # the context closes its connections
-
     # -- companies ------------------------------------------------------------------------------------------
-    def _company_by_login(self, login: str) -> Any:
-        return self.db.execute("SELECT * FROM rootfi_companies WHERE login = ?", (login,)).fetchone()
-
-    def _company(self, company_id: int) -> Any:
-        return self.db.execute("SELECT * FROM rootfi_companies WHERE id = ?", (company_id,)).fetchone()
-
     def _link_company(self, login: str) -> int:
         """Rootfi Link for a login: the existing company re-linked, or a new one with the default chart."""
-        row = self._company_by_login(login)
+        row = self.company_by_login(login)
         if row is not None:
             self.db.execute("UPDATE rootfi_companies SET status = 'LINKED' WHERE id = ?", (row["id"],))
             return row["id"]
         now = time.time()
-        self.db.execute("BEGIN")
-        try:
+        with transaction(self.db):
             cid = self.db.execute("INSERT INTO rootfi_companies (login, created_at) VALUES (?, ?)",
                                   (login, now)).lastrowid
             for number, name, _category in DEFAULT_CHART:
                 self._insert_account(cid, number, name, "ACTIVE", now)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return cid
 
     def _insert_account(self, company_id: int, number: str, name: str, status: str, now: float) -> int:
         rid = self.db.execute(
             "INSERT INTO rootfi_accounts (company_id, nominal_code, name, category, status, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (company_id, number, name, _CATEGORY.get(number[:1], "EXPENSE"), status,
+            "VALUES (?, ?, ?, ?, ?, ?)", (company_id, number, name, _CATEGORY[classification(number)], status,
                                           now)).lastrowid
         self.db.execute("UPDATE rootfi_accounts SET platform_id = ? WHERE rootfi_id = ?",
                         (str(_IDS["account"] + rid), rid))
@@ -414,7 +369,7 @@ class RootfiSandbox:
         return fields, lines
 
     def _check_period(self, company_id: int, date: dt.date) -> None:
-        lock = self._company(company_id)["lock_date"]
+        lock = self.company_by_id(company_id)["lock_date"]
         if lock and date <= dt.date.fromisoformat(lock):
             raise ItemError("PERIOD_CLOSED", f"The accounting period is closed on the platform: posted_date "
                                              f"{date.isoformat()} is on or before the lock date {lock}")
@@ -453,13 +408,12 @@ class RootfiSandbox:
             raise ApiError(400, "VALIDATION_ERROR", "data must be a non-empty array of journal entries")
         if len(items) > MAX_BATCH:
             raise ApiError(400, "VALIDATION_ERROR", f"at most {MAX_BATCH} journal entries per upload")
-        company = self._company(company_id)
+        company = self.company_by_id(company_id)
         fail_docs = set(json.loads(company["fail_docs"]))
         fail_next = company["fail_next"]
         now = time.time()
         upload_job_id = secrets.token_urlsafe(11)[:15]  # [JE-NEW]'s ids look like "aXI9pUDA5T7E2LS"
-        self.db.execute("BEGIN")
-        try:
+        with transaction(self.db):
             self.db.execute("INSERT INTO rootfi_upload_jobs (upload_job_id, company_id, created_at) VALUES (?, ?, ?)",
                             (upload_job_id, company_id, now))
             for pos, item in enumerate(items):
@@ -476,10 +430,6 @@ class RootfiSandbox:
                     (str(uuid.uuid4()), upload_job_id, company_id, pos, None if doc is None else str(doc),
                      dumps_exact(item), "PENDING", now + company["job_delay"], forced, now))
             self.db.execute("UPDATE rootfi_companies SET fail_next = ? WHERE id = ?", (fail_next, company_id))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         if company["job_delay"] <= 0:
             self.settle(company_id)  # the platform answered at once: the reply is final [JE-NEW]
         return self._render_upload(upload_job_id)
@@ -493,23 +443,18 @@ class RootfiSandbox:
             sql += " AND company_id = ?"
             args.append(company_id)
         for item in self.db.execute(sql + " ORDER BY rowid", args).fetchall():
-            self.db.execute("BEGIN")
             try:
-                if item["forced_error"]:
-                    raise ItemError("PLATFORM_ERROR", item["forced_error"])
-                fields, lines = self._validate(item["company_id"], loads_exact(item["payload"]))
-                eid = self._insert_entry(item["company_id"], fields, lines)
-                self.db.execute("UPDATE rootfi_job_items SET status = 'COMPLETED', entry_id = ?, updated_at = ? "
-                                "WHERE job_id = ?", (eid, now, item["job_id"]))
-                self.db.execute("COMMIT")
-            except ItemError as err:
+                with transaction(self.db):
+                    if item["forced_error"]:
+                        raise ItemError("PLATFORM_ERROR", item["forced_error"])
+                    fields, lines = self._validate(item["company_id"], loads_exact(item["payload"]))
+                    eid = self._insert_entry(item["company_id"], fields, lines)
+                    self.db.execute("UPDATE rootfi_job_items SET status = 'COMPLETED', entry_id = ?, updated_at = ? "
+                                    "WHERE job_id = ?", (eid, now, item["job_id"]))
+            except ItemError as err:  # refused before anything was written: the item fails
                 self.db.execute("UPDATE rootfi_job_items SET status = 'FAILED', error = ?, updated_at = ? "
                                 "WHERE job_id = ?", (json.dumps({"code": err.code, "message": err.message}), now,
                                                      item["job_id"]))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
 
     def _entry_row(self, company_id: int, ref: str) -> Any:
         row = self.db.execute("SELECT * FROM rootfi_entries WHERE company_id = ? AND CAST(rootfi_id AS TEXT) = ?",
@@ -532,8 +477,7 @@ class RootfiSandbox:
             fields, lines = self._validate(company_id, data)
         except ItemError as err:
             raise ApiError(422, err.code, err.message) from None
-        self.db.execute("BEGIN")
-        try:
+        with transaction(self.db):
             self.db.execute("DELETE FROM rootfi_lines WHERE entry_id = ?", (row["rootfi_id"],))
             self._insert_lines(row["rootfi_id"], lines)
             self.db.execute(
@@ -542,10 +486,6 @@ class RootfiSandbox:
                 (fields["document_number"] or row["document_number"], fields["posted_date"], fields["description"],
                  fields["currency_id"] or row["currency_id"], row["rootfi_id"]))
             self._touch(row["rootfi_id"])
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return self._render_entries([self._entry_row(company_id, ref)])[0]
 
     def _delete(self, company_id: int, ref: str) -> int:
@@ -554,10 +494,9 @@ class RootfiSandbox:
             self._check_period(company_id, dt.date.fromisoformat(row["posted_date"]))
         except ItemError as err:
             raise ApiError(422, err.code, err.message) from None
-        self.db.execute("BEGIN")
-        self.db.execute("DELETE FROM rootfi_lines WHERE entry_id = ?", (row["rootfi_id"],))
-        self.db.execute("DELETE FROM rootfi_entries WHERE rootfi_id = ?", (row["rootfi_id"],))
-        self.db.execute("COMMIT")
+        with transaction(self.db) as db:
+            db.execute("DELETE FROM rootfi_lines WHERE entry_id = ?", (row["rootfi_id"],))
+            db.execute("DELETE FROM rootfi_entries WHERE rootfi_id = ?", (row["rootfi_id"],))
         return row["rootfi_id"]
 
     # -- accounts (create) ----------------------------------------------------------------------------------
@@ -649,67 +588,43 @@ class RootfiSandbox:
                  "category": r["category"], "status": "ACTIVE" if r["status"] == "ACTIVE" else "ARCHIVED",
                  "updated_at": _iso(r["updated_at"])} for r in rows]
 
-    # -- HTTP -----------------------------------------------------------------------------------------------
-    @staticmethod
-    def _parts(request: Request) -> list[str]:
-        """The path after /rootfi, split on the raw path and percent-decoded segment by segment."""
-        raw = request.scope.get("raw_path") or request.url.path.encode()
-        path = raw.decode("latin-1").split("?", 1)[0]
-        return [unquote(p) for p in path.removeprefix(PREFIX).split("/") if p]
+    # -- the request path's hooks (base.Emulator.api runs them in order) ----------------------------------------
+    def is_write(self, call: Call) -> bool:
+        """The list endpoints (POST .../all [JE-ALL, AC-ALL]) read."""
+        return super().is_write(call) and call.parts[-1:] != ["all"]
 
-    async def api(self, request: Request) -> Response:
-        parts = self._parts(request)
-        route = _endpoint(parts)
-        method = request.method
-        is_write = method in WRITE_METHODS and parts[-1:] != ["all"]
-        started = _iso(time.time())
+    def authenticate(self, call: Call) -> int:
+        """The `api_key` header [every page], then the company the body or query names (see the docstring)."""
+        if call.request.headers.get("api_key") != self.api_key:
+            raise ApiError(401, "UNAUTHORIZED", "Invalid or missing api_key")
+        if call.method in ("POST", "PUT") and not isinstance(call.body, dict):
+            raise ApiError(400, "VALIDATION_ERROR", "the body must be a JSON object")
+        return self._resolve_company(call.parts, call.json_object(), call.query)
+
+    def limits(self, call: Call) -> None:
+        """Per API key and per company (module docstring); 429 RATE_LIMIT_EXCEEDED with Retry-After."""
+        wait = self.windows.take([(("key",), PER_KEY_MINUTE, 60), (("company", call.principal), PER_COMPANY_MINUTE,
+                                                                     60)])
+        if wait:
+            raise ApiError(429, "RATE_LIMIT_EXCEEDED", "Too many requests, please retry later",
+                           {"Retry-After": f"{wait:.3f}"})
+
+    def error_payload(self, err: Exception) -> tuple[int, Any, dict[str, str]]:
+        """{"error": {"code", "message"}} [every page's error responses]."""
+        if isinstance(err, Problem):
+            err = {"unauthorized": ApiError(401, "UNAUTHORIZED", "Invalid or missing api_key"),
+                   "server_error": ApiError(err.status, "INTERNAL_SERVER_ERROR", "Something went wrong, please retry"),
+                   "malformed_body": ApiError(400, "VALIDATION_ERROR", f"Malformed JSON body: {err.detail}")}[err.kind]
+        assert isinstance(err, ApiError)
+        return err.status, {"error": {"code": err.code, "message": err.message}}, err.headers
+
+    def respond(self, call: Call, status: int, payload: Any) -> Response:
+        """v2 answers carry request_timestamp, response_timestamp and request_id [JE-ALL, JOB2]; v3's request_id
+        [JOB3]."""
         request_id = str(uuid.uuid4())
-        headers: dict[str, str] = {}
-        v3 = parts[:1] == ["v3"]
-        try:
-            if request.headers.get("api_key") != self.api_key:
-                raise ApiError(401, "UNAUTHORIZED", "Invalid or missing api_key")
-            body: Any = {}
-            if method in ("POST", "PUT"):
-                raw = await request.body()
-                try:
-                    body = loads_exact(raw) if raw else {}
-                except ValueError as exc:
-                    raise ApiError(400, "VALIDATION_ERROR", f"Malformed JSON body: {exc}") from exc
-                if not isinstance(body, dict):
-                    raise ApiError(400, "VALIDATION_ERROR", "the body must be a JSON object")
-            company_id = self._resolve_company(parts, body, request.query_params)
-            wait = self.rate.check(company_id)
-            if wait:
-                raise ApiError(429, "RATE_LIMIT_EXCEEDED", "Too many requests, please retry later",
-                               {"Retry-After": f"{max(wait, 0.001):.3f}"})
-            try:
-                await self.ctx.before(self.system, is_write)
-            except InjectedError as fault:
-                raise (ApiError(fault.status, "INTERNAL_SERVER_ERROR", "Something went wrong, please retry")
-                       if fault.kind == "error" else ApiError(401, "UNAUTHORIZED", "Invalid or missing api_key")
-                       ) from None
-            hidden = self.hidden.get(company_id or 0, set())
-            if ("api_write" in hidden and parts[:2] == ["api", "write"]) or (
-                    "v2_jobs" in hidden and parts[:1] == ["jobs"]):
-                raise ApiError(404, "NOT_FOUND", f"no such endpoint: {method} /{'/'.join(parts)}")
-            if company_id is not None:
-                self.settle(company_id)
-            status, payload = self.dispatch(method, parts, company_id, body)
-            try:
-                await self.ctx.after(self.system, is_write)
-            except InjectedError as fault:
-                raise ApiError(fault.status, "INTERNAL_SERVER_ERROR", "Something went wrong, please retry") from None
-        except ApiError as err:
-            status, payload, headers = err.status, {"error": {"code": err.code, "message": err.message}}, err.headers
-        except Drop:
-            self.ctx.count(self.system, method, route, "dropped")
-            return DroppedResponse()
-        self.ctx.count(self.system, method, route, status)
-        envelope = {"request_id": request_id} if v3 and status < 300 else {
-            "request_timestamp": started, "response_timestamp": _iso(time.time()), "request_id": request_id}
-        return Response(dumps_exact({**payload, **envelope}), status_code=status, headers=headers,
-                        media_type="application/json")
+        envelope = {"request_id": request_id} if call.parts[:1] == ["v3"] and status < 300 else {
+            "request_timestamp": _iso(call.started), "response_timestamp": _iso(time.time()), "request_id": request_id}
+        return super().respond(call, status, {**payload, **envelope})
 
     def _resolve_company(self, parts: list[str], body: dict, query: Any) -> int | None:
         """The company a request is about (body or query `company_id`, or the job's), linked, or 4xx."""
@@ -725,7 +640,7 @@ class RootfiSandbox:
         if raw in (None, ""):
             raise ApiError(400, "VALIDATION_ERROR", "company_id is required")
         try:
-            company = self._company(int(raw))
+            company = self.company_by_id(int(raw))
         except (TypeError, ValueError):
             company = None
         if company is None:
@@ -735,7 +650,13 @@ class RootfiSandbox:
                                                       "any more (connection revoked); re-link it through Rootfi Link")
         return company["id"]
 
-    def dispatch(self, method: str, parts: list[str], company_id: int, body: dict) -> tuple[int, dict]:
+    def dispatch(self, call: Call) -> tuple[int, dict]:
+        method, parts, company_id, body = call.method, call.parts, call.principal, call.json_object()
+        hidden = self.hidden.get(company_id, set())  # the `paths` control
+        if ("api_write" in hidden and parts[:2] == ["api", "write"]) or (
+                "v2_jobs" in hidden and parts[:1] == ["jobs"]):
+            raise ApiError(404, "NOT_FOUND", f"no such endpoint: {method} /{'/'.join(parts)}")
+        self.settle(company_id)
         job_id = _job_ref(parts)
         if job_id is not None and method == "GET":
             return 200, {"data": self._render_job(job_id)[1]}
@@ -757,7 +678,7 @@ class RootfiSandbox:
                     return 200, {"data": {"rootfi_id": self._delete(company_id, rest[1]), "deleted": True}}
         if parts == ["accounting", "journal_entries", "all"] and method == "POST":
             rows = self.db.execute("SELECT * FROM rootfi_entries WHERE company_id = ?", (company_id,)).fetchall()
-            ignore = bool(self._company(company_id)["ignore_filters"])
+            ignore = bool(self.company_by_id(company_id)["ignore_filters"])
             return 200, self._list(self._render_entries(rows), body, ignore)
         if parts == ["accounting", "accounts", "all"] and method in ("GET", "POST"):
             return 200, self._list(self._accounts(company_id), body)
@@ -780,10 +701,7 @@ class RootfiSandbox:
                                   state=q.get("state", ""))
         if page is not None:  # the consent page (a browser), or the user's Deny
             return page
-        company_id = self._link_company(login)
-        sep = "&" if "?" in redirect else "?"
-        return RedirectResponse(f"{redirect}{sep}{urlencode({'company_id': company_id, 'state': q.get('state', '')})}",
-                                302)
+        return redirect_to(redirect, {"company_id": self._link_company(login), "state": q.get("state", "")})
 
     # -- inspection and controls ----------------------------------------------------------------------------
     def inspect_entries(self, login: str | None) -> list[dict]:
@@ -793,56 +711,41 @@ class RootfiSandbox:
             sql += " WHERE c.login = ?"
             args.append(login)
         rows = self.db.execute(sql + " ORDER BY e.rootfi_id", args).fetchall()
-        out = []
-        for row, e in zip(rows, self._render_entries(rows), strict=True):
-            ls = e["journal_lines"]["data"]
-            debit = sum((ln["net_amount"] for ln in ls if ln["type"] == "DEBIT"), Decimal("0.00"))
-            credit = sum((ln["net_amount"] for ln in ls if ln["type"] == "CREDIT"), Decimal("0.00"))
-            out.append({
-                "system": self.system, "company_login": row["login"], "custom_id": e["document_number"],
-                "status": "posted", "transaction_date": row["posted_date"], "total_debit": debit,
-                "total_credit": credit, "rootfi_id": e["rootfi_id"], "platform_id": e["platform_id"],
-                "transaction_account_lines": [
-                    {"debit": ln["net_amount"] if ln["type"] == "DEBIT" else Decimal("0.00"),
-                     "credit": ln["net_amount"] if ln["type"] == "CREDIT" else Decimal("0.00"),
-                     "account": {"id": ln["account_id"]}} for ln in ls],
-            })
-        return out
+        return [inspected(self.system, row["login"], e["document_number"], "posted", row["posted_date"],
+                          [(to_minor(ln["net_amount"]) if ln["type"] == "DEBIT" else 0,
+                            to_minor(ln["net_amount"]) if ln["type"] == "CREDIT" else 0, ln["account_id"], {})
+                           for ln in e["journal_lines"]["data"]],
+                          rootfi_id=e["rootfi_id"], platform_id=e["platform_id"])
+                for row, e in zip(rows, self._render_entries(rows), strict=True)]
 
-    async def control(self, login: str, action: str, body: dict) -> dict | None:
-        company = self._company_by_login(login)
-        if company is None:
-            raise KeyError(login)
-        cid = company["id"]
-        if action == "lock_date":
-            self.db.execute("UPDATE rootfi_companies SET lock_date = ? WHERE id = ?", (body.get("lock_date"), cid))
-        elif action == "revoke":
-            self.db.execute("UPDATE rootfi_companies SET status = 'UNLINKED' WHERE id = ?", (cid,))
-        elif action == "accounts":
-            self._upsert_account(cid, body)
-        elif action == "entries":
-            return {"ok": True, "company_id": cid, "rootfi_id": self._edit_entry(cid, body)}
-        elif action in ("jobs", "job_delay_seconds", "fail_next", "fail_document_numbers"):
-            if "job_delay_seconds" in body:
-                self.db.execute("UPDATE rootfi_companies SET job_delay = ? WHERE id = ?",
-                                (float(body["job_delay_seconds"]), cid))
-            if "fail_next" in body:
-                self.db.execute("UPDATE rootfi_companies SET fail_next = ? WHERE id = ?", (int(body["fail_next"]), cid))
-            if "fail_document_numbers" in body:
-                self.db.execute("UPDATE rootfi_companies SET fail_docs = ? WHERE id = ?",
-                                (json.dumps([str(d) for d in body["fail_document_numbers"]]), cid))
-        elif action == "filters":
-            self.db.execute("UPDATE rootfi_companies SET ignore_filters = ? WHERE id = ?",
-                            (int(bool(body.get("ignore_filters"))), cid))
-        elif action == "paths":
-            self.hidden[cid] = {name for name in ("api_write", "v2_jobs") if body.get(name) is False}
-        elif action == "settle":
-            self.settle(cid)
-        else:
-            return None
-        return {"ok": True, "company_id": cid}
+    def do_lock_date(self, cid: int, body: dict) -> None:
+        self.db.execute("UPDATE rootfi_companies SET lock_date = ? WHERE id = ?", (body.get("lock_date"), cid))
 
-    def _upsert_account(self, company_id: int, body: dict) -> None:
+    def do_revoke(self, cid: int, body: dict) -> None:
+        self.db.execute("UPDATE rootfi_companies SET status = 'UNLINKED' WHERE id = ?", (cid,))
+
+    def do_jobs(self, cid: int, body: dict) -> None:
+        """{job_delay_seconds, fail_next, fail_document_numbers} (also under each of those names)."""
+        if "job_delay_seconds" in body:
+            self.db.execute("UPDATE rootfi_companies SET job_delay = ? WHERE id = ?",
+                            (float(body["job_delay_seconds"]), cid))
+        if "fail_next" in body:
+            self.db.execute("UPDATE rootfi_companies SET fail_next = ? WHERE id = ?", (int(body["fail_next"]), cid))
+        if "fail_document_numbers" in body:
+            self.db.execute("UPDATE rootfi_companies SET fail_docs = ? WHERE id = ?",
+                            (json.dumps([str(d) for d in body["fail_document_numbers"]]), cid))
+
+    def do_filters(self, cid: int, body: dict) -> None:
+        self.db.execute("UPDATE rootfi_companies SET ignore_filters = ? WHERE id = ?",
+                        (int(bool(body.get("ignore_filters"))), cid))
+
+    def do_paths(self, cid: int, body: dict) -> None:
+        self.hidden[cid] = {name for name in ("api_write", "v2_jobs") if body.get(name) is False}
+
+    def do_settle(self, cid: int, body: dict) -> None:
+        self.settle(cid)
+
+    def do_accounts(self, company_id: int, body: dict) -> None:
         row = self.db.execute("SELECT * FROM rootfi_accounts WHERE company_id = ? AND nominal_code = ?",
                               (company_id, body["number"])).fetchone()
         status = "ARCHIVED" if body.get("archived") else "ACTIVE"
@@ -853,18 +756,19 @@ class RootfiSandbox:
                         (body.get("name", row["name"]), status if "archived" in body else row["status"], time.time(),
                          row["rootfi_id"]))
 
-    def _edit_entry(self, company_id: int, body: dict) -> int | None:
+    def do_entries(self, company_id: int, body: dict) -> dict:
         """What a person does on the platform: add an entry (any document_number), delete one, or scale a line of
-        one (unbalances it; its lines change, so `updated_at` moves). Returns the entry's rootfi_id."""
+        one (unbalances it; its lines change, so `updated_at` moves). Answers the entry's rootfi_id."""
+        return {"ok": True, "company_id": company_id, "rootfi_id": self._edit_entry(company_id, body)}
+
+    def _edit_entry(self, company_id: int, body: dict) -> int | None:
         if body.get("create"):
             try:  # the control's JSON came through json.loads: amounts back to exact decimals
                 fields, lines = self._validate(company_id, loads_exact(json.dumps(body["create"])))
             except ItemError as err:
                 raise ValueError(err.message) from None
-            self.db.execute("BEGIN")
-            eid = self._insert_entry(company_id, fields, lines)
-            self.db.execute("COMMIT")
-            return eid
+            with transaction(self.db):
+                return self._insert_entry(company_id, fields, lines)
         row = self.db.execute("SELECT * FROM rootfi_entries WHERE company_id = ? AND document_number = ? "
                               "ORDER BY rootfi_id LIMIT 1", (company_id, str(body.get("custom_id")))).fetchone()
         if row is None:
@@ -888,14 +792,6 @@ def _job_ref(parts: list[str]) -> str | None:
     if len(parts) == 5 and parts[:4] == ["v3", "core", "syncs", "jobs"]:
         return parts[4]
     return None
-
-
-def _endpoint(parts: list[str]) -> str:
-    """[accounting, journal_entries, 42] -> /rootfi/accounting/journal_entries/{id} (for stats)."""
-    parts = list(parts)
-    if _job_ref(parts) is not None or (len(parts) >= 2 and parts[-2] == "journal_entries" and parts[-1] != "all"):
-        parts[-1] = "{id}"
-    return "/".join([PREFIX, *parts])
 
 
 def make(ctx: SandboxContext) -> RootfiSandbox:

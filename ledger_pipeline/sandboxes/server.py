@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact
-from ledger_pipeline.sandboxes.base import WRITE_METHODS, Emulator, Faults, Limits, SandboxContext
+from ledger_pipeline.sandboxes.base import Emulator, Faults, Limits, SandboxContext
 from ledger_pipeline.sandboxes.jurnal import Sandbox
 from ledger_pipeline.sandboxes.jurnal_state import SandboxState
 from ledger_pipeline.systems import SYSTEMS
@@ -80,8 +80,7 @@ class Inspector:
         if parts == ["stats"]:
             return JSONResponse(self.stats())
         if parts == ["stats", "reset"] and method == "POST":
-            self.ctx.stats.clear()
-            self.ctx.by_address.clear()
+            self.ctx.reset_stats()
             return JSONResponse({"ok": True})
         if parts == ["faults"]:
             if method == "POST":
@@ -109,14 +108,17 @@ class Inspector:
         return JSONResponse({"error": "Not Found"}, status_code=404)
 
     def stats(self) -> dict:
-        """Requests by system, endpoint and status; api_* totals over every system's API (auth excluded)."""
+        """Requests by system, endpoint and status; api_* totals over every system's API (auth excluded). A write
+        is what its emulator calls one (`Emulator.is_write`): QuickBooks' POST /query and Rootfi's POST .../all are
+        reads."""
         rows = [{"system": s, "method": m, "endpoint": e, "status": st, "count": n}
                 for (s, m, e, st), n in sorted(self.ctx.stats.items(), key=str)]
+        writes = self.ctx.write_routes
 
         def totals(api: list[dict]) -> dict:
             return {"api_requests": sum(r["count"] for r in api),
-                    "api_writes": sum(r["count"] for r in api if r["method"] in WRITE_METHODS
-                                      and not r["endpoint"].endswith("/all")),  # Rootfi's list reads are POSTs
+                    "api_writes": sum(r["count"] for r in api
+                                      if (r["system"], r["method"], r["endpoint"]) in writes),
                     "rate_limited": sum(r["count"] for r in api if r["status"] == 429)}
 
         api = [r for r in rows if not _is_auth(r["endpoint"])]

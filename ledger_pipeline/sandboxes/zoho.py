@@ -37,25 +37,19 @@ import datetime as dt
 import hashlib
 import secrets
 import time
-from collections import Counter
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.money import from_minor
 from ledger_pipeline.sandboxes import consent
-from ledger_pipeline.sandboxes.base import (
-    WRITE_METHODS,
-    Drop,
-    DroppedResponse,
-    InjectedError,
-    SandboxContext,
-)
-from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
+from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
+from ledger_pipeline.sandboxes.chart import DEFAULT_CHART
+from ledger_pipeline.sandboxes.oauth import OAuthServer, approve, oauth_params, redirect_to
 
 SYSTEM = "zoho"
 PREFIX = "/zoho"
@@ -177,19 +171,24 @@ def _date(value: Any, field: str = "journal_date") -> dt.date:
         raise ApiError(400, 4, f"Invalid value passed for {field}") from exc
 
 
-class ZohoSandbox:
-    """The Zoho Books emulation (an `Emulator`): organizations, charts, grants, journals in `zoho_*` tables."""
+class ZohoSandbox(OAuthServer, Emulator):
+    """The Zoho Books emulation: organizations, charts, grants, journals in `zoho_*` tables."""
 
     system = SYSTEM
+    api_prefix = API
+    errors = (ApiError,)
+    ids = {"journals": "{journal_id}"}  # stats: /zoho/books/v3/journals/{journal_id}
+    media_type = "application/json;charset=UTF-8"
+    token_route = OAUTH + "/token"
+    companies = ("zoho_orgs", "organization_id")
+    schema = SCHEMA
 
     def __init__(self, ctx: SandboxContext, client_id: str = SANDBOX_CLIENT_ID,
                  client_secret: str = SANDBOX_CLIENT_SECRET):
-        self.ctx = ctx
-        self.db = ctx.connect()
+        super().__init__(ctx)
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives a crash of the process, no fsync each
-        self.db.executescript(SCHEMA)
         self.client_id, self.client_secret = client_id, client_secret
-        self.minute: Counter = Counter()  # (organization_id, window) -> requests
+        self.minute = Windows(ctx.limits)  # per organization and minute
         # the organization's "today" (its clock), settable per organization for tests: POST
         # /_sandbox/zoho/companies/<login>/clock {"today": "YYYY-MM-DD"} ({"today": null} follows the wall clock)
         self.clock: dict[str, dt.date] = {}
@@ -204,9 +203,6 @@ class ZohoSandbox:
             Route(API + "/{path:path}", self.api, methods=["GET", "POST", "PUT", "DELETE"]),
         ]
 
-    def close(self) -> None:
-        pass  # the context closes the connection
-
     # -- state helpers ---------------------------------------------------------------------------------------
     def _next_id(self, name: str = "id") -> int:
         row = self.db.execute("INSERT INTO zoho_seq (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE "
@@ -216,18 +212,11 @@ class ZohoSandbox:
     def _new_id(self) -> str:
         return str(ID_BASE + self._next_id())
 
-    def org_by_login(self, login: str) -> Any:
-        return self.db.execute("SELECT * FROM zoho_orgs WHERE login = ?", (login,)).fetchone()
-
-    def _org(self, organization_id: str) -> Any:
-        return self.db.execute("SELECT * FROM zoho_orgs WHERE organization_id = ?", (organization_id,)).fetchone()
-
     def _org_for_login(self, login: str) -> str:
-        row = self.org_by_login(login)
+        row = self.company_by_login(login)
         if row is not None:
             return row["organization_id"]
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db, "IMMEDIATE"):
             org_id = str(700000000 + self._next_id("org"))
             now = time.time()
             self.db.execute("INSERT INTO zoho_orgs (organization_id, login, name, plan, created_at) "
@@ -237,10 +226,6 @@ class ZohoSandbox:
                 self.db.execute("INSERT INTO zoho_accounts (account_id, organization_id, account_code, account_name, "
                                 "account_type, is_active, last_modified_time) VALUES (?, ?, ?, ?, ?, 1, ?)",
                                 (self._new_id(), org_id, number, name, acc_type, now))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return org_id
 
     def daily_cap(self, org: Any) -> int:
@@ -256,24 +241,21 @@ class ZohoSandbox:
 
     def chart(self, login: str) -> list[dict]:
         """The company's whole chart, inactive accounts included (for tests)."""
-        org = self.org_by_login(login)
+        org = self.company_by_login(login)
         if org is None:
             raise KeyError(login)
         return [self._account(r) for r in self.db.execute(
             "SELECT * FROM zoho_accounts WHERE organization_id = ? ORDER BY account_code, account_id",
             (org["organization_id"],))]
 
-    # -- OAuth ------------------------------------------------------------------------------------------------
+    # -- OAuth (Zoho's accounts server: authorization code, non-rotating refresh tokens, errors as HTTP 200) -----
     async def authorize(self, request: Request) -> Response:
         q = request.query_params
         self.ctx.count(SYSTEM, "GET", OAUTH + "/auth", "hit")
-        if q.get("client_id") != self.client_id or q.get("response_type") != "code":
-            return JSONResponse({"error": "invalid_client"}, status_code=400)
-        login, redirect = q.get("login_hint"), q.get("redirect_uri")
-        if not login or not redirect:
-            return JSONResponse({"error": "invalid_request",
-                                 "error_description": "the sandbox auto-approves a login_hint; redirect_uri needed"},
-                                status_code=400)
+        approved = approve(request, self.client_id)
+        if isinstance(approved, Response):
+            return approved
+        login, redirect = approved
         page = await consent.gate(request, title="Zoho Books", company=login, client=self.client_id,
                                   scopes=(q.get("scope") or "").split(","), redirect_uri=redirect,
                                   state=q.get("state", ""))
@@ -286,57 +268,67 @@ class ZohoSandbox:
                         (_hash(code), org_id, self.client_id, redirect, int(q.get("access_type") == "offline"),
                          time.time() + 120))
         server = str(request.base_url).rstrip("/") + PREFIX
-        sep = "&" if "?" in redirect else "?"
-        params = {"code": code, "location": "us", "accounts-server": server, "state": q.get("state", "")}
-        return RedirectResponse(f"{redirect}{sep}{urlencode(params)}", 302)
+        return redirect_to(redirect, {"code": code, "location": "us", "accounts-server": server,
+                                      "state": q.get("state", "")})
 
-    async def token(self, request: Request) -> Response:
-        data = await _params(request)
-        grant = data.get("grant_type")
-        self.ctx.count(SYSTEM, "POST", OAUTH + "/token", str(grant))
-        if data.get("client_id") != self.client_id or data.get("client_secret") != self.client_secret:
-            return JSONResponse({"error": "invalid_client"})
-        api_domain = str(request.base_url).rstrip("/") + PREFIX
-        now = time.time()
-        if grant == "authorization_code":
-            row = self.db.execute("SELECT * FROM zoho_codes WHERE code_hash = ?",
-                                  (_hash(str(data.get("code"))),)).fetchone()
-            if (row is None or row["used"] or row["expires_at"] < now
-                    or row["redirect_uri"] != data.get("redirect_uri")):
-                return JSONResponse({"error": "invalid_code"})
-            self.db.execute("UPDATE zoho_codes SET used = 1 WHERE code_hash = ?", (row["code_hash"],))
-            org_id = row["organization_id"]
-            reply: dict[str, Any] = {}
-            refresh_hash = None
-            if row["offline"]:
-                refresh = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
-                refresh_hash = _hash(refresh)
-                self.db.execute("INSERT INTO zoho_refresh (token_hash, organization_id, created_at) VALUES (?, ?, ?)",
-                                (refresh_hash, org_id, now))
-                self._evict_refresh_tokens(org_id)
-                reply["refresh_token"] = refresh
-        elif grant == "refresh_token":
-            refresh_hash = _hash(str(data.get("refresh_token")))
-            row = self.db.execute("SELECT * FROM zoho_refresh WHERE token_hash = ? AND revoked = 0",
-                                  (refresh_hash,)).fetchone()
-            if row is None:
-                return JSONResponse({"error": "invalid_code"})
-            if self.ctx.limits.enabled:  # ~10 access tokens per 10 minutes per refresh token (time-scaled)
-                window = 600 / self.ctx.limits.scale
-                minted = [t for t in self.mints.get(refresh_hash, []) if t > now - window]
-                if len(minted) >= TOKENS_PER_REFRESH:
-                    return JSONResponse({"error": "Access Denied", "error_description": "You have made too many "
-                                         "requests continuously. Please try again after some time."}, status_code=400)
-                self.mints[refresh_hash] = [*minted, now]
-            org_id, reply = row["organization_id"], {}  # no new refresh token: Zoho's never rotate
-        else:
-            return JSONResponse({"error": "unsupported_grant_type"})
+    async def token_params(self, request: Request) -> dict:
+        """Zoho's accounts server takes its parameters in the query string or a form-encoded body."""
+        return await oauth_params(request, query=True)
+
+    def token_error(self, error: str, status: int | None = None) -> Response:
+        """Zoho answers HTTP 200 {"error": ...}; a spent or unknown code or refresh token is "invalid_code"."""
+        return JSONResponse({"error": "invalid_code" if error == "invalid_grant" else error})
+
+    def client_ok(self, request: Request, params: dict) -> bool:
+        return params.get("client_id") == self.client_id and params.get("client_secret") == self.client_secret
+
+    def redeem_code(self, params: dict) -> dict | None:
+        row = self.db.execute("SELECT * FROM zoho_codes WHERE code_hash = ?",
+                              (_hash(str(params.get("code"))),)).fetchone()
+        if row is None or row["used"] or row["expires_at"] < time.time() or row["redirect_uri"] != params.get(
+                "redirect_uri"):
+            return None
+        self.db.execute("UPDATE zoho_codes SET used = 1 WHERE code_hash = ?", (row["code_hash"],))
+        return {"org": row["organization_id"], "offline": bool(row["offline"]), "refresh_hash": None}
+
+    def redeem_refresh(self, params: dict) -> dict | Response | None:
+        """Refresh tokens never rotate; about 10 access tokens per 10 minutes per refresh token (time-scaled)."""
+        refresh_hash = _hash(str(params.get("refresh_token")))
+        row = self.db.execute("SELECT * FROM zoho_refresh WHERE token_hash = ? AND revoked = 0",
+                              (refresh_hash,)).fetchone()
+        if row is None:
+            return None
+        if self.ctx.limits.enabled:
+            now, window = time.time(), 600 / self.ctx.limits.scale
+            minted = [t for t in self.mints.get(refresh_hash, []) if t > now - window]
+            if len(minted) >= TOKENS_PER_REFRESH:
+                return JSONResponse({"error": "Access Denied", "error_description": "You have made too many "
+                                     "requests continuously. Please try again after some time."}, status_code=400)
+            self.mints[refresh_hash] = [*minted, now]
+        return {"org": row["organization_id"], "offline": False, "refresh_hash": refresh_hash}
+
+    def refresh_login(self, params: dict) -> str | None:
+        row = self.db.execute("SELECT o.login FROM zoho_refresh r JOIN zoho_orgs o ON o.organization_id = "
+                              "r.organization_id WHERE r.token_hash = ?",
+                              (_hash(str(params.get("refresh_token"))),)).fetchone()
+        return row[0] if row else None
+
+    def issue(self, request: Request, grant: dict, params: dict) -> dict:
+        """The reply carries `api_domain` (this sandbox + prefix); a refresh token only for an offline code."""
+        now, reply, refresh_hash = time.time(), {}, grant["refresh_hash"]
+        if grant["offline"]:
+            refresh = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+            refresh_hash = _hash(refresh)
+            self.db.execute("INSERT INTO zoho_refresh (token_hash, organization_id, created_at) VALUES (?, ?, ?)",
+                            (refresh_hash, grant["org"], now))
+            self._evict_refresh_tokens(grant["org"])
+            reply["refresh_token"] = refresh
         access = f"1000.{secrets.token_hex(32)}"
         self.db.execute("INSERT INTO zoho_access (token_hash, organization_id, refresh_hash, expires_at) "
-                        "VALUES (?, ?, ?, ?)", (_hash(access), org_id, refresh_hash, now + self.ctx.access_ttl))
-        return JSONResponse({"access_token": access, **reply, "scope": "ZohoBooks.fullaccess.all",
-                             "api_domain": api_domain, "token_type": "Bearer",
-                             "expires_in": int(self.ctx.access_ttl)})
+                        "VALUES (?, ?, ?, ?)", (_hash(access), grant["org"], refresh_hash, now + self.ctx.access_ttl))
+        return {"access_token": access, **reply, "scope": "ZohoBooks.fullaccess.all",
+                "api_domain": str(request.base_url).rstrip("/") + PREFIX, "token_type": "Bearer",
+                "expires_in": int(self.ctx.access_ttl)}
 
     def _evict_refresh_tokens(self, org_id: str) -> None:
         live = self.db.execute("SELECT token_hash FROM zoho_refresh WHERE organization_id = ? AND revoked = 0 "
@@ -349,7 +341,10 @@ class ZohoSandbox:
         self.db.execute("UPDATE zoho_access SET revoked = 1 WHERE refresh_hash = ?", (refresh_hash,))
 
     async def revoke(self, request: Request) -> Response:
-        data = await _params(request)
+        try:
+            data = await oauth_params(request, query=True)
+        except ValueError:
+            data = {}
         self.ctx.count(SYSTEM, "POST", OAUTH + "/token/revoke", "hit")
         if data.get("token"):
             self._revoke_refresh(_hash(str(data["token"])))
@@ -367,13 +362,37 @@ class ZohoSandbox:
             raise ApiError(401, 57, "Invalid Access Token: the token has expired")
         return row["organization_id"]
 
-    # -- limits -----------------------------------------------------------------------------------------------
-    def _check_limits(self, org: Any) -> None:
+    # -- the request path's hooks (base.Emulator.api runs them in order) ----------------------------------------
+    def authenticate(self, call: Call) -> tuple[str, Any]:
+        """(the token's organization, the organization the call names: None for /organizations)."""
+        request = call.request
+        token_org = self._org_for_token(request)
+        if call.parts == ["organizations"]:
+            return token_org, None
+        # the organization as the query parameter (zoho.com/books/api/v3 introduction) or the
+        # X-com-zoho-books-organizationid header (the header form of the same parameter; fidelity review row 16);
+        # both present and different is refused
+        in_query = request.query_params.get("organization_id")
+        in_header = request.headers.get("x-com-zoho-books-organizationid")
+        if in_query and in_header and in_query != in_header:
+            raise ApiError(400, 6041, f"organization_id {in_query} and the X-com-zoho-books-organizationid "
+                                      f"header {in_header} disagree.")
+        org_id = in_query or in_header
+        if not org_id:
+            raise ApiError(400, 6041, "organization_id is required: pass it as a query parameter or in "
+                                      "the X-com-zoho-books-organizationid header.")
+        org = self.company_by_id(org_id)
+        if org is None or org_id != token_org:
+            raise ApiError(400, 6041, f"This user is not associated with the CompanyID/CompanyName:{org_id}.")
+        return token_org, org
+
+    def limits(self, call: Call) -> None:
         """Daily cap first (a spent day refuses everything), then the per-minute window; only accepted requests
         count against either."""
-        org_id = org["organization_id"]
-        if not self.ctx.limits.enabled:
+        org = call.principal[1]
+        if org is None or not self.ctx.limits.enabled:
             return
+        org_id = org["organization_id"]
         cap = self.daily_cap(org)
         if self.usage(org_id) >= cap:
             plan = "custom" if org["daily_cap"] is not None else org["plan"].capitalize()
@@ -382,77 +401,33 @@ class ZohoSandbox:
             # code of its own is documented, so it shares the per-minute limit's code 45 and names the day.
             raise ApiError(429, 45, f"API usage limit exceeded: this organization has used its {cap:,} API calls "
                                     f"for the day ({plan} plan). Please try again tomorrow.")
-        window = int(time.time() * self.ctx.limits.scale // 60)
-        key = (org_id, window)
-        if self.minute[key] >= PER_MINUTE:
+        if self.minute.take([(org_id, PER_MINUTE, 60)]):
             raise ApiError(429, 45, "You have made too many requests continuously (more than 100 requests per "
                                     "minute). Please try again after some time.")
-        self.minute[key] += 1
-        if len(self.minute) > 10_000:
-            self.minute = Counter({k: v for k, v in self.minute.items() if k[1] == window})
         self.db.execute("INSERT INTO zoho_usage (organization_id, day, count) VALUES (?, ?, 1) ON CONFLICT "
                         "(organization_id, day) DO UPDATE SET count = count + 1",
                         (org_id, self.today(org_id).isoformat()))
 
-    # -- HTTP -------------------------------------------------------------------------------------------------
-    async def api(self, request: Request) -> Response:
-        """Every Books API request: auth, organization_id, limits, faults, then the handler."""
-        route = _endpoint(request.url.path)
-        is_write = request.method in WRITE_METHODS
-        status, payload = 500, None
-        try:
-            token_org = self._org_for_token(request)
-            parts = [p for p in request.url.path.removeprefix(API).split("/") if p]
-            org = None
-            if parts != ["organizations"]:
-                # the organization as the query parameter (zoho.com/books/api/v3 introduction) or the
-                # X-com-zoho-books-organizationid header (the header form of the same parameter; fidelity review row
-                # 16); both present and different is refused
-                in_query = request.query_params.get("organization_id")
-                in_header = request.headers.get("x-com-zoho-books-organizationid")
-                if in_query and in_header and in_query != in_header:
-                    raise ApiError(400, 6041, f"organization_id {in_query} and the X-com-zoho-books-organizationid "
-                                              f"header {in_header} disagree.")
-                org_id = in_query or in_header
-                if not org_id:
-                    raise ApiError(400, 6041, "organization_id is required: pass it as a query parameter or in "
-                                              "the X-com-zoho-books-organizationid header.")
-                org = self._org(org_id)
-                if org is None or org_id != token_org:
-                    raise ApiError(400, 6041, f"This user is not associated with the CompanyID/CompanyName:{org_id}.")
-                self._check_limits(org)
-            try:
-                await self.ctx.before(SYSTEM, is_write)
-            except InjectedError as fault:
-                if fault.kind == "error":
-                    raise ApiError(fault.status, 5, "Internal Error") from None
-                raise ApiError(401, 57, "You are not authorized to perform this operation") from None
-            body = None
-            if request.method in ("POST", "PUT"):
-                raw = await request.body()
-                if raw.startswith(b"JSONString="):  # Zoho's older form-encoded write shape
-                    raw = dict(parse_qsl(raw.decode())).get("JSONString", "").encode()
-                try:
-                    body = loads_exact(raw) if raw else {}
-                except ValueError as exc:
-                    raise ApiError(400, 4, "Invalid value passed for JSONString") from exc
-            status, payload = self.dispatch(request.method, parts, token_org, org, request.query_params, body)
-            try:
-                await self.ctx.after(SYSTEM, is_write)
-            except InjectedError as fault:
-                raise ApiError(fault.status, 5, "Internal Error") from None
-        except ApiError as err:
-            status, payload = err.status, {"code": err.code, "message": err.message}
-        except Drop:
-            self.ctx.count(SYSTEM, request.method, route, "dropped")
-            return DroppedResponse()
-        self.ctx.count(SYSTEM, request.method, route, status)
-        return Response(dumps_exact(payload), status_code=status, media_type="application/json;charset=UTF-8")
+    def body_bytes(self, call: Call) -> bytes:
+        """Zoho's older write shape: the JSON form-encoded as `JSONString=`."""
+        if call.raw.startswith(b"JSONString="):
+            return dict(parse_qsl(call.raw.decode())).get("JSONString", "").encode()
+        return call.raw
 
-    def dispatch(self, method: str, parts: list[str], token_org: str, org: Any, q: Any,
-                 body: Any) -> tuple[int, dict]:
+    def error_payload(self, err: Exception) -> tuple[int, Any, dict[str, str]]:
+        """{code, message} with the HTTP status (zoho.com/books/api/v3/errors)."""
+        if isinstance(err, Problem):
+            err = {"unauthorized": ApiError(401, 57, "You are not authorized to perform this operation"),
+                   "server_error": ApiError(err.status, 5, "Internal Error"),
+                   "malformed_body": ApiError(400, 4, "Invalid value passed for JSONString")}[err.kind]
+        assert isinstance(err, ApiError)
+        return err.status, {"code": err.code, "message": err.message}, {}
+
+    def dispatch(self, call: Call) -> tuple[int, dict]:
+        method, parts, q, body = call.method, call.parts, call.query, call.body
+        token_org, org = call.principal
         if parts == ["organizations"] and method == "GET":
-            row = self._org(token_org)
+            row = self.company_by_id(token_org)
             return 200, {"code": 0, "message": "success", "organizations": [{
                 "organization_id": row["organization_id"], "name": row["name"], "is_default_org": True,
                 "plan_type": row["plan"], "currency_code": "IDR", "time_zone": "Asia/Jakarta",
@@ -583,7 +558,7 @@ class ZohoSandbox:
                 "page_context": context}
 
     def _check_lock(self, org_id: str, date: dt.date) -> None:
-        lock = self._org(org_id)["lock_date"]
+        lock = self.company_by_id(org_id)["lock_date"]
         if lock and date <= dt.date.fromisoformat(lock):
             shown = dt.date.fromisoformat(lock).strftime("%d %b %Y")
             raise ApiError(400, 4083, f"You cannot create, edit or delete transactions dated on or before {shown}: "
@@ -641,9 +616,8 @@ class ZohoSandbox:
         status = body.get("status") or (old["status"] if old else "draft")
         if status not in ("draft", "published"):
             raise ApiError(400, 4, "Invalid value passed for status")
-        db, now = self.db, time.time()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        now = time.time()
+        with transaction(self.db, "IMMEDIATE") as db:
             if old is None:
                 journal_id = self._new_id()
                 number = self._next_id(f"entry:{org_id}")
@@ -666,79 +640,59 @@ class ZohoSandbox:
                 db.execute("INSERT INTO zoho_lines (line_id, journal_id, seq, account_id, debit_or_credit, "
                            "amount_minor, description) VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (line_id, journal_id, seq, ln["account_id"], ln["side"], ln["amount"], ln["description"]))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return self.render(self._journal(org_id, journal_id))
 
     def delete_journal(self, org_id: str, journal_id: str) -> None:
         j = self._journal(org_id, journal_id)
         self._check_lock(org_id, dt.date.fromisoformat(j["journal_date"]))
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("DELETE FROM zoho_lines WHERE journal_id = ?", (journal_id,))
-        self.db.execute("DELETE FROM zoho_journals WHERE journal_id = ?", (journal_id,))
-        self.db.execute("COMMIT")
+        with transaction(self.db, "IMMEDIATE") as db:
+            db.execute("DELETE FROM zoho_lines WHERE journal_id = ?", (journal_id,))
+            db.execute("DELETE FROM zoho_journals WHERE journal_id = ?", (journal_id,))
 
     # -- inspection and control (served under /_sandbox) -----------------------------------------------------
     def inspect_entries(self, login: str | None) -> list[dict]:
         sql = ("SELECT j.*, o.login FROM zoho_journals j JOIN zoho_orgs o ON o.organization_id = j.organization_id")
         rows = (self.db.execute(sql + " WHERE o.login = ? ORDER BY j.journal_id", (login,)) if login
                 else self.db.execute(sql + " ORDER BY j.journal_id")).fetchall()
-        out = []
-        for r in rows:
-            lines = self.db.execute("SELECT * FROM zoho_lines WHERE journal_id = ? ORDER BY seq",
-                                    (r["journal_id"],)).fetchall()
-            tal = [{"id": ln["line_id"],
-                    "debit": from_minor(ln["amount_minor"] if ln["debit_or_credit"] == "debit" else 0),
-                    "credit": from_minor(ln["amount_minor"] if ln["debit_or_credit"] == "credit" else 0),
-                    "description": ln["description"], "account": {"id": ln["account_id"]}} for ln in lines]
-            out.append({"system": SYSTEM, "company_login": r["login"], "id": r["journal_id"],
-                        "journal_id": r["journal_id"], "entry_number": str(r["entry_number"]),
-                        "custom_id": r["reference_number"], "status": r["status"], "memo": r["notes"],
-                        "transaction_date": r["journal_date"],
-                        "total_debit": sum((t["debit"] for t in tal), Decimal("0.00")),
-                        "total_credit": sum((t["credit"] for t in tal), Decimal("0.00")),
-                        "transaction_account_lines": tal})
-        return out
+        return [inspected(
+            SYSTEM, r["login"], r["reference_number"], r["status"], r["journal_date"],
+            [(ln["amount_minor"] if ln["debit_or_credit"] == "debit" else 0,
+              ln["amount_minor"] if ln["debit_or_credit"] == "credit" else 0, ln["account_id"],
+              {"id": ln["line_id"], "description": ln["description"]})
+             for ln in self.db.execute("SELECT * FROM zoho_lines WHERE journal_id = ? ORDER BY seq",
+                                       (r["journal_id"],)).fetchall()],
+            id=r["journal_id"], journal_id=r["journal_id"], entry_number=str(r["entry_number"]), memo=r["notes"],
+        ) for r in rows]
 
-    async def control(self, login: str, action: str, body: dict) -> dict | None:
-        org = self.org_by_login(login)
-        if org is None:
-            raise KeyError(login)
-        org_id = org["organization_id"]
-        if action == "lock_date":  # Zoho's transaction locking: {"lock_date": "YYYY-MM-DD"} (None unlocks)
-            self.db.execute("UPDATE zoho_orgs SET lock_date = ? WHERE organization_id = ?",
-                            (body.get("lock_date"), org_id))
-        elif action == "revoke":  # the user removed the connected app: every refresh and access token dies
-            for row in self.db.execute("SELECT token_hash FROM zoho_refresh WHERE organization_id = ?",
-                                       (org_id,)).fetchall():
-                self._revoke_refresh(row[0])
-            self.db.execute("UPDATE zoho_access SET revoked = 1 WHERE organization_id = ?", (org_id,))
-        elif action == "accounts":  # {"number", "name", "archived", "type", "parent_number"}: add or change
-            self._upsert_account(org_id, body)
-        elif action == "entries":  # a person's edit in Zoho's UI
-            self._edit_entry(org_id, body)
-        elif action == "plan":  # {"plan": "free"} and/or {"daily_cap": 5}; {"reset_usage": true}
-            return self._plan(org, body)
-        elif action == "clock":  # {"today": "YYYY-MM-DD"} or {"today": null} (the wall clock)
-            if body.get("today"):
-                self.clock[org_id] = dt.date.fromisoformat(str(body["today"]))
-            else:
-                self.clock.pop(org_id, None)
-            return {"ok": True, "today": self.today(org_id).isoformat()}
-        elif action == "search":  # {"ignore_filters": true}: journal searches ignore their filters, others first
-            if body.get("ignore_filters"):
-                self.ignore_filters.add(org_id)
-            else:
-                self.ignore_filters.discard(org_id)
-            return {"ok": True, "ignore_filters": org_id in self.ignore_filters}
+    def do_lock_date(self, org_id: str, body: dict) -> None:
+        """Zoho's transaction locking: {"lock_date": "YYYY-MM-DD"} (None unlocks)."""
+        self.db.execute("UPDATE zoho_orgs SET lock_date = ? WHERE organization_id = ?", (body.get("lock_date"), org_id))
+
+    def do_revoke(self, org_id: str, body: dict) -> None:
+        """The user removed the connected app: every refresh and access token dies."""
+        for row in self.db.execute("SELECT token_hash FROM zoho_refresh WHERE organization_id = ?",
+                                   (org_id,)).fetchall():
+            self._revoke_refresh(row[0])
+        self.db.execute("UPDATE zoho_access SET revoked = 1 WHERE organization_id = ?", (org_id,))
+
+    def do_clock(self, org_id: str, body: dict) -> dict:
+        """{"today": "YYYY-MM-DD"} or {"today": null} (the wall clock)."""
+        if body.get("today"):
+            self.clock[org_id] = dt.date.fromisoformat(str(body["today"]))
         else:
-            return None
-        return {"ok": True}
+            self.clock.pop(org_id, None)
+        return {"ok": True, "today": self.today(org_id).isoformat()}
 
-    def _plan(self, org: Any, body: dict) -> dict:
-        org_id = org["organization_id"]
+    def do_search(self, org_id: str, body: dict) -> dict:
+        """{"ignore_filters": true}: journal searches ignore their filters, the others first."""
+        if body.get("ignore_filters"):
+            self.ignore_filters.add(org_id)
+        else:
+            self.ignore_filters.discard(org_id)
+        return {"ok": True, "ignore_filters": org_id in self.ignore_filters}
+
+    def do_plan(self, org_id: str, body: dict) -> dict:
+        """{"plan": "free"} and/or {"daily_cap": 5}; {"reset_usage": true}."""
         if "plan" in body:
             plan = str(body["plan"]).lower()
             if plan not in PLANS:
@@ -750,10 +704,11 @@ class ZohoSandbox:
                             (None if body["daily_cap"] is None else int(body["daily_cap"]), org_id))
         if body.get("reset_usage"):
             self.db.execute("DELETE FROM zoho_usage WHERE organization_id = ?", (org_id,))
-        org = self._org(org_id)
+        org = self.company_by_id(org_id)
         return {"ok": True, "plan": org["plan"], "daily_cap": self.daily_cap(org), "used_today": self.usage(org_id)}
 
-    def _upsert_account(self, org_id: str, body: dict) -> None:
+    def do_accounts(self, org_id: str, body: dict) -> None:
+        """{"number", "name", "archived", "type", "parent_number"}: add or change an account."""
         row = self.db.execute("SELECT account_id FROM zoho_accounts WHERE organization_id = ? AND account_code = ?",
                               (org_id, body["number"])).fetchone()
         parent = None
@@ -776,7 +731,8 @@ class ZohoSandbox:
                 self.db.execute(f"UPDATE zoho_accounts SET {col} = ?, last_modified_time = ? WHERE account_id = ?",
                                 (value, now, row[0]))
 
-    def _edit_entry(self, org_id: str, body: dict) -> None:
+    def do_entries(self, org_id: str, body: dict) -> None:
+        """A person's edit in Zoho's UI (module docstring)."""
         if body.get("create"):
             self.write_journal(org_id, None, body["create"])
             return
@@ -804,14 +760,6 @@ class ZohoSandbox:
                 self.db.execute("UPDATE zoho_lines SET line_id = ? WHERE line_id = ?", (self._new_id(), line[0]))
 
 
-async def _params(request: Request) -> dict[str, str]:
-    """Zoho's accounts server takes its parameters in the query string or a form-encoded body."""
-    data = dict(request.query_params)
-    if "application/x-www-form-urlencoded" in request.headers.get("content-type", ""):
-        data.update(parse_qsl((await request.body()).decode(errors="replace")))
-    return data
-
-
 def _paging(q: Any) -> tuple[int, int]:
     try:
         page, per_page = int(q.get("page", 1)), int(q.get("per_page", 200))
@@ -824,14 +772,6 @@ def _paging(q: Any) -> tuple[int, int]:
 
 def _stamp(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
-
-
-def _endpoint(path: str) -> str:
-    """/zoho/books/v3/journals/4600... -> /zoho/books/v3/journals/{journal_id} (for stats)."""
-    parts = path.split("/")
-    if len(parts) >= 2 and parts[-2] == "journals":
-        parts[-1] = "{journal_id}"
-    return "/".join(parts)
 
 
 def make(ctx: SandboxContext) -> ZohoSandbox:

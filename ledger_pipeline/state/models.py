@@ -144,6 +144,8 @@ connection_health = Table(  # per (tenant, system): what we learnt of the connec
     Column("system", String(20), primary_key=True),
     Column("company_name", Text),
     Column("home_currency", String(3)),
+    Column("multicurrency", Integer),  # 1 on, 0 off, NULL not reported (connections.py, revision 0004)
+    Column("currency_checked_at", DateTime),  # when the home currency was last read from the system
     Column("last_ok_at", DateTime),  # the last request that succeeded (connect, preflight)
     Column("last_check_at", DateTime),
     Column("last_check_ok", Integer),  # 1 passed, 0 failed, NULL never checked

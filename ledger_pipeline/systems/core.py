@@ -38,7 +38,8 @@ dot-only segment as %2E) so that an id reaches the server as one segment, and re
 address the collection).
 
 How a sixth system plugs in: a `Dialect` subclass (its auth, its limits, its error words), then one `ApiCore` per
-connection; paging from ledger_pipeline.systems.paging. For example (about 30 lines)::
+connection and an `ApiClient` subclass holding only the endpoint methods (as systems/<name>/client.py do for the
+five); paging from ledger_pipeline.systems.paging. For example (about 30 lines)::
 
     class AcmeError(ApiError):
         @property
@@ -106,8 +107,8 @@ from ledger_pipeline.state.vault import NeedsReauth, TokenEndpointError
 from ledger_pipeline.systems.http import http_client
 
 __all__ = [
-    "SAFE_METHODS", "Action", "Answer", "ApiCore", "ApiError", "Call", "Dialect", "HeaderAuth", "Resolution",
-    "TokenSource", "VaultTokenAuth", "open_core", "path", "retry_after_seconds",
+    "SAFE_METHODS", "UNKNOWN", "Action", "Answer", "ApiClient", "ApiCore", "ApiError", "Call", "Dialect", "HeaderAuth",
+    "Resolution", "TokenSource", "VaultTokenAuth", "open_core", "path", "retry_after_seconds",
 ]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -115,6 +116,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # system's refresh function. Raises NeedsReauth (grant gone) or TokenEndpointError (refresh failed).
 TokenSource = Callable[[str, "str | None"], str]
 Action = Literal["ok", "retry", "rate_limited", "refresh", "reject"]
+# how an "uncertain" error ends (the sink looks the entry up before anything is written again)
+UNKNOWN = "the outcome is unknown (the write may have been applied): look the entry up before writing again"
 
 
 # -- errors --------------------------------------------------------------------------------------------------------
@@ -249,7 +252,7 @@ class VaultTokenAuth(httpx.Auth):
 
 
 class HeaderAuth(httpx.Auth):
-    """A fixed secret header (Rootfi's account-wide `api_key`). Never shown by repr; no refresh."""
+    """A fixed secret header (an account-wide API key). Never shown by repr; no refresh."""
 
     def __init__(self, header: str, value: str):
         self.header, self._value = header, value
@@ -485,8 +488,7 @@ class ApiCore:
             err = exc.error
             if write and state.reached and err.kind == "retryable":
                 err.kind = "uncertain"
-                err.message += ("; an earlier attempt may have been applied: look the entry up before writing "
-                                "again")
+                err.message += f"; {UNKNOWN} (an earlier attempt may have reached the system)"
             raise err from exc.__cause__
         raise AssertionError("stamina ended without a result or an error")  # pragma: no cover
 
@@ -523,8 +525,7 @@ class ApiCore:
                 raise _Retry(self.error("retryable", call.tenant,
                                         f"{where}: no answer ({type(exc).__name__}); retried on the next run")) from exc
             raise self.error("uncertain", call.tenant,
-                             f"{where}: no answer ({type(exc).__name__}: {exc}); the write may have been applied: "
-                             "look the entry up before writing again") from exc
+                             f"{where}: no answer ({type(exc).__name__}: {exc}); {UNKNOWN}") from exc
         return self._resolve(call, write, safe, state, response, where)
 
     def _resolve(self, call: Call, write: bool, safe: bool, state: _State, response: httpx.Response,
@@ -535,16 +536,17 @@ class ApiCore:
         if res.action == "ok":
             return Answer(status, data, response.headers, state.sent)
         what = f"{where} -> {status}: {res.message if res.message is not None else self.dialect.message(data)}"
+        reconnect = f"run `ledger-pipeline connect --tenant {call.tenant} --system {self.dialect.system}`"
         if res.action == "reject":
+            if res.kind == "needs_reauth":  # the system says the tenant's grant is gone: name the fix
+                what += f"; the {self.dialect.system} connection needs re-authorisation: {reconnect}"
             raise self.error(res.kind or "rejected", call.tenant, what, status, data)
         if res.action == "refresh":
             state.refused += 1
             if state.refused >= self.reauth_after:
                 raise self.error("needs_reauth", call.tenant,
                                  f"{what}; the credentials were refused {state.refused}x, each time after a "
-                                 f"token refresh where the system has one: run "
-                                 f"`ledger-pipeline connect --tenant {call.tenant} --system {self.dialect.system}`",
-                                 status, data)
+                                 f"token refresh where the system has one: {reconnect}", status, data)
             raise _Retry(self.error("retryable", call.tenant, what + " (after a token refresh)", status, data))
         wait = res.retry_after
         if wait is None:
@@ -555,7 +557,7 @@ class ApiCore:
             raise self.error("uncertain" if uncertain else "retryable", call.tenant,
                              f"{what}; {self.dialect.title} asks to wait {wait:.0f} s (more than the "
                              f"{self.retry_after_max:.0f} s waited within a run): retried on the next run"
-                             + ("; the write may have been applied: look the entry up first" if uncertain else ""),
+                             + (f"; {UNKNOWN}" if uncertain else ""),
                              status, data, retry_after=wait)
         err = self.error("retryable", call.tenant, what, status, data, retry_after=wait)
         if res.action == "rate_limited" or res.unprocessed:
@@ -564,7 +566,7 @@ class ApiCore:
         state.reached = state.reached or write  # retry: the system may have processed it
         if not safe:
             err.kind = "uncertain"
-            err.message += "; the write may have been applied: look the entry up before writing again"
+            err.message += f"; {UNKNOWN}"
             raise err
         state.wait_next = wait or 0.0
         raise _Retry(err, wait)
@@ -611,3 +613,35 @@ def open_core(dialect: Dialect, settings: Settings, *, timeout: float = 30.0, ba
     return ApiCore(dialect, http=http_client(settings.source_address, timeout), limiter=limiter, priority=priority,
                    backoff_initial=backoff_initial, **kwargs)
 
+
+class ApiClient:
+    """The plumbing every system's client shares over its ApiCore: the counters, the pooled HTTP client (for event
+    hooks), the default priority, close. A client subclasses it and adds only its endpoint methods."""
+
+    def __init__(self, core: ApiCore):
+        self.core = core
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.core.dialect
+
+    @property
+    def requests(self) -> int:
+        """Requests sent so far (every attempt and re-send)."""
+        return self.core.requests
+
+    @property
+    def http(self) -> httpx.Client:
+        return self.core.http
+
+    @property
+    def priority(self) -> Priority:
+        """"posting" goes first on this host; chart and drift reads set "background" (or pass priority= per call)."""
+        return self.core.priority
+
+    @priority.setter
+    def priority(self, value: Priority) -> None:
+        self.core.priority = value
+
+    def close(self) -> None:
+        self.core.close()

@@ -14,8 +14,9 @@ from __future__ import annotations
 COLUMNS_ANY_TABLE: dict[str, str] = {
     "tenant_id": "R2a tenant (business) id, e.g. t00042.",
     "period": "Accounting month: the first day of the month (DATE).",
-    "custom_id": "Idempotency key of the tenant-month's journal entry: r2a-pl-<tenant>-<YYYYMM>.",
-    "run_id": "Dagster run that wrote the row (open it in the UI at /runs/<run_id>).",
+    "custom_id": "Idempotency key of the tenant-month's journal entry: r2a-pl-{tenant}-{YYYYMM} "
+                 "(e.g. r2a-pl-t00001-202501).",
+    "run_id": "Dagster run that wrote the row (open it in the UI at /runs/{run_id}).",
     "currency": "ISO 4217 code of the row's amounts (the tenant's currency, e.g. IDR); amounts carry at most its "
                 "minor unit's decimals (JPY 0, IDR 2, KWD 3). Never add amounts of different currencies.",
     "system": "Accounting system the row belongs to (jurnal, quickbooks, zoho, aden, rootfi).",
@@ -30,6 +31,8 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
     "accounting.gl_accounts": "Every connected tenant's current chart of accounts, read from its accounting system.",
     "accounting.gl_account_changes": "Chart-of-accounts changes detected between two reads (append only).",
     "accounting.gl_ingest_status": "Outcome of the last chart-of-accounts read, per tenant.",
+    "accounting.connections": "Each connected tenant's company in its accounting system and the currency its books "
+                              "are kept in, as the system reported it (read at connect and on each chart refresh).",
     "accounting.postings": "Published copy of the posting state: what was sent for each entry, and what happened.",
     "accounting.posting_plan": "The last posting plan (written by a dry run): what a real run would do per entry.",
     "accounting.reconciliation": "Our entries compared with what the accounting system holds, per entry.",
@@ -119,6 +122,14 @@ COLUMNS: dict[tuple[str, str], str] = {
     ("accounting.gl_ingest_status", "error"): "What went wrong, for a person; NULL when ok.",
     ("accounting.gl_ingest_status", "checked_at"): "When the read was attempted (UTC).",
     # accounting.postings
+    ("accounting.connections", "company"): "The company's name in the system, when it reports one.",
+    ("accounting.connections", "home_currency"): "ISO 4217 code of the company's home (base) currency: an entry in "
+                                                 "another currency is posted with an exchange rate or refused.",
+    ("accounting.connections", "multicurrency"): "The company takes journals in other currencies (QuickBooks "
+                                                 "MultiCurrencyEnabled; Zoho and Aden always; Jurnal and Rootfi "
+                                                 "never); NULL when the system does not say.",
+    ("accounting.connections", "checked_at"): "When the home currency was last read from the system (UTC); NULL: "
+                                              "never read.",
     ("accounting.postings", "remote_id"): "The system's id of the journal entry, once known.",
     ("accounting.postings", "remote_line_ids"): "The system's ids of the entry's lines, in line order.",
     ("accounting.postings", "content_hash"): "Hash of the entry as last posted; the ledger's differs once it changes.",
@@ -155,7 +166,7 @@ COLUMNS: dict[tuple[str, str], str] = {
     ("ledger.exchange_rates", "loaded_at"): "When the rate was loaded (UTC); a re-load of the same pair and date "
                                             "replaces it.",
     # meta.snapshot_log
-    ("meta.snapshot_log", "snapshot_id"): "Snapshot stamp, also in its file name warehouse.<snapshot_id>.duckdb.",
+    ("meta.snapshot_log", "snapshot_id"): "Snapshot stamp, also in its file name warehouse.{snapshot_id}.duckdb.",
     ("meta.snapshot_log", "published_at"): "When the snapshot was published (UTC).",
     ("meta.snapshot_log", "run_id"): "Dagster run that published it (NULL outside a run, e.g. a script).",
     ("meta.snapshot_log", "published_by"): "host:pid of the publishing process.",

@@ -62,6 +62,12 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("system", "VARCHAR"), ("tenant_id", "VARCHAR"), ("status", "VARCHAR"), ("accounts", "INTEGER"),
         ("error", "VARCHAR"), ("checked_at", "TIMESTAMP"), ("run_id", "VARCHAR"),
     ],
+    # Each connected tenant's company and the currency its books are kept in (ops connection_health;
+    # ledger_pipeline/connections.py).
+    "accounting.connections": [
+        ("system", "VARCHAR"), ("tenant_id", "VARCHAR"), ("company", "VARCHAR"), ("home_currency", "VARCHAR"),
+        ("multicurrency", "BOOLEAN"), ("checked_at", "TIMESTAMP"),
+    ],
     "accounting.postings": [
         ("system", "VARCHAR"), ("tenant_id", "VARCHAR"), ("period", "DATE"), ("custom_id", "VARCHAR"),
         ("remote_id", "VARCHAR"), ("remote_line_ids", "VARCHAR"), ("content_hash", "VARCHAR"), ("action", "VARCHAR"),

@@ -20,8 +20,9 @@ from ledger_pipeline.state.vault import NeedsReauth, TokenVault, load_key
 from ledger_pipeline.systems import ChartAccount, OpenOptions
 from ledger_pipeline.systems.aden.auth import AdenAuth, AdenTokenError
 from ledger_pipeline.systems.aden.cache import AdenCache
-from ledger_pipeline.systems.aden.client import AdenClient, AdenError, AdenLimiter
+from ledger_pipeline.systems.aden.client import AdenClient, AdenDialect, AdenError
 from ledger_pipeline.systems.aden.sink import AdenSink, classify
+from ledger_pipeline.systems.core import open_core
 from ledger_pipeline.systems.http import http_client
 
 SYSTEM = "aden"
@@ -50,10 +51,9 @@ class AdenConnection:
         def access_token(tenant_id: str, refused: str | None) -> str:
             return self.vault.access_token(tenant_id, lambda token: self.auth.check(tenant_id, token), refused)
 
-        self.client = AdenClient(api, access_token, AdenLimiter(settings, options.rate_limit_scale),
-                                 http_client(settings.source_address, options.timeout),
-                                 backoff_initial=options.backoff_initial,
-                                 backoff_max=max(options.backoff_initial * 60, 1.0), priority=options.priority)
+        self.client = AdenClient(open_core(AdenDialect(api, access_token, options.rate_limit_scale), settings,
+                                           timeout=options.timeout, backoff_initial=options.backoff_initial,
+                                           priority=options.priority))
         self.sink = AdenSink(self.client, self.cache)
 
     @property

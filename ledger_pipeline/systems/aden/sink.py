@@ -58,7 +58,8 @@ from ledger_pipeline.ledger.sink import (
 from ledger_pipeline.money import from_minor, to_minor
 from ledger_pipeline.state.vault import NeedsReauth
 from ledger_pipeline.systems.aden.cache import AdenCache
-from ledger_pipeline.systems.aden.client import AdenClient, AdenError, seg
+from ledger_pipeline.systems.aden.client import AdenClient, AdenError
+from ledger_pipeline.systems.core import path as api_path
 
 T = TypeVar("T")
 OUR_CHANGE = "ledger_pipeline: the content changed in R2a; resubmitting"  # our own request-change reason
@@ -112,8 +113,8 @@ def _key(*parts: Any) -> str:
     return "r2a-" + hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:40]
 
 
-def _minor(value: object) -> int:
-    return to_minor(value if isinstance(value, Decimal | int) else str(value))
+def _minor(value: object, currency: str | None) -> int:
+    return to_minor(value if isinstance(value, Decimal | int) else str(value), currency)
 
 
 def _version(e: dict) -> str:
@@ -152,41 +153,52 @@ def workflow_state(data: dict) -> tuple[str, str]:
 
 
 def parse_remote(data: dict, custom_id: str | None, extra: dict | None = None) -> RemoteEntry:
-    """An Aden journal entry -> RemoteEntry (exact amounts); `custom_id` is ours when the entry is ours."""
+    """An Aden journal entry -> RemoteEntry (exact amounts in the decimals of its `currency`, which it carries:
+    docs.adenhq.com journal entries); `custom_id` is ours when the entry is ours; `exchange_rate` in `extra` when
+    reported."""
+    cur = str(data["currency"]).upper() if data.get("currency") else None
     key = key_of(data)
     _, revision = split_key(key)
     state, detail = workflow_state(data)
     raw = data.get("lines") or []
-    lines = tuple((str(ln.get("line_number", i + 1)), str(ln["account_id"]), _minor(ln.get("debit") or 0),
-                   _minor(ln.get("credit") or 0)) for i, ln in enumerate(raw))
-    debit = _minor(data["total_debit"]) if data.get("total_debit") is not None else sum(x[2] for x in lines)
-    credit = _minor(data["total_credit"]) if data.get("total_credit") is not None else sum(x[3] for x in lines)
+    lines = tuple((str(ln.get("line_number", i + 1)), str(ln["account_id"]), _minor(ln.get("debit") or 0, cur),
+                   _minor(ln.get("credit") or 0, cur)) for i, ln in enumerate(raw))
+    debit = _minor(data["total_debit"], cur) if data.get("total_debit") is not None else sum(x[2] for x in lines)
+    credit = _minor(data["total_credit"], cur) if data.get("total_credit") is not None else sum(x[3] for x in lines)
     return RemoteEntry(
         remote_id=str(data["journal_entry_id"]), custom_id=custom_id,
         transaction_date=dt.date.fromisoformat(data["tran_date"]), memo=data.get("memo"),
         total_debit_minor=debit, total_credit_minor=credit,
-        lines=lines, state=state, state_detail=detail,  # type: ignore[arg-type]
-        extra={"revision": revision, "entry_id": key, "journal_entry_id": str(data["journal_entry_id"]),
+        lines=lines, state=state, state_detail=detail, currency=cur,  # type: ignore[arg-type]
+        extra={**({"exchange_rate": str(data["exchange_rate"])} if data.get("exchange_rate") is not None else {}),
+               "revision": revision, "entry_id": key, "journal_entry_id": str(data["journal_entry_id"]),
                "tran_date": data["tran_date"], "status": data["status"], **(extra or {})},
     )
 
 
 def _lines(entry: CanonicalEntry) -> list[dict]:
-    return [{"line_number": ln.line_no, "account_id": ln.account_id, "debit": from_minor(ln.debit_minor),
-             "credit": from_minor(ln.credit_minor), "memo": ln.description} for ln in entry.lines]
+    cur = entry.currency
+    return [{"line_number": ln.line_no, "account_id": ln.account_id, "debit": from_minor(ln.debit_minor, cur),
+             "credit": from_minor(ln.credit_minor, cur), "memo": ln.description} for ln in entry.lines]
 
 
 def entry_body(entry: CanonicalEntry, entry_id: str, period_id: str) -> dict:
-    """The create body (quickstart + journal-entries overview)."""
-    return {"entry_id": entry_id, "tran_date": entry.transaction_date.isoformat(), "memo": entry.memo,
+    """The create body (quickstart + journal-entries overview): `currency` always, `exchange_rate` (at most 6
+    decimals, 1 entry currency = rate company currency) for an entry foreign to the company."""
+    body = {"entry_id": entry_id, "tran_date": entry.transaction_date.isoformat(), "memo": entry.memo,
             "entry_type": "Standard", "posting_period_id": period_id, "currency": entry.currency,
             "lines": _lines(entry)}
+    if entry.exchange_rate is not None:
+        body["exchange_rate"] = entry.exchange_rate
+    return body
 
 
 def classify(err: AdenError | NeedsReauth) -> SinkError:
     if isinstance(err, NeedsReauth):
         return SinkError("needs_reauth", str(err))
-    if err.kind != "rejected":
+    if err.kind == "needs_reauth":
+        return SinkError("needs_reauth", str(err), err.status)
+    if err.kind not in ("rejected", "not_found"):
         return SinkError(err.kind, err.message, err.status)
     text, code, field = err.text, err.code, err.field
     detail = {"code": code, "field": field}
@@ -250,7 +262,7 @@ class AdenSink:
     def _get(self, tenant_id: str, jeid: str) -> dict | None:
         """GET /journal-entries/{jeid}: the bare entry, None on 404 (not found, never "unreachable")."""
         try:
-            data, _ = self._request(tenant_id, "GET", f"/journal-entries/{seg(jeid)}")
+            data, _ = self._request(tenant_id, "GET", api_path("journal-entries", jeid))
         except SinkError as err:
             if err.kind == "not_found":
                 return None
@@ -361,7 +373,7 @@ class AdenSink:
         meanwhile is re-read. `reverse` answers the reversing entry (a different entry)."""
         jeid = str(e["journal_entry_id"])
         try:
-            data, replayed = self._request(tenant_id, "POST", f"/journal-entries/{seg(jeid)}/{action}", body or {},
+            data, replayed = self._request(tenant_id, "POST", api_path("journal-entries", jeid, action), body or {},
                                            key=key)
         except SinkError as err:
             if err.status == 409 and (err.detail or {}).get("code") == "INVALID_STATUS":
@@ -448,7 +460,7 @@ class AdenSink:
                     period = self._period_for(tenant_id, entry.transaction_date)
                     body.update(tran_date=entry.transaction_date.isoformat(), posting_period_id=period["period_id"])
                 try:
-                    data, _ = self._request(tenant_id, "PUT", f"/journal-entries/{seg(e['journal_entry_id'])}", body,
+                    data, _ = self._request(tenant_id, "PUT", api_path("journal-entries", e["journal_entry_id"]), body,
                                             key=_key(key, h, "update", _version(e)))
                 except SinkError as err:
                     if err.status == 409 and not retried:  # the entry moved on in Aden meanwhile: re-read, retry
@@ -578,7 +590,7 @@ class AdenSink:
             return
         key = key_of(e)
         if e["status"] == "Draft":
-            self._request(tenant_id, "DELETE", f"/journal-entries/{seg(e['journal_entry_id'])}",
+            self._request(tenant_id, "DELETE", api_path("journal-entries", e["journal_entry_id"]),
                           key=_key(key, "delete", _version(e)))
         elif e["status"] == "Posted":
             self._reverse(tenant_id, e, extra)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from ledger_pipeline.settings import Settings
 from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.vault import NeedsReauth, TokenSet, TokenVault, load_key
+from ledger_pipeline.systems.core import open_core
 from ledger_pipeline.systems.http import http_client
 from ledger_pipeline.systems.jurnal.auth import GATEWAY_PREFIX, AuthMode, Credentials
-from ledger_pipeline.systems.jurnal.client import JurnalClient, host_limiter
+from ledger_pipeline.systems.jurnal.client import JurnalClient, JurnalDialect
 from ledger_pipeline.systems.jurnal.oauth import OAuthClient
 
 HMAC_LIFETIME = 100 * 365 * 86400  # seconds: HMAC credentials do not expire; the vault never "refreshes" them
@@ -91,9 +92,9 @@ def open_session(settings: Settings, *, database_url: str | None = None, api_bas
                         settings.jurnal_client_secret,
                         http_client(settings.source_address, timeout))  # token refreshes leave from our address too
     scale = rate_limit_scale if rate_limit_scale is not None else settings.rate_limit_scale
-    resolver = credential_resolver(vault, oauth.refresh, api_base_url or settings.jurnal_api_base_url,
-                                   gateway_url or gateway_base_url(settings))
-    client = JurnalClient(resolver, host_limiter(settings, scale), source_address=settings.source_address,
-                          backoff_initial=backoff_initial, backoff_max=max(backoff_initial * 60, 1.0),
-                          timeout=timeout)
+    partner, gateway = api_base_url or settings.jurnal_api_base_url, gateway_url or gateway_base_url(settings)
+    resolver = credential_resolver(vault, oauth.refresh, partner, gateway)
+    dialect = JurnalDialect(resolver, lambda t: gateway if vault.auth_mode(t) == "hmac" else partner,
+                            scale=scale, source_address=settings.source_address)
+    client = JurnalClient(open_core(dialect, settings, timeout=timeout, backoff_initial=backoff_initial))
     return JurnalSession(vault, oauth, client)

@@ -86,13 +86,15 @@ class NotOurEntry(SinkError):
             {"remote_id": str(data.get("id")), "remote_custom_id": data.get("custom_id")})
 
 
-def _minor(value: object) -> int:
-    return to_minor(value if isinstance(value, Decimal | int) else str(value))
+def _minor(value: object, currency: str | None) -> int:
+    return to_minor(value if isinstance(value, Decimal | int) else str(value), currency)
 
 
-def _amount(minor: int) -> int | Decimal:
-    """A JSON amount: an integer when whole (the spec's examples and `integer` type), else exact 2-dp."""
-    return minor // 100 if minor % 100 == 0 else from_minor(minor)
+def _amount(minor: int, currency: str) -> int | Decimal:
+    """A JSON amount: an integer when whole (the spec's examples and `integer` type), else exact in the currency's
+    decimals (money.from_minor)."""
+    value = from_minor(minor, currency)
+    return int(value) if value == value.to_integral_value() else value
 
 
 def _date(value: str) -> dt.date:
@@ -111,32 +113,35 @@ def named(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def parse_remote(data: dict, custom_id: str | None = None) -> RemoteEntry:
+def parse_remote(data: dict, custom_id: str | None = None, currency: str | None = None) -> RemoteEntry:
     """A Jurnal journal entry (read shape) -> RemoteEntry, with `custom_id` (ours, canonical) when given. Uses the
-    numeric fields, never the formatted ones."""
+    numeric fields, never the formatted ones, in the decimals of the entry's `currency_code` (Mekari's Swagger,
+    journal entry response: currency_code, currency_rate), else `currency`."""
+    cur = str(data["currency_code"]).upper() if data.get("currency_code") else currency
     lines = tuple(
         (str(ln["id"]), str((ln.get("account") or {}).get("id", ln.get("account_id"))),
-         _minor(ln.get("debit") or 0), _minor(ln.get("credit") or 0))
+         _minor(ln.get("debit") or 0, cur), _minor(ln.get("credit") or 0, cur))
         for ln in data.get("transaction_account_lines") or []
     )
     status = named(data.get("transaction_status"))
     return RemoteEntry(
         remote_id=str(data["id"]), custom_id=custom_id or data.get("custom_id"),
         transaction_date=_date(data["transaction_date"]), memo=data.get("memo"),
-        total_debit_minor=_minor(data.get("total_debit") or 0),
-        total_credit_minor=_minor(data.get("total_credit") or 0), lines=lines, locked=bool(data.get("locked")),
+        total_debit_minor=_minor(data.get("total_debit") or 0, cur),
+        total_credit_minor=_minor(data.get("total_credit") or 0, cur), lines=lines, locked=bool(data.get("locked")),
+        currency=cur, extra={"currency_rate": str(data["currency_rate"])} if data.get("currency_rate") else {},
         state_detail=f"Jurnal status {status}" if status else "",
     )
 
 
-def _line(ln: Any, both_sides: bool) -> dict:
+def _line(ln: Any, both_sides: bool, currency: str) -> dict:
     out: dict[str, Any] = {"account_id": int(ln.account_id)}
     if both_sides:
-        out.update(debit=_amount(ln.debit_minor), credit=_amount(ln.credit_minor))
+        out.update(debit=_amount(ln.debit_minor, currency), credit=_amount(ln.credit_minor, currency))
     elif ln.debit_minor:
-        out["debit"] = _amount(ln.debit_minor)
+        out["debit"] = _amount(ln.debit_minor, currency)
     else:
-        out["credit"] = _amount(ln.credit_minor)
+        out["credit"] = _amount(ln.credit_minor, currency)
     if ln.description:
         out["description"] = ln.description
     return out
@@ -148,7 +153,7 @@ def entry_body(entry: CanonicalEntry) -> dict:
         "transaction_date": entry.transaction_date.strftime("%d-%m-%Y"),
         "custom_id": jurnal_key(entry.custom_id),
         "tags": ["r2a"],
-        "transaction_account_lines_attributes": [_line(ln, both_sides=False) for ln in entry.lines],
+        "transaction_account_lines_attributes": [_line(ln, False, entry.currency) for ln in entry.lines],
     }
     if entry.memo is not None:
         body["memo"] = entry.memo
@@ -162,7 +167,7 @@ def patch_body(entry: CanonicalEntry, current: RemoteEntry, transaction_no: str)
     ids = current.line_ids
     if len(entry.lines) < len(ids):
         raise ValueError("patch_body cannot remove lines")
-    lines = [({"id": int(ids[i])} if i < len(ids) else {}) | _line(ln, both_sides=True)
+    lines = [({"id": int(ids[i])} if i < len(ids) else {}) | _line(ln, both_sides=True, currency=entry.currency)
              for i, ln in enumerate(entry.lines)]
     body: dict[str, Any] = {
         "transaction_date": entry.transaction_date.isoformat(),
@@ -190,14 +195,14 @@ def created_entry(item: dict) -> dict | None:
 
 
 def classify(err: JurnalError | NeedsReauth) -> SinkError:
-    if isinstance(err, NeedsReauth):
-        return SinkError("needs_reauth", str(err))
+    if isinstance(err, NeedsReauth) or err.kind == "needs_reauth":
+        return SinkError("needs_reauth", str(err), getattr(err, "status", None))
     if err.kind == "rejected" and err.status == 422 and "not exist" in str(err.body) and "account" in str(err.body):
         text = jurnal_message(err.body)
         return SinkError("account", f"Jurnal refused an account ({text}): it is missing or archived in the "
                                     "tenant's chart", err.status)
     text = jurnal_message(err.body) if err.body is not None else err.message
-    if err.kind == "rejected":
+    if err.kind in ("rejected", "not_found"):
         if "custom_id" in str(err.body) and ("already" in text or "taken" in text):
             return SinkError("duplicate", text, err.status)
         if "locked period" in text or "Kunci Periode" in text or "dikunci" in text:
@@ -212,7 +217,7 @@ def _lines_changed(exc: JurnalError) -> bool:
     """A PATCH refused because a line id we sent no longer exists (edited in Jurnal meanwhile): the emulator's
     `line N not found`, or Rails' `Couldn't find TransactionAccountLine with ID=N`."""
     text = str(exc.body).lower()
-    return exc.kind == "rejected" and exc.status in (404, 422) and "line" in text and (
+    return exc.kind in ("rejected", "not_found") and exc.status in (404, 422) and "line" in text and (
         "not found" in text or "couldn't find" in text)
 
 

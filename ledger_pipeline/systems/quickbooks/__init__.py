@@ -16,8 +16,9 @@ from ledger_pipeline.settings import Settings
 from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.vault import NeedsReauth, TokenVault, load_key
 from ledger_pipeline.systems import ChartAccount, OpenOptions
+from ledger_pipeline.systems.core import open_core
 from ledger_pipeline.systems.http import http_client
-from ledger_pipeline.systems.quickbooks.client import QuickBooksClient, QuickBooksError, host_limiter
+from ledger_pipeline.systems.quickbooks.client import QuickBooksClient, QuickBooksDialect, QuickBooksError
 from ledger_pipeline.systems.quickbooks.oauth import QuickBooksOAuth, connect_tenant
 from ledger_pipeline.systems.quickbooks.sink import QuickBooksSink, classify
 
@@ -59,11 +60,10 @@ class QuickBooksConnection:
                 raise NeedsReauth(tenant_id, "no QuickBooks realm stored", SYSTEM)
             return str(realm)
 
-        self.client = QuickBooksClient(
-            ep["api"], access_token, realm_of, host_limiter(settings, options.rate_limit_scale),
-            backoff_initial=options.backoff_initial, backoff_max=max(options.backoff_initial * 60, 1.0),
-            timeout=options.timeout, source_address=settings.source_address, priority=options.priority,
-            page_size=page_size)
+        dialect = QuickBooksDialect(ep["api"], access_token, realm_of, options.rate_limit_scale)
+        self.client = QuickBooksClient(open_core(dialect, settings, timeout=options.timeout,
+                                                 backoff_initial=options.backoff_initial, priority=options.priority),
+                                       page_size)
         self.sink = QuickBooksSink(self.client)
 
     @property

@@ -1,49 +1,55 @@
-"""The QuickBooks Online accounting-API client (httpx): paced and bounded per realm, retried where safe.
+"""The QuickBooks Online accounting API as a dialect of the shared request core (ledger_pipeline.systems.core), and
+its endpoints as thin calls to `ApiCore.call`.
 
-- Every call goes to `<base>/v3/company/{realmId}/...` with `minorversion=75` and `Authorization: Bearer`.
-- Pacing (ledger_pipeline.ratelimit, shared by every process on the host): 500 requests/min per realm, a batch
-  counting one request per item ("each item is metered like a separate call"), and 40 batch calls/min per realm,
-  each a few percent under the limit. Concurrency: at most `max_concurrent` (10) requests in flight per realm in this
-  process (a semaphore per realm), whatever the caller does with threads.
-- Retries (stamina, exponential backoff with jitter): reads on 429, 5xx and transport errors; writes too, because
-  every create/update/delete carries a `requestid` that is stable for one intended write, so QuickBooks answers a
-  replay with the original response and changes nothing. A write sent without a requestid is retried only when
-  nothing reached QuickBooks (connect error, 429); an unknown outcome raises `kind="uncertain"`.
-- 401: refresh the token once and retry once; a refused grant becomes `NeedsReauth`; a failing token endpoint is
-  this tenant's retryable problem.
+- Where: every call goes to `<base>/v3/company/{realmId}/...` (the realm one percent-encoded segment) with
+  `minorversion=75` and `Authorization: Bearer <token>` (the vault's; a 401 refreshes it once and re-sends).
+- Pacing (the host-shared limiter): 500 requests/min per realm, a batch counting one request per item ("each item is
+  metered like a separate call") plus one of 40 batch calls/min per realm, each a few percent under the limit
+  (`Limits`). Concurrency: at most `max_concurrent` (10) requests in flight per realm in this process (a semaphore
+  per realm), whatever the caller does with threads.
+- Exactly once: every create/update/delete carries a `requestid` stable for one intended write, so QuickBooks
+  answers a replay with the original response and changes nothing: the core re-sends such writes on 5xx and
+  transport errors (replay-safe); when the attempts run out after one may have landed, `kind="uncertain"`.
+- A token QuickBooks refuses again right after its refresh is retried and ends `retryable`, never `needs_reauth`:
+  Intuit's token endpoint says when a grant is gone (invalid_grant, which the vault records), and the gateway's 401
+  does not (its bodies: routablehq/python-quickbooks#250, intuit/oauth-jsclient#91).
 - Faults are read in each shape QuickBooks answers with (`fault_errors`): the data services' `Fault.Error[]`, the
-  gateway's lower-case `fault.error[]` on 401/403, and XML.
-- Realm and entry ids go into the path as single percent-encoded segments; a look-up answered 610 or 404 is "not
-  found".
+  gateway's lower-case `fault.error[]` on 401/403, and XML. A look-up answered 610 ("Object Not Found") or 404 is
+  `kind="not_found"`; a 610 on a write names a missing account (the sink says "account").
+- Queries page with `STARTPOSITION` (1-based) / `MAXRESULTS` (at most 1000) inside the query text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import quote as url_quote
+from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
-import stamina
 
-from ledger_pipeline.money import dumps_exact, loads_exact
-from ledger_pipeline.ratelimit import HostLimiter, Priority, Rule, host_limiter_at, scaled_rules, state_path
-from ledger_pipeline.settings import Settings
-from ledger_pipeline.state.vault import TokenEndpointError
-from ledger_pipeline.systems.http import http_client
+from ledger_pipeline.ratelimit import Rule, scaled_rules
+from ledger_pipeline.systems.core import (
+    ApiClient,
+    ApiCore,
+    ApiError,
+    Call,
+    Dialect,
+    Resolution,
+    TokenSource,
+    VaultTokenAuth,
+    path,
+)
+from ledger_pipeline.systems.paging import OffsetPaging, records
 
-Kind = Literal["retryable", "uncertain", "rejected"]
 MINOR_VERSION = "75"
 MAX_RESULTS = 1000
 
 
-class QuickBooksError(Exception):
-    def __init__(self, kind: Kind, tenant_id: str, message: str, status: int | None = None, body: Any = None):
-        super().__init__(f"tenant {tenant_id}: {message}")
-        self.kind, self.tenant_id, self.status, self.body, self.message = kind, tenant_id, status, body, message
+class QuickBooksError(ApiError):
+    """A failed QuickBooks call; `errors`/`code`/`text` read QuickBooks' fault from the body."""
 
     @property
     def errors(self) -> list[dict]:
@@ -99,166 +105,100 @@ def fault_text(body: Any) -> str:
     errors = fault_errors(body)
     if errors:
         return "; ".join(f"{e['Message']}: {e['Detail']} (code {e['code']})".strip() for e in errors)
-    return str(body)[:300]
-
-
-class _Retry(Exception):
-    def __init__(self, error: QuickBooksError):
-        self.error = error
+    return "" if body is None else str(body)[:300]
 
 
 @dataclass(frozen=True)
 class Limits:
+    """QuickBooks' documented per-realm limits (developer.intuit.com, "Rate limits and throttles")."""
+
     per_realm_minute: int = 500
     batch_per_realm_minute: int = 40
     max_concurrent: int = 10
     headroom: float = 0.95
 
 
-class QuickBooksLimiter:
-    """QuickBooks' per-realm minute limits as rules on the host-shared limiter."""
+class QuickBooksDialect(Dialect):
+    """QuickBooks' way of saying things. `token`: (tenant, stale) -> live token (the vault, refreshing through
+    Intuit's token endpoint); `realm_of`: tenant -> realmId (may raise NeedsReauth); `scale`: the pacing clock."""
 
-    def __init__(self, host: HostLimiter, limits: Limits = Limits(), scale: float = 1.0):
-        self.host, self.limits, self.scale = host, limits, scale
-        self.waited = 0.0
-        self._lock = threading.Lock()
+    system, title, error = "quickbooks", "QuickBooks", QuickBooksError
 
-    def rules(self, realm: str, batch: bool) -> list[Rule]:
-        lim, s, h = self.limits, self.scale, self.limits.headroom
-        rules = scaled_rules(f"qbo-realm:{realm}", [(lim.per_realm_minute, 60)], s, h)
-        if batch:
-            rules += scaled_rules(f"qbo-batch:{realm}", [(lim.batch_per_realm_minute, 60)], s, h)
-        return rules
-
-    def acquire(self, realm: str, items: int = 1, batch: bool = False, priority: Priority = "posting") -> float:
-        """One slot per metered item (a batch of n items takes n request slots and one batch slot)."""
-        waited = self.host.acquire(self.rules(realm, batch), priority)
-        for _ in range(max(0, items - 1)):
-            waited += self.host.acquire(self.rules(realm, False), priority)
-        with self._lock:
-            self.waited += waited
-        return waited
-
-
-def host_limiter(settings: Settings, scale: float, limits: Limits = Limits()) -> QuickBooksLimiter:
-    return QuickBooksLimiter(host_limiter_at(state_path(settings.lock_dir, settings.source_address)), limits, scale)
-
-
-
-class QuickBooksClient:
-    """One client for every tenant: pooled HTTP, the limiter, per-realm concurrency, the vault's tokens."""
-
-    def __init__(self, base_url: str, access_token: Callable[[str, str | None], str],
-                 realm_of: Callable[[str], str], limiter: QuickBooksLimiter, http: httpx.Client | None = None,
-                 attempts: int = 6, backoff_initial: float = 0.5, backoff_max: float = 30.0, timeout: float = 30.0,
-                 source_address: str | None = None, priority: Priority = "posting", page_size: int = MAX_RESULTS):
-        self.base_url = base_url.rstrip("/")
-        self._access_token, self._realm_of = access_token, realm_of
-        self.limiter = limiter
-        self.http = http or http_client(source_address, timeout)
-        self.priority: Priority = priority
-        self.attempts, self.backoff_initial, self.backoff_max = attempts, backoff_initial, backoff_max
-        self.page_size = min(MAX_RESULTS, page_size)  # MAXRESULTS per query page (QuickBooks caps it at 1000)
-        self.requests = 0
+    def __init__(self, base_url: str, token: TokenSource, realm_of: Callable[[str], str], scale: float = 1.0,
+                 limits: Limits = Limits()):
+        super().__init__(base_url)
+        self.token, self.realm_of, self.scale, self.limits = token, realm_of, scale, limits
         self._lock = threading.Lock()
         self._realms: dict[str, str] = {}
         self._gates: dict[str, threading.BoundedSemaphore] = {}
 
-    def close(self) -> None:
-        self.http.close()
-
-    def realm(self, tenant_id: str) -> str:
+    def realm(self, tenant: str) -> str:
         with self._lock:
-            if tenant_id in self._realms:
-                return self._realms[tenant_id]
-        realm = self._realm_of(tenant_id)
+            if tenant in self._realms:
+                return self._realms[tenant]
+        realm = self.realm_of(tenant)
         with self._lock:
-            self._realms[tenant_id] = realm
+            self._realms[tenant] = realm
         return realm
 
-    def _gate(self, realm: str) -> threading.BoundedSemaphore:
+    def auth(self, tenant: str) -> httpx.Auth:
+        return VaultTokenAuth(tenant, self.token)
+
+    def prepare(self, call: Call) -> Call:
+        params = {**(call.params or {}), "minorversion": MINOR_VERSION}
+        if call.idempotency_key:
+            params["requestid"] = call.idempotency_key
+        return replace(call, url=path("v3", "company", self.realm(call.tenant)) + call.url, params=params)
+
+    def rules(self, tenant: str, limit_key: Any) -> list[Rule]:
+        """`limit_key`: the number of items of a batch call (None: not a batch)."""
+        lim, realm = self.limits, self.realm(tenant)
+        rules = scaled_rules(f"qbo-realm:{realm}", [(lim.per_realm_minute, 60)], self.scale, lim.headroom)
+        if limit_key:
+            rules += scaled_rules(f"qbo-batch:{realm}", [(lim.batch_per_realm_minute, 60)], self.scale, lim.headroom)
+        return rules
+
+    def slots(self, call: Call) -> list[list[Rule]]:
+        """One request slot per metered item; a batch of n items: n request slots and one batch slot."""
+        return [self.rules(call.tenant, call.limit_key)] + [self.rules(call.tenant, None)] * ((call.limit_key or 1) - 1)
+
+    def in_flight(self, call: Call) -> contextlib.AbstractContextManager:
+        realm = self.realm(call.tenant)
         with self._lock:
             gate = self._gates.get(realm)
             if gate is None:
-                gate = self._gates[realm] = threading.BoundedSemaphore(self.limiter.limits.max_concurrent)
-            return gate
+                gate = self._gates[realm] = threading.BoundedSemaphore(self.limits.max_concurrent)
+        return gate
 
-    # -- core -------------------------------------------------------------------------------------------------
-    def request(self, tenant_id: str, method: str, path: str, body: Any = None, params: dict | None = None,
-                request_id: str | None = None, items: int = 1, batch: bool = False) -> Any:
-        is_write = method != "GET"
-        params = {**(params or {}), "minorversion": MINOR_VERSION}
-        if request_id:
-            params["requestid"] = request_id
-        try:
-            for attempt in stamina.retry_context(on=_Retry, attempts=self.attempts,
-                                                 wait_initial=self.backoff_initial, wait_max=self.backoff_max,
-                                                 wait_jitter=self.backoff_initial, timeout=None):
-                with attempt:
-                    return self._once(tenant_id, method, path, body, params, is_write, request_id is not None,
-                                      items, batch)
-        except _Retry as exc:
-            err = exc.error
-            if is_write and (err.kind == "uncertain" or (err.status or 0) >= 500):
-                # replayed with the same requestid and still no answer: the write may or may not be there
-                raise QuickBooksError("uncertain", tenant_id, err.message, err.status, err.body) from None
-            raise err from None
-        raise AssertionError("unreachable")
+    def message(self, data: Any) -> str:
+        return fault_text(data)
 
-    def _once(self, tenant_id: str, method: str, path: str, body: Any, params: dict, is_write: bool,
-              idempotent: bool, items: int, batch: bool) -> Any:
-        realm = self.realm(tenant_id)
-        token = self._token(tenant_id, None)
-        url = f"{self.base_url}/v3/company/{segment(realm)}{path}"
-        content = dumps_exact(body).encode() if body is not None else None
-        for refreshed in (False, True):
-            self.limiter.acquire(realm, items, batch, self.priority)
-            with self._gate(realm):
-                with self._lock:
-                    self.requests += 1
-                try:
-                    resp = self.http.request(method, url, params=params, content=content, headers={
-                        "Authorization": f"Bearer {token}", "Accept": "application/json",
-                        **({"Content-Type": "application/json"} if content is not None else {})})
-                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                    raise _Retry(QuickBooksError("retryable", tenant_id,
-                                                 f"cannot connect to QuickBooks ({type(exc).__name__})")) from exc
-                except httpx.TransportError as exc:
-                    err = QuickBooksError("uncertain" if is_write else "retryable", tenant_id,
-                                          f"{method} {path}: {type(exc).__name__}; the outcome is unknown")
-                    if is_write and not idempotent:
-                        raise err from exc
-                    raise _Retry(err) from exc  # a read, or a write whose requestid makes the replay safe
-            if resp.status_code == 401 and not refreshed:
-                token = self._token(tenant_id, token)  # refresh once, retry once
-                continue
-            break
-        return self._classify(tenant_id, method, path, resp, is_write, idempotent)
+    def classify(self, response: httpx.Response, data: Any) -> Resolution:
+        status = response.status_code
+        if status == 401:  # refused right after a refresh: not processed; see the module docstring
+            return Resolution.retry(f"{fault_text(data)} (refused again after a token refresh)", unprocessed=True)
+        if status == 400 and response.request.method == "GET" and any(e["code"] == "610" for e in fault_errors(data)):
+            return Resolution.reject("not_found")  # "Object Not Found" on a look-up
+        return super().classify(response, data)
 
-    def _token(self, tenant_id: str, stale: str | None) -> str:
-        try:
-            return self._access_token(tenant_id, stale)
-        except TokenEndpointError as exc:
-            raise _Retry(QuickBooksError("retryable", tenant_id, str(exc))) from exc
 
-    @staticmethod
-    def _classify(tenant_id: str, method: str, path: str, resp: httpx.Response, is_write: bool,
-                  idempotent: bool) -> Any:
-        status = resp.status_code
-        try:
-            data = loads_exact(resp.content) if resp.content else None
-        except ValueError:
-            data = resp.text[:300]
-        if status < 300:
-            return data
-        what = f"{method} {path} -> {status}: {fault_text(data)}"
-        if status in (401, 429):  # not processed: safe to send again
-            raise _Retry(QuickBooksError("retryable", tenant_id, what, status, data))
-        if status >= 500:
-            if is_write and not idempotent:
-                raise QuickBooksError("uncertain", tenant_id, what + "; the write may have been applied", status, data)
-            raise _Retry(QuickBooksError("retryable", tenant_id, what, status, data))
-        raise QuickBooksError("rejected", tenant_id, what, status, data)
+class QuickBooksClient(ApiClient):
+    """QuickBooks' endpoints for every tenant over one ApiCore (with a QuickBooksDialect)."""
+
+    def __init__(self, core: ApiCore, page_size: int = MAX_RESULTS):
+        super().__init__(core)
+        self.page_size = min(MAX_RESULTS, page_size)  # MAXRESULTS per query page (QuickBooks caps it at 1000)
+
+    def realm(self, tenant_id: str) -> str:
+        """The tenant's realmId (raises NeedsReauth when none is stored)."""
+        return self.core.dialect.realm(tenant_id)  # type: ignore[attr-defined]
+
+    def request(self, tenant_id: str, method: str, url: str, body: Any = None, params: dict | None = None,
+                request_id: str | None = None, items: int | None = None) -> Any:
+        """The answer's body; `request_id` makes a write replay-safe; `items`: a batch's size. Raises
+        QuickBooksError."""
+        return self.core.call(tenant_id, method, url, body=body, params=params, idempotency_key=request_id,
+                              limit_key=items).data
 
     # -- endpoints --------------------------------------------------------------------------------------------
     def query(self, tenant_id: str, text: str) -> dict:
@@ -266,25 +206,26 @@ class QuickBooksClient:
 
     def query_all(self, tenant_id: str, entity: str, text: str, page_size: int | None = None) -> list[dict]:
         """Every row of `text` (no paging clause), page by page until a short page."""
-        size = min(MAX_RESULTS, page_size or self.page_size)
-        out, start = [], 1
-        while True:
-            rows = self.query(tenant_id, f"{text} STARTPOSITION {start} MAXRESULTS {size}").get(entity) or []
-            out += rows
-            if len(rows) < size:
-                return out
-            start += size
+        paging = OffsetPaging(limit=min(MAX_RESULTS, page_size or self.page_size), limit_param="MAXRESULTS",
+                              offset_param="STARTPOSITION", start=1)
+
+        def where(params: dict | None, body: Any, f: dict) -> tuple[dict, Any]:
+            return {"query": f"{text} STARTPOSITION {f['STARTPOSITION']} MAXRESULTS {f['MAXRESULTS']}"}, body
+
+        return list(records(self.core, tenant_id, "/query", paging, where=where,
+                            items=lambda d: ((d or {}).get("QueryResponse") or {}).get(entity)))
 
     def accounts(self, tenant_id: str, page_size: int | None = None) -> list[dict]:
         """The whole chart, inactive accounts included (a plain Account query returns active ones only)."""
         return self.query_all(tenant_id, "Account", "select * from Account where Active in (true, false)", page_size)
 
     def get_entry(self, tenant_id: str, entry_id: str) -> dict | None:
+        """The JournalEntry, or None when QuickBooks does not have it (610 or 404)."""
         try:
-            return self.request(tenant_id, "GET", f"/journalentry/{segment(entry_id)}")["JournalEntry"]
+            return self.request(tenant_id, "GET", path("journalentry", entry_id))["JournalEntry"]
         except QuickBooksError as exc:
-            if exc.status == 400 and exc.code == "610" or exc.status == 404:
-                return None  # "Object Not Found" (610), or a plain 404: not there
+            if exc.kind == "not_found":
+                return None
             raise
 
     def entries_by_doc_number(self, tenant_id: str, doc_number: str) -> list[dict]:
@@ -309,15 +250,10 @@ class QuickBooksClient:
     def batch(self, tenant_id: str, items: list[dict], request_id: str) -> list[dict]:
         """BatchItemRequest[] (at most 30) -> a BatchItemResponse per item, in bId order of the request."""
         data = self.request(tenant_id, "POST", "/batch", {"BatchItemRequest": items}, request_id=request_id,
-                            items=len(items), batch=True)
+                            items=len(items))
         by_bid = {str(r.get("bId")): r for r in data.get("BatchItemResponse") or []}
         return [by_bid.get(str(item["bId"]), {"bId": item["bId"], "Fault": {
             "Error": [{"Message": "no BatchItemResponse for this bId", "code": "missing"}]}}) for item in items]
-
-
-def segment(value: object) -> str:
-    """One URL path segment: every reserved character percent-encoded (a realm or an entry id is data, not path)."""
-    return url_quote(str(value), safe="")
 
 
 def quote(value: str) -> str:

@@ -89,8 +89,8 @@ def period_of(custom_id: str | None) -> str:
     return f"{ours['period'][:4]}-{ours['period'][4:]}" if ours else "?"
 
 
-def _minor(value: object) -> int:
-    return to_minor(value if isinstance(value, Decimal | int) else str(value))
+def _minor(value: object, currency: str | None) -> int:
+    return to_minor(value if isinstance(value, Decimal | int) else str(value), currency)
 
 
 def split_note(note: str | None) -> tuple[str | None, str | None]:
@@ -140,13 +140,23 @@ class NotOurEntry(SinkError):
                                                      "doc_number": je.get("DocNumber"), "expected": key})
 
 
-def parse_remote(je: dict) -> RemoteEntry:
-    """A JournalEntry -> RemoteEntry: positive Amount + PostingType -> debit/credit minor units, exactly;
-    custom_id from `custom_id_of` (None when the entry does not carry one of our keys consistently)."""
+def currency_of(je: dict, default: str | None = None) -> str | None:
+    """The JournalEntry's currency: CurrencyRef.value (QuickBooks sets it on every entry, the home currency when
+    multicurrency is off; developer.intuit.com accounting API, JournalEntry.CurrencyRef), else `default`."""
+    ref = je.get("CurrencyRef")
+    value = ref.get("value") if isinstance(ref, dict) else None
+    return str(value).upper() if value else default
+
+
+def parse_remote(je: dict, currency: str | None = None) -> RemoteEntry:
+    """A JournalEntry -> RemoteEntry: positive Amount + PostingType -> debit/credit minor units of its currency
+    (CurrencyRef, else `currency`), exactly; custom_id from `custom_id_of` (None when the entry does not carry one
+    of our keys consistently); ExchangeRate (when reported) in `extra`."""
+    cur = currency_of(je, currency)
     lines = []
     for ln in je.get("Line") or []:
         detail = ln.get("JournalEntryLineDetail") or {}
-        amount = _minor(ln.get("Amount") or 0)
+        amount = _minor(ln.get("Amount") or 0, cur)
         debit = detail.get("PostingType") == "Debit"
         lines.append((str(ln.get("Id", "")), str((detail.get("AccountRef") or {}).get("value")),
                       amount if debit else 0, 0 if debit else amount))
@@ -154,28 +164,44 @@ def parse_remote(je: dict) -> RemoteEntry:
     return RemoteEntry(
         remote_id=str(je["Id"]), custom_id=custom_id_of(je), transaction_date=dt.date.fromisoformat(je["TxnDate"]),
         memo=memo, total_debit_minor=sum(d for _, _, d, _ in lines), total_credit_minor=sum(c for *_, c in lines),
-        lines=tuple(lines), extra={"Id": str(je["Id"]), "SyncToken": str(je.get("SyncToken", "0"))},
+        # RemoteEntry.currency stays unset until the QuickBooks emulator keeps a home currency per company (it
+        # answers CurrencyRef USD for every entry today); the currency is sent (CurrencyRef), so QuickBooks itself
+        # refuses one the company does not keep, and the decimals follow CurrencyRef.
+        lines=tuple(lines), currency=None,
+        extra={"Id": str(je["Id"]), "SyncToken": str(je.get("SyncToken", "0")),
+               **({"ExchangeRate": str(je["ExchangeRate"])} if je.get("ExchangeRate") is not None else {})},
     )
 
 
 def entry_body(entry: CanonicalEntry) -> dict:
+    """A JournalEntry create body: amounts in the entry's currency's decimals, CurrencyRef always (the home currency
+    is accepted without multicurrency), ExchangeRate when the entry is foreign to the company (1 entry currency =
+    ExchangeRate home currency; developer.intuit.com accounting API, JournalEntry.ExchangeRate)."""
     lines = []
     for ln in entry.lines:
         debit = ln.debit_minor > 0 or ln.credit_minor == 0
         lines.append({
             "Description": ln.description[:4000],
-            "Amount": from_minor(ln.debit_minor if debit else ln.credit_minor),
+            "Amount": from_minor(ln.debit_minor if debit else ln.credit_minor, entry.currency),
             "DetailType": "JournalEntryLineDetail",
             "JournalEntryLineDetail": {"PostingType": "Debit" if debit else "Credit",
                                        "AccountRef": {"value": str(ln.account_id)}},
         })
-    return {"TxnDate": entry.transaction_date.isoformat(), "DocNumber": doc_number(entry.custom_id),
-            "PrivateNote": f"{entry.custom_id}{NOTE_SEP}{entry.memo}", "Adjustment": False, "Line": lines}
+    body = {"TxnDate": entry.transaction_date.isoformat(), "DocNumber": doc_number(entry.custom_id),
+            "PrivateNote": f"{entry.custom_id}{NOTE_SEP}{entry.memo}", "Adjustment": False, "Line": lines,
+            "CurrencyRef": {"value": entry.currency}}
+    if entry.exchange_rate is not None:
+        body["ExchangeRate"] = entry.exchange_rate
+    return body
 
 
 def classify(err: QuickBooksError | NeedsReauth) -> SinkError:
     if isinstance(err, NeedsReauth):
         return SinkError("needs_reauth", str(err))
+    if err.kind == "needs_reauth":
+        return SinkError("needs_reauth", str(err), err.status)
+    if err.kind == "not_found":  # a 404, or 610 on a look-up
+        return SinkError("not_found", err.text or err.message, err.status)
     if err.kind != "rejected":
         return SinkError(err.kind, err.message, err.status)
     return classify_fault(err.errors, err.status, fault_text(err.body))

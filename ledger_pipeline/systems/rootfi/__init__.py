@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ledger_pipeline.ledger.sink import SinkError
-from ledger_pipeline.ratelimit import host_limiter_at, state_path
 from ledger_pipeline.settings import Settings
 from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.vault import NeedsReauth, TokenVault, load_key
 from ledger_pipeline.systems import ChartAccount, OpenOptions
+from ledger_pipeline.systems.core import open_core
 from ledger_pipeline.systems.rootfi.auth import RootfiLink, connect_tenant
-from ledger_pipeline.systems.rootfi.client import RootfiClient, RootfiError, RootfiLimiter
+from ledger_pipeline.systems.rootfi.client import RootfiClient, RootfiDialect, RootfiError
 from ledger_pipeline.systems.rootfi.sink import RootfiSink, classify
 
 SYSTEM = "rootfi"
@@ -35,13 +35,11 @@ class RootfiConnection:
         self.vault = TokenVault(self.engine, load_key(settings), settings.lock_dir, system=SYSTEM)
         self.link = RootfiLink(settings.system_env(SYSTEM, "LINK_URL", sandbox + "/rootfi/link"))
         scale = options.rate_limit_scale or 1.0
-        limiter = RootfiLimiter(host_limiter_at(state_path(settings.lock_dir, settings.source_address)), scale)
-        self.client = RootfiClient(
-            settings.system_env(SYSTEM, "API_BASE_URL", sandbox + "/rootfi"),
-            settings.system_env(SYSTEM, "API_KEY", SANDBOX_API_KEY), self._company_of, limiter,
-            on_unlinked=self.vault.mark_needs_reauth, backoff_initial=options.backoff_initial,
-            backoff_max=max(options.backoff_initial * 60, 1.0), timeout=options.timeout,
-            source_address=settings.source_address, priority=options.priority)
+        dialect = RootfiDialect(settings.system_env(SYSTEM, "API_BASE_URL", sandbox + "/rootfi"),
+                                settings.system_env(SYSTEM, "API_KEY", SANDBOX_API_KEY), self._company_of, scale,
+                                on_unlinked=self.vault.mark_needs_reauth)
+        self.client = RootfiClient(open_core(dialect, settings, timeout=options.timeout,
+                                             backoff_initial=options.backoff_initial, priority=options.priority))
         budget = float(settings.system_env(SYSTEM, "POLL_BUDGET_SECONDS", str(30.0 / scale)))
         self.sink = RootfiSink(self.client, poll_budget=budget, poll_initial=min(0.5, max(budget / 20, 0.01)),
                                poll_max=max(budget / 3, 0.05))

@@ -59,7 +59,7 @@ from ledger_pipeline.ledger.sink import (
     SinkError,
     custom_id_for,
 )
-from ledger_pipeline.money import from_minor, to_minor
+from ledger_pipeline.money import currency_problem, from_minor, to_minor
 from ledger_pipeline.state.vault import NeedsReauth
 from ledger_pipeline.systems.rootfi.client import RootfiClient, RootfiError, rootfi_message
 
@@ -94,8 +94,8 @@ def job_status(value: object) -> str:
     return "SUCCESS" if text in _SUCCESS else "FAILED" if text in _FAILED else "RUNNING"
 
 
-def _minor(value: object) -> int:
-    return to_minor(value if isinstance(value, Decimal | int) else str(value))
+def _minor(value: object, currency: str | None) -> int:
+    return to_minor(value if isinstance(value, Decimal | int) else str(value), currency)
 
 
 def _date(value: str) -> dt.date:
@@ -110,13 +110,16 @@ def _id_order(data: dict) -> tuple[int, int, str]:
 def parse_entry(data: dict, custom_id: str | None = None, extra: dict | None = None) -> RemoteEntry:
     """A Rootfi journal entry -> RemoteEntry, exactly: DEBIT/CREDIT lines with positive net_amount, nested as
     {"data": [...]} (reads [JE-ALL]) or a plain array (the create reply [JE-NEW]). `custom_id`: ours when the
-    caller has matched the document_number to it (else the document_number stands for it)."""
+    caller has matched the document_number to it (else the document_number stands for it). Amounts in the decimals
+    of the entry's currency (the nested currency's `code`, else `currency_id` when it is an ISO 4217 code: [JE-ALL]
+    nests {"currency": {"data": {"code", ...}}}), which becomes `currency`; None when neither names one."""
+    cur = currency_of(data)
     raw = data.get("journal_lines") or []
     if isinstance(raw, dict):
         raw = raw.get("data") or []
     lines = []
     for ln in raw:
-        amount, kind = _minor(ln["net_amount"]), str(ln.get("type", "")).upper()
+        amount, kind = _minor(ln["net_amount"], cur), str(ln.get("type", "")).upper()
         if kind not in ("DEBIT", "CREDIT") or amount < 0:
             raise SinkError("rejected", f"Rootfi entry {data.get('rootfi_id')} has a line we cannot read "
                                         f"(type {kind!r}, net_amount {ln.get('net_amount')})")
@@ -127,10 +130,20 @@ def parse_entry(data: dict, custom_id: str | None = None, extra: dict | None = N
         remote_id=str(data["rootfi_id"]), custom_id=custom_id or (None if doc is None else str(doc)),
         transaction_date=_date(data["posted_date"]), memo=data.get("description"),
         total_debit_minor=sum(d for _, _, d, _ in lines), total_credit_minor=sum(c for _, _, _, c in lines),
-        lines=tuple(lines),
+        lines=tuple(lines), currency=cur,
         extra={"rootfi_id": data["rootfi_id"], "platform_id": data.get("platform_id"), "document_number": doc,
                "updated_at": data.get("updated_at"), **(extra or {})},
     )
+
+
+def currency_of(data: dict) -> str | None:
+    """The ISO 4217 code of a Rootfi entry's currency, robust to both readings of [JE-ALL] (a code in `currency_id`,
+    or a platform id there and the code in currency.data.code)."""
+    nested = ((data.get("currency") or {}).get("data") or {}) if isinstance(data.get("currency"), dict) else {}
+    for value in (nested.get("code"), data.get("currency_id")):
+        if value and currency_problem(str(value).upper()) is None:
+            return str(value).upper()
+    return None
 
 
 def entry_body(entry: CanonicalEntry) -> dict:
@@ -139,7 +152,7 @@ def entry_body(entry: CanonicalEntry) -> dict:
     for ln in entry.lines:
         debit = ln.debit_minor > 0
         lines.append({"account_id": ln.account_id, "type": "DEBIT" if debit else "CREDIT",
-                      "net_amount": from_minor(ln.debit_minor if debit else ln.credit_minor),
+                      "net_amount": from_minor(ln.debit_minor if debit else ln.credit_minor, entry.currency),
                       "description": ln.description})
     return {"document_number": document_number(entry.custom_id),
             "posted_date": f"{entry.transaction_date.isoformat()}T00:00:00.000Z",
@@ -167,7 +180,9 @@ def classify_item(error: Any, status: int | None = None) -> SinkError:
 def classify(err: RootfiError | NeedsReauth) -> SinkError:
     if isinstance(err, NeedsReauth):
         return SinkError("needs_reauth", str(err))
-    if err.kind == "rejected":
+    if err.kind == "needs_reauth":
+        return SinkError("needs_reauth", str(err), err.status)
+    if err.kind in ("rejected", "not_found"):
         return classify_item({"code": err.code, "message": err.detail or err.message}, err.status)
     return SinkError(err.kind, err.message, err.status)
 

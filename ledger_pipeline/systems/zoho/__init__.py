@@ -7,14 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ledger_pipeline.ledger.sink import SinkError
-from ledger_pipeline.ratelimit import host_limiter_at, state_path
 from ledger_pipeline.settings import Settings
 from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.vault import NeedsReauth, TokenVault, load_key
 from ledger_pipeline.systems import ChartAccount, OpenOptions
 from ledger_pipeline.systems.authflow import connect_tenant
+from ledger_pipeline.systems.core import open_core
 from ledger_pipeline.systems.http import http_client
-from ledger_pipeline.systems.zoho.client import MAX_PER_PAGE, ZohoClient, ZohoError, ZohoLimiter
+from ledger_pipeline.systems.zoho.client import MAX_PER_PAGE, ZohoClient, ZohoDialect, ZohoError
 from ledger_pipeline.systems.zoho.oauth import ZohoOAuth
 from ledger_pipeline.systems.zoho.sink import ZohoSink, classify
 
@@ -50,12 +50,9 @@ class ZohoConnection:
         def access_token(tenant_id: str, stale: str | None) -> str:
             return vault.access_token(tenant_id, lambda rt: oauth.refresh(tenant_id, rt), stale)
 
-        limiter = ZohoLimiter(host_limiter_at(state_path(settings.lock_dir, settings.source_address)),
-                              options.rate_limit_scale)
-        self.client = ZohoClient(api_base, access_token, vault.details, limiter,
-                                 http=http_client(settings.source_address, options.timeout),
-                                 backoff_initial=options.backoff_initial,
-                                 backoff_max=max(options.backoff_initial * 60, 1.0), priority=options.priority)
+        dialect = ZohoDialect(api_base, access_token, vault.details, options.rate_limit_scale)
+        self.client = ZohoClient(open_core(dialect, settings, timeout=options.timeout,
+                                           backoff_initial=options.backoff_initial, priority=options.priority))
         self.sink = ZohoSink(self.client)
         self.chart_per_page = chart_per_page
 

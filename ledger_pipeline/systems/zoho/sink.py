@@ -46,8 +46,8 @@ ALL_DATES = {"filter_by": "JournalDate.All"}
 _OUR_ID = re.compile(re.escape(CUSTOM_ID_PREFIX) + r"(?P<tenant>.*)-(?P<period>\d{6})", re.S)
 
 
-def _minor(value: object) -> int:
-    return to_minor(value if isinstance(value, Decimal | int) else str(value))
+def _minor(value: object, currency: str | None) -> int:
+    return to_minor(value if isinstance(value, Decimal | int) else str(value), currency)
 
 
 def key_digest(text: str, chars: int) -> str:
@@ -117,12 +117,14 @@ class NotOurEntry(SinkError):
                                                      "expected": key})
 
 
-def parse_journal(data: dict) -> RemoteEntry:
-    """A Zoho journal (detail shape) -> RemoteEntry: `amount` + `debit_or_credit` per line, exact decimals;
-    custom_id from `custom_id_of`."""
+def parse_journal(data: dict, currency: str | None = None) -> RemoteEntry:
+    """A Zoho journal (detail shape) -> RemoteEntry: `amount` + `debit_or_credit` per line, exact decimals of the
+    journal's `currency_code` (else `currency`); custom_id from `custom_id_of`; `exchange_rate` in `extra` when
+    reported (www.zoho.com/books/api/v3/journals/#get-journal: currency_id, currency_code, exchange_rate)."""
+    cur = str(data["currency_code"]).upper() if data.get("currency_code") else currency
     lines = []
     for ln in data.get("line_items", []):
-        amount = _minor(ln.get("amount") or 0)
+        amount = _minor(ln.get("amount") or 0, cur)
         debit = ln.get("debit_or_credit") == "debit"
         lines.append((str(ln["line_id"]), str(ln["account_id"]), amount if debit else 0, 0 if debit else amount))
     status = data.get("status", "published")
@@ -132,16 +134,23 @@ def parse_journal(data: dict) -> RemoteEntry:
     return RemoteEntry(
         remote_id=str(data["journal_id"]), custom_id=custom_id_of(data),
         transaction_date=dt.date.fromisoformat(data["journal_date"]), memo=notes,
-        total_debit_minor=_minor(data["total"]) if data.get("total") is not None else sum(x[2] for x in lines),
-        total_credit_minor=sum(x[3] for x in lines), lines=tuple(lines),
+        total_debit_minor=_minor(data["total"], cur) if data.get("total") is not None else sum(x[2] for x in lines),
+        total_credit_minor=sum(x[3] for x in lines), lines=tuple(lines), currency=cur,
         state="posted" if status == "published" else "awaiting_approval",
         state_detail="" if status == "published" else f"Zoho journal status {status!r} (not in the ledger yet)",
+        # find() reads it by id next time (a re-keyed one is named); the rate Zoho reports, if any
+        extra={"journal_id": str(data["journal_id"]), **(
+            {"exchange_rate": str(data["exchange_rate"])} if data.get("exchange_rate") is not None else {})},
     )
 
 
-def journal_body(entry: CanonicalEntry, line_ids: list[str] | tuple[str, ...] = ()) -> dict:
-    """Zoho's write shape: yyyy-mm-dd, our key in reference_number, positive amounts with debit_or_credit; on an
-    update the journal's current line ids, in order, for as many lines as both have."""
+def journal_body(entry: CanonicalEntry, line_ids: list[str] | tuple[str, ...] = (),
+                 currency_id: str | None = None) -> dict:
+    """Zoho's write shape: yyyy-mm-dd, our key in reference_number, positive amounts (the entry currency's
+    decimals) with debit_or_credit; on an update the journal's current line ids, in order, for as many lines as both
+    have. A foreign-currency entry (`exchange_rate` set) also sends `currency_id` (Zoho's id of the entry's currency,
+    GET /settings/currencies) and `exchange_rate` (www.zoho.com/books/api/v3/journals/#create-a-journal); a journal
+    without currency_id is in the organization's base currency."""
     key = reference_number(entry.custom_id)
     notes = entry.memo if key == entry.custom_id else f"{entry.custom_id}{NOTE_SEP}{entry.memo}"[:NOTES_MAX]
     items = []
@@ -149,18 +158,25 @@ def journal_body(entry: CanonicalEntry, line_ids: list[str] | tuple[str, ...] = 
         credit = bool(ln.credit_minor and not ln.debit_minor)
         item = {"account_id": str(ln.account_id), "description": ln.description[:DESCRIPTION_MAX],
                 "debit_or_credit": "credit" if credit else "debit",
-                "amount": from_minor(ln.credit_minor if credit else ln.debit_minor)}
+                "amount": from_minor(ln.credit_minor if credit else ln.debit_minor, entry.currency)}
         if i < len(line_ids) and line_ids[i]:
             item["line_id"] = str(line_ids[i])
         items.append(item)
-    return {"journal_date": entry.transaction_date.isoformat(), "reference_number": key, "notes": notes,
-            "journal_type": "both", "status": "published", "line_items": items}
+    body: dict = {"journal_date": entry.transaction_date.isoformat(), "reference_number": key, "notes": notes,
+                  "journal_type": "both", "status": "published", "line_items": items}
+    if currency_id is not None:
+        body["currency_id"] = currency_id
+    if entry.exchange_rate is not None:
+        body["exchange_rate"] = entry.exchange_rate
+    return body
 
 
 def classify(err: ZohoError | NeedsReauth) -> SinkError:
     if isinstance(err, NeedsReauth):
         return SinkError("needs_reauth", str(err))
-    if err.kind in ("retryable", "uncertain"):
+    if err.kind == "needs_reauth":
+        return SinkError("needs_reauth", str(err), err.status)
+    if err.kind not in ("rejected", "not_found", "deferred"):
         return SinkError(err.kind, err.message, err.status, {"code": err.code})
     if err.kind == "deferred":
         return SinkError("deferred", "Zoho's daily API limit for this organization is spent: deferred to the next "
@@ -195,6 +211,20 @@ class ZohoSink:
         except (ZohoError, NeedsReauth) as exc:
             raise classify(exc) from exc
 
+    def _currency_id(self, tenant_id: str, entry: CanonicalEntry) -> str | None:
+        """Zoho's currency_id of a foreign entry's currency (GET /settings/currencies, www.zoho.com/books/api/v3/
+        currency/#list-currencies); None for an entry in the base currency. A currency the organization has not
+        added is a rejection naming it and the fix."""
+        if entry.exchange_rate is None:
+            return None
+        _, data = self._call(lambda: self.client.request(tenant_id, "GET", "/settings/currencies"))
+        for c in data.get("currencies") or []:
+            if str(c.get("currency_code", "")).upper() == entry.currency:
+                return str(c["currency_id"])
+        raise SinkError("rejected", f"tenant {tenant_id}, period {period_of(entry.custom_id)}: the Zoho Books "
+                                    f"organization has no currency {entry.currency}. Fix: add {entry.currency} in "
+                                    "Zoho Books (Settings > Currencies), then re-run the month.")
+
     def _read_ours(self, tenant_id: str, journal_id: str, custom_id: str | None, action: str) -> RemoteEntry | None:
         """The journal as Zoho holds it now (None: gone), only if it still carries our key (NotOurEntry)."""
         data = self._call(lambda: self.client.get_journal(tenant_id, journal_id))
@@ -211,7 +241,12 @@ class ZohoSink:
     def find(self, tenant_id: str, custom_id: str, hint: dict | None = None) -> RemoteEntry | None:
         """The live journal that carries our key (the oldest when a person made copies), searched over every date
         (filter_by=JournalDate.All); whatever the search returns, only journals whose reference_number is our key
-        count, checked again on the journal itself."""
+        count, checked again on the journal itself. With the `hint` of our own earlier write (its journal_id) the
+        journal is read by id first: gone -> searched by key; no longer carrying our key -> NotOurEntry."""
+        if hint and hint.get("journal_id"):
+            found_by_id = self._read_ours(tenant_id, str(hint["journal_id"]), custom_id, "adopted")
+            if found_by_id is not None:
+                return found_by_id
         key = reference_number(custom_id)
         found = self._call(lambda: self.client.list_journals(tenant_id, {"reference_number": key, **ALL_DATES}))
         ids = sorted({str(j["journal_id"]) for j in found if str(j.get("reference_number") or "") == key},
@@ -241,7 +276,8 @@ class ZohoSink:
         results = []
         for entry in entries:
             try:
-                data = self._call(lambda e=entry: self.client.create_journal(tenant_id, journal_body(e)))
+                body = journal_body(entry, (), self._currency_id(tenant_id, entry))
+                data = self._call(lambda b=body: self.client.create_journal(tenant_id, b))
             except SinkError as err:
                 if err.kind in PER_ENTRY:
                     results.append(CreateResult(entry.custom_id, error=err))
@@ -269,7 +305,7 @@ class ZohoSink:
             if current is None:
                 raise SinkError("not_found", f"tenant {tenant_id}, period {period_of(entry.custom_id)}: Zoho journal "
                                              f"{journal_id} is gone")
-            body = journal_body(entry, current.line_ids)
+            body = journal_body(entry, current.line_ids, self._currency_id(tenant_id, entry))
             try:
                 return parse_journal(self._call(lambda b=body: self.client.update_journal(tenant_id, journal_id, b)))
             except SinkError as err:

@@ -1,0 +1,101 @@
+"""Which currency an entry is posted in (ledger/currency.py, pure): same currency unchanged, a foreign one with the
+loaded rate for its date, and every refusal naming tenant, period, both currencies and the fix (never a silent 1.0).
+The end-to-end cases through the emulators follow once the emulators keep a home currency per company."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from ledger_pipeline.ledger.currency import FOREIGN_JOURNALS, CompanyCurrency, CurrencyRejection, plan_currency
+from ledger_pipeline.ledger.rates import Rate, RateTable
+from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine
+
+JAN, JAN31 = dt.date(2025, 1, 1), dt.date(2025, 1, 31)
+RATES = RateTable([Rate(JAN31, "USD", "IDR", Decimal("16312.5")), Rate(JAN31, "JPY", "USD", Decimal("0.0064"))])
+FOREIGN_OK = sorted(s for s, (ok, _) in FOREIGN_JOURNALS.items() if ok)
+
+
+def entry(currency: str, day: dt.date = JAN31) -> CanonicalEntry:
+    lines = (CanonicalLine(1, "10", "1-100", 125000, 0, "cash"), CanonicalLine(2, "40", "4-100", 0, 125000, "sales"))
+    return CanonicalEntry("acme", JAN, "r2a-pl-acme-202501", day, "R2A P&L 2025-01", currency, "h", lines)
+
+
+@pytest.mark.parametrize("system", sorted(FOREIGN_JOURNALS))
+def test_same_currency_posts_unchanged(system):
+    e = entry("IDR")
+    assert plan_currency(e, system, CompanyCurrency("IDR", False), RateTable([])) == e
+
+
+@pytest.mark.parametrize("system", FOREIGN_OK)
+def test_foreign_currency_gets_the_rate_for_its_date(system):
+    planned = plan_currency(entry("USD"), system, CompanyCurrency("IDR", True), RATES)
+    assert planned.currency == "USD" and planned.exchange_rate == Decimal("16312.5")
+    assert planned.lines == entry("USD").lines  # amounts stay the tenant's, exactly
+
+
+@pytest.mark.parametrize("system", FOREIGN_OK)
+def test_no_rate_is_a_rejection_naming_both_currencies(system):
+    with pytest.raises(CurrencyRejection) as err:
+        plan_currency(entry("USD", dt.date(2025, 2, 28)), system, CompanyCurrency("IDR", True), RATES)
+    text = str(err.value)
+    assert err.value.stage == "currency"
+    assert all(w in text for w in ("acme", "2025-01", "USD", "IDR", "ledger-pipeline rates load"))
+
+
+@pytest.mark.parametrize("system", sorted(FOREIGN_JOURNALS))
+def test_company_without_multicurrency_is_a_rejection(system):
+    with pytest.raises(CurrencyRejection) as err:
+        plan_currency(entry("USD"), system, CompanyCurrency("IDR", False), RATES)
+    text = str(err.value)
+    assert all(w in text for w in ("acme", "2025-01", "USD", "IDR"))
+    assert ("multicurrency" in text) if FOREIGN_JOURNALS[system][0] else ("no foreign-currency journal" in text)
+
+
+def test_unknown_home_currency_is_a_rejection_not_a_guess():
+    with pytest.raises(CurrencyRejection, match="home currency is not known"):
+        plan_currency(entry("USD"), "quickbooks", CompanyCurrency(None, True), RATES)
+
+
+def test_never_a_silent_one():
+    # a rate for the opposite direction is not used (1/rate is not exact): still a rejection
+    with pytest.raises(CurrencyRejection):
+        plan_currency(entry("USD"), "quickbooks", CompanyCurrency("JPY", True), RATES)
+
+
+def test_aden_takes_two_decimal_amounts_and_six_decimal_rates():
+    lines = (CanonicalLine(1, "10", "1", 1234, 0, "cash"), CanonicalLine(2, "40", "4", 0, 1234, "sales"))
+    kwd = dataclasses.replace(entry("KWD"), lines=lines)  # 1.234 KWD
+    with pytest.raises(CurrencyRejection, match="at most 2 decimals"):
+        plan_currency(kwd, "aden", CompanyCurrency("KWD", False), RateTable([]))
+    assert plan_currency(kwd, "quickbooks", CompanyCurrency("KWD", False), RateTable([])) == kwd
+    whole = dataclasses.replace(kwd, lines=tuple(dataclasses.replace(ln, debit_minor=ln.debit_minor and 1230,
+                                                                     credit_minor=ln.credit_minor and 1230)
+                                                 for ln in lines))
+    assert plan_currency(whole, "aden", CompanyCurrency("KWD", False), RateTable([])) == whole
+    fine_rate = RateTable([Rate(JAN31, "USD", "IDR", Decimal("16312.1234567"))])
+    with pytest.raises(CurrencyRejection, match="more than the 6 decimals"):
+        plan_currency(entry("USD"), "aden", CompanyCurrency("IDR", True), fine_rate)
+
+
+def test_reconciliation_sees_a_currency_change_and_a_rate_change():
+    from ledger_pipeline.ledger.sink import RemoteEntry
+    from ledger_pipeline.reconcile import reconcile_tenant
+
+    e = entry("USD")
+    lines = tuple((str(ln.line_no), ln.account_id, ln.debit_minor, ln.credit_minor) for ln in e.lines)
+
+    def remote(currency, **extra):
+        return RemoteEntry("9", e.custom_id, e.transaction_date, e.memo, 125000, 125000, lines, currency=currency,
+                           extra=extra)
+
+    assert reconcile_tenant("acme", [e], [remote("USD")])[0].status == "match"
+    row = reconcile_tenant("acme", [e], [remote("IDR")])[0]
+    assert row.status == "amount_mismatch" and "IDR" in row.detail and "USD" in row.detail
+    foreign = plan_currency(e, "quickbooks", CompanyCurrency("IDR", True), RATES)
+    assert reconcile_tenant("acme", [foreign], [remote("USD", ExchangeRate="16312.5")])[0].status == "match"
+    row = reconcile_tenant("acme", [foreign], [remote("USD", ExchangeRate="1")])[0]
+    assert row.status == "amount_mismatch" and "exchange rate 1 in the accounting system, ours 16312.5" in row.detail
