@@ -39,9 +39,9 @@ intuit-oauth: ledger_pipeline_tests/test_quickbooks_contract.py).
   `revoke`, `accounts` {"number", "name", "archived"}, `entries` (a person's edit: {"create": JournalEntry},
   or {"custom_id"} with "delete", "scale_line", "touch", "description", "doc_number", "private_note"),
   `preferences` {"warn_duplicate_doc_number": bool, "home_currency": "USD", "multicurrency": bool} (the company's
-  home currency, default IDR, and its multicurrency switch, default off), `search` {"ignore_filters": bool} (a
-  hostile mode: JournalEntry queries ignore their where clause and list the entries that do not match it first),
-  `requests` (the idempotency store's counts).
+  home currency, default IDR, and its multicurrency switch, default off; also as `currency`), `search`
+  {"ignore_filters": bool} (a hostile mode: JournalEntry queries ignore their where clause and list the entries
+  that do not match it first), `requests` (the idempotency store's counts).
 """
 
 from __future__ import annotations
@@ -225,6 +225,7 @@ class QuickBooksEmulator(OAuthServer, Emulator):
     token_route = f"{PREFIX}/oauth2/v1/tokens/bearer"
     companies = ("quickbooks_companies", "realm_id")
     control_echo = "realm_id"
+    control_aliases = {"currency": "preferences"}  # every emulator's currency control {home_currency, multicurrency}
     schema = _SCHEMA
     added_columns = ("ALTER TABLE quickbooks_companies ADD COLUMN warn_duplicate_doc INTEGER NOT NULL DEFAULT 0",
                      "ALTER TABLE quickbooks_companies ADD COLUMN home_currency TEXT NOT NULL DEFAULT 'IDR'",
