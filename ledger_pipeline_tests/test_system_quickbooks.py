@@ -72,7 +72,7 @@ def entries_for(tenant: str, chart: list[ChartAccount], months: list[dt.date] = 
         canon = tuple(CanonicalLine(i + 1, ids[n], n, d, c, desc) for i, (n, d, c, desc) in enumerate(lines))
         last = (m.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
         content = hashlib.sha256(repr([(ln.account_id, ln.debit_minor, ln.credit_minor) for ln in canon]).encode())
-        out.append(CanonicalEntry(tenant, m, custom_id_for(tenant, m), last, memo_for(m), "USD",
+        out.append(CanonicalEntry(tenant, m, custom_id_for(tenant, m), last, memo_for(m), "IDR",
                                   content.hexdigest()[:16], canon))
     return out
 
@@ -296,9 +296,9 @@ def test_closed_period_and_revoked_grant_reported_per_tenant(settings, qbo) -> N
         e = wanted["tc"][0]
         bad = [CanonicalLine(1, upah, "6-60102", 100, 0, "x"),
                CanonicalLine(2, e.lines[0].account_id, "4", 0, 100, "y")]
-        inactive = CanonicalEntry("tc", MONTHS[0], "r2a-pl-tc-x", e.transaction_date, e.memo, "USD", "h1", tuple(bad))
+        inactive = CanonicalEntry("tc", MONTHS[0], "r2a-pl-tc-x", e.transaction_date, e.memo, "IDR", "h1", tuple(bad))
         assert conn.sink.create("tc", [inactive])[0].error.kind == "account"
-        unbalanced = CanonicalEntry("tc", MONTHS[0], "r2a-pl-tc-y", e.transaction_date, e.memo, "USD", "h2",
+        unbalanced = CanonicalEntry("tc", MONTHS[0], "r2a-pl-tc-y", e.transaction_date, e.memo, "IDR", "h2",
                                     (bad[1], CanonicalLine(2, e.lines[1].account_id, "5", 99, 0, "z")))
         refused = conn.sink.create("tc", [unbalanced])[0].error
         assert refused.kind == "rejected" and "in balance" in refused.message

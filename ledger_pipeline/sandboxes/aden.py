@@ -50,6 +50,13 @@ What the sandbox adds or assumes (not in the docs):
   replayed for the same key and request (header `Idempotent-Replayed: true`); the same key with a different request is
   refused (422 IDEMPOTENCY_KEY_REUSED). Errors are not stored, so a fixed cause can be retried.
 - Rate limit: D2's 1000 requests/minute, per company token (429 RATE_LIMITED with Retry-After), time-scaled.
+- Currencies: each company keeps its books in one currency (default IDR; the accounts' `currency`) and has a
+  multicurrency switch (default on); control `currency` {"home_currency": code, "multicurrency": bool}. An entry's
+  `currency` (default the company's) must be an ISO 4217 code; one foreign to the company needs multicurrency (else
+  422 VALIDATION_ERROR on `currency`) and an `exchange_rate` > 0 with at most 6 decimals (1 entry currency = rate
+  company currency; else VALIDATION_ERROR on `exchange_rate`): the journal-entries overview's currency and
+  exchange_rate fields. Amounts: D2's at most 2 decimals, and no finer than the currency's ISO 4217 minor unit (a JPY
+  amount with decimals is VALIDATION_ERROR, never rounded). Each entry returns its currency and exchange_rate.
 """
 
 from __future__ import annotations
@@ -61,14 +68,14 @@ import secrets
 import sqlite3
 import time
 import uuid
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import jwt
 from starlette.requests import Request
 from starlette.routing import Route
 
-from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.money import currency_problem, dumps_exact, loads_exact, minor_unit, to_minor
 from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
 
@@ -145,15 +152,25 @@ def _iso(ts: float | None, timespec: str = "seconds") -> str | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec=timespec)
 
 
-def _amount(value: Any, field: str) -> int:
-    """D2: amounts are numbers with at most 2 decimals; never negative (one side per line, D4)."""
+AMOUNT_PLACES = 2  # D2: amounts carry at most 2 decimals; stored as hundredths whatever the currency
+
+
+def _dec(hundredths: int) -> Decimal:
+    """A stored amount (hundredths, AMOUNT_PLACES) as the exact decimal Aden answers."""
+    return (Decimal(hundredths) / 100).quantize(Decimal("0.01"))
+
+
+def _amount(value: Any, field: str, currency: str = DEFAULT_CURRENCY) -> int:
+    """D2: amounts are numbers with at most 2 decimals, and none finer than `currency`'s ISO 4217 minor unit (JPY:
+    whole yen); never negative (one side per line, D4). Hundredths."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         raise _invalid(f"{field} must be a number", field, None if value is None else str(value))
     dec = Decimal(value)
     if dec < 0:
         raise _invalid(f"{field} must not be negative", field, str(value))
-    if dec != dec.quantize(Decimal("0.01")):
-        raise _invalid(f"{field} has more than 2 decimal places", field, str(value))
+    places = min(AMOUNT_PLACES, minor_unit(currency))
+    if dec != dec.quantize(Decimal(1).scaleb(-places)):
+        raise _invalid(f"{field} has more than {places} decimal places for {currency}", field, str(value))
     return int(dec * 100)
 
 
@@ -186,6 +203,8 @@ class AdenSandbox(Emulator):
     errors = (ApiError,)
     companies = ("aden_companies", "company_id")
     schema = _SCHEMA
+    added_columns = ("ALTER TABLE aden_companies ADD COLUMN multicurrency INTEGER NOT NULL DEFAULT 1",
+                     "ALTER TABLE aden_journal_entries ADD COLUMN exchange_rate TEXT")
     ids = {"journal-entries": "{id}", "accounting-periods": "{id}"}  # stats: .../journal-entries/{id}/approve
 
     def __init__(self, ctx: SandboxContext):
@@ -271,9 +290,10 @@ class AdenSandbox(Emulator):
             out["entry_id"] = e["entry_id"]
         out.update({
             "tran_date": e["tran_date"], "posting_period_id": e["posting_period_id"], "memo": e["memo"],
-            "entry_type": e["entry_type"], "currency": e["currency"], "status": e["status"],
-            "total_debit": from_minor(sum(r["debit_minor"] for r in lines)),
-            "total_credit": from_minor(sum(r["credit_minor"] for r in lines)),
+            "entry_type": e["entry_type"], "currency": e["currency"],
+            "exchange_rate": None if e["exchange_rate"] is None else Decimal(e["exchange_rate"]), "status": e["status"],
+            "total_debit": _dec(sum(r["debit_minor"] for r in lines)),
+            "total_credit": _dec(sum(r["credit_minor"] for r in lines)),
             "created_at": _iso(e["created_at"]), "updated_at": _iso(e["updated_at"], "microseconds"),
             "status_changed_at": _iso(e["status_changed_at"]), "reversed_by": e["reversed_by"],
         })
@@ -287,7 +307,7 @@ class AdenSandbox(Emulator):
         out = self._summary(e, lines)
         out.update({
             "lines": [{"line_number": r["line_number"], "account_id": r["account_id"],
-                       "debit": from_minor(r["debit_minor"]), "credit": from_minor(r["credit_minor"]),
+                       "debit": _dec(r["debit_minor"]), "credit": _dec(r["credit_minor"]),
                        "memo": r["memo"]} for r in lines],
             "status_reason": e["status_reason"], "submitted_at": _iso(e["submitted_at"]),
             "change_requested": bool(e["change_requested"]),
@@ -307,7 +327,7 @@ class AdenSandbox(Emulator):
         return self.db.execute("SELECT * FROM aden_journal_entries WHERE pk = ?", (pk,)).fetchone()
 
     # -- entry writes ----------------------------------------------------------------------------------------
-    def _parse_lines(self, company_id: str, raw: Any) -> list[tuple]:
+    def _parse_lines(self, company_id: str, raw: Any, currency: str = DEFAULT_CURRENCY) -> list[tuple]:
         if not isinstance(raw, list) or len(raw) < 2:
             raise _invalid("an entry needs at least 2 lines", "lines", None)
         lines, numbers = [], set()
@@ -325,15 +345,15 @@ class AdenSandbox(Emulator):
                                ln.get("account_id"))
             if acc["is_inactive"]:
                 raise _invalid(f"Account {acc['account_id']} is inactive", f"{where}.account_id", acc["account_id"])
-            debit = _amount(ln.get("debit", 0), f"{where}.debit")
-            credit = _amount(ln.get("credit", 0), f"{where}.credit")
+            debit = _amount(ln.get("debit", 0), f"{where}.debit", currency)
+            credit = _amount(ln.get("credit", 0), f"{where}.credit", currency)
             if (debit == 0) == (credit == 0):
                 raise _invalid(f"{where} must have either a debit or a credit (the other side 0)", where)
             memo = ln.get("memo")
             lines.append((number, acc["account_id"], debit, credit, None if memo is None else str(memo)))
         total_d, total_c = sum(x[2] for x in lines), sum(x[3] for x in lines)
         if total_d != total_c:  # D4 "Balancing Rules"
-            raise _invalid(f"Entry does not balance: debits {from_minor(total_d)} != credits {from_minor(total_c)}",
+            raise _invalid(f"Entry does not balance: debits {_dec(total_d)} != credits {_dec(total_c)}",
                            "lines", None)
         return lines
 
@@ -356,8 +376,25 @@ class AdenSandbox(Emulator):
         if entry_type not in ENTRY_TYPES:
             raise _invalid(f"entry_type must be one of {', '.join(ENTRY_TYPES)}", "entry_type", entry_type)
         currency = body.get("currency", current["currency"] if current is not None else DEFAULT_CURRENCY)
-        if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+        if not isinstance(currency, str) or currency_problem(currency.upper()) is not None:
             raise _invalid("currency must be an ISO 4217 code", "currency", currency)
+        currency = currency.upper()
+        company = self.company_by_id(company_id)
+        rate = body.get("exchange_rate", current["exchange_rate"] if current is not None else None)
+        if currency == company["currency"]:
+            rate = None
+        elif not company["multicurrency"]:
+            raise _invalid(f"currency {currency} is not the company currency {company['currency']} and "
+                           "multi-currency is not enabled for this company", "currency", currency)
+        else:
+            try:
+                dec = None if rate is None or isinstance(rate, bool | float) else Decimal(str(rate))
+            except InvalidOperation:
+                dec = None
+            if dec is None or not dec.is_finite() or dec <= 0 or dec != dec.quantize(Decimal("0.000001")):
+                raise _invalid(f"exchange_rate (> 0, at most 6 decimals) is required for a {currency} entry in a "
+                               f"{company['currency']} company", "exchange_rate", None if rate is None else str(rate))
+            rate = str(dec)
         if body.get("posting_period_id") is not None:
             period = self._period(company_id, body["posting_period_id"])
         elif current is not None and "tran_date" not in body:
@@ -367,10 +404,11 @@ class AdenSandbox(Emulator):
             if period is None:
                 raise _invalid(f"No accounting period contains {date}", "posting_period_id", None)
         self._check_period(period, date)
-        lines = self._parse_lines(company_id, body.get("lines")) if "lines" in body or current is None else None
+        lines = (self._parse_lines(company_id, body.get("lines"), currency) if "lines" in body or current is None
+                 else None)
         memo = body.get("memo", current["memo"] if current is not None else None)
         return {"entry_id": entry_id, "date": date, "memo": memo, "entry_type": entry_type,
-                "currency": currency.upper(), "period_id": period["period_id"], "lines": lines}
+                "currency": currency, "exchange_rate": rate, "period_id": period["period_id"], "lines": lines}
 
     def _insert(self, company_id: str, p: dict, status: str, original: str | None = None,
                 jeid: str | None = None) -> int:
@@ -387,10 +425,10 @@ class AdenSandbox(Emulator):
                 jeid = p["entry_id"]
         cur = self.db.execute(
             "INSERT INTO aden_journal_entries (company_id, journal_entry_id, entry_id, tran_date, memo, entry_type, "
-            "posting_period_id, currency, status, status_changed_at, original_entry_id, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "posting_period_id, currency, status, status_changed_at, original_entry_id, created_at, updated_at, "
+            "exchange_rate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (company_id, jeid, p["entry_id"], p["date"].isoformat(), p["memo"], p["entry_type"], p["period_id"],
-             p["currency"], status, now, original, now, now))
+             p["currency"], status, now, original, now, now, p.get("exchange_rate")))
         self._write_lines(cur.lastrowid, p["lines"])
         return cur.lastrowid
 
@@ -525,7 +563,8 @@ class AdenSandbox(Emulator):
         rev_id = f"{e['journal_entry_id']}-REV"
         p = {"entry_id": f"{e['entry_id']}-REV", "date": date,
              "memo": body.get("memo") or f"Reversal of {e['journal_entry_id']}", "entry_type": "Reversing",
-             "currency": e["currency"], "period_id": period["period_id"], "lines": lines}
+             "currency": e["currency"], "exchange_rate": e["exchange_rate"], "period_id": period["period_id"],
+             "lines": lines}
         pk = self._insert(company_id, p, "Draft", original=e["journal_entry_id"], jeid=rev_id)
         self.db.execute("UPDATE aden_journal_entries SET reversed_by = ?, updated_at = ? WHERE pk = ?",
                         (rev_id, time.time(), e["pk"]))
@@ -663,9 +702,9 @@ class AdenSandbox(Emulator):
                 self._require(e, "update", ("Draft",))  # D7: Draft only
                 p = self._parse(company_id, body, current=e)
                 self.db.execute("UPDATE aden_journal_entries SET tran_date = ?, memo = ?, entry_type = ?, "
-                                "posting_period_id = ?, currency = ?, updated_at = ? WHERE pk = ?",
+                                "posting_period_id = ?, currency = ?, exchange_rate = ?, updated_at = ? WHERE pk = ?",
                                 (p["date"].isoformat(), p["memo"], p["entry_type"], p["period_id"], p["currency"],
-                                 time.time(), e["pk"]))
+                                 p["exchange_rate"], time.time(), e["pk"]))
                 if p["lines"] is not None:
                     self._write_lines(e["pk"], p["lines"])
                 return 200, self.render(self._by_pk(e["pk"]))
@@ -736,7 +775,7 @@ class AdenSandbox(Emulator):
             "aden_journal_entries e ON e.pk = l.entry_pk WHERE e.company_id = ? AND l.account_id = ? "
             "AND e.status = 'Posted'", (account["company_id"], account["account_id"])).fetchone()
         signed = row[0] if account["normal_balance"] == "Debit" else -row[0]
-        return from_minor(signed)
+        return _dec(signed)
 
     # -- inspection and controls (/_sandbox) -----------------------------------------------------------------
     def inspect_entries(self, login: str | None) -> list[dict]:
@@ -744,7 +783,9 @@ class AdenSandbox(Emulator):
                + (" WHERE c.login = ?" if login else "") + " ORDER BY e.pk")
         return [inspected(
             self.system, e["login"], e["entry_id"], e["status"], e["tran_date"],
-            [(ln["debit_minor"], ln["credit_minor"], ln["account_id"], {}) for ln in self._lines(e["pk"])],
+            [(to_minor(_dec(ln["debit_minor"]), e["currency"]), to_minor(_dec(ln["credit_minor"]), e["currency"]),
+              ln["account_id"], {}) for ln in self._lines(e["pk"])], e["currency"],
+            exchange_rate=None if e["exchange_rate"] is None else Decimal(e["exchange_rate"]),
             id=e["journal_entry_id"], entry_type=e["entry_type"], reversal_of=e["original_entry_id"],
             reversed_by=e["reversed_by"],
             live=e["status"] != "Voided" and not e["reversed_by"] and not e["original_entry_id"],
@@ -759,6 +800,21 @@ class AdenSandbox(Emulator):
             return {"token": self.issue_token(company_id), "token_type": "jwt", "company_id": company_id,
                     "company_login": login}
         return await super().control(login, action, body)
+
+    def do_currency(self, cid: str, body: dict) -> dict:
+        """{"home_currency": code, "multicurrency": bool}: the company's currency (its accounts' `currency`) and
+        whether it takes entries in other currencies."""
+        if "home_currency" in body:
+            code = str(body["home_currency"]).upper()
+            if currency_problem(code) is not None:
+                raise ValueError(f"home_currency: {currency_problem(code)}")
+            self.db.execute("UPDATE aden_companies SET currency = ? WHERE company_id = ?", (code, cid))
+        if "multicurrency" in body:
+            self.db.execute("UPDATE aden_companies SET multicurrency = ? WHERE company_id = ?",
+                            (int(bool(body["multicurrency"])), cid))
+        row = self.company_by_id(cid)
+        return {"ok": True, "company_id": cid, "home_currency": row["currency"],
+                "multicurrency": bool(row["multicurrency"])}
 
     def do_lock_date(self, cid: str, body: dict) -> None:
         """Closes every period that starts on or before the date, opens the others."""

@@ -438,15 +438,17 @@ class Emulator:
 
 
 def inspected(system: str, login: str | None, custom_id: Any, status: str, date: str,
-              lines: Iterable[tuple[int, int, Any, dict]], **extra: Any) -> dict:
+              lines: Iterable[tuple[int, int, Any, dict]], currency: str, **extra: Any) -> dict:
     """One entry as GET /_sandbox/journal_entries shows it. `lines`: (debit minor units, credit minor units,
-    account id, the line's own extra fields); totals are the lines' sums as exact decimals."""
+    account id, the line's own extra fields), minor units of `currency` (ISO 4217 code: its minor unit, 0 to 3
+    decimals); totals are the lines' sums as exact decimals; `currency` is shown with the entry (and
+    `exchange_rate`, when the emulator keeps one, among `extra`)."""
     lines = list(lines)
     return {"system": system, "company_login": login, "custom_id": custom_id, "status": status,
-            "transaction_date": date, **extra,
-            "total_debit": from_minor(sum(d for d, _, _, _ in lines)),
-            "total_credit": from_minor(sum(c for _, c, _, _ in lines)),
-            "transaction_account_lines": [{**more, "debit": from_minor(d), "credit": from_minor(c),
+            "transaction_date": date, "currency": currency, **extra,
+            "total_debit": from_minor(sum(d for d, _, _, _ in lines), currency),
+            "total_credit": from_minor(sum(c for _, c, _, _ in lines), currency),
+            "transaction_account_lines": [{**more, "debit": from_minor(d, currency), "credit": from_minor(c, currency),
                                            "account": {"id": acc}} for d, c, acc, more in lines]}
 
 

@@ -31,6 +31,14 @@ Controls (POST /_sandbox/companies/<login>/<action>), besides lock_date, revoke,
   entries that do not match put first (the look-up answers another entry whenever there is one).
 - `entries` {"custom_id", "relines": true}: a person re-enters the entry's lines in Jurnal (same amounts, new line
   ids), so line ids a client kept are stale.
+- `currency` {"home_currency": code}: the company's currency (default IDR).
+
+Currencies: `GET /companies/get_currency` answers `{"company_currency": {"code", "symbol", "separator", "delimiter",
+"precision", "currency_format_view"}}` (the Swagger's "Get Company Currency"; precision is the ISO 4217 minor unit,
+at most 2 here). A journal entry carries no currency in the Swagger (POST /journal_entries has none), so every entry
+is in the company's currency: shown as `currency_code` with `currency_rate` 1, its amounts no finer than that
+currency's precision (a JPY company's 1.5 is 422 "must have at most 0 decimal places", never rounded); an entry
+body naming another `currency_code` is 422 (multi-currency journals are not in the Swagger).
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ledger_pipeline.money import from_minor
+from ledger_pipeline.money import currency_problem, minor_unit
 from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import (  # noqa: F401 - Limits: tests and bench import it from here
     WRITE_METHODS,
@@ -123,7 +131,14 @@ def _parse_date(value: Any) -> dt.date:
     raise ApiError(422, {"transaction_date": [f"is not a valid date: {value}"]})
 
 
-def _amount(value: Any, fieldname: str) -> int:
+AMOUNT_PLACES = 2  # the wire's amounts (the Swagger's examples: integers or 2 dp); stored as hundredths
+
+
+def _dec(hundredths: int) -> Decimal:
+    return (Decimal(hundredths) / 100).quantize(Decimal("0.01"))
+
+
+def _amount(value: Any, fieldname: str, currency: str = "IDR") -> int:
     if value in (None, ""):
         return 0
     if isinstance(value, bool):
@@ -134,15 +149,16 @@ def _amount(value: Any, fieldname: str) -> int:
         raise ApiError(422, {fieldname: ["is not a number"]}) from exc
     if dec < 0:
         raise ApiError(422, {fieldname: ["must be greater than or equal to 0"]})
-    if dec != dec.quantize(Decimal("0.01")):
-        raise ApiError(422, {fieldname: ["must have at most 2 decimal places"]})
+    places = min(AMOUNT_PLACES, minor_unit(currency))
+    if dec != dec.quantize(Decimal(1).scaleb(-places)):
+        raise ApiError(422, {fieldname: [f"must have at most {places} decimal places"]})
     return int(dec * 100)
 
 
 def _num(minor: int, wire: bool) -> int | Decimal:
     """An amount on the wire: a JSON integer when whole (the spec's examples: `"debit": 30000`), else 2 dp; the
     /_sandbox inspection keeps exact 2-dp decimals."""
-    return minor // 100 if wire and minor % 100 == 0 else from_minor(minor)
+    return minor // 100 if wire and minor % 100 == 0 else _dec(minor)
 
 
 def _iso(ts: float) -> str:
@@ -155,9 +171,10 @@ def _tag_id(name: str) -> int:
     return int(hashlib.sha256(name.encode()).hexdigest()[:7], 16)
 
 
-def _rupiah(minor: int) -> str:
-    whole = f"{from_minor(minor):,.2f}".replace(",", "_").replace(".", ",").replace("_", ".")
-    return f"Rp. {whole}"
+def _rupiah(minor: int, currency: str = "IDR") -> str:
+    """Jurnal's *_currency_format: "Rp. 1.250.000,00" for IDR (the Swagger's examples), "<code> 1.250,00" else."""
+    whole = f"{_dec(minor):,.2f}".replace(",", "_").replace(".", ",").replace("_", ".")
+    return f"{'Rp.' if currency == 'IDR' else currency} {whole}"
 
 
 class Sandbox(OAuthServer, Emulator):
@@ -214,6 +231,7 @@ class Sandbox(OAuthServer, Emulator):
         out = []
         for e in entries:
             ls = lines[e["id"]]
+            cur = self.state.company(e["company_id"])["currency"]
             debit, credit = sum(r["debit_minor"] for r in ls), sum(r["credit_minor"] for r in ls)
             locked = self._locked(e["company_id"], dt.date.fromisoformat(e["transaction_date"]))
             tags = json.loads(e["tags"] or "[]")
@@ -230,8 +248,8 @@ class Sandbox(OAuthServer, Emulator):
                         "description": r["description"],
                         "debit": _num(r["debit_minor"], wire),
                         "credit": _num(r["credit_minor"], wire),
-                        "credit_currency_format": _rupiah(r["credit_minor"]),
-                        "debit_currency_format": _rupiah(r["debit_minor"]),
+                        "credit_currency_format": _rupiah(r["credit_minor"], cur),
+                        "debit_currency_format": _rupiah(r["debit_minor"], cur),
                         "account": {"id": r["account_id"], "name": r["account_name"],
                                     "number": r["account_number"],
                                     "category": {"id": r["account_category_id"] or CATEGORY_IDS.get(
@@ -241,8 +259,8 @@ class Sandbox(OAuthServer, Emulator):
                 ],
                 "total_debit": _num(debit, wire),
                 "total_credit": _num(credit, wire),
-                "total_debit_currency_format": _rupiah(debit),
-                "total_credit_currency_format": _rupiah(credit),
+                "total_debit_currency_format": _rupiah(debit, cur),
+                "total_credit_currency_format": _rupiah(credit, cur),
                 "attachments": [],
                 "tags": [{"id": _tag_id(t), "name": t} for t in tags],
                 "tags_string": ", ".join(tags),
@@ -250,7 +268,7 @@ class Sandbox(OAuthServer, Emulator):
                 "reconciled": False,
                 "created_at": _iso(e["created_at"]),
                 "updated_at": _iso(e["updated_at"]),
-                "currency_code": "IDR",
+                "currency_code": cur,
                 "currency_rate": 1,
             })
         return out
@@ -311,8 +329,9 @@ class Sandbox(OAuthServer, Emulator):
                 base = dict(current[line_id])
             has_account = line.get("account_id") not in (None, "") or line.get("account_name") not in (None, "")
             account = self._resolve_account(company_id, line) if has_account or not base else base["account_id"]
-            debit = _amount(line.get("debit"), "debit") if "debit" in line else base.get("debit_minor", 0)
-            credit = _amount(line.get("credit"), "credit") if "credit" in line else base.get("credit_minor", 0)
+            cur = self.state.company(company_id)["currency"]
+            debit = _amount(line.get("debit"), "debit", cur) if "debit" in line else base.get("debit_minor", 0)
+            credit = _amount(line.get("credit"), "credit", cur) if "credit" in line else base.get("credit_minor", 0)
             if debit and credit:
                 raise ApiError(422, {"transaction_account_lines": ["a line has either a debit or a credit"]})
             out.append({"id": base.get("id"), "account_id": account, "debit_minor": debit, "credit_minor": credit,
@@ -326,7 +345,7 @@ class Sandbox(OAuthServer, Emulator):
         debit, credit = sum(ln["debit_minor"] for ln in lines), sum(ln["credit_minor"] for ln in lines)
         if debit != credit:
             raise ApiError(422, {"total_debit": [
-                f"Total debit ({from_minor(debit)}) and total credit ({from_minor(credit)}) must be balance"]})
+                f"Total debit ({_dec(debit)}) and total credit ({_dec(credit)}) must be balance"]})
 
     def _check_custom_id(self, company_id: int, custom_id: Any, status: int, entry_id: int | None = None) -> None:
         if custom_id in (None, ""):
@@ -342,6 +361,9 @@ class Sandbox(OAuthServer, Emulator):
             raise ApiError(400, {"error": "param is missing or the value is empty: journal_entry"})
         je = payload["journal_entry"]
         date = _parse_date(je.get("transaction_date"))
+        home = self.state.company(company_id)["currency"]
+        if je.get("currency_code") not in (None, "", home):
+            raise ApiError(422, {"currency_code": [f"must be the company currency {home}"]})
         lines = self._parse_lines(company_id, je.get("transaction_account_lines_attributes"))
         self._check_balanced(lines)
         self._check_lock(company_id, date)
@@ -527,10 +549,16 @@ class Sandbox(OAuthServer, Emulator):
             accounts = [
                 {"id": r["id"], "name": r["name"], "number": r["number"], "category": r["category"],
                  "category_id": r["category_id"], "parent_id": r["parent_id"], "archive": bool(r["archived"]),
-                 "is_parent": False, "indent": 0, "lock": False, "currency_code": "IDR"}
+                 "is_parent": False, "indent": 0, "lock": False,
+                 "currency_code": self.state.company(company_id)["currency"]}
                 for r in rows
             ]
             return 200, {"accounts": accounts, "total_count": len(accounts)}
+        if parts == ["companies", "get_currency"] and method == "GET":
+            code = self.state.company(company_id)["currency"]
+            return 200, {"company_currency": {
+                "code": code, "symbol": "Rp." if code == "IDR" else code, "separator": ",", "delimiter": ".",
+                "precision": min(AMOUNT_PLACES, minor_unit(code)), "currency_format_view": "1,2"}}
         if parts == ["journal_entries"] and method == "GET":
             page = max(1, int(q.get("page", 1)))
             size = min(100, max(1, int(q.get("page_size", 20))))
@@ -645,6 +673,7 @@ class Sandbox(OAuthServer, Emulator):
             e["system"] = self.system
             e["company_login"] = logins[r["company_id"]]
             e["status"] = "posted"
+            e["currency"] = e["currency_code"]
         return entries
 
     async def control(self, login: str, action: str, body: dict) -> dict | None:
@@ -652,6 +681,16 @@ class Sandbox(OAuthServer, Emulator):
             client_id, secret = self.state.issue_hmac(self.state.company_for_login(login))
             return {"client_id": client_id, "client_secret": secret}
         return await super().control(login, action, body)
+
+    def do_currency(self, company_id: int, body: dict) -> dict:
+        """{"home_currency": code}: the company's currency (GET /companies/get_currency)."""
+        if "home_currency" in body:
+            code = str(body["home_currency"]).upper()
+            if currency_problem(code) is not None:
+                raise ValueError(f"home_currency: {currency_problem(code)}")
+            self.state.db.execute("UPDATE companies SET currency = ? WHERE id = ?", (code, company_id))
+        return {"ok": True, "company_id": company_id, "home_currency": self.state.company(company_id)["currency"],
+                "multicurrency": False}
 
     def do_lookup(self, company_id: int, body: dict) -> dict:
         """{"mode": "normal" | "ignore_filters" | "others_first"}: see the module docstring."""

@@ -49,6 +49,11 @@ class SandboxState:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        try:  # a state file from before companies kept a currency (Jurnal's GET /companies/get_currency)
+            self.db.execute("ALTER TABLE companies ADD COLUMN currency TEXT NOT NULL DEFAULT 'IDR'")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
 
     def close(self) -> None:
         self.db.close()

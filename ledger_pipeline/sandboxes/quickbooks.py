@@ -25,14 +25,23 @@ intuit-oauth: ledger_pipeline_tests/test_quickbooks_contract.py).
   4000 query parse errors, 429 ThrottleExceeded (003001), 5xx SystemFault. The gateway's 401 (3200,
   AUTHENTICATION) and 403 (3100, wrong realm) come in its lower-case shape, `{"fault": {"error": [{"message",
   "detail", "code", "element"}], "type"}, ...}` (routablehq/python-quickbooks#250, intuit/oauth-jsclient#2).
+- Currencies: `GET /v3/company/{realmId}/preferences` answers Preferences.CurrencyPrefs.HomeCurrency and
+  .MultiCurrencyEnabled (developer.intuit.com accounting API, Preferences entity). A JournalEntry's CurrencyRef
+  (default: the home currency) other than the home currency needs multicurrency on (Intuit's "Manage multiple
+  currencies" guide and the Preferences entity; the code, 6000 business validation, is this emulation's choice) and
+  an ExchangeRate ("1 unit of the foreign currency = ExchangeRate units of the home currency",
+  JournalEntry.ExchangeRate; missing -> 2020); amounts finer than the currency's ISO 4217 minor unit are refused
+  (2010 on Amount, this emulation's choice: never rounded silently). Each entry keeps and returns its
+  CurrencyRef and ExchangeRate.
 - Limits (when `ctx.limits.enabled`, time-scaled by `ctx.limits.scale`): 500 requests/min per realm with each
   batch item metered as a request, 40 batch calls/min per realm, at most 10 requests in flight per realm.
 - Controls (`POST /_sandbox/quickbooks/companies/<login>/<action>`): `lock_date` {"lock_date"} (close the books),
   `revoke`, `accounts` {"number", "name", "archived"}, `entries` (a person's edit: {"create": JournalEntry},
   or {"custom_id"} with "delete", "scale_line", "touch", "description", "doc_number", "private_note"),
-  `preferences` {"warn_duplicate_doc_number": bool}, `search` {"ignore_filters": bool} (a hostile mode: JournalEntry
-  queries ignore their where clause and list the entries that do not match it first), `requests` (the idempotency
-  store's counts).
+  `preferences` {"warn_duplicate_doc_number": bool, "home_currency": "USD", "multicurrency": bool} (the company's
+  home currency, default IDR, and its multicurrency switch, default off; also as `currency`), `search`
+  {"ignore_filters": bool} (a hostile mode: JournalEntry queries ignore their where clause and list the entries
+  that do not match it first), `requests` (the idempotency store's counts).
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.money import currency_problem, dumps_exact, from_minor, loads_exact, minor_unit, to_minor
 from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
@@ -71,6 +80,7 @@ MAX_REQUEST_ID = 50
 PER_REALM_MINUTE = 500
 BATCH_PER_REALM_MINUTE = 40
 MAX_CONCURRENT = 10
+DEFAULT_CURRENCY = "IDR"  # a new company's home currency (the control `preferences` sets another)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS quickbooks_companies (realm_id TEXT PRIMARY KEY, login TEXT UNIQUE NOT NULL,
@@ -215,8 +225,13 @@ class QuickBooksEmulator(OAuthServer, Emulator):
     token_route = f"{PREFIX}/oauth2/v1/tokens/bearer"
     companies = ("quickbooks_companies", "realm_id")
     control_echo = "realm_id"
+    control_aliases = {"currency": "preferences"}  # every emulator's currency control {home_currency, multicurrency}
     schema = _SCHEMA
-    added_columns = ("ALTER TABLE quickbooks_companies ADD COLUMN warn_duplicate_doc INTEGER NOT NULL DEFAULT 0",)
+    added_columns = ("ALTER TABLE quickbooks_companies ADD COLUMN warn_duplicate_doc INTEGER NOT NULL DEFAULT 0",
+                     "ALTER TABLE quickbooks_companies ADD COLUMN home_currency TEXT NOT NULL DEFAULT 'IDR'",
+                     "ALTER TABLE quickbooks_companies ADD COLUMN multicurrency INTEGER NOT NULL DEFAULT 0",
+                     "ALTER TABLE quickbooks_entries ADD COLUMN currency TEXT",  # NULL: an entry from before (IDR)
+                     "ALTER TABLE quickbooks_entries ADD COLUMN exchange_rate TEXT")
 
     def __init__(self, ctx: SandboxContext):
         super().__init__(ctx)
@@ -441,6 +456,8 @@ class QuickBooksEmulator(OAuthServer, Emulator):
         if parts == ["query"]:
             text = q.get("query") if method == "GET" else body
             return 200, {"QueryResponse": self.query(realm, text or ""), "time": _time()}
+        if method == "GET" and parts == ["preferences"]:
+            return 200, {"Preferences": self.preferences(realm), "time": _time()}
         if method == "GET" and len(parts) == 2 and parts[0] == "journalentry":
             entry = self._entry(realm, parts[1])
             if entry is None:
@@ -530,6 +547,46 @@ class QuickBooksEmulator(OAuthServer, Emulator):
         return 200, payload
 
     # -- journal entries --------------------------------------------------------------------------------------
+    def _home(self, realm: str) -> tuple[str, bool]:
+        row = self.company_by_id(realm)
+        return row["home_currency"] or DEFAULT_CURRENCY, bool(row["multicurrency"])
+
+    def preferences(self, realm: str) -> dict:
+        """The Preferences entity's currency part (developer.intuit.com accounting API, Preferences:
+        CurrencyPrefs.HomeCurrency {value}, CurrencyPrefs.MultiCurrencyEnabled)."""
+        home, multi = self._home(realm)
+        return {"CurrencyPrefs": {"HomeCurrency": {"value": home}, "MultiCurrencyEnabled": multi},
+                "AccountingInfoPrefs": {"BookCloseDate": self._closed_date(realm)} if self._closed_date(realm) else {},
+                "domain": "QBO", "sparse": False, "Id": "1", "SyncToken": "0"}
+
+    def _currency(self, realm: str, je: dict) -> tuple[str, str | None]:
+        """(currency, ExchangeRate as text or None) of a JournalEntry body: CurrencyRef.value (default the home
+        currency). A foreign currency needs multicurrency and an ExchangeRate > 0 (JournalEntry.CurrencyRef,
+        .ExchangeRate: "the number of home currency units it takes to equal one unit of currency specified by
+        CurrencyRef"; a home-currency entry's rate is 1)."""
+        home, multi = self._home(realm)
+        ref = je.get("CurrencyRef")
+        code = str((ref.get("value") if isinstance(ref, dict) else ref) or home).upper()
+        if currency_problem(code) is not None:
+            raise _validation("2500", "Invalid Reference Id",
+                              f"Invalid Reference Id : Currency element id {code} not found", "CurrencyRef")
+        rate = je.get("ExchangeRate")
+        if code == home:
+            return code, None
+        if not multi:
+            raise _validation("6000", "A business validation error has occurred while processing your request",
+                              f"Business Validation Error: the transaction currency {code} is not the home "
+                              f"currency {home} and multicurrency is not enabled for this company.", "CurrencyRef")
+        try:
+            dec = Decimal(str(rate)) if rate is not None and not isinstance(rate, bool | float) else None
+        except InvalidOperation:
+            dec = None
+        if dec is None or not dec.is_finite() or dec <= 0:
+            raise _validation("2020", "Required param missing, need to supply the required value for the API",
+                              f"Required parameter ExchangeRate is missing or invalid for a {code} transaction in a "
+                              f"{home} company (got {rate!r})", "ExchangeRate")
+        return code, str(dec)
+
     def _entry(self, realm: str, entry_id: str) -> dict | None:
         row = self.db.execute("SELECT * FROM quickbooks_entries WHERE realm_id = ? AND id = ?",
                               (realm, str(entry_id))).fetchone()
@@ -583,6 +640,8 @@ class QuickBooksEmulator(OAuthServer, Emulator):
         if doc is not None and len(str(doc)) > 21:
             raise _validation("2050", "String length specified does not match the supported length",
                               f"Min:0 Max:21 supported. Supplied length:{len(str(doc))}", "DocNumber")
+        currency, rate = self._currency(realm, je)
+        places = minor_unit(currency)
         raw = je.get("Line")
         if not isinstance(raw, list) or not raw:
             raise _validation("2020", "Required param missing, need to supply the required value for the API",
@@ -603,9 +662,11 @@ class QuickBooksEmulator(OAuthServer, Emulator):
             except InvalidOperation as exc:
                 raise _validation("2010", "Request has invalid or unsupported property",
                                   f"Amount {amount!r} is not a number", "Amount") from exc
-            if isinstance(amount, bool | float) or dec != dec.quantize(Decimal("0.01")):
+            if (isinstance(amount, bool | float) or not dec.is_finite()
+                    or dec != dec.quantize(Decimal(1).scaleb(-places))):
                 raise _validation("2010", "Request has invalid or unsupported property",
-                                  f"Amount {amount!r} must have at most 2 decimal places", "Amount")
+                                  f"Amount {amount!r} must have at most {places} decimal places in {currency}",
+                                  "Amount")
             if dec < 0:
                 raise _validation("6000", "A business validation error has occurred while processing your request",
                                   "Business Validation Error: line amounts must be positive; the direction comes "
@@ -620,15 +681,17 @@ class QuickBooksEmulator(OAuthServer, Emulator):
                 raise _validation("610", "Object Not Found",
                                   f"Object Not Found : Something you're trying to use has been made inactive. "
                                   f"Check the fields with accounts (Account {ref}: {acc['name']}).", "AccountRef")
-            lines.append({"Id": str(i), "Description": ln.get("Description"), "amount_minor": int(dec * 100),
+            lines.append({"Id": str(i), "Description": ln.get("Description"), "amount_minor": to_minor(dec, currency),
                           "PostingType": posting, "account_id": str(ref)})
         debit = sum(ln["amount_minor"] for ln in lines if ln["PostingType"] == "Debit")
         credit = sum(ln["amount_minor"] for ln in lines if ln["PostingType"] == "Credit")
         if debit != credit:
             raise _validation("6000", "A business validation error has occurred while processing your request",
                               f"Business Validation Error: Transactions must be in balance. Debits "
-                              f"({from_minor(debit)}) and credits ({from_minor(credit)}) must be equal.")
-        return {"txn_date": date, "doc_number": None if doc is None else str(doc),
+                              f"({from_minor(debit, currency)}) and credits ({from_minor(credit, currency)}) must "
+                              f"be equal.")
+        return {"txn_date": date, "currency": currency, "exchange_rate": rate,
+                "doc_number": None if doc is None else str(doc),
                 "private_note": je.get("PrivateNote"), "adjustment": int(bool(je.get("Adjustment"))),
                 "lines": lines}
 
@@ -655,16 +718,18 @@ class QuickBooksEmulator(OAuthServer, Emulator):
             if je.get("sparse"):
                 merged = {"TxnDate": current["txn_date"], "DocNumber": current["doc_number"],
                           "PrivateNote": current["private_note"], "Adjustment": bool(current["adjustment"]),
-                          "Line": self.render(current)["Line"], **je}
+                          **{k: v for k, v in self.render(current).items() if k in ("Line", "CurrencyRef",
+                                                                                     "ExchangeRate")}, **je}
                 je = merged
             parsed = self._parse_entry(realm, je)
             self._check_closed(realm, parsed["txn_date"])
             self._check_duplicate(realm, parsed["doc_number"], current["id"])
             self.db.execute(
                 "UPDATE quickbooks_entries SET sync_token = sync_token + 1, doc_number = ?, private_note = ?, "
-                "txn_date = ?, adjustment = ?, lines = ?, updated = ? WHERE realm_id = ? AND id = ?",
+                "txn_date = ?, adjustment = ?, lines = ?, updated = ?, currency = ?, exchange_rate = ? "
+                "WHERE realm_id = ? AND id = ?",
                 (parsed["doc_number"], parsed["private_note"], parsed["txn_date"].isoformat(), parsed["adjustment"],
-                 json.dumps(parsed["lines"]), now, realm, current["id"]))
+                 json.dumps(parsed["lines"]), now, parsed["currency"], parsed["exchange_rate"], realm, current["id"]))
             return 200, {"JournalEntry": self.render(self._entry(realm, current["id"])), "time": _time()}
         parsed = self._parse_entry(realm, je)
         self._check_closed(realm, parsed["txn_date"])
@@ -672,13 +737,15 @@ class QuickBooksEmulator(OAuthServer, Emulator):
         entry_id = self._next_id(realm, "entry")
         self.db.execute(
             "INSERT INTO quickbooks_entries (realm_id, id, sync_token, doc_number, private_note, txn_date, "
-            "adjustment, lines, created, updated) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+            "adjustment, lines, created, updated, currency, exchange_rate) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (realm, entry_id, parsed["doc_number"], parsed["private_note"], parsed["txn_date"].isoformat(),
-             parsed["adjustment"], json.dumps(parsed["lines"]), now, now))
+             parsed["adjustment"], json.dumps(parsed["lines"]), now, now, parsed["currency"],
+             parsed["exchange_rate"]))
         return 200, {"JournalEntry": self.render(self._entry(realm, entry_id)), "time": _time()}
 
     def render(self, e: dict) -> dict:
         lines = json.loads(e["lines"])
+        cur = e.get("currency") or DEFAULT_CURRENCY  # an entry stored before currencies: the old default, 2 decimals
         names = {r["id"]: r["name"] for r in self.db.execute(
             "SELECT id, name FROM quickbooks_accounts WHERE realm_id = ?", (e["realm_id"],))}
         stamp = lambda t: dt.datetime.fromtimestamp(t or 0, dt.UTC).isoformat()  # noqa: E731
@@ -686,28 +753,30 @@ class QuickBooksEmulator(OAuthServer, Emulator):
             "Adjustment": bool(e["adjustment"]), "domain": "QBO", "sparse": False, "Id": e["id"],
             "SyncToken": str(e["sync_token"]),
             "MetaData": {"CreateTime": stamp(e["created"]), "LastUpdatedTime": stamp(e["updated"])},
-            "TxnDate": e["txn_date"], "CurrencyRef": {"value": "USD", "name": "United States Dollar"},
-            "Line": [{"Id": ln["Id"], "Description": ln.get("Description"), "Amount": from_minor(ln["amount_minor"]),
+            "TxnDate": e["txn_date"], "CurrencyRef": {"value": cur},
+            "Line": [{"Id": ln["Id"], "Description": ln.get("Description"), "Amount":
+                      from_minor(ln["amount_minor"], cur),
                       "DetailType": "JournalEntryLineDetail",
                       "JournalEntryLineDetail": {"PostingType": ln["PostingType"],
                                                  "AccountRef": {"value": ln["account_id"],
                                                                 "name": names.get(ln["account_id"], "")}}}
                      for ln in lines],
             "TxnTaxDetail": {},
-            "TotalAmt": from_minor(sum(ln["amount_minor"] for ln in lines if ln["PostingType"] == "Debit")),
+            "TotalAmt": from_minor(sum(ln["amount_minor"] for ln in lines if ln["PostingType"] == "Debit"), cur),
         }
+        if e.get("exchange_rate") is not None:
+            out["ExchangeRate"] = Decimal(e["exchange_rate"])
         if e["doc_number"] is not None:
             out["DocNumber"] = e["doc_number"]
         if e["private_note"] is not None:
             out["PrivateNote"] = e["private_note"]
         return out
 
-    @staticmethod
-    def render_account(r: Any) -> dict:
+    def render_account(self, r: Any) -> dict:
         return {"Id": r["id"], "Name": r["name"], "AcctNum": r["acct_num"], "FullyQualifiedName": r["name"],
                 "SubAccount": False, "AccountType": r["account_type"], "Classification": r["classification"],
                 "Active": bool(r["active"]), "CurrentBalance": Decimal("0"), "SyncToken": str(r["sync_token"]),
-                "CurrencyRef": {"value": "USD", "name": "United States Dollar"}, "domain": "QBO", "sparse": False}
+                "CurrencyRef": {"value": self._home(r["realm_id"])[0]}, "domain": "QBO", "sparse": False}
 
     # -- query ------------------------------------------------------------------------------------------------
     def query(self, realm: str, text: str) -> dict:
@@ -770,7 +839,8 @@ class QuickBooksEmulator(OAuthServer, Emulator):
                 e["txn_date"],
                 [(ln["amount_minor"] if ln["PostingType"] == "Debit" else 0,
                   ln["amount_minor"] if ln["PostingType"] == "Credit" else 0, ln["account_id"], {"id": ln["Id"]})
-                 for ln in json.loads(e["lines"])],
+                 for ln in json.loads(e["lines"])], e["currency"] or DEFAULT_CURRENCY,
+                exchange_rate=None if e["exchange_rate"] is None else Decimal(e["exchange_rate"]),
                 realm_id=e["realm_id"], id=e["id"], sync_token=str(e["sync_token"]), doc_number=e["doc_number"],
                 private_note=e["private_note"]))
         return out
@@ -784,7 +854,16 @@ class QuickBooksEmulator(OAuthServer, Emulator):
         self.db.execute("UPDATE quickbooks_grants SET revoked = 1 WHERE realm_id = ?", (realm,))
 
     def do_preferences(self, realm: str, body: dict) -> None:
-        """{"warn_duplicate_doc_number": true}: 6210 on a repeated DocNumber."""
+        """{"warn_duplicate_doc_number": true}: 6210 on a repeated DocNumber; {"home_currency": "USD"} (an ISO 4217
+        code), {"multicurrency": true}: what GET /preferences answers and what JournalEntry writes are held to."""
+        if "home_currency" in body:
+            code = str(body["home_currency"]).upper()
+            if currency_problem(code) is not None:
+                raise ValueError(f"home_currency: {currency_problem(code)}")
+            self.db.execute("UPDATE quickbooks_companies SET home_currency = ? WHERE realm_id = ?", (code, realm))
+        if "multicurrency" in body:
+            self.db.execute("UPDATE quickbooks_companies SET multicurrency = ? WHERE realm_id = ?",
+                            (int(bool(body["multicurrency"])), realm))
         if "warn_duplicate_doc_number" in body:
             self.db.execute("UPDATE quickbooks_companies SET warn_duplicate_doc = ? WHERE realm_id = ?",
                             (int(bool(body["warn_duplicate_doc_number"])), realm))

@@ -57,7 +57,12 @@ fail_document_numbers}; `settle`; `paths` {"api_write": false, "v2_jobs": false}
 one of the documented write paths (`/accounting/<model>`) or job paths (v3) for this company (404 on the other;
 kept in memory, not in the state file); `filters` {"ignore_filters": true|false}: a server that ignores list filters and
 orderBy and answers every entry of the company, the ones that do NOT match the filter first (a client must check
-every record's document_number itself and never adopt or write over another entry).
+every record's document_number itself and never adopt or write over another entry); `currency`
+{"home_currency": code, "multicurrency": bool}: the company's base currency (default IDR), reported as every
+account's `currency_id` ([AC-ALL] currency_id), and whether the platform takes entries in another currency (default
+off: [JE-NEW] has `currency_id` but no exchange rate, so an entry whose currency_id is not the base currency is
+VALIDATION_ERROR; an entry without currency_id is in the base currency). Amounts: at most 2 decimals, and none
+finer than the currency's ISO 4217 minor unit (JPY: whole yen), else VALIDATION_ERROR (never rounded).
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ledger_pipeline.money import dumps_exact, from_minor, loads_exact, to_minor
+from ledger_pipeline.money import currency_problem, dumps_exact, loads_exact, minor_unit, to_minor
 from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
@@ -123,7 +128,15 @@ CREATE INDEX IF NOT EXISTS rootfi_job_items_job ON rootfi_job_items (upload_job_
 CREATE INDEX IF NOT EXISTS rootfi_job_items_pending ON rootfi_job_items (company_id, status);
 """
 # columns added after 0.1.0 (a state file from before keeps working)
-_COLUMNS = ("ALTER TABLE rootfi_companies ADD COLUMN ignore_filters INTEGER NOT NULL DEFAULT 0",)
+_COLUMNS = ("ALTER TABLE rootfi_companies ADD COLUMN ignore_filters INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE rootfi_companies ADD COLUMN currency TEXT NOT NULL DEFAULT 'IDR'",
+            "ALTER TABLE rootfi_companies ADD COLUMN multicurrency INTEGER NOT NULL DEFAULT 0")
+AMOUNT_PLACES = 2  # net_amount is stored in hundredths whatever the currency (this emulation's platform)
+
+
+def _dec(hundredths: int) -> Decimal:
+    """A stored amount (hundredths) as the exact decimal Rootfi answers."""
+    return (Decimal(hundredths) / 100).quantize(Decimal("0.01"))
 
 
 class ApiError(Exception):
@@ -154,7 +167,7 @@ def _parse_date(value: Any) -> dt.date:
         raise ItemError("VALIDATION_ERROR", f"posted_date must be an ISO date-time, got {value!r}") from exc
 
 
-def _amount(value: Any) -> int:
+def _amount(value: Any, currency: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
         raise ItemError("VALIDATION_ERROR", f"net_amount must be a number, got {value!r}")
     try:
@@ -163,8 +176,10 @@ def _amount(value: Any) -> int:
         raise ItemError("VALIDATION_ERROR", f"net_amount must be a number, got {value!r}") from exc
     if not dec.is_finite() or dec <= 0:
         raise ItemError("VALIDATION_ERROR", f"net_amount must be positive, got {value}")
-    if dec != dec.quantize(Decimal("0.01")):
-        raise ItemError("VALIDATION_ERROR", f"net_amount has more than 2 decimal places: {value}")
+    places = min(AMOUNT_PLACES, minor_unit(currency))
+    if dec != dec.quantize(Decimal(1).scaleb(-places)):
+        raise ItemError("VALIDATION_ERROR", f"net_amount has more than {places} decimal places for {currency}: "
+                                            f"{value}")
     return int(dec * 100)
 
 
@@ -253,7 +268,7 @@ class RootfiSandbox(Emulator):
                 {"rootfi_id": ln["rootfi_id"], "platform_id": ln["platform_id"], "journal_entry_id": r["platform_id"],
                  "account_id": ln["account_id"], "contact_id": None, "tax_id": None, "tracking_category_ids": [],
                  "type": ln["type"], "description": ln["description"],
-                 "net_amount": from_minor(ln["net_amount_minor"]), "tax_amount": None,
+                 "net_amount": _dec(ln["net_amount_minor"]), "tax_amount": None,
                  "updated_at": _iso(r["updated_at"])} for ln in ls]
             out.append({
                 "rootfi_id": r["rootfi_id"], "rootfi_company_id": r["company_id"], "rootfi_organisation_id": 1,
@@ -265,7 +280,7 @@ class RootfiSandbox(Emulator):
                     "is_base_currency": None, "exchange_rate": None, "updated_at": None}},
                 "document_number": r["document_number"],
                 "description": r["description"], "posted_date": f"{r['posted_date']}T00:00:00.000Z",
-                "amount": from_minor(sum(ln["net_amount_minor"] for ln in ls if ln["type"] == "DEBIT")),
+                "amount": _dec(sum(ln["net_amount_minor"] for ln in ls if ln["type"] == "DEBIT")),
                 "currency_rate": 1, "journal_entry_type": "both", "updated_at": _iso(r["updated_at"]),
                 "journal_lines": {"data": rendered} if nested_lines else rendered,
             })
@@ -336,6 +351,13 @@ class RootfiSandbox(Emulator):
         if not isinstance(item, dict):
             raise ItemError("VALIDATION_ERROR", "each data item must be an object")
         date = _parse_date(item.get("posted_date"))
+        company = self.company_by_id(company_id)
+        currency = str(item.get("currency_id") or company["currency"]).upper()
+        if currency_problem(currency) is not None:
+            raise ItemError("VALIDATION_ERROR", f"currency_id {item.get('currency_id')!r} is not a currency")
+        if currency != company["currency"] and not company["multicurrency"]:
+            raise ItemError("VALIDATION_ERROR", f"currency_id {currency} is not the base currency "
+                                                f"{company['currency']} and multi-currency is not enabled")
         raw = item.get("journal_lines")
         if not isinstance(raw, list) or len(raw) < 2:
             raise ItemError("VALIDATION_ERROR", "journal_lines must hold at least 2 lines")
@@ -346,7 +368,7 @@ class RootfiSandbox(Emulator):
             kind = ln.get("type")
             if kind not in ("DEBIT", "CREDIT"):
                 raise ItemError("VALIDATION_ERROR", f"journal_lines[{n}].type must be DEBIT or CREDIT")
-            amount = _amount(ln.get("net_amount"))
+            amount = _amount(ln.get("net_amount"), currency)
             acc = self.db.execute("SELECT * FROM rootfi_accounts WHERE company_id = ? AND platform_id = ?",
                                   (company_id, str(ln.get("account_id")))).fetchone()
             if acc is None:
@@ -360,12 +382,12 @@ class RootfiSandbox(Emulator):
         debit = sum(ln["minor"] for ln in lines if ln["type"] == "DEBIT")
         credit = sum(ln["minor"] for ln in lines if ln["type"] == "CREDIT")
         if debit != credit:
-            raise ItemError("UNBALANCED_ENTRY", f"Journal entry is not balanced: total debit {from_minor(debit)}, "
-                                                f"total credit {from_minor(credit)}")
+            raise ItemError("UNBALANCED_ENTRY", f"Journal entry is not balanced: total debit {_dec(debit)}, "
+                                                f"total credit {_dec(credit)}")
         self._check_period(company_id, date)
         doc = item.get("document_number")
         fields = {"document_number": None if doc is None else str(doc), "posted_date": date.isoformat(),
-                  "description": item.get("description"), "currency_id": item.get("currency_id")}
+                  "description": item.get("description"), "currency_id": currency}
         return fields, lines
 
     def _check_period(self, company_id: int, date: dt.date) -> None:
@@ -580,10 +602,11 @@ class RootfiSandbox(Emulator):
         """Accounts as [AC-ALL] shows them (status ACTIVE | ARCHIVED)."""
         rows = self.db.execute("SELECT * FROM rootfi_accounts WHERE company_id = ? ORDER BY rootfi_id",
                                (company_id,)).fetchall()
+        home = self.company_by_id(company_id)["currency"]
         return [{"rootfi_id": r["rootfi_id"], "rootfi_company_id": company_id, "rootfi_organisation_id": 1,
                  "rootfi_integration_type": "ROOTFI_SANDBOX", "rootfi_created_at": _iso(r["updated_at"]),
                  "rootfi_updated_at": _iso(r["updated_at"]), "platform_id": r["platform_id"],
-                 "currency_id": None, "parent_account_id": None, "nominal_code": r["nominal_code"],
+                 "currency_id": home, "parent_account_id": None, "nominal_code": r["nominal_code"],
                  "name": r["name"], "description": None, "sub_category": None, "current_balance": None,
                  "category": r["category"], "status": "ACTIVE" if r["status"] == "ACTIVE" else "ARCHIVED",
                  "updated_at": _iso(r["updated_at"])} for r in rows]
@@ -706,17 +729,35 @@ class RootfiSandbox(Emulator):
     # -- inspection and controls ----------------------------------------------------------------------------
     def inspect_entries(self, login: str | None) -> list[dict]:
         self.settle()
+
+        def cur(e: dict) -> str:  # an entry stored before currencies carries none: the old default
+            return str(e.get("currency_id") or "IDR")
+
         sql, args = "SELECT e.*, c.login FROM rootfi_entries e JOIN rootfi_companies c ON c.id = e.company_id", []
         if login:
             sql += " WHERE c.login = ?"
             args.append(login)
         rows = self.db.execute(sql + " ORDER BY e.rootfi_id", args).fetchall()
         return [inspected(self.system, row["login"], e["document_number"], "posted", row["posted_date"],
-                          [(to_minor(ln["net_amount"]) if ln["type"] == "DEBIT" else 0,
-                            to_minor(ln["net_amount"]) if ln["type"] == "CREDIT" else 0, ln["account_id"], {})
-                           for ln in e["journal_lines"]["data"]],
+                          [(to_minor(ln["net_amount"], cur(e)) if ln["type"] == "DEBIT" else 0,
+                            to_minor(ln["net_amount"], cur(e)) if ln["type"] == "CREDIT" else 0, ln["account_id"], {})
+                           for ln in e["journal_lines"]["data"]], cur(e),
                           rootfi_id=e["rootfi_id"], platform_id=e["platform_id"])
                 for row, e in zip(rows, self._render_entries(rows), strict=True)]
+
+    def do_currency(self, cid: int, body: dict) -> dict:
+        """{"home_currency": code, "multicurrency": bool} (see the module doc)."""
+        if "home_currency" in body:
+            code = str(body["home_currency"]).upper()
+            if currency_problem(code) is not None:
+                raise ValueError(f"home_currency: {currency_problem(code)}")
+            self.db.execute("UPDATE rootfi_companies SET currency = ? WHERE id = ?", (code, cid))
+        if "multicurrency" in body:
+            self.db.execute("UPDATE rootfi_companies SET multicurrency = ? WHERE id = ?",
+                            (int(bool(body["multicurrency"])), cid))
+        row = self.company_by_id(cid)
+        return {"ok": True, "company_id": cid, "home_currency": row["currency"],
+                "multicurrency": bool(row["multicurrency"])}
 
     def do_lock_date(self, cid: int, body: dict) -> None:
         self.db.execute("UPDATE rootfi_companies SET lock_date = ? WHERE id = ?", (body.get("lock_date"), cid))

@@ -28,7 +28,18 @@ Paths, bodies, status codes and error shapes follow ../shared/reference/accounti
   "reference_number", "replace_lines"), `plan` {"plan", "daily_cap", "reset_usage"}, `clock` {"today":
   "YYYY-MM-DD" | null} (the organization's date, for the filter_by windows and the daily cap), `search`
   {"ignore_filters": bool} (a hostile mode: journal searches ignore their filters and list the journals that do not
-  match them first).
+  match them first), `currency` {"home_currency": "IDR", "multicurrency": bool} (the organization's base currency,
+  default IDR, and whether it has added other currencies, default on).
+- Currencies (www.zoho.com/books/api/v3/organizations/ `currency_code`; /settings/currencies, www.zoho.com/books/api
+  /v3/currency/#list-currencies; journals' `currency_id` + `exchange_rate`, www.zoho.com/books/api/v3/journals/
+  #create-a-journal): GET /organizations answers the base currency; GET /settings/currencies lists the base
+  currency (is_base_currency) and, with multicurrency on, every other ISO 4217 currency as added (this emulation adds
+  them all; a real organization adds them one by one), each with a fixed currency_id and its price_precision (the
+  ISO 4217 minor unit). A journal without currency_id is in the base currency; a currency_id not listed is 400 code 4
+  "Invalid value passed for currency_id"; a foreign one needs exchange_rate > 0 (else 400 code 4, "Invalid value
+  passed for exchange_rate"); amounts finer than the currency's precision are 400 code 4 (never rounded). Each
+  journal keeps and returns currency_id, currency_code, exchange_rate, price_precision and bcy_total (total x rate,
+  in the base currency's precision).
 """
 
 from __future__ import annotations
@@ -45,7 +56,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ledger_pipeline.money import from_minor
+from ledger_pipeline.money import CURRENCIES, currency_problem, from_minor, minor_unit, quantum, to_minor
 from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART
@@ -149,8 +160,17 @@ def journal_window(filter_by: str, today: dt.date) -> tuple[dt.date, dt.date] | 
     return dt.date(today.year, 1, 1), dt.date(today.year, 12, 31)
 
 
-def _amount(value: Any) -> int:
-    """A line amount in minor units: a positive number with at most 2 decimals (Zoho's price_precision)."""
+def currency_id(code: str) -> str:
+    """The fixed currency_id this emulation gives an ISO 4217 code (Zoho's ids are long numbers, as strings)."""
+    return str(ID_BASE + 1 + sorted(CURRENCIES).index(code))
+
+
+_CURRENCY_BY_ID = {currency_id(c): c for c in CURRENCIES}
+
+
+def _amount(value: Any, currency: str) -> int:
+    """A line amount in minor units of `currency`: a positive number with at most its ISO 4217 minor unit of
+    decimals (Zoho's price_precision per currency)."""
     if isinstance(value, bool) or value in (None, ""):
         raise ApiError(400, 4, "Invalid value passed for amount")
     try:
@@ -159,9 +179,10 @@ def _amount(value: Any) -> int:
         raise ApiError(400, 4, "Invalid value passed for amount") from exc
     if not dec.is_finite() or dec < 0:
         raise ApiError(400, 4, "Invalid value passed for amount")
-    if dec != dec.quantize(Decimal("0.01")):
-        raise ApiError(400, 4, "Invalid value passed for amount: at most 2 decimal places")
-    return int(dec * 100)
+    if dec != dec.quantize(quantum(currency)):
+        raise ApiError(400, 4, f"Invalid value passed for amount: at most {minor_unit(currency)} decimal places "
+                               f"in {currency}")
+    return to_minor(dec, currency)
 
 
 def _date(value: Any, field: str = "journal_date") -> dt.date:
@@ -182,6 +203,10 @@ class ZohoSandbox(OAuthServer, Emulator):
     token_route = OAUTH + "/token"
     companies = ("zoho_orgs", "organization_id")
     schema = SCHEMA
+    added_columns = ("ALTER TABLE zoho_orgs ADD COLUMN currency_code TEXT NOT NULL DEFAULT 'IDR'",
+                     "ALTER TABLE zoho_orgs ADD COLUMN multicurrency INTEGER NOT NULL DEFAULT 1",
+                     "ALTER TABLE zoho_journals ADD COLUMN currency_code TEXT",  # NULL: from before (IDR)
+                     "ALTER TABLE zoho_journals ADD COLUMN exchange_rate TEXT")
 
     def __init__(self, ctx: SandboxContext, client_id: str = SANDBOX_CLIENT_ID,
                  client_secret: str = SANDBOX_CLIENT_SECRET):
@@ -430,9 +455,12 @@ class ZohoSandbox(OAuthServer, Emulator):
             row = self.company_by_id(token_org)
             return 200, {"code": 0, "message": "success", "organizations": [{
                 "organization_id": row["organization_id"], "name": row["name"], "is_default_org": True,
-                "plan_type": row["plan"], "currency_code": "IDR", "time_zone": "Asia/Jakarta",
+                "plan_type": row["plan"], "currency_code": row["currency_code"],
+                "currency_id": currency_id(row["currency_code"]), "time_zone": "Asia/Jakarta",
                 "is_org_active": True}]}
         org_id = org["organization_id"]
+        if parts == ["settings", "currencies"] and method == "GET":
+            return 200, {"code": 0, "message": "success", "currencies": self.currencies(org)}
         if parts == ["chartofaccounts"] and method == "GET":
             return 200, self.list_accounts(org_id, q)
         if parts == ["journals"] and method == "GET":
@@ -451,13 +479,58 @@ class ZohoSandbox(OAuthServer, Emulator):
                 return 200, {"code": 0, "message": "The selected journal entry has been deleted."}
         raise ApiError(404, 404, "Invalid URL Passed")
 
+    # -- currencies -------------------------------------------------------------------------------------------
+    def currencies(self, org: Any) -> list[dict]:
+        """GET /settings/currencies: the base currency first, then (multicurrency on) every other one."""
+        base = org["currency_code"]
+        codes = [base] + ([c for c in sorted(CURRENCIES) if c != base] if org["multicurrency"] else [])
+        return [{"currency_id": currency_id(c), "currency_code": c, "currency_name": c, "currency_symbol": c,
+                 "price_precision": minor_unit(c), "currency_format": "1,234,567.89", "is_base_currency": c == base,
+                 "exchange_rate": Decimal(1) if c == base else Decimal(0), "effective_date": ""} for c in codes]
+
+    def _journal_currency(self, org_id: str, body: dict, old: Any) -> tuple[str, str | None]:
+        """(currency code, exchange_rate as text or None for the base currency) of a journal write."""
+        org = self.company_by_id(org_id)
+        base = org["currency_code"]
+        if "currency_id" in body and body["currency_id"] not in (None, ""):
+            code = _CURRENCY_BY_ID.get(str(body["currency_id"]))
+            if code is None or (code != base and not org["multicurrency"]):
+                raise ApiError(400, 4, "Invalid value passed for currency_id")
+        else:
+            code = (old["currency_code"] if old is not None and old["currency_code"] else base)
+        if code == base:
+            return code, None
+        raw = body.get("exchange_rate", old["exchange_rate"] if old is not None else None)
+        try:
+            rate = None if raw is None or isinstance(raw, bool | float) else Decimal(str(raw))
+        except InvalidOperation:
+            rate = None
+        if rate is None or not rate.is_finite() or rate <= 0:
+            raise ApiError(400, 4, f"Invalid value passed for exchange_rate: a {code} journal in a {base} "
+                                   f"organization needs one")
+        return code, str(rate)
+
+    def do_currency(self, org_id: str, body: dict) -> dict:
+        """{"home_currency": code, "multicurrency": bool}: the organization's base currency and added currencies."""
+        if "home_currency" in body:
+            code = str(body["home_currency"]).upper()
+            if currency_problem(code) is not None:
+                raise ValueError(f"home_currency: {currency_problem(code)}")
+            self.db.execute("UPDATE zoho_orgs SET currency_code = ? WHERE organization_id = ?", (code, org_id))
+        if "multicurrency" in body:
+            self.db.execute("UPDATE zoho_orgs SET multicurrency = ? WHERE organization_id = ?",
+                            (int(bool(body["multicurrency"])), org_id))
+        org = self.company_by_id(org_id)
+        return {"ok": True, "organization_id": org_id, "home_currency": org["currency_code"],
+                "multicurrency": bool(org["multicurrency"])}
+
     # -- chart ------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _account(r: Any) -> dict:
+    def _account(self, r: Any) -> dict:
         return {"account_id": r["account_id"], "account_name": r["account_name"], "account_code": r["account_code"],
                 "account_type": r["account_type"], "is_active": bool(r["is_active"]),
                 "parent_account_id": r["parent_account_id"] or "", "depth": 1 if r["parent_account_id"] else 0,
-                "is_user_created": True, "is_system_account": False, "currency_code": "IDR",
+                "is_user_created": True, "is_system_account": False,
+                "currency_code": self.company_by_id(r["organization_id"])["currency_code"],
                 "last_modified_time": dt.datetime.fromtimestamp(r["last_modified_time"] or 0, dt.UTC)
                 .strftime("%Y-%m-%dT%H:%M:%S+0000")}
 
@@ -491,27 +564,34 @@ class ZohoSandbox(OAuthServer, Emulator):
             "SELECT l.*, a.account_name FROM zoho_lines l LEFT JOIN zoho_accounts a ON a.account_id = l.account_id "
             "WHERE l.journal_id = ? ORDER BY l.seq", (j["journal_id"],)).fetchall()
         total = sum(ln["amount_minor"] for ln in lines if ln["debit_or_credit"] == "debit")
+        base = self.company_by_id(j["organization_id"])["currency_code"]
+        cur = j["currency_code"] or "IDR"  # a journal stored before currencies: the old default
+        rate = Decimal(j["exchange_rate"]) if j["exchange_rate"] else Decimal(1)
+        bcy = (from_minor(total, cur) * rate).quantize(quantum(base))
         return {
             "journal_id": j["journal_id"], "entry_number": str(j["entry_number"]),
             "reference_number": j["reference_number"] or "", "notes": j["notes"] or "",
             "journal_date": j["journal_date"], "journal_type": j["journal_type"] or "both", "status": j["status"],
-            "currency_id": str(ID_BASE + 97), "currency_code": "IDR", "currency_symbol": "Rp", "exchange_rate": 1,
+            "currency_id": currency_id(cur), "currency_code": cur, "currency_symbol": cur, "exchange_rate": rate,
             "line_items": [{"line_id": ln["line_id"], "account_id": ln["account_id"],
                             "account_name": ln["account_name"] or "", "description": ln["description"] or "",
                             "debit_or_credit": ln["debit_or_credit"], "tax_id": "", "tax_name": "",
-                            "amount": from_minor(ln["amount_minor"])} for ln in lines],
-            "line_item_total": from_minor(total), "total": from_minor(total), "bcy_total": from_minor(total),
-            "price_precision": 2, "taxes": [],
+                            "amount": from_minor(ln["amount_minor"], cur)} for ln in lines],
+            "line_item_total": from_minor(total, cur), "total": from_minor(total, cur), "bcy_total": bcy,
+            "price_precision": minor_unit(cur), "taxes": [],
             "created_time": _stamp(j["created_at"]), "last_modified_time": _stamp(j["updated_at"]),
         }
 
     def _summary(self, j: Any) -> dict:
         total = self.db.execute("SELECT COALESCE(SUM(amount_minor), 0) FROM zoho_lines WHERE journal_id = ? AND "
                                 "debit_or_credit = 'debit'", (j["journal_id"],)).fetchone()[0]
+        cur = j["currency_code"] or "IDR"
+        base = self.company_by_id(j["organization_id"])["currency_code"]
+        rate = Decimal(j["exchange_rate"]) if j["exchange_rate"] else Decimal(1)
         return {"journal_id": j["journal_id"], "journal_date": j["journal_date"],
                 "entry_number": str(j["entry_number"]), "reference_number": j["reference_number"] or "",
-                "notes": j["notes"] or "", "status": j["status"], "total": from_minor(total),
-                "bcy_total": from_minor(total)}
+                "notes": j["notes"] or "", "status": j["status"], "currency_code": cur,
+                "total": from_minor(total, cur), "bcy_total": (from_minor(total, cur) * rate).quantize(quantum(base))}
 
     def list_journals(self, org_id: str, q: Any) -> dict:
         """GET /journals: the documented search parameters (seed 001), newest first, `page`/`per_page` paging.
@@ -564,7 +644,7 @@ class ZohoSandbox(OAuthServer, Emulator):
             raise ApiError(400, 4083, f"You cannot create, edit or delete transactions dated on or before {shown}: "
                                       "transactions before this date are locked (Settings > Transaction Locking).")
 
-    def _parse_lines(self, org_id: str, raw: Any) -> list[dict]:
+    def _parse_lines(self, org_id: str, raw: Any, currency: str) -> list[dict]:
         if not isinstance(raw, list) or len(raw) < 2:
             raise ApiError(400, 4, "A journal needs at least two line items (line_items).")
         out = []
@@ -582,12 +662,12 @@ class ZohoSandbox(OAuthServer, Emulator):
                 raise ApiError(400, 3046, f"The account '{acc['account_name']}' is inactive. Mark it as active "
                                           "to use it in transactions.")
             out.append({"line_id": line.get("line_id"), "account_id": acc["account_id"], "side": side,
-                        "amount": _amount(line.get("amount")), "description": line.get("description") or ""})
+                        "amount": _amount(line.get("amount"), currency), "description": line.get("description") or ""})
         debit = sum(ln["amount"] for ln in out if ln["side"] == "debit")
         credit = sum(ln["amount"] for ln in out if ln["side"] == "credit")
         if debit != credit:
-            raise ApiError(400, 13011, f"The total debit ({from_minor(debit)}) and total credit "
-                                       f"({from_minor(credit)}) of a journal must be equal.")
+            raise ApiError(400, 13011, f"The total debit ({from_minor(debit, currency)}) and total credit "
+                                       f"({from_minor(credit, currency)}) of a journal must be equal.")
         return out
 
     def write_journal(self, org_id: str, journal_id: str | None, body: Any) -> dict:
@@ -602,7 +682,8 @@ class ZohoSandbox(OAuthServer, Emulator):
         ref = body.get("reference_number", old["reference_number"] if old else None)
         if ref is not None and len(str(ref)) > 100:
             raise ApiError(400, 4, "Invalid value passed for reference_number: at most 100 characters")
-        lines = self._parse_lines(org_id, body.get("line_items"))
+        currency, rate = self._journal_currency(org_id, body, old)
+        lines = self._parse_lines(org_id, body.get("line_items"), currency)
         if old is not None:
             self._check_lock(org_id, dt.date.fromisoformat(old["journal_date"]))
             # a line_id names a line of this journal (seed 001's update sample sends each line's line_id); one that
@@ -622,15 +703,16 @@ class ZohoSandbox(OAuthServer, Emulator):
                 journal_id = self._new_id()
                 number = self._next_id(f"entry:{org_id}")
                 db.execute("INSERT INTO zoho_journals (journal_id, organization_id, entry_number, reference_number, "
-                           "notes, journal_date, status, journal_type, created_at, updated_at) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           "notes, journal_date, status, journal_type, created_at, updated_at, currency_code, "
+                           "exchange_rate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (journal_id, org_id, number, ref, body.get("notes"), date.isoformat(), status,
-                            body.get("journal_type") or "both", now, now))
+                            body.get("journal_type") or "both", now, now, currency, rate))
                 keep: set[str] = set()
             else:
                 db.execute("UPDATE zoho_journals SET reference_number = ?, notes = ?, journal_date = ?, status = ?, "
-                           "updated_at = ? WHERE journal_id = ?",
-                           (ref, body.get("notes", old["notes"]), date.isoformat(), status, now, journal_id))
+                           "updated_at = ?, currency_code = ?, exchange_rate = ? WHERE journal_id = ?",
+                           (ref, body.get("notes", old["notes"]), date.isoformat(), status, now, currency, rate,
+                            journal_id))
                 existing = {r[0] for r in db.execute("SELECT line_id FROM zoho_lines WHERE journal_id = ?",
                                                      (journal_id,))}
                 keep = {str(ln["line_id"]) for ln in lines if ln["line_id"] and str(ln["line_id"]) in existing}
@@ -660,7 +742,8 @@ class ZohoSandbox(OAuthServer, Emulator):
               ln["amount_minor"] if ln["debit_or_credit"] == "credit" else 0, ln["account_id"],
               {"id": ln["line_id"], "description": ln["description"]})
              for ln in self.db.execute("SELECT * FROM zoho_lines WHERE journal_id = ? ORDER BY seq",
-                                       (r["journal_id"],)).fetchall()],
+                                       (r["journal_id"],)).fetchall()], r["currency_code"] or "IDR",
+            exchange_rate=Decimal(r["exchange_rate"]) if r["exchange_rate"] else None,
             id=r["journal_id"], journal_id=r["journal_id"], entry_number=str(r["entry_number"]), memo=r["notes"],
         ) for r in rows]
 

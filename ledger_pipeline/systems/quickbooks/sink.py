@@ -164,10 +164,8 @@ def parse_remote(je: dict, currency: str | None = None) -> RemoteEntry:
     return RemoteEntry(
         remote_id=str(je["Id"]), custom_id=custom_id_of(je), transaction_date=dt.date.fromisoformat(je["TxnDate"]),
         memo=memo, total_debit_minor=sum(d for _, _, d, _ in lines), total_credit_minor=sum(c for *_, c in lines),
-        # RemoteEntry.currency stays unset until the QuickBooks emulator keeps a home currency per company (it
-        # answers CurrencyRef USD for every entry today); the currency is sent (CurrencyRef), so QuickBooks itself
-        # refuses one the company does not keep, and the decimals follow CurrencyRef.
-        lines=tuple(lines), currency=None,
+        # CurrencyRef as QuickBooks answers it (the home currency when multicurrency is off)
+        lines=tuple(lines), currency=cur,
         extra={"Id": str(je["Id"]), "SyncToken": str(je.get("SyncToken", "0")),
                **({"ExchangeRate": str(je["ExchangeRate"])} if je.get("ExchangeRate") is not None else {})},
     )
