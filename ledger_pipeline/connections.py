@@ -111,6 +111,20 @@ def refresh_company_currencies(engine: Engine, pairs: Iterable[tuple[str, str]],
     return failed
 
 
+CURRENCY_MAX_AGE = dt.timedelta(days=7)  # a company's home currency rarely changes: re-read weekly, not per refresh
+
+
+def currency_due(engine: Engine, pairs: Iterable[tuple[str, str]], now: dt.datetime | None = None,
+                 max_age: dt.timedelta = CURRENCY_MAX_AGE) -> list[tuple[str, str]]:
+    """The (system, tenant) pairs whose home currency was never read or was read longer than `max_age` ago: a chart
+    refresh re-reads only those (one request each saved on every other refresh)."""
+    c = connection_health.c
+    with engine.connect() as conn:
+        checked = {(s, t): at for s, t, at in conn.execute(select(c.system, c.tenant_id, c.currency_checked_at))}
+    cutoff = (now or dt.datetime.now(dt.UTC).replace(tzinfo=None)) - max_age
+    return [p for p in pairs if checked.get(p) is None or checked[p] < cutoff]
+
+
 def company_currencies(engine: Engine) -> dict[tuple[str, str], CompanyCurrency]:
     """{(system, tenant): CompanyCurrency} as stored."""
     c = connection_health.c

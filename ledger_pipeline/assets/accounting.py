@@ -32,6 +32,7 @@ from ledger_pipeline.charts import diff_charts, fetch_charts, stale_tenants
 from ledger_pipeline.connections import (
     company_currencies,
     connections_frame,
+    currency_due,
     plan_window,
     refresh_company_currencies,
 )
@@ -205,9 +206,9 @@ def jurnal_gl_accounts(context: dg.AssetExecutionContext, config: ChartsConfig, 
     context.log.info(f"charts of accounts: {len(todo)} of {len(systems)} tenants to fetch ({config.refresh})")
     with accounting.connections(r2a.ops_database_url, "background" if config.refresh == "all" else "posting") as c:
         accounts, status = ingest_charts(wh, c, todo, context.run_id, context.log)
-        # the company's home currency, read again with its chart (connections.py): stored in the ops database
-        refresh_company_currencies(r2a.ops_engine, [(r.system, r.tenant_id) for r in status.itertuples(index=False)
-                                                    if r.status == "ok"], c, context.log.warning)
+        # the company's home currency, re-read with its chart when never read or older than a week (connections.py)
+        refreshed = [(r.system, r.tenant_id) for r in status.itertuples(index=False) if r.status == "ok"]
+        refresh_company_currencies(r2a.ops_engine, currency_due(r2a.ops_engine, refreshed), c, context.log.warning)
         requests = c.requests_by_system()
     with wh.connect() as con:
         total = con.execute("SELECT COUNT(*) FROM accounting.gl_accounts").fetchone()[0]
