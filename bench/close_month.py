@@ -69,10 +69,11 @@ from ledger_pipeline.ledger.sink import entries_from_frames
 from ledger_pipeline.r2a.extract import extract
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import load_settings
+from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.ledger import save_window
 from ledger_pipeline.warehouse.store import Warehouse, replace_rows, transaction, window_where
 s = load_settings()
-engine, ops = make_engine(s.r2a_database_url), make_engine(s.ops_database_url)
+engine, ops = make_engine(s.r2a_database_url, read_only=True), make_ops_engine(s.ops_database_url)
 wh = Warehouse(s.work_warehouse_path, s.warehouse_path)
 with wh.connect() as con:  # schema setup outside the timing (the first connect of a fresh process creates it)
     pass

@@ -32,7 +32,8 @@ from ledger_pipeline.money import (
 from ledger_pipeline.partitions import START
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.extract import MAX_MONTH_MINOR, MAX_ROW_MINOR, extract
-from ledger_pipeline.r2a.models import make_engine
+from ledger_pipeline.r2a.models import make_engine as _make_engine
+from ledger_pipeline.r2a.seed import create_tables
 from ledger_pipeline.settings import DATA_DIR
 from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
 from ledger_pipeline.warehouse import schema
@@ -44,6 +45,12 @@ MONTH = dt.date.fromisoformat(START)
 NEXT = (MONTH + dt.timedelta(days=32)).replace(day=1)
 INSERT = ("INSERT INTO r2a_transactions (tenant_id, txn_date, category, subcategory, amount, currency) "
           "VALUES (:tenant, :day, :category, :sub, {amount}, :currency)")
+
+
+def make_engine(url: str):  # noqa: ANN201 - R2a's tables, created as the seed does (the pipeline never does)
+    engine = _make_engine(url)
+    create_tables(engine)
+    return engine
 
 
 # --- the money API ------------------------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ from ledger_pipeline_tests.helpers import CLOSE, connect, materialize, materiali
 from ledger_pipeline_tests.test_posting import assert_exactly_once
 
 R2A_TABLES = {"tenants", "r2a_transactions"}
-OPS_TABLES = {"integrations", "oauth_states", "postings", "shard_assignments", "ledger_entries", "alembic_version"}
+from ledger_pipeline_tests.test_migrations import OPS_TABLES as _MIGRATED  # noqa: E402 - one list of ops tables
+
+OPS_TABLES = _MIGRATED | {"alembic_version"}
 MONTH = dt.date(2025, 1, 1)
 
 
