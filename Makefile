@@ -23,10 +23,10 @@ browser:
 	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
 	    || echo "chromium could not be installed: the browser test will skip"; }
 
-# Three test processes: most tests wait on rate limits, subprocesses and Dagster's daemon, not on the two cores.
+# Four test processes: most tests wait on rate limits, subprocesses, emulators and Dagster's daemon, not on the two cores.
 test: $(STAMP) browser
 	$(BIN)/ruff check ledger_pipeline ledger_pipeline_tests bench
-	$(BIN)/python -m pytest -q -n 3
+	$(BIN)/python -m pytest -q -n 4
 
 lint: $(STAMP)
 	$(BIN)/ruff check ledger_pipeline ledger_pipeline_tests bench
