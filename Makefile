@@ -48,4 +48,4 @@ bench-smoke: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/run_all.py --smoke
 
 clean:
-	rm -rf data/*.sqlite* data/*.duckdb* data/work data/locks data/sandbox*
+	rm -rf data/*.sqlite* data/*.duckdb* data/work data/locks data/sandbox* data/first_month data/demo_rates.csv
