@@ -58,7 +58,7 @@ def world(tmp_path_factory) -> Iterator[dict]:  # noqa: ANN001
         try:
             engine = make_engine(s.r2a_database_url)
             create_tables(engine)
-            yield {"engine": engine, "conn": conn, "http": http, "con": con, "n": [0]}
+            yield {"engine": engine, "conn": conn, "http": http, "con": con, "n": [0], "url": server.url}
         finally:
             con.close()
             http.close()
@@ -91,6 +91,9 @@ def test_an_amount_survives_extraction_duckdb_wire_remote_and_reconciliation(wor
     assert (currency, back) == (code, minor)
     # wire -> remote (the emulator) -> parse
     conn.connect_tenant(tenant, follow_redirects(world["http"]))
+    # the company keeps its books in the tenant's currency (the emulator's default company is IDR)
+    world["http"].post(f"{world['url']}/_sandbox/{SYSTEM}/companies/{tenant}/currency",
+                       json={"home_currency": code}).raise_for_status()
     chart = [a for a in conn.fetch_chart(tenant) if not a.archived]
     e = CanonicalEntry(tenant, JAN, custom_id_for(tenant, JAN), JAN31, memo_for(JAN), currency, f"h{minor}", (
         CanonicalLine(1, chart[0].account_id, chart[0].number, back, 0, "cash"),
