@@ -25,7 +25,7 @@ from sqlalchemy import select
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.shards import assignments, queue_for
 from ledger_pipeline.state.models import LedgerEntry, Posting, RemoteChangeRecord
-from ledger_pipeline_tests.cluster import (
+from ledger_pipeline.testing.cluster import (
     Cluster,
     dt_add_months,
     launch_run,

@@ -234,7 +234,8 @@ class Cluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "DAGSTER_", "JURNAL_", "R2A_"))}
         return {**env, **self.sandbox_env, "LEDGER_PROFILE": "production", "LEDGER_SHARDS": str(self.shards),
                 "LEDGER_FIRST_MONTH": os.environ.get("LEDGER_FIRST_MONTH", "2024-01"),
-                "R2A_DATABASE_URL": self.ledger_url, "LEDGER_ENCRYPTION_KEY": self.encryption_key,
+                "R2A_DATABASE_URL": self.ledger_url, "LEDGER_OPS_DATABASE_URL": self.ledger_url,  # shared by hosts
+                "LEDGER_ENCRYPTION_KEY": self.encryption_key,
                 "DAGSTER_POSTGRES_URL": self.dagster_url, "LEDGER_CELERY_BROKER": self.services.broker,
                 "LEDGER_CELERY_BACKEND": self.services.backend, "JURNAL_RATE_LIMIT_SCALE": str(self.scale),
                 "LEDGER_WAREHOUSE": str(self.default_data_dir / "warehouse.duckdb"), "PYTHONUNBUFFERED": "1"}
