@@ -168,7 +168,7 @@ def chart_frame(tenants: list[str]):  # noqa: ANN201 - a pandas frame
     """Jurnal's default chart for every tenant, in accounting.gl_accounts' columns (whatever the schema adds)."""
     import pandas as pd
 
-    from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
+    from ledger_pipeline.sandboxes.chart import DEFAULT_CHART
     from ledger_pipeline.warehouse.schema import TABLES
 
     rows = [{"system": "jurnal", "tenant_id": t, "account_id": str(i + 1), "number": n, "name": name,

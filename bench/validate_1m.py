@@ -17,8 +17,8 @@ from ledger_pipeline.ledger.journal import build_journal
 from ledger_pipeline.ledger.mapping import load_mapping
 from ledger_pipeline.ledger.schemas import validate_lines
 from ledger_pipeline.r2a.seed import SUBCATEGORIES
+from ledger_pipeline.sandboxes.chart import DEFAULT_CHART
 from ledger_pipeline.settings import DATA_DIR
-from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
 
 
 def frame(tenants: int) -> pd.DataFrame:

@@ -18,23 +18,6 @@ import httpx
 from ledger_pipeline.settings import PROJECT_ROOT
 
 # The UI's own GraphQL: launch a partition backfill, read its status and runs.
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message stack }
-    ... on InvalidStepError { invalidStepKey }
-    ... on UnauthorizedError { message }
-  }
-}"""
-BACKFILL_STATUS = """
-query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status runs(limit: 10) { runId status } }
-  }
-}"""
 
 
 def free_port() -> int:

@@ -34,8 +34,8 @@ from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.extract import MAX_MONTH_MINOR, MAX_ROW_MINOR, extract
 from ledger_pipeline.r2a.models import make_engine as _make_engine
 from ledger_pipeline.r2a.seed import create_tables
+from ledger_pipeline.sandboxes.chart import DEFAULT_CHART
 from ledger_pipeline.settings import DATA_DIR
-from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
 from ledger_pipeline.warehouse import schema
 from ledger_pipeline.warehouse.store import Warehouse, replace_rows, transaction
 from ledger_pipeline_tests.helpers import connect, materialize, materialize_gl, query

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from ledger_pipeline.ledger.journal import build_journal
 from ledger_pipeline.ledger.mapping import load_mapping, resolve_numbers
 from ledger_pipeline.ledger.schemas import validate_lines
+from ledger_pipeline.sandboxes.chart import DEFAULT_CHART
 from ledger_pipeline.settings import DATA_DIR
-from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
 
 RULES = load_mapping(DATA_DIR / "account_mapping.csv")
 JAN, FEB = dt.date(2025, 1, 1), dt.date(2025, 2, 1)

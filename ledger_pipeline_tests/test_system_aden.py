@@ -18,12 +18,12 @@ from ledger_pipeline.money import loads_exact
 from ledger_pipeline.posting import PostingEngine
 from ledger_pipeline.reconcile import reconcile_tenant
 from ledger_pipeline.sandboxes.base import Limits
+from ledger_pipeline.sandboxes.chart import DEFAULT_CHART
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.systems import OpenOptions, open_connection
 from ledger_pipeline.systems.aden import AdenConnection
 from ledger_pipeline.systems.authflow import follow_redirects
-from ledger_pipeline.systems.jurnal.chart import DEFAULT_CHART
 from ledger_pipeline_tests.helpers import MemoryStore as MemStore
 
 JAN, FEB, MAR, APR = (dt.date(2025, m, 1) for m in (1, 2, 3, 4))
