@@ -19,7 +19,8 @@ import pytest
 from ledger_pipeline.partitions import monthly_partitions
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
-from ledger_pipeline_tests.dev_server import BACKFILL_STATUS, LAUNCH_BACKFILL, dagster_dev, graphql
+from ledger_pipeline.testing.cluster import BACKFILL_STATUS, LAUNCH_BACKFILL
+from ledger_pipeline_tests.dev_server import dagster_dev, graphql
 from ledger_pipeline_tests.helpers import connect, materialize_gl, sandbox_entries
 
 pytestmark = pytest.mark.slow
