@@ -59,7 +59,7 @@ def run(tmp, args) -> dict:  # noqa: ANN001
         def post(first: dt.date, last: dt.date | None = None) -> dict:
             httpx.post(f"{server.url}/_sandbox/stats/reset")
             t0 = time.perf_counter()
-            result = materialize(["jurnal_postings"], first, last)
+            result = materialize(["postings"], first, last)
             wall = time.perf_counter() - t0
             meta = next(e for e in result.get_asset_materialization_events()).materialization.metadata
             stats = httpx.get(f"{server.url}/_sandbox/stats").json()

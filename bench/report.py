@@ -189,7 +189,7 @@ def gl_ingest(r: dict) -> tuple[list[Row], str]:
     out = [f"{r['tenants']:,} tenants x {r['accounts_per_tenant']} accounts from the sandbox (limits off), "
            f"{r['runs']} runs each, ours and dlt's in turn (ours, dlt, ours, dlt, ...).", "",
            "| | median | runs |", "|---|---:|---|",
-           f"| `jurnal_gl_accounts` (the Dagster asset: fetch, diff, land, publish) | {fmt_s(ours['median_seconds'])} "
+           f"| `gl_accounts` (the Dagster asset: fetch, diff, land, publish) | {fmt_s(ours['median_seconds'])} "
            f"| {', '.join(f'{t:.1f}' for t in ours['all_seconds'])} |"]
     dlt = r.get("dlt_rest_client")
     rows: list[Row] = []

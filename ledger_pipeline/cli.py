@@ -544,7 +544,7 @@ def _run_close(month: str, to: str | None, dry_run: bool = False, allow_open: bo
         tags[clock.ALLOW_OPEN_MONTH_TAG] = "true"
     run_config: dict = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     if dry_run:
-        run_config["ops"] = {"jurnal_postings": {"config": {"dry_run": True}}}
+        run_config["ops"] = {"postings": {"config": {"dry_run": True}}}
     click.echo(f"closing {first[:7]}{'' if first == last else ' .. ' + last[:7]} through Dagster "
                f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     job = defs().resolve_job_def("monthly_close_job")

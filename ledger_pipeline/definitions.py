@@ -2,7 +2,7 @@
 
 `defs` is an `@dg.definitions` function: importing this module reads no environment; Dagster (and `defs()` in
 tests and the CLI) calls it, and only then is LEDGER_PROFILE read:
-- unset / `embedded`: one process, the whole close as `monthly_close_job` (jurnal_postings posts every tenant);
+- unset / `embedded`: one process, the whole close as `monthly_close_job` (postings posts every tenant);
 - `production`: ledger_pipeline/production.py (Postgres instance, Celery workers per shard; deploy/production/):
   the same charts, extract, journal, drift reconciliation, repost and checks, with posting split month x shard.
 What is still read at import: the month partitions (ledger_pipeline/partitions.py: LEDGER_FIRST_MONTH,
@@ -15,9 +15,9 @@ from __future__ import annotations
 import dagster as dg
 
 from ledger_pipeline.assets.accounting import (
-    jurnal_gl_accounts,
-    jurnal_postings,
-    jurnal_reconciliation,
+    gl_accounts,
+    postings,
+    reconciliation,
     reconciliation_all_match,
     reconciliation_drift,
 )
@@ -32,7 +32,7 @@ from ledger_pipeline.schedules import (
 )
 from ledger_pipeline.settings import load_settings
 
-ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, jurnal_gl_accounts, jurnal_postings, jurnal_reconciliation,
+ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, gl_accounts, postings, reconciliation,
           reconciliation_drift]
 CHECKS = [journal_balances, journal_complete, reconciliation_all_match]
 

@@ -13,8 +13,8 @@ DUCKDB_WRITER_TAG = {"ledger/duckdb_writer": "1"}
 
 monthly_close_job = dg.define_asset_job(
     "monthly_close_job",
-    selection=dg.AssetSelection.assets("jurnal_gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines",
-                                       "jurnal_postings", "jurnal_reconciliation"),
+    selection=dg.AssetSelection.assets("gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines",
+                                       "postings", "reconciliation"),
     partitions_def=monthly_partitions,
     tags=DUCKDB_WRITER_TAG,
     description="Close a month (or a range, as one run): refresh GL accounts, extract R2a's P&L, build and "
@@ -23,8 +23,8 @@ monthly_close_job = dg.define_asset_job(
 )
 
 gl_accounts_job = dg.define_asset_job(
-    "gl_accounts_job", selection=dg.AssetSelection.assets("jurnal_gl_accounts"), tags=DUCKDB_WRITER_TAG,
-    config={"ops": {"jurnal_gl_accounts": {"config": {"refresh": "all"}}}},
+    "gl_accounts_job", selection=dg.AssetSelection.assets("gl_accounts"), tags=DUCKDB_WRITER_TAG,
+    config={"ops": {"gl_accounts": {"config": {"refresh": "all"}}}},
     description="Refresh every connected tenant's chart of accounts from its accounting system (background "
                 "priority: a close running at the same time goes first on the shared request budget).",
 )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ledger_pipeline.assets.accounting import jurnal_gl_accounts, reconciliation_drift
+from ledger_pipeline.assets.accounting import gl_accounts, reconciliation_drift
 from ledger_pipeline.assets.ledger import journal, journal_balances, journal_complete
 from ledger_pipeline.assets.r2a import R2A_SOURCE, r2a_pl_monthly
 from ledger_pipeline.assets.shards import (
@@ -34,18 +34,18 @@ from ledger_pipeline.resources import default_resources
 from ledger_pipeline.schedules import gl_accounts_daily_schedule, reconciliation_drift_schedule
 
 # reconciliation_drift, its job and schedule are the embedded ones (default queue: it writes the DuckDB copy);
-# shard_postings carries the same postings_complete check and the same chart retry as jurnal_postings.
+# shard_postings carries the same postings_complete check and the same chart retry as postings.
 # Drift follows the posting asset of this graph: published_postings (every shard of a month posted) in place of
-# jurnal_postings; the asset itself (key, code, table) is the embedded one.
+# postings; the asset itself (key, code, table) is the embedded one.
 production_drift = reconciliation_drift.with_attributes(
-    asset_key_replacements={dg.AssetKey("jurnal_postings"): dg.AssetKey("published_postings")})
-PRODUCTION_ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, jurnal_gl_accounts, tenant_shards, shard_postings,
+    asset_key_replacements={dg.AssetKey("postings"): dg.AssetKey("published_postings")})
+PRODUCTION_ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, gl_accounts, tenant_shards, shard_postings,
                      published_postings, production_drift]
 PRODUCTION_CHECKS = [journal_balances, journal_complete, published_all_match]
 
 prepare_month_job = dg.define_asset_job(
     "prepare_month_job",
-    selection=dg.AssetSelection.assets("jurnal_gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines",
+    selection=dg.AssetSelection.assets("gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines",
                                        "tenant_shards"),
     partitions_def=monthly_partitions, tags=DUCKDB_WRITER_TAG,
     description="A month's preparation on the default queue: stale charts, extract, journal (entries written to the "

@@ -17,8 +17,8 @@ from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.systems.authflow import connect_tenant, follow_redirects
 from ledger_pipeline.systems.jurnal.session import JurnalSession, open_session
 
-CLOSE = ["jurnal_gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines", "jurnal_postings",
-         "jurnal_reconciliation"]
+CLOSE = ["gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines", "postings",
+         "reconciliation"]
 
 
 def resources(s: Settings, r2a_url: str | None = None) -> dict:
@@ -43,7 +43,7 @@ def materialize(selection: list[str], first: str, last: str | None = None, *, r2
                 raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
     """Materialize `selection` (asset names) for a month or a range as one run, with its checks."""
     s = load_settings()
-    partitioned = [a for a in selection if a not in ("jurnal_gl_accounts", "reconciliation_drift")]
+    partitioned = [a for a in selection if a not in ("gl_accounts", "reconciliation_drift")]
     with committed_instance(instance) as inst:
         return dg.materialize(
             [*ASSETS, *CHECKS], selection=dg.AssetSelection.assets(*selection)
@@ -66,9 +66,9 @@ def committed_instance(instance: dg.DagsterInstance | None = None) -> Iterator[d
 def materialize_gl(r2a_url: str | None = None, refresh: str = "all") -> dg.ExecuteInProcessResult:
     s = load_settings()
     with committed_instance() as inst:
-        return dg.materialize([*ASSETS], selection=["jurnal_gl_accounts"], resources=resources(s, r2a_url),
+        return dg.materialize([*ASSETS], selection=["gl_accounts"], resources=resources(s, r2a_url),
                               instance=inst,
-                              run_config={"ops": {"jurnal_gl_accounts": {"config": {"refresh": refresh}}}})
+                              run_config={"ops": {"gl_accounts": {"config": {"refresh": refresh}}}})
 
 
 def materialize_drift(r2a_url: str | None = None, months: int = 3, **config: object) -> dg.ExecuteInProcessResult:

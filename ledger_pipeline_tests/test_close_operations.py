@@ -136,7 +136,7 @@ def test_mass_delete_is_refused_then_allowed_by_config(settings, sandbox) -> Non
     assert f"refused to delete {posted} of the window's {posted} posted entries" in message
     assert "allow_mass_delete" in message
     assert sandbox_stats(sandbox.url)["api_writes"] == 0 and len(sandbox_entries(sandbox.url)) == posted
-    config = {"ops": {"jurnal_postings": {"config": {"allow_mass_delete": True}}}}
+    config = {"ops": {"postings": {"config": {"allow_mass_delete": True}}}}
     assert materialize(CLOSE, "2025-01-01", run_config=config).success
     assert not sandbox_entries(sandbox.url)
     assert set(query(settings, "SELECT status FROM accounting.postings")) == {("deleted",)}

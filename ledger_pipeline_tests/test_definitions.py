@@ -47,9 +47,9 @@ def test_jobs_schedules_and_graph() -> None:
     up = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
           for k in graph.get_all_asset_keys()}
     assert up["r2a_pl_monthly"] == {"r2a_transactions"}
-    assert up["journal_entries"] == {"r2a_pl_monthly", "jurnal_gl_accounts"}
-    assert up["jurnal_postings"] == {"journal_entries", "journal_lines"}
-    assert up["jurnal_reconciliation"] == {"jurnal_postings"}
+    assert up["journal_entries"] == {"r2a_pl_monthly", "gl_accounts"}
+    assert up["postings"] == {"journal_entries", "journal_lines"}
+    assert up["reconciliation"] == {"postings"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         if key.to_user_string() != "r2a_transactions":
@@ -64,7 +64,7 @@ def test_the_profile_is_read_when_dagster_loads_the_definitions_not_at_import() 
     the environment at load time (what a code-location reload sees)."""
     code = ("import os, ledger_pipeline.definitions as d; os.environ['LEDGER_PROFILE'] = 'production'; "
             "keys = {k.to_user_string() for k in d.defs().resolve_asset_graph().get_all_asset_keys()}; "
-            "print('shard_postings' in keys, 'jurnal_postings' in keys)")
+            "print('shard_postings' in keys, 'postings' in keys)")
     env = {k: v for k, v in os.environ.items() if k != "LEDGER_PROFILE"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.split() == ["True", "False"], out.stdout + out.stderr

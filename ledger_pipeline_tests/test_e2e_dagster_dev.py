@@ -37,7 +37,7 @@ while True:
         print(f"ERROR {exc}", flush=True)
     time.sleep(0.5)
 """
-PARTITIONED = ["r2a_pl_monthly", "journal_entries", "journal_lines", "jurnal_postings", "jurnal_reconciliation"]
+PARTITIONED = ["r2a_pl_monthly", "journal_entries", "journal_lines", "postings", "reconciliation"]
 
 
 def launch_backfill(url: str, first: str, last: str) -> str:

@@ -177,7 +177,7 @@ def test_no_token_in_plaintext_anywhere(settings, sandbox, caplog) -> None:  # n
     from ledger_pipeline_tests.helpers import resources
 
     with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME: the test's own folder
-        dg.materialize(ASSETS, selection=["jurnal_gl_accounts"], resources=resources(settings), instance=instance)
+        dg.materialize(ASSETS, selection=["gl_accounts"], resources=resources(settings), instance=instance)
     sess = session()
     try:
         with sess.vault.engine.connect() as conn:

@@ -82,7 +82,7 @@ def test_jurnal_connection_on_postgres(settings, sandbox, pg_url: str) -> None: 
     finally:
         sess.close()
     materialize_gl(pg_url)
-    assert materialize([*JOURNAL, "jurnal_postings", "jurnal_reconciliation"], "2025-01-01", r2a_url=pg_url).success
+    assert materialize([*JOURNAL, "postings", "reconciliation"], "2025-01-01", r2a_url=pg_url).success
     assert set(query(settings, "SELECT status FROM jurnal.reconciliation")) == {("match",)}
 
 
@@ -98,10 +98,10 @@ def test_blocking_balance_check_stops_posting_in_a_real_run(settings, sandbox) -
                     "WHERE custom_id = 'r2a-pl-t00003-202501' AND credit > 0)")
     result = dg.materialize(
         [*ASSETS, *CHECKS], resources=resources(s), instance=dg.DagsterInstance.ephemeral(),
-        selection=dg.AssetSelection.checks_for_assets("journal_lines") | dg.AssetSelection.assets("jurnal_postings"),
+        selection=dg.AssetSelection.checks_for_assets("journal_lines") | dg.AssetSelection.assets("postings"),
         tags=range_tags("2025-01-01"), raise_on_error=False)
     assert not result.success
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "journal_balances")
     assert not evaluation.passed and "r2a-pl-t00003-202501" in evaluation.description
-    assert not [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["jurnal_postings"]]
+    assert not [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["postings"]]
     assert sandbox_stats(sandbox.url)["api_writes"] == 0 and not sandbox_entries(sandbox.url)

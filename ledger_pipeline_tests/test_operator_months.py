@@ -29,7 +29,7 @@ def test_a_range_run_reports_each_month_on_its_own_partition(settings, sandbox) 
         own = query(settings, "SELECT COUNT(*) FROM ledger.journal_entries WHERE period = ?", [key])[0][0]
         assert entries["dagster/row_count"].value == own, (key, "the month's own entries, not the window's")
         assert entries["window"].value == key[:7] and entries["run_window"].value == "2025-01 .. 2025-03"
-        posting = by[("jurnal_postings", key)]
+        posting = by[("postings", key)]
         rows = query(settings, "SELECT tenant_id, status FROM accounting.postings WHERE period = ?", [key])
         assert posting["dagster/row_count"].value == len(rows)
         assert posting["window"].value == key[:7]

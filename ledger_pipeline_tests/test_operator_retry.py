@@ -86,10 +86,10 @@ def test_revoked_and_locked_are_reported_once_and_the_rest_reconciles(settings, 
     assert "connect --tenant" in rows[revoked]["fix"] and "reopen" in rows[locked]["fix"]
     assert f"tenant {revoked}:" not in rows[revoked]["detail"], "never nested"
     meta = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
-    assert meta["jurnal_postings"]["retry"].value == "no: permanent causes only"
-    table = meta["jurnal_postings"]["tenant_months"].value
+    assert meta["postings"]["retry"].value == "no: permanent causes only"
+    table = meta["postings"]["tenant_months"].value
     assert {r.data["tenant_id"] for r in table.records} == set(tenants), "every tenant findable"
-    counts = meta["jurnal_postings"]["status_counts_by_system"].value["jurnal"]
+    counts = meta["postings"]["status_counts_by_system"].value["jurnal"]
     assert counts["posted"] == 3 and sum(counts.values()) == 5, counts
     recon = dict(query(settings, "SELECT tenant_id, status FROM accounting.reconciliation"))
     assert all(recon[t] == "match" for t in tenants if t not in (locked, revoked)), recon

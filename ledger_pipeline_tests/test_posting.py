@@ -95,8 +95,8 @@ def test_post_rerun_late_data_and_removal(settings, sandbox) -> None:  # noqa: A
 def test_dry_run_plans_without_calling_jurnal(settings, sandbox) -> None:  # noqa: ANN001
     setup(settings, 3, 1)
     reset_stats(sandbox.url)
-    materialize(["jurnal_gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines", "jurnal_postings"],
-                "2025-01-01", run_config={"ops": {"jurnal_postings": {"config": {"dry_run": True}}}})
+    materialize(["gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines", "postings"],
+                "2025-01-01", run_config={"ops": {"postings": {"config": {"dry_run": True}}}})
     stats = sandbox_stats(sandbox.url)
     assert stats["api_writes"] == 0 and not sandbox_entries(sandbox.url)
     plan = query(settings, "SELECT action, COUNT(*) FROM jurnal.posting_plan GROUP BY 1")

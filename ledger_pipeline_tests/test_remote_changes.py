@@ -110,7 +110,7 @@ def repost(tenant: str, accept_remote: bool = False) -> dg.ExecuteInProcessResul
 
 def names_its_own_system(text_: str, system: str) -> None:
     assert SYSTEMS[system].title in text_, text_
-    assert "jurnal_postings" not in text_
+    assert "postings" not in text_
     if system != "jurnal":
         assert "Jurnal" not in text_, text_
 

@@ -148,7 +148,7 @@ def fake_holder(instance: dg.DagsterInstance, pid: int) -> str:
                                    tags={runs.WRITER_TAG: "1", **runs.process_tags(pid)}))
     storage = instance.event_log_storage
     storage.initialize_concurrency_limit_to_default("duckdb")
-    assert storage.claim_concurrency_slot("duckdb", run_id, "jurnal_postings", 0).is_claimed
+    assert storage.claim_concurrency_slot("duckdb", run_id, "postings", 0).is_claimed
     return run_id
 
 
@@ -168,7 +168,7 @@ def test_wait_on_a_live_holder_is_logged_and_bounded_then_runs_clears_it_once_de
         assert instance.get_run_by_id(holder).status == dg.DagsterRunStatus.STARTED, "a live holder is never failed"
 
         code, out = runs_cmd()
-        assert code == 0 and holder in out and "process: alive" in out and "pool duckdb (jurnal_postings)" in out
+        assert code == 0 and holder in out and "process: alive" in out and "pool duckdb (postings)" in out
         assert f"run tag {runs.WRITER_TAG}" in out
         code, out = runs_cmd("--clear-dead")
         assert "cleared 0 dead run(s)" in out and instance.get_run_by_id(holder).status.value == "STARTED"

@@ -95,10 +95,10 @@ def test_production_definitions_load_and_the_embedded_ones_are_unchanged() -> No
                                          check=True).stdout)
     production = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                            env={**env, "LEDGER_PROFILE": "production", "LEDGER_SHARDS": "3"}).stdout)
-    assert "jurnal_postings" in embedded["assets"] and "shard_postings" not in embedded["assets"]
+    assert "postings" in embedded["assets"] and "shard_postings" not in embedded["assets"]
     assert "monthly_close_job" in embedded["jobs"]
     assert {"prepare_month_job", "shard_posting_job", "publish_month_job"} <= set(production["jobs"])
-    assert "jurnal_postings" not in production["assets"], "production posts through the shards only"
+    assert "postings" not in production["assets"], "production posts through the shards only"
     # the same drift reconciliation and operator's repost as the embedded profile
     assert "reconciliation_drift" in production["assets"] and "reconciliation_drift" in embedded["assets"]
     assert {"reconciliation_drift_job", "repost_job", "gl_accounts_job"} <= set(production["jobs"]) & set(
@@ -178,7 +178,7 @@ def test_a_shard_run_refreshes_a_stale_chart_for_that_tenant_alone_and_retries(s
 def test_production_drift_read_is_kept_by_the_published_copy(settings, sandbox) -> None:  # noqa: ANN001
     """The production graph's drift reconciliation: after the shards post, an entry deleted by hand is found by
     reconciliation_drift (recorded in remote_changes), and published_postings keeps that newer read rather than
-    the older posting answer (as jurnal_reconciliation does)."""
+    the older posting answer (as reconciliation does)."""
     import httpx
 
     from ledger_pipeline import clock

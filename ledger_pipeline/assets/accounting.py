@@ -191,7 +191,7 @@ class ChartsConfig(dg.Config):
                 "accounting.gl_ingest_status. The daily job refreshes all (background priority); the monthly close "
                 "fetches only charts older than the max age, so a fresh month spends no request here.",
 )
-def jurnal_gl_accounts(context: dg.AssetExecutionContext, config: ChartsConfig, r2a: R2aDatabase,
+def gl_accounts(context: dg.AssetExecutionContext, config: ChartsConfig, r2a: R2aDatabase,
                        accounting: AccountingResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
     s = load_settings()
     systems = connected_systems(r2a)
@@ -263,7 +263,7 @@ def _rechart(wh: Warehouse, connections: Connections, run_id: str):  # noqa: ANN
     group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb",
     metadata={**table_spec_metadata("accounting.postings"), "dagster/column_lineage": POSTINGS_LINEAGE},
     check_specs=[dg.AssetCheckSpec(
-        POSTINGS_CHECK, asset="jurnal_postings",
+        POSTINGS_CHECK, asset="postings",
         description="Every tenant-month of the window is posted as our ledger says. Fails (WARN: the rest is posted) "
                     "naming each tenant-month that is not: rejected upstream (ledger.rejections), failed, pending, "
                     "rejected by an approver, or held for a decision on a change made by hand in the tenant's "
@@ -276,7 +276,7 @@ def _rechart(wh: Warehouse, connections: Connections, run_id: str):  # noqa: ANN
                 "the operational database (`postings`, `remote_changes`), published to accounting.postings. Records "
                 "every tenant, then fails naming the ones that failed.",
 )
-def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R2aDatabase,
+def postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R2aDatabase,
                     accounting: AccountingResource, warehouse: WarehouseResource):  # noqa: ANN201 (a generator)
     start, end = closed_window(context)
     wh = warehouse.warehouse
@@ -293,7 +293,7 @@ def jurnal_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2
         rejections = con.execute(f"SELECT tenant_id, period, stage, detail FROM ledger.rejections WHERE "
                                  f"{window_where()}", [start, end]).fetchall()
     wh.publish(run_id=context.run_id)
-    checked = dg.AssetCheckKey(dg.AssetKey("jurnal_postings"), POSTINGS_CHECK) in context.selected_asset_check_keys
+    checked = dg.AssetCheckKey(dg.AssetKey("postings"), POSTINGS_CHECK) in context.selected_asset_check_keys
     if checked:
         yield postings_check(r2a, posted, {(t, pd.Timestamp(p).date()): f"[{stage}] {detail}"
                                            for t, p, stage, detail in rejections})
@@ -555,7 +555,7 @@ def _allowed_per_minute(accounting: AccountingResource) -> float:
 
 
 @dg.asset(
-    deps=["jurnal_postings"],
+    deps=["postings"],
     partitions_def=monthly_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="accounting", kinds={"duckdb"}, pool="duckdb",
     metadata=table_spec_metadata("accounting.reconciliation"),
@@ -565,7 +565,7 @@ def _allowed_per_minute(accounting: AccountingResource) -> float:
                 "finding, and a newer read by reconciliation_drift (checked_by remote_read) is kept, never "
                 "overwritten by an older answer; anything not posted is missing_remote with its reason.",
 )
-def jurnal_reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase,
+def reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase,
                           warehouse: WarehouseResource) -> dg.MaterializeResult:
     start, end = closed_window(context)
     wh = warehouse.warehouse
@@ -649,7 +649,7 @@ class DriftConfig(dg.Config):
 
 
 @dg.asset(
-    deps=["jurnal_postings"], group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb",
+    deps=["postings"], group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb",
     metadata=table_spec_metadata("accounting.reconciliation"),
     description="Finds drift made by people in the accounting systems (entries edited, deleted, moved or added by "
                 "hand): reads each tenant's remote entries over a rolling window, least recently checked tenants "
@@ -729,7 +729,7 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
 AGREED = ("match", "accepted_remote")
 
 
-@dg.asset_check(asset="jurnal_reconciliation", pool="duckdb",
+@dg.asset_check(asset="reconciliation", pool="duckdb",
                 description="Every entry in the window is in its accounting system exactly once with our amounts "
                             "(status match), or with a version changed by hand that an operator accepted "
                             "(accepted_remote).")

@@ -29,7 +29,7 @@ from ledger_pipeline.state.ledger import save_window
 from ledger_pipeline.warehouse.schema import minor_sql
 from ledger_pipeline.warehouse.store import replace_rows, transaction, window_where
 
-DEPS = ["r2a_pl_monthly", "jurnal_gl_accounts"]
+DEPS = ["r2a_pl_monthly", "gl_accounts"]
 DETAIL_SQL = f"""SELECT tenant_id, period, category, subcategory, {minor_sql('amount', 'currency')} AS amount_minor,
                         currency, source_rows FROM r2a.pl_monthly_detail WHERE {window_where()}"""
 _AMOUNT = [("r2a_pl_monthly", "revenue"), ("r2a_pl_monthly", "cogs"), ("r2a_pl_monthly", "expenses")]
@@ -41,8 +41,8 @@ ENTRIES_LINEAGE = lineage({
 })
 LINES_LINEAGE = lineage({
     "debit": _AMOUNT, "credit": _AMOUNT,
-    "account_id": [("jurnal_gl_accounts", "account_id")], "account_number": [("jurnal_gl_accounts", "number")],
-    "account_name": [("jurnal_gl_accounts", "name")], "category": [("r2a_pl_monthly", "revenue")],
+    "account_id": [("gl_accounts", "account_id")], "account_number": [("gl_accounts", "number")],
+    "account_name": [("gl_accounts", "name")], "category": [("r2a_pl_monthly", "revenue")],
 })
 ACCOUNTS_SQL = "SELECT tenant_id, account_id, number, name, archived FROM accounting.gl_accounts"
 

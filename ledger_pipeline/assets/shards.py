@@ -2,7 +2,7 @@
 
 - `tenant_shards` (month, default queue): gives every tenant of the month without a shard the least-loaded one.
 - `shard_postings` (month x shard, the shard's own queue and worker): posts only that shard's tenants, exactly like
-  `jurnal_postings` (the same `post_window`), reading and writing only the operational database: no DuckDB, no file
+  `postings` (the same `post_window`), reading and writing only the operational database: no DuckDB, no file
   of another host. Its metadata names the worker (Celery node, queue, source address, data directory).
 - `published_postings` (month, default queue, after every shard of the month): the analysts' DuckDB copy of the
   posting state (`accounting.postings`) and the reconciliation from that state (`accounting.reconciliation`).
@@ -134,9 +134,9 @@ def tenant_shards(context: dg.AssetExecutionContext, r2a: R2aDatabase) -> dg.Mat
     check_specs=[dg.AssetCheckSpec(
         POSTINGS_CHECK, asset="shard_postings",
         description="Every tenant-month of the shard's month is posted as our ledger says (the same check as "
-                    "jurnal_postings'). Fails (WARN: the rest is posted) naming each tenant-month that is not.")],
+                    "postings'). Fails (WARN: the rest is posted) naming each tenant-month that is not.")],
     description="Posts one shard's tenants for one month to their accounting systems exactly once (the same engine "
-                "as jurnal_postings, with the same chart retry for an entry whose account is missing), on the shard's "
+                "as postings, with the same chart retry for an entry whose account is missing), on the shard's "
                 "own Celery queue and worker, from that worker's source address. "
                 "Reads and writes only the operational database. One run per month x shard; the instance runs one "
                 "run per shard at a time, so a tenant's token is only ever used by one worker.",
@@ -174,7 +174,7 @@ def shard_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a
     metadata=table_spec_metadata("accounting.reconciliation"),
     description="The analysts' copy, once every shard of the month is posted: accounting.postings from the "
                 "operational posting state, and accounting.reconciliation from that state (no request; a newer read "
-                "by reconciliation_drift is kept, as in jurnal_reconciliation), published "
+                "by reconciliation_drift is kept, as in reconciliation), published "
                 "to LEDGER_WAREHOUSE. Runs on the default queue, the one host with the DuckDB files.",
 )
 def published_postings(context: dg.AssetExecutionContext, r2a: R2aDatabase,
@@ -182,7 +182,7 @@ def published_postings(context: dg.AssetExecutionContext, r2a: R2aDatabase,
     start, end = closed_window(context)
     wh = warehouse.warehouse
     postings = SqlPostingStore(r2a.ops_engine).frame(start, end)
-    with wh.connect() as con:  # a newer read by reconciliation_drift is kept, as in jurnal_reconciliation
+    with wh.connect() as con:  # a newer read by reconciliation_drift is kept, as in reconciliation
         reads = remote_reads(con, start, end)
     frame = reconciliation_from_state(r2a, start, end, context.run_id, reads)
     with wh.connect() as con, transaction(con):

@@ -26,8 +26,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 COMMITTED_INSTANCE = PROJECT_ROOT / "dagster_home" / "dagster.yaml"
 
 # The whole monthly close, in dependency order (the monthly job's assets).
-CLOSE = ["jurnal_gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines", "jurnal_postings",
-         "jurnal_reconciliation"]
+CLOSE = ["gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines", "postings",
+         "reconciliation"]
 LOCAL_CLOSE = ["r2a_pl_monthly", "journal_entries", "journal_lines"]  # no request: extract, build, validate, land
 
 
@@ -137,7 +137,7 @@ def materialize(selection: list[str], first: str | dt.date, last: str | dt.date 
 
     first_key = clock.month_key(first)
     last_key = clock.month_key(last) if last is not None else None
-    unpartitioned = {"jurnal_gl_accounts", "reconciliation_drift"}
+    unpartitioned = {"gl_accounts", "reconciliation_drift"}
     partitioned = [a for a in selection if a not in unpartitioned]
     chosen = dg.AssetSelection.assets(*selection).without_checks()  # (assets() alone brings their checks)
     if checks and partitioned:
@@ -150,8 +150,8 @@ def materialize(selection: list[str], first: str | dt.date, last: str | dt.date 
 
 def materialize_gl(r2a_url: str | None = None, refresh: str = "all") -> object:
     """The daily GL job's asset (every connected tenant's chart of accounts)."""
-    return materialize(["jurnal_gl_accounts"], clock.current_month(), r2a_url=r2a_url,
-                       run_config={"ops": {"jurnal_gl_accounts": {"config": {"refresh": refresh}}}})
+    return materialize(["gl_accounts"], clock.current_month(), r2a_url=r2a_url,
+                       run_config={"ops": {"gl_accounts": {"config": {"refresh": refresh}}}})
 
 
 @contextlib.contextmanager
