@@ -16,6 +16,7 @@ import dagster as dg
 
 from ledger_pipeline.assets.accounting import (
     gl_accounts,
+    gl_accounts_fresh,
     postings,
     reconciliation,
     reconciliation_all_match,
@@ -32,7 +33,7 @@ from ledger_pipeline.schedules import (
 )
 from ledger_pipeline.settings import load_settings
 
-ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, gl_accounts, postings, reconciliation,
+ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, gl_accounts, gl_accounts_fresh, postings, reconciliation,
           reconciliation_drift]
 CHECKS = [journal_balances, journal_complete, reconciliation_all_match]
 

@@ -1,4 +1,4 @@
-"""Jobs: the monthly close (GL accounts, extract, journal, post, reconcile), the GL-accounts refresh, the drift read,
+"""Jobs: the monthly close (stale charts, extract, journal, post, reconcile), the GL-accounts refresh, the drift read,
 and the operator's repost of one tenant-month (run config, from the UI's launchpad or `ledger-pipeline repost`)."""
 
 import dagster as dg
@@ -11,15 +11,22 @@ from ledger_pipeline.resources import AccountingResource, R2aDatabase, Warehouse
 # Every run writes the DuckDB work file: the instance limits runs with this tag to one at a time.
 DUCKDB_WRITER_TAG = {"ledger/duckdb_writer": "1"}
 
+# Only monthly-partitioned assets, all with BackfillPolicy.single_run(): the UI's "Materialize all" backfill of this
+# job previews every asset with the chosen months and launches one run per range. The unpartitioned `gl_accounts`
+# (one table of current charts) stays outside: its close-time refresh of stale charts is the partitioned
+# `gl_accounts_fresh` step, upstream of the journal; gl_accounts_job refreshes every chart daily.
+CLOSE_ASSETS = ("gl_accounts_fresh", "r2a_pl_monthly", "journal_entries", "journal_lines", "postings", "reconciliation")
+
 monthly_close_job = dg.define_asset_job(
     "monthly_close_job",
-    selection=dg.AssetSelection.assets("gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines",
-                                       "postings", "reconciliation"),
+    selection=dg.AssetSelection.assets(*CLOSE_ASSETS),
     partitions_def=monthly_partitions,
     tags=DUCKDB_WRITER_TAG,
-    description="Close a month (or a range, as one run): refresh GL accounts, extract R2a's P&L, build and "
-                "validate journal entries, post them to each tenant's own accounting system (the one its connection "
-                "names, any system of the registry) exactly once, reconcile.",
+    description="Close a month (or a range, as one run): refresh stale charts of accounts (gl_accounts_fresh), "
+                "extract R2a's P&L, build and validate journal entries, post them to each tenant's own accounting "
+                "system (the one its connection names, any system of the registry) exactly once, reconcile. "
+                "Backfill from the UI: Materialize all > Show all partitions > a range such as "
+                "[2026-05-01...2026-07-01] > Launch backfill (one run per range).",
 )
 
 gl_accounts_job = dg.define_asset_job(

@@ -1,8 +1,9 @@
 """The production profile's Definitions (LEDGER_PROFILE=production; instance config in deploy/production/).
 
 What runs where:
-- default queue (`ledger-default`, the one worker that holds the DuckDB files): `prepare_month_job` (charts, extract,
-  journal: writes the month's entries into the operational database) and `publish_month_job` (the analysts' copy);
+- default queue (`ledger-default`, the one worker that holds the DuckDB files): `prepare_month_job` (stale charts,
+  extract, journal: writes the month's entries into the operational database) and `publish_month_job` (the
+  analysts' copy);
 - shard queues (`ledger-shard-N`, one worker each, each with its own source address): `shard_postings`, one run per
   month x shard, which needs only the operational database and the accounting systems.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ledger_pipeline.assets.accounting import gl_accounts, reconciliation_drift
+from ledger_pipeline.assets.accounting import gl_accounts, gl_accounts_fresh, reconciliation_drift
 from ledger_pipeline.assets.ledger import journal, journal_balances, journal_complete
 from ledger_pipeline.assets.r2a import R2A_SOURCE, r2a_pl_monthly
 from ledger_pipeline.assets.shards import (
@@ -39,17 +40,18 @@ from ledger_pipeline.schedules import gl_accounts_daily_schedule, reconciliation
 # postings; the asset itself (key, code, table) is the embedded one.
 production_drift = reconciliation_drift.with_attributes(
     asset_key_replacements={dg.AssetKey("postings"): dg.AssetKey("published_postings")})
-PRODUCTION_ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, gl_accounts, tenant_shards, shard_postings,
-                     published_postings, production_drift]
+PRODUCTION_ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, gl_accounts, gl_accounts_fresh, tenant_shards,
+                     shard_postings, published_postings, production_drift]
 PRODUCTION_CHECKS = [journal_balances, journal_complete, published_all_match]
 
 prepare_month_job = dg.define_asset_job(
     "prepare_month_job",
-    selection=dg.AssetSelection.assets("gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines",
+    selection=dg.AssetSelection.assets("gl_accounts_fresh", "r2a_pl_monthly", "journal_entries", "journal_lines",
                                        "tenant_shards"),
     partitions_def=monthly_partitions, tags=DUCKDB_WRITER_TAG,
-    description="A month's preparation on the default queue: stale charts, extract, journal (entries written to the "
-                "operational database for the shard workers), new tenants assigned to shards.",
+    description="A month's preparation on the default queue: stale charts (gl_accounts_fresh), extract, journal "
+                "(entries written to the operational database for the shard workers), new tenants assigned to shards. "
+                "Monthly assets only, one backfill policy (single run).",
 )
 
 shard_posting_job = dg.define_asset_job(

@@ -17,7 +17,7 @@ from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.systems.authflow import connect_tenant, follow_redirects
 from ledger_pipeline.systems.jurnal.session import JurnalSession, open_session
 
-CLOSE = ["gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines", "postings",
+CLOSE = ["gl_accounts_fresh", "r2a_pl_monthly", "journal_entries", "journal_lines", "postings",
          "reconciliation"]
 
 

@@ -47,15 +47,45 @@ def test_jobs_schedules_and_graph() -> None:
     up = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
           for k in graph.get_all_asset_keys()}
     assert up["r2a_pl_monthly"] == {"r2a_transactions"}
-    assert up["journal_entries"] == {"r2a_pl_monthly", "gl_accounts"}
+    assert up["journal_entries"] == {"r2a_pl_monthly", "gl_accounts", "gl_accounts_fresh"}
+    assert up["gl_accounts_fresh"] == {"gl_accounts"}, "the close's stale-chart step, in the lineage"
     assert up["postings"] == {"journal_entries", "journal_lines"}
     assert up["reconciliation"] == {"postings"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        if key.to_user_string() != "r2a_transactions":
+        if key.to_user_string() not in ("r2a_transactions", "gl_accounts_fresh"):  # a source; a step on gl_accounts
             assert "dagster/column_schema" in node.metadata, key
     assert monthly_partitions.get_first_partition_key() == "2024-01-01"
     assert month_key("2025-11") == "2025-11-01"
+
+
+@pytest.mark.parametrize("profile", ["embedded", "production"])
+def test_a_partitioned_jobs_backfill_has_only_its_partitions_and_one_policy(profile: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The UI's "Materialize all" backfill of a partitioned job previews every asset with the chosen partitions
+    ("No partitions available to materialize" for an unpartitioned one) and one backfill policy (else it warns of
+    "varying backfill policies"): every asset of such a job has the job's partitions and the same policy, single
+    run for the monthly jobs (a range is one run)."""
+    monkeypatch.setenv("LEDGER_PROFILE", profile)
+    defs = load_defs()
+    graph = defs.resolve_asset_graph()
+    jobs = [j for j in defs.resolve_all_job_defs()  # the implicit __ASSET_JOB is the Lineage page's, not a job's
+            if j.partitions_def is not None and not j.name.startswith("__ASSET_JOB")]
+    assert {j.name for j in jobs} >= ({"monthly_close_job"} if profile == "embedded" else
+                                      {"prepare_month_job", "publish_month_job", "shard_posting_job"})
+    for job in jobs:
+        nodes = [graph.get(k) for k in job.asset_layer.executable_asset_keys]
+        assert nodes, job.name
+        assert all(n.partitions_def == job.partitions_def for n in nodes), (
+            job.name, [n.key.to_user_string() for n in nodes if n.partitions_def != job.partitions_def])
+        policies = {n.backfill_policy for n in nodes}
+        assert len(policies) == 1, (job.name, policies)
+        if job.partitions_def == monthly_partitions:
+            assert policies == {dg.BackfillPolicy.single_run()}, (job.name, policies)
+    if profile == "embedded":
+        close = defs.resolve_job_def("monthly_close_job").asset_layer.executable_asset_keys
+        assert dg.AssetKey("gl_accounts") not in close and dg.AssetKey("gl_accounts_fresh") in close
+        assert graph.get(dg.AssetKey("gl_accounts")).partitions_def is None, "one table of current charts"
 
 
 

@@ -179,32 +179,34 @@ def ingest_charts(wh: Warehouse, connections: Connections, todo: list[tuple[str,
 
 
 class ChartsConfig(dg.Config):
-    refresh: str = "stale"  # "stale": only charts older than max_age_hours (the close); "all": every tenant (daily)
+    refresh: str = "stale"  # "stale": only charts older than max_age_hours; "all": every tenant (gl_accounts_job)
     max_age_hours: float | None = None  # default LEDGER_CHART_MAX_AGE_HOURS (36)
 
 
-@dg.asset(
-    group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb",
-    metadata=table_spec_metadata("accounting.gl_accounts"),
-    description="Every connected tenant's chart of accounts from its own accounting system (inactive accounts "
-                "included): accounting.gl_accounts, changes in accounting.gl_account_changes, per-tenant outcome in "
-                "accounting.gl_ingest_status. The daily job refreshes all (background priority); the monthly close "
-                "fetches only charts older than the max age, so a fresh month spends no request here.",
-)
-def gl_accounts(context: dg.AssetExecutionContext, config: ChartsConfig, r2a: R2aDatabase,
-                       accounting: AccountingResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+class FreshChartsConfig(dg.Config):
+    max_age_hours: float | None = None  # a chart older than this is fetched again (default LEDGER_CHART_MAX_AGE_HOURS)
+
+
+def refresh_charts(context: dg.AssetExecutionContext, r2a: R2aDatabase, accounting: AccountingResource,
+                   warehouse: WarehouseResource, refresh: str, max_age_hours: float | None) -> dict:
+    """Fetch charts of accounts and land them (accounting.gl_accounts, gl_account_changes, gl_ingest_status, and
+    accounting.connections), with each fetched company's home currency when due. `refresh` "all": every connected
+    tenant, at background priority (the daily job); "stale": only tenants whose last OK fetch from their current
+    system is older than `max_age_hours` (default LEDGER_CHART_MAX_AGE_HOURS), at posting priority (the close).
+    Returns the materialization's metadata; a tenant whose fetch fails keeps its previous chart and is named in it."""
     s = load_settings()
     systems = connected_systems(r2a)
     wh = warehouse.warehouse
-    if config.refresh == "all":
+    max_age = dt.timedelta(hours=max_age_hours or s.chart_max_age_hours)
+    with wh.connect() as con:
+        checked = reads.chart_checks(con)
+    if refresh == "all":
         todo = sorted((system, t) for t, system in systems.items())
     else:
-        max_age = dt.timedelta(hours=config.max_age_hours or s.chart_max_age_hours)
-        with wh.connect() as con:
-            checked = reads.chart_checks(con)
         todo = stale_tenants(systems, checked, max_age, utc_now().to_pydatetime())
-    context.log.info(f"charts of accounts: {len(todo)} of {len(systems)} tenants to fetch ({config.refresh})")
-    with accounting.connections(r2a.ops_database_url, "background" if config.refresh == "all" else "posting") as c:
+    context.log.info(f"charts of accounts: {len(todo)} of {len(systems)} tenants to fetch ({refresh}"
+                     f"{'' if refresh == 'all' else f', older than {max_age.total_seconds() / 3600:g} h'})")
+    with accounting.connections(r2a.ops_database_url, "background" if refresh == "all" else "posting") as c:
         accounts, status = ingest_charts(wh, c, todo, context.run_id, context.log)
         # the company's home currency, re-read with its chart when never read or older than a week (connections.py)
         refreshed = [(r.system, r.tenant_id) for r in status.itertuples(index=False) if r.status == "ok"]
@@ -217,13 +219,75 @@ def gl_accounts(context: dg.AssetExecutionContext, config: ChartsConfig, r2a: R2
     wh.publish(run_id=context.run_id)
     failed = status[status["status"] != "ok"]
     for r in failed.head(20).itertuples(index=False):
-        context.log.warning(f"tenant {r.tenant_id} ({r.system}): {r.status}: {r.error}")
-    return dg.MaterializeResult(metadata=table_result_metadata("accounting.gl_accounts", accounts, {
+        context.log.warning(f"tenant {r.tenant_id} ({system_title(r.system)}): chart not refreshed ({r.status}): "
+                            f"{own_words(r.tenant_id, r.error)}")
+    return table_result_metadata("accounting.gl_accounts", accounts, {
+        "refresh": refresh if refresh == "all" else f"stale (older than {max_age.total_seconds() / 3600:g} h)",
         "tenants_fetched": int((status["status"] == "ok").sum()), "tenants_failed": len(failed),
         "tenants_fresh_skipped": len(systems) - len(todo), "accounts_total": int(total),
         "api_requests": sum(requests.values()), "api_requests_by_system": dg.MetadataValue.json(requests),
-        "failures": preview(failed[["system", "tenant_id", "status", "error"]]),
-    }))
+        "failures": full_table(chart_status(failed)),
+        "tenants": full_table(chart_status(status, systems, checked)),
+    })
+
+
+def chart_status(status: pd.DataFrame, systems: dict[str, str] | None = None,
+                 checked: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per tenant for the UI: system, tenant_id, chart (fetched | kept fresh | the failure kind), accounts
+    fetched, last OK fetch before this run, reason in its own words and fix. With `systems`, every connected tenant
+    (those not fetched: `kept (fresh)`); else only the rows of `status`."""
+    cols = ["system", "tenant_id", "chart", "accounts", "last_ok_fetch", "reason", "fix"]
+    last = ({(r.system, r.tenant_id): r.checked_at for r in checked.itertuples(index=False)}
+            if checked is not None and len(checked) else {})
+    rows = {(r.system, r.tenant_id): r for r in status.itertuples(index=False)}
+    keys = sorted({(s, t) for t, s in (systems or {}).items()} | set(rows), key=lambda k: (k[1], k[0]))
+    out = []
+    for system, tenant in keys:
+        r = rows.get((system, tenant))
+        kind = "kept (fresh)" if r is None else ("fetched" if r.status == "ok" else r.status)
+        reason = "" if r is None or r.status == "ok" else own_words(tenant, r.error)
+        fix = ("" if r is None or r.status == "ok" else
+               f"`ledger-pipeline connect --tenant {tenant} --system {system}`" if r.status == "needs_reauth" else
+               fix_for(r.status, reason))
+        out.append({"system": system, "tenant_id": tenant, "chart": kind,
+                    "accounts": "" if r is None else str(r.accounts), "last_ok_fetch": last.get((system, tenant)),
+                    "reason": reason, "fix": fix})
+    return pd.DataFrame(out, columns=cols)
+
+
+@dg.asset(
+    group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb",
+    metadata=table_spec_metadata("accounting.gl_accounts"),
+    description="Every connected tenant's chart of accounts from its own accounting system (inactive accounts "
+                "included): accounting.gl_accounts, changes in accounting.gl_account_changes, per-tenant outcome in "
+                "accounting.gl_ingest_status. Not partitioned: one table of current charts. gl_accounts_job "
+                "(daily) refreshes all at background priority; each month's close refreshes only the stale ones "
+                "first (gl_accounts_fresh).",
+)
+def gl_accounts(context: dg.AssetExecutionContext, config: ChartsConfig, r2a: R2aDatabase,
+                accounting: AccountingResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata=refresh_charts(context, r2a, accounting, warehouse, config.refresh,
+                                                        config.max_age_hours))
+
+
+@dg.asset(
+    deps=["gl_accounts"], partitions_def=monthly_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb",
+    description="The close's first step, per month: the charts of accounts the month's journal resolves accounts "
+                "against are fresh. Fetches again only the connected tenants whose chart (gl_accounts) is older than "
+                "LEDGER_CHART_MAX_AGE_HOURS (36 h), at posting priority, into the same tables as gl_accounts; a "
+                "month closed the day after the daily refresh spends no request here. Partitioned like the close "
+                "(one backfill policy, single run) so a backfill of monthly_close_job selects only monthly assets; "
+                "a range run refreshes once. Metadata: every connected tenant's chart status with reason and fix.",
+)
+def gl_accounts_fresh(context: dg.AssetExecutionContext, config: FreshChartsConfig, r2a: R2aDatabase,
+                      accounting: AccountingResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    start, end = closed_window(context)  # an open month is refused before any request
+    metadata = {**refresh_charts(context, r2a, accounting, warehouse, "stale", config.max_age_hours),
+                "run_window": describe_window(start, end)}
+    metadata.pop("dagster/table_name")  # the table is gl_accounts' (this step refreshes some of its rows)
+    add_month_metadata(context, {key: {"window": key[:7]} for key in month_keys(context)})
+    return dg.MaterializeResult(metadata=metadata)
 
 
 class PostingConfig(dg.Config):

@@ -29,7 +29,8 @@ from ledger_pipeline.state.ledger import save_window
 from ledger_pipeline.warehouse.schema import minor_sql
 from ledger_pipeline.warehouse.store import replace_rows, transaction, window_where
 
-DEPS = ["r2a_pl_monthly", "gl_accounts"]
+# The journal reads the charts (gl_accounts' table) once the close's first step made them fresh (gl_accounts_fresh).
+DEPS = ["r2a_pl_monthly", "gl_accounts", "gl_accounts_fresh"]
 DETAIL_SQL = f"""SELECT tenant_id, period, category, subcategory, {minor_sql('amount', 'currency')} AS amount_minor,
                         currency, source_rows FROM r2a.pl_monthly_detail WHERE {window_where()}"""
 _AMOUNT = [("r2a_pl_monthly", "revenue"), ("r2a_pl_monthly", "cogs"), ("r2a_pl_monthly", "expenses")]

@@ -25,8 +25,8 @@ from ledger_pipeline import clock
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 COMMITTED_INSTANCE = PROJECT_ROOT / "dagster_home" / "dagster.yaml"
 
-# The whole monthly close, in dependency order (the monthly job's assets).
-CLOSE = ["gl_accounts", "r2a_pl_monthly", "journal_entries", "journal_lines", "postings",
+# The whole monthly close, in dependency order (the monthly job's assets: ledger_pipeline.jobs.CLOSE_ASSETS).
+CLOSE = ["gl_accounts_fresh", "r2a_pl_monthly", "journal_entries", "journal_lines", "postings",
          "reconciliation"]
 LOCAL_CLOSE = ["r2a_pl_monthly", "journal_entries", "journal_lines"]  # no request: extract, build, validate, land
 
