@@ -105,3 +105,34 @@ def test_blocking_balance_check_stops_posting_in_a_real_run(settings, sandbox) -
     assert not evaluation.passed and "r2a-pl-t00003-202501" in evaluation.description
     assert not [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["postings"]]
     assert sandbox_stats(sandbox.url)["api_writes"] == 0 and not sandbox_entries(sandbox.url)
+
+
+def test_the_close_refreshes_only_stale_charts_and_names_every_tenants_chart(settings, sandbox) -> None:  # noqa: ANN001
+    """gl_accounts_fresh, the close's first step (monthly, in monthly_close_job instead of the unpartitioned
+    gl_accounts): only charts older than the max age are fetched again; every connected tenant's chart status is in
+    its metadata, a revoked grant with its reason (never nested) and the command that fixes it."""
+    seeding.seed(make_engine(settings.r2a_database_url), 3, 1, dt.date(2025, 1, 1))
+    connect(["t00001", "t00002", "t00003"])
+    materialize_gl()
+    s = load_settings()
+    with Warehouse(s.work_warehouse_path, s.warehouse_path).connect() as con:  # two charts fetched 2 days ago
+        con.execute("UPDATE accounting.gl_ingest_status SET checked_at = checked_at - INTERVAL 48 HOUR "
+                    "WHERE tenant_id IN ('t00002', 't00003')")
+    httpx.post(f"{sandbox.url}/_sandbox/companies/t00003/revoke")
+    result = materialize(["gl_accounts_fresh", *JOURNAL], "2025-01-01")
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    fresh = meta["gl_accounts_fresh"]
+    assert (fresh["tenants_fetched"].value, fresh["tenants_failed"].value, fresh["tenants_fresh_skipped"].value) == (
+        1, 1, 1)
+    assert fresh["window"].value == "2025-01" and fresh["run_window"].value == "2025-01"
+    rows = {r.data["tenant_id"]: r.data for r in fresh["tenants"].value.records}
+    assert {t: r["chart"] for t, r in rows.items()} == {"t00001": "kept (fresh)", "t00002": "fetched",
+                                                        "t00003": "needs_reauth"}
+    assert "re-authori" in rows["t00003"]["reason"] and "tenant t00003:" not in rows["t00003"]["reason"]
+    assert rows["t00003"]["fix"] == "`ledger-pipeline connect --tenant t00003 --system jurnal`"
+    assert [r.data["tenant_id"] for r in fresh["failures"].value.records] == ["t00003"]
+    ok = dict(query(settings, "SELECT tenant_id, MAX(checked_at) FROM accounting.gl_ingest_status "
+                              "WHERE status = 'ok' GROUP BY 1"))
+    assert ok["t00002"] > ok["t00001"], "the stale chart was fetched again, the fresh one left"
+    assert meta["journal_entries"]["dagster/row_count"].value == 3, "the journal built on the charts it had"
