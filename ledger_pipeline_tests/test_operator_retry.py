@@ -17,6 +17,7 @@ from ledger_pipeline.assets.accounting import (
     RETRY_ON_FAILURE_TAG,
     TRANSIENT_KINDS,
     PostedWindow,
+    failure_lines,
     fix_for,
     is_transient,
     own_words,
@@ -60,6 +61,22 @@ def test_messages_never_nest_and_name_their_fix() -> None:
     assert fix_for("failed (needs_reauth)", plain) == "`ledger-pipeline connect --tenant t1 --system jurnal`"
     assert "reopen" in fix_for("failed (locked)", "period closed")
     assert "source rows" in fix_for("rejected upstream", "[map] account 6-60101 archived")
+
+
+def test_a_revoked_grant_is_one_log_message_per_tenant_not_one_per_month() -> None:
+    revoked = "tenant t1: tenant t1: jurnal connection needs re-authorisation (revoked); run " \
+              "`ledger-pipeline connect --tenant t1 --system jurnal`"
+    failures = pd.DataFrame(
+        [("jurnal", "t1", "r2a-pl-t1-202501", revoked, "needs_reauth"),
+         ("jurnal", "t1", "r2a-pl-t1-202502", revoked, "needs_reauth"),
+         ("quickbooks", "t2", "r2a-pl-t2-202501", "period closed", "locked")],
+        columns=["system", "tenant_id", "custom_id", "error", "kind"])
+    lines = failure_lines(failures)
+    assert lines == [
+        "tenant t1 (Jurnal.id (Mekari)) 2 entries (r2a-pl-t1-202501, r2a-pl-t1-202502): jurnal connection needs "
+        "re-authorisation (revoked); run `ledger-pipeline connect --tenant t1 --system jurnal`",
+        "tenant t2 (QuickBooks Online) r2a-pl-t2-202501: period closed"]
+    assert failure_lines(failures.iloc[:0]) == []
 
 
 def _setup(settings, n: int) -> list[str]:  # noqa: ANN001

@@ -11,27 +11,40 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 
+from ledger_pipeline.jobs import CLOSE_ASSETS
 from ledger_pipeline.partitions import monthly_partitions
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
+from ledger_pipeline.runs import ui_tags
 from ledger_pipeline.warehouse.analyst import open_latest
 from ledger_pipeline_tests import dev_server
 from ledger_pipeline_tests.dev_server import graphql
-from ledger_pipeline_tests.helpers import connect, materialize_gl
+from ledger_pipeline_tests.helpers import connect, materialize_gl, query
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = os.environ.get("LEDGER_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 TENANTS = 4
+REVOKED = "t00003"
 BACKFILLS = """
 query { partitionBackfillsOrError(limit: 10) { ... on PartitionBackfills { results {
   id status title partitionNames numPartitions runs(limit: 10) { runId status tags { key value } } } } } }"""
+JOB_RUNS = """query JobRuns($filter: RunsFilter) { runsOrError(filter: $filter) { __typename
+  ... on Runs { results { runId jobName status tags { key value } } } } }"""
+PARTITION_STATUS = """
+query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
+  assetPartitionStatuses { ... on TimePartitionStatuses { ranges { status startKey endKey } } } } } }"""
 CHECKS = """
 query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
   assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization { status } } } } } } }"""
@@ -52,24 +65,42 @@ def money(value: Decimal) -> str:
     return f"{value:,.2f}"
 
 
+@dataclass(frozen=True)
+class Ready:
+    url: str  # the running `dagster dev`
+    cli_run_id: str  # the run `ledger-pipeline run --month <last month>` made before the UI started
+    cli_month: str  # its partition key
+    revoked: str  # a tenant whose grant was revoked after that run (every later close fails it, permanently)
+
+
 @pytest.fixture
-def dagster_dev(settings, sandbox, tmp_path):  # noqa: ANN001, ANN201
-    """Seeded R2a (12 months ending last month, the partitions' range), connected tenants, GL accounts, then
-    `dagster dev` on a free loopback port with the committed dagster.yaml."""
+def dagster_dev(settings, sandbox, tmp_path) -> Iterator[Ready]:  # noqa: ANN001
+    """Seeded R2a (12 months ending last month, the partitions' range), connected tenants, GL accounts; last month
+    closed by `ledger-pipeline run` (a CLI run); then one tenant's grant revoked and `dagster dev` started on a
+    free loopback port with the committed dagster.yaml."""
     seeding.seed(make_engine(settings.r2a_database_url), TENANTS, 12, seeding.default_start(12), seed=5)
     connect([f"t{i:05d}" for i in range(1, TENANTS + 1)])
     materialize_gl()
+    month = monthly_partitions.get_partition_keys()[-1]
+    out = subprocess.run([sys.executable, "-m", "ledger_pipeline.cli", "run", "--month", month[:7]],
+                         env={**os.environ}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    run_id = re.search(r"^run ([0-9a-f-]{36}) succeeded", out.stdout, re.M)
+    assert run_id, out.stdout
+    httpx.post(f"{sandbox.url}/_sandbox/companies/{REVOKED}/revoke").raise_for_status()
     with dev_server.dagster_dev(tmp_path, startup=90) as url:
-        yield url
+        yield Ready(url, run_id.group(1), month, REVOKED)
 
 
 class Shots:
     def __init__(self, page, folder: Path) -> None:  # noqa: ANN001
         self.page, self.folder, self.n = page, folder, 0
 
-    def __call__(self, name: str) -> None:
+    def __call__(self, name: str) -> Path:
         self.n += 1
-        self.page.screenshot(path=str(self.folder / f"{self.n:02d}_{name}.png"), full_page=True)
+        path = self.folder / f"{self.n:02d}_{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
 
 
 def test_what_an_operator_sees_is_what_the_books_hold(settings, dagster_dev, tmp_path) -> None:  # noqa: ANN001
@@ -89,37 +120,78 @@ def test_what_an_operator_sees_is_what_the_books_hold(settings, dagster_dev, tmp
             browser.close()
 
 
-def run_ui_checks(page, shot, url: str, settings) -> None:  # noqa: ANN001
+def run_ui_checks(page, shot, ready: Ready, settings) -> None:  # noqa: ANN001
+    url = ready.url
     keys = monthly_partitions.get_partition_keys()
-    first, last = keys[-2], keys[-1]
-    # 1. An operator launches a two-month close from the job page, by clicking
-    page.goto(f"{url}/jobs", wait_until="networkidle")
-    assert "Join the community" not in page.content(), "the first-visit modal is off (dagster.yaml nux)"
-    page.get_by_role("link", name="monthly_close_job").first.click()
-    page.wait_for_load_state("networkidle")
+    # two months older than the dialog's default window (the last 90 days): "Show all partitions" is needed
+    first, last = keys[-6], keys[-5]
+    open_job(page, url)
     shot("job")
+
+    # 1. A CLI run is a job run: on the job's Runs tab and in its partition status, like a UI run
+    job_tab(page, "Runs")
+    page.get_by_text(ready.cli_run_id[:8]).first.wait_for(timeout=30_000)
+    shot("job_runs_cli_run")
+    runs = job_runs(url)
+    assert [r["runId"] for r in runs] == [ready.cli_run_id], runs
+    assert {t["key"]: t["value"] for t in runs[0]["tags"]}["dagster/partition"] == ready.cli_month
+    job_tab(page, "Partitions")
+    total, missing = partition_counts(page)
+    shot("job_partitions_cli_run")
+    assert missing == total - 1, (total, missing, "the CLI run's month shows materialized")
+
+    # 2. The README's backfill, click by click (README "Backfilling a range of months")
+    job_tab(page, "Overview")
     page.get_by_role("button", name=re.compile("Materialize all")).click()
     dialog = page.get_by_role("dialog")
-    dialog.get_by_text("Partition selection").wait_for()
-    box = dialog.locator("input[type=text], textarea").first
+    dialog.get_by_text("Showing the last 90 days").wait_for(timeout=30_000)
+    shot("backfill_dialog_default_window")
+    dialog.get_by_text("Show all partitions").click()
+    dialog.get_by_text("Showing the last 90 days").wait_for(state="detached")
+    box = dialog.get_by_test_id("dimension-range-input")
     box.fill(f"[{first}...{last}]")
     box.press("Enter")
     dialog.get_by_text("2 partitions").first.wait_for(timeout=10_000)
+    text = dialog.inner_text()
+    assert "varying backfill policies" not in text, text
+    assert "Backfills all partitions in a single run" in text, text
+    dialog.get_by_role("button", name="Preview").click()
+    preview = page.get_by_role("dialog", name="Backfill preview")
+    for asset in CLOSE_ASSETS:
+        preview.get_by_text(asset, exact=True).first.wait_for(timeout=30_000)
+    preview.get_by_text(first[:7]).first.wait_for(timeout=30_000)
+    shot("backfill_preview")
+    shown = preview.inner_text()
+    assert "No partitions available to materialize" not in shown, shown
+    assert shown.count("Backfills all partitions in a single run") == len(CLOSE_ASSETS), shown
+    preview.get_by_role("button", name="OK").click()
     shot("backfill_dialog")
     dialog.get_by_role("button", name="Launch backfill").click()
     backfill = wait_for_backfill(url, shot)
     assert sorted(backfill["partitionNames"]) == [first, last], backfill
     assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), backfill
-    assert backfill["runs"] and all(r["status"] == "SUCCESS" for r in backfill["runs"]), backfill
-    print(f"backfill launched by clicking: {len(backfill['runs'])} run(s)", [
-        {t["key"]: t["value"] for t in r["tags"] if t["key"] in ("dagster/job_name", "dagster/backfill")}
-        for r in backfill["runs"]])
+    assert len(backfill["runs"]) == 1, ("one run for the range (single-run policy)", backfill)
+    [run] = backfill["runs"]
+    assert run["status"] == "SUCCESS", ("a revoked grant is permanent: reported, the run goes on", backfill)
+    open_job(page, url)
+    job_tab(page, "Partitions")
+    total_after, missing_after = partition_counts(page)
+    page.get_by_role("button", name="Show per-asset status").click()
+    shot("job_partitions_after_backfill")
+    assert (total_after, missing_after) == (total, total - 3), (total_after, missing_after)
+    for asset in CLOSE_ASSETS:
+        done = materialized(url, asset)
+        assert {first, last, ready.cli_month} <= done, (asset, sorted(done))
+    job_tab(page, "Runs")
+    page.get_by_text(run["runId"][:8]).first.wait_for(timeout=30_000)
+    ids = [r["runId"] for r in job_runs(url)]
+    assert sorted(ids) == sorted([ready.cli_run_id, run["runId"]]), ("no retry of a permanent failure", ids)
 
-    # 2. journal_entries' latest materialization preview shows DuckDB's amounts exactly
+    # 3. journal_entries' latest materialization preview shows DuckDB's amounts exactly
     con = open_latest(settings.warehouse_path)
     try:
         rows = con.execute("SELECT tenant_id, period, total_debit, net_income FROM ledger.journal_entries "
-                           "WHERE period >= ? ORDER BY tenant_id, period", [first]).fetchall()
+                           "WHERE period BETWEEN ? AND ? ORDER BY tenant_id, period", [first, last]).fetchall()
     finally:
         con.close()
     assert len(rows) == TENANTS * 2
@@ -144,7 +216,7 @@ def run_ui_checks(page, shot, url: str, settings) -> None:  # noqa: ANN001
     assert amounts <= held, amounts - held
     preview.get_by_role("button", name="Close").click()
 
-    # 3. the checks are green
+    # 4. the checks are green
     for asset in ("journal_lines", "journal_entries"):
         page.goto(f"{url}/assets/{asset}?view=checks", wait_until="networkidle")
         page.get_by_text(re.compile("journal_(balances|complete)")).first.wait_for(timeout=30_000)
@@ -152,6 +224,83 @@ def run_ui_checks(page, shot, url: str, settings) -> None:  # noqa: ANN001
         node = graphql(url, CHECKS, {"key": {"path": [asset]}})["assetNodeOrError"]
         checks = node["assetChecksOrError"]["checks"]
         assert checks and all(c["executionForLatestMaterialization"]["status"] == "SUCCEEDED" for c in checks), checks
+
+    # 5. every tenant findable: the revoked tenant's row (state, reason, fix) and a posted one's (remote id) on the
+    # posting asset's page, in the full tenant_months table of the month's materialization
+    page.goto(f"{url}/assets/postings?view=events", wait_until="networkidle")
+    revoked_row = page.locator("tr", has=page.locator("td", has_text=re.compile(rf"^{ready.revoked}$"))).first
+    revoked_row.wait_for(timeout=30_000)
+    revoked_row.scroll_into_view_if_needed()
+    shot("tenant_row")
+    cells = revoked_row.inner_text()
+    assert "failed" in cells and "needs re-authorisation" in cells, cells
+    assert f"ledger-pipeline connect --tenant {ready.revoked} --system jurnal" in cells, cells
+    assert f"tenant {ready.revoked}:" not in cells, ("never nested", cells)
+    posted_row = page.locator("tr", has=page.locator("td", has_text=re.compile(r"^t00001$"))).first
+    assert "posted" in posted_row.inner_text()
+    remote = query(settings, "SELECT remote_id FROM accounting.postings WHERE tenant_id = 't00001' AND period IN "
+                             "(?, ?)", [first, last])
+    assert any(str(r[0]) in posted_row.inner_text() for r in remote), (posted_row.inner_text(), remote)
+
+    # 6. the revoked grant's run page: one clear message naming the tenant, its entries, the cause and the fix
+    page.goto(f"{url}/runs/{run['runId']}", wait_until="networkidle")
+    logs = page.get_by_placeholder("Filter…")
+    logs.wait_for(timeout=30_000)
+    logs.fill(ready.revoked)
+    page.get_by_text("needs re-authorisation").first.wait_for(timeout=30_000)
+    shot("revoked_run_page")
+    messages = page.get_by_text(re.compile("needs re-authorisation"))
+    assert messages.count() == 1, [messages.nth(i).inner_text() for i in range(messages.count())]
+    message = messages.first.inner_text()
+    assert f"tenant {ready.revoked} (" in message and f"tenant {ready.revoked}: " not in message, message
+    assert f"ledger-pipeline connect --tenant {ready.revoked} --system jurnal" in message, message
+
+
+def open_job(page, url: str) -> None:  # noqa: ANN001
+    page.goto(f"{url}/jobs", wait_until="networkidle")
+    assert "Join the community" not in page.content(), "the first-visit modal is off (dagster.yaml nux)"
+    page.get_by_role("link", name="monthly_close_job").first.click()
+    page.wait_for_load_state("networkidle")
+
+
+def job_tab(page, name: str) -> None:  # noqa: ANN001
+    page.get_by_role("tab", name=name).click()
+    page.wait_for_load_state("networkidle")
+
+
+def partition_counts(page) -> tuple[int, int]:  # noqa: ANN001
+    """(total, missing) as the job's Partitions tab shows them (once loaded: the total is never 0 here)."""
+    from playwright.sync_api import expect
+
+    def count(label: str):  # noqa: ANN202
+        return page.locator(f"div:has(> div:text-is('{label}')) strong").first
+
+    expect(count("Total partitions")).to_have_text(re.compile(r"^[1-9]\d*$"), timeout=30_000)
+    return int(count("Total partitions").inner_text()), int(count("Missing partitions").inner_text())
+
+
+def job_runs(url: str) -> list[dict]:
+    """monthly_close_job's runs as its Runs tab asks for them (dagster-webserver 1.13: runsFilter {pipelineName,
+    tags: [{key: RepositoryLabelTag, value: repoAddress}]})."""
+    runs = graphql(url, JOB_RUNS, {"filter": {"pipelineName": "monthly_close_job", "tags": [ui_tag()]}})["runsOrError"]
+    assert runs["__typename"] == "Runs", runs
+    return runs["results"]
+
+
+def ui_tag() -> dict:
+    [(key, value)] = ui_tags().items()
+    return {"key": key, "value": value}
+
+
+def materialized(url: str, asset: str) -> set[str]:
+    """The asset's months the UI shows materialized (its partition status)."""
+    node = graphql(url, PARTITION_STATUS, {"key": {"path": [asset]}})["assetNodeOrError"]
+    keys = monthly_partitions.get_partition_keys()
+    done: set[str] = set()
+    for r in node["assetPartitionStatuses"]["ranges"]:
+        if r["status"] == "MATERIALIZED":
+            done |= set(keys[keys.index(r["startKey"]):keys.index(r["endKey"]) + 1])
+    return done
 
 
 def wait_for_backfill(url: str, shot, timeout: float = 120) -> dict:  # noqa: ANN001

@@ -574,8 +574,8 @@ def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, post
         "dagster/column_lineage": POSTINGS_LINEAGE,
         **(extra or {}),
     }
-    for r in failures.head(50).itertuples(index=False):
-        context.log.error(f"tenant {r.tenant_id} ({system_title(r.system)}) {r.custom_id}: {r.error}")
+    for line in failure_lines(failures)[:50]:
+        context.log.error(line)
     problems = []
     transient = worth_retrying(set(failures["kind"]))
     if result.refused_deletes:
@@ -597,6 +597,20 @@ def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, post
             **metadata, OUTCOME_KEY: COMPLETED_WITH_PROBLEMS,
             "retry": "yes: a transient cause" if transient else "no: permanent causes only"})
     return dg.MaterializeResult(metadata=metadata)
+
+
+def failure_lines(failures: pd.DataFrame) -> list[str]:
+    """One log line per tenant and cause (system, tenant_id, custom_id, error columns): a revoked grant that failed
+    every month of a range is one message naming its entries, not one per month; the error in its own words."""
+    if not len(failures):
+        return []
+    lines = []
+    for (tenant, system, error), group in failures.groupby(["tenant_id", "system", "error"], sort=True):
+        ids = list(dict.fromkeys(group["custom_id"]))
+        shown = ", ".join(ids[:12]) + (" ..." if len(ids) > 12 else "")
+        what = ids[0] if len(ids) == 1 else f"{len(ids)} entries ({shown})"
+        lines.append(f"tenant {tenant} ({system_title(system)}) {what}: {own_words(tenant, error)}")
+    return lines
 
 
 def tenant_month_status(postings: pd.DataFrame) -> pd.DataFrame:
