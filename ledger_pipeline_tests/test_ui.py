@@ -232,24 +232,35 @@ def run_ui_checks(page, shot, ready: Ready, settings) -> None:  # noqa: ANN001
     # 5. every tenant findable: the revoked tenant's row (state, reason, fix) and a posted one's (remote id) on the
     # posting asset's page, in the full tenant_months table of the month's materialization
     page.goto(f"{url}/assets/postings?view=events", wait_until="networkidle")
-    revoked_row = page.locator("tr", has=page.locator("td", has_text=re.compile(rf"^{ready.revoked}$"))).first
+    revoked_row = tenant_row(page, "tenant_months", ready.revoked)
     revoked_row.wait_for(timeout=30_000)
     revoked_row.scroll_into_view_if_needed()
     shot("tenant_row")
     cells = revoked_row.inner_text()
-    assert "failed" in cells and "needs re-authorisation" in cells, cells
+    # its state (pending: nothing reached the system), the reason in its own words and the fix
+    assert re.search(r"\t(pending|failed)\t", cells) and "needs re-authorisation" in cells, cells
     assert f"ledger-pipeline connect --tenant {ready.revoked} --system jurnal" in cells, cells
     assert f"tenant {ready.revoked}:" not in cells, ("never nested", cells)
-    posted_row = page.locator("tr", has=page.locator("td", has_text=re.compile(r"^t00001$"))).first
-    assert "posted" in posted_row.inner_text()
-    remote = query(settings, "SELECT remote_id FROM accounting.postings WHERE tenant_id = 't00001' AND period IN "
-                             "(?, ?)", [first, last])
-    assert any(str(r[0]) in posted_row.inner_text() for r in remote), (posted_row.inner_text(), remote)
+    failure = tenant_row(page, "failures", ready.revoked).inner_text()
+    assert "needs_reauth" in failure and f"connect --tenant {ready.revoked}" in failure, failure
+    posted = tenant_row(page, "tenant_months", "t00001").inner_text()
+    remote = {str(r[0]) for r in query(settings, "SELECT remote_id FROM accounting.postings WHERE tenant_id = "
+                                                 "'t00001' AND period IN (?, ?)", [first, last])}
+    assert "\tposted\t" in posted and any(f"\t{r}\t" in posted for r in remote), (posted, remote)
 
     # 6. the revoked grant's run page: one clear message naming the tenant, its entries, the cause and the fix
+    # (Runs > the run; Levels: error only; Filter… the tenant's id)
     page.goto(f"{url}/runs/{run['runId']}", wait_until="networkidle")
     logs = page.get_by_placeholder("Filter…")
     logs.wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"^Levels \(\d")).click()
+    page.locator("#menu-check-ERROR").wait_for(state="attached")
+    for level in ("INFO", "WARNING", "CRITICAL", "EVENT", "DEBUG"):
+        box = page.locator(f"#menu-check-{level}")
+        if box.is_checked():
+            box.uncheck(force=True)
+    page.get_by_text("Levels (1/6)").wait_for()
+    page.keyboard.press("Escape")
     logs.fill(ready.revoked)
     page.get_by_text("needs re-authorisation").first.wait_for(timeout=30_000)
     shot("revoked_run_page")
@@ -257,6 +268,7 @@ def run_ui_checks(page, shot, ready: Ready, settings) -> None:  # noqa: ANN001
     assert messages.count() == 1, [messages.nth(i).inner_text() for i in range(messages.count())]
     message = messages.first.inner_text()
     assert f"tenant {ready.revoked} (" in message and f"tenant {ready.revoked}: " not in message, message
+    assert f"2 entries (r2a-pl-{ready.revoked}-{first[:4]}{first[5:7]}" in message, message
     assert f"ledger-pipeline connect --tenant {ready.revoked} --system jurnal" in message, message
 
 
@@ -281,6 +293,14 @@ def partition_counts(page) -> tuple[int, int]:  # noqa: ANN001
 
     expect(count("Total partitions")).to_have_text(re.compile(r"^[1-9]\d*$"), timeout=30_000)
     return int(count("Total partitions").inner_text()), int(count("Missing partitions").inner_text())
+
+
+def tenant_row(page, entry: str, tenant: str):  # noqa: ANN001, ANN201
+    """The row of `tenant` in the table metadata entry `entry` of the materialization shown (the table's own row,
+    inside the metadata table's row for `entry`)."""
+    label = page.locator("td", has_text=re.compile(rf"^{entry}$"))
+    table = page.locator("tr", has=label).last.locator("table")
+    return table.locator("tr", has=page.locator("td", has_text=re.compile(rf"^{tenant}$"))).first
 
 
 def job_runs(url: str) -> list[dict]:

@@ -367,9 +367,10 @@ def postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R2aD
 
 def posting_months(context: dg.AssetExecutionContext, posted: "PostedWindow",
                    postings: pd.DataFrame) -> dict[str, dict]:
-    """Per partition key: that month's own posting numbers (rows, plan and states by system, failures, months
-    rejected upstream, every tenant-month's status). Requests stay the run's (`api_requests`): one batch request
-    per tenant spans the months of a range, so they have no honest per-month split."""
+    """Per partition key: that month's own posting numbers (rows, plan, what this run wrote (`done`) and states by
+    system, failures with their fix, months rejected upstream, every tenant-month's status). Requests stay the
+    run's (`api_requests`), like `done_in_run`: one batch request per tenant spans the months of a range, so they
+    have no honest per-month split."""
     plan = posted.plan()
     failures = pd.DataFrame(posted.result.failures(), columns=["system", "tenant_id", "custom_id", "error", "kind"])
     period_of = dict(zip(postings["custom_id"], postings["period"], strict=True)) if len(postings) else {}
@@ -382,6 +383,8 @@ def posting_months(context: dg.AssetExecutionContext, posted: "PostedWindow",
         rows, planned, failed = month_slice(postings, key), month_slice(plan, key), month_slice(failures, key)
         held = sorted(t for t, months in (posted.held or {}).items() if month in months)
         posted_rows = rows[rows["status"] == "posted"] if len(rows) else rows
+        # what this run wrote for this month's entries (a failed write is in `failures`)
+        done_rows = rows[(rows["run_id"] == context.run_id) & (rows["status"] != "failed")] if len(rows) else rows
         out[key] = {
             "window": describe_window(month, clock.add_months(month, 1)),
             "run_window": describe_window(posted.start, posted.end),
@@ -396,7 +399,10 @@ def posting_months(context: dg.AssetExecutionContext, posted: "PostedWindow",
             "tenants_by_system": dg.MetadataValue.json(rows["system"].value_counts().to_dict() if len(rows) else {}),
             "rejected_upstream": len(held),
             "failed_tenants": int(failed["tenant_id"].nunique()) if len(failed) else 0,
-            "failures": full_table(failed[["system", "tenant_id", "custom_id", "kind", "error"]]),
+            "done": dg.MetadataValue.json(done_rows["action"].value_counts().to_dict() if len(done_rows) else {}),
+            "done_in_run": dg.MetadataValue.json(posted.result.counts()),
+            "failures": full_table(failed[["system", "tenant_id", "custom_id", "kind", "error"]].assign(
+                fix=[fix_for(k, e) for k, e in zip(failed["kind"], failed["error"], strict=True)])),
             "tenant_months": full_table(tenant_month_status(rows)),
         }
     return out
