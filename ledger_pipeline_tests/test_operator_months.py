@@ -37,5 +37,12 @@ def test_a_range_run_reports_each_month_on_its_own_partition(settings, sandbox) 
         table = posting["tenant_months"].value.records
         assert {r.data["period"] for r in table} == {key[:10]}, "only this month's tenant-months"
         assert {r.data["tenant_id"] for r in table} == {t for t, _ in rows}
+        recon = by[("reconciliation", key)]
+        own_recon = query(settings, "SELECT tenant_id, status FROM accounting.reconciliation WHERE period = ?", [key])
+        assert recon["window"].value == key[:7] and recon["dagster/row_count"].value == len(own_recon)
+        recon_rows = [r.data for r in recon["tenant_months"].value.records]
+        assert {(r["tenant_id"], r["reconciliation"]) for r in recon_rows} == set(own_recon)
+        assert {r["period"] for r in recon_rows} == {key[:10]}
+        assert all(r["posting"] == "posted" for r in recon_rows if r["reconciliation"] == "match"), recon_rows
     total = query(settings, "SELECT COUNT(*) FROM ledger.journal_entries")[0][0]
     assert sum(by[("journal_entries", k)]["dagster/row_count"].value for k in months) == total

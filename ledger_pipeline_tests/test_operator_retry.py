@@ -108,6 +108,11 @@ def test_revoked_and_locked_are_reported_once_and_the_rest_reconciles(settings, 
     assert {r.data["tenant_id"] for r in table.records} == set(tenants), "every tenant findable"
     counts = meta["postings"]["status_counts_by_system"].value["jurnal"]
     assert counts["posted"] == 3 and sum(counts.values()) == 5, counts
+    # one row per tenant-month with its posting state, reconciliation, reason and fix (reconciliation's table)
+    both = {r.data["tenant_id"]: r.data for r in meta["reconciliation"]["tenant_months"].value.records}
+    assert set(both) == set(tenants)
+    assert both[revoked]["reconciliation"] == "missing_remote" and both[revoked]["posting"] in ("pending", "failed")
+    assert "connect --tenant" in both[revoked]["fix"] and f"tenant {revoked}:" not in both[revoked]["reason"]
     recon = dict(query(settings, "SELECT tenant_id, status FROM accounting.reconciliation"))
     assert all(recon[t] == "match" for t in tenants if t not in (locked, revoked)), recon
     tags = result.dagster_run.tags

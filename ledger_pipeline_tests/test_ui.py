@@ -258,7 +258,7 @@ def run_ui_checks(page, shot, ready: Ready, settings) -> None:  # noqa: ANN001
     for level in ("INFO", "WARNING", "CRITICAL", "EVENT", "DEBUG"):
         box = page.locator(f"#menu-check-{level}")
         if box.is_checked():
-            box.uncheck(force=True)
+            page.locator("label", has=box).click()
     page.get_by_text("Levels (1/6)").wait_for()
     page.keyboard.press("Escape")
     logs.fill(ready.revoked)

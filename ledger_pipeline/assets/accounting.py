@@ -659,24 +659,40 @@ def reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase,
     with wh.connect() as con, transaction(con):
         replace_rows(con, "accounting.reconciliation", frame, window_where(), [start, end])
     wh.publish(run_id=context.run_id)
+    postings = SqlPostingStore(r2a.ops_engine).frame(start, end)
+    state = dict(zip(postings["custom_id"], postings["status"], strict=True)) if len(postings) else {}
+
+    def numbers(rows: pd.DataFrame) -> dict:
+        return {
+            "status_counts": dg.MetadataValue.json(rows["status"].value_counts().to_dict() if len(rows) else {}),
+            "checked_by": dg.MetadataValue.json(rows["checked_by"].value_counts().to_dict() if len(rows) else {}),
+            "status_counts_by_system": counts_by_system(rows),
+            "not_matching": full_table(recon_status(rows[rows["status"] != "match"], state)),
+            "tenant_months": full_table(recon_status(rows, state)),
+        }
+
+    add_month_metadata(context, {key: {  # each month's own rows on its partition (a range run)
+        "window": key[:7], "run_window": describe_window(start, end),
+        "dagster/row_count": len(own := month_slice(frame, key)), **numbers(own)} for key in month_keys(context)})
     return dg.MaterializeResult(metadata=table_result_metadata("accounting.reconciliation", frame, {
-        "window": describe_window(start, end), "api_requests": 0,
-        "status_counts": dg.MetadataValue.json(frame["status"].value_counts().to_dict() if len(frame) else {}),
-        "checked_by": dg.MetadataValue.json(frame["checked_by"].value_counts().to_dict() if len(frame) else {}),
-        "status_counts_by_system": counts_by_system(frame),
-        "not_matching": full_table(recon_status(frame[frame["status"] != "match"])),
-        "tenant_months": full_table(recon_status(frame)),
-    }))
+        "window": describe_window(start, end), "api_requests": 0, **numbers(frame)}))
 
 
-def recon_status(frame: pd.DataFrame) -> pd.DataFrame:
-    """Reconciliation rows for the UI: system, tenant, month, status, remote ids, reason in its own words, fix."""
+def recon_status(frame: pd.DataFrame, posting: dict[str, str] | None = None) -> pd.DataFrame:
+    """Reconciliation rows for the UI, one per tenant-month: system, tenant, month, status, remote ids, who checked,
+    reason in its own words and fix. With `posting` (custom_id -> posting state), the tenant-month's posting state
+    too, and the reconciliation status is named `reconciliation`."""
     cols = ["system", "tenant_id", "period", "status", "remote_ids", "checked_by", "reason", "fix"]
+    if posting is not None:
+        cols = ["system", "tenant_id", "period", "posting", "reconciliation", *cols[4:]]
     if not len(frame):
         return pd.DataFrame(columns=cols)
     reason = [own_words(t, d) for t, d in zip(frame["tenant_id"], frame["detail"], strict=True)]
     fix = ["" if st in AGREED else fix_for(st, r) for st, r in zip(frame["status"], reason, strict=True)]
-    return frame.assign(reason=reason, fix=fix).sort_values(["tenant_id", "period"], kind="stable")[cols]
+    out = frame.assign(reason=reason, fix=fix)
+    if posting is not None:
+        out = out.assign(posting=[posting.get(c, "not posted") for c in out["custom_id"]], reconciliation=out["status"])
+    return out.sort_values(["tenant_id", "period"], kind="stable")[cols]
 
 
 def remote_reads(con, start: dt.date, end: dt.date) -> dict[str, ReconRow]:  # noqa: ANN001  (duckdb)
