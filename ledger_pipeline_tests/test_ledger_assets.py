@@ -49,6 +49,9 @@ def test_a_tenant_with_an_archived_account_is_rejected_alone(settings, sandbox) 
     assert lineage.deps_by_column["total_debit"][0].asset_key == dg.AssetKey("r2a_pl_monthly")
     assert meta["journal_entries"]["all_balanced"].value is True
     assert meta["journal_lines"]["rejected_tenant_months"].value == 1
+    [rejection] = [r.data for r in meta["journal_entries"]["rejections"].value.records]  # in full, with its fix
+    assert rejection["tenant_id"] == "t00002" and "6-60101" in rejection["detail"]
+    assert "account mapping" in rejection["fix"] and "`ledger-pipeline run --month 2025-01`" in rejection["fix"]
 
 
 def test_balance_check_fails_on_an_unbalanced_frame(settings, sandbox) -> None:  # noqa: ANN001

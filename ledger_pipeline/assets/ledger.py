@@ -9,11 +9,11 @@ from ledger_pipeline import clock
 from ledger_pipeline.assets.metadata import (
     add_month_metadata,
     describe_window,
-    full_table,
     lineage,
     month_keys,
     month_slice,
     preview,
+    rejections_table,
     table_result_metadata,
     table_spec_metadata,
 )
@@ -114,8 +114,7 @@ def journal(context: dg.AssetExecutionContext, r2a: R2aDatabase, warehouse: Ware
         "rejected_tenant_months": len(rejections),
         "no_activity_tenant_months": len(build.no_activity),
         "rejections_preview": preview(rejections[["tenant_id", "period", "stage", "reason"]]),
-        "rejections": full_table(rejections[[c for c in ("tenant_id", "period", "stage", "reason", "detail")
-                                             if c in rejections]]),
+        "rejections": rejections_table(rejections),
     }
     for key in month_keys(context):  # each month's own numbers on its own partition (range runs)
         own_entries, own_lines = month_slice(entries, key), month_slice(lines, key)
@@ -124,8 +123,7 @@ def journal(context: dg.AssetExecutionContext, r2a: R2aDatabase, warehouse: Ware
         own = {"window": describe_window(month, clock.add_months(month, 1)),
                "run_window": describe_window(start, end),
                "rejected_tenant_months": len(own_rejections),
-               "rejections": full_table(own_rejections[[c for c in ("tenant_id", "period", "stage", "reason", "detail")
-                                                        if c in own_rejections]])}
+               "rejections": rejections_table(own_rejections)}
         add_month_metadata(context, {key: table_result_metadata("ledger.journal_entries", own_entries, {
             **own, "all_balanced": bool((own_entries["total_debit_minor"] == own_entries["total_credit_minor"]).all()),
         })}, asset_key="journal_entries")

@@ -211,3 +211,37 @@ def month_slice(frame: pd.DataFrame, key: str, column: str = "period") -> pd.Dat
     first = pd.Timestamp(key[:10])
     values = pd.to_datetime(frame[column])
     return frame[(values >= first) & (values < first + pd.DateOffset(months=1))]
+
+
+def rejection_fixes(rejections: pd.DataFrame) -> list[str]:
+    """What to do about each row of ledger.rejections (tenant_id, period, stage, reason): fix the cause its stage
+    names, then close the month again (the command, with the month)."""
+    fixes = []
+    for r in rejections.itertuples(index=False):
+        period = pd.Timestamp(r.period) if pd.notna(r.period) else None
+        again = (f"then `ledger-pipeline run --month {period:%Y-%m}`" if period is not None else
+                 "then close the month again")
+        reason = str(getattr(r, "reason", "") or "")
+        if r.stage == "extract":
+            fix = "correct the source rows in R2a named in the reason"
+        elif r.stage == "map" and reason.startswith("no chart"):
+            fix = f"connect the tenant (`ledger-pipeline connect --tenant {r.tenant_id}`) and refresh its chart"
+        elif r.stage == "map":
+            fix = ("add the missing row to the account mapping file, or restore the account in the tenant's chart "
+                   "of accounts")
+        elif r.stage == "validate":
+            fix = "correct the source rows so the entry passes the journal contract (the lines are named)"
+        elif r.stage == "currency":
+            fix = ("load the missing exchange rate (`ledger-pipeline rates load FILE`) or enable the currency in "
+                   "the tenant's system")
+        else:
+            fix = "correct the cause named in the reason"
+        fixes.append(f"{fix}, {again}")
+    return fixes
+
+
+def rejections_table(rejections: pd.DataFrame) -> dg.MetadataValue:
+    """Every rejection (tenant, month, stage, reason, the full detail) with its fix, shown in full in the UI."""
+    cols = [c for c in ("tenant_id", "period", "stage", "reason", "detail") if c in rejections]
+    return full_table(rejections[cols].assign(fix=rejection_fixes(rejections)) if len(rejections) else
+                      rejections[cols].assign(fix=[]))

@@ -5,9 +5,13 @@ import pandas as pd
 
 from ledger_pipeline import clock
 from ledger_pipeline.assets.metadata import (
+    add_month_metadata,
     describe_window,
     lineage,
+    month_keys,
+    month_slice,
     preview,
+    rejections_table,
     table_result_metadata,
     table_spec_metadata,
 )
@@ -67,6 +71,14 @@ def r2a_pl_monthly(context: dg.AssetExecutionContext, r2a: R2aDatabase,
             f"{len(rejections)} tenant-month(s) rejected at extract: see ledger.rejections; first: "
             f"{rejections['detail'].iloc[0]}"
         )
+    for key in month_keys(context):  # each month's own numbers on its own partition (range runs)
+        own, own_rejections = month_slice(monthly, key), month_slice(rejections, key)
+        add_month_metadata(context, {key: table_result_metadata("r2a.pl_monthly", own, {
+            "window": key[:7], "run_window": describe_window(start, end),
+            "tenants": int(own["tenant_id"].nunique()), "source_rows": int(own["source_rows"].sum()),
+            "rejected_tenant_months": len(own_rejections),
+            "rejections_preview": preview(own_rejections[["tenant_id", "period", "reason"]]),
+            "rejections": rejections_table(own_rejections)})})
     return dg.MaterializeResult(
         metadata=table_result_metadata(
             "r2a.pl_monthly",
@@ -78,6 +90,7 @@ def r2a_pl_monthly(context: dg.AssetExecutionContext, r2a: R2aDatabase,
                 "detail_rows": len(detail),
                 "rejected_tenant_months": len(rejections),
                 "rejections_preview": preview(rejections[["tenant_id", "period", "reason"]]),
+                "rejections": rejections_table(rejections),
                 "dagster/column_lineage": PL_LINEAGE,
             },
         )
