@@ -34,6 +34,9 @@ def test_a_range_run_reports_each_month_on_its_own_partition(settings, sandbox) 
         assert posting["dagster/row_count"].value == len(rows)
         assert posting["window"].value == key[:7]
         assert sum(posting["posted_by_system"].value.values()) == sum(s == "posted" for _, s in rows)
+        assert posting["done"].value == {"create": len(rows)}, "what the run wrote for this month alone"
+        assert posting["done_in_run"].value["create"] == sum(
+            len(query(settings, "SELECT 1 FROM accounting.postings WHERE period = ?", [k])) for k in months)
         table = posting["tenant_months"].value.records
         assert {r.data["period"] for r in table} == {key[:10]}, "only this month's tenant-months"
         assert {r.data["tenant_id"] for r in table} == {t for t, _ in rows}
