@@ -28,6 +28,7 @@ from typing import Literal, Protocol
 
 from ledger_pipeline.ledger.sink import CanonicalEntry, ErrorKind, LedgerSink, RemoteEntry, SinkError
 from ledger_pipeline.money import format_amount
+from ledger_pipeline.progress import PostingEta, PostingProgress
 from ledger_pipeline.reconcile import (
     DEFAULT_POLICY,
     FINGERPRINT_KEY,
@@ -514,29 +515,7 @@ class DeleteGuard:
                 "check R2A_DATABASE_URL and the r2a_transactions table")
 
 
-@dataclass(frozen=True)
-class Progress:
-    done: int
-    total: int
-    requests: int
-    elapsed: float  # seconds
-    allowed_per_minute: float | None = None  # the binding limit (per source address), real time
-
-    @property
-    def rate_per_minute(self) -> float:
-        return 60 * self.requests / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def eta_seconds(self) -> float | None:
-        if not self.done or self.done >= self.total:
-            return 0.0 if self.done >= self.total else None
-        return self.elapsed / self.done * (self.total - self.done)
-
-    def describe(self) -> str:
-        allowed = f" of {self.allowed_per_minute:,.0f} allowed" if self.allowed_per_minute else ""
-        eta = self.eta_seconds
-        return (f"{self.done:,}/{self.total:,} tenants, {self.requests:,} requests, {self.rate_per_minute:,.0f}/min"
-                f"{allowed}, ETA {'?' if eta is None else f'{eta:,.0f}s'}")
+Progress = PostingProgress  # the posting progress line (per system since 0.3.0: progress.PostingProgress)
 
 
 @dataclass
@@ -576,6 +555,12 @@ class WindowJob:
     guard: DeleteGuard = DeleteGuard()
     backoff: float = 0.5
     progress: Callable[[int, int], None] | None = None  # (done, total), after each tenant with work
+    # Per-system progress after each tenant with work (progress.PostingProgress: requests per entry and allowed rate
+    # per system, an ETA from each system's cost); `requests` gives the requests sent so far per system.
+    on_progress: Callable[[PostingProgress], None] | None = None
+    requests: Callable[[], dict[str, int]] | None = None
+    rate_limit_scale: float = 1.0  # the clients' pacing clock: each system's allowed rate is time-scaled by it
+    clock: Callable[[], float] = time.monotonic
     # A tenant whose entry failed on a missing/archived account: refresh its chart and re-resolve the entries'
     # accounts -> (entries to retry, or None with the reason they cannot be).
     rechart: Callable[[str, str, list[CanonicalEntry]], tuple[list[CanonicalEntry] | None, str]] | None = None
@@ -610,11 +595,26 @@ class WindowJob:
         result.refused_deletes = self.guard.refusal(deletes, posted)
         if self.dry_run:
             return result
+        writes: dict[tuple[str, str], int] = {}
+        for system, it in result.plan:
+            if it.action not in ("skip", "hold"):
+                writes[(system, it.tenant_id)] = writes.get((system, it.tenant_id), 0) + 1
+        eta = PostingEta([(system, writes.get((system, tenant), 0)) for system, tenant in work],
+                         scale=self.rate_limit_scale)
+        t0 = self.clock()
         for i, (system, tenant) in enumerate(work, 1):
+            sent, started = self._sent(system), self.clock()
             result.outcomes.append((system, self._post(system, tenant, result.refused_deletes is not None)))
+            eta.tenant_done(system, self._sent(system) - sent, self.clock() - started)
             if self.progress:
                 self.progress(i, len(work))
+            if self.on_progress:
+                self.on_progress(eta.progress(self.clock() - t0))
         return result
+
+    def _sent(self, system: str) -> int:
+        """Requests sent so far to `system` (0 without a counter)."""
+        return self.requests().get(system, 0) if self.requests else 0
 
     def _rows(self, system: str, tenant: str) -> dict[str, PostingRow]:
         return self.state.get(system, {}).get(tenant, {})

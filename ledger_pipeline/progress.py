@@ -74,26 +74,43 @@ class SystemCost:
         return self.shared_per_minute * scale * headroom if self.shared_per_minute else None
 
 
-# Priors; a run corrects the request counts from what it observes (see PostingEta). Limits as the clients pace them.
-COSTS: dict[str, SystemCost] = {c.system: c for c in [
-    # ledger_pipeline/systems/jurnal/client.py: 40/min and 2,500/h per source IP, 30/min per token (one token per
-    # tenant); sink.py MAX_BATCH: up to 100 entries per batch_create.
-    SystemCost("jurnal", batch=100, shared_per_minute=40, shared_scope="source address", tenant_per_minute=30,
-               source="Mekari Jurnal API rate limits (per IP 40/min, per token 30/min)"),
-    # systems/quickbooks/client.py: 500/min per realm, 40 batch requests/min per realm; sink.py: 30 items per batch.
-    SystemCost("quickbooks", batch=30, tenant_per_minute=40,
-               source="Intuit QuickBooks Online API: 500 requests/min per realm, 40 batch requests/min, 30 per batch"),
-    # systems/zoho/client.py: 100 requests/min per organization; no batch endpoint for journals.
-    SystemCost("zoho", per_entry=1, tenant_per_minute=100, source="Zoho Books API v3: 100 requests/min per org"),
-    # systems/aden/client.py: 1000/min per company token (https://docs.adenhq.com/development); sink.py: create the
-    # Draft, submit it for approval, and the accounting-periods look-up of its month.
-    SystemCost("aden", per_entry=3, tenant_per_minute=1000,
-               source="docs.adenhq.com: 1000 requests/min; create + submit-for-approval + periods look-up"),
-    # systems/rootfi/client.py: 600/min per API key (all tenants), 60/min per company; sink.py: one upload job of up
-    # to 100 items per tenant, then its job polled.
-    SystemCost("rootfi", batch=100, per_batch=2, shared_per_minute=600, shared_scope="API key", tenant_per_minute=60,
-               source="the Rootfi emulation (Rootfi publishes no limits): 600/min per API key, 60/min per company"),
-]}
+def system_costs() -> dict[str, SystemCost]:
+    """Each registered system's posting cost, read from its own client's rate-limiter configuration and its sink's
+    batch size (systems/<name>/client.py and sink.py), so a changed limit changes the ETA and the progress lines too.
+
+    Priors only: a run corrects the request counts from what it observes (see PostingEta)."""
+    from ledger_pipeline.systems.aden.client import PER_TOKEN_MINUTE as ADEN_PER_TOKEN_MINUTE
+    from ledger_pipeline.systems.jurnal.client import JurnalLimits
+    from ledger_pipeline.systems.jurnal.sink import MAX_BATCH as JURNAL_BATCH
+    from ledger_pipeline.systems.quickbooks.client import QuickBooksLimits
+    from ledger_pipeline.systems.quickbooks.sink import MAX_BATCH as QUICKBOOKS_BATCH
+    from ledger_pipeline.systems.rootfi.client import PER_COMPANY_MINUTE, PER_KEY_MINUTE
+    from ledger_pipeline.systems.rootfi.sink import MAX_BATCH as ROOTFI_BATCH
+    from ledger_pipeline.systems.zoho.client import PER_MINUTE as ZOHO_PER_MINUTE
+
+    jurnal, quickbooks = JurnalLimits(), QuickBooksLimits()
+    return {c.system: c for c in [
+        # per source IP (shared by every tenant of the host) and per token (one token per tenant); batch_create
+        SystemCost("jurnal", batch=JURNAL_BATCH, shared_per_minute=jurnal.per_ip_minute,
+                   shared_scope="source address", tenant_per_minute=jurnal.per_token_minute,
+                   source="Mekari Jurnal API rate limits (per IP and per token), systems/jurnal/client.py"),
+        # per realm (one realm per tenant): batch requests/min bind the batched writes; /batch of 30 items
+        SystemCost("quickbooks", batch=QUICKBOOKS_BATCH, tenant_per_minute=quickbooks.batch_per_realm_minute,
+                   source="Intuit QuickBooks Online API rate limits and throttles, systems/quickbooks/client.py"),
+        # per organization (one per tenant); no batch endpoint for journals
+        SystemCost("zoho", per_entry=1, tenant_per_minute=ZOHO_PER_MINUTE,
+                   source="Zoho Books API v3 limits, systems/zoho/client.py"),
+        # per company token; create the Draft, submit it for approval, and the accounting-periods look-up
+        SystemCost("aden", per_entry=3, tenant_per_minute=ADEN_PER_TOKEN_MINUTE,
+                   source="docs.adenhq.com/development: create + submit-for-approval + periods look-up"),
+        # per API key (every tenant) and per company; one upload job per tenant, then its job polled
+        SystemCost("rootfi", batch=ROOTFI_BATCH, per_batch=2, shared_per_minute=PER_KEY_MINUTE,
+                   shared_scope="API key", tenant_per_minute=PER_COMPANY_MINUTE,
+                   source="the Rootfi emulation (Rootfi publishes no limits), systems/rootfi/client.py"),
+    ]}
+
+
+COSTS: dict[str, SystemCost] = system_costs()
 DEFAULT_COST = SystemCost("other", per_entry=1)
 DEFAULT_LATENCY = 0.05  # seconds per request before anything was measured in the run (loopback-ish)
 

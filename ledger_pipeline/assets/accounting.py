@@ -42,12 +42,11 @@ from ledger_pipeline.posting import (
     DeleteGuard,
     PostingEngine,
     PostingRow,
-    Progress,
     TenantOutcome,
     WindowJob,
     WindowResult,
 )
-from ledger_pipeline.progress import report_progress
+from ledger_pipeline.progress import PostingProgress, report_progress
 from ledger_pipeline.rates import rate_table
 from ledger_pipeline.reconcile import (
     DEFAULT_POLICY,
@@ -387,16 +386,15 @@ def post_window(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R
     every = config.progress_every or max(1, len(entries) // 20)
 
     with accounting.connections(r2a.ops_database_url) as connections:
-        def progress(done: int, total: int) -> None:
-            p = Progress(done, total, connections.requests, time.monotonic() - t0,
-                         allowed_per_minute=_allowed_per_minute(accounting))
+        def progress(p: PostingProgress) -> None:  # each system's requests per entry, allowed rate and cost
             report_progress("posting", p)
-            if done % every == 0 or done == total:
+            if p.done % every == 0 or p.done == p.total:
                 context.log.info(f"posting {describe_window(start, end)}: {p.describe()}")
 
         job = WindowJob(
             (start, end), systems, entries, store.load(start, end, tenants), held, lambda s: connections(s).sink,
-            store, dry_run=config.dry_run, backoff=accounting.backoff_initial, progress=progress,
+            store, dry_run=config.dry_run, backoff=accounting.backoff_initial, on_progress=progress,
+            requests=connections.requests_by_system, rate_limit_scale=accounting.rate_limit_scale,
             guard=DeleteGuard(config.allow_mass_delete, config.max_deletes, config.max_delete_fraction),
             rechart=rechart(connections) if rechart else None,
             reload=lambda system, tenant: store.load(start, end, [tenant]).get(system, {}).get(tenant, {}),
@@ -547,11 +545,6 @@ def tenant_month_status(postings: pd.DataFrame) -> pd.DataFrame:
     fix = ["" if st in ("posted", "deleted") else fix_for(st, r) for st, r in zip(frame["status"], reason,
                                                                                    strict=True)]
     return frame.assign(reason=reason, fix=fix)[cols].reset_index(drop=True)
-
-
-def _allowed_per_minute(accounting: AccountingResource) -> float:
-    """The binding limit at month-end: Jurnal's 40 requests/min per source address, time-scaled."""
-    return 40 * accounting.rate_limit_scale
 
 
 @dg.asset(
