@@ -99,7 +99,7 @@ class ApiError(Exception):
 
 class RateLimiter(Windows):
     """Fixed windows (Jurnal's counters reset each minute and each hour), per token (or HMAC consumer) and per client
-    IP, with the `x-ratelimit-*` headers (accounting_apis.md section 1); the numbers are `Limits`'."""
+    IP, with the `x-ratelimit-*` headers (accounting_apis.md section 1); the numbers are `SandboxLimits`'."""
 
     def check(self, consumer: str, ip: str) -> tuple[bool, dict[str, str]]:
         lim, now = self.limits, time.time()
