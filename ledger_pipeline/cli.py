@@ -37,7 +37,8 @@ def _progress(label: str):  # noqa: ANN202
 
 @click.group()
 def main() -> None:
-    """ledger_pipeline: R2a P&L -> balanced journal entries -> Jurnal.id, exactly once; DuckDB for analysts."""
+    """ledger_pipeline: R2a P&L -> balanced journal entries -> each tenant's accounting system, exactly once; DuckDB for
+    analysts."""
 
 
 @main.command()
@@ -75,7 +76,7 @@ def seed(tenants: int, months: int, start: str | None, seed_value: int, with_bad
 @click.option("--access-token-ttl", default=3600.0, show_default=True)
 def sandbox(host: str, port: int, state: Path | None, faults: str, rate_limit_scale: float, no_rate_limits: bool,
             access_token_ttl: float) -> None:
-    """Run the Jurnal sandbox (a faithful local Jurnal API) in the foreground."""
+    """Run the accounting sandbox (every system's emulation, each under its prefix) in the foreground."""
     import json
 
     from ledger_pipeline.sandboxes.base import Faults, SandboxLimits
@@ -686,7 +687,7 @@ def _summary_decisions(s, start: dt.date, end: dt.date) -> None:  # noqa: ANN001
 @click.option("--tenants", default=40, show_default=True)
 @click.option("--months", default=3, show_default=True, help="how many recent months to close")
 @click.option("--rate-limit-scale", default=50.0, show_default=True,
-              help="the sandbox's limits, time-scaled (50 = Jurnal's 1,500 requests/min per token)")
+              help="the sandbox's limits, time-scaled (50: every system's per-minute limit 50 times over)")
 def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
     """End to end on the embedded defaults: seed, sandbox, connect (five systems), close, reconcile, summary."""
     from ledger_pipeline.demo import DemoHooks, run_demo

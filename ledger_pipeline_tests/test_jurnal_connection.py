@@ -59,7 +59,7 @@ def test_token_rotation_under_concurrent_use(settings, tmp_path, monkeypatch) ->
     with SandboxServer(tmp_path / "sb.sqlite", limits=Limits(enabled=False), access_ttl=1) as server:
         monkeypatch.setenv("JURNAL_API_BASE_URL", server.api_url)
         monkeypatch.setenv("JURNAL_OAUTH_BASE_URL", server.url)
-        monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", "1000")
+        monkeypatch.setenv("LEDGER_RATE_LIMIT_SCALE", "1000")
         connect(["t1"])
         errors: list[Exception] = []
 
@@ -137,7 +137,7 @@ def test_gl_ingestion_200_tenants_without_429_and_equal_to_sandbox(settings, tmp
     with SandboxServer(tmp_path / "sb.sqlite", limits=Limits(scale=100)) as server:
         monkeypatch.setenv("JURNAL_API_BASE_URL", server.api_url)
         monkeypatch.setenv("JURNAL_OAUTH_BASE_URL", server.url)
-        monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", "100")
+        monkeypatch.setenv("LEDGER_RATE_LIMIT_SCALE", "100")
         tenants = [f"t{i:03d}" for i in range(200)]
         connect(tenants)
         httpx.post(f"{server.url}/_sandbox/companies/t005/accounts", json={"number": "6-69999", "name": "Baru"})

@@ -65,7 +65,7 @@ def aden_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[En
     """The sandbox (limits time-scaled x1000) and an Aden connection to it (the body of the `env` fixtures)."""
     with SandboxServer(settings.data_dir / "sb.sqlite", limits=Limits(scale=1000)) as server:
         monkeypatch.setenv("LEDGER_SANDBOX_URL", server.url)
-        monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", "1000")
+        monkeypatch.setenv("LEDGER_RATE_LIMIT_SCALE", "1000")
         s = load_settings()
         conn = open_connection("aden", s, OpenOptions(database_url=s.r2a_database_url, rate_limit_scale=1000,
                                                       backoff_initial=0.01, timeout=5))

@@ -768,7 +768,7 @@ def repost_tenant_month(log: dg.DagsterLogManager, run_id: str, r2a: R2aDatabase
     system = connected_systems(r2a).get(tenant)
     if system is None:
         raise RepostRefused(f"tenant {tenant} is not connected to an accounting system: run `ledger-pipeline connect "
-                            f"--tenant {tenant} --system <jurnal|quickbooks|zoho|aden|rootfi>`")
+                            f"--tenant {tenant} --system <{'|'.join(SYSTEMS)}>`")
     title = system_title(system)
     mine = entries.get(tenant, [])
     if not mine:

@@ -1,7 +1,7 @@
 """The boundary between the pipeline and an accounting system: a canonical entry goes in, a remote entry comes out.
 
 Every system (ledger_pipeline/systems/<name>/sink.py) implements `LedgerSink`; the posting engine
-(ledger_pipeline/posting.py) never changes when one is added. Ids are strings on this side of the boundary: Jurnal's
+(ledger_pipeline/posting/) never changes when one is added. Ids are strings on this side of the boundary: Jurnal's
 are integers, QuickBooks' numeric strings, Zoho's long numbers, Aden's chart codes; each sink converts.
 """
 

@@ -65,8 +65,9 @@ def dagster_home(path: Path) -> Path:
 def env_vars(root: Path, *, first_month: dt.date | str | None = None, rate_limit_scale: float = 1.0,
              r2a_url: str | None = None, encryption_key: str | None = None) -> dict[str, str]:
     """The environment of a private run under `root` (created): SQLite R2a database, DuckDB warehouse, a fresh
-    Fernet key, its own DAGSTER_HOME, Jurnal's clock `rate_limit_scale`, and LEDGER_FIRST_MONTH ('YYYY-MM') when
-    `first_month` is given (the monthly partitions start there: closing a month before it is refused)."""
+    Fernet key, its own DAGSTER_HOME, the clients' pacing clock `rate_limit_scale` (LEDGER_RATE_LIMIT_SCALE), and
+    LEDGER_FIRST_MONTH ('YYYY-MM') when `first_month` is given (the monthly partitions start there: closing a month
+    before it is refused)."""
     from cryptography.fernet import Fernet
 
     root.mkdir(parents=True, exist_ok=True)
@@ -74,7 +75,7 @@ def env_vars(root: Path, *, first_month: dt.date | str | None = None, rate_limit
         "LEDGER_DATA_DIR": str(root), "R2A_DATABASE_URL": r2a_url or f"sqlite:///{root / 'r2a.sqlite'}",
         "LEDGER_WAREHOUSE": str(root / "warehouse.duckdb"),
         "LEDGER_ENCRYPTION_KEY": encryption_key or Fernet.generate_key().decode(),
-        "DAGSTER_HOME": str(dagster_home(root / "dagster_home")), "JURNAL_RATE_LIMIT_SCALE": f"{rate_limit_scale:g}",
+        "DAGSTER_HOME": str(dagster_home(root / "dagster_home")), "LEDGER_RATE_LIMIT_SCALE": f"{rate_limit_scale:g}",
     }
     if first_month is not None:
         out["LEDGER_FIRST_MONTH"] = clock.month_key(first_month)[:7]

@@ -129,7 +129,7 @@ def prepared(root: Path, services: Services, tenants: int, months: int, scale: f
         setup_home.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", setup_home / "dagster.yaml")
         try:
-            with environ({**setup_env, "JURNAL_RATE_LIMIT_SCALE": "1000",  # the sandbox's limits are off
+            with environ({**setup_env, "LEDGER_RATE_LIMIT_SCALE": "1000",  # the sandbox's limits are off
                           "DAGSTER_HOME": str(setup_home)}):
                 os.environ.pop("LEDGER_PROFILE", None)
                 first = seeding.default_start(months)
@@ -237,7 +237,7 @@ class Cluster:
                 "R2A_DATABASE_URL": self.ledger_url, "LEDGER_OPS_DATABASE_URL": self.ledger_url,  # shared by hosts
                 "LEDGER_ENCRYPTION_KEY": self.encryption_key,
                 "DAGSTER_POSTGRES_URL": self.dagster_url, "LEDGER_CELERY_BROKER": self.services.broker,
-                "LEDGER_CELERY_BACKEND": self.services.backend, "JURNAL_RATE_LIMIT_SCALE": str(self.scale),
+                "LEDGER_CELERY_BACKEND": self.services.backend, "LEDGER_RATE_LIMIT_SCALE": str(self.scale),
                 "LEDGER_WAREHOUSE": str(self.default_data_dir / "warehouse.duckdb"), "PYTHONUNBUFFERED": "1"}
 
     @property
