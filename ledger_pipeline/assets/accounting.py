@@ -1,7 +1,7 @@
 """Accounting-system layer (every system alike): GL accounts in, journal entries out (exactly once), reconciliation.
 
-The assets wire resources to the domain: charts.py fetches and diffs charts, posting.py posts a window, reconcile.py
-compares; SQL reads live in warehouse/reads.py. Each tenant's system comes from its integration (state/vault.py).
+The assets wire resources to the domain: charts.py fetches and diffs charts, posting/ posts a window, reconcile.py
+compares; SQL reads live in warehouse/sql.py. Each tenant's system comes from its integration (state/vault.py).
 """
 
 import dataclasses
@@ -68,7 +68,7 @@ from ledger_pipeline.state.ledger import load_window
 from ledger_pipeline.state.postings import SqlPostingStore
 from ledger_pipeline.state.vault import tenant_systems
 from ledger_pipeline.systems import SYSTEMS, Connections
-from ledger_pipeline.warehouse import reads
+from ledger_pipeline.warehouse import sql
 from ledger_pipeline.warehouse.store import Warehouse, replace_rows, transaction, window_where
 
 POSTINGS_LINEAGE = lineage({"custom_id": [("journal_entries", "custom_id")],
@@ -166,7 +166,7 @@ def ingest_charts(wh: Warehouse, connections: Connections, todo: list[tuple[str,
     ok = fetched.status.loc[fetched.status["status"] == "ok", "tenant_id"].tolist()
     stamp, run = utc_now(), {"run_id": run_id}
     with wh.connect() as con:
-        previous = reads.chart(con, ok)
+        previous = sql.chart(con, ok)
         changes = diff_charts(previous, fetched.accounts).assign(**run, detected_at=stamp)
         with transaction(con):
             replace_rows(con, "accounting.gl_accounts", fetched.accounts.assign(**run, fetched_at=stamp),
@@ -200,7 +200,7 @@ def gl_accounts(context: dg.AssetExecutionContext, config: ChartsConfig, r2a: R2
     else:
         max_age = dt.timedelta(hours=config.max_age_hours or s.chart_max_age_hours)
         with wh.connect() as con:
-            checked = reads.chart_checks(con)
+            checked = sql.chart_checks(con)
         todo = stale_tenants(systems, checked, max_age, utc_now().to_pydatetime())
     context.log.info(f"charts of accounts: {len(todo)} of {len(systems)} tenants to fetch ({config.refresh})")
     with accounting.connections(r2a.ops_database_url, "background" if config.refresh == "all" else "posting") as c:
