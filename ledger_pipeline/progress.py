@@ -59,6 +59,7 @@ class SystemCost:
     shared_per_minute: float | None = None  # the limit every tenant of the run shares (None: none)
     shared_scope: str = ""  # what shares it ("source address", "API key")
     tenant_per_minute: float | None = None  # the limit on one tenant's own requests
+    tenant_scope: str = "tenant"  # what the tenant's own limit is counted on ("realm", "organization", ...)
     source: str = ""  # the vendor's documentation (or the emulation) the numbers come from
 
     def requests(self, writes: int) -> float:
@@ -72,6 +73,16 @@ class SystemCost:
     def shared_allowed(self, scale: float = 1.0, headroom: float = 1.0) -> float | None:
         """Requests per real minute the shared limit allows (None when there is none)."""
         return self.shared_per_minute * scale * headroom if self.shared_per_minute else None
+
+    def allowed(self, scale: float = 1.0) -> tuple[float | None, str]:
+        """The limit a progress line sets the system's rate against, per real minute, and what it is counted on: the
+        shared limit where there is one (it binds across tenants), else the tenant's own (tenants are posted one
+        after another, so one tenant's limit bounds the system's rate)."""
+        if self.shared_per_minute:
+            return self.shared_per_minute * scale, self.shared_scope
+        if self.tenant_per_minute:
+            return self.tenant_per_minute * scale, self.tenant_scope
+        return None, ""
 
 
 def system_costs() -> dict[str, SystemCost]:
@@ -96,12 +107,13 @@ def system_costs() -> dict[str, SystemCost]:
                    source="Mekari Jurnal API rate limits (per IP and per token), systems/jurnal/client.py"),
         # per realm (one realm per tenant): batch requests/min bind the batched writes; /batch of 30 items
         SystemCost("quickbooks", batch=QUICKBOOKS_BATCH, tenant_per_minute=quickbooks.batch_per_realm_minute,
+                   tenant_scope="realm (batch requests)",
                    source="Intuit QuickBooks Online API rate limits and throttles, systems/quickbooks/client.py"),
         # per organization (one per tenant); no batch endpoint for journals
-        SystemCost("zoho", per_entry=1, tenant_per_minute=ZOHO_PER_MINUTE,
+        SystemCost("zoho", per_entry=1, tenant_per_minute=ZOHO_PER_MINUTE, tenant_scope="organization",
                    source="Zoho Books API v3 limits, systems/zoho/client.py"),
         # per company token; create the Draft, submit it for approval, and the accounting-periods look-up
-        SystemCost("aden", per_entry=3, tenant_per_minute=ADEN_PER_TOKEN_MINUTE,
+        SystemCost("aden", per_entry=3, tenant_per_minute=ADEN_PER_TOKEN_MINUTE, tenant_scope="company token",
                    source="docs.adenhq.com/development: create + submit-for-approval + periods look-up"),
         # per API key (every tenant) and per company; one upload job per tenant, then its job polled
         SystemCost("rootfi", batch=ROOTFI_BATCH, per_batch=2, shared_per_minute=PER_KEY_MINUTE,
@@ -143,7 +155,7 @@ class PostingProgress:
     elapsed: float  # seconds
     eta: float | None
     systems: dict[str, SystemTally] = field(default_factory=dict)
-    allowed: dict[str, float | None] = field(default_factory=dict)  # shared requests/min per system (real time)
+    allowed: dict[str, float | None] = field(default_factory=dict)  # requests/min per system (SystemCost.allowed)
     scopes: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -246,5 +258,5 @@ class PostingEta:
         return PostingProgress(
             self.done, len(self.work), sum(t.requests for t in systems.values()), elapsed,
             self.remaining_seconds(), systems,
-            {s: self.cost(s).shared_allowed(self.scale) for s in systems},
-            {s: self.cost(s).shared_scope for s in systems})
+            {s: self.cost(s).allowed(self.scale)[0] for s in systems},
+            {s: self.cost(s).allowed(self.scale)[1] for s in systems})

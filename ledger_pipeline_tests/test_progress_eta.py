@@ -44,7 +44,9 @@ def test_systems_posted_last_are_estimated_from_their_own_cost_not_the_first_one
     assert "62/100 tenants" in line and f"ETA {truth:,.0f}s" in line
     assert "jurnal 60/60 " in line and "of 4,000 allowed per source address" in line
     aden = line.split("aden ")[1].split(";")[0]
-    assert "allowed" not in aden and "3.00 req/entry" in aden  # Aden is not set against Jurnal's limit
+    # Aden is set against its own limit per company token (x100), never against Jurnal's per source address
+    assert "of 100,000 allowed per company token" in aden and "source address" not in aden
+    assert "3.00 req/entry" in aden
 
 
 def test_unseen_system_uses_its_prior_requests_and_the_latency_seen_so_far() -> None:
@@ -139,6 +141,10 @@ def test_costs_come_from_each_systems_own_limiter_configuration() -> None:
     assert COSTS["quickbooks"].tenant_per_minute == QuickBooksLimits().batch_per_realm_minute
     assert COSTS["rootfi"].shared_per_minute == PER_KEY_MINUTE
     assert [s for s, c in COSTS.items() if c.shared_per_minute] == ["jurnal", "rootfi"]
+    # a line sets each system against the limit that binds it: shared across tenants, else the tenant's own
+    assert COSTS["jurnal"].allowed(2.0) == (80, "source address")
+    assert COSTS["zoho"].allowed(2.0) == (200, "organization")
+    assert COSTS["rootfi"].allowed(1.0) == (PER_KEY_MINUTE, "API key")
 
 
 def test_a_window_job_reports_each_systems_requests_allowed_rate_and_eta() -> None:
@@ -179,5 +185,5 @@ def test_a_window_job_reports_each_systems_requests_allowed_rate_and_eta() -> No
     assert "jurnal 3/3 120/min of 40 allowed per source address, 1.00 req/entry" in line
     assert "aden 0/2 not started" in line
     last = lines[-1][2]
-    assert "aden 2/2 120/min, 3.00 req/entry" in last and "aden 2/2 120/min of" not in last
+    assert "aden 2/2 120/min of 1,000 allowed per company token, 3.00 req/entry" in last
     assert "5/5 tenants, 9 requests, ETA 0s" in last
