@@ -613,7 +613,7 @@ def _progress_bar():  # noqa: ANN202
     """Posting progress from the run (same process): a bar redrawn in place on a terminal, a line per 10% otherwise."""
     tty, shown = sys.stderr.isatty(), set()
 
-    def show(stage: str, p) -> None:  # noqa: ANN001  (posting.Progress)
+    def show(stage: str, p) -> None:  # noqa: ANN001  (progress.PostingProgress)
         width = 30
         filled = width * p.done // max(p.total, 1)
         line = f"  {stage} [{'#' * filled}{'.' * (width - filled)}] {p.describe()}"

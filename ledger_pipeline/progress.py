@@ -26,19 +26,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-_LISTENERS: list[Callable[[str, Any], None]] = []
+_LISTENERS: list[Callable[[str, PostingProgress], None]] = []
 
 
-def listen(callback: Callable[[str, Any], None]) -> Callable[[], None]:
+def listen(callback: Callable[[str, PostingProgress], None]) -> Callable[[], None]:
     """Register a listener of (stage, progress); `progress` has done, total, requests, elapsed, eta_seconds and
-    describe() (posting.Progress or PostingProgress). Returns the function that unregisters it."""
+    describe() (a PostingProgress). Returns the function that unregisters it."""
     _LISTENERS.append(callback)
     return lambda: _LISTENERS.remove(callback) if callback in _LISTENERS else None
 
 
-def report_progress(stage: str, progress: Any) -> None:  # noqa: ANN401 - posting.Progress or PostingProgress
+def report_progress(stage: str, progress: PostingProgress) -> None:
     for callback in list(_LISTENERS):
         callback(stage, progress)
 
@@ -147,7 +146,8 @@ class SystemTally:
 
 @dataclass
 class PostingProgress:
-    """Posting progress with per-system figures; the same fields as posting.Progress plus `systems`."""
+    """Posting progress: done/total tenants, requests, elapsed seconds, the ETA, and per system its tally, the limit
+    its rate is set against (requests per real minute) and what that limit is counted on."""
 
     done: int
     total: int

@@ -10,7 +10,7 @@ from ledger_pipeline.progress import COSTS, PostingEta, SystemCost, listen, repo
 
 
 def naive_eta(elapsed: float, done: int, total: int) -> float:
-    """The ETA posting.Progress gives: the mean time per tenant so far, for every tenant left."""
+    """The ETA the progress line gave before 0.3.0: the mean time per tenant so far, for every tenant left."""
     return elapsed / done * (total - done)
 
 
