@@ -6,8 +6,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from ledger_pipeline.resources import WarehouseResource
 from ledger_pipeline.warehouse import store
 from ledger_pipeline.warehouse.store import LockWaitTimeout, Warehouse
 
@@ -49,3 +51,20 @@ def test_publish_records_the_warehouses_run(tmp_path: Path) -> None:
         assert con.execute("SELECT run_id FROM meta.snapshot_log").fetchall() == [("run-C",)]
     finally:
         con.close()
+
+
+def test_the_resource_hands_the_steps_log_and_run_to_storage(tmp_path: Path) -> None:
+    seen: dict[str, tuple] = {}
+
+    @dg.asset
+    def probe(context, warehouse: WarehouseResource) -> None:  # noqa: ANN001 - a string annotation would not resolve
+        wh = warehouse.warehouse
+        wh.log("told by storage")
+        seen["run"] = (wh.run_id, context.run_id)
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([probe], instance=instance, resources={"warehouse": WarehouseResource(
+            work_path=str(tmp_path / "work.duckdb"), publish_path=str(tmp_path / "warehouse.duckdb"))})
+        logged = [e for e in instance.all_logs(result.run_id) if e.user_message == "told by storage"]
+    assert seen["run"] == (result.run_id, result.run_id)
+    assert len(logged) == 1 and logged[0].level == 30 and logged[0].step_key == "probe"  # WARNING, in the step
