@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import dagster as dg
 import httpx
 import pytest
 from click.testing import CliRunner
@@ -18,7 +17,7 @@ from sqlalchemy import text, update
 from ledger_pipeline.cli import main
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
-from ledger_pipeline.service.preflight import check_result, preflight, preflight_asset_check, preflight_many
+from ledger_pipeline.service.preflight import preflight, preflight_many
 from ledger_pipeline.service.store import ServiceStore, ops_engine
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.state.vault import Integration
@@ -171,13 +170,3 @@ def test_a_home_currency_other_than_the_tenants_fails(tenants, system) -> None: 
     problem = failure(preflight(s, tenant), "home currency")
     assert f"tenant {tenant}: the {system} company's home currency is IDR" in problem.detail
     assert "in USD" in problem.detail
-
-
-def test_the_dagster_asset_check_fails_for_a_tenant_not_ready(tenants, sandbox) -> None:  # noqa: ANN001
-    control(sandbox, "quickbooks", tenants["quickbooks"], "accounts", {"number": "3-30100", "archived": True})
-    result = check_result(preflight_many(load_settings(), sorted(tenants.values())))
-    assert not result.passed and result.metadata["tenants_failed"].value == 1
-    assert tenants["quickbooks"] in result.description
-    check = preflight_asset_check("gl_accounts")
-    assert isinstance(check, dg.AssetChecksDefinition)
-    assert next(iter(check.check_keys)).asset_key == dg.AssetKey("gl_accounts")
