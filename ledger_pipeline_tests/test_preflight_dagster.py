@@ -42,13 +42,14 @@ def test_the_daily_check_reads_each_lock_once_and_the_close_reports_without_a_re
     qb, zoho = tenants["quickbooks"], tenants["zoho"]
     control(sandbox, "quickbooks", qb, "lock_date", {"lock_date": "2024-01-31"})  # January closed, not posted
     control(sandbox, "zoho", zoho, "scope", {"scope": "ZohoBooks.accountants.READ"})
+    control(sandbox, "aden", tenants["aden"], "accounts", {"number": "6-60101", "archived": True})
     from ledger_pipeline_tests.helpers import connect_to
     connect_to("zoho", [zoho])  # the user approved a grant that cannot create journals
 
     daily = daily_charts()
     check = evaluation(daily, "connections_preflight")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-    assert check.metadata["tenants_checked"].value == 5 and check.metadata["tenants_not_ready"].value == 2
+    assert check.metadata["tenants_checked"].value == 5 and check.metadata["tenants_not_ready"].value == 3
     # one lock read per tenant whose system exposes one (Rootfi exposes none): the month-end budget holds
     assert check.metadata["api_requests"].value == 4
     spent = {k: v for k, v in check.metadata["api_requests_by_system"].value.items() if v}
@@ -56,9 +57,11 @@ def test_the_daily_check_reads_each_lock_once_and_the_close_reports_without_a_re
     text = check.metadata["not_ready"].value
     assert f"tenant {qb} (quickbooks) period: tenant {qb}: quickbooks QuickBooks' closing date" in text
     assert "Close the books" in text and f"tenant {zoho} (zoho) scope:" in text
+    assert f"tenant {tenants['aden']} (aden) accounts:" in text and "archived: 6-60101 (for expense/salaries)" in text
     health = ServiceStore(ops_engine(load_settings().ops_database_url)).health()
     assert health[(qb, "quickbooks")]["last_check_ok"] == 0 and health[(tenants["jurnal"], "jurnal")][
         "last_check_ok"] == 1
+    control(sandbox, "aden", tenants["aden"], "accounts", {"number": "6-60101", "archived": False})
 
     before = api_requests(sandbox)
     close = materialize(JOURNAL, "2024-01-01")

@@ -33,6 +33,7 @@ from ledger_pipeline.resources import AccountingResource, R2aDatabase, Warehouse
 from ledger_pipeline.service.preflight import (
     Check,
     PreflightReport,
+    _accounts_check,
     link_fix,
     lock_check,
     period_locks,
@@ -41,18 +42,20 @@ from ledger_pipeline.service.preflight import (
     tenant_currencies,
 )
 from ledger_pipeline.service.store import ServiceStore, utcnow
-from ledger_pipeline.settings import load_settings
+from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.state.models import Posting
 from ledger_pipeline.state.vault import Integration, tenant_systems
-from ledger_pipeline.systems import SYSTEMS
+from ledger_pipeline.systems import SYSTEMS, ChartAccount
 
 
 def ready_from_state(tenants: dict[str, set[dt.date]], lines: pd.DataFrame | None, chart: pd.DataFrame,
                      ops_engine: object, r2a_currency: dict[str, str | None],
-                     connection_for: object | None = None) -> list[PreflightReport]:
+                     connection_for: object | None = None, settings: Settings | None = None
+                     ) -> list[PreflightReport]:
     """A PreflightReport per tenant of `tenants` ({tenant: months to post}); `lines`: tenant_id, account_number of
     the window's journal lines (None: skip the accounts check, e.g. before the journal exists); `chart`: system,
-    tenant_id, number, archived. Requests: with `connection_for(system)` one period read per connected tenant;
+    tenant_id, number, archived; with `settings` and no `lines`, the accounts the mapping needs are checked against
+    the chart instead. Requests: with `connection_for(system)` one period read per connected tenant;
     without, none (the period verdict the daily check recorded in connection_health is reported instead)."""
     current = tenant_systems(ops_engine)  # type: ignore[arg-type]
     with ops_engine.connect() as conn:  # type: ignore[attr-defined]
@@ -91,6 +94,12 @@ def ready_from_state(tenants: dict[str, set[dt.date]], lines: pd.DataFrame | Non
         report.checks.append(_currency(tenant, system, stored.get((system, tenant)), r2a_currency.get(tenant)))
         if lines is not None:
             report.checks.append(_accounts(tenant, system, used.get(tenant, []), chart))
+        elif settings is not None:  # no journal yet (the daily check): the accounts the mapping needs
+            mine = chart[(chart["tenant_id"] == tenant) & (chart["system"] == system)]
+            accounts = [ChartAccount(account_id=str(r.number), number=str(r.number), name="",
+                                     archived=bool(r.archived) if pd.notna(r.archived) else False)
+                        for r in mine.itertuples(index=False) if isinstance(r.number, str) and r.number]
+            report.checks.append(_accounts_check(settings, tenant, system, accounts, None))
         if connection_for is not None:
             locks = period_locks(system, connection_for(system), tenant, months)  # type: ignore[operator]
             report.reached = locks.closed is not None
@@ -201,7 +210,7 @@ def connections_preflight(context: dg.AssetCheckExecutionContext, r2a: R2aDataba
     tenants = months_to_check(r2a.ops_engine, fetched, clock.current_month())
     with accounting.connections(r2a.ops_database_url, "background") as connections:
         reports = ready_from_state(tenants, None, chart, r2a.ops_engine, tenant_currencies(settings, tenants),
-                                   connections)
+                                   connections, settings)
         requests = connections.requests_by_system()
     store, now = ServiceStore(r2a.ops_engine), utcnow()
     for report in reports:
