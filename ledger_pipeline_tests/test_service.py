@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import html
 import logging
 import threading
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -390,6 +391,13 @@ def test_the_operator_disconnects_a_tenant_and_a_new_link_reconnects_it(service,
     with httpx.Client(timeout=30) as http:
         assert connect(http, mint(service, "t00001", "zoho")).title == "Connected"
     company = integration("t00001", "zoho").company_id
+    httpx.post(f"{sandbox.url}/_sandbox/zoho/companies/t00001/lock_date", json={"lock_date": "2099-12-31"})
+    with operator(service) as op:  # the Check button checks the lock of the month the next close posts
+        check = page(op.post("/operator/check", data={"tenant": "t00001"}))
+        shown = html.unescape(check.text)
+        assert check.field("verdict") == "failed" and "Zoho Books' transaction lock date is 2099-12-31" in shown
+        assert "Transaction Locking" in shown
+    httpx.post(f"{sandbox.url}/_sandbox/zoho/companies/t00001/lock_date", json={"lock_date": None})
     before = httpx.get(f"{sandbox.url}/_sandbox/stats").json()["api_requests"]
     with operator(service) as op:
         done = op.post("/operator/disconnect", data={"tenant": "t00001"}, follow_redirects=False)

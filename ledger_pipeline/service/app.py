@@ -452,9 +452,10 @@ def build_app(service: Service) -> Starlette:  # noqa: C901 - one closure per ro
         return RedirectResponse(f"/operator?{urlencode({'q': tenant})}", status_code=303)
 
     def _preflight(tenant: str):  # noqa: ANN202
-        from ledger_pipeline.service.preflight import preflight, record
+        from ledger_pipeline.service.preflight import next_close_month, preflight, record
 
-        report = preflight(service.settings, tenant, connection_for=service.connection)
+        month = next_close_month(service.engine, tenant)  # the month its next close posts: its lock is checked
+        report = preflight(service.settings, tenant, month, connection_for=service.connection)
         record(report, store, service.now())
         return report
 

@@ -390,6 +390,21 @@ def _tenant_currency(settings: Settings, tenant: str) -> str | None:
         engine.dispose()
 
 
+def next_close_month(ops_engine: object, tenant: str, current: dt.date | None = None) -> dt.date:
+    """The month the tenant's next close posts: the last complete month while nothing is posted for it, else the
+    current month (a posted month may well be locked: that is the accountant closing it). `current`: the business
+    month in progress (default: ledger_pipeline.clock)."""
+    from ledger_pipeline import clock
+    from ledger_pipeline.state.models import Posting
+
+    current = current or clock.current_month()
+    previous = clock.add_months(current, -1)
+    with ops_engine.connect() as conn:  # type: ignore[attr-defined]
+        posted = conn.execute(select(Posting.tenant_id).where(
+            Posting.tenant_id == tenant, Posting.period == previous, Posting.status == "posted")).first()
+    return current if posted else previous
+
+
 def month_end(month: dt.date) -> dt.date:
     """The last day of `month` (the date every journal entry of the month carries)."""
     nxt = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
