@@ -306,7 +306,13 @@ def _accounts_check(settings: Settings, tenant: str, system: str, chart: list[Ch
     except (OSError, ValueError) as exc:
         return Check("accounts", "failed", f"the account mapping cannot be read ({exc})",
                      "fix LEDGER_ACCOUNT_MAPPING (columns tenant_id, category, subcategory, account_number)")
-    needed = needed_accounts(rules, tenant, _month_keys(settings, tenant, month) if month else None)
+    keys = None
+    if month:
+        try:
+            keys = _month_keys(settings, tenant, month)
+        except Exception:  # noqa: BLE001 - R2a unreadable: every category the mapping names is checked instead
+            keys = None
+    needed = needed_accounts(rules, tenant, keys)
     by_number = {}
     for a in chart:
         if a.number:
