@@ -123,7 +123,7 @@ def _recorded_period(tenant: str, system: str, h: dict) -> Check:
         part = detail[detail.index(f"({system}) {PERIOD_MARK}") + len(f"({system}) {PERIOD_MARK}"):]
         text, _, fix = part.partition(" -> fix: ")
         return Check("period", "failed", text.strip(), fix.split("; tenant ")[0].strip() or None)
-    return Check("period", "passed", f"open at the last preflight ({at:%Y-%m-%d %H:%M} UTC)")
+    return Check("period", "passed", f"no closed period found by the last preflight ({at:%Y-%m-%d %H:%M} UTC)")
 
 
 def _currency(tenant: str, system: str, company: object, expected: str | None) -> Check:
