@@ -30,7 +30,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("LEDGER_WAREHOUSE", str(tmp_path / "data" / "warehouse.duckdb"))
     monkeypatch.setenv("LEDGER_ENCRYPTION_KEY", Fernet.generate_key().decode())
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", "1")
+    monkeypatch.delenv("JURNAL_RATE_LIMIT_SCALE", raising=False)  # the deprecated name (it would warn)
+    monkeypatch.setenv("LEDGER_RATE_LIMIT_SCALE", "1")
     (tmp_path / "dagster_home").mkdir()
     # the committed instance config (pools, run-tag limits, run monitoring): what users run, never skipped
     shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", tmp_path / "dagster_home" / "dagster.yaml")
@@ -43,7 +44,7 @@ def sandbox(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[San
     with SandboxServer(settings.data_dir / "sandbox.sqlite", limits=Limits(scale=1000)) as server:
         for key, value in server.env().items():
             monkeypatch.setenv(key, value)
-        monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", "1000")
+        monkeypatch.setenv("LEDGER_RATE_LIMIT_SCALE", "1000")
         yield server
 
 

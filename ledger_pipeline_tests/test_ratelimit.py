@@ -234,7 +234,7 @@ def scaled_sandbox(settings: Settings, monkeypatch: pytest.MonkeyPatch):  # noqa
     with SandboxServer(settings.data_dir / "sandbox.sqlite", limits=SandboxLimits(scale=SCALE)) as server:
         monkeypatch.setenv("JURNAL_API_BASE_URL", server.api_url)
         monkeypatch.setenv("JURNAL_OAUTH_BASE_URL", server.url)
-        monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", str(SCALE))
+        monkeypatch.setenv("LEDGER_RATE_LIMIT_SCALE", str(SCALE))
         connect([f"a{i}" for i in range(3)] + [f"b{i}" for i in range(3)])
         reset_stats(server.url)
         yield server
