@@ -48,15 +48,18 @@ class Sandbox:
     """The sandbox's /_sandbox inspection and control endpoints (ledger_pipeline/sandboxes/server.py) for one server.
     `system` names the emulator ("jurnal", "quickbooks", ...); entries come back with exact Decimal amounts."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, http: httpx.Client | None = None):
+        """`http`: a client with `base_url=url` to share (closed by its owner), else one of its own."""
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=10)
+        self._own = http is None
+        self.http = http or httpx.Client(base_url=url, timeout=10)
 
     def control(self, system: str, login: str, action: str, body: Mapping[str, Any] | None = None) -> dict:
-        """POST /_sandbox/<system>/companies/<login>/<action> (lock_date, revoke, accounts, entries, ...)."""
+        """POST /_sandbox/<system>/companies/<login>/<action> (lock_date, revoke, accounts, entries, ...): the
+        emulator's answer as plain JSON."""
         resp = self.http.post(f"/_sandbox/{system}/companies/{login}/{action}", json=dict(body or {}))
         assert resp.status_code == 200, f"{system} control {action} for {login}: {resp.status_code} {resp.text}"
-        return loads_exact(resp.content)
+        return resp.json()
 
     def faults(self, **faults: Any) -> None:
         """Replace the injected faults (none when called without arguments); `systems=[...]` limits them."""
@@ -85,7 +88,8 @@ class Sandbox:
                    and r["endpoint"].endswith(endpoint_suffix) and (status is None or r["status"] == status))
 
     def close(self) -> None:
-        self.http.close()
+        if self._own:
+            self.http.close()
 
 
 @contextlib.contextmanager
