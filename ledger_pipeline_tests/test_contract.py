@@ -215,6 +215,11 @@ def test_revoked_grant_fails_permanently_with_the_fix_and_others_go_on(world: Wo
         conn.sink.find(gone, wanted[gone][0].custom_id)
     assert err.value.kind == "needs_reauth"
     assert world.box.entries(system, gone) == []
+    world.box.reset_stats()
+    still = post(conn, store, gone, wanted[gone])
+    assert {k for _, _, k in still.failures} == {"needs_reauth"} and not still.counts
+    sent = [r for r in world.box.stats()["requests"] if r["system"] == system]
+    assert sent == [], f"{system}: permanent: the next run sends nothing for the tenant, token refresh included"
     # the tenant reconnects (the fix); the next run posts its months, each once
     connect_tenants(conn, [gone])
     again = post(conn, store, gone, wanted[gone])
