@@ -165,11 +165,34 @@ def test_late_data_updates_the_remote_entry_not_a_second_one(world: World, syste
     assert post(conn, store, t, late).counts == {"skip": 3} and world.box.stats(system)["api_writes"] == 0
 
 
+@pytest.mark.parametrize("fault", ["error_after_commit_rate", "drop_after_commit_rate"])
+def test_a_5xx_or_a_lost_answer_after_the_write_ends_exactly_once(world: World, system: str, fault: str) -> None:
+    """Every write of one run is applied and then answered with a 5xx, or its answer is lost (a timeout): the run
+    looks the entries up before writing again and adopts them; what a multi-step workflow (Aden: create, submit)
+    could not settle stays pending ("uncertain") and the next run settles it. Nothing is written twice."""
+    [t] = _tenants(system, "w" if fault.startswith("error") else "d", 1)
+    conn, wanted = _start(world, system, [t])
+    store = MemoryStore()
+    world.box.reset_stats()
+    world.box.faults(**{fault: 1.0}, writes_only=True, systems=[system])
+    first = post(conn, store, t, wanted[t])
+    world.box.faults()
+    seen = Counter(r["status"] for r in world.box.stats()["requests"] if r["system"] == system)
+    assert seen["dropped" if fault.startswith("drop") else 500] + seen[502] + seen[503] > 0, (system, seen)
+    assert set(first.counts) <= {"adopted", "create"} and {k for _, _, k in first.failures} <= {"uncertain"}, first
+    assert sum(first.counts.values()) + len(first.failures) == 3, first
+    second = post(conn, store, t, wanted[t])  # the next run, without faults
+    assert not second.failures and {r.status for r in store.rows.values()} == {"posted"}, second
+    assert_exactly_once(world.box, system, wanted[t], tenants=[t])
+    world.box.reset_stats()
+    assert post(conn, store, t, wanted[t]).counts == {"skip": 3} and world.box.stats(system)["api_writes"] == 0
+
+
 def test_fault_drill_ends_exactly_once(world: World, system: str) -> None:
-    """20 tenants x 3 months under 5xx before and after the write, lost answers and refused tokens: each run
+    """10 tenants x 3 months under 5xx before and after the write, lost answers and refused tokens: each run
     re-runs what is not posted yet (as the next Dagster run would) until all is, each entry exactly once."""
     profile = PROFILES.get(system, Profile())
-    tenants = _tenants(system, "f", 20)
+    tenants = _tenants(system, "f", 10)
     conn, wanted = _start(world, system, tenants)
     if profile.drill_setup:
         profile.drill_setup(world.box, system, tenants)
@@ -187,9 +210,9 @@ def test_fault_drill_ends_exactly_once(world: World, system: str) -> None:
             profile.between_runs(world.box, system)
     world.box.faults()
     faulted = Counter(r["status"] for r in world.box.stats()["requests"] if r["system"] == system)
-    assert sum(faulted[s] for s in (500, 502, 503, "dropped")) > 0, f"{system}: the drill bit ({faulted})"
+    assert sum(faulted[s] for s in (401, 500, 502, 503, "dropped")) > 0, f"{system}: the drill bit ({faulted})"
     assert store.unposted(everything) == set(), f"{system}: still not posted after 5 runs"
-    assert len(store.rows) == 60 and {r.status for r in store.rows.values()} == {"posted"}
+    assert len(store.rows) == 30 and {r.status for r in store.rows.values()} == {"posted"}
     assert world.box.stats(system)["rate_limited"] == 0, "paced under the system's limits, faults or not"
     assert_exactly_once(world.box, system, everything, tenants=tenants)
     for t in tenants:
