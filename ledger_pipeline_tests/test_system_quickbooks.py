@@ -26,28 +26,29 @@ from ledger_pipeline.systems import ChartAccount, OpenOptions
 from ledger_pipeline.systems.quickbooks import QuickBooksConnection
 from ledger_pipeline.systems.quickbooks.sink import request_id
 from ledger_pipeline.testing.systems import MemoryStore as MemStore
-from ledger_pipeline.testing.systems import assert_exactly_once, connect_tenants
+from ledger_pipeline.testing.systems import assert_exactly_once, connect_tenants, sandbox_server
 
 MONTHS = [dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1)]
 WINDOW = (dt.date(2025, 1, 1), dt.date(2025, 4, 1))
 
 
 def _start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **kw: object) -> SandboxServer:
+    """A started sandbox with the environment pointed at it (for callers that stop it themselves)."""
     server = SandboxServer(tmp_path / "sb.sqlite", **kw).start()  # type: ignore[arg-type]
-    monkeypatch.setenv("LEDGER_SANDBOX_URL", server.url)
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
     return server
 
 
 @pytest.fixture
-def qbo(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
-    server = _start(tmp_path, monkeypatch, limits=Limits(scale=1000))
-    yield server
-    server.stop()
+def qbo(settings: Settings, tmp_path: Path) -> Iterator[SandboxServer]:
+    with sandbox_server(tmp_path / "sb.sqlite") as (server, _box):
+        yield server
 
 
 def open_conn(page_size: int = 1000) -> QuickBooksConnection:
     s = load_settings()
-    return QuickBooksConnection(s, OpenOptions(database_url=s.r2a_database_url, rate_limit_scale=1000,
+    return QuickBooksConnection(s, OpenOptions(database_url=s.ops_database_url, rate_limit_scale=1000,
                                                backoff_initial=0.01, timeout=5), page_size=page_size)
 
 
