@@ -227,6 +227,9 @@ def test_fault_drill_ends_exactly_once(world: World, system: str) -> None:
     assert sum(faulted[s] for s in (401, 500, 502, 503, "dropped")) > 0, f"{system}: the drill bit ({faulted})"
     assert store.unposted(everything) == set(), f"{system}: still not posted after 5 runs"
     assert len(store.rows) == 30 and {r.status for r in store.rows.values()} == {"posted"}
+    assert all(r.verified_at is not None for r in store.rows.values()), "every entry read back after its write"
+    dead = [x for x in world.box.entries(system) if x["company_login"] in tenants and not x.get("live", True)]
+    assert dead == [], f"{system}: no entry needed reversing or voiding"
     assert world.box.stats(system)["rate_limited"] == 0, "paced under the system's limits, faults or not"
     assert_exactly_once(world.box, system, everything, tenants=tenants)
     for t in tenants:
