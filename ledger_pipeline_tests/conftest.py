@@ -30,6 +30,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("LEDGER_WAREHOUSE", str(tmp_path / "data" / "warehouse.duckdb"))
     monkeypatch.setenv("LEDGER_ENCRYPTION_KEY", Fernet.generate_key().decode())
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.delenv("JURNAL_RATE_LIMIT_SCALE", raising=False)  # the deprecated name (it would warn)
     monkeypatch.setenv("LEDGER_RATE_LIMIT_SCALE", "1")
     (tmp_path / "dagster_home").mkdir()
     # the committed instance config (pools, run-tag limits, run monitoring): what users run, never skipped

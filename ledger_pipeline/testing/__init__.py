@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks (bench/) and, later, the tests: a private environment per run (data dir, SQLite,
+"""Helpers shared by the benchmarks (bench/) and the tests (the one home of the test harness; tests and bench/ import
+it from here, never bench/ from the tests): a private environment per run (data dir, SQLite,
 DuckDB, encryption key, DAGSTER_HOME holding the committed dagster.yaml, the first monthly partition), assets run
 through Dagster against it, tenants connected through each system's real OAuth flow against the sandbox.
 
@@ -21,6 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger_pipeline import clock
+from ledger_pipeline.testing.net import free_port, wait_for
+
+__all__ = ["CLOSE", "LOCAL_CLOSE", "PrivateEnv", "connect", "dagster_home", "env_vars", "environ", "free_port",
+           "materialize", "materialize_gl", "private_env", "range_tags", "reset_stats", "resources", "sandbox_stats",
+           "tenant_ids", "wait_for"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 COMMITTED_INSTANCE = PROJECT_ROOT / "dagster_home" / "dagster.yaml"

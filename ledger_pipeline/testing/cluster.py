@@ -13,12 +13,10 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from sqlalchemy.engine import make_url
 
 from ledger_pipeline.settings import PROJECT_ROOT
 from ledger_pipeline.shards import DEFAULT_QUEUE, queue_for, shard_keys
+from ledger_pipeline.testing.net import free_port, wait_for
 
 # Dagster's GraphQL, as the UI launches and watches a backfill (the same text as the UI test's).
 LAUNCH_BACKFILL = """
@@ -150,21 +149,6 @@ def dt_add_months(day: Any, n: int) -> Any:
 
     index = day.year * 12 + day.month - 1 + n
     return dt.date(index // 12, index % 12 + 1, 1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if value := probe():
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @dataclass
