@@ -55,16 +55,8 @@ def test_replayed_and_expired_state_refused(settings, sandbox) -> None:  # noqa:
         sess.close()
 
 
-<<<<<<< HEAD
-def test_token_rotation_under_concurrent_use(settings, tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    with SandboxServer(tmp_path / "sb.sqlite", limits=Limits(enabled=False), access_ttl=1) as server:
-        monkeypatch.setenv("JURNAL_API_BASE_URL", server.api_url)
-        monkeypatch.setenv("JURNAL_OAUTH_BASE_URL", server.url)
-        monkeypatch.setenv("LEDGER_RATE_LIMIT_SCALE", "1000")
-=======
 def test_token_rotation_under_concurrent_use(settings, tmp_path) -> None:  # noqa: ANN001
     with sandbox_server(tmp_path / "sb.sqlite", limits=Limits(enabled=False), access_ttl=1) as (server, _box):
->>>>>>> contract
         connect(["t1"])
         errors: list[Exception] = []
 
@@ -138,16 +130,8 @@ def test_limiter_keeps_under_the_limits(tmp_path) -> None:  # noqa: ANN001
     assert stamps[-1] <= 200 / 38 * 60 + 60, "and close to the allowed rate"
 
 
-<<<<<<< HEAD
-def test_gl_ingestion_200_tenants_without_429_and_equal_to_sandbox(settings, tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    with SandboxServer(tmp_path / "sb.sqlite", limits=Limits(scale=100)) as server:
-        monkeypatch.setenv("JURNAL_API_BASE_URL", server.api_url)
-        monkeypatch.setenv("JURNAL_OAUTH_BASE_URL", server.url)
-        monkeypatch.setenv("LEDGER_RATE_LIMIT_SCALE", "100")
-=======
 def test_gl_ingestion_200_tenants_without_429_and_equal_to_sandbox(settings, tmp_path) -> None:  # noqa: ANN001
     with sandbox_server(tmp_path / "sb.sqlite", scale=100) as (server, _box):
->>>>>>> contract
         tenants = [f"t{i:03d}" for i in range(200)]
         connect(tenants)
         httpx.post(f"{server.url}/_sandbox/companies/t005/accounts", json={"number": "6-69999", "name": "Baru"})
