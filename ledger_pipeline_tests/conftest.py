@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from ledger_pipeline.sandboxes.base import Limits  # noqa: E402
+from ledger_pipeline.sandboxes.base import SandboxLimits  # noqa: E402
 from ledger_pipeline.sandboxes.server import SandboxServer  # noqa: E402
 from ledger_pipeline.settings import PROJECT_ROOT, Settings, load_settings  # noqa: E402
 
@@ -41,7 +41,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 @pytest.fixture
 def sandbox(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
     """The Jurnal sandbox with its limits time-scaled x1000 (fast, but still enforced), env pointed at it."""
-    with SandboxServer(settings.data_dir / "sandbox.sqlite", limits=Limits(scale=1000)) as server:
+    with SandboxServer(settings.data_dir / "sandbox.sqlite", limits=SandboxLimits(scale=1000)) as server:
         for key, value in server.env().items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("LEDGER_RATE_LIMIT_SCALE", "1000")

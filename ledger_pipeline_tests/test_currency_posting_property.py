@@ -39,7 +39,7 @@ def world(tmp_path_factory) -> Iterator[dict]:  # noqa: ANN001
     """One sandbox, one Rootfi connection, one R2a file and one DuckDB for every example."""
     from cryptography.fernet import Fernet
 
-    from ledger_pipeline.sandboxes.base import Limits
+    from ledger_pipeline.sandboxes.base import SandboxLimits
     from ledger_pipeline.sandboxes.server import SandboxServer
 
     root = tmp_path_factory.mktemp("prop")
@@ -47,7 +47,7 @@ def world(tmp_path_factory) -> Iterator[dict]:  # noqa: ANN001
     mp.setenv("LEDGER_DATA_DIR", str(root / "data"))
     mp.setenv("R2A_DATABASE_URL", f"sqlite:///{root / 'r2a.sqlite'}")
     mp.setenv("LEDGER_ENCRYPTION_KEY", Fernet.generate_key().decode())
-    with SandboxServer(root / "sb.sqlite", limits=Limits(scale=1000)) as server:
+    with SandboxServer(root / "sb.sqlite", limits=SandboxLimits(scale=1000)) as server:
         for k, v in server.env().items():
             mp.setenv(k, v)
         s = load_settings()

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text, update
 
 from ledger_pipeline.ratelimit import HostLimiter
-from ledger_pipeline.sandboxes.jurnal import Limits
+from ledger_pipeline.sandboxes.base import SandboxLimits
 from ledger_pipeline.state.models import Integration, OAuthState
 from ledger_pipeline.state.vault import NeedsReauth
 from ledger_pipeline.systems.authflow import OAuthError, complete, new_state
@@ -56,7 +56,7 @@ def test_replayed_and_expired_state_refused(settings, sandbox) -> None:  # noqa:
 
 
 def test_token_rotation_under_concurrent_use(settings, tmp_path) -> None:  # noqa: ANN001
-    with sandbox_server(tmp_path / "sb.sqlite", limits=Limits(enabled=False), access_ttl=1) as (server, _box):
+    with sandbox_server(tmp_path / "sb.sqlite", limits=SandboxLimits(enabled=False), access_ttl=1) as (server, _box):
         connect(["t1"])
         errors: list[Exception] = []
 

@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, SinkError, custom_id_for, memo_for
 from ledger_pipeline.posting import PostingEngine, TenantOutcome
-from ledger_pipeline.sandboxes.base import Limits
+from ledger_pipeline.sandboxes.base import SandboxLimits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.systems import ChartAccount, OpenOptions
@@ -237,7 +237,7 @@ def test_inactive_account_and_unbalanced_entry_are_classified(settings, qbo) -> 
 
 
 def test_rotating_refresh_tokens_with_one_second_access_tokens(settings, tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    server = _start(tmp_path, monkeypatch, limits=Limits(enabled=False), access_ttl=1)
+    server = _start(tmp_path, monkeypatch, limits=SandboxLimits(enabled=False), access_ttl=1)
     conn = open_conn()
     try:
         connect(conn, ["t1"])

@@ -64,13 +64,13 @@ from starlette.routing import Route
 
 from ledger_pipeline.money import currency_problem, minor_unit
 from ledger_pipeline.sandboxes import consent
-from ledger_pipeline.sandboxes.base import (  # noqa: F401 - Limits: tests and bench import it from here
+from ledger_pipeline.sandboxes.base import (  # noqa: F401 - SandboxLimits: tests and bench import it from here
     WRITE_METHODS,
     Call,
     Emulator,
-    Limits,
     Problem,
     SandboxContext,
+    SandboxLimits,
     Windows,
     client_host,
     transaction,

@@ -113,12 +113,12 @@ def prepared(root: Path, services: Services, tenants: int, months: int, scale: f
 
     from ledger_pipeline.r2a import seed as seeding
     from ledger_pipeline.r2a.models import make_engine
-    from ledger_pipeline.sandboxes.base import Limits
+    from ledger_pipeline.sandboxes.base import SandboxLimits
     from ledger_pipeline.sandboxes.server import SandboxServer
     from ledger_pipeline.testing import connect, materialize_gl
 
     with fresh_databases(services.postgres) as (ledger_url, dagster_url), \
-            SandboxServer(root / "sandbox.sqlite", limits=Limits(scale=scale, enabled=False)) as sandbox:
+            SandboxServer(root / "sandbox.sqlite", limits=SandboxLimits(scale=scale, enabled=False)) as sandbox:
         cluster = Cluster(root / "cluster", services, ledger_url, dagster_url, sandbox.env(), scale,
                           encryption_key=Fernet.generate_key().decode())
         setup_env = {k: v for k, v in cluster.env_for("default").items()

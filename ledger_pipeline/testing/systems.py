@@ -98,10 +98,10 @@ def sandbox_server(state_path: Path, *, scale: float = SANDBOX_SCALE, **kwargs: 
     client finds it there, LEDGER_RATE_LIMIT_SCALE matching) for the duration; restores the environment on exit."""
     import os
 
-    from ledger_pipeline.sandboxes.base import Limits
+    from ledger_pipeline.sandboxes.base import SandboxLimits
     from ledger_pipeline.sandboxes.server import SandboxServer
 
-    kwargs.setdefault("limits", Limits(scale=scale))
+    kwargs.setdefault("limits", SandboxLimits(scale=scale))
     with SandboxServer(state_path, **kwargs) as server:
         values = {**server.env(), "LEDGER_RATE_LIMIT_SCALE": f"{scale:g}"}
         saved = {k: os.environ.get(k) for k in values}
