@@ -178,3 +178,25 @@ def plan_window(entries: dict[str, list[CanonicalEntry]], systems: dict[str, str
                 held.setdefault(tenant, set()).add(e.period)
         planned[tenant] = keep
     return planned, held, refused
+
+
+def plan_stored(engine: Engine, entries: dict[str, list[CanonicalEntry]], systems: dict[str, str], start: dt.date,
+                end: dt.date) -> tuple[dict[str, list[CanonicalEntry]], dict[str, set[dt.date]],
+                                       list[CurrencyRejection]]:
+    """`plan_window` with the stored company currencies and the rates loaded for [start, end): what the close,
+    a re-post and reconciliation each see of an entry (its `exchange_rate` and planned content hash)."""
+    from ledger_pipeline.rates import rate_table
+
+    return plan_window(entries, systems, company_currencies(engine), rate_table(engine, start, end))
+
+
+def entries_as_posted(engine: Engine, entries: dict[str, list[CanonicalEntry]], systems: dict[str, str],
+                      start: dt.date, end: dt.date) -> dict[str, list[CanonicalEntry]]:
+    """For comparison with what a system holds (reconciliation from the posting state, the drift read): each entry
+    as the close posts it (rate and planned hash for a foreign currency), and one the plan refuses as the journal
+    has it (never posted with that content: reconciliation shows it missing or mismatched, never dropped)."""
+    planned, _, refused = plan_stored(engine, entries, systems, start, end)
+    out_ids = {(r.tenant_id, r.period) for r in refused}
+    return {t: list(planned.get(t, [])) + [e for e in items if (t, e.period) in out_ids]
+            for t, items in entries.items()}
+

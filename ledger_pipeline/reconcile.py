@@ -25,7 +25,7 @@ import json
 import shlex
 from collections import Counter
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Literal
 
 from ledger_pipeline.ledger.sink import CUSTOM_ID_PREFIX, MEMO_PREFIX, CanonicalEntry, RemoteEntry
@@ -131,22 +131,14 @@ def _side(debit: int, credit: int, currency: str | None = None) -> str:
 
 
 def rate_of(remote: RemoteEntry) -> Decimal | None:
-    """The exchange rate the system reports on an entry (QuickBooks ExchangeRate, Zoho/Aden exchange_rate, Jurnal
-    currency_rate), as the sinks keep it in `extra`; None when it reports none."""
-    for key in ("ExchangeRate", "exchange_rate", "currency_rate"):
-        if remote.extra.get(key) not in (None, ""):
-            try:
-                return Decimal(str(remote.extra[key]))
-            except InvalidOperation:
-                return None
-    return None
+    """The exchange rate the system reports on an entry (ledger/sink.py RemoteEntry.rate); None when none."""
+    return remote.rate
 
 
 def same_rate(remote: RemoteEntry, entry: CanonicalEntry) -> bool:
     """The rate matches where the system reports one: ours for a foreign entry, 1 for an entry in the company's own
-    currency (a system that reports no rate is not compared)."""
-    theirs = rate_of(remote)
-    return theirs is None or theirs == (entry.exchange_rate if entry.exchange_rate is not None else Decimal(1))
+    currency (a system that reports no rate is not compared; RemoteEntry.same_rate)."""
+    return remote.same_rate(entry)
 
 
 def currency_diff(entry: CanonicalEntry, remote: RemoteEntry, title: str) -> list[str]:
@@ -163,8 +155,8 @@ def currency_diff(entry: CanonicalEntry, remote: RemoteEntry, title: str) -> lis
 
 
 def same_money(remote: RemoteEntry, entry: CanonicalEntry) -> bool:
-    """Lines, totals, date, currency (where reported) and rate (where reported) agree."""
-    return remote.matches(entry) and same_rate(remote, entry)
+    """Lines, totals, date, currency (where reported) and rate (where reported) agree (RemoteEntry.matches)."""
+    return remote.matches(entry)
 
 
 def diff_entry(entry: CanonicalEntry, remote: RemoteEntry, title: str) -> list[str]:

@@ -150,15 +150,37 @@ def test_zero_and_three_decimal_currencies_are_posted_exactly(connect, sandbox, 
     assert [r.status for r in reconcile_tenant(tenant, [planned], [remote])] == ["match"]
 
 
-@pytest.mark.parametrize("system", ["aden", "rootfi"])
+@pytest.mark.parametrize("system", ALL)
 def test_a_currency_change_is_an_amount_mismatch_with_both_currencies(connect, system):  # noqa: ANN001
     tenant = f"chg{system[:3]}"
     conn = connect(system, tenant)
     e = entry_for(conn, tenant, "IDR", 1_250_000_00)
     remote = post(conn, e)
+    assert remote.currency == "IDR", "every sink reads the entry's currency back (Jurnal: the company's)"
     ours = dataclasses.replace(e, currency="USD")  # R2a now says the tenant's books are in USD
     [row] = reconcile_tenant(tenant, [ours], [remote])
     assert row.status == "amount_mismatch" and "IDR" in row.detail and "USD" in row.detail
+
+
+@pytest.mark.parametrize("system", FOREIGN)
+def test_a_new_rate_alone_changes_the_entry_and_the_update_sends_it(connect, sandbox, system):  # noqa: ANN001
+    """Same lines, a rate loaded anew for the entry's date: the planned hash differs (the close re-posts), the
+    remote entry at the old rate is an amount_mismatch naming both rates, and the update puts the new rate there."""
+    tenant = f"rate{system[:3]}"
+    conn = connect(system, tenant)
+    set_company_currency(sandbox, system, tenant, home_currency="IDR", multicurrency=True)
+    e = entry_for(conn, tenant, "USD", 1_250_00)
+    old = plan_currency(e, system, CompanyCurrency("IDR", True), RATES)
+    remote = post(conn, old)
+    new = plan_currency(e, system, CompanyCurrency("IDR", True),
+                        RateTable([Rate(JAN31, "USD", "IDR", Decimal("16400.25"))]))
+    assert new.content_hash != old.content_hash and new.lines == old.lines
+    [row] = reconcile_tenant(tenant, [new], [remote])
+    assert row.status == "amount_mismatch" and "16312.5" in row.detail and "16400.25" in row.detail, row.detail
+    conn.sink.update(tenant, remote, new)
+    after = conn.sink.find(tenant, e.custom_id)
+    assert [r.status for r in reconcile_tenant(tenant, [new], [after])] == ["match"]
+    assert [r.status for r in reconcile_tenant(tenant, [old], [after])] == ["amount_mismatch"]
 
 
 # --- through the Dagster close: the company currency read with the chart, the plan in the posting asset ----------
@@ -216,3 +238,16 @@ def test_a_usd_tenant_on_an_idr_company_closes_with_the_loaded_rate_or_is_refuse
     assert query(settings, "SELECT * FROM ledger.rejections WHERE stage = 'currency'") == []
     assert query(settings, "SELECT from_currency, to_currency, rate FROM ledger.exchange_rates") == [
         ("USD", "IDR", Decimal("16312.5"))]
+    assert query(settings, "SELECT DISTINCT up_to_date FROM analytics.posting_status") == [(True,)]
+
+    # a new rate loaded for the same date, the lines unchanged: the next close updates the remote entry with it
+    load_rates(ops, [Rate(last_day, "USD", "IDR", Decimal("16400.25"))], "test")
+    assert materialize(CLOSE, month.isoformat()).success
+    aden = open_connection("aden", s, OpenOptions(s.ops_database_url, 1000, 0.01, 5))
+    try:
+        remote = aden.sink.find("t00001", custom_id_for("t00001", month))
+    finally:
+        aden.close()
+    assert remote is not None and Decimal(str(remote.extra["exchange_rate"])) == Decimal("16400.25")
+    assert query(settings, "SELECT DISTINCT status FROM accounting.reconciliation") == [("match",)]
+    assert query(settings, "SELECT DISTINCT up_to_date FROM analytics.posting_status") == [(True,)]
