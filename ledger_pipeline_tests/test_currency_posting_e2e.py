@@ -75,14 +75,15 @@ def writes(sandbox, system: str) -> int:  # noqa: ANN001
     return httpx.get(f"{sandbox.url}/_sandbox/stats").json()["by_system"].get(system, {}).get("api_writes", 0)
 
 
-# Rootfi: the emulator reports the company currency as each account's currency_id, but ChartAccount carries no
-# currency, so connections.read_company_currency cannot see it yet (None)
-@pytest.mark.parametrize(("system", "home", "multi"), [
-    ("zoho", "IDR", True), ("aden", "IDR", True), ("rootfi", None, False), ("quickbooks", "IDR", False),
-    ("jurnal", "IDR", False)])
-def test_home_currency_is_read_from_the_system(connect, system, home, multi):  # noqa: ANN001
+# Rootfi: each account's currency_id ([AC-ALL]); Jurnal/Rootfi journals take no rate, so multicurrency is off
+@pytest.mark.parametrize(("system", "multi"), [
+    ("zoho", True), ("aden", True), ("rootfi", False), ("quickbooks", False), ("jurnal", False)])
+def test_home_currency_is_read_from_the_system(connect, sandbox, system, multi):  # noqa: ANN001
     tenant = f"home{system[:3]}"
-    assert read_company_currency(system, connect(system, tenant), tenant) == CompanyCurrency(home, multi)
+    conn = connect(system, tenant)
+    assert read_company_currency(system, conn, tenant) == CompanyCurrency("IDR", multi)
+    set_company_currency(sandbox, system, tenant, home_currency="JPY")  # a company kept in yen reads as JPY
+    assert read_company_currency(system, conn, tenant).home == "JPY"
 
 
 @pytest.mark.parametrize("system", ALL)
