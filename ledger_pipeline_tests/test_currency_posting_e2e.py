@@ -252,3 +252,31 @@ def test_a_usd_tenant_on_an_idr_company_closes_with_the_loaded_rate_or_is_refuse
     assert remote is not None and Decimal(str(remote.extra["exchange_rate"])) == Decimal("16400.25")
     assert query(settings, "SELECT DISTINCT status FROM accounting.reconciliation") == [("match",)]
     assert query(settings, "SELECT DISTINCT up_to_date FROM analytics.posting_status") == [(True,)]
+
+
+# --- the sandbox's companies keep their books in the tenant's R2a currency (set at connect) ----------------------
+
+@pytest.mark.parametrize(("system", "currency"), [("quickbooks", "USD"), ("zoho", "KWD"), ("jurnal", "JPY"),
+                                                  ("aden", "USD"), ("rootfi", "JPY")])
+def test_connect_auto_approve_keeps_the_sandbox_company_in_the_tenants_currency(settings, sandbox, system,  # noqa: ANN001
+                                                                                  currency):
+    from click.testing import CliRunner
+    from sqlalchemy import text as sql
+
+    from ledger_pipeline.cli import main
+    from ledger_pipeline.connections import company_currencies
+    from ledger_pipeline.r2a import seed as seeding
+    from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.state.database import make_ops_engine
+
+    engine = make_engine(settings.r2a_database_url)
+    seeding.create_tables(engine)
+    with engine.begin() as conn:
+        conn.execute(sql("INSERT INTO tenants (tenant_id, name, currency) VALUES ('t1', 't1', :c), "
+                         "('t2', 't2', 'IDR')"), {"c": currency})
+    for tenant in ("t1", "t2"):
+        out = CliRunner().invoke(main, ["connect", "--tenant", tenant, "--system", system, "--auto-approve"])
+        assert out.exit_code == 0, out.output
+    # read back from the system the way every connection reads it (connections.py), and stored
+    stored = company_currencies(make_ops_engine(settings.ops_database_url))
+    assert stored[(system, "t1")].home == currency and stored[(system, "t2")].home == "IDR"
