@@ -291,6 +291,7 @@ class ReconRow:
     detail: str
     checked_by: str | None = None  # who saw it: remote_read | posting_response | repost (None: the frame's default)
     checked_at: dt.datetime | None = None  # when it was seen (None: now)
+    currency: str | None = None  # the entry's ISO 4217 code (the totals' unit; set by read_tenant/reconcile_from_state)
 
 
 CHANGE_STATUS = {"deleted": "missing_remote", "edited": "amount_mismatch", "moved": "moved_remote"}
@@ -363,7 +364,9 @@ def read_tenant(tenant_id: str, entries: list[CanonicalEntry], remotes: list[Rem
         out.append(ReconRow(tenant_id, period, cid, "unexpected_remote", ",".join(str(r.remote_id) for r in hits),
                             0, sum(r.total_debit_minor for r in hits),
                             f"in {title} but not in our ledger for this month (month rejected or removed?)"))
-    return out, changes
+    # each row's totals are in its entry's currency (an unexpected remote's: the system's), never mixed
+    units = {**{cid: hits[0].currency for cid, hits in by_id.items()}, **{e.custom_id: e.currency for e in entries}}
+    return [replace(r, currency=r.currency or units.get(r.custom_id)) for r in out], changes
 
 
 def _was_posted(row) -> bool:  # noqa: ANN001  (a PostingRow or None)
@@ -436,4 +439,5 @@ def reconcile_from_state(entries: dict[str, list[CanonicalEntry]], state: dict[s
                                              0, f"posted to {title} earlier, no longer in our ledger (month rejected "
                                                 "upstream or a delete refused or pending)", "posting_response",
                                              row.verified_at)))
-    return out
+    units = {e.custom_id: e.currency for items in entries.values() for e in items}  # totals in the entry's currency
+    return [(system, replace(r, currency=r.currency or units.get(r.custom_id))) for system, r in out]

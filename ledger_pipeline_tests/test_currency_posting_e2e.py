@@ -280,3 +280,47 @@ def test_connect_auto_approve_keeps_the_sandbox_company_in_the_tenants_currency(
     # read back from the system the way every connection reads it (connections.py), and stored
     stored = company_currencies(make_ops_engine(settings.ops_database_url))
     assert stored[(system, "t1")].home == currency and stored[(system, "t2")].home == "IDR"
+
+
+# --- totals never mix currencies: reconciliation rows, their metadata and the drift read keep each currency --------
+
+def test_jpy_and_idr_tenants_reconcile_with_totals_per_currency_through_the_close_and_the_drift_read(  # noqa: ANN001
+        settings, sandbox):
+    from sqlalchemy import text as sql
+
+    from ledger_pipeline import clock
+    from ledger_pipeline.r2a import seed as seeding
+    from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.sandboxes.currency import set_home_currency
+    from ledger_pipeline_tests.helpers import CLOSE, connect_to, materialize, materialize_drift, query
+
+    month = clock.add_months(clock.last_complete_month(), -1)
+    engine = make_engine(settings.r2a_database_url)
+    seeding.seed(engine, 2, 1, month, seed=5)
+    with engine.begin() as conn:  # t00001 keeps its books in yen (whole yen: JPY has no minor unit)
+        conn.execute(sql("UPDATE tenants SET currency = 'JPY' WHERE tenant_id = 't00001'"))
+        conn.execute(sql("UPDATE r2a_transactions SET currency = 'JPY', amount = ROUND(amount, 0) "
+                         "WHERE tenant_id = 't00001'"))
+    connect_to("quickbooks", ["t00001", "t00002"])
+    with httpx.Client(timeout=10) as http:
+        set_home_currency(http, sandbox.url, "quickbooks", "t00001", "JPY")
+    result = materialize(CLOSE, month.isoformat())
+    assert result.success
+    expected = dict(query(settings, "SELECT tenant_id, total_debit FROM ledger.journal_entries"))
+    rows = query(settings, "SELECT tenant_id, status, currency, local_total, remote_total "
+                           "FROM accounting.reconciliation ORDER BY 1")
+    assert rows == [("t00001", "match", "JPY", expected["t00001"], expected["t00001"]),
+                    ("t00002", "match", "IDR", expected["t00002"], expected["t00002"])]
+    [meta] = [m.metadata for m in result.get_asset_materialization_events()
+              if m.asset_key.path[-1] == "reconciliation" for m in [m.event_specific_data.materialization]]
+    total = meta["total_local_total"].value
+    assert "JPY" in total and "IDR" in total, total  # one total per currency, never one mixed sum
+    summary = query(settings, "SELECT currency, local_total FROM analytics.reconciliation_summary ORDER BY 1")
+    assert summary == [("IDR", expected["t00002"]), ("JPY", expected["t00001"])]
+
+    # the drift read's rows are read back in their own currency's decimals by the next reconciliation
+    assert materialize_drift().success
+    assert materialize(["reconciliation"], month.isoformat()).success
+    assert query(settings, "SELECT tenant_id, currency, local_total, remote_total FROM accounting.reconciliation "
+                           "ORDER BY 1") == [("t00001", "JPY", expected["t00001"], expected["t00001"]),
+                                             ("t00002", "IDR", expected["t00002"], expected["t00002"])]

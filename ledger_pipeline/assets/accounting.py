@@ -600,17 +600,23 @@ def remote_reads(con, start: dt.date, end: dt.date) -> dict[str, ReconRow]:  # n
     for r in frame.itertuples(index=False):
         out[r.custom_id] = (r.system, ReconRow(
             r.tenant_id, pd.Timestamp(r.period).date(), r.custom_id, r.status, r.remote_ids,
-            _minor(r.local_total), _minor(r.remote_total), r.detail, "remote_read",
-            pd.Timestamp(r.checked_at).to_pydatetime() if pd.notna(r.checked_at) else None))
+            _minor(r.local_total, r.currency), _minor(r.remote_total, r.currency), r.detail, "remote_read",
+            pd.Timestamp(r.checked_at).to_pydatetime() if pd.notna(r.checked_at) else None,
+            r.currency if isinstance(r.currency, str) else None))
     return {cid: row for cid, (_, row) in out.items()}
 
 
-def _minor(value: object) -> int:
+def _minor(value: object, currency: object = None) -> int:
+    """A DuckDB MONEY value back in minor units of the row's currency (its own decimals: JPY 0, KWD 3; none: the
+    legacy 2), exactly."""
     from decimal import Decimal
+
+    from ledger_pipeline.money import to_minor
 
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return 0
-    return int((Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))) * 100)
+    amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    return to_minor(amount, currency if isinstance(currency, str) else None)
 
 
 def reconciliation_from_state(r2a: R2aDatabase, start: dt.date, end: dt.date, run_id: str,
@@ -691,7 +697,8 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
                 remotes = connections(system).sink.list_period(tenant, start, end)
             except SinkError as exc:
                 rows += [(system, ReconRow(tenant, e.period, e.custom_id, "not_checked", "", e.total_debit_minor, 0,
-                                           f"could not read {title} entries: {exc}")) for e in mine]
+                                           f"could not read {title} entries: {exc}", currency=e.currency))
+                         for e in mine]
             else:
                 recon, changes = read_tenant(tenant, mine, remotes, title, system=system, rows=mine_rows,
                                              known=known.get(tenant), policy=policies[tenant],
