@@ -87,20 +87,26 @@ class RemoteChange:
 
 
 # -- fingerprints and differences ----------------------------------------------------------------------------------
-def _digest(date: dt.date, lines: list[tuple[str, int, int]]) -> str:
-    payload = json.dumps({"date": date.isoformat(), "lines": sorted([list(x) for x in lines])}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
+def _digest(date: dt.date, lines: list[tuple[str, int, int]], rate: Decimal | None = None) -> str:
+    """A foreign rate (not None, not 1) joins the payload; without one the fingerprint is what it was before
+    currencies, so fingerprints kept for entries in the company's own currency stay valid."""
+    body: dict = {"date": date.isoformat(), "lines": sorted([list(x) for x in lines])}
+    if rate is not None and rate != 1:
+        body["rate"] = str(rate.normalize())
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def remote_fingerprint(remote: RemoteEntry) -> str:
-    """The remote entry's date and (account, debit, credit) lines, hashed: what `matches` compares."""
-    return _digest(remote.transaction_date, [(str(acc), int(d), int(c)) for _, acc, d, c in remote.lines])
+    """The remote entry's date, (account, debit, credit) lines and foreign exchange rate, hashed: what `matches`
+    compares (a rate changed by hand is a change a person made)."""
+    return _digest(remote.transaction_date, [(str(acc), int(d), int(c)) for _, acc, d, c in remote.lines],
+                   remote.rate)
 
 
 def entry_fingerprint(entry: CanonicalEntry) -> str:
     """The fingerprint a remote entry has when it holds exactly `entry`."""
     return _digest(entry.transaction_date, [(str(ln.account_id), ln.debit_minor, ln.credit_minor)
-                                            for ln in entry.lines])
+                                            for ln in entry.lines], entry.exchange_rate)
 
 
 def posted_fingerprint(remote_state: dict | None) -> str | None:
