@@ -230,7 +230,12 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
             connection.connect_tenant(t, opener)
             home = r2a_currency.get(t)
             if home:
-                set_home_currency(http, s.sandbox_url, system, t, home)
+                try:
+                    set_home_currency(http, s.sandbox_url, system, t, home)
+                except httpx.HTTPError as exc:  # connected all the same: the read below says what the company keeps
+                    click.echo(f"warning: tenant {t}: could not keep the sandbox company's books in {home} "
+                               f"({exc}); its entries are planned against the currency the company reports",
+                               err=True)
             # the company's home currency (and multicurrency), read now and again on every chart refresh
             refresh_company_currencies(connection.vault.engine, [(system, t)], lambda _s: connection,
                                        lambda msg: click.echo(f"warning: {msg}", err=True))
