@@ -144,3 +144,23 @@ def test_a_rate_changed_by_hand_is_a_change_a_person_made():
     # an entry in the company's own currency keeps the fingerprint it had before currencies (rate 1 or none)
     same = dataclasses.replace(left, extra={"ExchangeRate": "1"}, currency="IDR")
     assert remote_fingerprint(same) == remote_fingerprint(dataclasses.replace(same, extra={}))
+
+
+def test_a_system_that_books_another_rate_fails_the_posting_naming_both_rates():
+    """A 2xx whose entry holds our lines at another exchange rate is not posted: a mismatch naming both rates."""
+    from ledger_pipeline_tests.helpers import MemoryStore
+    from ledger_pipeline_tests.test_posting_engine import MemorySink, run
+
+    class OtherRate(MemorySink):
+        def _remote(self, e, remote_id=None):  # noqa: ANN001, ANN202
+            return dataclasses.replace(super()._remote(e, remote_id), extra={"exchange_rate": "15000"},
+                                       currency=e.currency)
+
+    sink, store = OtherRate(), MemoryStore()
+    base = entry("USD")
+    planned = plan_currency(dataclasses.replace(base, tenant_id="t1", custom_id="r2a-pl-t1-202501"), "aden",
+                            CompanyCurrency("IDR", True), RATES)
+    out = run(sink, store, [planned])
+    assert [k for _, _, k in out.failures] == ["mismatch"]
+    error = store.rows[planned.custom_id].error
+    assert "15000" in error and "16312.5" in error and "rate" in error, error
