@@ -195,12 +195,15 @@ def _connect_aden_token(s, tenant: str, token_file: str) -> None:  # noqa: ANN00
 
 
 def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -> int:  # noqa: ANN001
-    """Connect `tenants` (None: every seeded tenant with no integration yet) to `system`."""
+    """Connect `tenants` (None: every seeded tenant with no integration yet) to `system`. With `auto` (the
+    sandbox), each company's books are kept in the tenant's R2a currency (sandboxes/currency.py) before its home
+    currency is read."""
     import httpx
     from sqlalchemy import select
 
     from ledger_pipeline.connections import refresh_company_currencies
     from ledger_pipeline.r2a.models import Tenant, make_engine
+    from ledger_pipeline.sandboxes.currency import set_home_currency
     from ledger_pipeline.state.vault import tenant_systems
     from ledger_pipeline.systems import OpenOptions, get, open_connection
     from ledger_pipeline.systems.authflow import follow_redirects
@@ -218,9 +221,21 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
         def show(url: str) -> None:
             click.echo(f"Open this URL to authorise access to {get(system).title}, then come back:\n  {url}")
         opener = follow_redirects(http) if auto else show
+        r2a_currency: dict[str, str] = {}
+        if auto:  # the sandbox: its companies keep their books in the tenant's R2a currency
+            with make_engine(s.r2a_database_url, read_only=True).connect() as conn:
+                r2a_currency = dict(conn.execute(select(Tenant.tenant_id, Tenant.currency)).all())
         progress = _progress(f"tenants connected to {system}")
         for i, t in enumerate(tenants, 1):
             connection.connect_tenant(t, opener)
+            home = r2a_currency.get(t)
+            if home:
+                try:
+                    set_home_currency(http, s.sandbox_url, system, t, home)
+                except httpx.HTTPError as exc:  # connected all the same: the read below says what the company keeps
+                    click.echo(f"warning: tenant {t}: could not keep the sandbox company's books in {home} "
+                               f"({exc}); its entries are planned against the currency the company reports",
+                               err=True)
             # the company's home currency (and multicurrency), read now and again on every chart refresh
             refresh_company_currencies(connection.vault.engine, [(system, t)], lambda _s: connection,
                                        lambda msg: click.echo(f"warning: {msg}", err=True))

@@ -66,10 +66,42 @@ def connect_demo_tenants(s: Settings, connect: Callable[[Settings, list[str], st
     for i, tenant in enumerate(seeded):
         if tenant not in done:
             plan.setdefault(DEMO_MIX[i % len(DEMO_MIX)], []).append(tenant)
-    return {system: connect(s, tenants, system) for system, tenants in plan.items()}
+    counts = {system: connect(s, tenants, system) for system, tenants in plan.items()}
+    keep_foreign_company_at_home(s, plan.get(DEMO_FOREIGN[0], []))
+    return counts
 
 
-DEMO_FOREIGN = ("aden", "USD")  # one tenant keeps its books in USD, on an Aden company kept in IDR
+def keep_foreign_company_at_home(s: Settings, tenants: list[str]) -> None:
+    """The sandbox keeps each company's books in its tenant's currency (set at connect, sandboxes/currency.py); the
+    demo says otherwise for its USD tenant: its Aden company keeps its books in IDR (multicurrency on), so the close
+    posts it in USD with the loaded rate. The home currency is read again from the system afterwards."""
+    import httpx
+    from sqlalchemy import text
+
+    from ledger_pipeline.connections import refresh_company_currencies
+    from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.sandboxes.currency import set_home_currency
+    from ledger_pipeline.state.database import make_ops_engine
+    from ledger_pipeline.systems import OpenOptions, open_connection
+
+    with make_engine(s.r2a_database_url, read_only=True).connect() as conn:
+        foreign = set(conn.execute(text("SELECT tenant_id FROM tenants WHERE currency = :c"),
+                                   {"c": DEMO_FOREIGN[1]}).scalars()) & set(tenants)
+    if not foreign:
+        return
+    system = DEMO_FOREIGN[0]
+    connection = open_connection(system, s, OpenOptions(s.ops_database_url, s.rate_limit_scale))
+    try:
+        with httpx.Client(timeout=30) as http:
+            for tenant in sorted(foreign):
+                set_home_currency(http, s.sandbox_url, system, tenant, "IDR", multicurrency=True)
+        refresh_company_currencies(make_ops_engine(s.ops_database_url), [(system, t) for t in sorted(foreign)],
+                                   lambda _s: connection)
+    finally:
+        connection.close()
+
+
+DEMO_FOREIGN = ("aden", "USD")  # one tenant keeps its books in USD, on an Aden company kept in IDR (set at connect)
 DEMO_RATE = "16312.5"  # 1 USD in IDR, the demo's month-end rate (a made-up but plausible figure)
 
 

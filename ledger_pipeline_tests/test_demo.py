@@ -47,6 +47,10 @@ def test_demo_seeds_connects_the_five_systems_and_loads_the_usd_rates(settings) 
                                   "ORDER BY rate_date")).all()
     assert [(str(d)[:10], str(r)) for d, r in rates] == [("2026-01-31", demo.DEMO_RATE), ("2026-02-28", demo.DEMO_RATE)]
     assert any("newly connected: 10 to jurnal, 3 to quickbooks, 3 to zoho, 2 to aden, 2 to rootfi" in x for x in lines)
+    # every sandbox company keeps its books in its tenant's currency, but the USD tenant's Aden company (IDR)
+    with make_ops_engine(settings.ops_database_url).connect() as conn:
+        homes = dict(conn.execute(text("SELECT tenant_id, home_currency FROM connection_health")).all())
+    assert homes[usd[0]] == "IDR" and set(homes) == set(systems) and set(homes.values()) == {"IDR"}
 
 
 def test_the_cli_lists_the_systems_of_the_registry() -> None:

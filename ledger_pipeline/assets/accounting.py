@@ -33,6 +33,8 @@ from ledger_pipeline.connections import (
     company_currencies,
     connections_frame,
     currency_due,
+    entries_as_posted,
+    plan_stored,
     plan_window,
     refresh_company_currencies,
 )
@@ -598,17 +600,23 @@ def remote_reads(con, start: dt.date, end: dt.date) -> dict[str, ReconRow]:  # n
     for r in frame.itertuples(index=False):
         out[r.custom_id] = (r.system, ReconRow(
             r.tenant_id, pd.Timestamp(r.period).date(), r.custom_id, r.status, r.remote_ids,
-            _minor(r.local_total), _minor(r.remote_total), r.detail, "remote_read",
-            pd.Timestamp(r.checked_at).to_pydatetime() if pd.notna(r.checked_at) else None))
+            _minor(r.local_total, r.currency), _minor(r.remote_total, r.currency), r.detail, "remote_read",
+            pd.Timestamp(r.checked_at).to_pydatetime() if pd.notna(r.checked_at) else None,
+            r.currency if isinstance(r.currency, str) else None))
     return {cid: row for cid, (_, row) in out.items()}
 
 
-def _minor(value: object) -> int:
+def _minor(value: object, currency: object = None) -> int:
+    """A DuckDB MONEY value back in minor units of the row's currency (its own decimals: JPY 0, KWD 3; none: the
+    legacy 2), exactly."""
     from decimal import Decimal
+
+    from ledger_pipeline.money import to_minor
 
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return 0
-    return int((Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))) * 100)
+    amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    return to_minor(amount, currency if isinstance(currency, str) else None)
 
 
 def reconciliation_from_state(r2a: R2aDatabase, start: dt.date, end: dt.date, run_id: str,
@@ -616,6 +624,8 @@ def reconciliation_from_state(r2a: R2aDatabase, start: dt.date, end: dt.date, ru
     """The window's accounting.reconciliation rows from the operational posting state and remote changes (no
     request); `reads`: newer drift rows to keep (see reconcile.reconcile_from_state)."""
     entries, _ = load_window(r2a.ops_engine, start, end)
+    # compared as posted: a foreign-currency entry with its rate and planned hash (connections.py)
+    entries = entries_as_posted(r2a.ops_engine, entries, connected_systems(r2a), start, end)
     changes = RemoteChangeStore(r2a.ops_engine)
     known = changes.load(start, end)
     rows = reconcile_from_state(entries, SqlPostingStore(r2a.ops_engine).load(start, end), connected_systems(r2a),
@@ -668,6 +678,7 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
     store = RemoteChangeStore(r2a.ops_engine, context.run_id)
     known = store.load(start, end)
     systems = connected_systems(r2a)
+    entries = entries_as_posted(r2a.ops_engine, entries, systems, start, end)  # with rate and planned hash
     posted = {t for by_t in state.values() for t in by_t}
     tenants = sorted(set(entries) | posted, key=lambda t: (last.get(t) or pd.Timestamp.min, t))
     policies = store.policies(tenants)
@@ -686,7 +697,8 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
                 remotes = connections(system).sink.list_period(tenant, start, end)
             except SinkError as exc:
                 rows += [(system, ReconRow(tenant, e.period, e.custom_id, "not_checked", "", e.total_debit_minor, 0,
-                                           f"could not read {title} entries: {exc}")) for e in mine]
+                                           f"could not read {title} entries: {exc}", currency=e.currency))
+                         for e in mine]
             else:
                 recon, changes = read_tenant(tenant, mine, remotes, title, system=system, rows=mine_rows,
                                              known=known.get(tenant), policy=policies[tenant],
@@ -776,7 +788,10 @@ def repost_tenant_month(log: dg.DagsterLogManager, run_id: str, r2a: R2aDatabase
                f"(`ledger-pipeline run --month {month:%Y-%m}`)" if month in held.get(tenant, set()) else
                f"our ledger has no entry for it: close the month first (`ledger-pipeline run --month {month:%Y-%m}`)")
         raise RepostRefused(f"nothing to re-post for tenant {tenant} {month:%Y-%m} ({title}): {why}")
-    e = mine[0]
+    planned, _, refused = plan_stored(r2a.ops_engine, {tenant: mine}, {tenant: system}, start, end)
+    if refused:  # the currency plan refuses it (no rate, no multicurrency...): nothing is sent
+        raise RepostRefused(str(refused[0]))
+    e = planned[tenant][0]
     store, changes = SqlPostingStore(r2a.ops_engine, run_id), RemoteChangeStore(r2a.ops_engine, run_id)
     rows = store.load(start, end, [tenant]).get(system, {}).get(tenant, {})
     row = rows.get(e.custom_id)

@@ -117,6 +117,10 @@ class TenantRound:
             if theirs != e.currency:
                 why = (f"it booked the entry in {theirs}, we sent {e.currency}: check the company's currencies "
                        f"(multicurrency, {e.currency} added) and the tenant's currency in R2a")
+            elif not remote.same_rate(e):
+                why = (f"it booked the entry at the exchange rate {remote.rate}, we sent "
+                       f"{e.exchange_rate if e.exchange_rate is not None else 1}: check the company's rate settings "
+                       "(a rate it overrides) and the loaded rate (`ledger-pipeline rates list`)")
             else:
                 why = ("it may have dropped a line it could not resolve. Check the accounts; the next run updates "
                        "the entry in place.")
