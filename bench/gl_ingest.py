@@ -42,7 +42,7 @@ def main() -> None:
 def run(tmp, args, tenants, connect, materialize_gl, have_dlt: bool) -> dict:  # noqa: ANN001, PLR0913
     import os
 
-    from ledger_pipeline.sandboxes.jurnal import Limits
+    from ledger_pipeline.sandboxes.base import SandboxLimits
     from ledger_pipeline.sandboxes.jurnal_state import SandboxState
     from ledger_pipeline.sandboxes.server import SandboxServer
     from ledger_pipeline.settings import load_settings
@@ -56,7 +56,7 @@ def run(tmp, args, tenants, connect, materialize_gl, have_dlt: bool) -> dict:  #
             [(cid, f"6-7{k:04d}", f"Beban Operasional {k}", "Beban", 17) for k in range(args.accounts - 38)])
     state.close()
     report: dict = {"tenants": args.tenants, "accounts_per_tenant": args.accounts, "runs": args.runs}
-    with SandboxServer(tmp / "sandbox.sqlite", limits=Limits(enabled=False)) as server:
+    with SandboxServer(tmp / "sandbox.sqlite", limits=SandboxLimits(enabled=False)) as server:
         os.environ.update(server.env())
         connect(tenants)
         sess = open_session(load_settings(), backoff_initial=0.01, timeout=5)

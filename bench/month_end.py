@@ -15,7 +15,6 @@ import argparse
 import datetime as dt
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,14 +26,9 @@ import httpx
 from common import ROOT, child_env, save
 
 from ledger_pipeline import clock
+from ledger_pipeline.testing.net import free_port
 
 PER_IP_MINUTE = 40  # Jurnal's binding limit: requests per minute per source address
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 30) -> None:

@@ -39,12 +39,12 @@ def main() -> None:
 def run(tmp, args) -> dict:  # noqa: ANN001
     from ledger_pipeline.r2a import seed as seeding
     from ledger_pipeline.r2a.models import make_engine
-    from ledger_pipeline.sandboxes.jurnal import Limits
+    from ledger_pipeline.sandboxes.base import SandboxLimits
     from ledger_pipeline.sandboxes.server import SandboxServer
     from ledger_pipeline.testing import LOCAL_CLOSE, connect, materialize, materialize_gl, tenant_ids
 
     report: dict = {"tenants": args.tenants, "scale": args.scale, "months": args.months}
-    with SandboxServer(tmp / "sandbox.sqlite", limits=Limits(scale=args.scale)) as server:
+    with SandboxServer(tmp / "sandbox.sqlite", limits=SandboxLimits(scale=args.scale)) as server:
         os.environ.update(server.env())
         engine = make_engine(os.environ["R2A_DATABASE_URL"])
         seeding.seed(engine, args.tenants, args.months, FIRST, seed=3)

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 from common import save
 
-from ledger_pipeline.sandboxes.jurnal import API, Limits
+from ledger_pipeline.sandboxes.jurnal import API, SandboxLimits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
@@ -63,7 +63,7 @@ def main() -> None:
         args.requests = 40
     report: dict = {"requests": args.requests}
     tmp = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
-    with SandboxServer(tmp / "sb.sqlite", limits=Limits(enabled=False)) as server:
+    with SandboxServer(tmp / "sb.sqlite", limits=SandboxLimits(enabled=False)) as server:
         for kind in ("read", "write"):
             for clients in (1, 4):
                 rps = run(server.url, clients, args.requests // clients, kind)

@@ -38,14 +38,14 @@ def main() -> None:
 def run(tmp, args, first: dt.date, last: dt.date) -> dict:  # noqa: ANN001
     from ledger_pipeline.r2a import seed as seeding
     from ledger_pipeline.r2a.models import make_engine
-    from ledger_pipeline.sandboxes.base import Limits
+    from ledger_pipeline.sandboxes.base import SandboxLimits
     from ledger_pipeline.sandboxes.server import SandboxServer
     from ledger_pipeline.systems import SYSTEMS
     from ledger_pipeline.testing import CLOSE, LOCAL_CLOSE, connect, materialize, materialize_gl, tenant_ids
 
     n = args.tenants_per_system * len(SYSTEMS)
     report: dict = {"tenants_per_system": args.tenants_per_system, "scale": args.scale, "systems": {}}
-    with SandboxServer(tmp / "sandbox.sqlite", limits=Limits(scale=args.scale)) as server:
+    with SandboxServer(tmp / "sandbox.sqlite", limits=SandboxLimits(scale=args.scale)) as server:
         os.environ.update(server.env())
         seeding.seed(make_engine(os.environ["R2A_DATABASE_URL"]), n, 4, first, seed=9)
         tenants = tenant_ids(n)

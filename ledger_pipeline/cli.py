@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
-import socket
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from ledger_pipeline.settings import SANDBOX_PORT, Settings, load_settings
+from ledger_pipeline.settings import SANDBOX_PORT, Settings, load_settings, safe_url
 from ledger_pipeline.systems import SYSTEMS
 
 # Exit codes of `run` and `repost` (documented in the README): 2 is click's usage error (a bad or open month, an
@@ -40,7 +37,8 @@ def _progress(label: str):  # noqa: ANN202
 
 @click.group()
 def main() -> None:
-    """ledger_pipeline: R2a P&L -> balanced journal entries -> Jurnal.id, exactly once; DuckDB for analysts."""
+    """ledger_pipeline: R2a P&L -> balanced journal entries -> each tenant's accounting system, exactly once; DuckDB for
+    analysts."""
 
 
 @main.command()
@@ -64,7 +62,7 @@ def seed(tenants: int, months: int, start: str | None, seed_value: int, with_bad
     if with_bad_rows:
         seeding.add_bad_rows(engine, result.start, [f"t{i:05d}" for i in (1, 2, 3)])
     click.echo(f"seeded {result.tenants:,} tenants x {result.months} months from {result.start:%Y-%m}: "
-               f"{result.rows:,} rows in {time.time() - t0:.1f}s -> {_safe_url(s.r2a_database_url)}")
+               f"{result.rows:,} rows in {time.time() - t0:.1f}s -> {safe_url(s.r2a_database_url)}")
 
 
 @main.command()
@@ -78,14 +76,14 @@ def seed(tenants: int, months: int, start: str | None, seed_value: int, with_bad
 @click.option("--access-token-ttl", default=3600.0, show_default=True)
 def sandbox(host: str, port: int, state: Path | None, faults: str, rate_limit_scale: float, no_rate_limits: bool,
             access_token_ttl: float) -> None:
-    """Run the Jurnal sandbox (a faithful local Jurnal API) in the foreground."""
+    """Run the accounting sandbox (every system's emulation, each under its prefix) in the foreground."""
     import json
 
-    from ledger_pipeline.sandboxes.base import Faults, Limits
+    from ledger_pipeline.sandboxes.base import Faults, SandboxLimits
     from ledger_pipeline.sandboxes.server import serve_forever
 
     state = state or load_settings().data_dir / "sandbox.sqlite"
-    serve_forever(state, host, port, Limits(enabled=not no_rate_limits, scale=rate_limit_scale),
+    serve_forever(state, host, port, SandboxLimits(enabled=not no_rate_limits, scale=rate_limit_scale),
                   Faults(**json.loads(faults)) if faults else Faults(), access_token_ttl)
 
 
@@ -197,12 +195,15 @@ def _connect_aden_token(s, tenant: str, token_file: str) -> None:  # noqa: ANN00
 
 
 def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -> int:  # noqa: ANN001
-    """Connect `tenants` (None: every seeded tenant with no integration yet) to `system`."""
+    """Connect `tenants` (None: every seeded tenant with no integration yet) to `system`. With `auto` (the
+    sandbox), each company's books are kept in the tenant's R2a currency (sandboxes/currency.py) before its home
+    currency is read."""
     import httpx
     from sqlalchemy import select
 
     from ledger_pipeline.connections import refresh_company_currencies
     from ledger_pipeline.r2a.models import Tenant, make_engine
+    from ledger_pipeline.sandboxes.currency import set_home_currency
     from ledger_pipeline.state.vault import tenant_systems
     from ledger_pipeline.systems import OpenOptions, get, open_connection
     from ledger_pipeline.systems.authflow import follow_redirects
@@ -220,9 +221,21 @@ def _connect(s, tenants: list[str] | None, auto: bool, system: str = "jurnal") -
         def show(url: str) -> None:
             click.echo(f"Open this URL to authorise access to {get(system).title}, then come back:\n  {url}")
         opener = follow_redirects(http) if auto else show
+        r2a_currency: dict[str, str] = {}
+        if auto:  # the sandbox: its companies keep their books in the tenant's R2a currency
+            with make_engine(s.r2a_database_url, read_only=True).connect() as conn:
+                r2a_currency = dict(conn.execute(select(Tenant.tenant_id, Tenant.currency)).all())
         progress = _progress(f"tenants connected to {system}")
         for i, t in enumerate(tenants, 1):
             connection.connect_tenant(t, opener)
+            home = r2a_currency.get(t)
+            if home:
+                try:
+                    set_home_currency(http, s.sandbox_url, system, t, home)
+                except httpx.HTTPError as exc:  # connected all the same: the read below says what the company keeps
+                    click.echo(f"warning: tenant {t}: could not keep the sandbox company's books in {home} "
+                               f"({exc}); its entries are planned against the currency the company reports",
+                               err=True)
             # the company's home currency (and multicurrency), read now and again on every chart refresh
             refresh_company_currencies(connection.vault.engine, [(system, t)], lambda _s: connection,
                                        lambda msg: click.echo(f"warning: {msg}", err=True))
@@ -615,7 +628,7 @@ def _progress_bar():  # noqa: ANN202
     """Posting progress from the run (same process): a bar redrawn in place on a terminal, a line per 10% otherwise."""
     tty, shown = sys.stderr.isatty(), set()
 
-    def show(stage: str, p) -> None:  # noqa: ANN001  (posting.Progress)
+    def show(stage: str, p) -> None:  # noqa: ANN001  (progress.PostingProgress)
         width = 30
         filled = width * p.done // max(p.total, 1)
         line = f"  {stage} [{'#' * filled}{'.' * (width - filled)}] {p.describe()}"
@@ -685,149 +698,24 @@ def _summary_decisions(s, start: dt.date, end: dt.date) -> None:  # noqa: ANN001
                    + (" ..." if len(held) > 10 else ""))
 
 
-@contextlib.contextmanager
-def _sandbox_for_demo(s, scale: float) -> Iterator[str]:  # noqa: ANN001
-    """The sandbox (every system) in-process on 8765 (or a free port when 8765 is taken), env pointed at it."""
-    from ledger_pipeline.sandboxes.base import Limits
-    from ledger_pipeline.sandboxes.server import SandboxServer
-
-    port = SANDBOX_PORT
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
-            port = 0
-    with SandboxServer(s.data_dir / "sandbox.sqlite", port=port, limits=Limits(scale=scale)) as server:
-        os.environ.update(server.env())
-        os.environ["LEDGER_RATE_LIMIT_SCALE"] = str(scale)
-        yield server.url
-
-
-# The demo's tenants, by system: half on Jurnal, the rest spread over the other systems of the source documents.
-DEMO_MIX = ["jurnal"] * 10 + ["quickbooks"] * 3 + ["zoho"] * 3 + ["aden"] * 2 + ["rootfi"] * 2
-
-
-def _demo_connect(s) -> dict[str, int]:  # noqa: ANN001
-    """Connect every seeded tenant not connected yet, each to its system in DEMO_MIX (by tenant number)."""
-    from sqlalchemy import select
-
-    from ledger_pipeline.r2a.models import Tenant, make_engine
-    from ledger_pipeline.state.database import make_ops_engine
-    from ledger_pipeline.state.vault import tenant_systems
-
-    with make_engine(s.r2a_database_url, read_only=True).connect() as conn:
-        seeded = list(conn.execute(select(Tenant.tenant_id).order_by(Tenant.tenant_id)).scalars())
-    done = tenant_systems(make_ops_engine(s.ops_database_url))
-    plan: dict[str, list[str]] = {}
-    for i, tenant in enumerate(seeded):
-        if tenant not in done:
-            plan.setdefault(DEMO_MIX[i % len(DEMO_MIX)], []).append(tenant)
-    return {system: _connect(s, tenants, auto=True, system=system) for system, tenants in plan.items()}
-
-
-DEMO_FOREIGN = ("aden", "USD")  # one tenant keeps its books in USD, on an Aden company kept in IDR
-DEMO_RATE = "16312.5"  # 1 USD in IDR, the demo's month-end rate (a made-up but plausible figure)
-
-
-def _demo_foreign_tenant(engine) -> str | None:  # noqa: ANN001
-    """The demo plays R2a's team: its first Aden tenant records its amounts in USD (tenant and rows), so the close
-    shows one foreign-currency tenant posted with a loaded rate."""
-    from sqlalchemy import text
-
-    with engine.begin() as conn:
-        seeded = list(conn.execute(text("SELECT tenant_id FROM tenants ORDER BY tenant_id")).scalars())
-        tenant = next((t for i, t in enumerate(seeded) if DEMO_MIX[i % len(DEMO_MIX)] == DEMO_FOREIGN[0]), None)
-        if tenant is not None:
-            conn.execute(text("UPDATE tenants SET currency = :c WHERE tenant_id = :t"),
-                         {"c": DEMO_FOREIGN[1], "t": tenant})
-            conn.execute(text("UPDATE r2a_transactions SET currency = :c WHERE tenant_id = :t AND currency = 'IDR'"),
-                         {"c": DEMO_FOREIGN[1], "t": tenant})
-    return tenant
-
-
-def _demo_rates(s, engine, first: dt.date, last: dt.date) -> None:  # noqa: ANN001
-    """Write data/demo_rates.csv (USD -> IDR at every closed month's end) and load it, as an operator would with
-    `ledger-pipeline rates load`, when a demo tenant keeps its books in USD."""
-    import calendar
-
-    from sqlalchemy import text
-
-    from ledger_pipeline.rates import load_rates, read_rates_file
-    from ledger_pipeline.state.database import make_ops_engine
-
-    with engine.connect() as conn:
-        foreign = conn.execute(text("SELECT tenant_id FROM tenants WHERE currency = :c ORDER BY tenant_id"),
-                               {"c": DEMO_FOREIGN[1]}).scalars().first()
-    if foreign is None:
-        return
-    lines, month = ["date,from_currency,to_currency,rate"], first
-    while month <= last:
-        end = month.replace(day=calendar.monthrange(month.year, month.month)[1])
-        lines.append(f"{end.isoformat()},{DEMO_FOREIGN[1]},IDR,{DEMO_RATE}")
-        month = (end + dt.timedelta(days=1))
-    path = s.data_dir / "demo_rates.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    load_rates(make_ops_engine(s.ops_database_url), read_rates_file(path), str(path))
-    click.echo(f"  tenant {foreign} keeps its books in {DEMO_FOREIGN[1]} on an IDR company: rates loaded from {path} "
-               f"(`ledger-pipeline rates load {path}`), 1 {DEMO_FOREIGN[1]} = {DEMO_RATE} IDR")
-
-
 @main.command()
 @click.option("--tenants", default=40, show_default=True)
 @click.option("--months", default=3, show_default=True, help="how many recent months to close")
 @click.option("--rate-limit-scale", default=50.0, show_default=True,
-              help="the sandbox's limits, time-scaled (50 = Jurnal's 1,500 requests/min per token)")
+              help="the sandbox's limits, time-scaled (50: every system's per-minute limit 50 times over)")
 def demo(tenants: int, months: int, rate_limit_scale: float) -> None:
     """End to end on the embedded defaults: seed, sandbox, connect (five systems), close, reconcile, summary."""
-    import httpx
-    from sqlalchemy import func, select
+    from ledger_pipeline.demo import DemoHooks, run_demo
 
-    from ledger_pipeline.r2a import seed as seeding
-    from ledger_pipeline.r2a.models import Tenant, make_engine
-
-    s = load_settings()
-    click.echo("1/5 R2a database")
-    engine = make_engine(s.r2a_database_url)
-    seeding.create_tables(engine)  # the demo plays R2a's team: its synthetic R2a database is its own to create
-    with engine.connect() as conn:
-        have = conn.execute(select(func.count()).select_from(Tenant)).scalar_one()
-    if have == 0:
-        result = seeding.seed(engine, tenants, 12, None, 7, _progress("rows"))
-        _record_first_month(s, result.start)
-        seeding.add_bad_rows(engine, seeding.default_start(months), ["t00001", "t00002", "t00003"])
-        _demo_foreign_tenant(engine)
-        click.echo(f"  seeded {result.tenants} tenants x 12 months ({result.rows:,} rows) plus a few bad rows")
-    else:
-        click.echo(f"  {have} tenants already seeded ({_safe_url(s.r2a_database_url)})")
-    click.echo("2/5 accounting sandbox (Jurnal, QuickBooks Online, Zoho Books, Aden, Rootfi)")
-    with _sandbox_for_demo(s, rate_limit_scale) as url:
-        click.echo(f"  running on {url} (limits time-scaled x{rate_limit_scale:g})")
-        click.echo("3/5 connecting tenants, each through its system's own flow (credentials encrypted at rest)")
-        s = load_settings()
-        counts = _demo_connect(s)
-        click.echo("  newly connected: " + (", ".join(f"{n} to {system}" for system, n in counts.items()) or "none"))
-        last = seeding.default_start(1)
-        first = seeding.default_start(months)
-        _demo_rates(s, engine, first, last)
-        click.echo(f"4/5 closing {first:%Y-%m} .. {last:%Y-%m} (GL accounts, extract, journal, post, reconcile)")
-        httpx.post(f"{url}/_sandbox/stats/reset")
-        code = _run_close(first.strftime("%Y-%m"), last.strftime("%Y-%m"))
-        stats = httpx.get(f"{url}/_sandbox/stats").json()
-        click.echo(f"  API requests this run: {stats['api_requests']} ({stats['api_writes']} writes, "
-                   f"{stats['rate_limited']} rate-limited)")
-        for system, st in stats["by_system"].items():
-            click.echo(f"    {system:<10}: {st['api_requests']} requests, {st['api_writes']} writes")
+    code = run_demo(tenants, months, rate_limit_scale, DemoHooks(
+        progress=_progress, record_first_month=_record_first_month,
+        connect=lambda s, tenants, system: _connect(s, tenants, auto=True, system=system),
+        close=lambda first, last: _run_close(first, last), echo=click.echo))
     click.echo("5/5 done" + {EXIT_OK: "", EXIT_PROBLEMS: " (the seeded bad rows are rejected, as they should be: see "
                                                          "above; `ledger-pipeline run` exits 3 for that)"}.get(
         code, " (with failures: see above)"))
     click.echo("re-run `make demo`: nothing is posted twice (unchanged entries cost no request)")
     sys.exit(EXIT_OK if code in (EXIT_OK, EXIT_PROBLEMS) else EXIT_FAILED)
-
-
-def _safe_url(url: str) -> str:
-    """A database URL without its password."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 @main.command()
@@ -870,7 +758,7 @@ def rates_load(file: Path) -> None:
         raise click.ClickException(str(exc)) from None
     result = load_rates(make_ops_engine(s.ops_database_url), parsed, str(file))
     click.echo(f"loaded {result.loaded:,} rate(s) from {file} ({result.replaced:,} replaced a rate for the same pair "
-               f"and date) -> {_safe_url(s.ops_database_url)}")
+               f"and date) -> {safe_url(s.ops_database_url)}")
 
 
 @rates.command("list")

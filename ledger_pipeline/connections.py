@@ -12,14 +12,16 @@ Where each system says it:
   entries take no currency (ledger/currency.py FOREIGN_JOURNALS), so multicurrency is off for posting.
 - Aden: the accounts' `currency` (docs.adenhq.com accounts; every account of a company is in its currency); journal
   entries carry currency + exchange_rate, so multicurrency is on.
-- Rootfi: the chart accounts' `currency_id` when the platform reports one (docs.integrationlabs.co accounts), else
-  unknown; foreign entries are refused (no rate on create).
+- Rootfi: the accounts' `currency_id` (docs.integrationlabs.co v2 accounts/get-all-accounts [AC-ALL]), else the
+  currency of its entries booked at `currency_rate` 1 (journal-entries/get-all-journal-entries [JE-ALL]: each
+  entry's currency_id and currency_rate), else unknown; foreign entries are refused (no rate on create).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import pandas as pd
@@ -44,6 +46,14 @@ def _body(result: Any) -> Any:
 def _code(value: object) -> str | None:
     code = str(value).strip().upper() if value else None
     return code if code and currency_problem(code) is None else None
+
+
+def _at_par(rate: object) -> bool:
+    """A Rootfi entry's currency_rate says it is in the base currency (1, or none reported)."""
+    try:
+        return rate is None or Decimal(str(rate)) == 1
+    except InvalidOperation:
+        return False
 
 
 def read_company_currency(system: str, connection: Any, tenant_id: str) -> CompanyCurrency:
@@ -71,8 +81,18 @@ def read_company_currency(system: str, connection: Any, tenant_id: str) -> Compa
         codes = {_code(a.get("currency")) for a in client.pages(tenant_id, "/accounts")} - {None}
         return CompanyCurrency(codes.pop() if len(codes) == 1 else None, True)
     if system == "rootfi":
-        chart = connection.fetch_chart(tenant_id)
-        codes = {_code(getattr(a, "currency", None)) for a in chart} - {None}
+        from ledger_pipeline.systems.rootfi.client import list_page
+        from ledger_pipeline.systems.rootfi.sink import currency_of
+
+        # [AC-ALL]: every account's currency_id (a company's accounts are in its base currency)
+        codes = {_code(currency_of(a)) for a in client.accounts(tenant_id)} - {None}
+        if len(codes) != 1:
+            # [JE-ALL]: entries carry currency_id and currency_rate; one at rate 1 is in the base currency (one
+            # page of the newest entries: a company whose accounts do not say)
+            url = "/accounting/journal_entries/all"
+            page, _ = list_page(tenant_id, url, _body(client.request(
+                tenant_id, "POST", url, body={"take": 50, "skip": 0, "orderBy": {"rootfi_id": "desc"}})))
+            codes = {_code(currency_of(e)) for e in page if _at_par(e.get("currency_rate"))} - {None}
         return CompanyCurrency(codes.pop() if len(codes) == 1 else None, False)
     return CompanyCurrency(None, None)
 
@@ -178,3 +198,25 @@ def plan_window(entries: dict[str, list[CanonicalEntry]], systems: dict[str, str
                 held.setdefault(tenant, set()).add(e.period)
         planned[tenant] = keep
     return planned, held, refused
+
+
+def plan_stored(engine: Engine, entries: dict[str, list[CanonicalEntry]], systems: dict[str, str], start: dt.date,
+                end: dt.date) -> tuple[dict[str, list[CanonicalEntry]], dict[str, set[dt.date]],
+                                       list[CurrencyRejection]]:
+    """`plan_window` with the stored company currencies and the rates loaded for [start, end): what the close,
+    a re-post and reconciliation each see of an entry (its `exchange_rate` and planned content hash)."""
+    from ledger_pipeline.rates import rate_table
+
+    return plan_window(entries, systems, company_currencies(engine), rate_table(engine, start, end))
+
+
+def entries_as_posted(engine: Engine, entries: dict[str, list[CanonicalEntry]], systems: dict[str, str],
+                      start: dt.date, end: dt.date) -> dict[str, list[CanonicalEntry]]:
+    """For comparison with what a system holds (reconciliation from the posting state, the drift read): each entry
+    as the close posts it (rate and planned hash for a foreign currency), and one the plan refuses as the journal
+    has it (never posted with that content: reconciliation shows it missing or mismatched, never dropped)."""
+    planned, _, refused = plan_stored(engine, entries, systems, start, end)
+    out_ids = {(r.tenant_id, r.period) for r in refused}
+    return {t: list(planned.get(t, [])) + [e for e in items if (t, e.period) in out_ids]
+            for t, items in entries.items()}
+

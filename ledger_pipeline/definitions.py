@@ -31,11 +31,13 @@ from ledger_pipeline.schedules import (
     monthly_close_schedule,
     reconciliation_drift_schedule,
 )
+from ledger_pipeline.service.preflight_check import connections_preflight, connections_ready
 from ledger_pipeline.settings import load_settings
 
 ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, gl_accounts, gl_accounts_fresh, postings, reconciliation,
           reconciliation_drift]
-CHECKS = [journal_balances, journal_complete, reconciliation_all_match]
+CHECKS = [journal_balances, journal_complete, reconciliation_all_match, connections_ready,
+          connections_preflight]
 
 
 def embedded_definitions() -> dg.Definitions:

@@ -33,6 +33,7 @@ from ledger_pipeline.jobs import DUCKDB_WRITER_TAG, gl_accounts_job, reconciliat
 from ledger_pipeline.partitions import monthly_partitions
 from ledger_pipeline.resources import default_resources
 from ledger_pipeline.schedules import gl_accounts_daily_schedule, reconciliation_drift_schedule
+from ledger_pipeline.service.preflight_check import connections_preflight, connections_ready
 
 # reconciliation_drift, its job and schedule are the embedded ones (default queue: it writes the DuckDB copy);
 # shard_postings carries the same postings_complete check and the same chart retry as postings.
@@ -42,7 +43,8 @@ production_drift = reconciliation_drift.with_attributes(
     asset_key_replacements={dg.AssetKey("postings"): dg.AssetKey("published_postings")})
 PRODUCTION_ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, gl_accounts, gl_accounts_fresh, tenant_shards,
                      shard_postings, published_postings, production_drift]
-PRODUCTION_CHECKS = [journal_balances, journal_complete, published_all_match]
+PRODUCTION_CHECKS = [journal_balances, journal_complete, published_all_match, connections_ready,
+                     connections_preflight]
 
 prepare_month_job = dg.define_asset_job(
     "prepare_month_job",

@@ -26,19 +26,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-_LISTENERS: list[Callable[[str, Any], None]] = []
+_LISTENERS: list[Callable[[str, PostingProgress], None]] = []
 
 
-def listen(callback: Callable[[str, Any], None]) -> Callable[[], None]:
+def listen(callback: Callable[[str, PostingProgress], None]) -> Callable[[], None]:
     """Register a listener of (stage, progress); `progress` has done, total, requests, elapsed, eta_seconds and
-    describe() (posting.Progress or PostingProgress). Returns the function that unregisters it."""
+    describe() (a PostingProgress). Returns the function that unregisters it."""
     _LISTENERS.append(callback)
     return lambda: _LISTENERS.remove(callback) if callback in _LISTENERS else None
 
 
-def report_progress(stage: str, progress: Any) -> None:  # noqa: ANN401 - posting.Progress or PostingProgress
+def report_progress(stage: str, progress: PostingProgress) -> None:
     for callback in list(_LISTENERS):
         callback(stage, progress)
 
@@ -59,6 +58,7 @@ class SystemCost:
     shared_per_minute: float | None = None  # the limit every tenant of the run shares (None: none)
     shared_scope: str = ""  # what shares it ("source address", "API key")
     tenant_per_minute: float | None = None  # the limit on one tenant's own requests
+    tenant_scope: str = "tenant"  # what the tenant's own limit is counted on ("realm", "organization", ...)
     source: str = ""  # the vendor's documentation (or the emulation) the numbers come from
 
     def requests(self, writes: int) -> float:
@@ -73,27 +73,55 @@ class SystemCost:
         """Requests per real minute the shared limit allows (None when there is none)."""
         return self.shared_per_minute * scale * headroom if self.shared_per_minute else None
 
+    def allowed(self, scale: float = 1.0) -> tuple[float | None, str]:
+        """The limit a progress line sets the system's rate against, per real minute, and what it is counted on: the
+        shared limit where there is one (it binds across tenants), else the tenant's own (tenants are posted one
+        after another, so one tenant's limit bounds the system's rate)."""
+        if self.shared_per_minute:
+            return self.shared_per_minute * scale, self.shared_scope
+        if self.tenant_per_minute:
+            return self.tenant_per_minute * scale, self.tenant_scope
+        return None, ""
 
-# Priors; a run corrects the request counts from what it observes (see PostingEta). Limits as the clients pace them.
-COSTS: dict[str, SystemCost] = {c.system: c for c in [
-    # ledger_pipeline/systems/jurnal/client.py: 40/min and 2,500/h per source IP, 30/min per token (one token per
-    # tenant); sink.py MAX_BATCH: up to 100 entries per batch_create.
-    SystemCost("jurnal", batch=100, shared_per_minute=40, shared_scope="source address", tenant_per_minute=30,
-               source="Mekari Jurnal API rate limits (per IP 40/min, per token 30/min)"),
-    # systems/quickbooks/client.py: 500/min per realm, 40 batch requests/min per realm; sink.py: 30 items per batch.
-    SystemCost("quickbooks", batch=30, tenant_per_minute=40,
-               source="Intuit QuickBooks Online API: 500 requests/min per realm, 40 batch requests/min, 30 per batch"),
-    # systems/zoho/client.py: 100 requests/min per organization; no batch endpoint for journals.
-    SystemCost("zoho", per_entry=1, tenant_per_minute=100, source="Zoho Books API v3: 100 requests/min per org"),
-    # systems/aden/client.py: 1000/min per company token (https://docs.adenhq.com/development); sink.py: create the
-    # Draft, submit it for approval, and the accounting-periods look-up of its month.
-    SystemCost("aden", per_entry=3, tenant_per_minute=1000,
-               source="docs.adenhq.com: 1000 requests/min; create + submit-for-approval + periods look-up"),
-    # systems/rootfi/client.py: 600/min per API key (all tenants), 60/min per company; sink.py: one upload job of up
-    # to 100 items per tenant, then its job polled.
-    SystemCost("rootfi", batch=100, per_batch=2, shared_per_minute=600, shared_scope="API key", tenant_per_minute=60,
-               source="the Rootfi emulation (Rootfi publishes no limits): 600/min per API key, 60/min per company"),
-]}
+
+def system_costs() -> dict[str, SystemCost]:
+    """Each registered system's posting cost, read from its own client's rate-limiter configuration and its sink's
+    batch size (systems/<name>/client.py and sink.py), so a changed limit changes the ETA and the progress lines too.
+
+    Priors only: a run corrects the request counts from what it observes (see PostingEta)."""
+    from ledger_pipeline.systems.aden.client import PER_TOKEN_MINUTE as ADEN_PER_TOKEN_MINUTE
+    from ledger_pipeline.systems.jurnal.client import JurnalLimits
+    from ledger_pipeline.systems.jurnal.sink import MAX_BATCH as JURNAL_BATCH
+    from ledger_pipeline.systems.quickbooks.client import QuickBooksLimits
+    from ledger_pipeline.systems.quickbooks.sink import MAX_BATCH as QUICKBOOKS_BATCH
+    from ledger_pipeline.systems.rootfi.client import PER_COMPANY_MINUTE, PER_KEY_MINUTE
+    from ledger_pipeline.systems.rootfi.sink import MAX_BATCH as ROOTFI_BATCH
+    from ledger_pipeline.systems.zoho.client import PER_MINUTE as ZOHO_PER_MINUTE
+
+    jurnal, quickbooks = JurnalLimits(), QuickBooksLimits()
+    return {c.system: c for c in [
+        # per source IP (shared by every tenant of the host) and per token (one token per tenant); batch_create
+        SystemCost("jurnal", batch=JURNAL_BATCH, shared_per_minute=jurnal.per_ip_minute,
+                   shared_scope="source address", tenant_per_minute=jurnal.per_token_minute,
+                   source="Mekari Jurnal API rate limits (per IP and per token), systems/jurnal/client.py"),
+        # per realm (one realm per tenant): batch requests/min bind the batched writes; /batch of 30 items
+        SystemCost("quickbooks", batch=QUICKBOOKS_BATCH, tenant_per_minute=quickbooks.batch_per_realm_minute,
+                   tenant_scope="realm (batch requests)",
+                   source="Intuit QuickBooks Online API rate limits and throttles, systems/quickbooks/client.py"),
+        # per organization (one per tenant); no batch endpoint for journals
+        SystemCost("zoho", per_entry=1, tenant_per_minute=ZOHO_PER_MINUTE, tenant_scope="organization",
+                   source="Zoho Books API v3 limits, systems/zoho/client.py"),
+        # per company token; create the Draft, submit it for approval, and the accounting-periods look-up
+        SystemCost("aden", per_entry=3, tenant_per_minute=ADEN_PER_TOKEN_MINUTE, tenant_scope="company token",
+                   source="docs.adenhq.com/development: create + submit-for-approval + periods look-up"),
+        # per API key (every tenant) and per company; one upload job per tenant, then its job polled
+        SystemCost("rootfi", batch=ROOTFI_BATCH, per_batch=2, shared_per_minute=PER_KEY_MINUTE,
+                   shared_scope="API key", tenant_per_minute=PER_COMPANY_MINUTE,
+                   source="the Rootfi emulation (Rootfi publishes no limits), systems/rootfi/client.py"),
+    ]}
+
+
+COSTS: dict[str, SystemCost] = system_costs()
 DEFAULT_COST = SystemCost("other", per_entry=1)
 DEFAULT_LATENCY = 0.05  # seconds per request before anything was measured in the run (loopback-ish)
 
@@ -118,7 +146,8 @@ class SystemTally:
 
 @dataclass
 class PostingProgress:
-    """Posting progress with per-system figures; the same fields as posting.Progress plus `systems`."""
+    """Posting progress: done/total tenants, requests, elapsed seconds, the ETA, and per system its tally, the limit
+    its rate is set against (requests per real minute) and what that limit is counted on."""
 
     done: int
     total: int
@@ -126,7 +155,7 @@ class PostingProgress:
     elapsed: float  # seconds
     eta: float | None
     systems: dict[str, SystemTally] = field(default_factory=dict)
-    allowed: dict[str, float | None] = field(default_factory=dict)  # shared requests/min per system (real time)
+    allowed: dict[str, float | None] = field(default_factory=dict)  # requests/min per system (SystemCost.allowed)
     scopes: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -229,5 +258,5 @@ class PostingEta:
         return PostingProgress(
             self.done, len(self.work), sum(t.requests for t in systems.values()), elapsed,
             self.remaining_seconds(), systems,
-            {s: self.cost(s).shared_allowed(self.scale) for s in systems},
-            {s: self.cost(s).shared_scope for s in systems})
+            {s: self.cost(s).allowed(self.scale)[0] for s in systems},
+            {s: self.cost(s).allowed(self.scale)[1] for s in systems})

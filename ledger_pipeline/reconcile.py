@@ -25,7 +25,7 @@ import json
 import shlex
 from collections import Counter
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Literal
 
 from ledger_pipeline.ledger.sink import CUSTOM_ID_PREFIX, MEMO_PREFIX, CanonicalEntry, RemoteEntry
@@ -87,20 +87,26 @@ class RemoteChange:
 
 
 # -- fingerprints and differences ----------------------------------------------------------------------------------
-def _digest(date: dt.date, lines: list[tuple[str, int, int]]) -> str:
-    payload = json.dumps({"date": date.isoformat(), "lines": sorted([list(x) for x in lines])}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
+def _digest(date: dt.date, lines: list[tuple[str, int, int]], rate: Decimal | None = None) -> str:
+    """A foreign rate (not None, not 1) joins the payload; without one the fingerprint is what it was before
+    currencies, so fingerprints kept for entries in the company's own currency stay valid."""
+    body: dict = {"date": date.isoformat(), "lines": sorted([list(x) for x in lines])}
+    if rate is not None and rate != 1:
+        body["rate"] = str(rate.normalize())
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def remote_fingerprint(remote: RemoteEntry) -> str:
-    """The remote entry's date and (account, debit, credit) lines, hashed: what `matches` compares."""
-    return _digest(remote.transaction_date, [(str(acc), int(d), int(c)) for _, acc, d, c in remote.lines])
+    """The remote entry's date, (account, debit, credit) lines and foreign exchange rate, hashed: what `matches`
+    compares (a rate changed by hand is a change a person made)."""
+    return _digest(remote.transaction_date, [(str(acc), int(d), int(c)) for _, acc, d, c in remote.lines],
+                   remote.rate)
 
 
 def entry_fingerprint(entry: CanonicalEntry) -> str:
     """The fingerprint a remote entry has when it holds exactly `entry`."""
     return _digest(entry.transaction_date, [(str(ln.account_id), ln.debit_minor, ln.credit_minor)
-                                            for ln in entry.lines])
+                                            for ln in entry.lines], entry.exchange_rate)
 
 
 def posted_fingerprint(remote_state: dict | None) -> str | None:
@@ -131,22 +137,14 @@ def _side(debit: int, credit: int, currency: str | None = None) -> str:
 
 
 def rate_of(remote: RemoteEntry) -> Decimal | None:
-    """The exchange rate the system reports on an entry (QuickBooks ExchangeRate, Zoho/Aden exchange_rate, Jurnal
-    currency_rate), as the sinks keep it in `extra`; None when it reports none."""
-    for key in ("ExchangeRate", "exchange_rate", "currency_rate"):
-        if remote.extra.get(key) not in (None, ""):
-            try:
-                return Decimal(str(remote.extra[key]))
-            except InvalidOperation:
-                return None
-    return None
+    """The exchange rate the system reports on an entry (ledger/sink.py RemoteEntry.rate); None when none."""
+    return remote.rate
 
 
 def same_rate(remote: RemoteEntry, entry: CanonicalEntry) -> bool:
     """The rate matches where the system reports one: ours for a foreign entry, 1 for an entry in the company's own
-    currency (a system that reports no rate is not compared)."""
-    theirs = rate_of(remote)
-    return theirs is None or theirs == (entry.exchange_rate if entry.exchange_rate is not None else Decimal(1))
+    currency (a system that reports no rate is not compared; RemoteEntry.same_rate)."""
+    return remote.same_rate(entry)
 
 
 def currency_diff(entry: CanonicalEntry, remote: RemoteEntry, title: str) -> list[str]:
@@ -163,8 +161,8 @@ def currency_diff(entry: CanonicalEntry, remote: RemoteEntry, title: str) -> lis
 
 
 def same_money(remote: RemoteEntry, entry: CanonicalEntry) -> bool:
-    """Lines, totals, date, currency (where reported) and rate (where reported) agree."""
-    return remote.matches(entry) and same_rate(remote, entry)
+    """Lines, totals, date, currency (where reported) and rate (where reported) agree (RemoteEntry.matches)."""
+    return remote.matches(entry)
 
 
 def diff_entry(entry: CanonicalEntry, remote: RemoteEntry, title: str) -> list[str]:
@@ -299,6 +297,7 @@ class ReconRow:
     detail: str
     checked_by: str | None = None  # who saw it: remote_read | posting_response | repost (None: the frame's default)
     checked_at: dt.datetime | None = None  # when it was seen (None: now)
+    currency: str | None = None  # the entry's ISO 4217 code (the totals' unit; set by read_tenant/reconcile_from_state)
 
 
 CHANGE_STATUS = {"deleted": "missing_remote", "edited": "amount_mismatch", "moved": "moved_remote"}
@@ -371,7 +370,9 @@ def read_tenant(tenant_id: str, entries: list[CanonicalEntry], remotes: list[Rem
         out.append(ReconRow(tenant_id, period, cid, "unexpected_remote", ",".join(str(r.remote_id) for r in hits),
                             0, sum(r.total_debit_minor for r in hits),
                             f"in {title} but not in our ledger for this month (month rejected or removed?)"))
-    return out, changes
+    # each row's totals are in its entry's currency (an unexpected remote's: the system's), never mixed
+    units = {**{cid: hits[0].currency for cid, hits in by_id.items()}, **{e.custom_id: e.currency for e in entries}}
+    return [replace(r, currency=r.currency or units.get(r.custom_id)) for r in out], changes
 
 
 def _was_posted(row) -> bool:  # noqa: ANN001  (a PostingRow or None)
@@ -444,4 +445,5 @@ def reconcile_from_state(entries: dict[str, list[CanonicalEntry]], state: dict[s
                                              0, f"posted to {title} earlier, no longer in our ledger (month rejected "
                                                 "upstream or a delete refused or pending)", "posting_response",
                                              row.verified_at)))
-    return out
+    units = {e.custom_id: e.currency for items in entries.values() for e in items}  # totals in the entry's currency
+    return [(system, replace(r, currency=r.currency or units.get(r.custom_id))) for system, r in out]

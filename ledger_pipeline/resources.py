@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -57,14 +58,23 @@ class AccountingResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB work file runs write, and the snapshot analysts open (LEDGER_WAREHOUSE)."""
+    """The DuckDB work file runs write, and the snapshot analysts open (LEDGER_WAREHOUSE). Inside a run, waits for the
+    work-file lock go to the run's log and the lock's holder names the run (storage code never asks Dagster)."""
 
     work_path: str
     publish_path: str
 
+    _log: Callable[[str], None] | None = PrivateAttr(default=None)
+    _run_id: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if context.log is not None:
+            self._log = context.log.warning
+        self._run_id = context.run_id
+
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(Path(self.work_path), Path(self.publish_path))
+        return Warehouse(Path(self.work_path), Path(self.publish_path), log=self._log, run_id=self._run_id)
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:

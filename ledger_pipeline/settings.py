@@ -142,3 +142,10 @@ def load_settings() -> Settings:
         celery_backend=env.get("LEDGER_CELERY_BACKEND", "redis://127.0.0.1:6379/0"),
         shards=int(env.get("LEDGER_SHARDS", "4")),
     )
+
+
+def safe_url(url: str) -> str:
+    """A database URL without its password (for messages and logs)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from ledger_pipeline.sandboxes.base import Limits  # noqa: E402
+from ledger_pipeline.sandboxes.base import SandboxLimits  # noqa: E402
 from ledger_pipeline.sandboxes.server import SandboxServer  # noqa: E402
 from ledger_pipeline.settings import PROJECT_ROOT, Settings, load_settings  # noqa: E402
 
@@ -30,7 +30,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("LEDGER_WAREHOUSE", str(tmp_path / "data" / "warehouse.duckdb"))
     monkeypatch.setenv("LEDGER_ENCRYPTION_KEY", Fernet.generate_key().decode())
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", "1")
+    monkeypatch.delenv("JURNAL_RATE_LIMIT_SCALE", raising=False)  # the deprecated name (it would warn)
+    monkeypatch.setenv("LEDGER_RATE_LIMIT_SCALE", "1")
     (tmp_path / "dagster_home").mkdir()
     # the committed instance config (pools, run-tag limits, run monitoring): what users run, never skipped
     shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", tmp_path / "dagster_home" / "dagster.yaml")
@@ -40,10 +41,10 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 @pytest.fixture
 def sandbox(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
     """The Jurnal sandbox with its limits time-scaled x1000 (fast, but still enforced), env pointed at it."""
-    with SandboxServer(settings.data_dir / "sandbox.sqlite", limits=Limits(scale=1000)) as server:
+    with SandboxServer(settings.data_dir / "sandbox.sqlite", limits=SandboxLimits(scale=1000)) as server:
         for key, value in server.env().items():
             monkeypatch.setenv(key, value)
-        monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", "1000")
+        monkeypatch.setenv("LEDGER_RATE_LIMIT_SCALE", "1000")
         yield server
 
 

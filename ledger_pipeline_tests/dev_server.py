@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,9 @@ from pathlib import Path
 import httpx
 
 from ledger_pipeline.settings import PROJECT_ROOT
+from ledger_pipeline.testing.net import free_port
 
 # The UI's own GraphQL: launch a partition backfill, read its status and runs.
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(url: str, query: str, variables: dict) -> dict:

@@ -1,4 +1,5 @@
-"""Test helpers: run assets through Dagster against the test's settings, connect tenants through the real flow."""
+"""Test helpers: run assets through Dagster against the test's settings, connect tenants through the real flow.
+What bench/ also needs lives in ledger_pipeline.testing (re-exported here: one home)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ import dagster as dg
 import duckdb
 import httpx
 
+from ledger_pipeline import testing
 from ledger_pipeline.definitions import ASSETS, CHECKS
-from ledger_pipeline.posting import PostingRow
 from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.systems.authflow import connect_tenant, follow_redirects
 from ledger_pipeline.systems.jurnal.session import JurnalSession, open_session
+from ledger_pipeline.testing import CLOSE, range_tags, reset_stats, sandbox_stats
+from ledger_pipeline.testing.systems import MemoryStore
 
-CLOSE = ["gl_accounts_fresh", "r2a_pl_monthly", "journal_entries", "journal_lines", "postings",
-         "reconciliation"]
+__all__ = ["CLOSE", "MemoryStore", "connect", "connect_to", "live_entries", "materialize", "materialize_drift",
+           "materialize_gl", "month", "query", "range_tags", "reset_stats", "resources", "sandbox_entries",
+           "sandbox_stats", "session"]
 
 
 def resources(s: Settings, r2a_url: str | None = None) -> dict:
@@ -29,13 +33,6 @@ def resources(s: Settings, r2a_url: str | None = None) -> dict:
         "warehouse": WarehouseResource(work_path=str(s.work_warehouse_path), publish_path=str(s.warehouse_path)),
         "accounting": AccountingResource(rate_limit_scale=s.rate_limit_scale, backoff_initial=0.01, timeout=5),
     }
-
-
-def range_tags(first: str, last: str | None = None) -> dict[str, str]:
-    last = last or first
-    if first == last:
-        return {"dagster/partition": first}
-    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
 
 
 def materialize(selection: list[str], first: str, last: str | None = None, *, r2a_url: str | None = None,
@@ -107,32 +104,13 @@ def sandbox_entries(url: str, login: str | None = None) -> list[dict]:
     return httpx.get(f"{url}/_sandbox/journal_entries", params=params).json()["journal_entries"]
 
 
-def sandbox_stats(url: str) -> dict:
-    return httpx.get(f"{url}/_sandbox/stats").json()
-
-
-def reset_stats(url: str) -> None:
-    httpx.post(f"{url}/_sandbox/stats/reset")
-
-
 def month(key: str) -> dt.date:
     return dt.date.fromisoformat(key)
 
 
 def connect_to(system: str, tenants: list[str], r2a_url: str | None = None) -> None:
     """Connect tenants to `system` through its own flow against the sandbox (auto-approving)."""
-    from ledger_pipeline.systems import OpenOptions, open_connection
-    from ledger_pipeline.systems.authflow import follow_redirects
-
-    s = load_settings()
-    connection = open_connection(system, s, OpenOptions(r2a_url or s.ops_database_url, s.rate_limit_scale, 0.01, 5))
-    http = httpx.Client(timeout=10)
-    try:
-        for t in tenants:
-            connection.connect_tenant(t, follow_redirects(http))
-    finally:
-        http.close()
-        connection.close()
+    testing.connect(tenants, system, r2a_url)
 
 
 def live_entries(url: str, system: str | None = None) -> list[dict]:
@@ -140,19 +118,3 @@ def live_entries(url: str, system: str | None = None) -> list[dict]:
     params = {"system": system} if system else {}
     entries = httpx.get(f"{url}/_sandbox/journal_entries", params=params).json()["journal_entries"]
     return [e for e in entries if e.get("live", True)]
-
-
-class MemoryStore:
-    """An in-memory PostingStore, to drive the posting engine directly against a sink."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, PostingRow] = {}
-        self.saves = 0
-
-    def save(self, rows: list[PostingRow]) -> None:
-        self.saves += 1
-        for r in rows:
-            self.rows[r.custom_id] = r
-
-    def state(self, tenant_id: str) -> dict[str, PostingRow]:
-        return {cid: r for cid, r in self.rows.items() if r.tenant_id == tenant_id}

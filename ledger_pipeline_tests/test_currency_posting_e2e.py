@@ -75,14 +75,15 @@ def writes(sandbox, system: str) -> int:  # noqa: ANN001
     return httpx.get(f"{sandbox.url}/_sandbox/stats").json()["by_system"].get(system, {}).get("api_writes", 0)
 
 
-# Rootfi: the emulator reports the company currency as each account's currency_id, but ChartAccount carries no
-# currency, so connections.read_company_currency cannot see it yet (None)
-@pytest.mark.parametrize(("system", "home", "multi"), [
-    ("zoho", "IDR", True), ("aden", "IDR", True), ("rootfi", None, False), ("quickbooks", "IDR", False),
-    ("jurnal", "IDR", False)])
-def test_home_currency_is_read_from_the_system(connect, system, home, multi):  # noqa: ANN001
+# Rootfi: each account's currency_id ([AC-ALL]); Jurnal/Rootfi journals take no rate, so multicurrency is off
+@pytest.mark.parametrize(("system", "multi"), [
+    ("zoho", True), ("aden", True), ("rootfi", False), ("quickbooks", False), ("jurnal", False)])
+def test_home_currency_is_read_from_the_system(connect, sandbox, system, multi):  # noqa: ANN001
     tenant = f"home{system[:3]}"
-    assert read_company_currency(system, connect(system, tenant), tenant) == CompanyCurrency(home, multi)
+    conn = connect(system, tenant)
+    assert read_company_currency(system, conn, tenant) == CompanyCurrency("IDR", multi)
+    set_company_currency(sandbox, system, tenant, home_currency="JPY")  # a company kept in yen reads as JPY
+    assert read_company_currency(system, conn, tenant).home == "JPY"
 
 
 @pytest.mark.parametrize("system", ALL)
@@ -150,15 +151,37 @@ def test_zero_and_three_decimal_currencies_are_posted_exactly(connect, sandbox, 
     assert [r.status for r in reconcile_tenant(tenant, [planned], [remote])] == ["match"]
 
 
-@pytest.mark.parametrize("system", ["aden", "rootfi"])
+@pytest.mark.parametrize("system", ALL)
 def test_a_currency_change_is_an_amount_mismatch_with_both_currencies(connect, system):  # noqa: ANN001
     tenant = f"chg{system[:3]}"
     conn = connect(system, tenant)
     e = entry_for(conn, tenant, "IDR", 1_250_000_00)
     remote = post(conn, e)
+    assert remote.currency == "IDR", "every sink reads the entry's currency back (Jurnal: the company's)"
     ours = dataclasses.replace(e, currency="USD")  # R2a now says the tenant's books are in USD
     [row] = reconcile_tenant(tenant, [ours], [remote])
     assert row.status == "amount_mismatch" and "IDR" in row.detail and "USD" in row.detail
+
+
+@pytest.mark.parametrize("system", FOREIGN)
+def test_a_new_rate_alone_changes_the_entry_and_the_update_sends_it(connect, sandbox, system):  # noqa: ANN001
+    """Same lines, a rate loaded anew for the entry's date: the planned hash differs (the close re-posts), the
+    remote entry at the old rate is an amount_mismatch naming both rates, and the update puts the new rate there."""
+    tenant = f"rate{system[:3]}"
+    conn = connect(system, tenant)
+    set_company_currency(sandbox, system, tenant, home_currency="IDR", multicurrency=True)
+    e = entry_for(conn, tenant, "USD", 1_250_00)
+    old = plan_currency(e, system, CompanyCurrency("IDR", True), RATES)
+    remote = post(conn, old)
+    new = plan_currency(e, system, CompanyCurrency("IDR", True),
+                        RateTable([Rate(JAN31, "USD", "IDR", Decimal("16400.25"))]))
+    assert new.content_hash != old.content_hash and new.lines == old.lines
+    [row] = reconcile_tenant(tenant, [new], [remote])
+    assert row.status == "amount_mismatch" and "16312.5" in row.detail and "16400.25" in row.detail, row.detail
+    conn.sink.update(tenant, remote, new)
+    after = conn.sink.find(tenant, e.custom_id)
+    assert [r.status for r in reconcile_tenant(tenant, [new], [after])] == ["match"]
+    assert [r.status for r in reconcile_tenant(tenant, [old], [after])] == ["amount_mismatch"]
 
 
 # --- through the Dagster close: the company currency read with the chart, the plan in the posting asset ----------
@@ -216,3 +239,88 @@ def test_a_usd_tenant_on_an_idr_company_closes_with_the_loaded_rate_or_is_refuse
     assert query(settings, "SELECT * FROM ledger.rejections WHERE stage = 'currency'") == []
     assert query(settings, "SELECT from_currency, to_currency, rate FROM ledger.exchange_rates") == [
         ("USD", "IDR", Decimal("16312.5"))]
+    assert query(settings, "SELECT DISTINCT up_to_date FROM analytics.posting_status") == [(True,)]
+
+    # a new rate loaded for the same date, the lines unchanged: the next close updates the remote entry with it
+    load_rates(ops, [Rate(last_day, "USD", "IDR", Decimal("16400.25"))], "test")
+    assert materialize(CLOSE, month.isoformat()).success
+    aden = open_connection("aden", s, OpenOptions(s.ops_database_url, 1000, 0.01, 5))
+    try:
+        remote = aden.sink.find("t00001", custom_id_for("t00001", month))
+    finally:
+        aden.close()
+    assert remote is not None and Decimal(str(remote.extra["exchange_rate"])) == Decimal("16400.25")
+    assert query(settings, "SELECT DISTINCT status FROM accounting.reconciliation") == [("match",)]
+    assert query(settings, "SELECT DISTINCT up_to_date FROM analytics.posting_status") == [(True,)]
+
+
+# --- the sandbox's companies keep their books in the tenant's R2a currency (set at connect) ----------------------
+
+@pytest.mark.parametrize(("system", "currency"), [("quickbooks", "USD"), ("zoho", "KWD"), ("jurnal", "JPY"),
+                                                  ("aden", "USD"), ("rootfi", "JPY")])
+def test_connect_auto_approve_keeps_the_sandbox_company_in_the_tenants_currency(settings, sandbox, system,  # noqa: ANN001
+                                                                                  currency):
+    from click.testing import CliRunner
+    from sqlalchemy import text as sql
+
+    from ledger_pipeline.cli import main
+    from ledger_pipeline.connections import company_currencies
+    from ledger_pipeline.r2a import seed as seeding
+    from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.state.database import make_ops_engine
+
+    engine = make_engine(settings.r2a_database_url)
+    seeding.create_tables(engine)
+    with engine.begin() as conn:
+        conn.execute(sql("INSERT INTO tenants (tenant_id, name, currency) VALUES ('t1', 't1', :c), "
+                         "('t2', 't2', 'IDR')"), {"c": currency})
+    for tenant in ("t1", "t2"):
+        out = CliRunner().invoke(main, ["connect", "--tenant", tenant, "--system", system, "--auto-approve"])
+        assert out.exit_code == 0, out.output
+    # read back from the system the way every connection reads it (connections.py), and stored
+    stored = company_currencies(make_ops_engine(settings.ops_database_url))
+    assert stored[(system, "t1")].home == currency and stored[(system, "t2")].home == "IDR"
+
+
+# --- totals never mix currencies: reconciliation rows, their metadata and the drift read keep each currency --------
+
+def test_jpy_and_idr_tenants_reconcile_with_totals_per_currency_through_the_close_and_the_drift_read(  # noqa: ANN001
+        settings, sandbox):
+    from sqlalchemy import text as sql
+
+    from ledger_pipeline import clock
+    from ledger_pipeline.r2a import seed as seeding
+    from ledger_pipeline.r2a.models import make_engine
+    from ledger_pipeline.sandboxes.currency import set_home_currency
+    from ledger_pipeline_tests.helpers import CLOSE, connect_to, materialize, materialize_drift, query
+
+    month = clock.add_months(clock.last_complete_month(), -1)
+    engine = make_engine(settings.r2a_database_url)
+    seeding.seed(engine, 2, 1, month, seed=5)
+    with engine.begin() as conn:  # t00001 keeps its books in yen (whole yen: JPY has no minor unit)
+        conn.execute(sql("UPDATE tenants SET currency = 'JPY' WHERE tenant_id = 't00001'"))
+        conn.execute(sql("UPDATE r2a_transactions SET currency = 'JPY', amount = ROUND(amount, 0) "
+                         "WHERE tenant_id = 't00001'"))
+    connect_to("quickbooks", ["t00001", "t00002"])
+    with httpx.Client(timeout=10) as http:
+        set_home_currency(http, sandbox.url, "quickbooks", "t00001", "JPY")
+    result = materialize(CLOSE, month.isoformat())
+    assert result.success
+    expected = dict(query(settings, "SELECT tenant_id, total_debit FROM ledger.journal_entries"))
+    rows = query(settings, "SELECT tenant_id, status, currency, local_total, remote_total "
+                           "FROM accounting.reconciliation ORDER BY 1")
+    assert rows == [("t00001", "match", "JPY", expected["t00001"], expected["t00001"]),
+                    ("t00002", "match", "IDR", expected["t00002"], expected["t00002"])]
+    [meta] = [m.metadata for m in result.get_asset_materialization_events()
+              if m.asset_key.path[-1] == "reconciliation" for m in [m.event_specific_data.materialization]]
+    total = meta["total_local_total"].value
+    assert "JPY" in total and "IDR" in total, total  # one total per currency, never one mixed sum
+    summary = query(settings, "SELECT currency, local_total FROM analytics.reconciliation_summary ORDER BY 1")
+    assert summary == [("IDR", expected["t00002"]), ("JPY", expected["t00001"])]
+
+    # the drift read's rows are read back in their own currency's decimals by the next reconciliation
+    assert materialize_drift().success
+    assert materialize(["reconciliation"], month.isoformat()).success
+    assert query(settings, "SELECT tenant_id, currency, local_total, remote_total FROM accounting.reconciliation "
+                           "ORDER BY 1") == [("t00001", "JPY", expected["t00001"], expected["t00001"]),
+                                             ("t00002", "IDR", expected["t00002"], expected["t00002"])]

@@ -99,3 +99,68 @@ def test_reconciliation_sees_a_currency_change_and_a_rate_change():
     assert reconcile_tenant("acme", [foreign], [remote("USD", ExchangeRate="16312.5")])[0].status == "match"
     row = reconcile_tenant("acme", [foreign], [remote("USD", ExchangeRate="1")])[0]
     assert row.status == "amount_mismatch" and "exchange rate 1 in the accounting system, ours 16312.5" in row.detail
+
+
+def test_a_new_rate_changes_the_content_hash_and_the_same_rate_does_not():
+    from ledger_pipeline.ledger.currency import planned_hash
+
+    once = plan_currency(entry("USD"), "quickbooks", CompanyCurrency("IDR", True), RATES)
+    again = plan_currency(entry("USD"), "quickbooks", CompanyCurrency("IDR", True),
+                          RateTable([Rate(JAN31, "USD", "IDR", Decimal("16312.500"))]))  # the same rate, written longer
+    new = plan_currency(entry("USD"), "quickbooks", CompanyCurrency("IDR", True),
+                        RateTable([Rate(JAN31, "USD", "IDR", Decimal("16400"))]))
+    assert once.content_hash == again.content_hash == planned_hash("h", "IDR", Decimal("16312.5"))
+    assert new.content_hash != once.content_hash and once.content_hash != entry("USD").content_hash
+    # a same-currency entry keeps the journal's hash (analytics.posting_status compares it as is)
+    assert plan_currency(entry("IDR"), "quickbooks", CompanyCurrency("IDR", True), RATES).content_hash == "h"
+
+
+def test_the_posting_status_view_recomputes_the_planned_hash_exactly():
+    """DuckDB's sha256 over ledger.exchange_rates' DECIMAL(38,18) gives planned_hash's text."""
+    import duckdb
+
+    from ledger_pipeline.ledger.currency import planned_hash
+
+    [(got,)] = duckdb.connect().execute(
+        "SELECT sha256('h' || '|' || 'IDR' || '|' || CAST(CAST('16312.5' AS DECIMAL(38,18)) AS VARCHAR))").fetchall()
+    assert got == planned_hash("h", "IDR", Decimal("16312.5"))
+
+
+def test_a_rate_changed_by_hand_is_a_change_a_person_made():
+    """What we left there carries our rate in its fingerprint: the system holding the same lines at another rate is
+    an edit (amount_mismatch, both rates in the diff), not "ours, the next close updates it"."""
+    from ledger_pipeline.ledger.sink import RemoteEntry
+    from ledger_pipeline.reconcile import classify, entry_fingerprint, remote_fingerprint
+
+    planned = plan_currency(entry("USD"), "quickbooks", CompanyCurrency("IDR", True), RATES)
+    lines = tuple((str(i), ln.account_id, ln.debit_minor, ln.credit_minor) for i, ln in enumerate(planned.lines))
+    left = RemoteEntry("1", planned.custom_id, JAN31, planned.memo, 125000, 125000, lines,
+                       extra={"ExchangeRate": "16312.5"}, currency="USD")
+    edited = dataclasses.replace(left, extra={"ExchangeRate": "15000"})
+    assert remote_fingerprint(left) == entry_fingerprint(planned) != remote_fingerprint(edited)
+    assert classify(planned, left, entry_fingerprint(planned), True, "quickbooks", "QuickBooks")[0] == "match"
+    kind, change = classify(planned, edited, entry_fingerprint(planned), True, "quickbooks", "QuickBooks")
+    assert kind == "edited" and "15000" in change.diff and "16312.5" in change.diff
+    # an entry in the company's own currency keeps the fingerprint it had before currencies (rate 1 or none)
+    same = dataclasses.replace(left, extra={"ExchangeRate": "1"}, currency="IDR")
+    assert remote_fingerprint(same) == remote_fingerprint(dataclasses.replace(same, extra={}))
+
+
+def test_a_system_that_books_another_rate_fails_the_posting_naming_both_rates():
+    """A 2xx whose entry holds our lines at another exchange rate is not posted: a mismatch naming both rates."""
+    from ledger_pipeline_tests.helpers import MemoryStore
+    from ledger_pipeline_tests.test_posting_engine import MemorySink, run
+
+    class OtherRate(MemorySink):
+        def _remote(self, e, remote_id=None):  # noqa: ANN001, ANN202
+            return dataclasses.replace(super()._remote(e, remote_id), extra={"exchange_rate": "15000"},
+                                       currency=e.currency)
+
+    sink, store = OtherRate(), MemoryStore()
+    base = entry("USD")
+    planned = plan_currency(dataclasses.replace(base, tenant_id="t1", custom_id="r2a-pl-t1-202501"), "aden",
+                            CompanyCurrency("IDR", True), RATES)
+    out = run(sink, store, [planned])
+    assert [k for _, _, k in out.failures] == ["mismatch"]
+    error = store.rows[planned.custom_id].error
+    assert "15000" in error and "16312.5" in error and "rate" in error, error

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +19,7 @@ from ledger_pipeline.partitions import monthly_partitions
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.testing.cluster import BACKFILL_STATUS, LAUNCH_BACKFILL
+from ledger_pipeline.testing.net import wait_for
 from ledger_pipeline_tests.dev_server import dagster_dev, graphql
 from ledger_pipeline_tests.helpers import connect, materialize_gl, sandbox_entries
 
@@ -94,15 +94,6 @@ def test_backfills_from_the_ui_with_an_analyst_connected(settings, sandbox, tmp_
                 analyst.kill()
 
 
-def wait_for(what: str, probe: Callable[[], object], timeout: float, every: float = 0.2) -> object:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if value := probe():
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def test_killed_ui_run_is_failed_by_run_monitoring_and_the_next_backfill_succeeds(settings, sandbox,  # noqa: ANN001
                                                                                     tmp_path) -> None:
     from ledger_pipeline.runs import worker_pid_event
@@ -117,7 +108,7 @@ def test_killed_ui_run_is_failed_by_run_monitoring_and_the_next_backfill_succeed
     with dagster_dev(tmp_path, home) as url, dg.DagsterInstance.from_config(str(home)) as instance:
         launch_backfill(url, keys[-3], keys[-1])
         run = wait_for("the backfill's run", lambda: instance.get_run_records(
-            dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])), 90)[0].dagster_run
+            dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])), 90, 0.2)[0].dagster_run
         wait_for("posting to start", lambda: len(sandbox_entries(sandbox.url)) >= 2, 90, 0.05)
         pid, _ = worker_pid_event(instance, run.run_id)
         os.kill(pid, signal.SIGKILL)

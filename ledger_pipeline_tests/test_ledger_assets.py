@@ -42,7 +42,7 @@ def test_a_tenant_with_an_archived_account_is_rejected_alone(settings, sandbox) 
     built = {r[0] for r in query(settings, "SELECT tenant_id FROM ledger.journal_entries")}
     assert built == set(tenants) - {"t00002"}
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"journal_balances": True, "journal_complete": True}
+    assert checks == {"journal_balances": True, "journal_complete": True, "connections_ready": True}
     meta = {e.asset_key.to_user_string(): e.materialization.metadata
             for e in result.get_asset_materialization_events()}
     lineage = meta["journal_entries"]["dagster/column_lineage"].value

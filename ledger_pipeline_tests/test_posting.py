@@ -12,10 +12,12 @@ import time
 from collections import Counter
 from decimal import Decimal
 
+import dagster as dg
 import httpx
 import pytest
 from sqlalchemy import delete, text
 
+from ledger_pipeline.progress import listen
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import R2aTransaction, make_engine
 from ledger_pipeline_tests.helpers import (
@@ -106,12 +108,23 @@ def test_dry_run_plans_without_calling_jurnal(settings, sandbox) -> None:  # noq
 def test_multi_month_backfill_uses_batch_create(settings, sandbox) -> None:  # noqa: ANN001
     setup(settings, 1, 12)
     reset_stats(sandbox.url)
-    materialize(CLOSE, "2025-01-01", "2025-12-01")
+    heard: list[str] = []
+    stop = listen(lambda stage, p: heard.append(p.describe()))  # what the CLI's bar shows, in the same process
+    try:
+        result = materialize(CLOSE, "2025-01-01", "2025-12-01")
+    finally:
+        stop()
     stats = sandbox_stats(sandbox.url)
     batch = sum(r["count"] for r in stats["requests"] if r["endpoint"].endswith("batch_create"))
     entries = query(settings, "SELECT COUNT(*) FROM ledger.journal_entries")[0][0]
     assert batch == 1 and stats["api_writes"] == 1 and entries >= 10, (entries, stats)
     assert_exactly_once(settings, sandbox.url)
+    # progress names the tenant's system and its own limit (x1000 here), in the CLI's bar and the run's log alike
+    assert heard and heard[-1].startswith("1/1 tenants") and "ETA 0s (jurnal 1/1 " in heard[-1], heard
+    assert "of 40,000 allowed per source address" in heard[-1] and "req/entry" in heard[-1], heard
+    with dg.DagsterInstance.get() as instance:
+        logged = [e.user_message for e in instance.all_logs(result.run_id) if "tenants, " in (e.user_message or "")]
+    assert any(heard[-1] in m for m in logged), logged
 
 
 def test_locked_and_revoked_tenants_reported_while_the_rest_post(settings, sandbox) -> None:  # noqa: ANN001

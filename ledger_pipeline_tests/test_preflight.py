@@ -1,13 +1,14 @@
 """Preflight (`ledger-pipeline check`) against the sandbox, every system: a ready tenant passes; a revoked grant, a
-missing or archived mapped account, a tenant never connected, a closed period (Aden), another company than the one
-on record and a foreign home currency (Zoho) each fail, naming tenant, system and fix, and nothing is written to
-the accounting system. The Dagster asset check built from it fails the same way."""
+missing or archived mapped account, a tenant never connected, a closed period (every system that exposes a lock:
+QuickBooks' closing date, Zoho's transaction lock, Jurnal's closing-the-books date, Aden's periods; Rootfi says it
+cannot read one), a grant without the scope to create journals (Zoho, the one system whose token names it), another
+company than the one on record (Zoho, Jurnal) and a foreign home currency each fail, naming tenant, system and fix,
+and nothing is written to the accounting system."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-import dagster as dg
 import httpx
 import pytest
 from click.testing import CliRunner
@@ -16,7 +17,7 @@ from sqlalchemy import text, update
 from ledger_pipeline.cli import main
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
-from ledger_pipeline.service.preflight import check_result, preflight, preflight_asset_check, preflight_many
+from ledger_pipeline.service.preflight import preflight, preflight_many
 from ledger_pipeline.service.store import ServiceStore, ops_engine
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.state.vault import Integration
@@ -63,7 +64,13 @@ def test_ready_tenants_pass_on_every_system_without_writing(tenants, sandbox) ->
         assert checks(report)["credential"] == checks(report)["company"] == checks(report)["accounts"] == "passed"
     by_system = {r.system: r for r in reports}
     assert checks(by_system["zoho"])["home currency"] == "passed" and by_system["zoho"].home_currency == "IDR"
-    assert checks(by_system["aden"])["period"] == "passed"
+    assert all(checks(r)["period"] == "passed" for r in reports if r.system != "rootfi")
+    assert checks(by_system["rootfi"])["period"] == "skipped"
+    assert "exposes no period, lock or closing date" in next(
+        c.detail for c in by_system["rootfi"].checks if c.name == "period")
+    assert {s: checks(by_system[s])["scope"] for s in SYSTEMS} == {
+        "quickbooks": "passed", "zoho": "passed", "jurnal": "skipped", "aden": "skipped", "rootfi": "skipped"}
+    assert by_system["jurnal"].company_name and by_system["jurnal"].home_currency == "IDR"
     assert writes(sandbox) == before
     out = CliRunner().invoke(main, ["check", "--all", "--month", "2024-01"])
     assert out.exit_code == 0, out.output
@@ -111,32 +118,55 @@ def test_a_tenant_never_connected_fails(tenants) -> None:  # noqa: ANN001
     assert failure(report, "connection").detail == "tenant t00006 has no accounting system connected"
 
 
-def test_a_closed_aden_period_fails(tenants, sandbox) -> None:  # noqa: ANN001
-    tenant = tenants["aden"]
-    control(sandbox, "aden", tenant, "lock_date", {"lock_date": "2024-01-31"})
+@pytest.mark.parametrize("system", ["jurnal", "quickbooks", "zoho", "aden"])
+def test_a_closed_period_fails_on_every_system_that_exposes_one(tenants, sandbox, system) -> None:  # noqa: ANN001
+    tenant = tenants[system]
+    control(sandbox, system, tenant, "lock_date", {"lock_date": "2024-01-31"})
+    before = writes(sandbox)
     problem = failure(preflight(load_settings(), tenant, MONTH), "period")
-    assert "2024-01" in problem.detail and "reopen" in problem.fix
+    assert problem.detail.startswith(f"tenant {tenant}: {system} ") and "2024-01" in problem.detail
+    assert "close the month again" in problem.fix
     assert checks(preflight(load_settings(), tenant, dt.date(2024, 2, 1)))["period"] == "passed"
+    out = CliRunner().invoke(main, ["check", "--tenant", tenant, "--month", "2024-01"])
+    assert out.exit_code == 1 and "period" in out.output and "2024-01" in out.output
+    assert writes(sandbox) == before
 
 
-def test_another_company_or_currency_than_on_record_fails(tenants) -> None:  # noqa: ANN001
+def test_a_lock_inside_the_month_leaves_its_month_end_entry_open(tenants, sandbox) -> None:  # noqa: ANN001
+    for system in ("jurnal", "quickbooks", "zoho"):
+        control(sandbox, system, tenants[system], "lock_date", {"lock_date": "2024-01-15"})
+        assert checks(preflight(load_settings(), tenants[system], MONTH))["period"] == "passed"
+
+
+def test_a_zoho_grant_without_the_scope_to_create_journals_fails(tenants, sandbox) -> None:  # noqa: ANN001
     tenant = tenants["zoho"]
+    control(sandbox, "zoho", tenant, "scope", {"scope": "ZohoBooks.accountants.READ"})
+    connect_to("zoho", [tenant])  # the user approved a narrower grant this time
+    problem = failure(preflight(load_settings(), tenant, MONTH), "scope")
+    assert "ZohoBooks.accountants.READ" in problem.detail and tenant in problem.detail
+    assert f"connect --link --tenant {tenant} --system zoho" in problem.fix
+    control(sandbox, "zoho", tenant, "scope", {"scope": None})
+    connect_to("zoho", [tenant])
+    assert checks(preflight(load_settings(), tenant, MONTH))["scope"] == "passed"
+
+
+@pytest.mark.parametrize("system", ["zoho", "jurnal"])
+def test_another_company_than_on_record_fails(tenants, system) -> None:  # noqa: ANN001
+    tenant = tenants[system]
     s = load_settings()
     with ops_engine(s.ops_database_url).begin() as conn:
         conn.execute(update(Integration).where(Integration.tenant_id == tenant).values(company_id="700009999"))
     problem = failure(preflight(s, tenant), "company")
     assert "not 700009999 on record" in problem.detail and "--new-company" in problem.fix
+    assert problem.detail.startswith(f"tenant {tenant}: the {system} credential")
+
+
+@pytest.mark.parametrize("system", ["zoho", "quickbooks", "jurnal", "aden"])
+def test_a_home_currency_other_than_the_tenants_fails(tenants, system) -> None:  # noqa: ANN001
+    tenant = tenants[system]
+    s = load_settings()
     with make_engine(s.r2a_database_url).begin() as conn:
         conn.execute(text("UPDATE tenants SET currency = 'USD' WHERE tenant_id = :t"), {"t": tenant})
     problem = failure(preflight(s, tenant), "home currency")
-    assert "home currency is IDR" in problem.detail and "in USD" in problem.detail
-
-
-def test_the_dagster_asset_check_fails_for_a_tenant_not_ready(tenants, sandbox) -> None:  # noqa: ANN001
-    control(sandbox, "quickbooks", tenants["quickbooks"], "accounts", {"number": "3-30100", "archived": True})
-    result = check_result(preflight_many(load_settings(), sorted(tenants.values())))
-    assert not result.passed and result.metadata["tenants_failed"].value == 1
-    assert tenants["quickbooks"] in result.description
-    check = preflight_asset_check("gl_accounts")
-    assert isinstance(check, dg.AssetChecksDefinition)
-    assert next(iter(check.check_keys)).asset_key == dg.AssetKey("gl_accounts")
+    assert f"tenant {tenant}: the {system} company's home currency is IDR" in problem.detail
+    assert "in USD" in problem.detail

@@ -10,7 +10,7 @@ from ledger_pipeline.progress import COSTS, PostingEta, SystemCost, listen, repo
 
 
 def naive_eta(elapsed: float, done: int, total: int) -> float:
-    """The ETA posting.Progress gives: the mean time per tenant so far, for every tenant left."""
+    """The ETA the progress line gave before 0.3.0: the mean time per tenant so far, for every tenant left."""
     return elapsed / done * (total - done)
 
 
@@ -44,7 +44,9 @@ def test_systems_posted_last_are_estimated_from_their_own_cost_not_the_first_one
     assert "62/100 tenants" in line and f"ETA {truth:,.0f}s" in line
     assert "jurnal 60/60 " in line and "of 4,000 allowed per source address" in line
     aden = line.split("aden ")[1].split(";")[0]
-    assert "allowed" not in aden and "3.00 req/entry" in aden  # Aden is not set against Jurnal's limit
+    # Aden is set against its own limit per company token (x100), never against Jurnal's per source address
+    assert "of 100,000 allowed per company token" in aden and "source address" not in aden
+    assert "3.00 req/entry" in aden
 
 
 def test_unseen_system_uses_its_prior_requests_and_the_latency_seen_so_far() -> None:
@@ -127,3 +129,61 @@ def test_listeners_receive_the_per_system_progress() -> None:
         stop()
     report_progress("posting", eta.progress(1.5))  # unregistered: not received
     assert len(got) == 1 and got[0][:3] == ("posting", 1, 1) and "jurnal 1/1 40/min" in got[0][3]
+
+
+def test_costs_come_from_each_systems_own_limiter_configuration() -> None:
+    """The allowed rates are the clients' own limits (systems/*/client.py), not one system's 40/min for all."""
+    from ledger_pipeline.systems.jurnal.client import JurnalLimits
+    from ledger_pipeline.systems.quickbooks.client import QuickBooksLimits
+    from ledger_pipeline.systems.rootfi.client import PER_KEY_MINUTE
+
+    assert COSTS["jurnal"].shared_per_minute == JurnalLimits().per_ip_minute
+    assert COSTS["quickbooks"].tenant_per_minute == QuickBooksLimits().batch_per_realm_minute
+    assert COSTS["rootfi"].shared_per_minute == PER_KEY_MINUTE
+    assert [s for s, c in COSTS.items() if c.shared_per_minute] == ["jurnal", "rootfi"]
+    # a line sets each system against the limit that binds it: shared across tenants, else the tenant's own
+    assert COSTS["jurnal"].allowed(2.0) == (80, "source address")
+    assert COSTS["zoho"].allowed(2.0) == (200, "organization")
+    assert COSTS["rootfi"].allowed(1.0) == (PER_KEY_MINUTE, "API key")
+
+
+def test_a_window_job_reports_each_systems_requests_allowed_rate_and_eta() -> None:
+    """Through the engine: three Jurnal tenants, then two Aden tenants whose create costs three requests. The lines
+    set Jurnal's requests against Jurnal's limit only, and the ETA after the Jurnal part prices Aden at its own
+    3 requests per entry (the mean-per-tenant ETA would say a third of that)."""
+    import datetime as dt
+
+    from ledger_pipeline.posting import WindowJob
+    from ledger_pipeline_tests.helpers import MemoryStore
+    from ledger_pipeline_tests.test_posting_engine import JAN, MemorySink, entry
+
+    now = [0.0]
+
+    class TimedSink(MemorySink):
+        def __init__(self, name: str, per_create: int) -> None:
+            super().__init__()
+            self.name, self.per_create = name, per_create
+
+        def create(self, tenant_id, entries):  # noqa: ANN001, ANN202
+            self.calls += ["create"] * (self.per_create - 1)
+            now[0] += 0.5 * self.per_create  # 0.5 s a request
+            return super().create(tenant_id, entries)
+
+    sinks = {"jurnal": TimedSink("jurnal", 1), "aden": TimedSink("aden", 3)}
+    tenants = {"t1": "jurnal", "t2": "jurnal", "t3": "jurnal", "t4": "aden", "t5": "aden"}
+    lines = []
+    job = WindowJob((JAN, dt.date(2025, 2, 1)), tenants, {t: [entry(t, JAN, 100)] for t in tenants},
+                    {}, {}, sinks.__getitem__, MemoryStore(), backoff=0,
+                    on_progress=lambda p: lines.append((p.done, p.eta_seconds, p.describe())),
+                    requests=lambda: {s: len(k.calls) for s, k in sinks.items()}, rate_limit_scale=1.0,
+                    clock=lambda: now[0])
+    job.run()
+    assert [d for d, _, _ in lines] == [1, 2, 3, 4, 5]
+    done, eta, line = lines[2]
+    assert eta == pytest.approx(2 * 3 * 0.5)  # two Aden tenants x 3 requests x the latency seen so far
+    assert naive_eta(1.5, 3, 5) == pytest.approx(1.0)
+    assert "jurnal 3/3 120/min of 40 allowed per source address, 1.00 req/entry" in line
+    assert "aden 0/2 not started" in line
+    last = lines[-1][2]
+    assert "aden 2/2 120/min of 1,000 allowed per company token, 3.00 req/entry" in last
+    assert "5/5 tenants, 9 requests, ETA 0s" in last

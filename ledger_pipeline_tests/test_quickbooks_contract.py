@@ -27,7 +27,7 @@ from quickbooks.objects.account import Account
 from quickbooks.objects.base import Ref
 from quickbooks.objects.journalentry import JournalEntry, JournalEntryLine, JournalEntryLineDetail
 
-from ledger_pipeline.sandboxes.base import Limits
+from ledger_pipeline.sandboxes.base import SandboxLimits
 from ledger_pipeline.sandboxes.quickbooks import CLIENT_ID, CLIENT_SECRET
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import Settings
@@ -40,7 +40,7 @@ def server(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     # python-quickbooks' session is requests-oauthlib's, which refuses plain http unless told otherwise (oauthlib's
     # documented switch for local testing); the sandbox is plain http on loopback
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
-    with SandboxServer(tmp_path / "sb.sqlite", limits=Limits(scale=1000)) as srv:
+    with SandboxServer(tmp_path / "sb.sqlite", limits=SandboxLimits(scale=1000)) as srv:
         yield srv
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from ledger_pipeline.ledger.sink import RemoteEntry, SinkError
-from ledger_pipeline.sandboxes.base import Limits
+from ledger_pipeline.sandboxes.base import SandboxLimits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import Settings
 from ledger_pipeline.systems.core import ApiCore
@@ -65,7 +65,7 @@ XML_401 = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?><IntuitRespon
 
 @pytest.fixture
 def qbo(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
-    server = _start(tmp_path, monkeypatch, limits=Limits(scale=1000))
+    server = _start(tmp_path, monkeypatch, limits=SandboxLimits(scale=1000))
     yield server
     server.stop()
 

@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 
 from ledger_pipeline.ratelimit import HostLimiter, Rule, address_key, scaled_rules, state_path
-from ledger_pipeline.sandboxes.jurnal import Limits as SandboxLimits
+from ledger_pipeline.sandboxes.base import SandboxLimits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.systems.http import http_client
-from ledger_pipeline.systems.jurnal.client import Limits, jurnal_rules
+from ledger_pipeline.systems.jurnal.client import JurnalLimits, jurnal_rules
 from ledger_pipeline_tests.helpers import connect, reset_stats, sandbox_stats
 
 SCALE = 30.0  # Jurnal's minute lasts 2 s: 38 requests per 2 s per address after headroom, 40 at the sandbox
 WINDOW = 60 / SCALE
-IP_CAP = int(Limits().per_ip_minute * Limits().headroom)  # 38
+IP_CAP = int(JurnalLimits().per_ip_minute * JurnalLimits().headroom)  # 38
 
 
 class FakeClock:
@@ -143,7 +143,7 @@ def test_crashed_process_leaves_nothing_that_blocks(tmp_path: Path) -> None:
 def test_acquire_costs_about_a_millisecond(tmp_path: Path) -> None:
     """Jurnal's four rules with the hour window filling up (month-end: ~10,000 acquires at up to ~70/s)."""
     host = HostLimiter(tmp_path / "rl.sqlite")
-    rules = jurnal_rules("t1", Limits(per_ip_minute=10**6, per_token_minute=10**6, per_token_hour=10**6))
+    rules = jurnal_rules("t1", JurnalLimits(per_ip_minute=10**6, per_token_minute=10**6, per_token_hour=10**6))
     n = 2000
     start = time.perf_counter()
     for _ in range(n):
@@ -234,7 +234,7 @@ def scaled_sandbox(settings: Settings, monkeypatch: pytest.MonkeyPatch):  # noqa
     with SandboxServer(settings.data_dir / "sandbox.sqlite", limits=SandboxLimits(scale=SCALE)) as server:
         monkeypatch.setenv("JURNAL_API_BASE_URL", server.api_url)
         monkeypatch.setenv("JURNAL_OAUTH_BASE_URL", server.url)
-        monkeypatch.setenv("JURNAL_RATE_LIMIT_SCALE", str(SCALE))
+        monkeypatch.setenv("LEDGER_RATE_LIMIT_SCALE", str(SCALE))
         connect([f"a{i}" for i in range(3)] + [f"b{i}" for i in range(3)])
         reset_stats(server.url)
         yield server

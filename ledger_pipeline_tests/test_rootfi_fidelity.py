@@ -18,7 +18,7 @@ from ledger_pipeline.ledger.sink import SinkError, custom_id_for
 from ledger_pipeline.money import dumps_exact
 from ledger_pipeline.posting import PostingEngine
 from ledger_pipeline.reconcile import reconcile_tenant
-from ledger_pipeline.sandboxes.base import Limits
+from ledger_pipeline.sandboxes.base import SandboxLimits
 from ledger_pipeline.sandboxes.rootfi import SANDBOX_API_KEY
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import load_settings
@@ -56,7 +56,7 @@ def connect(monkeypatch: pytest.MonkeyPatch, server: SandboxServer) -> RootfiCon
 
 @pytest.fixture
 def env(settings, tmp_path, monkeypatch) -> Iterator[tuple[SandboxServer, RootfiConnection]]:  # noqa: ANN001
-    with SandboxServer(tmp_path / "sb.sqlite", limits=Limits(scale=1000)) as server:
+    with SandboxServer(tmp_path / "sb.sqlite", limits=SandboxLimits(scale=1000)) as server:
         conn = connect(monkeypatch, server)
         try:
             yield server, conn

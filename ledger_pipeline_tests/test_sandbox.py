@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from ledger_pipeline.sandboxes.jurnal import API, Limits
+from ledger_pipeline.sandboxes.jurnal import API, SandboxLimits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
@@ -50,7 +50,7 @@ def entry(api: Api, custom_id: str, date: str = "31-01-2025", debit: str = "1500
 
 @pytest.fixture
 def server(tmp_path):  # noqa: ANN001, ANN201
-    with SandboxServer(tmp_path / "sb.sqlite", limits=Limits(enabled=False)) as s:
+    with SandboxServer(tmp_path / "sb.sqlite", limits=SandboxLimits(enabled=False)) as s:
         yield s
 
 
@@ -174,7 +174,7 @@ def test_token_expiry_rotation_and_revocation(tmp_path) -> None:  # noqa: ANN001
 
 def test_rate_limits_at_scaled_clock(tmp_path) -> None:  # noqa: ANN001
     # scale 60: 30 per second per token, 40 per second per IP
-    with SandboxServer(tmp_path / "sb.sqlite", limits=Limits(scale=60)) as server:
+    with SandboxServer(tmp_path / "sb.sqlite", limits=SandboxLimits(scale=60)) as server:
         http = httpx.Client(base_url=server.url)
         a = Api(server.url, authorize(http, "pt-a")["access_token"])
         b = Api(server.url, authorize(http, "pt-b")["access_token"])
@@ -370,7 +370,7 @@ def test_token_failures_reach_every_oauth_system_named(server) -> None:  # noqa:
 def test_fixed_windows_on_the_scaled_clock() -> None:
     from ledger_pipeline.sandboxes.base import Windows
 
-    limits = Limits(scale=60)  # a scaled minute is one real second
+    limits = SandboxLimits(scale=60)  # a scaled minute is one real second
     w = Windows(limits)
     t0 = 1_000_000.0  # the start of a scaled minute (1e6 * 60 is a multiple of 60)
     quotas = [("a", 3, 60), ("ip", 4, 60)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import html
 import logging
 import threading
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -383,3 +384,36 @@ def test_cli_link_and_serve_settings(service, monkeypatch) -> None:  # noqa: ANN
     refused = CliRunner().invoke(main, ["connect", "--link", "--tenant", "t-cli", "--system", "zoho"])
     assert refused.exit_code == 2 and "LEDGER_LINK_SECRET" in refused.output
     assert CliRunner().invoke(main, ["serve"]).exit_code == 2  # no secret: refused before listening
+
+
+def test_the_operator_disconnects_a_tenant_and_a_new_link_reconnects_it(service, sandbox) -> None:  # noqa: ANN001
+    seeding.seed(make_engine(load_settings().r2a_database_url), 2, 1, dt.date(2024, 1, 1))
+    with httpx.Client(timeout=30) as http:
+        assert connect(http, mint(service, "t00001", "zoho")).title == "Connected"
+    company = integration("t00001", "zoho").company_id
+    httpx.post(f"{sandbox.url}/_sandbox/zoho/companies/t00001/lock_date", json={"lock_date": "2099-12-31"})
+    with operator(service) as op:  # the Check button checks the lock of the month the next close posts
+        check = page(op.post("/operator/check", data={"tenant": "t00001"}))
+        shown = html.unescape(check.text)
+        assert check.field("verdict") == "failed" and "Zoho Books' transaction lock date is 2099-12-31" in shown
+        assert "Transaction Locking" in shown
+    httpx.post(f"{sandbox.url}/_sandbox/zoho/companies/t00001/lock_date", json={"lock_date": None})
+    before = httpx.get(f"{sandbox.url}/_sandbox/stats").json()["api_requests"]
+    with operator(service) as op:
+        done = op.post("/operator/disconnect", data={"tenant": "t00001"}, follow_redirects=False)
+        assert done.status_code == 303
+        listing = op.get("/operator").text
+        assert dict(_rows(listing))["t00001"] == "revoked" and "disconnected by the operator" in listing
+        link = _row_link(listing, "t00001")
+        assert op.post("/operator/disconnect", data={"tenant": "t00002"}).status_code == 404
+    row = integration("t00001", "zoho")
+    assert row.status == "revoked" and row.access_token is None and row.refresh_token is None
+    assert row.company_id == company, "the company on record is kept: a reconnect carries on where it stopped"
+    out = CliRunner().invoke(main, ["check", "--tenant", "t00001"])
+    assert out.exit_code == 1 and "revoked" in out.output and "connect --link --tenant t00001" in out.output
+    assert httpx.get(f"{sandbox.url}/_sandbox/stats").json()["api_requests"] == before, "nothing sent once revoked"
+    status = CliRunner().invoke(main, ["connect", "--status"])
+    assert "revoked" in status.output
+    with httpx.Client(timeout=30) as http:
+        assert connect(http, link).title == "Connected"
+    assert integration("t00001", "zoho").status == "connected"

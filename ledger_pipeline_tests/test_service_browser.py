@@ -112,4 +112,16 @@ def test_the_operator_signs_in_and_sees_connections(service, browser) -> None:  
     row.locator("button", has_text="Check").click()
     page.wait_for_selector("#verdict")
     assert page.inner_text("#verdict") == "all checks passed", page.content()
+    page.goto(f"{service.url}/operator")
+    page.locator('tr[data-tenant="t-browser-op"]').locator("button", has_text="Disconnect").click()
+    page.wait_for_selector("#connections")
+    row = page.locator('tr[data-tenant="t-browser-op"]')
+    assert row.get_attribute("data-status") == "revoked"
+    link = row.locator(".link").inner_text()
+    page.goto(link)  # the link next to a revoked connection reconnects it
+    page.click("#continue")
+    page.click("#approve")
+    page.wait_for_selector("#result")
+    page.goto(f"{service.url}/operator")
+    assert page.locator('tr[data-tenant="t-browser-op"]').get_attribute("data-status") == "connected"
     page.close()

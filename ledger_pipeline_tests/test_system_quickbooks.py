@@ -1,6 +1,7 @@
-"""QuickBooks Online over HTTP against its sandbox: OAuth with realmId and rotating refresh tokens, batch posting,
-exactly once (re-run, late data, stale SyncToken, requestid replay, faults), closed books, revoked grants, chart
-paging with inactive accounts, and the per-realm concurrency bound."""
+"""QuickBooks Online's own behaviour over HTTP against its sandbox: OAuth with realmId and rotating refresh tokens,
+batch posting, the SyncToken (kept across processes, stale ones re-read), requestid replay, refusals classified,
+chart paging with inactive accounts, the per-realm concurrency bound. What every system does alike (post, re-run,
+late data, fault drill, revoked grant, closed books) is in test_contract.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -19,42 +19,40 @@ from sqlalchemy import text
 
 from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, SinkError, custom_id_for, memo_for
 from ledger_pipeline.posting import PostingEngine, TenantOutcome
-from ledger_pipeline.reconcile import reconcile_tenant
-from ledger_pipeline.sandboxes.base import Limits
+from ledger_pipeline.sandboxes.base import SandboxLimits
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.systems import ChartAccount, OpenOptions
-from ledger_pipeline.systems.authflow import follow_redirects
 from ledger_pipeline.systems.quickbooks import QuickBooksConnection
 from ledger_pipeline.systems.quickbooks.sink import request_id
-from ledger_pipeline_tests.helpers import MemoryStore as MemStore
+from ledger_pipeline.testing.systems import MemoryStore as MemStore
+from ledger_pipeline.testing.systems import assert_exactly_once, connect_tenants, sandbox_server
 
 MONTHS = [dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1)]
 WINDOW = (dt.date(2025, 1, 1), dt.date(2025, 4, 1))
 
 
 def _start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **kw: object) -> SandboxServer:
+    """A started sandbox with the environment pointed at it (for callers that stop it themselves)."""
     server = SandboxServer(tmp_path / "sb.sqlite", **kw).start()  # type: ignore[arg-type]
-    monkeypatch.setenv("LEDGER_SANDBOX_URL", server.url)
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
     return server
 
 
 @pytest.fixture
-def qbo(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
-    server = _start(tmp_path, monkeypatch, limits=Limits(scale=1000))
-    yield server
-    server.stop()
+def qbo(settings: Settings, tmp_path: Path) -> Iterator[SandboxServer]:
+    with sandbox_server(tmp_path / "sb.sqlite") as (server, _box):
+        yield server
 
 
 def open_conn(page_size: int = 1000) -> QuickBooksConnection:
     s = load_settings()
-    return QuickBooksConnection(s, OpenOptions(database_url=s.r2a_database_url, rate_limit_scale=1000,
+    return QuickBooksConnection(s, OpenOptions(database_url=s.ops_database_url, rate_limit_scale=1000,
                                                backoff_initial=0.01, timeout=5), page_size=page_size)
 
 
-def connect(conn: QuickBooksConnection, tenants: list[str]) -> None:
-    for t in tenants:
-        conn.connect_tenant(t, follow_redirects(conn.oauth.http))
+connect = connect_tenants  # (conn, tenants): each through QuickBooks' OAuth flow against the sandbox
 
 
 def entries_for(tenant: str, chart: list[ChartAccount], months: list[dt.date] = MONTHS,
@@ -97,20 +95,11 @@ def control(url: str, login: str, action: str, body: dict | None = None) -> dict
 
 
 def assert_exactly_posted(url: str, entries: list[CanonicalEntry]) -> None:
-    remote = remote_entries(url)
-    for e in entries:
-        mine = [r for r in remote if r["custom_id"] == e.custom_id]
-        assert len(mine) == 1, f"exactly one entry for {e.custom_id}, found {len(mine)}"
-        r = mine[0]
-        assert r["transaction_date"] == e.transaction_date.isoformat()
-        assert Decimal(str(r["total_debit"])) == Decimal(e.total_debit_minor) / 100 == Decimal(str(r["total_credit"]))
-        got = sorted((ln["account"]["id"], Decimal(str(ln["debit"])), Decimal(str(ln["credit"])))
-                     for ln in r["transaction_account_lines"])
-        want = sorted((ln.account_id, Decimal(ln.debit_minor) / 100, Decimal(ln.credit_minor) / 100) for ln in e.lines)
-        assert got == want
+    """Each entry once in QuickBooks with our date, totals and lines; nothing else of ours for these tenants."""
+    assert_exactly_once(url, "quickbooks", entries, tenants={e.tenant_id for e in entries})
 
 
-def test_post_rerun_and_late_data_update_in_place(settings, qbo) -> None:  # noqa: ANN001
+def test_months_go_as_one_batch_and_the_sync_token_survives_a_new_process(settings, qbo) -> None:  # noqa: ANN001
     conn = open_conn()
     try:
         connect(conn, ["t1"])
@@ -126,11 +115,6 @@ def test_post_rerun_and_late_data_update_in_place(settings, qbo) -> None:  # noq
         assert_exactly_posted(qbo.url, entries)
         assert all(len(r["doc_number"]) <= 21 and r["private_note"].startswith(r["custom_id"])
                    for r in remote_entries(qbo.url))
-
-        httpx.post(f"{qbo.url}/_sandbox/stats/reset")
-        out = post(conn, store, "t1", entries)
-        assert out.counts == {"skip": 3}
-        assert stats(qbo.url)["by_system"]["quickbooks"]["api_requests"] == 0, "an unchanged re-run sends nothing"
 
         late = entries_for("t1", conn.fetch_chart("t1"), bump={MONTHS[1]: 12_345})
         httpx.post(f"{qbo.url}/_sandbox/stats/reset")
@@ -231,69 +215,15 @@ def test_requestid_replay_returns_the_original_response(settings, qbo) -> None: 
         conn.close()
 
 
-def test_fault_drill_exactly_once_and_reconciled(settings, qbo) -> None:  # noqa: ANN001
-    conn = open_conn()
-    tenants = [f"q{i:02d}" for i in range(20)]
-    try:
-        connect(conn, tenants)
-        wanted = {t: entries_for(t, conn.fetch_chart(t)) for t in tenants}
-        httpx.post(f"{qbo.url}/_sandbox/faults", json={"seed": 1, "error_rate": 0.2, "error_after_commit_rate": 0.05,
-                                                       "drop_after_commit_rate": 0.05, "unauthorized_rate": 0.03})
-        store, todo = MemStore(), list(tenants)
-        for _run in range(4):  # each pass is the next Dagster run over what failed
-            failed = []
-            for t in todo:
-                try:
-                    out = post(conn, store, t, wanted[t])
-                except SinkError:
-                    failed.append(t)
-                    continue
-                if out.failures:
-                    failed.append(t)
-            todo = failed
-            if not todo:
-                break
-        assert todo == [], f"still failing after 4 runs: {todo}"
-        httpx.post(f"{qbo.url}/_sandbox/faults", json={})
-        assert stats(qbo.url)["by_system"]["quickbooks"]["rate_limited"] == 0
-        all_entries = [e for t in tenants for e in wanted[t]]
-        assert_exactly_posted(qbo.url, all_entries)
-        assert len(remote_entries(qbo.url)) == 60
-        for t in tenants:
-            rows = reconcile_tenant(t, wanted[t], conn.sink.list_period(t, *WINDOW))
-            assert {r.status for r in rows} == {"match"}, rows
-            assert post(conn, store, t, wanted[t]).counts == {"skip": 3}
-    finally:
-        conn.close()
-
-
-def test_closed_period_and_revoked_grant_reported_per_tenant(settings, qbo) -> None:  # noqa: ANN001
+def test_inactive_account_and_unbalanced_entry_are_classified(settings, qbo) -> None:  # noqa: ANN001
+    """QuickBooks' own refusals besides closed books (in test_contract.py), classified per entry."""
     conn = open_conn()
     try:
-        connect(conn, ["ta", "tb", "tc"])
-        wanted = {t: entries_for(t, conn.fetch_chart(t)) for t in ("ta", "tb", "tc")}
-        control(qbo.url, "ta", "lock_date", {"lock_date": "2025-01-31"})
-        control(qbo.url, "tb", "revoke")
-        with pytest.raises(SinkError) as err:
-            conn.sink.find("tb", wanted["tb"][0].custom_id)
-        assert err.value.kind == "needs_reauth" and "connect --tenant tb --system quickbooks" in err.value.message
-        assert conn.sink.create("ta", wanted["ta"][:1])[0].error.kind == "locked"
-        store = MemStore()
-        out = {t: post(conn, store, t, wanted[t]) for t in ("ta", "tb", "tc")}
-        assert out["ta"].counts == {"create": 2} and len(out["ta"].failures) == 1
-        cid, message, kind = out["ta"].failures[0]
-        assert kind == "locked" and "books are closed" in message and cid.endswith("202501")
-        assert len(out["tb"].failures) == 3 and all(f[2] == "needs_reauth" for f in out["tb"].failures)
-        assert conn.vault.statuses()["tb"][0] == "needs_reauth"
-        assert out["tc"].counts == {"create": 3} and not out["tc"].failures
-        assert_exactly_posted(qbo.url, wanted["tc"] + wanted["ta"][1:])
-        assert remote_entries(qbo.url, "tb") == []
-
-        # QuickBooks' other refusals, classified
+        connect(conn, ["tc"])
         chart = conn.fetch_chart("tc")
+        e = entries_for("tc", chart)[0]
         control(qbo.url, "tc", "accounts", {"number": "6-60102", "archived": True})
         upah = next(a.account_id for a in chart if a.number == "6-60102")
-        e = wanted["tc"][0]
         bad = [CanonicalLine(1, upah, "6-60102", 100, 0, "x"),
                CanonicalLine(2, e.lines[0].account_id, "4", 0, 100, "y")]
         inactive = CanonicalEntry("tc", MONTHS[0], "r2a-pl-tc-x", e.transaction_date, e.memo, "IDR", "h1", tuple(bad))
@@ -307,7 +237,7 @@ def test_closed_period_and_revoked_grant_reported_per_tenant(settings, qbo) -> N
 
 
 def test_rotating_refresh_tokens_with_one_second_access_tokens(settings, tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    server = _start(tmp_path, monkeypatch, limits=Limits(enabled=False), access_ttl=1)
+    server = _start(tmp_path, monkeypatch, limits=SandboxLimits(enabled=False), access_ttl=1)
     conn = open_conn()
     try:
         connect(conn, ["t1"])

@@ -1,5 +1,7 @@
-"""Rootfi over HTTP against the sandbox: link flow, chart paging, upload jobs with a status per item, jobs still
-running at the end of a run, uncertain uploads resolved by listing, exactly once under faults, locks, revocation."""
+"""Rootfi's own behaviour over HTTP against the sandbox: link flow, chart paging, the API key, upload jobs (one per
+tenant, a status per item, still running at the end of a run), uncertain uploads resolved by listing, removal and
+edits seen by reconciliation. What every system does alike (post, re-run, late data, fault drill, revoked grant,
+closed period) is in test_contract.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import inspect
 import time
 from collections import Counter
 from collections.abc import Iterator
-from decimal import Decimal
 
 import httpx
 import pytest
@@ -17,17 +18,15 @@ from sqlalchemy import text
 
 from ledger_pipeline import posting
 from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, SinkError, custom_id_for, memo_for
-from ledger_pipeline.money import from_minor
 from ledger_pipeline.posting import PostingEngine
 from ledger_pipeline.reconcile import reconcile_tenant
-from ledger_pipeline.sandboxes.base import Limits
 from ledger_pipeline.sandboxes.rootfi import SANDBOX_API_KEY
 from ledger_pipeline.sandboxes.server import SandboxServer
-from ledger_pipeline.settings import load_settings
-from ledger_pipeline.systems import OpenOptions
-from ledger_pipeline.systems.authflow import OAuthError, consume_state, follow_redirects, new_state
-from ledger_pipeline.systems.rootfi import RootfiConnection, open_connection
-from ledger_pipeline_tests.helpers import MemoryStore as MemStore
+from ledger_pipeline.systems.authflow import OAuthError, consume_state, new_state
+from ledger_pipeline.systems.rootfi import RootfiConnection
+from ledger_pipeline.testing.systems import MemoryStore as MemStore
+from ledger_pipeline.testing.systems import assert_exactly_once as shared_assert_exactly_once
+from ledger_pipeline.testing.systems import connect_tenants, open_system, sandbox_server
 
 UPLOAD = ("POST", "/rootfi/api/write/journal_entries")
 MONTHS = [dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1)]
@@ -36,22 +35,16 @@ ENGINE_HAS_PENDING = "submitted" in inspect.getsource(posting)
 
 
 @pytest.fixture
-def env(settings, tmp_path, monkeypatch) -> Iterator[tuple[SandboxServer, RootfiConnection]]:  # noqa: ANN001
-    with SandboxServer(tmp_path / "sb.sqlite", limits=Limits(scale=1000)) as server:
-        monkeypatch.setenv("LEDGER_SANDBOX_URL", server.url)
-        s = load_settings()
-        conn = open_connection(s, OpenOptions(database_url=s.r2a_database_url, rate_limit_scale=1000,
-                                              backoff_initial=0.01, timeout=5))
+def env(settings, tmp_path) -> Iterator[tuple[SandboxServer, RootfiConnection]]:  # noqa: ANN001
+    with sandbox_server(tmp_path / "sb.sqlite") as (server, _box):
+        conn = open_system("rootfi")
         try:
             yield server, conn
         finally:
             conn.close()
 
 
-def link(conn: RootfiConnection, tenants: list[str]) -> None:
-    with httpx.Client(timeout=10) as http:
-        for t in tenants:
-            conn.connect_tenant(t, follow_redirects(http))
+link = connect_tenants  # (conn, tenants): each through Rootfi's link flow against the sandbox
 
 
 def control(server: SandboxServer, login: str, action: str, body: dict) -> dict:
@@ -94,18 +87,7 @@ def make_entry(tenant_id: str, period: dt.date, acc: dict[str, str], bump: int =
 
 
 def assert_exactly_once(server: SandboxServer, entries: list[CanonicalEntry]) -> None:
-    remote = remote_entries(server)
-    counts = Counter(e["custom_id"] for e in remote)
-    assert counts == Counter({e.custom_id: 1 for e in entries}), counts.most_common(3)
-    by_id = {e["custom_id"]: e for e in remote}
-    for e in entries:
-        r = by_id[e.custom_id]
-        assert Decimal(str(r["total_debit"])) == from_minor(e.total_debit_minor) == Decimal(str(r["total_credit"]))
-        assert r["transaction_date"] == e.transaction_date.isoformat()
-        got = Counter((ln["account"]["id"], Decimal(str(ln["debit"])), Decimal(str(ln["credit"])))
-                      for ln in r["transaction_account_lines"])
-        assert got == Counter((ln.account_id, from_minor(ln.debit_minor), from_minor(ln.credit_minor))
-                              for ln in e.lines)
+    shared_assert_exactly_once(server.url, "rootfi", entries)
 
 
 def test_link_flow_and_chart_with_paging(env, settings) -> None:  # noqa: ANN001
@@ -149,9 +131,7 @@ def test_rate_limit_and_bad_api_key(env, settings, monkeypatch) -> None:  # noqa
     finally:
         httpx.post(f"{server.url}/_sandbox/limits", json={"scale": 1000})
     monkeypatch.setenv("ROOTFI_API_KEY", "not-the-key-0123456789")
-    s = load_settings()
-    bad = open_connection(s, OpenOptions(database_url=s.r2a_database_url, rate_limit_scale=1000,
-                                         backoff_initial=0.01, timeout=5))
+    bad = open_system("rootfi")  # a new process with a wrong key, the same operational database
     try:
         with pytest.raises(SinkError) as err:
             bad.fetch_chart("t1")
@@ -161,7 +141,7 @@ def test_rate_limit_and_bad_api_key(env, settings, monkeypatch) -> None:  # noqa
     assert "not-the-key" not in str(err.value) and conn.vault.statuses()["t1"][0] == "connected"
 
 
-def test_post_rerun_and_late_data(env) -> None:  # noqa: ANN001
+def test_one_upload_job_per_tenant_late_data_removal_and_edits(env) -> None:  # noqa: ANN001
     server, conn = env
     link(conn, ["t1", "t2"])
     store = MemStore()
@@ -175,11 +155,6 @@ def test_post_rerun_and_late_data(env) -> None:  # noqa: ANN001
         assert out.counts == {"create": 3} and not out.failures, (out.counts, out.failures)
     assert calls(server, *UPLOAD) == 2, "one upload job per tenant (all its months)"
     assert_exactly_once(server, all_entries)
-    before = stats(server)["by_system"]["rootfi"]["api_requests"]
-    for t in ("t1", "t2"):
-        out = engine.post_tenant(t, [e for e in all_entries if e.tenant_id == t], store.state(t), WINDOW)
-        assert out.counts == {"skip": 3}
-    assert stats(server)["by_system"]["rootfi"]["api_requests"] == before, "an unchanged re-run sends nothing"
     # late R2a rows change February of t1: updated in place, same rootfi_id
     old_id = store.rows[custom_id_for("t1", MONTHS[1])].remote_id
     late = make_entry("t1", MONTHS[1], ids(conn, "t1"), bump=12_345)
@@ -330,58 +305,3 @@ def test_uncertain_upload_resolved_by_listing(env) -> None:  # noqa: ANN001
     assert out.counts == {"adopted": 1} and store.rows[e3.custom_id].status == "posted"
     assert calls(server, *UPLOAD) == 3
     assert Counter(e["custom_id"] for e in remote_entries(server)) == Counter({e1.custom_id: 1, e3.custom_id: 1})
-
-
-def test_fault_drill_exactly_once(env) -> None:  # noqa: ANN001
-    server, conn = env
-    tenants = [f"t{i:02d}" for i in range(20)]
-    link(conn, tenants)
-    charts = {t: ids(conn, t) for t in tenants}
-    entries = {t: [make_entry(t, p, charts[t]) for p in MONTHS] for t in tenants}
-    httpx.post(f"{server.url}/_sandbox/faults", json={
-        "seed": 1, "error_rate": 0.2, "error_after_commit_rate": 0.05, "drop_after_commit_rate": 0.05,
-        "unauthorized_rate": 0.03, "systems": ["rootfi"]})
-    store = MemStore()
-    engine = PostingEngine(conn.sink, store, max_rounds=3, backoff=0.01)
-    counts: Counter = Counter()
-    for _run in range(4):  # each run re-runs what is not posted yet, as the next Dagster run would
-        todo = [t for t in tenants if any(store.rows.get(e.custom_id) is None
-                                          or store.rows[e.custom_id].status != "posted" for e in entries[t])]
-        for t in todo:
-            counts.update(engine.post_tenant(t, entries[t], store.state(t), WINDOW).counts)
-    httpx.post(f"{server.url}/_sandbox/faults", json={})
-    assert {r.status for r in store.rows.values()} == {"posted"} and len(store.rows) == 60
-    assert_exactly_once(server, [e for t in tenants for e in entries[t]])
-    uploads = Counter({r["status"]: r["count"] for r in stats(server)["requests"]
-                       if r["system"] == "rootfi" and (r["method"], r["endpoint"]) == UPLOAD})
-    assert uploads["dropped"] + uploads[500] + uploads[502] + uploads[503] > 0, "uploads with an unknown outcome"
-    assert counts["adopted"] > 0, "an upload accepted before its answer was lost is adopted after a listing"
-    assert counts["adopted"] + counts["create"] == 60, counts
-    for t in tenants:
-        rows = reconcile_tenant(t, entries[t], conn.sink.list_period(t, *WINDOW))
-        assert {r.status for r in rows} == {"match"}, rows
-
-
-def test_closed_period_and_revoked_company_reported_per_tenant(env) -> None:  # noqa: ANN001
-    server, conn = env
-    link(conn, ["t1", "t2"])
-    e1 = [make_entry("t1", p, ids(conn, "t1")) for p in MONTHS]
-    e2 = [make_entry("t2", p, ids(conn, "t2")) for p in MONTHS]
-    control(server, "t1", "lock_date", {"lock_date": "2025-01-31"})
-    control(server, "t2", "revoke", {})
-    store = MemStore()
-    engine = PostingEngine(conn.sink, store, backoff=0.01)
-    out1 = engine.post_tenant("t1", e1, {}, WINDOW)
-    assert out1.counts == {"create": 2}
-    [(cid, message, kind)] = out1.failures
-    assert cid == e1[0].custom_id and kind == "locked" and "period is closed" in message and "2025-01-31" in message
-    out2 = engine.post_tenant("t2", e2, {}, WINDOW)
-    assert not out2.counts and len(out2.failures) == 3
-    assert all(k == "needs_reauth" and "re-authorisation" in m and "--system rootfi" in m
-               for _, m, k in out2.failures)
-    assert conn.vault.statuses()["t2"][0] == "needs_reauth"
-    # the tenant links again (same Rootfi company) and the next run posts
-    link(conn, ["t2"])
-    out2 = engine.post_tenant("t2", e2, store.state("t2"), WINDOW)
-    assert out2.counts == {"create": 3} and not out2.failures
-    assert_exactly_once(server, [*e1[1:], *e2])

@@ -1,4 +1,4 @@
-"""Thin Dagster assets, one module per layer (r2a, ledger, jurnal)."""
+"""Thin Dagster assets, one module per layer (r2a, ledger, accounting, shards)."""
 
 import warnings
 

@@ -1,7 +1,7 @@
 """Accounting-system layer (every system alike): GL accounts in, journal entries out (exactly once), reconciliation.
 
-The assets wire resources to the domain: charts.py fetches and diffs charts, posting.py posts a window, reconcile.py
-compares; SQL reads live in warehouse/reads.py. Each tenant's system comes from its integration (state/vault.py).
+The assets wire resources to the domain: charts.py fetches and diffs charts, posting/ posts a window, reconcile.py
+compares; SQL reads live in warehouse/sql.py. Each tenant's system comes from its integration (state/vault.py).
 """
 
 import dataclasses
@@ -33,6 +33,8 @@ from ledger_pipeline.connections import (
     company_currencies,
     connections_frame,
     currency_due,
+    entries_as_posted,
+    plan_stored,
     plan_window,
     refresh_company_currencies,
 )
@@ -42,12 +44,11 @@ from ledger_pipeline.posting import (
     DeleteGuard,
     PostingEngine,
     PostingRow,
-    Progress,
     TenantOutcome,
     WindowJob,
     WindowResult,
 )
-from ledger_pipeline.progress import report_progress
+from ledger_pipeline.progress import PostingProgress, report_progress
 from ledger_pipeline.rates import rate_table
 from ledger_pipeline.reconcile import (
     DEFAULT_POLICY,
@@ -69,7 +70,7 @@ from ledger_pipeline.state.ledger import load_window
 from ledger_pipeline.state.postings import SqlPostingStore
 from ledger_pipeline.state.vault import tenant_systems
 from ledger_pipeline.systems import SYSTEMS, Connections
-from ledger_pipeline.warehouse import reads
+from ledger_pipeline.warehouse import sql
 from ledger_pipeline.warehouse.store import Warehouse, replace_rows, transaction, window_where
 
 POSTINGS_LINEAGE = lineage({"custom_id": [("journal_entries", "custom_id")],
@@ -167,7 +168,7 @@ def ingest_charts(wh: Warehouse, connections: Connections, todo: list[tuple[str,
     ok = fetched.status.loc[fetched.status["status"] == "ok", "tenant_id"].tolist()
     stamp, run = utc_now(), {"run_id": run_id}
     with wh.connect() as con:
-        previous = reads.chart(con, ok)
+        previous = sql.chart(con, ok)
         changes = diff_charts(previous, fetched.accounts).assign(**run, detected_at=stamp)
         with transaction(con):
             replace_rows(con, "accounting.gl_accounts", fetched.accounts.assign(**run, fetched_at=stamp),
@@ -199,7 +200,7 @@ def refresh_charts(context: dg.AssetExecutionContext, r2a: R2aDatabase, accounti
     wh = warehouse.warehouse
     max_age = dt.timedelta(hours=max_age_hours or s.chart_max_age_hours)
     with wh.connect() as con:
-        checked = reads.chart_checks(con)
+        checked = sql.chart_checks(con)
     if refresh == "all":
         todo = sorted((system, t) for t, system in systems.items())
     else:
@@ -457,16 +458,15 @@ def post_window(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R
     every = config.progress_every or max(1, len(entries) // 20)
 
     with accounting.connections(r2a.ops_database_url) as connections:
-        def progress(done: int, total: int) -> None:
-            p = Progress(done, total, connections.requests, time.monotonic() - t0,
-                         allowed_per_minute=_allowed_per_minute(accounting))
+        def progress(p: PostingProgress) -> None:  # each system's requests per entry, allowed rate and cost
             report_progress("posting", p)
-            if done % every == 0 or done == total:
+            if p.done % every == 0 or p.done == p.total:
                 context.log.info(f"posting {describe_window(start, end)}: {p.describe()}")
 
         job = WindowJob(
             (start, end), systems, entries, store.load(start, end, tenants), held, lambda s: connections(s).sink,
-            store, dry_run=config.dry_run, backoff=accounting.backoff_initial, progress=progress,
+            store, dry_run=config.dry_run, backoff=accounting.backoff_initial, on_progress=progress,
+            requests=connections.requests_by_system, rate_limit_scale=accounting.rate_limit_scale,
             guard=DeleteGuard(config.allow_mass_delete, config.max_deletes, config.max_delete_fraction),
             rechart=rechart(connections) if rechart else None,
             reload=lambda system, tenant: store.load(start, end, [tenant]).get(system, {}).get(tenant, {}),
@@ -633,11 +633,6 @@ def tenant_month_status(postings: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(reason=reason, fix=fix)[cols].reset_index(drop=True)
 
 
-def _allowed_per_minute(accounting: AccountingResource) -> float:
-    """The binding limit at month-end: Jurnal's 40 requests/min per source address, time-scaled."""
-    return 40 * accounting.rate_limit_scale
-
-
 @dg.asset(
     deps=["postings"],
     partitions_def=monthly_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
@@ -705,17 +700,23 @@ def remote_reads(con, start: dt.date, end: dt.date) -> dict[str, ReconRow]:  # n
     for r in frame.itertuples(index=False):
         out[r.custom_id] = (r.system, ReconRow(
             r.tenant_id, pd.Timestamp(r.period).date(), r.custom_id, r.status, r.remote_ids,
-            _minor(r.local_total), _minor(r.remote_total), r.detail, "remote_read",
-            pd.Timestamp(r.checked_at).to_pydatetime() if pd.notna(r.checked_at) else None))
+            _minor(r.local_total, r.currency), _minor(r.remote_total, r.currency), r.detail, "remote_read",
+            pd.Timestamp(r.checked_at).to_pydatetime() if pd.notna(r.checked_at) else None,
+            r.currency if isinstance(r.currency, str) else None))
     return {cid: row for cid, (_, row) in out.items()}
 
 
-def _minor(value: object) -> int:
+def _minor(value: object, currency: object = None) -> int:
+    """A DuckDB MONEY value back in minor units of the row's currency (its own decimals: JPY 0, KWD 3; none: the
+    legacy 2), exactly."""
     from decimal import Decimal
+
+    from ledger_pipeline.money import to_minor
 
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return 0
-    return int((Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))) * 100)
+    amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    return to_minor(amount, currency if isinstance(currency, str) else None)
 
 
 def reconciliation_from_state(r2a: R2aDatabase, start: dt.date, end: dt.date, run_id: str,
@@ -723,6 +724,8 @@ def reconciliation_from_state(r2a: R2aDatabase, start: dt.date, end: dt.date, ru
     """The window's accounting.reconciliation rows from the operational posting state and remote changes (no
     request); `reads`: newer drift rows to keep (see reconcile.reconcile_from_state)."""
     entries, _ = load_window(r2a.ops_engine, start, end)
+    # compared as posted: a foreign-currency entry with its rate and planned hash (connections.py)
+    entries = entries_as_posted(r2a.ops_engine, entries, connected_systems(r2a), start, end)
     changes = RemoteChangeStore(r2a.ops_engine)
     known = changes.load(start, end)
     rows = reconcile_from_state(entries, SqlPostingStore(r2a.ops_engine).load(start, end), connected_systems(r2a),
@@ -775,6 +778,7 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
     store = RemoteChangeStore(r2a.ops_engine, context.run_id)
     known = store.load(start, end)
     systems = connected_systems(r2a)
+    entries = entries_as_posted(r2a.ops_engine, entries, systems, start, end)  # with rate and planned hash
     posted = {t for by_t in state.values() for t in by_t}
     tenants = sorted(set(entries) | posted, key=lambda t: (last.get(t) or pd.Timestamp.min, t))
     policies = store.policies(tenants)
@@ -793,7 +797,8 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
                 remotes = connections(system).sink.list_period(tenant, start, end)
             except SinkError as exc:
                 rows += [(system, ReconRow(tenant, e.period, e.custom_id, "not_checked", "", e.total_debit_minor, 0,
-                                           f"could not read {title} entries: {exc}")) for e in mine]
+                                           f"could not read {title} entries: {exc}", currency=e.currency))
+                         for e in mine]
             else:
                 recon, changes = read_tenant(tenant, mine, remotes, title, system=system, rows=mine_rows,
                                              known=known.get(tenant), policy=policies[tenant],
@@ -875,7 +880,7 @@ def repost_tenant_month(log: dg.DagsterLogManager, run_id: str, r2a: R2aDatabase
     system = connected_systems(r2a).get(tenant)
     if system is None:
         raise RepostRefused(f"tenant {tenant} is not connected to an accounting system: run `ledger-pipeline connect "
-                            f"--tenant {tenant} --system <jurnal|quickbooks|zoho|aden|rootfi>`")
+                            f"--tenant {tenant} --system <{'|'.join(SYSTEMS)}>`")
     title = system_title(system)
     mine = entries.get(tenant, [])
     if not mine:
@@ -883,7 +888,10 @@ def repost_tenant_month(log: dg.DagsterLogManager, run_id: str, r2a: R2aDatabase
                f"(`ledger-pipeline run --month {month:%Y-%m}`)" if month in held.get(tenant, set()) else
                f"our ledger has no entry for it: close the month first (`ledger-pipeline run --month {month:%Y-%m}`)")
         raise RepostRefused(f"nothing to re-post for tenant {tenant} {month:%Y-%m} ({title}): {why}")
-    e = mine[0]
+    planned, _, refused = plan_stored(r2a.ops_engine, {tenant: mine}, {tenant: system}, start, end)
+    if refused:  # the currency plan refuses it (no rate, no multicurrency...): nothing is sent
+        raise RepostRefused(str(refused[0]))
+    e = planned[tenant][0]
     store, changes = SqlPostingStore(r2a.ops_engine, run_id), RemoteChangeStore(r2a.ops_engine, run_id)
     rows = store.load(start, end, [tenant]).get(system, {}).get(tenant, {})
     row = rows.get(e.custom_id)

@@ -162,15 +162,18 @@ FULL_TABLE_MAX_ROWS = 5000
 def full_table(frame: pd.DataFrame, rows: int = FULL_TABLE_MAX_ROWS) -> dg.MetadataValue:
     """Every row (up to `rows`) as a dg.MetadataValue.table of text cells: money exact, dates as dates.
 
-    Cells are strings (format_cell, `<col>_minor` shown as `<col>`), so no amount reaches the UI as a float."""
+    Cells are strings (format_cell, `<col>_minor` shown as `<col>` in the decimals of the row's `currency`), so no
+    amount reaches the UI as a float."""
     shown = frame.head(rows)
     names = [str(c).removesuffix("_minor") for c in shown.columns]
     records = []
+    at = list(shown.columns).index("currency") if "currency" in shown else None  # each row's own decimals
     for values in shown.itertuples(index=False, name=None):
         cells = {}
+        cur = values[at] if at is not None and isinstance(values[at], str) else None
         for col, name, v in zip(shown.columns, names, values, strict=True):
             if str(col).endswith("_minor"):
-                cells[name] = format_amount(int(v)) if pd.notna(v) else ""
+                cells[name] = format_amount(int(v), cur) if pd.notna(v) else ""
             else:
                 cells[name] = format_cell(v, name in MONEY_COLUMNS).replace("\\|", "|")
         records.append(dg.TableRecord(cells))

@@ -11,6 +11,7 @@ Partition count: months x shards stays small. Dagster advises at most 25,000 par
 1.13 docstrings); ten years of months on 16 shards is 1,920, and the default 4 shards give 48 a year.
 """
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -98,11 +99,11 @@ def shard_rechart(ops_engine: Engine, connections: Connections):  # noqa: ANN201
             return None, (f"account(s) {', '.join(missing)} missing or archived in the tenant's "
                           f"{system_title(system)} chart (just refreshed): restore them there or change the account "
                           "mapping, then re-run the month")
-        retry = [CanonicalEntry(e.tenant_id, e.period, e.custom_id, e.transaction_date, e.memo, e.currency,
-                                e.content_hash, tuple(CanonicalLine(ln.line_no, active[ln.account_number],
-                                                                    ln.account_number, ln.debit_minor,
-                                                                    ln.credit_minor, ln.description)
-                                                      for ln in e.lines)) for e in entries]
+        # dataclasses.replace keeps the currency plan (exchange_rate and its planned content hash)
+        retry = [dataclasses.replace(e, lines=tuple(CanonicalLine(ln.line_no, active[ln.account_number],
+                                                                  ln.account_number, ln.debit_minor,
+                                                                  ln.credit_minor, ln.description)
+                                                    for ln in e.lines)) for e in entries]
         with ops_engine.begin() as conn:  # the stored entries follow the chart's current ids
             for e in retry:
                 conn.execute(update(LedgerEntry).where(LedgerEntry.custom_id == e.custom_id).values(

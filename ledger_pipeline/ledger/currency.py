@@ -11,6 +11,10 @@ books are kept in (read from the system at connect and on chart refresh; the ops
   (ledger/rates.py `RateTable.rate_for`: 1 entry currency = rate home currency). The entry gets `exchange_rate` set and
   the sink sends it (QuickBooks `CurrencyRef` + `ExchangeRate`, Zoho `currency_id` + `exchange_rate`, Aden
   `currency` + `exchange_rate`, Rootfi `currency_id` + `currency_rate`).
+  Its `content_hash` becomes `planned_hash(journal hash, home, rate)`: a rate loaded anew for the entry's date (same
+  lines) is a changed entry, so the next close updates the remote entry with the new rate (posting.py compares
+  hashes), and `analytics.posting_status.up_to_date` says false until it has (warehouse/schema.py recomputes the
+  same hash with DuckDB's sha256).
 - No rate, a system without foreign-currency journals, a company without multicurrency, or an unknown home
   currency: `CurrencyRejection` (stage "currency") naming tenant, period, both currencies and the fix. Never a
   silent 1.0.
@@ -19,6 +23,7 @@ books are kept in (read from the system at connect and on chart refresh; the ops
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -53,6 +58,14 @@ FOREIGN_JOURNALS: dict[str, tuple[bool, str]] = {
 SYSTEM_DECIMALS: dict[str, tuple[int, int]] = {"aden": (2, 6)}
 
 
+def planned_hash(journal_hash: str, home: str, rate: Decimal) -> str:
+    """The content hash of a foreign-currency entry as posted: sha256 hex of "<journal hash>|<home>|<rate with 18
+    decimals>" (the journal's hash covers date, memo, currency and lines; this adds the company's currency and the
+    rate, so a new rate alone is a change). DuckDB's `sha256(h || '|' || home || '|' || CAST(rate AS VARCHAR))` over
+    ledger.exchange_rates' DECIMAL(38,18) gives the same text (warehouse/schema.py analytics.posting_status)."""
+    return hashlib.sha256(f"{journal_hash}|{home}|{rate:.18f}".encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class CompanyCurrency:
     """What a connection knows about the books: `home` ISO 4217 code (None: not read yet) and whether the company
@@ -79,7 +92,8 @@ class CurrencyRejection(ValueError):
 
 def plan_currency(entry: CanonicalEntry, system: str, company: CompanyCurrency, rates: RateTable) -> CanonicalEntry:
     """The entry as it is posted: unchanged for the company's own currency; with `exchange_rate` (1 entry currency
-    = rate home currency on transaction_date) for a foreign one. Raises CurrencyRejection (see module doc)."""
+    = rate home currency on transaction_date) and the `planned_hash` for a foreign one. Expects the journal's entry
+    (not one planned already: its hash would be hashed twice). Raises CurrencyRejection (see module doc)."""
     amount_places, rate_places = SYSTEM_DECIMALS.get(system, (3, 18))
     fine = [ln.line_no for ln in entry.lines
             if (ln.debit_minor or ln.credit_minor) % 10 ** max(0, minor_unit(entry.currency) - amount_places)]
@@ -114,4 +128,4 @@ def plan_currency(entry: CanonicalEntry, system: str, company: CompanyCurrency, 
         raise CurrencyRejection(entry, system, home, f"the rate {rate} for {entry.transaction_date.isoformat()} has "
                                 f"more than the {rate_places} decimals {system} takes",
                                 f"load a rate with at most {rate_places} decimals with `{LOAD_COMMAND}`")
-    return dataclasses.replace(entry, exchange_rate=rate)
+    return dataclasses.replace(entry, exchange_rate=rate, content_hash=planned_hash(entry.content_hash, home, rate))

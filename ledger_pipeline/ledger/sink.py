@@ -1,7 +1,7 @@
 """The boundary between the pipeline and an accounting system: a canonical entry goes in, a remote entry comes out.
 
 Every system (ledger_pipeline/systems/<name>/sink.py) implements `LedgerSink`; the posting engine
-(ledger_pipeline/posting.py) never changes when one is added. Ids are strings on this side of the boundary: Jurnal's
+(ledger_pipeline/posting/) never changes when one is added. Ids are strings on this side of the boundary: Jurnal's
 are integers, QuickBooks' numeric strings, Zoho's long numbers, Aden's chart codes; each sink converts.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Literal, Protocol
 
 import pandas as pd
@@ -99,10 +99,28 @@ class RemoteEntry:
     def signature(self) -> Counter:
         return Counter((str(acc), d, c) for _, acc, d, c in self.lines)
 
+    @property
+    def rate(self) -> Decimal | None:
+        """The exchange rate the system reports on the entry (QuickBooks ExchangeRate, Zoho/Aden exchange_rate,
+        Jurnal/Rootfi currency_rate), as the sinks keep it in `extra`; None when it reports none."""
+        for key in ("ExchangeRate", "exchange_rate", "currency_rate"):
+            if self.extra.get(key) not in (None, ""):
+                try:
+                    return Decimal(str(self.extra[key]))
+                except InvalidOperation:
+                    return None
+        return None
+
+    def same_rate(self, entry: CanonicalEntry) -> bool:
+        """The rate agrees where the system reports one: the entry's `exchange_rate` for a foreign-currency entry,
+        1 for one in the company's own currency."""
+        theirs = self.rate
+        return theirs is None or theirs == (entry.exchange_rate if entry.exchange_rate is not None else Decimal(1))
+
     def matches(self, entry: CanonicalEntry) -> bool:
-        """Same lines (account, debit, credit), totals, date and (when the system reports it) currency: what the
-        system holds is what we meant to post."""
-        return ((self.currency is None or self.currency == entry.currency)
+        """Same lines (account, debit, credit), totals, date and (when the system reports them) currency and
+        exchange rate: what the system holds is what we meant to post (a new rate alone is a change)."""
+        return ((self.currency is None or self.currency == entry.currency) and self.same_rate(entry)
                 and len(self.lines) == len(entry.lines) and self.total_debit_minor == entry.total_debit_minor
                 and self.total_credit_minor == entry.total_debit_minor and self.signature() == entry.signature()
                 and self.transaction_date == entry.transaction_date)

@@ -57,6 +57,8 @@ What the sandbox adds or assumes (not in the docs):
   company currency; else VALIDATION_ERROR on `exchange_rate`): the journal-entries overview's currency and
   exchange_rate fields. Amounts: D2's at most 2 decimals, and no finer than the currency's ISO 4217 minor unit (a JPY
   amount with decimals is VALIDATION_ERROR, never rounded). Each entry returns its currency and exchange_rate.
+  A Draft's update (D7) may send `currency` and `exchange_rate` too (the overview lists them as the entry's fields;
+  D7 names memo and lines only, so this is our reading): absent, the entry keeps its own.
 """
 
 from __future__ import annotations

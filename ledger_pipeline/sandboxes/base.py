@@ -55,7 +55,7 @@ class Faults:
 
 
 @dataclass
-class Limits:
+class SandboxLimits:
     """Rate limits: on/off and the time scale are shared; the numbers are Jurnal's (other emulations keep their
     own system's numbers and use `enabled` and `scale`)."""
 
@@ -65,6 +65,9 @@ class Limits:
     per_token_hour: int = 1800
     per_ip_minute: int = 40
     per_ip_hour: int = 2500
+
+
+Limits = SandboxLimits  # the name before 0.3.0 (tests, bench and scripts construct it): kept until 0.4.0
 
 
 class InjectedError(Exception):
@@ -91,12 +94,12 @@ class DroppedResponse:
 class SandboxContext:
     """Shared by every emulator of one sandbox process. All access happens on the server's event-loop thread."""
 
-    def __init__(self, state_path: Path | str | None, limits: Limits | None = None, faults: Faults | None = None,
+    def __init__(self, state_path: Path | str | None, limits: SandboxLimits | None = None, faults: Faults | None = None,
                  access_ttl: float = 3600):
         self.state_path = str(state_path) if state_path else None
         if state_path:
             Path(state_path).parent.mkdir(parents=True, exist_ok=True)
-        self.limits = limits or Limits()
+        self.limits = limits or SandboxLimits()
         self.access_ttl = access_ttl
         self.stats: Counter = Counter()  # (system, method, endpoint, status) -> count
         self.write_routes: set[tuple[str, str, str]] = set()  # (system, method, endpoint) its emulator calls writes
@@ -181,12 +184,12 @@ def transaction(db: sqlite3.Connection, mode: str = "") -> Iterator[sqlite3.Conn
 
 
 class Windows:
-    """Fixed-window request counters on the sandbox's scaled clock (`Limits.scale`), the way the emulated vendors
+    """Fixed-window request counters on the sandbox's scaled clock (`SandboxLimits.scale`), the way the emulated vendors
     describe their limits ("N requests per minute"): a quota is (key, limit, window seconds), and a request counts
     against all of its quotas or none. With limits off requests are still counted (for headers that show them) but
     never refused."""
 
-    def __init__(self, limits: Limits, keep: int = 10_000):
+    def __init__(self, limits: SandboxLimits, keep: int = 10_000):
         self.limits, self.keep = limits, keep
         self.counts: Counter = Counter()
 

@@ -33,6 +33,8 @@ Controls (POST /_sandbox/companies/<login>/<action>), besides lock_date, revoke,
   ids), so line ids a client kept are stale.
 - `currency` {"home_currency": code}: the company's currency (default IDR).
 
+Company: `GET /companies/active` answers the token's company with its `last_closing_the_book_date` (the lock date).
+
 Currencies: `GET /companies/get_currency` answers `{"company_currency": {"code", "symbol", "separator", "delimiter",
 "precision", "currency_format_view"}}` (the Swagger's "Get Company Currency"; precision is the ISO 4217 minor unit,
 at most 2 here). A journal entry carries no currency in the Swagger (POST /journal_entries has none), so every entry
@@ -62,13 +64,13 @@ from starlette.routing import Route
 
 from ledger_pipeline.money import currency_problem, minor_unit
 from ledger_pipeline.sandboxes import consent
-from ledger_pipeline.sandboxes.base import (  # noqa: F401 - Limits: tests and bench import it from here
+from ledger_pipeline.sandboxes.base import (  # noqa: F401 - SandboxLimits: tests and bench import it from here
     WRITE_METHODS,
     Call,
     Emulator,
-    Limits,
     Problem,
     SandboxContext,
+    SandboxLimits,
     Windows,
     client_host,
     transaction,
@@ -99,7 +101,7 @@ class ApiError(Exception):
 
 class RateLimiter(Windows):
     """Fixed windows (Jurnal's counters reset each minute and each hour), per token (or HMAC consumer) and per client
-    IP, with the `x-ratelimit-*` headers (accounting_apis.md section 1); the numbers are `Limits`'."""
+    IP, with the `x-ratelimit-*` headers (accounting_apis.md section 1); the numbers are `SandboxLimits`'."""
 
     def check(self, consumer: str, ip: str) -> tuple[bool, dict[str, str]]:
         lim, now = self.limits, time.time()
@@ -554,6 +556,8 @@ class Sandbox(OAuthServer, Emulator):
                 for r in rows
             ]
             return 200, {"accounts": accounts, "total_count": len(accounts)}
+        if parts == ["companies", "active"] and method == "GET":
+            return 200, self.active_company(company_id)
         if parts == ["companies", "get_currency"] and method == "GET":
             code = self.state.company(company_id)["currency"]
             return 200, {"company_currency": {
@@ -699,6 +703,16 @@ class Sandbox(OAuthServer, Emulator):
             raise ValueError(f"lookup mode must be one of {', '.join(LOOKUP_MODES)}")
         self.lookup_modes[company_id] = mode
         return {"ok": True, "mode": mode}
+
+    def active_company(self, company_id: int) -> dict:
+        """The Swagger's "Get Current Active Company" (GET /companies/active: `company` {id, name, ...,
+        last_closing_the_book_date}); the closing date is the lock date (`lock_date` control, Kunci Periode / Tutup
+        Buku, help-center.jurnal.id 29551046998553), dd/mm/yyyy as the Swagger's closing_the_book example
+        ("31/01/2023"), "" when the books were never closed (the Swagger's example)."""
+        row = self.state.company(company_id)
+        return {"company": {"id": row["id"], "name": row["name"] or row["login"],
+                            "last_closing_the_book_date": _fmt_date(row["lock_date"]) if row["lock_date"] else "",
+                            "company_email": f"{row['login']}@example.test"}}
 
     def do_lock_date(self, company_id: int, body: dict) -> None:
         self.state.db.execute("UPDATE companies SET lock_date = ? WHERE id = ?", (body.get("lock_date"), company_id))

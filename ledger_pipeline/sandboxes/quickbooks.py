@@ -555,8 +555,9 @@ class QuickBooksEmulator(OAuthServer, Emulator):
         """The Preferences entity's currency part (developer.intuit.com accounting API, Preferences:
         CurrencyPrefs.HomeCurrency {value}, CurrencyPrefs.MultiCurrencyEnabled)."""
         home, multi = self._home(realm)
+        closed = self._closed_date(realm)  # AccountingInfoPrefs.BookCloseDate: the "Closing date" (yyyy-mm-dd)
         return {"CurrencyPrefs": {"HomeCurrency": {"value": home}, "MultiCurrencyEnabled": multi},
-                "AccountingInfoPrefs": {"BookCloseDate": self._closed_date(realm)} if self._closed_date(realm) else {},
+                "AccountingInfoPrefs": {"BookCloseDate": closed.isoformat()} if closed else {},
                 "domain": "QBO", "sparse": False, "Id": "1", "SyncToken": "0"}
 
     def _currency(self, realm: str, je: dict) -> tuple[str, str | None]:

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledger_pipeline.money import dumps_exact
-from ledger_pipeline.sandboxes.base import Emulator, Faults, Limits, SandboxContext
+from ledger_pipeline.sandboxes.base import Emulator, Faults, SandboxContext, SandboxLimits
 from ledger_pipeline.sandboxes.jurnal import Sandbox
 from ledger_pipeline.sandboxes.jurnal_state import SandboxState
 from ledger_pipeline.systems import SYSTEMS
@@ -153,7 +153,7 @@ class SandboxServer:
     """Every emulated system on 127.0.0.1 in a background thread; a context manager that stops it on exit."""
 
     def __init__(self, state_path: Path | str | None = None, host: str = "127.0.0.1", port: int = 0,
-                 limits: Limits | None = None, faults: Faults | None = None, access_ttl: float = 3600):
+                 limits: SandboxLimits | None = None, faults: Faults | None = None, access_ttl: float = 3600):
         self.ctx = SandboxContext(state_path, limits, faults, access_ttl)
         self.emulators = build_emulators(self.ctx)
         self.sandbox = self.emulators["jurnal"]  # 0.1.0's handle on the Jurnal emulation
@@ -208,7 +208,7 @@ class SandboxServer:
         self.stop()
 
 
-def serve_forever(state_path: Path | None, host: str, port: int, limits: Limits, faults: Faults,
+def serve_forever(state_path: Path | None, host: str, port: int, limits: SandboxLimits, faults: Faults,
                   access_ttl: float) -> None:
     server = SandboxServer(state_path, host, port, limits, faults, access_ttl)
     systems = ", ".join(f"{n} {SYSTEMS[n].sandbox_prefix or '/'}" for n in server.emulators)

@@ -22,13 +22,15 @@ Paths, bodies, status codes and error shapes follow ../shared/reference/accounti
   (Free 1,000 / Standard 2,000 / Professional 5,000 / Premium+ 10,000 per day, Zoho KB "per-day API limit"; kept in
   the state file; 429 "API usage limit exceeded", which is all Zoho documents, with the per-minute limit's code 45
   and a message that names the day). Transaction locking: 400 code 4083 for dates on or before the company's lock
-  date.
+  date; GET /transactionlocks lists the lock (www.zoho.com/books/api/v3/transaction-locking/, "List transaction
+  locks").
 - Controls (`POST /_sandbox/zoho/companies/<login>/<action>`): `lock_date`, `revoke`, `accounts`, `entries` (a
   person's edit: {"create": journal}, or {"custom_id"} with "delete", "scale_line", "clear_custom_id",
   "reference_number", "replace_lines"), `plan` {"plan", "daily_cap", "reset_usage"}, `clock` {"today":
   "YYYY-MM-DD" | null} (the organization's date, for the filter_by windows and the daily cap), `search`
   {"ignore_filters": bool} (a hostile mode: journal searches ignore their filters and list the journals that do not
-  match them first), `currency` {"home_currency": "IDR", "multicurrency": bool} (the organization's base currency,
+  match them first), `scope` {"scope"} (what later token replies grant), `currency` {"home_currency": "IDR",
+  "multicurrency": bool} (the organization's base currency,
   default IDR, and whether it has added other currencies, default on).
 - Currencies (www.zoho.com/books/api/v3/organizations/ `currency_code`; /settings/currencies, www.zoho.com/books/api
   /v3/currency/#list-currencies; journals' `currency_id` + `exchange_rate`, www.zoho.com/books/api/v3/journals/
@@ -63,6 +65,7 @@ from ledger_pipeline.sandboxes.chart import DEFAULT_CHART
 from ledger_pipeline.sandboxes.oauth import OAuthServer, approve, oauth_params, redirect_to
 
 SYSTEM = "zoho"
+FULL_SCOPE = "ZohoBooks.fullaccess.all"  # what a grant gives unless the `scope` control narrows it
 PREFIX = "/zoho"
 API = PREFIX + "/books/v3"
 OAUTH = PREFIX + "/oauth/v2"
@@ -217,6 +220,9 @@ class ZohoSandbox(OAuthServer, Emulator):
         # the organization's "today" (its clock), settable per organization for tests: POST
         # /_sandbox/zoho/companies/<login>/clock {"today": "YYYY-MM-DD"} ({"today": null} follows the wall clock)
         self.clock: dict[str, dt.date] = {}
+        # the scope an organization's user grants (POST /_sandbox/zoho/companies/<login>/scope {"scope": ".."}),
+        # default ZohoBooks.fullaccess.all: what later token replies name (preflight's scope check reads it)
+        self.granted_scope: dict[str, str] = {}
         self.ignore_filters: set[str] = set()  # organizations whose journal searches ignore their filters
         self.mints: dict[str, list[float]] = {}  # refresh hash -> access token issue times
 
@@ -351,7 +357,10 @@ class ZohoSandbox(OAuthServer, Emulator):
         access = f"1000.{secrets.token_hex(32)}"
         self.db.execute("INSERT INTO zoho_access (token_hash, organization_id, refresh_hash, expires_at) "
                         "VALUES (?, ?, ?, ?)", (_hash(access), grant["org"], refresh_hash, now + self.ctx.access_ttl))
-        return {"access_token": access, **reply, "scope": "ZohoBooks.fullaccess.all",
+        # Zoho's token reply names the granted scope (accounts.zoho.com OAuth docs; Books scopes
+        # ZohoBooks.fullaccess.all or ZohoBooks.<module>.{CREATE,READ,UPDATE,DELETE}, zoho.com/books/api/v3/oauth);
+        # the `scope` control narrows it
+        return {"access_token": access, **reply, "scope": self.granted_scope.get(grant["org"], FULL_SCOPE),
                 "api_domain": str(request.base_url).rstrip("/") + PREFIX, "token_type": "Bearer",
                 "expires_in": int(self.ctx.access_ttl)}
 
@@ -459,6 +468,8 @@ class ZohoSandbox(OAuthServer, Emulator):
                 "currency_id": currency_id(row["currency_code"]), "time_zone": "Asia/Jakarta",
                 "is_org_active": True}]}
         org_id = org["organization_id"]
+        if parts == ["transactionlocks"] and method == "GET":
+            return 200, self.transaction_locks(org)
         if parts == ["settings", "currencies"] and method == "GET":
             return 200, {"code": 0, "message": "success", "currencies": self.currencies(org)}
         if parts == ["chartofaccounts"] and method == "GET":
@@ -750,6 +761,26 @@ class ZohoSandbox(OAuthServer, Emulator):
     def do_lock_date(self, org_id: str, body: dict) -> None:
         """Zoho's transaction locking: {"lock_date": "YYYY-MM-DD"} (None unlocks)."""
         self.db.execute("UPDATE zoho_orgs SET lock_date = ? WHERE organization_id = ?", (body.get("lock_date"), org_id))
+
+    def transaction_locks(self, org: Any) -> dict:
+        """"List transaction locks" (www.zoho.com/books/api/v3/transaction-locking/: transaction_lock_id,
+        transaction_lock_status disabled|enabled|enabled_with_logging, transaction_lock_date yyyy-MM-dd, lock_status,
+        lock_scope 0 = "All"); this emulation keeps one organization-wide lock (the `lock_date` control), which refuses
+        journals dated on or before it (code 4083 above)."""
+        locks = []
+        if org["lock_date"]:
+            locks.append({"transaction_lock_id": f"{org['organization_id']}001", "transaction_lock_status": "enabled",
+                          "transaction_lock_date": org["lock_date"], "lock_status": "locked", "lock_scope": 0,
+                          "lock_scope_formatted": "All", "lock_status_formatted": "Locked", "status": "active",
+                          "is_adjustment_period": False, "reason": "Period closed"})
+        return {"code": 0, "message": "success", "transaction_locks": locks}
+
+    def do_scope(self, org_id: str, body: dict) -> None:
+        """{"scope": "ZohoBooks.accountants.READ"}: the scope the organization's user grants from now on (null: all)."""
+        if body.get("scope"):
+            self.granted_scope[org_id] = str(body["scope"])
+        else:
+            self.granted_scope.pop(org_id, None)
 
     def do_revoke(self, org_id: str, body: dict) -> None:
         """The user removed the connected app: every refresh and access token dies."""

@@ -9,8 +9,9 @@ Routes (every URL the outside sees is built from LEDGER_PUBLIC_URL, never from t
 - `GET /callback/<system>`: checks binding, state and link; exchanges the code (or takes Rootfi's company_id);
   stores the credentials encrypted (state/vault.py); a page naming the company and the tenant, or what went wrong,
   that nothing changed, and what to do.
-- `GET /operator` (+ `/operator/login`, `/operator/logout`, `/operator/link`, `/operator/check`): every tenant's
-  connection, behind LEDGER_OPERATOR_TOKEN (bearer header, or the login form's cookie).
+- `GET /operator` (+ `/operator/login`, `/operator/logout`, `/operator/link`, `/operator/check`,
+  `/operator/disconnect`): every tenant's connection, behind LEDGER_OPERATOR_TOKEN (bearer header, or the login
+  form's cookie); disconnect marks the connection `revoked` and forgets its tokens (posting state is kept).
 - `GET /healthz`: liveness for the proxy.
 
 Guards: a request body over LEDGER_SERVICE_MAX_BODY is refused (413); each client address gets
@@ -438,10 +439,23 @@ def build_app(service: Service) -> Starlette:  # noqa: C901 - one closure per ro
         report = await run_in_threadpool(_preflight, tenant)
         return pages.render("check", title="Preflight", report=report)
 
-    def _preflight(tenant: str):  # noqa: ANN202
-        from ledger_pipeline.service.preflight import preflight, record
+    async def operator_disconnect(request: Request) -> Response:
+        gate = _operator_gate(request)
+        if gate is not None:
+            return gate
+        tenant = (await _form(request)).get("tenant", "")
+        system = await run_in_threadpool(store.disconnect, tenant, service.now())
+        if system is None:
+            return pages.failure(404, "Not connected", f"tenant {tenant} has no connection to disconnect",
+                                 "nothing to do")
+        log.info("operator disconnected tenant %s (%s)", tenant, system)
+        return RedirectResponse(f"/operator?{urlencode({'q': tenant})}", status_code=303)
 
-        report = preflight(service.settings, tenant, connection_for=service.connection)
+    def _preflight(tenant: str):  # noqa: ANN202
+        from ledger_pipeline.service.preflight import next_close_month, preflight, record
+
+        month = next_close_month(service.engine, tenant)  # the month its next close posts: its lock is checked
+        report = preflight(service.settings, tenant, month, connection_for=service.connection)
         record(report, store, service.now())
         return report
 
@@ -461,6 +475,7 @@ def build_app(service: Service) -> Starlette:  # noqa: C901 - one closure per ro
         Route("/operator/logout", operator_logout, methods=["POST"]),
         Route("/operator/link", operator_link, methods=["GET"]),
         Route("/operator/check", operator_check, methods=["POST"]),
+        Route("/operator/disconnect", operator_disconnect, methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager

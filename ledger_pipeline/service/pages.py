@@ -85,7 +85,9 @@ OPERATOR = """{% extends "base" %}{% block body %}
 <td>{{ r.last_check or "-" }}</td>
 <td>{% if r.link %}<span class="link">{{ r.link }}</span>{% elif r.system %}
 <form method="post" action="/operator/check"><input type="hidden" name="tenant" value="{{ r.tenant_id }}">
-<button type="submit">Check</button></form>{% else %}
+<button type="submit">Check</button></form>
+<form method="post" action="/operator/disconnect"><input type="hidden" name="tenant" value="{{ r.tenant_id }}">
+<button type="submit" class="disconnect">Disconnect</button></form>{% else %}
 <form method="get" action="/operator/link"><input type="hidden" name="tenant" value="{{ r.tenant_id }}">
 <select name="system">{% for s in systems %}<option>{{ s }}</option>{% endfor %}</select>
 <button type="submit">Link</button></form>{% endif %}</td>

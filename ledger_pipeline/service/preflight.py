@@ -4,19 +4,28 @@
 
 - connection: the tenant has a connection not marked needs re-auth/revoked (`integrations`);
 - credential: the system answers a read with the stored credential, refreshed if due (the chart read);
+- scope: the grant may create journals, where the system says what it granted: Zoho's token reply names the scope
+  (recorded at connect; ZohoBooks.fullaccess.all or ZohoBooks.accountants.CREATE needed); QuickBooks has one scope
+  for its whole accounting API (com.intuit.quickbooks.accounting, reads and writes alike), so the chart read proves
+  it; Jurnal's (Mekari) token reply names none, Aden's administrator-issued JWT carries no documented permission
+  claim, and Rootfi's api_key is organization-wide: the check says so (skipped) instead of pretending;
 - company: the company the credential opens is the one on record: the chart read on the stored realm /
-  organization / company (QuickBooks, Zoho, Rootfi), the grant's organization list (Zoho), the JWT issued for the
-  company (Aden); Jurnal binds each token to one company;
+  organization / company (QuickBooks, Zoho, Rootfi), the grant's organization list (Zoho), Jurnal's
+  `GET /companies/active` (the token's company), the JWT issued for the company (Aden);
 - home currency: the company's home currency is the tenant's R2a currency (Zoho's organization, Aden's accounts,
-  QuickBooks' Preferences where answered; skipped where the system exposes none);
+  QuickBooks' Preferences, Jurnal's get_currency; skipped where the system exposes none);
 - accounts: every account number the mapping needs exists in the chart and is active (LEDGER_ACCOUNT_MAPPING; with
   a month, only the categories the month's R2a rows use);
-- period: the month is open for posting (Aden's accounting periods; skipped where the system exposes no period or
-  lock date to read).
+- period: the month's entry (dated its last day) falls after the system's lock: QuickBooks Preferences
+  AccountingInfoPrefs.BookCloseDate, Zoho's transaction locks (GET /transactionlocks), Jurnal's company
+  last_closing_the_book_date, Aden's accounting periods (`is_closed`); Rootfi exposes no lock or closing date
+  (skipped, saying so: a locked period is then reported by the posting itself).
 
 Every failure names the tenant, the system, the problem and the fix. `ledger-pipeline check --tenant T [--month M]`
-prints the report (exit 1 on a failure); the operator page runs it per tenant; `preflight_asset_check()` makes it a
-Dagster asset check (blocking) the definitions can attach before posting.
+prints the report (exit 1 on a failure); the operator page runs it per tenant. The Dagster asset check before
+posting (service/preflight_check.py `connections_ready`) computes the same verdicts from what the close already has
+(the refreshed chart, the connection record, the stored home currency) plus `period_locks`: one cheap read per
+tenant.
 """
 
 from __future__ import annotations
@@ -143,10 +152,11 @@ def _run(settings: Settings, report: PreflightReport, connection: object) -> Non
                                "accounts)"))
     facts = describe(system, connection, tenant)
     report.company_name, report.home_currency = facts.company_name, facts.home_currency
+    report.checks.append(scope_check(tenant, system, connection.vault.details(tenant)[1]))  # type: ignore[attr-defined]
     report.checks.append(_company_check(tenant, system, connection, facts))
     report.checks.append(_currency_check(settings, tenant, system, facts))
     report.checks.append(_accounts_check(settings, tenant, system, chart, report.month))
-    report.checks.append(_period_check(tenant, system, connection, report.month))
+    report.checks.append(period_check(tenant, system, connection, report.month))
 
 
 @dataclass
@@ -173,6 +183,8 @@ def describe(system: str, connection: object, tenant_id: str) -> Facts:
             return _aden_facts(connection, tenant_id)
         if system == "quickbooks":
             return _quickbooks_facts(connection, tenant_id)
+        if system == "jurnal":
+            return _jurnal_facts(connection, tenant_id)
     except Exception as exc:  # noqa: BLE001 - a probe that fails is reported as "not exposed", never as a crash
         return Facts(note=f"{type(exc).__name__}: {str(exc)[:200]}")
     return Facts()
@@ -209,6 +221,52 @@ def _quickbooks_facts(connection: object, tenant_id: str) -> Facts:
     except Exception:  # noqa: BLE001, S110 - not exposed
         pass
     return facts
+
+
+def _jurnal_facts(connection: object, tenant_id: str) -> Facts:
+    """The token's company (Mekari Swagger "Get Current Active Company", GET /companies/active: company.id, .name)
+    and its currency ("Get Company Currency", GET /companies/get_currency: company_currency.code)."""
+    client = connection.client  # type: ignore[attr-defined]
+    company = (_body(client.request(tenant_id, "GET", "/companies/active")) or {}).get("company") or {}
+    facts = Facts([str(company["id"])] if company.get("id") is not None else None, company.get("name"))
+    try:
+        currency = _body(client.request(tenant_id, "GET", "/companies/get_currency")) or {}
+        facts.home_currency = (currency.get("company_currency") or {}).get("code")
+    except Exception:  # noqa: BLE001, S110 - not exposed
+        pass
+    return facts
+
+
+# Zoho Books scopes that may create a journal (zoho.com/books/api/v3/oauth: ZohoBooks.<module>.<operation>, the
+# journal API under "accountants"; fullaccess.all covers everything); compared case-insensitively
+ZOHO_JOURNAL_SCOPES = {"zohobooks.fullaccess.all", "zohobooks.accountants.create", "zohobooks.accountants.all"}
+NO_SCOPE_READ = {
+    "jurnal": "Jurnal (Mekari) token replies name no scope (account.mekari.com OAuth2: access_token, token_type, "
+              "expires_in, refresh_token); the grant covers the company's API as the user approved it",
+    "aden": "Aden's JWT is issued by the company's administrator (docs.adenhq.com/development) and carries no "
+            "documented permission claim",
+    "rootfi": "Rootfi's api_key is organization-wide (docs.integrationlabs.co): no per-company scope to read",
+}
+
+
+def scope_check(tenant: str, system: str, extra: dict) -> Check:
+    """May the grant create journals? Read where the system says what it granted (see the module doc); `extra`: the
+    connection's non-secret details (vault `details`), where Zoho's granted scope is recorded at connect."""
+    if system == "quickbooks":
+        return Check("scope", "passed", "com.intuit.quickbooks.accounting: the accounting API answered, and this one "
+                     "scope covers its reads and writes (developer.intuit.com OAuth scopes)")
+    if system != "zoho":
+        return Check("scope", "skipped", NO_SCOPE_READ.get(system, f"{system} exposes no scope to read"))
+    granted = str(extra.get("scope") or "").strip()
+    if not granted:
+        return Check("scope", "skipped", "the scope Zoho granted was not recorded (a connection made before 0.3.0); "
+                     "connecting again records it")
+    scopes = {s.strip().lower() for s in granted.replace(",", " ").split() if s.strip()}
+    if scopes & ZOHO_JOURNAL_SCOPES:
+        return Check("scope", "passed", f"granted {granted}")
+    return Check("scope", "failed", f"tenant {tenant}: the zoho grant's scope is {granted}, which cannot create "
+                 "journals (needs ZohoBooks.accountants.CREATE or ZohoBooks.fullaccess.all)",
+                 link_fix(tenant, system) + ", approving every permission the consent page asks for")
 
 
 def _company_check(tenant: str, system: str, connection: object, facts: Facts) -> Check:
@@ -248,7 +306,13 @@ def _accounts_check(settings: Settings, tenant: str, system: str, chart: list[Ch
     except (OSError, ValueError) as exc:
         return Check("accounts", "failed", f"the account mapping cannot be read ({exc})",
                      "fix LEDGER_ACCOUNT_MAPPING (columns tenant_id, category, subcategory, account_number)")
-    needed = needed_accounts(rules, tenant, _month_keys(settings, tenant, month) if month else None)
+    keys = None
+    if month:
+        try:
+            keys = _month_keys(settings, tenant, month)
+        except Exception:  # noqa: BLE001 - R2a unreadable: every category the mapping names is checked instead
+            keys = None
+    needed = needed_accounts(rules, tenant, keys)
     by_number = {}
     for a in chart:
         if a.number:
@@ -301,6 +365,24 @@ def _month_keys(settings: Settings, tenant: str, month: dt.date) -> list[tuple[s
     return [(c or "", s or "") for c, s in rows if c]
 
 
+def tenant_currencies(settings: Settings, tenants: Iterable[str]) -> dict[str, str | None]:
+    """{tenant: R2a currency} for these tenants, in one query ({} when R2a cannot be read)."""
+    from ledger_pipeline.r2a.models import Tenant
+
+    wanted = sorted(set(tenants))
+    if not wanted:
+        return {}
+    engine = create_engine(settings.r2a_database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(Tenant.tenant_id, Tenant.currency).where(Tenant.tenant_id.in_(wanted))).all()
+            return {t: c for t, c in rows}
+    except Exception:  # noqa: BLE001 - R2a unreadable: the currency check compares with nothing
+        return {}
+    finally:
+        engine.dispose()
+
+
 def _tenant_currency(settings: Settings, tenant: str) -> str | None:
     from ledger_pipeline.r2a.models import Tenant
 
@@ -314,79 +396,139 @@ def _tenant_currency(settings: Settings, tenant: str) -> str | None:
         engine.dispose()
 
 
-def _period_check(tenant: str, system: str, connection: object, month: dt.date | None) -> Check:
-    if month is None:
-        return Check("period", "skipped", "no month given (--month YYYY-MM checks that its period is open)")
-    if system != "aden":
-        return Check("period", "skipped", f"{SYSTEMS[system].title} exposes no period or lock date to read; a "
-                     "locked period is reported by the posting itself")
-    periods = _aden_periods(connection, tenant)
-    if periods is None:
-        return Check("period", "skipped", "Aden's accounting periods could not be read")
-    last = month.replace(day=28) + dt.timedelta(days=4)
-    last = last - dt.timedelta(days=last.day)
-    inside = [p for p in periods if p[0] <= month.isoformat() <= p[1] or p[0] <= last.isoformat() <= p[1]]
-    if not inside:
-        return Check("period", "failed", f"tenant {tenant}: Aden has no accounting period for {month:%Y-%m}",
-                     f"ask the tenant's accountant to create the {month:%Y-%m} period in Aden")
-    closed = [p for p in inside if p[2]]
-    if closed:
-        return Check("period", "failed", f"tenant {tenant}: Aden's period for {month:%Y-%m} is closed",
-                     f"ask the tenant's accountant to reopen {month:%Y-%m} in Aden before the close posts it")
-    return Check("period", "passed", f"{month:%Y-%m} is open in Aden")
+def next_close_month(ops_engine: object, tenant: str, current: dt.date | None = None) -> dt.date:
+    """The month the tenant's next close posts: the last complete month while nothing is posted for it, else the
+    current month (a posted month may well be locked: that is the accountant closing it). `current`: the business
+    month in progress (default: ledger_pipeline.clock)."""
+    from ledger_pipeline import clock
+    from ledger_pipeline.state.models import Posting
+
+    current = current or clock.current_month()
+    previous = clock.add_months(current, -1)
+    with ops_engine.connect() as conn:  # type: ignore[attr-defined]
+        posted = conn.execute(select(Posting.tenant_id).where(
+            Posting.tenant_id == tenant, Posting.period == previous, Posting.status == "posted")).first()
+    return current if posted else previous
 
 
-def _aden_periods(connection: object, tenant: str) -> list[tuple[str, str, bool]] | None:
-    """[(start, end, closed)]: docs.adenhq.com accounting-periods (`is_closed`), or 0.2.0's emulated
-    `/posting-periods` (`status`)."""
-    client = connection.client  # type: ignore[attr-defined]
-    for path in ("/accounting-periods", "/posting-periods"):
+def month_end(month: dt.date) -> dt.date:
+    """The last day of `month` (the date every journal entry of the month carries)."""
+    nxt = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return nxt - dt.timedelta(days=1)
+
+
+@dataclass
+class PeriodLocks:
+    """What one read says about which months are closed: `closed[month]` is the reason the month cannot take its
+    entry (None: open); `closed is None` when the system exposes no such read (`note` says so) or the read
+    failed."""
+
+    closed: dict[dt.date, str | None] | None
+    note: str = ""
+    source: str = ""  # where the answer came from, for the passed check's detail
+
+
+LOCK_FIX = {
+    "quickbooks": "ask the tenant's accountant to move QuickBooks' closing date (Settings > Advanced > Close the "
+                  "books) before {end}, then close the month again",
+    "zoho": "ask the tenant's accountant to move or remove Zoho Books' transaction lock (Accountant > Transaction "
+            "Locking) before {end}, then close the month again",
+    "jurnal": "ask the tenant's accountant to reopen the closed books (Tutup Buku / Kunci Periode) in Jurnal before "
+              "{end}, then close the month again",
+    "aden": "ask the tenant's accountant to create or reopen the {month} period in Aden, then close the month again",
+}
+
+
+def _parse_day(value: object) -> dt.date | None:
+    """A date as the systems write it: yyyy-mm-dd (QuickBooks, Zoho, Aden) or dd/mm/yyyy (Jurnal)."""
+    text = str(value or "").strip()[:10]
+    for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
         try:
-            rows = client.pages(tenant, path)
-        except Exception:  # noqa: BLE001 - try the other reading
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
             continue
-        out = []
-        for p in rows:
-            closed = bool(p["is_closed"]) if "is_closed" in p else str(p.get("status", "")).lower() != "open"
-            out.append((str(p.get("start_date"))[:10], str(p.get("end_date"))[:10], closed))
-        return out
     return None
 
 
-# -- Dagster ----------------------------------------------------------------------------------------------------
-def check_result(reports: list[PreflightReport]):  # noqa: ANN201 - dg.AssetCheckResult (dagster imported lazily)
-    """The reports as one Dagster asset check result: failed when any tenant failed, each failure in metadata."""
-    import dagster as dg
-
-    failed = [r for r in reports if not r.ok]
-    return dg.AssetCheckResult(
-        passed=not failed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"tenants_checked": len(reports), "tenants_failed": len(failed),
-                  "failures": dg.MetadataValue.md("\n".join(f"- {r.summary()}" for r in failed[:200]) or "none")},
-        description=None if not failed else f"{len(failed)} tenant(s) not ready: " + failed[0].summary()[:500])
+def _closed_through(lock: dt.date | None, months: Iterable[dt.date], what: str) -> dict[dt.date, str | None]:
+    return {m: (f"{what} is {lock:%Y-%m-%d}: the {m:%Y-%m} entry, dated {month_end(m):%Y-%m-%d}, would be refused"
+                if lock is not None and lock >= month_end(m) else None) for m in months}
 
 
-def preflight_asset_check(asset: str = "gl_accounts", name: str = "connections_ready", blocking: bool = True):  # noqa: ANN201
-    """A Dagster asset check running the preflight for every connected tenant (month: the run's partition when the
-    asset is partitioned, else none). Attach it to the asset posting depends on, e.g.
-    `defs = dg.Definitions(asset_checks=[preflight_asset_check("gl_accounts")], ...)`."""
-    import dagster as dg
+def period_locks(system: str, connection: object, tenant: str, months: list[dt.date]) -> PeriodLocks:
+    """Which of `months` are closed in the tenant's system, from ONE read (never a write):
+    - QuickBooks: GET /preferences -> AccountingInfoPrefs.BookCloseDate ("Closing date": no transaction on or
+      before it; developer.intuit.com Preferences entity);
+    - Zoho: GET /transactionlocks (www.zoho.com/books/api/v3/transaction-locking/ "List transaction locks"): an
+      enabled lock for all modules (lock_scope 0) or the accountant module locks journals dated on or before
+      transaction_lock_date;
+    - Jurnal: GET /companies/active -> company.last_closing_the_book_date (Mekari Swagger "Get Current Active
+      Company"; dd/mm/yyyy, "" when never closed; help-center.jurnal.id 29551046998553: nothing dated before it);
+    - Aden: GET /accounting-periods filtered to the months (docs.adenhq.com accounting-periods: `is_closed`; D3: a
+      period must exist and be open);
+    - Rootfi: none (its company info has name, base_currency and fiscal_start_at, no lock date: docs.integrationlabs.co
+      company-info), so `closed` is None with a note."""
+    months = sorted(set(months))
+    if not months:
+        return PeriodLocks({}, source="no month")
+    client = getattr(connection, "client", None)
+    try:
+        if system == "quickbooks":
+            prefs = _body(client.request(tenant, "GET", "/preferences")) or {}  # type: ignore[union-attr]
+            lock = _parse_day(((prefs.get("Preferences") or {}).get("AccountingInfoPrefs") or {}).get("BookCloseDate"))
+            return PeriodLocks(_closed_through(lock, months, "QuickBooks' closing date (BookCloseDate)"),
+                               source=f"closing date {lock or 'none'}")
+        if system == "zoho":
+            data = _body(client.request(tenant, "GET", "/transactionlocks")) or {}  # type: ignore[union-attr]
+            dates = [_parse_day(lk.get("transaction_lock_date")) for lk in data.get("transaction_locks") or []
+                     if str(lk.get("transaction_lock_status", "enabled")).startswith("enabled")
+                     and (lk.get("lock_scope") in (0, "0", None)
+                          or "accountant" in str(lk.get("lock_scope_formatted", "")).lower())]
+            lock = max((d for d in dates if d), default=None)
+            return PeriodLocks(_closed_through(lock, months, "Zoho Books' transaction lock date"),
+                               source=f"transaction lock {lock or 'none'}")
+        if system == "jurnal":
+            company = (_body(client.request(tenant, "GET", "/companies/active")) or {}).get(  # type: ignore[union-attr]
+                "company") or {}
+            lock = _parse_day(company.get("last_closing_the_book_date"))
+            return PeriodLocks(_closed_through(lock, months, "Jurnal's last closing-the-books date"),
+                               source=f"books closed through {lock or 'never'}")
+        if system == "aden":
+            rows = client.pages(tenant, "/accounting-periods", params={  # type: ignore[union-attr]
+                "start_date": months[0].isoformat(), "end_date": month_end(months[-1]).isoformat()})
+            periods = [(_parse_day(p.get("start_date")), _parse_day(p.get("end_date")),
+                        bool(p["is_closed"]) if "is_closed" in p else str(p.get("status", "")).lower() != "open")
+                       for p in rows if not p.get("is_adjustment_period")]
+            closed: dict[dt.date, str | None] = {}
+            for m in months:
+                inside = [p for p in periods if p[0] and p[1] and p[0] <= month_end(m) <= p[1]]
+                closed[m] = (f"Aden has no accounting period for {m:%Y-%m}" if not inside else
+                             f"Aden's period for {m:%Y-%m} is closed" if any(p[2] for p in inside) else None)
+            return PeriodLocks(closed, source="accounting periods")
+    except Exception as exc:  # noqa: BLE001 - the read failed: say so, never guess open or closed
+        return PeriodLocks(None, note=f"the period could not be read ({type(exc).__name__}: {str(exc)[:200]})")
+    return PeriodLocks(None, note=f"{SYSTEMS[system].title if system in SYSTEMS else system} exposes no period, "
+                       "lock or closing date to read; a locked period is reported by the posting itself")
 
-    @dg.asset_check(asset=asset, name=name, blocking=blocking,
-                    description="Every connected tenant's credential, company, home currency, mapped accounts and "
-                                "(Aden) period are ready for posting (ledger_pipeline/service/preflight.py).")
-    def _check(context):  # noqa: ANN001, ANN202 - unannotated: dagster resolves annotations at definition time
-        from ledger_pipeline import clock
-        from ledger_pipeline.service.store import ops_engine
-        from ledger_pipeline.settings import load_settings
 
-        settings = load_settings()
-        month = None
-        if context.has_partition_key:
-            month = clock.parse_month(context.partition_key)
-        tenants = sorted(t for t, (_, status, _) in tenant_systems(ops_engine(settings.ops_database_url)).items()
-                         if status == "connected")
-        return check_result(preflight_many(settings, tenants, month))
+def lock_check(tenant: str, system: str, locks: PeriodLocks, months: list[dt.date]) -> Check:
+    """One `period` check from a PeriodLocks reading."""
+    if locks.closed is None:
+        return Check("period", "skipped", locks.note)
+    bad = [(m, locks.closed.get(m)) for m in sorted(months) if locks.closed.get(m)]
+    if bad:
+        m = bad[0][0]
+        fix = LOCK_FIX.get(system, "reopen the period in the tenant's system, then close the month again").format(
+            end=f"{month_end(m):%Y-%m-%d}", month=f"{m:%Y-%m}")
+        return Check("period", "failed", f"tenant {tenant}: {system} " + "; ".join(str(r) for _, r in bad), fix)
+    return Check("period", "passed", ", ".join(f"{m:%Y-%m}" for m in sorted(months)) + f" open ({locks.source})")
 
-    return _check
+
+def period_check(tenant: str, system: str, connection: object, month: dt.date | None) -> Check:
+    if month is None:
+        return Check("period", "skipped", "no month given (--month YYYY-MM checks that its period is open)")
+    return lock_check(tenant, system, period_locks(system, connection, tenant, [month]), [month])
+
+
+# The Dagster asset check before posting: service/preflight_check.py `connections_ready` (from the close's state plus
+# one period read per tenant; this module's full preflight reads too much for thousands of tenants at month-end).

@@ -98,6 +98,28 @@ class ServiceStore:
         with self.engine.begin() as conn:
             conn.execute(delete(flows).where(flows.c.state == state))
 
+    # -- disconnect ---------------------------------------------------------------------------------------------
+    def disconnect(self, tenant_id: str, now: dt.datetime, by: str = "the operator") -> str | None:
+        """Mark the tenant's current connection `revoked` and forget its credentials (the encrypted tokens are
+        cleared; the company on record, connection_health and every posting row are kept, so a reconnect to the same
+        company carries on exactly where it stopped). The vault then refuses every request for the tenant
+        (NeedsReauth with this detail) until the tenant connects again through a new link. Returns the system, or
+        None when the tenant has no connection."""
+        from ledger_pipeline.state.vault import Integration, tenant_systems
+
+        current = tenant_systems(self.engine).get(tenant_id)
+        if current is None:
+            return None
+        system = current[0]
+        detail = (f"disconnected by {by} at {now:%Y-%m-%d %H:%M} UTC: nothing is sent for this tenant until it "
+                  f"connects again (`ledger-pipeline connect --link --tenant {tenant_id} --system {system}`)")
+        with self.engine.begin() as conn:
+            conn.execute(update(Integration).where(Integration.tenant_id == tenant_id,
+                                                   Integration.source_system == system).values(
+                status="revoked", status_detail=detail, access_token=None, refresh_token=None, expires_at=None,
+                updated_at=now))
+        return system
+
     # -- health -------------------------------------------------------------------------------------------------
     def _upsert(self, tenant_id: str, system: str, values: dict) -> None:
         key = and_(connection_health.c.tenant_id == tenant_id, connection_health.c.system == system)

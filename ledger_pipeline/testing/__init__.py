@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks (bench/) and, later, the tests: a private environment per run (data dir, SQLite,
+"""Helpers shared by the benchmarks (bench/) and the tests (the one home of the test harness; tests and bench/ import
+it from here, never bench/ from the tests): a private environment per run (data dir, SQLite,
 DuckDB, encryption key, DAGSTER_HOME holding the committed dagster.yaml, the first monthly partition), assets run
 through Dagster against it, tenants connected through each system's real OAuth flow against the sandbox.
 
@@ -21,6 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger_pipeline import clock
+from ledger_pipeline.testing.net import free_port, wait_for
+
+__all__ = ["CLOSE", "LOCAL_CLOSE", "PrivateEnv", "connect", "dagster_home", "env_vars", "environ", "free_port",
+           "materialize", "materialize_gl", "private_env", "range_tags", "reset_stats", "resources", "sandbox_stats",
+           "tenant_ids", "wait_for"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 COMMITTED_INSTANCE = PROJECT_ROOT / "dagster_home" / "dagster.yaml"
@@ -65,8 +71,9 @@ def dagster_home(path: Path) -> Path:
 def env_vars(root: Path, *, first_month: dt.date | str | None = None, rate_limit_scale: float = 1.0,
              r2a_url: str | None = None, encryption_key: str | None = None) -> dict[str, str]:
     """The environment of a private run under `root` (created): SQLite R2a database, DuckDB warehouse, a fresh
-    Fernet key, its own DAGSTER_HOME, Jurnal's clock `rate_limit_scale`, and LEDGER_FIRST_MONTH ('YYYY-MM') when
-    `first_month` is given (the monthly partitions start there: closing a month before it is refused)."""
+    Fernet key, its own DAGSTER_HOME, the clients' pacing clock `rate_limit_scale` (LEDGER_RATE_LIMIT_SCALE), and
+    LEDGER_FIRST_MONTH ('YYYY-MM') when `first_month` is given (the monthly partitions start there: closing a month
+    before it is refused)."""
     from cryptography.fernet import Fernet
 
     root.mkdir(parents=True, exist_ok=True)
@@ -74,7 +81,7 @@ def env_vars(root: Path, *, first_month: dt.date | str | None = None, rate_limit
         "LEDGER_DATA_DIR": str(root), "R2A_DATABASE_URL": r2a_url or f"sqlite:///{root / 'r2a.sqlite'}",
         "LEDGER_WAREHOUSE": str(root / "warehouse.duckdb"),
         "LEDGER_ENCRYPTION_KEY": encryption_key or Fernet.generate_key().decode(),
-        "DAGSTER_HOME": str(dagster_home(root / "dagster_home")), "JURNAL_RATE_LIMIT_SCALE": f"{rate_limit_scale:g}",
+        "DAGSTER_HOME": str(dagster_home(root / "dagster_home")), "LEDGER_RATE_LIMIT_SCALE": f"{rate_limit_scale:g}",
     }
     if first_month is not None:
         out["LEDGER_FIRST_MONTH"] = clock.month_key(first_month)[:7]

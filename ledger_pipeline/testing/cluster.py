@@ -13,12 +13,10 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from sqlalchemy.engine import make_url
 
 from ledger_pipeline.settings import PROJECT_ROOT
 from ledger_pipeline.shards import DEFAULT_QUEUE, queue_for, shard_keys
+from ledger_pipeline.testing.net import free_port, wait_for
 
 # Dagster's GraphQL, as the UI launches and watches a backfill (the same text as the UI test's).
 LAUNCH_BACKFILL = """
@@ -114,12 +113,12 @@ def prepared(root: Path, services: Services, tenants: int, months: int, scale: f
 
     from ledger_pipeline.r2a import seed as seeding
     from ledger_pipeline.r2a.models import make_engine
-    from ledger_pipeline.sandboxes.base import Limits
+    from ledger_pipeline.sandboxes.base import SandboxLimits
     from ledger_pipeline.sandboxes.server import SandboxServer
     from ledger_pipeline.testing import connect, materialize_gl
 
     with fresh_databases(services.postgres) as (ledger_url, dagster_url), \
-            SandboxServer(root / "sandbox.sqlite", limits=Limits(scale=scale, enabled=False)) as sandbox:
+            SandboxServer(root / "sandbox.sqlite", limits=SandboxLimits(scale=scale, enabled=False)) as sandbox:
         cluster = Cluster(root / "cluster", services, ledger_url, dagster_url, sandbox.env(), scale,
                           encryption_key=Fernet.generate_key().decode())
         setup_env = {k: v for k, v in cluster.env_for("default").items()
@@ -129,7 +128,7 @@ def prepared(root: Path, services: Services, tenants: int, months: int, scale: f
         setup_home.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", setup_home / "dagster.yaml")
         try:
-            with environ({**setup_env, "JURNAL_RATE_LIMIT_SCALE": "1000",  # the sandbox's limits are off
+            with environ({**setup_env, "LEDGER_RATE_LIMIT_SCALE": "1000",  # the sandbox's limits are off
                           "DAGSTER_HOME": str(setup_home)}):
                 os.environ.pop("LEDGER_PROFILE", None)
                 first = seeding.default_start(months)
@@ -150,21 +149,6 @@ def dt_add_months(day: Any, n: int) -> Any:
 
     index = day.year * 12 + day.month - 1 + n
     return dt.date(index // 12, index % 12 + 1, 1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if value := probe():
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @dataclass
@@ -237,7 +221,7 @@ class Cluster:
                 "R2A_DATABASE_URL": self.ledger_url, "LEDGER_OPS_DATABASE_URL": self.ledger_url,  # shared by hosts
                 "LEDGER_ENCRYPTION_KEY": self.encryption_key,
                 "DAGSTER_POSTGRES_URL": self.dagster_url, "LEDGER_CELERY_BROKER": self.services.broker,
-                "LEDGER_CELERY_BACKEND": self.services.backend, "JURNAL_RATE_LIMIT_SCALE": str(self.scale),
+                "LEDGER_CELERY_BACKEND": self.services.backend, "LEDGER_RATE_LIMIT_SCALE": str(self.scale),
                 "LEDGER_WAREHOUSE": str(self.default_data_dir / "warehouse.duckdb"), "PYTHONUNBUFFERED": "1"}
 
     @property

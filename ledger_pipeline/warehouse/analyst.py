@@ -13,7 +13,7 @@ money stays `decimal128(21, 3)` (each value a `decimal.Decimal`, sums exact), da
 
 Why not `duckdb.connect(LEDGER_WAREHOUSE, read_only=True)` twice: DuckDB keeps one database instance per path in
 a process, so the second connect returns the first file even after a publish replaced it. Each publish writes a new
-version file (`warehouse.<snapshot_id>.duckdb`, see warehouse/store.py), and `open_latest()` opens the newest
+version file (`warehouse.<snapshot_id>.duckdb`, see warehouse/snapshots.py), and `open_latest()` opens the newest
 version by its own path. A connection keeps the snapshot it opened for as long as it is open; call `open_latest()`
 to move on. A new process (DuckDB CLI, DBeaver) can simply open LEDGER_WAREHOUSE: it is always the newest snapshot.
 """

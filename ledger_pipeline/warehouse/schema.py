@@ -99,11 +99,19 @@ VIEWS = {
     "analytics.posting_status": """
         SELECT e.tenant_id, e.period, e.custom_id, p.system, e.total_debit,
                COALESCE(p.status, 'not_posted') AS status, p.remote_id, p.attempts, p.error, p.posted_at,
-               (p.content_hash = e.content_hash) AS up_to_date, e.currency
+               (p.content_hash = CASE WHEN c.home_currency IS NULL OR c.home_currency = e.currency
+                                      THEN e.content_hash
+                                      ELSE sha256(e.content_hash || '|' || c.home_currency || '|'
+                                                  || CAST(x.rate AS VARCHAR)) END) AS up_to_date, e.currency
         FROM ledger.journal_entries e
         LEFT JOIN (SELECT * FROM accounting.postings WHERE status <> 'deleted'
                    QUALIFY row_number() OVER (PARTITION BY custom_id ORDER BY updated_at DESC) = 1) p
           USING (custom_id)
+        -- a foreign-currency entry is posted with the rate loaded for its date, its hash covering that rate
+        -- (ledger/currency.py planned_hash): posted with another rate, or none loaded, it is not up to date
+        LEFT JOIN accounting.connections c ON c.system = p.system AND c.tenant_id = e.tenant_id
+        LEFT JOIN ledger.exchange_rates x ON x.rate_date = e.transaction_date AND x.from_currency = e.currency
+          AND x.to_currency = c.home_currency
         ORDER BY e.tenant_id, e.period""",
     "analytics.tenant_month_status": """
         SELECT period, system, status, currency, COUNT(*) AS tenant_months, SUM(total_debit) AS total_debit

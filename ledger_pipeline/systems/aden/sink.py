@@ -456,6 +456,8 @@ class AdenSink:
             ours = not e.get("submitted_at") or not e.get("change_requested") or e.get("status_reason") == OUR_CHANGE
             if not same:
                 body: dict = {"memo": entry.memo, "lines": _lines(entry)}  # update page: memo + the full lines
+                if entry.exchange_rate is not None:  # a new rate alone is a change (the create body's fields)
+                    body.update(currency=entry.currency, exchange_rate=entry.exchange_rate)
                 if e["tran_date"] != entry.transaction_date.isoformat():
                     period = self._period_for(tenant_id, entry.transaction_date)
                     body.update(tran_date=entry.transaction_date.isoformat(), posting_period_id=period["period_id"])

@@ -42,7 +42,10 @@ class JurnalError(ApiError):
 
 
 @dataclass(frozen=True)
-class Limits:
+class JurnalLimits:
+    """Jurnal's documented limits (Mekari Jurnal API rate limits): per token and per source IP, and the headroom we
+    keep under each."""
+
     per_token_minute: int = 30
     per_token_hour: int = 1800
     per_ip_minute: int = 40
@@ -50,7 +53,10 @@ class Limits:
     headroom: float = 0.95  # stay this far under each limit (clock skew, in-flight requests)
 
 
-def jurnal_rules(tenant: str, limits: Limits = Limits(), scale: float = 1.0,
+Limits = JurnalLimits  # 0.2.0's name, kept for one release (until 0.4.0)
+
+
+def jurnal_rules(tenant: str, limits: JurnalLimits = JurnalLimits(), scale: float = 1.0,
                  source_address: str | None = None) -> list[Rule]:
     """Jurnal's four limits for one request of `tenant`: per source IP (`ip:<address>`, minute and hour) and per
     token (`token:<tenant>`, minute and hour), `headroom` under each, time divided by `scale`."""
@@ -100,8 +106,9 @@ class JurnalDialect(Dialect):
 
     system, title, error = "jurnal", "Jurnal", JurnalError
 
-    def __init__(self, credentials: CredentialResolver, base_of: Callable[[str], str], limits: Limits = Limits(),
-                 scale: float = 1.0, source_address: str | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, credentials: CredentialResolver, base_of: Callable[[str], str],
+                 limits: JurnalLimits = JurnalLimits(), scale: float = 1.0, source_address: str | None = None,
+                 clock: Callable[[], float] = time.time):
         super().__init__()
         self.credentials, self.base_of, self.clock = credentials, base_of, clock
         self.limits, self.scale, self.source_address = limits, scale, source_address

@@ -5,8 +5,8 @@ its endpoints as thin calls to `ApiCore.call`.
   `minorversion=75` and `Authorization: Bearer <token>` (the vault's; a 401 refreshes it once and re-sends).
 - Pacing (the host-shared limiter): 500 requests/min per realm, a batch counting one request per item ("each item is
   metered like a separate call") plus one of 40 batch calls/min per realm, each a few percent under the limit
-  (`Limits`). Concurrency: at most `max_concurrent` (10) requests in flight per realm in this process (a semaphore
-  per realm), whatever the caller does with threads.
+  (`QuickBooksLimits`). Concurrency: at most `max_concurrent` (10) requests in flight per realm in this process (a
+  semaphore per realm), whatever the caller does with threads.
 - Exactly once: every create/update/delete carries a `requestid` stable for one intended write, so QuickBooks
   answers a replay with the original response and changes nothing: the core re-sends such writes on 5xx and
   transport errors (replay-safe); when the attempts run out after one may have landed, `kind="uncertain"`.
@@ -109,7 +109,7 @@ def fault_text(body: Any) -> str:
 
 
 @dataclass(frozen=True)
-class Limits:
+class QuickBooksLimits:
     """QuickBooks' documented per-realm limits (developer.intuit.com, "Rate limits and throttles")."""
 
     per_realm_minute: int = 500
@@ -125,7 +125,7 @@ class QuickBooksDialect(Dialect):
     system, title, error = "quickbooks", "QuickBooks", QuickBooksError
 
     def __init__(self, base_url: str, token: TokenSource, realm_of: Callable[[str], str], scale: float = 1.0,
-                 limits: Limits = Limits()):
+                 limits: QuickBooksLimits = QuickBooksLimits()):
         super().__init__(base_url)
         self.token, self.realm_of, self.scale, self.limits = token, realm_of, scale, limits
         self._lock = threading.Lock()

@@ -75,7 +75,8 @@ class ZohoOAuth:
             raise OAuthError(f"tenant {tenant_id}: Zoho's token reply has no api_domain")
         org = self._organization(tenant_id, api_domain, str(data["access_token"]))
         extra = {"api_domain": api_domain, "organization_id": str(org["organization_id"]),
-                 "organization_name": org.get("name"), "plan": org.get("plan_type")}
+                 "organization_name": org.get("name"), "plan": org.get("plan_type"),
+                 "scope": data.get("scope")}  # the granted scope, as the token reply names it (preflight reads it)
         return TokenSet(str(data["access_token"]), str(data["refresh_token"]), int(data.get("expires_in", 3600)),
                         str(org["organization_id"]), extra)
 

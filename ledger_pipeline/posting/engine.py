@@ -1,21 +1,9 @@
-"""Exactly-once posting: decide per entry from the posting state and the content hash, record intent before every
-write, and resolve every uncertain outcome by looking the entry up before writing again.
+"""The posting engine: one tenant's window against its system's LedgerSink, in rounds (look up, create, update,
+delete), intent recorded before every write and every uncertain outcome resolved by a look-up before writing again.
 
-- unchanged since the last successful post -> no request at all
-- new -> create (several months of one tenant -> one batch call where the system has one)
-- changed -> update the remote entry (in place, or by reversal where the system's posted entries are immutable)
-- gone from the ledger -> delete the remote entry (never when the month was rejected: that holds it as it is)
-- pending (intent recorded, outcome unknown: timeout, dropped connection, 5xx, crash) -> look up first
-- awaiting approval / submitted (an approval workflow, an asynchronous upload job) -> look up: posted, rejected,
-  or still waiting; never re-created
-- changed in the system by a person (a remote change found by the drift read, a look-up or `repost`; reconcile.py)
-  -> the tenant's Policy: a deleted entry is looked up then re-created; an edited or moved one is held and reported
-  with its diff (default) or re-read and updated against the entry as it is now (`overwrite`); an accepted remote
-  version is left as it is while neither side changes
 Every update re-reads the entry first when the posting state knows what we left there, so a person's edit is never
 overwritten unseen, and the update goes against the entry's current lines (and SyncToken, revision).
 Works against any LedgerSink; the state lives in a PostingStore (the operational database's `postings`).
-Knows nothing of Dagster, HTTP or files.
 """
 
 from __future__ import annotations
@@ -24,62 +12,23 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
 
 from ledger_pipeline.ledger.sink import CanonicalEntry, ErrorKind, LedgerSink, RemoteEntry, SinkError
 from ledger_pipeline.money import format_amount
+from ledger_pipeline.posting.plan import Action, PlanItem, PostingRow, PostingStore, Status, plan_tenant
 from ledger_pipeline.reconcile import (
     DEFAULT_POLICY,
     FINGERPRINT_KEY,
-    FOUND_BY,
     Policy,
     RemoteChange,
-    change_detail,
     classify,
     expected_fingerprint,
     posted_fingerprint,
     remote_fingerprint,
-    repost_command,
     sink_hint,
 )
 
-Action = Literal["skip", "create", "update", "recover", "refresh", "delete", "hold"]
-Status = Literal["pending", "posted", "failed", "deleted", "awaiting_approval", "rejected", "submitted"]
 TRANSIENT: tuple[ErrorKind, ...] = ("uncertain", "retryable")
-# Statuses that hold a remote entry we own (the planner deletes or updates it when the ledger changes).
-LIVE = ("posted", "pending", "awaiting_approval", "submitted", "rejected")
-
-
-@dataclass(frozen=True)
-class PostingRow:
-    system: str
-    tenant_id: str
-    period: dt.date
-    custom_id: str
-    content_hash: str | None
-    status: Status
-    action: str
-    remote_id: str | None = None
-    remote_line_ids: tuple[str, ...] = ()
-    remote_state: dict = field(default_factory=dict, compare=False, hash=False)  # the sink's hint for next time
-    attempts: int = 0
-    error: str | None = None
-    posted_at: dt.datetime | None = None
-    verified_at: dt.datetime | None = None  # the system's own answer matched what we sent
-
-
-class PostingStore(Protocol):
-    def save(self, rows: list[PostingRow]) -> None:
-        """Durably upsert rows by (system, custom_id), committed before returning."""
-
-
-@dataclass
-class PlanItem:
-    tenant_id: str
-    period: dt.date
-    custom_id: str
-    action: Action
-    reason: str
 
 
 @dataclass
@@ -95,84 +44,6 @@ class TenantOutcome:
     def failed(self, kind: str) -> list[str]:
         """custom_ids that failed with this kind of error."""
         return [cid for cid, _, k in self.failures if k == kind]
-
-
-def _known_action(e: CanonicalEntry, row: PostingRow | None, change: RemoteChange, policy: Policy,
-                  title: str) -> tuple[Action, str] | None:
-    """What a known remote change makes of an entry (None: nothing, plan from the posting state)."""
-    if row is not None and row.status in ("pending", "submitted"):
-        return None  # our own write is unresolved: the look-up settles it (and classifies what it sees)
-    when = f"{change.found_at:%Y-%m-%d %H:%M} UTC" if change.found_at else "earlier"
-    by = FOUND_BY.get(change.found_by, "a read")
-    if change.status == "accepted":
-        if change.content_hash == e.content_hash:
-            return "skip", f"{title}'s version (changed by hand) was accepted as the truth: left as it is"
-        if policy.holds("edited"):
-            return "hold", (f"our ledger changed since {title}'s edited version was accepted "
-                            f"({policy.describe('edited')}): decide with "
-                            f"`{repost_command(e.tenant_id, e.period)}` (ours) or "
-                            f"`{repost_command(e.tenant_id, e.period, accept=True)}` (theirs)")
-        return "recover", f"our ledger changed since {title}'s version was accepted: re-read it, then update it"
-    if change.status != "open":
-        return None
-    if policy.holds(change.kind):
-        return "hold", f"found {when} by {by}: {change_detail(change, title, policy)}"
-    if change.kind == "deleted":
-        return "recover", (f"deleted in {title} by hand (found {when} by {by}): look it up, re-create it if it is "
-                           f"still gone ({policy.describe('deleted')})")
-    return "recover", (f"{change.kind} in {title} by hand (found {when} by {by}): re-read it, then update it against "
-                       f"the entry as it is now ({policy.describe(change.kind)})")
-
-
-def plan_tenant(tenant_id: str, entries: list[CanonicalEntry], state: dict[str, PostingRow],
-                held_periods: set[dt.date] = frozenset(), known: dict[str, RemoteChange] | None = None,
-                policy: Policy = DEFAULT_POLICY, reread: set[str] = frozenset(),
-                title: str = "the accounting system") -> list[PlanItem]:
-    """What to do for each of a tenant's entries and posting rows in the window (pure).
-
-    `known`: remote changes (custom_id -> open or accepted change) that decide before the posting state, under the
-    tenant's `policy`; `reread`: entries an operator asked to re-read whatever the state says (`repost`)."""
-    items = []
-    local = {e.custom_id: e for e in entries}
-    known = known or {}
-
-    def add(e: CanonicalEntry, action: Action, reason: str) -> None:
-        items.append(PlanItem(tenant_id, e.period, e.custom_id, action, reason))
-
-    for e in entries:
-        row = state.get(e.custom_id)
-        same = row is not None and row.content_hash == e.content_hash
-        decided = _known_action(e, row, known[e.custom_id], policy, title) if e.custom_id in known else None
-        if e.custom_id in reread:
-            add(e, "recover", "operator's repost: re-read the entry, then re-create, update or leave it")
-        elif decided is not None:
-            add(e, *decided)
-        elif row is None or row.status == "deleted":
-            add(e, "create", "new entry")
-        elif row.status == "pending":
-            add(e, "recover", f"last {row.action} had an unknown outcome: look it up first")
-        elif row.status == "submitted":
-            add(e, "refresh", "submitted, the system was still processing it: look it up")
-        elif row.status == "awaiting_approval" and same:
-            add(e, "refresh", f"{row.error or 'awaiting approval'}: look up the workflow")
-        elif row.status == "rejected" and same:
-            add(e, "skip", f"rejected in the system ({row.error}); change the data or re-submit it there")
-        elif row.status == "posted" and same:
-            add(e, "skip", "unchanged since posted")
-        elif row.remote_id is not None:
-            why = "changed since posted (late R2a rows)" if row.status in LIVE else f"retry after: {row.error}"
-            add(e, "update", why)
-        else:
-            add(e, "create", f"retry after: {row.error}")
-    for cid, row in state.items():
-        if cid in local or row.status not in LIVE and not (row.status == "failed" and row.remote_id is not None):
-            continue
-        if row.period in held_periods:
-            items.append(PlanItem(tenant_id, row.period, cid, "hold",
-                                  "month rejected upstream (see ledger.rejections): the remote entry is kept as is"))
-        else:
-            items.append(PlanItem(tenant_id, row.period, cid, "delete", "the month no longer has an entry"))
-    return items
 
 
 def _now() -> dt.datetime:
@@ -246,6 +117,10 @@ class TenantRound:
             if theirs != e.currency:
                 why = (f"it booked the entry in {theirs}, we sent {e.currency}: check the company's currencies "
                        f"(multicurrency, {e.currency} added) and the tenant's currency in R2a")
+            elif not remote.same_rate(e):
+                why = (f"it booked the entry at the exchange rate {remote.rate}, we sent "
+                       f"{e.exchange_rate if e.exchange_rate is not None else 1}: check the company's rate settings "
+                       "(a rate it overrides) and the loaded rate (`ledger-pipeline rates list`)")
             else:
                 why = ("it may have dropped a line it could not resolve. Check the accounts; the next run updates "
                        "the entry in place.")
@@ -490,162 +365,3 @@ class PostingEngine:
             r.save(replace(r.rows[cid], status="deleted", error=None))
             r.outcome.add("delete")
             r.todo.pop(cid)
-
-
-# -- a whole window: every tenant, each on its own system ----------------------------------------------------------
-@dataclass(frozen=True)
-class DeleteGuard:
-    """Refuse a mass delete (R2a pointed at an empty or wrong database, a truncated table): more than `max_count`
-    deletes, or more than `max_fraction` of the window's posted entries (at least 2), unless `allow`."""
-
-    allow: bool = False
-    max_count: int = 20
-    max_fraction: float = 0.05
-
-    def refusal(self, deletes: int, posted: int) -> str | None:
-        if self.allow or not deletes:
-            return None
-        limit = min(self.max_count, max(2, int(self.max_fraction * posted)))
-        if deletes <= limit:
-            return None
-        return (f"refused to delete {deletes} of the window's {posted} posted entries (limit {limit}: "
-                f"max_deletes={self.max_count}, max_delete_fraction={self.max_fraction:g}); nothing was deleted. "
-                "If R2a really lost these months, re-run with the posting config allow_mass_delete: true; otherwise "
-                "check R2A_DATABASE_URL and the r2a_transactions table")
-
-
-@dataclass(frozen=True)
-class Progress:
-    done: int
-    total: int
-    requests: int
-    elapsed: float  # seconds
-    allowed_per_minute: float | None = None  # the binding limit (per source address), real time
-
-    @property
-    def rate_per_minute(self) -> float:
-        return 60 * self.requests / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def eta_seconds(self) -> float | None:
-        if not self.done or self.done >= self.total:
-            return 0.0 if self.done >= self.total else None
-        return self.elapsed / self.done * (self.total - self.done)
-
-    def describe(self) -> str:
-        allowed = f" of {self.allowed_per_minute:,.0f} allowed" if self.allowed_per_minute else ""
-        eta = self.eta_seconds
-        return (f"{self.done:,}/{self.total:,} tenants, {self.requests:,} requests, {self.rate_per_minute:,.0f}/min"
-                f"{allowed}, ETA {'?' if eta is None else f'{eta:,.0f}s'}")
-
-
-@dataclass
-class WindowResult:
-    plan: list[tuple[str, PlanItem]] = field(default_factory=list)  # (system, item)
-    outcomes: list[tuple[str, TenantOutcome]] = field(default_factory=list)
-    refused_deletes: str | None = None
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for _, o in self.outcomes:
-            for k, v in o.counts.items():
-                out[k] = out.get(k, 0) + v
-        return out
-
-    def failures(self) -> list[tuple[str, str, str, str, str]]:
-        """(system, tenant, custom_id, error, kind)"""
-        return [(s, o.tenant_id, cid, err, kind) for s, o in self.outcomes for cid, err, kind in o.failures]
-
-    def changes(self) -> list[RemoteChange]:
-        """Changes made by people in the systems, seen by this run's reads (held, re-created or overwritten)."""
-        return [c for _, o in self.outcomes for c in o.changes]
-
-
-@dataclass
-class WindowJob:
-    """Post a window: each tenant's entries to its own system's sink, against the posting state."""
-
-    window: tuple[dt.date, dt.date]
-    systems: dict[str, str]  # tenant -> its accounting system
-    entries: dict[str, list[CanonicalEntry]]
-    state: dict[str, dict[str, dict[str, PostingRow]]]  # system -> tenant -> custom_id -> row
-    held: dict[str, set[dt.date]]
-    sink_for: Callable[[str], LedgerSink]
-    store: PostingStore
-    dry_run: bool = False
-    guard: DeleteGuard = DeleteGuard()
-    backoff: float = 0.5
-    progress: Callable[[int, int], None] | None = None  # (done, total), after each tenant with work
-    # A tenant whose entry failed on a missing/archived account: refresh its chart and re-resolve the entries'
-    # accounts -> (entries to retry, or None with the reason they cannot be).
-    rechart: Callable[[str, str, list[CanonicalEntry]], tuple[list[CanonicalEntry] | None, str]] | None = None
-    reload: Callable[[str, str], dict[str, PostingRow]] | None = None  # (system, tenant) -> rows after a try
-    known: dict[str, dict[str, RemoteChange]] = field(default_factory=dict)  # tenant -> custom_id -> change
-    policies: dict[str, Policy] = field(default_factory=dict)  # tenant -> policy (default: DEFAULT_POLICY)
-    titles: dict[str, str] = field(default_factory=dict)  # system -> its name in messages
-    reread: set[str] = field(default_factory=set)  # custom_ids an operator asked to re-read (repost)
-
-    def run(self) -> WindowResult:
-        result = WindowResult()
-        tenants = sorted(set(self.entries) | {t for by_t in self.state.values() for t in by_t})
-        work: list[tuple[str, str]] = []
-        for tenant in tenants:
-            system = self.systems.get(tenant)
-            if system is None:
-                for e in self.entries.get(tenant, []):
-                    result.plan.append(("", PlanItem(tenant, e.period, e.custom_id, "skip", "not connected")))
-                result.outcomes.append(("", TenantOutcome(tenant, failures=[
-                    ("*", f"tenant {tenant} is not connected to an accounting system: run `ledger-pipeline connect "
-                          f"--tenant {tenant} --system <jurnal|quickbooks|zoho|aden|rootfi>`", "needs_reauth")])))
-                continue
-            items = plan_tenant(tenant, self.entries.get(tenant, []), self._rows(system, tenant),
-                                self.held.get(tenant, set()), self.known.get(tenant), self._policy(tenant),
-                                self.reread, self.titles.get(system, system))
-            result.plan += [(system, it) for it in items]
-            if any(it.action not in ("skip", "hold") for it in items):
-                work.append((system, tenant))
-        deletes = sum(1 for _, it in result.plan if it.action == "delete")
-        posted = sum(1 for by_t in self.state.values() for rows in by_t.values() for r in rows.values()
-                     if r.status in LIVE)
-        result.refused_deletes = self.guard.refusal(deletes, posted)
-        if self.dry_run:
-            return result
-        for i, (system, tenant) in enumerate(work, 1):
-            result.outcomes.append((system, self._post(system, tenant, result.refused_deletes is not None)))
-            if self.progress:
-                self.progress(i, len(work))
-        return result
-
-    def _rows(self, system: str, tenant: str) -> dict[str, PostingRow]:
-        return self.state.get(system, {}).get(tenant, {})
-
-    def _policy(self, tenant: str) -> Policy:
-        return self.policies.get(tenant, DEFAULT_POLICY)
-
-    def _post(self, system: str, tenant: str, no_deletes: bool) -> TenantOutcome:
-        engine = PostingEngine(self.sink_for(system), self.store, backoff=self.backoff,
-                               title=self.titles.get(system, system))
-        context = {"known": self.known.get(tenant), "policy": self._policy(tenant), "reread": self.reread}
-        entries = self.entries.get(tenant, [])
-        held = set(self.held.get(tenant, set()))
-        if no_deletes:  # a refused mass delete holds every remote entry of the window as it is
-            held |= {r.period for r in self._rows(system, tenant).values()}
-        try:
-            outcome = engine.post_tenant(tenant, entries, self._rows(system, tenant), self.window, held, **context)
-        except SinkError as exc:  # an unexpected classification: record it, keep going
-            return TenantOutcome(tenant, failures=[("*", str(exc), exc.kind)])
-        bad = outcome.failed("account")
-        if not bad or self.rechart is None:
-            return outcome
-        retry, why = self.rechart(system, tenant, entries)
-        rows = self.reload(system, tenant) if self.reload else self._rows(system, tenant)
-        if retry is None:  # the reason goes where operators look: the posting state and the run's failure
-            outcome.failures = [(c, f"{e}; {why}" if k == "account" else e, k) for c, e, k in outcome.failures]
-            self.store.save([replace(rows[c], error=f"{rows[c].error}; {why}") for c in bad if c in rows])
-            return outcome
-        second = engine.post_tenant(tenant, retry, rows, self.window, held, **context)
-        merged = TenantOutcome(tenant, dict(outcome.counts), second.failures, outcome.changes + second.changes)
-        for k, v in second.counts.items():
-            if k != "skip":  # what the first try posted is a skip now
-                merged.counts[k] = merged.counts.get(k, 0) + v
-        return merged
