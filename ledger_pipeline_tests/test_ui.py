@@ -103,6 +103,9 @@ class Shots:
         return path
 
 
+# One `dagster dev` for every UI check (a CLI run, a backfill, five pages): about 3 minutes alone, more on a busy
+# machine, so above the suite's 300 s default.
+@pytest.mark.timeout(600)
 def test_what_an_operator_sees_is_what_the_books_hold(settings, dagster_dev, tmp_path) -> None:  # noqa: ANN001
     sync_playwright = browser_or_skip()
     with sync_playwright() as p:
