@@ -101,7 +101,7 @@ def query(s: Settings, sql: str, params: list | None = None) -> list[tuple]:
 
 def sandbox_entries(url: str, login: str | None = None) -> list[dict]:
     params = {"login": login} if login else {}
-    return httpx.get(f"{url}/_sandbox/journal_entries", params=params).json()["journal_entries"]
+    return httpx.get(f"{url}/_sandbox/journal_entries", params=params, timeout=60).json()["journal_entries"]
 
 
 def month(key: str) -> dt.date:
@@ -116,5 +116,5 @@ def connect_to(system: str, tenants: list[str], r2a_url: str | None = None) -> N
 def live_entries(url: str, system: str | None = None) -> list[dict]:
     """Every system's entries as the sandbox holds them, reversed/voided ones (Aden) left out."""
     params = {"system": system} if system else {}
-    entries = httpx.get(f"{url}/_sandbox/journal_entries", params=params).json()["journal_entries"]
+    entries = httpx.get(f"{url}/_sandbox/journal_entries", params=params, timeout=60).json()["journal_entries"]
     return [e for e in entries if e.get("live", True)]
