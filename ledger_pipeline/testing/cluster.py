@@ -53,7 +53,8 @@ query($id: String!) {
 
 BIN = Path(sys.executable).parent
 ADDRESSES = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
-MONTH_ASSETS = ["gl_accounts_fresh", "r2a_pl_monthly", "journal_entries", "journal_lines", "tenant_shards", "published_postings"]
+MONTH_ASSETS = ["gl_accounts_fresh", "r2a_pl_monthly", "journal_entries", "journal_lines", "tenant_shards",
+                "published_postings"]
 
 
 @dataclass(frozen=True)
