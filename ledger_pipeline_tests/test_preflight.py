@@ -162,11 +162,27 @@ def test_another_company_than_on_record_fails(tenants, system) -> None:  # noqa:
 
 
 @pytest.mark.parametrize("system", ["zoho", "quickbooks", "jurnal", "aden"])
-def test_a_home_currency_other_than_the_tenants_fails(tenants, system) -> None:  # noqa: ANN001
+def test_a_home_currency_other_than_the_tenants_fails_unless_the_system_takes_it(tenants, system) -> None:  # noqa: ANN001
+    """A USD tenant on an IDR company: refused without multicurrency (and always on Jurnal, whose journals carry no
+    currency); with multicurrency on a system that takes foreign journals it is ready (the rate is per entry)."""
+    from ledger_pipeline.connections import record_company_currency
+    from ledger_pipeline.ledger.currency import CompanyCurrency
+
     tenant = tenants[system]
     s = load_settings()
     with make_engine(s.r2a_database_url).begin() as conn:
         conn.execute(text("UPDATE tenants SET currency = 'USD' WHERE tenant_id = :t"), {"t": tenant})
+    engine = ops_engine(s.ops_database_url)
+    record_company_currency(engine, tenant, system, CompanyCurrency("IDR", False))
     problem = failure(preflight(s, tenant), "home currency")
-    assert f"tenant {tenant}: the {system} company's home currency is IDR" in problem.detail
-    assert "in USD" in problem.detail
+    assert f"tenant {tenant}: the {system} company keeps its books in IDR" in problem.detail
+    assert "amounts in USD" in problem.detail
+    assert ("takes no foreign-currency journal" if system == "jurnal" else "multicurrency is not turned on") \
+        in problem.detail
+    record_company_currency(engine, tenant, system, CompanyCurrency("IDR", True))
+    checks = {c.name: c for c in preflight(s, tenant).checks}
+    if system == "jurnal":
+        assert checks["home currency"].outcome == "failed"
+    else:
+        assert checks["home currency"].outcome == "passed", checks["home currency"]
+        assert "USD->IDR rate" in checks["home currency"].detail

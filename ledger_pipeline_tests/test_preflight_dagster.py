@@ -91,6 +91,7 @@ def test_the_check_before_posting_names_a_revoked_connection_and_a_foreign_curre
     assert f"tenant {tenants['aden']} (aden) connection: tenant {tenants['aden']}: the aden connection is " \
            "needs_reauth" in text
     assert f"connect --link --tenant {tenants['aden']} --system aden" in text
-    assert f"tenant {tenants['jurnal']} (jurnal) home currency: tenant {tenants['jurnal']}: the jurnal company's " \
-           f"home currency is JPY, but R2a records the tenant's amounts in {r2a}" in text
+    assert f"tenant {tenants['jurnal']} (jurnal) home currency: tenant {tenants['jurnal']}: the jurnal company " \
+           f"keeps its books in JPY and R2a records the tenant's amounts in {r2a}: jurnal takes no " \
+           "foreign-currency journal" in text
     assert ready.metadata["tenants_not_ready"].value == 2

@@ -90,6 +90,20 @@ class CurrencyRejection(ValueError):
                          f"Fix: {fix}, then re-run the month.")
 
 
+def foreign_refusal(system: str, currency: str, company: CompanyCurrency) -> tuple[str, str] | None:
+    """Why `system` cannot take a journal in `currency` into this company's books kept in another currency, as
+    (problem, fix), or None when it can (given a loaded rate). The one rule posting (`plan_currency`) and preflight
+    both apply; rates are looked up separately (they are per date)."""
+    supported, source = FOREIGN_JOURNALS.get(system, (False, "unknown system"))
+    if not supported:
+        return f"{system} takes no foreign-currency journal ({source})", f"connect a company kept in {currency}"
+    if not company.multicurrency:
+        return ("multicurrency is not turned on for the company",
+                f"turn on multicurrency in {system} for the company (and add {currency}), or connect a company kept "
+                f"in {currency}")
+    return None
+
+
 def plan_currency(entry: CanonicalEntry, system: str, company: CompanyCurrency, rates: RateTable) -> CanonicalEntry:
     """The entry as it is posted: unchanged for the company's own currency; with `exchange_rate` (1 entry currency
     = rate home currency on transaction_date) and the `planned_hash` for a foreign one. Expects the journal's entry
@@ -109,14 +123,9 @@ def plan_currency(entry: CanonicalEntry, system: str, company: CompanyCurrency, 
                                 "currency from the system) or reconnect the tenant")
     if home == entry.currency:
         return dataclasses.replace(entry, exchange_rate=None) if entry.exchange_rate is not None else entry
-    supported, source = FOREIGN_JOURNALS.get(system, (False, "unknown system"))
-    if not supported:
-        raise CurrencyRejection(entry, system, home, f"{system} takes no foreign-currency journal ({source})",
-                                "connect a company kept in " + entry.currency)
-    if not company.multicurrency:
-        raise CurrencyRejection(entry, system, home, "multicurrency is not turned on for the company",
-                                f"turn on multicurrency in {system} for the company (and add {entry.currency}), or "
-                                f"connect a company kept in {entry.currency}")
+    refused = foreign_refusal(system, entry.currency, company)
+    if refused:
+        raise CurrencyRejection(entry, system, home, *refused)
     try:
         rate: Decimal = rates.rate_for(entry.currency, home, entry.transaction_date, entry.tenant_id, entry.period)
     except MissingRate as exc:

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 from sqlalchemy import create_engine, select
 
+from ledger_pipeline.connections import company_currencies
+from ledger_pipeline.ledger.currency import CompanyCurrency, foreign_refusal
 from ledger_pipeline.ledger.mapping import CLEARING, load_mapping, resolve_numbers
 from ledger_pipeline.ledger.sink import SinkError
 from ledger_pipeline.settings import Settings
@@ -291,12 +293,28 @@ def _currency_check(settings: Settings, tenant: str, system: str, facts: Facts) 
     if not facts.home_currency:
         return Check("home currency", "skipped", f"{SYSTEMS[system].title} exposes no home currency to this client"
                      + (f" ({facts.note})" if facts.note else ""))
-    if expected and facts.home_currency.upper() != expected.upper():
-        return Check("home currency", "failed", f"tenant {tenant}: the {system} company's home currency is "
-                     f"{facts.home_currency}, but R2a records the tenant's amounts in {expected}",
-                     "connect the company kept in the tenant's currency (a link with --new-company), or fix the "
-                     "tenant's currency in R2a")
-    return Check("home currency", "passed", f"{facts.home_currency}" + ("" if expected else " (R2a has none)"))
+    from ledger_pipeline.service.store import ops_engine
+
+    stored = company_currencies(ops_engine(settings.ops_database_url)).get((system, tenant))
+    company = CompanyCurrency(facts.home_currency, stored.multicurrency if stored else None)
+    return home_currency_check(tenant, system, company, expected)
+
+
+def home_currency_check(tenant: str, system: str, company: CompanyCurrency, expected: str | None) -> Check:
+    """The company's home currency against the tenant's R2a currency: the same currency passes; another one passes
+    only where the system takes foreign-currency journals into this company (ledger.currency.foreign_refusal: the
+    same rule posting applies; the rate for each entry date is checked when the entry is planned)."""
+    home = (company.home or "").upper()
+    if not expected or home == expected.upper():
+        return Check("home currency", "passed", home + ("" if expected else " (R2a has none)"))
+    refused = foreign_refusal(system, expected.upper(), company)
+    if refused:
+        problem, fix = refused
+        return Check("home currency", "failed", f"tenant {tenant}: the {system} company keeps its books in {home} "
+                     f"and R2a records the tenant's amounts in {expected}: {problem}",
+                     f"{fix} (a link with --new-company), or fix the tenant's currency in R2a")
+    return Check("home currency", "passed", f"{home}; entries in {expected} are posted with the loaded {expected}->"
+                 f"{home} rate (multicurrency)")
 
 
 def _accounts_check(settings: Settings, tenant: str, system: str, chart: list[ChartAccount],

@@ -34,6 +34,7 @@ from ledger_pipeline.service.preflight import (
     Check,
     PreflightReport,
     _accounts_check,
+    home_currency_check,
     link_fix,
     lock_check,
     period_locks,
@@ -131,12 +132,7 @@ def _currency(tenant: str, system: str, company: object, expected: str | None) -
     if not home:
         return Check("home currency", "skipped", f"no {system} home currency stored yet (read at connect and with "
                      "the chart)")
-    if expected and home.upper() != expected.upper():
-        return Check("home currency", "failed", f"tenant {tenant}: the {system} company's home currency is {home}, "
-                     f"but R2a records the tenant's amounts in {expected}",
-                     "connect the company kept in the tenant's currency (a link with --new-company), or fix the "
-                     "tenant's currency in R2a")
-    return Check("home currency", "passed", home)
+    return home_currency_check(tenant, system, company, expected)  # type: ignore[arg-type]
 
 
 def _accounts(tenant: str, system: str, numbers: list[str], chart: pd.DataFrame) -> Check:
