@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 
 from ledger_pipeline.connections import company_currencies
 from ledger_pipeline.ledger.currency import CompanyCurrency, foreign_refusal
@@ -372,15 +372,21 @@ def _month_keys(settings: Settings, tenant: str, month: dt.date) -> list[tuple[s
     from ledger_pipeline.r2a.models import R2aTransaction
 
     end = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-    engine = create_engine(settings.r2a_database_url)
+    rows = _r2a_rows(settings, select(R2aTransaction.category, R2aTransaction.subcategory).distinct().where(
+        R2aTransaction.tenant_id == tenant, R2aTransaction.txn_date >= month, R2aTransaction.txn_date < end))
+    return [(c or "", s or "") for c, s in rows if c]
+
+
+def _r2a_rows(settings: Settings, statement) -> list:  # noqa: ANN001 - a SQLAlchemy select
+    """Rows of one SELECT on R2a, opened read only as the pipeline always reads it (r2a.models.make_engine)."""
+    from ledger_pipeline.r2a.models import make_engine
+
+    engine = make_engine(settings.r2a_database_url, read_only=True)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(select(R2aTransaction.category, R2aTransaction.subcategory).distinct().where(
-                R2aTransaction.tenant_id == tenant, R2aTransaction.txn_date >= month,
-                R2aTransaction.txn_date < end)).all()
+            return list(conn.execute(statement).all())
     finally:
         engine.dispose()
-    return [(c or "", s or "") for c, s in rows if c]
 
 
 def tenant_currencies(settings: Settings, tenants: Iterable[str]) -> dict[str, str | None]:
@@ -390,28 +396,14 @@ def tenant_currencies(settings: Settings, tenants: Iterable[str]) -> dict[str, s
     wanted = sorted(set(tenants))
     if not wanted:
         return {}
-    engine = create_engine(settings.r2a_database_url)
     try:
-        with engine.connect() as conn:
-            rows = conn.execute(select(Tenant.tenant_id, Tenant.currency).where(Tenant.tenant_id.in_(wanted))).all()
-            return {t: c for t, c in rows}
+        return dict(_r2a_rows(settings, select(Tenant.tenant_id, Tenant.currency).where(Tenant.tenant_id.in_(wanted))))
     except Exception:  # noqa: BLE001 - R2a unreadable: the currency check compares with nothing
         return {}
-    finally:
-        engine.dispose()
 
 
 def _tenant_currency(settings: Settings, tenant: str) -> str | None:
-    from ledger_pipeline.r2a.models import Tenant
-
-    engine = create_engine(settings.r2a_database_url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(select(Tenant.currency).where(Tenant.tenant_id == tenant)).scalar_one_or_none()
-    except Exception:  # noqa: BLE001 - R2a unreadable: the currency check compares with nothing
-        return None
-    finally:
-        engine.dispose()
+    return tenant_currencies(settings, [tenant]).get(tenant)
 
 
 def next_close_month(ops_engine: object, tenant: str, current: dt.date | None = None) -> dt.date:
