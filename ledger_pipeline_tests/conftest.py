@@ -12,6 +12,7 @@ import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import httpx  # noqa: E402
 import pytest  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
@@ -19,6 +20,8 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from ledger_pipeline.sandboxes.base import SandboxLimits  # noqa: E402
 from ledger_pipeline.sandboxes.server import SandboxServer  # noqa: E402
 from ledger_pipeline.settings import PROJECT_ROOT, Settings, load_settings  # noqa: E402
+from ledger_pipeline.systems import OpenOptions, open_connection  # noqa: E402
+from ledger_pipeline.systems.authflow import follow_redirects  # noqa: E402
 
 PG_ENV = "LEDGER_TEST_POSTGRES_URL"
 
@@ -63,3 +66,21 @@ def pg_url() -> Iterator[str]:
     with admin.begin() as conn:
         conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()
+
+
+@pytest.fixture
+def connect(sandbox) -> Iterator:  # noqa: ANN001
+    """connect(system, tenant) -> the system's Connection on the sandbox, the tenant connected through its own flow
+    (each system opened once per test, closed at the end)."""
+    s = load_settings()
+    opened, http = {}, httpx.Client(timeout=10)
+
+    def go(system: str, tenant: str):  # noqa: ANN202
+        if system not in opened:
+            opened[system] = open_connection(system, s, OpenOptions(s.ops_database_url, 1000, 0.01, 5))
+        opened[system].connect_tenant(tenant, follow_redirects(http))
+        return opened[system]
+    yield go
+    http.close()
+    for c in opened.values():
+        c.close()

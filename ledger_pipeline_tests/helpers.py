@@ -118,3 +118,13 @@ def live_entries(url: str, system: str | None = None) -> list[dict]:
     params = {"system": system} if system else {}
     entries = httpx.get(f"{url}/_sandbox/journal_entries", params=params, timeout=60).json()["journal_entries"]
     return [e for e in entries if e.get("live", True)]
+
+
+def set_company_currency(sandbox, system: str, tenant: str, **body: object) -> dict:  # noqa: ANN001
+    """The emulated company's home currency / multicurrency through the `currency` control every emulator serves
+    (sandboxes/currency.py); asserts the control accepted it."""
+    from ledger_pipeline.sandboxes.currency import currency_control_url
+
+    resp = httpx.post(currency_control_url(sandbox.url, system, tenant), json=body)
+    assert resp.status_code == 200, resp.text
+    return resp.json()

@@ -6,7 +6,6 @@ KWD 4th decimal), and QuickBooks answering each entry's own CurrencyRef and Exch
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
@@ -16,37 +15,13 @@ from ledger_pipeline.connections import read_company_currency
 from ledger_pipeline.ledger.currency import CompanyCurrency, plan_currency
 from ledger_pipeline.ledger.rates import Rate, RateTable
 from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, custom_id_for, memo_for
-from ledger_pipeline.settings import load_settings
-from ledger_pipeline.systems import OpenOptions, open_connection
-from ledger_pipeline.systems.authflow import follow_redirects
 from ledger_pipeline.systems.core import ApiError
+from ledger_pipeline_tests.helpers import set_company_currency
 
 JAN, JAN31 = dt.date(2025, 1, 1), dt.date(2025, 1, 31)
 RATES = RateTable([Rate(JAN31, "USD", "IDR", Decimal("16312.5"))])
 
 
-@pytest.fixture
-def connect(sandbox) -> Iterator:  # noqa: ANN001
-    """connect(system, tenant) -> the system's Connection, the tenant connected through its own flow."""
-    s = load_settings()
-    opened, http = {}, httpx.Client(timeout=10)
-
-    def go(system: str, tenant: str):  # noqa: ANN202
-        if system not in opened:
-            opened[system] = open_connection(system, s, OpenOptions(s.ops_database_url, 1000, 0.01, 5))
-        opened[system].connect_tenant(tenant, follow_redirects(http))
-        return opened[system]
-    yield go
-    http.close()
-    for c in opened.values():
-        c.close()
-
-
-def set_currency(sandbox, system: str, tenant: str, **body: object) -> dict:  # noqa: ANN001
-    where = "companies" if system == "jurnal" else f"{system}/companies"
-    resp = httpx.post(f"{sandbox.url}/_sandbox/{where}/{tenant}/currency", json=body)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
 
 
 def answer(result: object) -> dict:
@@ -101,7 +76,7 @@ def test_home_currency_set_per_company_is_read_back_through_connections(connect,
     tenant = f"home{system[:3]}"
     conn = connect(system, tenant)
     assert read_company_currency(system, conn, tenant).home == "IDR", "a new company keeps its books in IDR"
-    set_currency(sandbox, system, tenant, home_currency=home)
+    set_company_currency(sandbox, system, tenant, home_currency=home)
     assert read_company_currency(system, conn, tenant) == CompanyCurrency(home, multi)
     other = f"other{system[:3]}"  # one company's currency is its own
     assert read_company_currency(system, connect(system, other), other).home == "IDR"
@@ -111,7 +86,7 @@ def test_home_currency_set_per_company_is_read_back_through_connections(connect,
 def test_foreign_entry_is_refused_without_multicurrency(connect, sandbox, system):  # noqa: ANN001
     tenant = f"mono{system[:3]}"
     conn = connect(system, tenant)
-    set_currency(sandbox, system, tenant, home_currency="IDR", multicurrency=False)
+    set_company_currency(sandbox, system, tenant, home_currency="IDR", multicurrency=False)
     e = entry_for(conn, tenant, "USD", 1_250_00)
     if system != "rootfi":  # Rootfi's create takes no rate: our planner refuses, the emulator is asked directly
         e = plan_currency(e, system, CompanyCurrency("IDR", True), RATES)
@@ -127,7 +102,7 @@ def test_foreign_entry_is_refused_without_multicurrency(connect, sandbox, system
 def test_foreign_entry_without_a_rate_is_refused(connect, sandbox, system):  # noqa: ANN001
     tenant = f"norate{system[:3]}"
     conn = connect(system, tenant)
-    set_currency(sandbox, system, tenant, home_currency="IDR", multicurrency=True)
+    set_company_currency(sandbox, system, tenant, home_currency="IDR", multicurrency=True)
     path, body = raw_entry(system, conn, tenant, "12.50", "USD")
     if system == "zoho":  # a foreign journal names its currency by Zoho's id
         currencies = answer(conn.client.request(tenant, "GET", "/settings/currencies"))["currencies"]
@@ -145,7 +120,7 @@ def test_amounts_finer_than_the_currency_allows_are_refused(connect, sandbox, sy
                                                             good):
     tenant = f"dec{system[:3]}{currency.lower()}"
     conn = connect(system, tenant)
-    set_currency(sandbox, system, tenant, home_currency=currency)
+    set_company_currency(sandbox, system, tenant, home_currency=currency)
     path, body = raw_entry(system, conn, tenant, bad, currency)
     with pytest.raises(ApiError) as err:
         conn.client.request(tenant, "POST", path, body)
@@ -160,7 +135,7 @@ def test_amounts_finer_than_the_currency_allows_are_refused(connect, sandbox, sy
 def test_quickbooks_keeps_and_returns_each_entrys_currency_and_rate(connect, sandbox):  # noqa: ANN001
     tenant = "qbofx"
     conn = connect("quickbooks", tenant)
-    set_currency(sandbox, "quickbooks", tenant, home_currency="IDR", multicurrency=True)
+    set_company_currency(sandbox, "quickbooks", tenant, home_currency="IDR", multicurrency=True)
     e = plan_currency(entry_for(conn, tenant, "USD", 1_250_00), "quickbooks", CompanyCurrency("IDR", True), RATES)
     [result] = conn.sink.create(tenant, [e])
     assert result.error is None, result.error

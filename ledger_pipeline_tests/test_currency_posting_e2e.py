@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
@@ -21,29 +20,13 @@ from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, custom_id
 from ledger_pipeline.reconcile import reconcile_tenant
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.systems import SYSTEMS, OpenOptions, open_connection
-from ledger_pipeline.systems.authflow import follow_redirects
+from ledger_pipeline_tests.helpers import set_company_currency
 
 JAN, JAN31 = dt.date(2025, 1, 1), dt.date(2025, 1, 31)
 RATES = RateTable([Rate(JAN31, "USD", "IDR", Decimal("16312.5"))])
 ALL = sorted(SYSTEMS)
 FOREIGN = sorted(s for s in ALL if FOREIGN_JOURNALS[s][0])
 
-
-@pytest.fixture
-def connect(sandbox) -> Iterator:  # noqa: ANN001
-    """connect(system, tenant) -> the system's Connection, the tenant connected through its own flow."""
-    s = load_settings()
-    opened, http = {}, httpx.Client(timeout=10)
-
-    def go(system: str, tenant: str):  # noqa: ANN202
-        if system not in opened:
-            opened[system] = open_connection(system, s, OpenOptions(s.ops_database_url, 1000, 0.01, 5))
-        opened[system].connect_tenant(tenant, follow_redirects(http))
-        return opened[system]
-    yield go
-    http.close()
-    for c in opened.values():
-        c.close()
 
 
 def entry_for(connection, tenant: str, currency: str, minor: int) -> CanonicalEntry:  # noqa: ANN001
@@ -62,13 +45,6 @@ def post(connection, e: CanonicalEntry):  # noqa: ANN001, ANN201
     assert result.error is None, result.error
     return connection.sink.find(e.tenant_id, e.custom_id) or result.remote
 
-
-def set_company_currency(sandbox, system: str, tenant: str, **body: object) -> dict:  # noqa: ANN001
-    """The emulated company's home currency / multicurrency (the `currency` control every emulator serves)."""
-    where = "companies" if system == "jurnal" else f"{system}/companies"
-    resp = httpx.post(f"{sandbox.url}/_sandbox/{where}/{tenant}/currency", json=body)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
 
 
 def writes(sandbox, system: str) -> int:  # noqa: ANN001
