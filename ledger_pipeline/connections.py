@@ -104,6 +104,13 @@ def record_company_currency(engine: Engine, tenant_id: str, system: str, company
                     "currency_checked_at": now or dt.datetime.now(dt.UTC).replace(tzinfo=None)}
     if company.home:
         values["home_currency"] = company.home
+    upsert_connection_health(engine, tenant_id, system, values)
+
+
+def upsert_connection_health(engine: Engine, tenant_id: str, system: str, values: dict) -> None:
+    """Set these columns of the tenant's `connection_health` row for `system`, creating the row when missing (safe
+    against a concurrent insert by another process). The one writer of that table: connections (currency) and the
+    connection service (health)."""
     key = and_(connection_health.c.tenant_id == tenant_id, connection_health.c.system == system)
     with engine.begin() as conn:
         if conn.execute(update(connection_health).where(key).values(**values)).rowcount == 0:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import (
     Engine,
-    and_,
     delete,
     insert,
     select,
@@ -30,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from ledger_pipeline.connections import upsert_connection_health
 from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.state.models import connection_health, service_flows, service_link_uses
 
@@ -122,14 +122,7 @@ class ServiceStore:
 
     # -- health -------------------------------------------------------------------------------------------------
     def _upsert(self, tenant_id: str, system: str, values: dict) -> None:
-        key = and_(connection_health.c.tenant_id == tenant_id, connection_health.c.system == system)
-        with self.engine.begin() as conn:
-            if conn.execute(update(connection_health).where(key).values(**values)).rowcount == 0:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(connection_health).values(tenant_id=tenant_id, system=system, **values))
-                except IntegrityError:  # another process inserted it meanwhile
-                    conn.execute(update(connection_health).where(key).values(**values))
+        upsert_connection_health(self.engine, tenant_id, system, values)
 
     def record_connected(self, tenant_id: str, system: str, now: dt.datetime, via: str,
                          company_name: str | None = None, home_currency: str | None = None) -> None:
