@@ -108,18 +108,27 @@ def test_production_definitions_load_and_the_embedded_ones_are_unchanged() -> No
     assert production["shard_keys"] == 3 * len(monthly_partitions.get_partition_keys())
 
 
-def test_a_shard_run_posts_only_its_tenants_and_needs_no_duckdb(settings, sandbox) -> None:  # noqa: ANN001
-    from ledger_pipeline.assets.shards import shard_postings, tenant_shards
+def month_assigned_to_shards(settings, tenants: int, seed: int):  # noqa: ANN001, ANN201
+    """Last month seeded for `tenants` tenants, all connected, charts read, journal built and every tenant given a
+    shard (tenant_shards): (operational engine, the month's partition key, the resources)."""
+    from ledger_pipeline.assets.shards import tenant_shards
 
-    seeding.seed(make_engine(settings.r2a_database_url), 8, 1, seeding.default_start(1), seed=3)
+    seeding.seed(make_engine(settings.r2a_database_url), tenants, 1, seeding.default_start(1), seed=seed)
     engine = make_ops_engine(settings.ops_database_url)
-    connect([f"t{i:05d}" for i in range(1, 9)])
+    connect([f"t{i:05d}" for i in range(1, tenants + 1)])
     materialize_gl()
     month = seeding.default_start(1).strftime("%Y-%m-01")
     materialize(["r2a_pl_monthly", "journal_entries", "journal_lines"], month)
     res = resources(settings)
     dg.materialize([tenant_shards], resources={"r2a": res["r2a"]}, partition_key=month,
                    instance=dg.DagsterInstance.ephemeral())
+    return engine, month, res
+
+
+def test_a_shard_run_posts_only_its_tenants_and_needs_no_duckdb(settings, sandbox) -> None:  # noqa: ANN001
+    from ledger_pipeline.assets.shards import shard_postings
+
+    engine, month, res = month_assigned_to_shards(settings, tenants=8, seed=3)
     mine = sorted(t for t, s in assignments(engine).items() if s == "shard-1")
     result = dg.materialize(  # no warehouse resource: the shard step cannot touch DuckDB
         [shard_postings], resources={"r2a": res["r2a"], "accounting": res["accounting"]},
@@ -140,18 +149,10 @@ def test_a_shard_run_refreshes_a_stale_chart_for_that_tenant_alone_and_retries(s
 
     from sqlalchemy import select, update
 
-    from ledger_pipeline.assets.shards import shard_postings, tenant_shards
+    from ledger_pipeline.assets.shards import shard_postings
     from ledger_pipeline.state.models import LedgerEntry
 
-    seeding.seed(make_engine(settings.r2a_database_url), 4, 1, seeding.default_start(1), seed=5)
-    engine = make_ops_engine(settings.ops_database_url)
-    connect([f"t{i:05d}" for i in range(1, 5)])
-    materialize_gl()
-    month = seeding.default_start(1).strftime("%Y-%m-01")
-    materialize(["r2a_pl_monthly", "journal_entries", "journal_lines"], month)
-    res = resources(settings)
-    dg.materialize([tenant_shards], resources={"r2a": res["r2a"]}, partition_key=month,
-                   instance=dg.DagsterInstance.ephemeral())
+    engine, month, res = month_assigned_to_shards(settings, tenants=4, seed=5)
     victim = sorted(t for t, s in assignments(engine).items() if s == "shard-0")[0]
     with engine.begin() as conn:  # the entry names an account id the tenant's system re-created since
         cid, lines = conn.execute(select(LedgerEntry.custom_id, LedgerEntry.lines).where(
