@@ -78,7 +78,16 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from ledger_pipeline.money import currency_problem, dumps_exact, loads_exact, minor_unit, to_minor
-from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
+from ledger_pipeline.sandboxes.base import (
+    Call,
+    Emulator,
+    Problem,
+    SandboxContext,
+    Windows,
+    inspected,
+    transaction,
+    write_company_currency,
+)
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
 
 SYSTEM = "aden"
@@ -806,14 +815,7 @@ class AdenSandbox(Emulator):
     def do_currency(self, cid: str, body: dict) -> dict:
         """{"home_currency": code, "multicurrency": bool}: the company's currency (its accounts' `currency`) and
         whether it takes entries in other currencies."""
-        if "home_currency" in body:
-            code = str(body["home_currency"]).upper()
-            if currency_problem(code) is not None:
-                raise ValueError(f"home_currency: {currency_problem(code)}")
-            self.db.execute("UPDATE aden_companies SET currency = ? WHERE company_id = ?", (code, cid))
-        if "multicurrency" in body:
-            self.db.execute("UPDATE aden_companies SET multicurrency = ? WHERE company_id = ?",
-                            (int(bool(body["multicurrency"])), cid))
+        write_company_currency(self.db, body, "aden_companies", "company_id", cid, "currency")
         row = self.company_by_id(cid)
         return {"ok": True, "company_id": cid, "home_currency": row["currency"],
                 "multicurrency": bool(row["multicurrency"])}

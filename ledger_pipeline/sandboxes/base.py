@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from ledger_pipeline.money import dumps_exact, from_minor, loads_exact
+from ledger_pipeline.money import currency_problem, dumps_exact, from_minor, loads_exact
 
 WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
 BODY_METHODS = ("POST", "PATCH", "PUT")
@@ -255,6 +255,23 @@ class Call:
         """The body when it must be a JSON object: {} when there is none."""
         body = self.body
         return body if isinstance(body, dict) else {}
+
+
+def write_company_currency(db: sqlite3.Connection, body: dict, table: str, key_column: str, key: object,
+                           currency_column: str, multicurrency_column: str | None = "multicurrency") -> None:
+    """The `currency` control's writes (sandboxes/currency.py), the same for every emulator: {"home_currency": an
+    ISO 4217 code} into `table.currency_column` (ValueError naming the problem for a code books cannot use) and
+    {"multicurrency": bool} into `multicurrency_column` (None: the system has no such setting, the key is ignored)
+    for the company row whose `key_column` is `key`."""
+    if "home_currency" in body:
+        code = str(body["home_currency"]).upper()
+        problem = currency_problem(code)
+        if problem is not None:
+            raise ValueError(f"home_currency: {problem}")
+        db.execute(f"UPDATE {table} SET {currency_column} = ? WHERE {key_column} = ?", (code, key))
+    if multicurrency_column and "multicurrency" in body:
+        db.execute(f"UPDATE {table} SET {multicurrency_column} = ? WHERE {key_column} = ?",
+                   (int(bool(body["multicurrency"])), key))
 
 
 class Emulator:

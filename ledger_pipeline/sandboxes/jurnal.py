@@ -62,7 +62,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ledger_pipeline.money import currency_problem, minor_unit
+from ledger_pipeline.money import minor_unit
 from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import (  # noqa: F401 - SandboxLimits: tests and bench import it from here
     WRITE_METHODS,
@@ -74,6 +74,7 @@ from ledger_pipeline.sandboxes.base import (  # noqa: F401 - SandboxLimits: test
     Windows,
     client_host,
     transaction,
+    write_company_currency,
 )
 from ledger_pipeline.sandboxes.jurnal_state import CATEGORY_IDS, SandboxState
 from ledger_pipeline.sandboxes.oauth import OAuthServer, approve, oauth_params, redirect_to
@@ -688,11 +689,8 @@ class Sandbox(OAuthServer, Emulator):
 
     def do_currency(self, company_id: int, body: dict) -> dict:
         """{"home_currency": code}: the company's currency (GET /companies/get_currency)."""
-        if "home_currency" in body:
-            code = str(body["home_currency"]).upper()
-            if currency_problem(code) is not None:
-                raise ValueError(f"home_currency: {currency_problem(code)}")
-            self.state.db.execute("UPDATE companies SET currency = ? WHERE id = ?", (code, company_id))
+        write_company_currency(self.state.db, body, "companies", "id", company_id, "currency",
+                               multicurrency_column=None)
         return {"ok": True, "company_id": company_id, "home_currency": self.state.company(company_id)["currency"],
                 "multicurrency": False}
 

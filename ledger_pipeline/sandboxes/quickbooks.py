@@ -63,7 +63,16 @@ from starlette.routing import Route
 
 from ledger_pipeline.money import currency_problem, dumps_exact, from_minor, loads_exact, minor_unit, to_minor
 from ledger_pipeline.sandboxes import consent
-from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
+from ledger_pipeline.sandboxes.base import (
+    Call,
+    Emulator,
+    Problem,
+    SandboxContext,
+    Windows,
+    inspected,
+    transaction,
+    write_company_currency,
+)
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
 from ledger_pipeline.sandboxes.oauth import OAuthServer, approve, oauth_params, redirect_to
 
@@ -857,14 +866,7 @@ class QuickBooksEmulator(OAuthServer, Emulator):
     def do_preferences(self, realm: str, body: dict) -> None:
         """{"warn_duplicate_doc_number": true}: 6210 on a repeated DocNumber; {"home_currency": "USD"} (an ISO 4217
         code), {"multicurrency": true}: what GET /preferences answers and what JournalEntry writes are held to."""
-        if "home_currency" in body:
-            code = str(body["home_currency"]).upper()
-            if currency_problem(code) is not None:
-                raise ValueError(f"home_currency: {currency_problem(code)}")
-            self.db.execute("UPDATE quickbooks_companies SET home_currency = ? WHERE realm_id = ?", (code, realm))
-        if "multicurrency" in body:
-            self.db.execute("UPDATE quickbooks_companies SET multicurrency = ? WHERE realm_id = ?",
-                            (int(bool(body["multicurrency"])), realm))
+        write_company_currency(self.db, body, "quickbooks_companies", "realm_id", realm, "home_currency")
         if "warn_duplicate_doc_number" in body:
             self.db.execute("UPDATE quickbooks_companies SET warn_duplicate_doc = ? WHERE realm_id = ?",
                             (int(bool(body["warn_duplicate_doc_number"])), realm))

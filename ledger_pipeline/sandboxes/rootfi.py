@@ -81,7 +81,16 @@ from starlette.routing import Route
 
 from ledger_pipeline.money import currency_problem, dumps_exact, loads_exact, minor_unit, to_minor
 from ledger_pipeline.sandboxes import consent
-from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
+from ledger_pipeline.sandboxes.base import (
+    Call,
+    Emulator,
+    Problem,
+    SandboxContext,
+    Windows,
+    inspected,
+    transaction,
+    write_company_currency,
+)
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART, classification
 from ledger_pipeline.sandboxes.oauth import redirect_to
 
@@ -747,14 +756,7 @@ class RootfiSandbox(Emulator):
 
     def do_currency(self, cid: int, body: dict) -> dict:
         """{"home_currency": code, "multicurrency": bool} (see the module doc)."""
-        if "home_currency" in body:
-            code = str(body["home_currency"]).upper()
-            if currency_problem(code) is not None:
-                raise ValueError(f"home_currency: {currency_problem(code)}")
-            self.db.execute("UPDATE rootfi_companies SET currency = ? WHERE id = ?", (code, cid))
-        if "multicurrency" in body:
-            self.db.execute("UPDATE rootfi_companies SET multicurrency = ? WHERE id = ?",
-                            (int(bool(body["multicurrency"])), cid))
+        write_company_currency(self.db, body, "rootfi_companies", "id", cid, "currency")
         row = self.company_by_id(cid)
         return {"ok": True, "company_id": cid, "home_currency": row["currency"],
                 "multicurrency": bool(row["multicurrency"])}

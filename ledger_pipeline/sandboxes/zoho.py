@@ -58,9 +58,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ledger_pipeline.money import CURRENCIES, currency_problem, from_minor, minor_unit, quantum, to_minor
+from ledger_pipeline.money import CURRENCIES, from_minor, minor_unit, quantum, to_minor
 from ledger_pipeline.sandboxes import consent
-from ledger_pipeline.sandboxes.base import Call, Emulator, Problem, SandboxContext, Windows, inspected, transaction
+from ledger_pipeline.sandboxes.base import (
+    Call,
+    Emulator,
+    Problem,
+    SandboxContext,
+    Windows,
+    inspected,
+    transaction,
+    write_company_currency,
+)
 from ledger_pipeline.sandboxes.chart import DEFAULT_CHART
 from ledger_pipeline.sandboxes.oauth import OAuthServer, approve, oauth_params, redirect_to
 
@@ -523,14 +532,7 @@ class ZohoSandbox(OAuthServer, Emulator):
 
     def do_currency(self, org_id: str, body: dict) -> dict:
         """{"home_currency": code, "multicurrency": bool}: the organization's base currency and added currencies."""
-        if "home_currency" in body:
-            code = str(body["home_currency"]).upper()
-            if currency_problem(code) is not None:
-                raise ValueError(f"home_currency: {currency_problem(code)}")
-            self.db.execute("UPDATE zoho_orgs SET currency_code = ? WHERE organization_id = ?", (code, org_id))
-        if "multicurrency" in body:
-            self.db.execute("UPDATE zoho_orgs SET multicurrency = ? WHERE organization_id = ?",
-                            (int(bool(body["multicurrency"])), org_id))
+        write_company_currency(self.db, body, "zoho_orgs", "organization_id", org_id, "currency_code")
         org = self.company_by_id(org_id)
         return {"ok": True, "organization_id": org_id, "home_currency": org["currency_code"],
                 "multicurrency": bool(org["multicurrency"])}
