@@ -7,8 +7,8 @@ Needs Postgres, RabbitMQ and Redis (the env vars of the distributed test, defaul
 
     .venv/bin/python bench/distributed.py [--tenants 200] [--scale 1.5] [--workers 1,2,4]
 
-Measured per setup: posting (first shard run's start to the last one's end), the whole backfill (prepare, post,
-publish: includes Dagster's 30 s backfill-daemon ticks), requests, 429s, and the one-address floor.
+Measured per setup: posting (the close's `postings` step, from sending the shard tasks to the last answer), the whole
+backfill (one close run: includes Dagster's backfill-daemon ticks), requests, 429s, and the one-address floor.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ def measure(workers: int, tenants: int, scale: float, services: Services) -> dic
         status = cluster.wait_backfill(backfill, 1800)
         total = time.time() - t0
         with cluster.instance() as instance:
-            wall, requests, runs = posting_span(instance, months[0])
+            wall, requests, shards = posting_span(instance, months[0])
         stats = httpx.get(f"{sandbox.url}/_sandbox/stats").json()
         return {"workers": workers, "status": status, "tenants": tenants, "scale": scale, "posting_s": round(wall, 1),
                 "backfill_s": round(total, 1), "requests": requests, "rate_limited": stats["rate_limited"],
-                "addresses": len(stats["by_address"]), "shard_runs": len(runs),
+                "addresses": len(stats["by_address"]), "shards": len(shards),
                 "one_address_floor_s": round(one_address_floor(requests, sandbox.ctx.limits), 1)}
 
 

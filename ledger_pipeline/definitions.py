@@ -1,13 +1,15 @@
-"""The Dagster Definitions: assets, checks, jobs, schedules and resources, built when Dagster loads the code location.
+"""The Dagster Definitions: one asset graph for both profiles, with the resources of the profile.
 
-`defs` is an `@dg.definitions` function: importing this module reads no environment; Dagster (and `defs()` in
-tests and the CLI) calls it, and only then is LEDGER_PROFILE read:
-- unset / `embedded`: one process, the whole close as `monthly_close_job` (postings posts every tenant);
-- `production`: ledger_pipeline/production.py (Postgres instance, Celery workers per shard; deploy/production/):
-  the same charts, extract, journal, drift reconciliation, repost and checks, with posting split month x shard.
+`defs` is an `@dg.definitions` function: importing this module reads no profile; Dagster (and `defs()` in tests and
+the CLI) calls it, and only then is LEDGER_PROFILE read. Both profiles have the same assets, checks, jobs and
+schedules (the monthly close is `monthly_close_job` in both); the environment swaps resources, not graphs:
+- unset / `embedded`: the close's posting runs in this process (one shard);
+- `production` (deploy/production/: Postgres instance, runs on the default Celery worker): the `postings` step posts
+  on the shard workers, one Celery task per shard on `ledger-shard-N`, each from its own source address
+  (resources.PostingWorkers, dispatch.py, workers.py).
 What is still read at import: the month partitions (ledger_pipeline/partitions.py: LEDGER_FIRST_MONTH,
-LEDGER_TIMEZONE) and the shard list (assets/shards.py: LEDGER_SHARDS), because Dagster needs a partitions
-definition when an asset is declared; a change takes effect on the next code-location reload.
+LEDGER_TIMEZONE), because Dagster needs a partitions definition when an asset is declared; a change takes effect
+on the next code-location reload.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from ledger_pipeline.schedules import (
     reconciliation_drift_schedule,
 )
 from ledger_pipeline.service.preflight_check import connections_preflight, connections_ready
-from ledger_pipeline.settings import load_settings
 
 ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, gl_accounts, gl_accounts_fresh, postings, reconciliation,
           reconciliation_drift]
@@ -40,8 +41,13 @@ CHECKS = [journal_balances, journal_complete, reconciliation_all_match, connecti
           connections_preflight]
 
 
-def embedded_definitions() -> dg.Definitions:
-    """The embedded profile: one process runs the whole close (in-process executor)."""
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The one graph of both profiles, with the resources of LEDGER_PROFILE (read now, not at import).
+
+    Embedded (default): posting in this process, one shard. Production (deploy/production/, Postgres instance, runs
+    on Celery's `ledger-default` worker): the same assets, checks, jobs and schedules; the close's `postings` step
+    posts on the shard workers (resources.PostingWorkers)."""
     # Transient failures (an accounting system's outage, a DuckDB lock held by a stray process) are retried by the
     # instance's run_retries (dagster_home/dagster.yaml); posting is idempotent, so a retried run never double-posts.
     return dg.Definitions(
@@ -50,15 +56,5 @@ def embedded_definitions() -> dg.Definitions:
         jobs=[monthly_close_job, gl_accounts_job, reconciliation_drift_job, repost_job],
         schedules=[monthly_close_schedule, gl_accounts_daily_schedule, reconciliation_drift_schedule],
         resources=default_resources(),
-        executor=dg.in_process_executor,
+        executor=dg.in_process_executor,  # a run is one process (in production: the default Celery worker's)
     )
-
-
-@dg.definitions
-def defs() -> dg.Definitions:
-    """The definitions of the profile LEDGER_PROFILE names (read now, not at import)."""
-    if load_settings().profile == "production":
-        from ledger_pipeline.production import production_definitions
-
-        return production_definitions()
-    return embedded_definitions()

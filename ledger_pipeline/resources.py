@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import PrivateAttr
 from sqlalchemy import Engine
 
+from ledger_pipeline.dispatch import PostedWindow, PostingOptions, post_window
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.state.database import make_ops_engine
@@ -77,10 +80,36 @@ class WarehouseResource(dg.ConfigurableResource):
         return Warehouse(Path(self.work_path), Path(self.publish_path), log=self._log, run_id=self._run_id)
 
 
+class PostingWorkers(dg.ConfigurableResource):
+    """Where the close's posting requests come from: the one thing the two profiles do differently (dispatch.py).
+
+    `shards` 0 (embedded): one shard, this process, every tenant. N >= 1 (production): tenants split over N shards,
+    each posted by the Celery worker of its queue `ledger-shard-K`, from that worker's own source address
+    (workers.post_on_shards); the step waits up to `timeout` seconds for every shard."""
+
+    shards: int = 0
+    timeout: float = 6 * 3600.0
+
+    def post(self, log: Any, run_id: str, options: PostingOptions, r2a: R2aDatabase, accounting: AccountingResource,
+             start: dt.date, end: dt.date, rechart: Callable | None = None) -> PostedWindow:
+        """Post [start, end) exactly once; `rechart` is this process's chart retry (a shard worker uses its own)."""
+        if self.shards < 1:
+            return post_window(log, run_id, options, r2a.ops_engine,
+                               lambda: accounting.connections(r2a.ops_database_url), start, end, rechart=rechart,
+                               rate_limit_scale=accounting.rate_limit_scale, backoff=accounting.backoff_initial)
+        from ledger_pipeline.workers import post_on_shards
+
+        return post_on_shards(log, run_id, options, r2a.ops_engine, {
+            "rate_limit_scale": accounting.rate_limit_scale, "backoff": accounting.backoff_initial,
+            "timeout": accounting.timeout}, start, end, self.shards, self.timeout)
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
+    """The resources of LEDGER_PROFILE: the production profile posts on its shard workers (LEDGER_SHARDS)."""
     s = load_settings()
     return {
         "r2a": R2aDatabase(url=s.r2a_database_url, ops_url=s.ops_database_url),
         "warehouse": WarehouseResource(work_path=str(s.work_warehouse_path), publish_path=str(s.warehouse_path)),
         "accounting": AccountingResource(rate_limit_scale=s.rate_limit_scale),
+        "posting": PostingWorkers(shards=s.shards if s.profile == "production" else 0),
     }

@@ -3,8 +3,8 @@
 Why shards: the binding month-end limit is per source address for Jurnal (40 requests/min; the other systems limit per
 token or per organisation, see each client's limits): one host posts 2,400 Jurnal tenants an hour; N hosts, each with
 its own address, post N times as many. A tenant belongs to exactly one shard, and one shard is served
-by one worker at a time (the instance's tag concurrency limit on `dagster/partition/shard`), so a tenant's token and
-its rotating refresh token are only ever used from one place.
+by one worker at a time (its queue `ledger-shard-N` has one consumer running one task at a time, and one close runs at
+a time), so a tenant's token and its rotating refresh token are only ever used from one place.
 
 The assignment is a table in the operational database (`shard_assignments`), written once per tenant and never
 changed implicitly:
@@ -29,7 +29,8 @@ from ledger_pipeline.state.models import ShardAssignment
 
 SHARD_PREFIX = "shard-"
 QUEUE_PREFIX = "ledger-"
-DEFAULT_QUEUE = "ledger-default"  # preparation (charts, extract, journal) and publish: the DuckDB host
+DEFAULT_QUEUE = "ledger-default"  # every run (the close, charts, drift, repost): the DuckDB host
+POSTING_JOBS = ("monthly_close_job", "repost_job")  # the runs that post (and so read shard assignments)
 
 
 def shard_keys(count: int) -> list[str]:
@@ -155,7 +156,8 @@ def rebalance(engine: Engine, keys: list[str], dry_run: bool = False) -> list[Mo
 
 
 def posting_runs_in_flight() -> list[str] | None:
-    """Run ids of month x shard runs queued or running in the instance at DAGSTER_HOME; None if it cannot be read."""
+    """Run ids of posting runs (POSTING_JOBS) queued or running in the instance at DAGSTER_HOME; None if it cannot be
+    read."""
     try:
         import dagster as dg
 
@@ -163,7 +165,8 @@ def posting_runs_in_flight() -> list[str] | None:
             records = instance.get_run_records(dg.RunsFilter(statuses=[
                 dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                 dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]))
-            return [r.dagster_run.run_id for r in records if "dagster/partition/shard" in r.dagster_run.tags]
+            return [r.dagster_run.run_id for r in records if r.dagster_run.job_name in POSTING_JOBS
+                    or r.dagster_run.job_name.startswith("__ASSET_JOB")]  # a UI materialization of `postings`
     except Exception:  # noqa: BLE001 - no instance here (no DAGSTER_HOME, services unreachable): say so
         return None
 
@@ -195,5 +198,5 @@ def command(engine: Engine, tenants: list[str], count: int, *, assign: bool, reb
     unassigned = len(set(tenants) - set(assignments(engine)))
     for shard, n in per_shard.items():
         echo(f"{shard:<10} {n:>7,} tenant(s)  queue {queue_for(shard)}{'' if shard in keys else '  (beyond --count)'}")
-    echo(f"unassigned connected tenants: {unassigned:,} (the next prepare run assigns them)")
+    echo(f"unassigned connected tenants: {unassigned:,} (the next close assigns them)")
     return 0

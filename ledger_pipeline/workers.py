@@ -1,24 +1,28 @@
-"""Runs on Celery workers (production profile): the run launcher the daemon uses, and the app workers start.
+"""The production profile's Celery side: the run launcher the daemon uses, the shard task, and the app workers start.
 
-`ShardRunLauncher` is dagster-celery's `CeleryRunLauncher` with two changes:
-- Routing: a run of a month x shard partition goes to that shard's queue (`ledger-shard-N`), derived from the
-  run's `dagster/partition/shard` tag (or its multi-partition key), so the runs of a UI backfill, which only carry
-  the backfill's own tags, still land on the right worker. Other runs go to `default_queue` (`ledger-default`); an
-  explicit `dagster-celery/queue` tag still wins for them.
-- Health: Celery keeps a task STARTED forever when its worker is SIGKILLed (OOM, reboot), so run monitoring would
-  never fail the run and the shard's one run slot would stay taken. Here a STARTED task is checked on the worker that
-  took it (the node name Celery stores with the STARTED state): the node answers and no longer runs the task (it was
-  restarted) -> FAILED; the node does not answer `unanswered_checks` times in a row -> FAILED; otherwise RUNNING
-  (Dagster's run monitoring fails a run on any other status, so doubt reads RUNNING).
+- `ShardRunLauncher`: dagster-celery's `CeleryRunLauncher` sending every run to `ledger-default` (the DuckDB host; an
+  explicit `dagster-celery/queue` tag wins), with a health check that notices dead workers: Celery keeps a task
+  STARTED forever when its worker is SIGKILLed (OOM, reboot), so run monitoring would never fail the run. Here a
+  STARTED task is checked on the worker that took it (the node name Celery stores with the STARTED state): the node
+  answers and no longer runs the task (it was restarted) -> FAILED; the node does not answer `unanswered_checks`
+  times in a row -> FAILED; otherwise RUNNING (run monitoring fails a run on any other status, so doubt reads
+  RUNNING).
+- `post_shard` (task `ledger.post_shard`, queue `ledger-shard-N`): one shard's tenants posted for a window
+  (dispatch.post_window), from the worker's own source address; its answer is JSON (dispatch.to_wire).
+- `post_on_shards`: what the close's `postings` step does in the production profile (resources.PostingWorkers):
+  assign new tenants to shards, one `post_shard` task per shard, wait for all, merge.
 
 Workers: `celery -A ledger_pipeline.workers worker -Q ledger-shard-0 -n shard-0@%h -c 1 --prefetch-multiplier 1`
 with the same DAGSTER_HOME instance config (deploy/production/dagster.yaml) and LEDGER_* environment as the daemon,
 their own LEDGER_DATA_DIR and LEDGER_SOURCE_ADDRESS. Queues are declared alike on both sides (a topic exchange,
-`<queue>.#`), so the launcher's `<queue>.execute_job` routing key reaches the worker's queue.
+`<queue>.#`), so the routing keys `<queue>.execute_job` and `<queue>.post_shard` reach the worker's queue. The app is
+built when Celery first asks for `app` (no environment read at import).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,30 +37,19 @@ from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
 from kombu import Exchange, Queue
 
 from ledger_pipeline.settings import load_settings
-from ledger_pipeline.shards import DEFAULT_QUEUE, SHARD_PREFIX, queue_for, shard_keys
+from ledger_pipeline.shards import DEFAULT_QUEUE, queue_for, shard_keys
 
-SHARD_TAG = "dagster/partition/shard"
-PARTITION_TAG = "dagster/partition"
 EXCHANGE = Exchange("ledger", type="topic")
+POST_SHARD_TASK = "ledger.post_shard"
 
 
 def ledger_queue(name: str) -> Queue:
-    """One queue definition for the launcher (publisher) and the workers (consumers)."""
+    """One queue definition for the publishers (launcher, dispatcher) and the workers (consumers)."""
     return Queue(name, EXCHANGE, routing_key=f"{name}.#")
 
 
-def shard_of(tags: Mapping[str, str]) -> str | None:
-    """The shard a run posts for: its shard partition tag, else the shard part of its multi-partition key."""
-    if tags.get(SHARD_TAG):
-        return tags[SHARD_TAG]
-    parts = [p for p in tags.get(PARTITION_TAG, "").split("|") if p.startswith(SHARD_PREFIX)]
-    return parts[0] if len(parts) == 1 else None
-
-
 def queue_of(tags: Mapping[str, str], default_queue: str) -> str:
-    shard = shard_of(tags)
-    if shard is not None:
-        return queue_for(shard)
+    """A run's queue: its `dagster-celery/queue` tag, else the default queue (the DuckDB host)."""
     return tags.get(DAGSTER_CELERY_QUEUE_TAG) or default_queue
 
 
@@ -147,7 +140,7 @@ def declare_queues(app: Celery, names: list[str]) -> None:
 
 
 def worker_app() -> Celery:
-    """The app `celery -A ledger_pipeline.workers worker` serves: dagster-celery's tasks, our queues."""
+    """The app `celery -A ledger_pipeline.workers worker` serves: dagster-celery's tasks, `post_shard`, our queues."""
     s = load_settings()
     app = make_app({"broker": s.celery_broker, "backend": s.celery_backend, "include": [],
                     "task_default_queue": DEFAULT_QUEUE,
@@ -157,7 +150,114 @@ def worker_app() -> Celery:
     app.conf.task_queues = [ledger_queue(q) for q in [DEFAULT_QUEUE, *map(queue_for, shard_keys(s.shards))]]
     create_execute_job_task(app)
     create_resume_job_task(app)
+    # acknowledged when it ends: a worker killed mid-shard gives the task back to the broker, and the restarted
+    # worker resumes it (posting is idempotent); STARTED records which worker took it
+    app.task(name=POST_SHARD_TASK, acks_late=True, reject_on_worker_lost=True, track_started=True)(post_shard)
     return app
 
 
-app = worker_app()
+def post_shard(run_id: str, shard: str, start: str, end: str, options: dict, accounting: dict) -> dict:
+    """One shard's tenants posted for [start, end) on this worker: the dispatch.to_wire of what was done, with the
+    worker's identity under `shards[shard]`."""
+    import logging
+
+    from ledger_pipeline.dispatch import PostingOptions, ops_rechart, post_window, to_wire, worker_identity
+    from ledger_pipeline.state.database import make_ops_engine
+    from ledger_pipeline.systems import Connections, OpenOptions
+
+    s = load_settings()
+    ops = make_ops_engine(s.ops_database_url)
+    log = logging.getLogger(f"ledger_pipeline.{shard}")
+    try:
+        from ledger_pipeline.shards import tenants_of
+
+        tenants = tenants_of(ops, shard)
+        opened = OpenOptions(s.ops_database_url, accounting["rate_limit_scale"], accounting["backoff"],
+                             accounting["timeout"], "posting")
+        posted = post_window(log, run_id, PostingOptions(**options), ops, lambda: Connections(s, opened),
+                             dt.date.fromisoformat(start), dt.date.fromisoformat(end), tenants=tenants,
+                             rechart=lambda connections: ops_rechart(ops, connections, run_id),
+                             rate_limit_scale=accounting["rate_limit_scale"], backoff=accounting["backoff"])
+    finally:
+        ops.dispose()
+    posted.shards = {shard: {**worker_identity(), "tenants": len(tenants), "seconds": round(posted.seconds, 1),
+                             "api_requests": sum(posted.requests.values())}}
+    return to_wire(posted)
+
+
+def post_on_shards(log: Any, run_id: str, options: Any, ops_engine: Any, accounting: dict, start: dt.date,
+                   end: dt.date, count: int, timeout: float, poll: float = 1.0, every: float = 30.0) -> Any:
+    """Post [start, end) on the shard workers: new tenants assigned (shards.assign_new), one `post_shard` task per
+    shard with tenants, each on its queue; waits for all (visibly: a line per waiting shard every `every` seconds),
+    then returns the merged dispatch.PostedWindow. A shard that fails, or gives no answer within `timeout` seconds,
+    fails its tenants' entries as `retryable` (the run retry, or a re-run, posts what is left)."""
+    import dataclasses
+
+    from ledger_pipeline.dispatch import from_wire, merge, window_tenants
+    from ledger_pipeline.posting import TenantOutcome
+    from ledger_pipeline.shards import assign_new, assignments
+    from ledger_pipeline.state.ledger import load_window
+
+    keys = shard_keys(count)
+    assign_new(ops_engine, window_tenants(ops_engine, start, end), keys)
+    owner = assignments(ops_engine)
+    busy = sorted({owner[t] for t in window_tenants(ops_engine, start, end) if t in owner})
+    app = worker_app()
+    declare_queues(app, [queue_for(k) for k in busy])
+    t0 = time.monotonic()
+    tasks = {shard: app.send_task(POST_SHARD_TASK, kwargs={
+        "run_id": run_id, "shard": shard, "start": start.isoformat(), "end": end.isoformat(),
+        "options": dataclasses.asdict(options), "accounting": accounting},
+        queue=queue_for(shard), routing_key=f"{queue_for(shard)}.post_shard") for shard in busy}
+    log.info(f"posting {len(owner)} assigned tenant(s) on {len(busy)} shard(s): "
+             + ", ".join(f"{k} -> {queue_for(k)}" for k in busy))
+    parts, failed, last = {}, {}, time.monotonic()
+    while tasks:
+        for shard, task in list(tasks.items()):
+            if task.state == "SUCCESS":
+                parts[shard] = from_wire(task.result)
+                where = parts[shard].shards.get(shard, {})
+                log.info(f"{shard}: {where.get('tenants', 0)} tenant(s) posted on "
+                         f"{where.get('celery_worker', where.get('host'))} from {where.get('source_address')} "
+                         f"({where.get('api_requests', 0)} requests, {where.get('seconds', 0)}s)")
+                del tasks[shard]
+            elif task.state == "FAILURE":
+                failed[shard] = f"shard {shard} failed on its worker: {task.result!r}"
+                del tasks[shard]
+        waited = time.monotonic() - t0
+        if tasks and waited >= timeout:
+            for shard in tasks:
+                failed[shard] = (f"shard {shard}: no answer within {timeout:.0f}s; is a worker consuming "
+                                 f"{queue_for(shard)}? (`celery -A ledger_pipeline.workers inspect active_queues`)")
+            break
+        if tasks and time.monotonic() - last >= every:
+            last = time.monotonic()
+            log.info(f"waiting {waited:.0f}s for " + "; ".join(f"{k} ({task_state(t)})" for k, t in tasks.items()))
+        if tasks:
+            time.sleep(poll)
+    posted = merge(start, end, parts, time.monotonic() - t0)
+    for shard, why in failed.items():
+        log.warning(why)
+        tenants = sorted(t for t, s in owner.items() if s == shard)
+        entries, _ = load_window(ops_engine, start, end, tenants)
+        for tenant, mine in entries.items():
+            posted.result.outcomes.append((posted.systems.get(tenant, ""), TenantOutcome(
+                tenant, failures=[(e.custom_id, why, "retryable") for e in mine])))
+        posted.shards[shard] = {"failed": why}
+    return posted
+
+
+def task_state(task: Any) -> str:
+    """A waiting shard task's state in an operator's words."""
+    if task.state == "PENDING":
+        return "queued: no worker has taken it yet"
+    node = task.info.get("hostname") if isinstance(task.info, dict) else None
+    return task.state.lower() + (f" on {node}" if node else "")
+
+
+def __getattr__(name: str) -> Celery:
+    """`app`, built on first use (Celery's `-A ledger_pipeline.workers` asks for it), not at import."""
+    if name == "app":
+        globals()["app"] = built = worker_app()
+        return built
+    raise AttributeError(name)

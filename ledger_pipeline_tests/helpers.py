@@ -13,7 +13,7 @@ import httpx
 
 from ledger_pipeline import testing
 from ledger_pipeline.definitions import ASSETS, CHECKS
-from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
+from ledger_pipeline.resources import AccountingResource, PostingWorkers, R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.systems.authflow import connect_tenant, follow_redirects
 from ledger_pipeline.systems.jurnal.session import JurnalSession, open_session
@@ -32,6 +32,7 @@ def resources(s: Settings, r2a_url: str | None = None) -> dict:
         "r2a": R2aDatabase(url=r2a_url or s.r2a_database_url, ops_url=r2a_url or s.ops_database_url),
         "warehouse": WarehouseResource(work_path=str(s.work_warehouse_path), publish_path=str(s.warehouse_path)),
         "accounting": AccountingResource(rate_limit_scale=s.rate_limit_scale, backoff_initial=0.01, timeout=5),
+        "posting": PostingWorkers(),  # this process: the embedded profile's one shard
     }
 
 

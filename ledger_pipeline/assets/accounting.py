@@ -7,8 +7,6 @@ compares; SQL reads live in warehouse/sql.py. Each tenant's system comes from it
 import dataclasses
 import datetime as dt
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import dagster as dg
@@ -30,28 +28,20 @@ from ledger_pipeline.assets.metadata import (
 )
 from ledger_pipeline.charts import diff_charts, fetch_charts, stale_tenants
 from ledger_pipeline.connections import (
-    company_currencies,
     connections_frame,
     currency_due,
     entries_as_posted,
     plan_stored,
-    plan_window,
     refresh_company_currencies,
 )
+from ledger_pipeline.dispatch import PostedWindow, PostingOptions, system_title, system_titles
 from ledger_pipeline.ledger.sink import CanonicalEntry, SinkError, custom_id_for
 from ledger_pipeline.partitions import closed_window, monthly_partitions
 from ledger_pipeline.posting import (
-    DeleteGuard,
     PostingEngine,
     PostingRow,
-    TenantOutcome,
-    WindowJob,
-    WindowResult,
 )
-from ledger_pipeline.progress import PostingProgress, report_progress
-from ledger_pipeline.rates import rate_table
 from ledger_pipeline.reconcile import (
-    DEFAULT_POLICY,
     FINGERPRINT_KEY,
     ReconRow,
     RemoteChange,
@@ -64,7 +54,7 @@ from ledger_pipeline.reconcile import (
     sink_hint,
 )
 from ledger_pipeline.remote_changes import RemoteChangeStore
-from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
+from ledger_pipeline.resources import AccountingResource, PostingWorkers, R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.state.ledger import load_window
 from ledger_pipeline.state.postings import SqlPostingStore
@@ -140,15 +130,6 @@ def fix_for(problem: str, detail: str) -> str:
         if key in problem:
             return fix
     return FIX_BY_PROBLEM["failed"]
-
-
-def system_title(system: str) -> str:
-    """The system's name as its users know it ("QuickBooks Online"), for every message about a tenant."""
-    return SYSTEMS[system].title if system in SYSTEMS else (system or "its accounting system")
-
-
-def system_titles() -> dict[str, str]:
-    return {name: info.title for name, info in SYSTEMS.items()}
 
 
 def utc_now() -> pd.Timestamp:
@@ -342,11 +323,12 @@ def _rechart(wh: Warehouse, connections: Connections, run_id: str):  # noqa: ANN
                 "every tenant, then fails naming the ones that failed.",
 )
 def postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R2aDatabase,
-                    accounting: AccountingResource, warehouse: WarehouseResource):  # noqa: ANN201 (a generator)
+             accounting: AccountingResource, warehouse: WarehouseResource,
+             posting: PostingWorkers):  # noqa: ANN201 (a generator)
     start, end = closed_window(context)
     wh = warehouse.warehouse
-    posted = post_window(context, config, r2a, accounting, start, end,
-                         rechart=lambda connections: _rechart(wh, connections, context.run_id))
+    posted = posting.post(context.log, context.run_id, PostingOptions(**config.model_dump()), r2a, accounting,
+                          start, end, rechart=lambda connections: _rechart(wh, connections, context.run_id))
     postings = SqlPostingStore(r2a.ops_engine).frame(start, end)
     with wh.connect() as con, transaction(con):
         replace_rows(con, "accounting.posting_plan", posted.plan().assign(run_id=context.run_id, planned_at=utc_now()),
@@ -409,82 +391,6 @@ def posting_months(context: dg.AssetExecutionContext, posted: "PostedWindow",
     return out
 
 
-@dataclass
-class PostedWindow:
-    """What `post_window` did: the asset turns it into tables, metadata and, on failures, a dg.Failure."""
-
-    start: dt.date
-    end: dt.date
-    result: WindowResult
-    requests: dict[str, int]
-    systems: dict[str, str]  # tenant -> system, for the tenants this run covered
-    seconds: float
-    held: dict[str, set[dt.date]] | None = None  # tenant -> months rejected upstream (their remote entry is held)
-    refused: list | None = None  # CurrencyRejection per entry refused by the currency plan (connections.py)
-
-    def currency_rejections(self, run_id: str) -> pd.DataFrame:
-        """ledger.rejections rows (stage "currency") for the entries the currency plan refused."""
-        rows = [{"tenant_id": r.tenant_id, "period": r.period, "stage": "currency",
-                 "reason": "no_rate" if "no exchange rate" in str(r) else "currency_not_accepted",
-                 "detail": str(r), "run_id": run_id, "recorded_at": utc_now()} for r in self.refused or []]
-        return pd.DataFrame(rows, columns=["tenant_id", "period", "stage", "reason", "detail", "run_id",
-                                           "recorded_at"])
-
-    def plan(self) -> pd.DataFrame:
-        return pd.DataFrame([{"system": s, **vars(p)} for s, p in self.result.plan],
-                            columns=["system", "tenant_id", "period", "custom_id", "action", "reason"])
-
-
-def post_window(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R2aDatabase,
-                accounting: AccountingResource, start: dt.date, end: dt.date, *, tenants: list[str] | None = None,
-                rechart: Callable[[Connections], Callable] | None = None) -> PostedWindow:
-    """Post [start, end) exactly once from the operational database (entries, state, tokens, remote changes and
-    policies): every tenant, or only `tenants` (one shard, production profile). Touches no DuckDB, so any host with
-    the database can run it; `rechart` (the embedded asset's chart refresh) is the one optional DuckDB writer.
-    Remote changes this run's reads saw are recorded; changes the run put right are resolved."""
-    store = SqlPostingStore(r2a.ops_engine, context.run_id)
-    changes = RemoteChangeStore(r2a.ops_engine, context.run_id)
-    entries, held = load_window(r2a.ops_engine, start, end, tenants)
-    systems = connected_systems(r2a)
-    if tenants is not None:
-        systems = {t: systems[t] for t in tenants if t in systems}
-    # each entry in the tenant's currency, with the loaded rate where the company keeps another (connections.py)
-    entries, currency_held, refused = plan_window(entries, systems, company_currencies(r2a.ops_engine),
-                                                  rate_table(r2a.ops_engine, start, end))
-    for tenant, months in currency_held.items():
-        held.setdefault(tenant, set()).update(months)
-    known = changes.load(start, end, tenants)
-    t0 = time.monotonic()
-    every = config.progress_every or max(1, len(entries) // 20)
-
-    with accounting.connections(r2a.ops_database_url) as connections:
-        def progress(p: PostingProgress) -> None:  # each system's requests per entry, allowed rate and cost
-            report_progress("posting", p)
-            if p.done % every == 0 or p.done == p.total:
-                context.log.info(f"posting {describe_window(start, end)}: {p.describe()}")
-
-        job = WindowJob(
-            (start, end), systems, entries, store.load(start, end, tenants), held, lambda s: connections(s).sink,
-            store, dry_run=config.dry_run, backoff=accounting.backoff_initial, on_progress=progress,
-            requests=connections.requests_by_system, rate_limit_scale=accounting.rate_limit_scale,
-            guard=DeleteGuard(config.allow_mass_delete, config.max_deletes, config.max_delete_fraction),
-            rechart=rechart(connections) if rechart else None,
-            reload=lambda system, tenant: store.load(start, end, [tenant]).get(system, {}).get(tenant, {}),
-            known=known, policies=changes.policies(sorted(set(entries) | set(known))), titles=system_titles())
-        result = job.run()
-        requests = connections.requests_by_system()
-    for exc in refused:  # a failed posting naming tenant, period, both currencies and the fix (nothing was sent)
-        result.outcomes.append((exc.system, TenantOutcome(exc.tenant_id, failures=[
-            (custom_id_for(exc.tenant_id, exc.period), str(exc), "rejected")])))
-    if not config.dry_run:
-        changes.record(result.changes())
-        changes.resolve_verified(store.load(start, end, tenants), f"run {context.run_id}")
-        for c in result.changes():
-            context.log.warning(f"tenant {c.tenant_id} {c.period:%Y-%m} ({system_title(c.system)}): "
-                                f"{change_detail(c, system_title(c.system), DEFAULT_POLICY)} [{c.action}]")
-    return PostedWindow(start, end, result, requests, systems, time.monotonic() - t0, held, refused)
-
-
 def posting_problems(r2a: R2aDatabase, posted: PostedWindow,
                      rejections: dict[tuple[str, dt.date], str] | None = None) -> pd.DataFrame:
     """Every tenant-month of the window that is not posted as our ledger says, with why: this run's failures, rows
@@ -542,7 +448,7 @@ def postings_check(r2a: R2aDatabase, posted: PostedWindow,
 
 
 def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, postings: pd.DataFrame, dry_run: bool,
-                   extra: dict | None = None, *, reported_by_check: bool = False) -> dg.MaterializeResult:
+                   *, reported_by_check: bool = False) -> dg.MaterializeResult:
     """The posting asset's metadata. Failures with a transient cause (TRANSIENT_KINDS) raise dg.Failure naming the
     failed tenants (everything else is recorded), with `OUTCOME_KEY: completed_with_problems` in its metadata
     (`ledger-pipeline run` exits 3 for it, not 1): a run retry posts what is left. Failures with permanent causes
@@ -578,7 +484,8 @@ def posting_result(context: dg.AssetExecutionContext, posted: PostedWindow, post
         "dagster/row_count": len(postings),
         "status_counts": dg.MetadataValue.json(postings["status"].value_counts().to_dict()),
         "dagster/column_lineage": POSTINGS_LINEAGE,
-        **(extra or {}),
+        # production profile: each shard's worker (Celery node, queue, source address), tenants, requests, seconds
+        **({"shards": dg.MetadataValue.json(posted.shards)} if posted.shards else {}),
     }
     for line in failure_lines(failures)[:50]:
         context.log.error(line)

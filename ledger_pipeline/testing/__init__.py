@@ -113,7 +113,7 @@ def private_env(root: Path | None = None, *, keep: bool = False, **kwargs: objec
 
 def resources(r2a_url: str | None = None, *, backoff_initial: float = 0.01, timeout: float = 5) -> dict:
     """The job's resources from the current environment (load_settings), with short retries for loopback."""
-    from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
+    from ledger_pipeline.resources import AccountingResource, PostingWorkers, R2aDatabase, WarehouseResource
     from ledger_pipeline.settings import load_settings
 
     s = load_settings()
@@ -122,6 +122,7 @@ def resources(r2a_url: str | None = None, *, backoff_initial: float = 0.01, time
         "warehouse": WarehouseResource(work_path=str(s.work_warehouse_path), publish_path=str(s.warehouse_path)),
         "accounting": AccountingResource(rate_limit_scale=s.rate_limit_scale, backoff_initial=backoff_initial,
                                          timeout=timeout),
+        "posting": PostingWorkers(),  # this process: the embedded profile's one shard
     }
 
 

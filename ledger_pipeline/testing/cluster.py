@@ -53,8 +53,6 @@ query($id: String!) {
 
 BIN = Path(sys.executable).parent
 ADDRESSES = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
-MONTH_ASSETS = ["gl_accounts_fresh", "r2a_pl_monthly", "journal_entries", "journal_lines", "tenant_shards",
-                "published_postings"]
 
 
 @dataclass(frozen=True)
@@ -347,13 +345,13 @@ class Cluster:
         return body["data"]
 
     def launch_month(self, month: str, title: str = "") -> str:
-        """One asset backfill for the month: prepare, every shard's posting, publish (the UI's Materialize)."""
-        shard_range = {"start": f"{month}|{self.shard_names[0]}", "end": f"{month}|{self.shard_names[-1]}"}
+        """The month's close as one backfill of the close's assets (the UI's Materialize all on monthly_close_job):
+        one run on the default worker, whose `postings` step posts on every shard's worker."""
+        from ledger_pipeline.jobs import CLOSE_ASSETS
+
         params = {"title": title or f"close {month}", "partitionsByAssets": [
-            *({"assetKey": {"path": [a]}, "partitions": {"range": {"start": month, "end": month}}}
-              for a in MONTH_ASSETS),
-            {"assetKey": {"path": ["shard_postings"]}, "partitions": {"range": shard_range}},
-        ]}
+            {"assetKey": {"path": [a]}, "partitions": {"range": {"start": month, "end": month}}}
+            for a in CLOSE_ASSETS]}
         result = self.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
         assert result["__typename"] == "LaunchBackfillSuccess", result
         return result["backfillId"]
@@ -373,49 +371,41 @@ class Cluster:
         return "\n".join(f"== {n}\n{p.tail(3000)}" for n, p in self.procs.items())
 
 
-def shard_runs(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
-    """Every run of a month x shard partition, oldest first."""
-    records = instance.get_run_records(dg.RunsFilter(), ascending=True)
-    return [r for r in records if "dagster/partition/shard" in r.dagster_run.tags]
+def close_runs(instance: dg.DagsterInstance, month: str) -> list[dg.RunRecord]:
+    """The runs that closed `month` (a partition key, '2025-01-01'), oldest first."""
+    return [r for r in instance.get_run_records(dg.RunsFilter(), ascending=True)
+            if month in (r.dagster_run.tags.get("dagster/partition"),
+                         r.dagster_run.tags.get("dagster/asset_partition_range_start"))]
 
 
 def timeline(instance: dg.DagsterInstance, since: float) -> str:
-    """Every run: partition, queue, worker, seconds from `since` to its start and end (for reports)."""
+    """Every run: partition, queue, seconds from `since` to its start and end (for reports)."""
     lines = []
     for r in instance.get_run_records(dg.RunsFilter(), ascending=True):
         t = r.dagster_run.tags
         part = t.get("dagster/partition") or (t.get("dagster/asset_partition_range_start", "") + "..")
-        lines.append(f"{part:<24} {r.dagster_run.status.value:<8} {t.get('dagster-celery/queue', ''):<16} "
-                     f"{t.get('ledger/celery_worker', ''):<14} created {r.create_timestamp.timestamp() - since:6.1f} "
+        lines.append(f"{r.dagster_run.job_name:<26} {part:<12} {r.dagster_run.status.value:<8} "
+                     f"{t.get('dagster-celery/queue', ''):<16} created {r.create_timestamp.timestamp() - since:6.1f} "
                      f"start {(r.start_time or since) - since:6.1f} end {(r.end_time or since) - since:6.1f}")
     return "\n".join(lines)
 
 
-def launch_run(cluster: Cluster, job: str, partition: str) -> str:
-    """One run of a job's partition through the queue, as the UI's partition page launches it (with the dimension
-    tags the UI sets for a month x shard key)."""
-    from dagster_graphql import DagsterGraphQLClient
-
-    tags = {"dagster/partition": partition}
-    if "|" in partition:
-        month, shard = partition.split("|")
-        tags |= {"dagster/partition/month": month, "dagster/partition/shard": shard}
-    client = DagsterGraphQLClient("127.0.0.1", port_number=cluster.port, timeout=60)
-    return client.submit_job_execution(job, repository_location_name="ledger_pipeline", tags=tags)
-
-
-def requests_of(instance: dg.DagsterInstance, run_id: str) -> int:
-    """The API requests a posting run recorded in its materialization's metadata."""
+def posting_metadata(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
+    """The `postings` materialization metadata of a run, as plain values ({} if it recorded none)."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-    return sum(int(r.event_log_entry.asset_materialization.metadata["api_requests"].value) for r in records
-               if "api_requests" in r.event_log_entry.asset_materialization.metadata)
+    for r in records:
+        m = r.event_log_entry.asset_materialization
+        if m.asset_key == dg.AssetKey("postings"):
+            return {k: v.value for k, v in m.metadata.items()}
+    return {}
 
 
-def posting_span(instance: dg.DagsterInstance, month: str) -> tuple[float, int, list[dg.RunRecord]]:
-    """(seconds from the first shard run's start to the last one's end, their API requests, the runs) of a month."""
-    runs = [r for r in shard_runs(instance) if r.dagster_run.tags["dagster/partition/month"] == month]
-    wall = max(r.end_time for r in runs) - min(r.start_time for r in runs)
-    return wall, sum(requests_of(instance, r.dagster_run.run_id) for r in runs), runs
+def posting_span(instance: dg.DagsterInstance, month: str) -> tuple[float, int, dict[str, dict]]:
+    """(seconds from the shard tasks' dispatch to the last answer, their API requests, each shard's worker) of the
+    month's successful close."""
+    done = [r for r in close_runs(instance, month) if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
+    meta = posting_metadata(instance, done[-1].dagster_run.run_id)
+    return float(meta["seconds"]), int(meta["api_requests"]), meta.get("shards", {})
 
 
 def one_address_floor(requests: int, limits: Any) -> float:
