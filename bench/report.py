@@ -274,11 +274,11 @@ def distributed(r: dict) -> tuple[list[Row], str]:
         return [], f"Not measured: {r['skipped']}."
     rows_ = r["rows"]
     base = rows_[0]["posting_s"]
-    out = ["| workers | posting | speed-up | whole backfill | requests | 429s | one-address floor |",
+    out = ["| workers | posting | speed-up | whole close | requests | 429s | one-address floor |",
            "|---:|---:|---:|---:|---:|---:|---:|"]
     for x in rows_:
         out.append(f"| {x['workers']} | {fmt_s(x['posting_s'])} | {base / x['posting_s']:.2f}x | "
-                   f"{fmt_s(x['backfill_s'])} | {x['requests']} | {x['rate_limited']} | "
+                   f"{fmt_s(x['close_s'])} | {x['requests']} | {x['rate_limited']} | "
                    f"{fmt_s(x['one_address_floor_s'])} |")
     last = rows_[-1]
     return [(f"distributed: {last['workers']} workers vs the one-address floor", fmt_s(last["posting_s"]),

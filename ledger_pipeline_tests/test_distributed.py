@@ -3,8 +3,8 @@
 Four shard workers, each bound to its own source address (127.0.0.2 .. 127.0.0.5) with a private data directory and
 DAGSTER_HOME, one default worker (the close's run: the DuckDB host), the sandbox on 127.0.0.1 with Jurnal's limits
 time-scaled x1.5 (the per-address limit binds: 50 tenants per worker need more than one window). A month is launched
-as the UI does (GraphQL `launchPartitionBackfill` of the close's assets): the same graph as the embedded profile, one
-run, whose `postings` step posts on the four shard workers. Runs when LEDGER_TEST_POSTGRES_URL,
+as the UI does (GraphQL: `monthly_close_job`, the month's partition): the same graph as the embedded profile, one run,
+whose `postings` step posts on the four shard workers. Runs when LEDGER_TEST_POSTGRES_URL,
 LEDGER_TEST_CELERY_BROKER and LEDGER_TEST_CELERY_BACKEND name the services (.ci/run sets them); skips otherwise. At
 the end, drift reconciliation (the same asset and job as the embedded profile) finds an entry deleted by hand.
 """
@@ -78,13 +78,13 @@ def test_a_month_on_four_workers_each_from_its_own_address(services, tmp_path: P
 def run_the_month_and_kill_a_worker(cluster: Cluster, sandbox: SandboxServer, engine, months: list[str]) -> None:  # noqa: ANN001
     month, second = months
     t0 = time.time()
-    assert cluster.wait_backfill(cluster.launch_month(month), 300) == "COMPLETED_SUCCESS", cluster.logs()
+    assert cluster.wait_run(cluster.launch_close(month), 300) == dg.DagsterRunStatus.SUCCESS, cluster.logs()
     stats = sandbox_stats(sandbox.url)
     with cluster.instance() as instance:
         wall, requests, shards = posting_span(instance, month)  # month one's requests, exactly
         close = close_runs(instance, month)[-1].dagster_run
     # one run on the default queue (the same graph as the embedded profile), its posting on every shard's worker
-    assert close.job_name == "monthly_close_job" or close.tags.get("dagster/backfill"), close.tags
+    assert close.job_name == "monthly_close_job", close.job_name
     assert close.tags["dagster-celery/queue"] == "ledger-default"
     assert sorted(shards) == cluster.shard_names, shards
     for shard, where in shards.items():
@@ -104,14 +104,14 @@ def run_the_month_and_kill_a_worker(cluster: Cluster, sandbox: SandboxServer, en
     # -- a shard worker dies mid-task (SIGKILL of the whole worker, pool child included) and comes back: its task,
     # acknowledged only at the end, goes back to the broker and the restarted worker resumes it; the close succeeds
     victim, address = cluster.shard_names[1], cluster.addresses[1]
-    backfill = cluster.launch_month(second)
+    second_close = cluster.launch_close(second)
     wait_for(f"{victim} to be posting the next month", lambda: sandbox_stats(sandbox.url)["by_address"][address][
         "api_requests"] >= stats["by_address"][address]["api_requests"] + 10, 240, 0.1)
     cluster.procs[victim].kill()
     posted_when_killed = len([e for e in sandbox_entries(sandbox.url) if e["custom_id"] in expected_entries(
         engine, second)])
     cluster.restart(victim)
-    assert cluster.wait_backfill(backfill, 300) == "COMPLETED_SUCCESS", cluster.logs()
+    assert cluster.wait_run(second_close, 300) == dg.DagsterRunStatus.SUCCESS, cluster.logs()
     with cluster.instance() as instance:
         wait_for("no run in flight", lambda: not instance.get_run_records(dg.RunsFilter(statuses=[
             dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])), 120, 1)

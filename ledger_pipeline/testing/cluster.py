@@ -31,7 +31,7 @@ from ledger_pipeline.settings import PROJECT_ROOT
 from ledger_pipeline.shards import DEFAULT_QUEUE, queue_for, shard_keys
 from ledger_pipeline.testing.net import free_port, wait_for
 
-# Dagster's GraphQL, as the UI launches and watches a backfill (the same text as the UI test's).
+# Dagster's GraphQL, as the UI launches and watches a backfill (test_e2e_dagster_dev.py).
 LAUNCH_BACKFILL = """
 mutation($params: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $params) {
@@ -344,28 +344,25 @@ class Cluster:
         assert "errors" not in body, body
         return body["data"]
 
-    def launch_month(self, month: str, title: str = "") -> str:
-        """The month's close as one backfill of the close's assets (the UI's Materialize all on monthly_close_job):
-        one run on the default worker, whose `postings` step posts on every shard's worker."""
-        from ledger_pipeline.jobs import CLOSE_ASSETS
+    def launch_close(self, month: str) -> str:
+        """The month's close as the UI launches one partition of `monthly_close_job` (the job page's Partitions tab):
+        queued, dequeued by the daemon onto the default worker, whose `postings` step posts on every shard's worker.
+        Returns the run id."""
+        from dagster_graphql import DagsterGraphQLClient
 
-        params = {"title": title or f"close {month}", "partitionsByAssets": [
-            {"assetKey": {"path": [a]}, "partitions": {"range": {"start": month, "end": month}}}
-            for a in CLOSE_ASSETS]}
-        result = self.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
-        assert result["__typename"] == "LaunchBackfillSuccess", result
-        return result["backfillId"]
+        client = DagsterGraphQLClient("127.0.0.1", port_number=self.port, timeout=60)
+        return client.submit_job_execution("monthly_close_job", repository_location_name="ledger_pipeline",
+                                           tags={"dagster/partition": month})
 
-    def backfill_status(self, backfill_id: str) -> str:
-        return self.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]["status"]
-
-    def wait_backfill(self, backfill_id: str, timeout: float) -> str:
-        def done() -> str | None:
-            for name, proc in self.procs.items():
-                assert proc.alive(), f"{name} died:\n{proc.tail()}"
-            status = self.backfill_status(backfill_id)
-            return status if status not in ("REQUESTED", "CANCELING", "FAILING") else None
-        return wait_for(f"backfill {backfill_id}", done, timeout, 1)
+    def wait_run(self, run_id: str, timeout: float) -> dg.DagsterRunStatus:
+        """The run's final status, failing the wait if a process dies or it does not end within `timeout` s."""
+        with self.instance() as instance:
+            def done() -> dg.DagsterRunStatus | None:
+                for name, proc in self.procs.items():
+                    assert proc.alive(), f"{name} died:\n{proc.tail()}"
+                run = instance.get_run_by_id(run_id)
+                return run.status if run is not None and run.is_finished else None
+            return wait_for(f"run {run_id}", done, timeout, 0.5)
 
     def logs(self) -> str:
         return "\n".join(f"== {n}\n{p.tail(3000)}" for n, p in self.procs.items())
