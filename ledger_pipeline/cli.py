@@ -641,49 +641,17 @@ def _progress_bar():  # noqa: ANN202
 
 
 def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
-    from decimal import Decimal
-
-    from ledger_pipeline.money import format_amount, to_minor
-    from ledger_pipeline.warehouse.analyst import open_latest, snapshot_info
+    from ledger_pipeline.warehouse.analyst import close_summary
 
     if not s.warehouse_path.exists():
         return
-    con = open_latest(s.warehouse_path)  # the newest snapshot, even if this process opened an older one before
-    try:
-        snap = snapshot_info(con)
-        lo, hi = first, (dt.date.fromisoformat(last) + dt.timedelta(days=32)).replace(day=1).isoformat()
-        w = "period >= CAST(? AS DATE) AND period < CAST(? AS DATE)"
-        q = lambda sql: con.execute(sql, [lo, hi]).fetchall()  # noqa: E731
-        tenants, entries = q(f"SELECT COUNT(DISTINCT tenant_id), COUNT(*) FROM ledger.journal_entries WHERE {w}")[0]
-        # totals never mix currencies: one total per currency, in that currency's decimals
-        by_currency = q(f"SELECT currency, CAST(SUM(total_debit) AS VARCHAR) FROM ledger.journal_entries "
-                        f"WHERE {w} GROUP BY currency ORDER BY currency")
-        totals = "; ".join(f"{format_amount(to_minor(Decimal(v), c), c)} {c}" for c, v in by_currency) or "0"
-        click.echo(f"\nsummary {first[:7]} .. {last[:7]}")
-        click.echo(f"  journal entries : {entries:,} for {tenants:,} tenants, total debit {totals}")
-        for system, status, n in q(f"SELECT system, status, COUNT(*) FROM accounting.postings WHERE {w} "
-                                   "GROUP BY ALL ORDER BY 1, 2"):
-            click.echo(f"  postings {system:<10} {status:<17}: {n:,}")
-        for system, status, n in q(f"SELECT system, status, COUNT(*) FROM accounting.reconciliation WHERE {w} "
-                                   "GROUP BY ALL ORDER BY 1, 2"):
-            click.echo(f"  reconciliation {system:<10} {status}: {n:,}")
-        rejections = q(f"SELECT tenant_id, period, stage, detail FROM ledger.rejections WHERE {w} ORDER BY 2, 1")
-        click.echo(f"  rejections      : {len(rejections)}")
-        for _tenant, _period, stage, detail in rejections[:15]:
-            click.echo(f"    - [{stage}] {detail}")
-        failed = q(f"SELECT system, custom_id, status, error FROM accounting.postings WHERE {w} AND status IN "
-                   "('failed', 'pending', 'rejected', 'awaiting_approval', 'submitted') ORDER BY 1, 2")
-        for system, cid, status, error in failed[:15]:
-            click.echo(f"    - {system} {cid} {status}: {error}")
-        _summary_decisions(s, dt.date.fromisoformat(lo), dt.date.fromisoformat(hi))
-        click.echo(f"\nwarehouse (open read-only any time): duckdb {s.warehouse_path}")
-        if snap:
-            click.echo(f"  snapshot {snap['snapshot_id']} published {snap['published_at']:%Y-%m-%d %H:%M:%S} UTC"
-                       f" by run {snap['run_id'] or '-'} (SELECT * FROM meta.snapshot)")
-        click.echo("  e.g. SELECT * FROM analytics.posting_status LIMIT 20;")
-        click.echo("UI: make dev  (dagster dev on http://127.0.0.1:3000, runs recorded in dagster_home/)")
-    finally:
-        con.close()
+    start = dt.date.fromisoformat(first)
+    end = (dt.date.fromisoformat(last) + dt.timedelta(days=32)).replace(day=1)
+    lines = close_summary(s.warehouse_path, start, end)
+    click.echo("\n".join(lines[:-1]))
+    _summary_decisions(s, start, end)
+    click.echo(lines[-1])
+    click.echo("UI: make dev  (dagster dev on http://127.0.0.1:3000, runs recorded in dagster_home/)")
 
 
 def _summary_decisions(s, start: dt.date, end: dt.date) -> None:  # noqa: ANN001

@@ -20,7 +20,9 @@ to move on. A new process (DuckDB CLI, DBeaver) can simply open LEDGER_WAREHOUSE
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -86,3 +88,41 @@ def frame(sql: str, params: Sequence[object] | None = None, *, con: duckdb.DuckD
     finally:
         if own:
             con.close()
+
+
+def close_summary(path: str | Path, start: dt.date, end: dt.date) -> list[str]:
+    """What a close of [start, end) left in the newest published snapshot, as the lines `ledger-pipeline run` and
+    `demo` print: entries and tenants, total debit per currency (never mixed), postings and reconciliation by system
+    and status, rejections and unposted entries (first 15 each); the last line names the snapshot to open."""
+    from ledger_pipeline.money import format_amount, to_minor
+
+    con = open_latest(path)  # the newest snapshot, even if this process opened an older one before
+    try:
+        snap = snapshot_info(con)
+        w = "period >= CAST(? AS DATE) AND period < CAST(? AS DATE)"
+        q = lambda sql: con.execute(sql, [start, end]).fetchall()  # noqa: E731
+        tenants, entries = q(f"SELECT COUNT(DISTINCT tenant_id), COUNT(*) FROM ledger.journal_entries WHERE {w}")[0]
+        by_currency = q(f"SELECT currency, CAST(SUM(total_debit) AS VARCHAR) FROM ledger.journal_entries "
+                        f"WHERE {w} GROUP BY currency ORDER BY currency")
+        totals = "; ".join(f"{format_amount(to_minor(Decimal(v), c), c)} {c}" for c, v in by_currency) or "0"
+        last = end - dt.timedelta(days=1)
+        out = [f"\nsummary {start:%Y-%m} .. {last:%Y-%m}",
+               f"  journal entries : {entries:,} for {tenants:,} tenants, total debit {totals}"]
+        out += [f"  postings {system:<10} {status:<17}: {n:,}" for system, status, n in q(
+            f"SELECT system, status, COUNT(*) FROM accounting.postings WHERE {w} GROUP BY ALL ORDER BY 1, 2")]
+        out += [f"  reconciliation {system:<10} {status}: {n:,}" for system, status, n in q(
+            f"SELECT system, status, COUNT(*) FROM accounting.reconciliation WHERE {w} GROUP BY ALL ORDER BY 1, 2")]
+        rejections = q(f"SELECT tenant_id, period, stage, detail FROM ledger.rejections WHERE {w} ORDER BY 2, 1")
+        out.append(f"  rejections      : {len(rejections)}")
+        out += [f"    - [{stage}] {detail}" for _tenant, _period, stage, detail in rejections[:15]]
+        failed = q(f"SELECT system, custom_id, status, error FROM accounting.postings WHERE {w} AND status IN "
+                   "('failed', 'pending', 'rejected', 'awaiting_approval', 'submitted') ORDER BY 1, 2")
+        out += [f"    - {system} {cid} {status}: {error}" for system, cid, status, error in failed[:15]]
+        where = f"\nwarehouse (open read-only any time): duckdb {path}"
+        if snap:
+            where += (f"\n  snapshot {snap['snapshot_id']} published {snap['published_at']:%Y-%m-%d %H:%M:%S} UTC"
+                      f" by run {snap['run_id'] or '-'} (SELECT * FROM meta.snapshot)")
+        out.append(where + "\n  e.g. SELECT * FROM analytics.posting_status LIMIT 20;")
+        return out
+    finally:
+        con.close()
