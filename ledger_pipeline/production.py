@@ -25,15 +25,15 @@ from ledger_pipeline.assets.r2a import R2A_SOURCE, r2a_pl_monthly
 from ledger_pipeline.assets.shards import (
     published_all_match,
     published_postings,
-    shard_partitions,
     shard_postings,
     tenant_shards,
 )
 from ledger_pipeline.jobs import DUCKDB_WRITER_TAG, gl_accounts_job, reconciliation_drift_job, repost_job
-from ledger_pipeline.partitions import monthly_partitions
+from ledger_pipeline.partitions import settings_partitions, with_partitions
 from ledger_pipeline.resources import default_resources
-from ledger_pipeline.schedules import gl_accounts_daily_schedule, reconciliation_drift_schedule
+from ledger_pipeline.schedules import background_schedules
 from ledger_pipeline.service.preflight_check import connections_preflight, connections_ready
+from ledger_pipeline.settings import Settings, load_settings
 
 # reconciliation_drift, its job and schedule are the embedded ones (default queue: it writes the DuckDB copy);
 # shard_postings carries the same postings_complete check and the same chart retry as postings.
@@ -46,25 +46,26 @@ PRODUCTION_ASSETS = [R2A_SOURCE, r2a_pl_monthly, journal, gl_accounts, gl_accoun
 PRODUCTION_CHECKS = [journal_balances, journal_complete, published_all_match, connections_ready,
                      connections_preflight]
 
+# The jobs have no partitions_def of their own: they take their assets' (the settings' months, alone or x shard) when
+# the definitions resolve (partitions.py), and prepare_month_schedule its cron and timezone from them.
 prepare_month_job = dg.define_asset_job(
     "prepare_month_job",
     selection=dg.AssetSelection.assets("gl_accounts_fresh", "r2a_pl_monthly", "journal_entries", "journal_lines",
                                        "tenant_shards"),
-    partitions_def=monthly_partitions, tags=DUCKDB_WRITER_TAG,
+    tags=DUCKDB_WRITER_TAG,
     description="A month's preparation on the default queue: stale charts (gl_accounts_fresh), extract, journal "
                 "(entries written to the operational database for the shard workers), new tenants assigned to shards. "
                 "Monthly assets only, one backfill policy (single run).",
 )
 
 shard_posting_job = dg.define_asset_job(
-    "shard_posting_job", selection=dg.AssetSelection.assets("shard_postings"), partitions_def=shard_partitions,
+    "shard_posting_job", selection=dg.AssetSelection.assets("shard_postings"),
     description="Posting, one run per month x shard, each on its shard's Celery queue (backfill a month's row: every "
                 "shard runs in parallel, one run per shard at a time).",
 )
 
 publish_month_job = dg.define_asset_job(
-    "publish_month_job", selection=dg.AssetSelection.assets("published_postings"),
-    partitions_def=monthly_partitions, tags=DUCKDB_WRITER_TAG,
+    "publish_month_job", selection=dg.AssetSelection.assets("published_postings"), tags=DUCKDB_WRITER_TAG,
     description="The analysts' DuckDB copy of the month's posting state and reconciliation (default queue).",
 )
 
@@ -76,13 +77,15 @@ prepare_month_schedule = dg.build_schedule_from_partitioned_job(
 )
 
 
-def production_definitions() -> dg.Definitions:
+def production_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """With the months and business timezone of `settings` (default: read now)."""
+    settings = settings or load_settings()
     return dg.Definitions(
-        assets=PRODUCTION_ASSETS,
+        assets=with_partitions(PRODUCTION_ASSETS, settings_partitions(settings)),
         asset_checks=PRODUCTION_CHECKS,
         jobs=[prepare_month_job, shard_posting_job, publish_month_job, gl_accounts_job, reconciliation_drift_job,
               repost_job],
-        schedules=[prepare_month_schedule, gl_accounts_daily_schedule, reconciliation_drift_schedule],
+        schedules=[prepare_month_schedule, *background_schedules(settings.timezone)],
         resources=default_resources(),
         executor=dg.in_process_executor,  # a run is one process: the Celery worker's
     )

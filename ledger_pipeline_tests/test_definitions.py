@@ -14,10 +14,10 @@ from sqlalchemy import text
 
 from ledger_pipeline import clock
 from ledger_pipeline.definitions import defs as load_defs
-from ledger_pipeline.partitions import month_key, monthly_partitions
+from ledger_pipeline.partitions import month_key, settings_partitions
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
-from ledger_pipeline.settings import PROJECT_ROOT
+from ledger_pipeline.settings import PROJECT_ROOT, load_settings
 from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline_tests.helpers import connect, query
 
@@ -37,7 +37,7 @@ def test_dg_check_defs() -> None:
 def test_jobs_schedules_and_graph() -> None:
     defs = load_defs()
     job = defs.resolve_job_def("monthly_close_job")
-    assert job.partitions_def == monthly_partitions
+    assert job.partitions_def == settings_partitions(load_settings())
     assert job.tags["ledger/duckdb_writer"] == "1"
     schedule = defs.resolve_schedule_def("monthly_close_job_schedule")
     assert schedule.cron_schedule == "0 2 3 * *" and schedule.execution_timezone == "Asia/Jakarta"
@@ -55,7 +55,7 @@ def test_jobs_schedules_and_graph() -> None:
         node = graph.get(key)
         if key.to_user_string() not in ("r2a_transactions", "gl_accounts_fresh"):  # a source; a step on gl_accounts
             assert "dagster/column_schema" in node.metadata, key
-    assert monthly_partitions.get_first_partition_key() == "2024-01-01"
+    assert job.partitions_def.get_first_partition_key() == "2024-01-01"  # the tests' LEDGER_FIRST_MONTH (conftest)
     assert month_key("2025-11") == "2025-11-01"
 
 
@@ -68,6 +68,7 @@ def test_a_partitioned_jobs_backfill_has_only_its_partitions_and_one_policy(prof
     run for the monthly jobs (a range is one run)."""
     monkeypatch.setenv("LEDGER_PROFILE", profile)
     defs = load_defs()
+    months = settings_partitions(load_settings())
     graph = defs.resolve_asset_graph()
     jobs = [j for j in defs.resolve_all_job_defs()  # the implicit __ASSET_JOB is the Lineage page's, not a job's
             if j.partitions_def is not None and not j.name.startswith("__ASSET_JOB")]
@@ -80,7 +81,7 @@ def test_a_partitioned_jobs_backfill_has_only_its_partitions_and_one_policy(prof
             job.name, [n.key.to_user_string() for n in nodes if n.partitions_def != job.partitions_def])
         policies = {n.backfill_policy for n in nodes}
         assert len(policies) == 1, (job.name, policies)
-        if job.partitions_def == monthly_partitions:
+        if job.partitions_def == months:
             assert policies == {dg.BackfillPolicy.single_run()}, (job.name, policies)
     if profile == "embedded":
         close = defs.resolve_job_def("monthly_close_job").asset_layer.executable_asset_keys
@@ -98,6 +99,7 @@ def test_the_profile_is_read_when_dagster_loads_the_definitions_not_at_import() 
     env = {k: v for k, v in os.environ.items() if k != "LEDGER_PROFILE"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.split() == ["True", "False"], out.stdout + out.stderr
+
 
 @pytest.mark.slow
 def test_cli_run_is_recorded_in_dagster_home(settings, sandbox) -> None:  # noqa: ANN001

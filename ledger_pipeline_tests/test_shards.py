@@ -103,9 +103,10 @@ def test_production_definitions_load_and_the_embedded_ones_are_unchanged() -> No
     assert "reconciliation_drift" in production["assets"] and "reconciliation_drift" in embedded["assets"]
     assert {"reconciliation_drift_job", "repost_job", "gl_accounts_job"} <= set(production["jobs"]) & set(
         embedded["jobs"])
-    from ledger_pipeline.partitions import monthly_partitions
+    from ledger_pipeline.partitions import settings_partitions
+    from ledger_pipeline.settings import load_settings
 
-    assert production["shard_keys"] == 3 * len(monthly_partitions.get_partition_keys())
+    assert production["shard_keys"] == 3 * len(settings_partitions(load_settings()).get_partition_keys())
 
 
 def month_assigned_to_shards(settings, tenants: int, seed: int):  # noqa: ANN001, ANN201
