@@ -5,7 +5,6 @@ import dagster as dg
 
 from ledger_pipeline import clock
 from ledger_pipeline.assets.accounting import COMPLETED_WITH_PROBLEMS, OUTCOME_KEY, RepostRefused, repost_tenant_month
-from ledger_pipeline.partitions import monthly_partitions
 from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
 
 # Every run writes the DuckDB work file: the instance limits runs with this tag to one at a time.
@@ -15,12 +14,13 @@ DUCKDB_WRITER_TAG = {"ledger/duckdb_writer": "1"}
 # job previews every asset with the chosen months and launches one run per range. The unpartitioned `gl_accounts`
 # (one table of current charts) stays outside: its close-time refresh of stale charts is the partitioned
 # `gl_accounts_fresh` step, upstream of the journal; gl_accounts_job refreshes every chart daily.
+# No partitions_def on the job: it takes its assets' partitions when the definitions resolve, the settings' months
+# (partitions.py), which an explicit one (declared at import) could not be.
 CLOSE_ASSETS = ("gl_accounts_fresh", "r2a_pl_monthly", "journal_entries", "journal_lines", "postings", "reconciliation")
 
 monthly_close_job = dg.define_asset_job(
     "monthly_close_job",
     selection=dg.AssetSelection.assets(*CLOSE_ASSETS),
-    partitions_def=monthly_partitions,
     tags=DUCKDB_WRITER_TAG,
     description="Close a month (or a range, as one run): refresh stale charts of accounts (gl_accounts_fresh), "
                 "extract R2a's P&L, build and validate journal entries, post them to each tenant's own accounting "

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from ledger_pipeline.dispatch import PostedWindow, PostingOptions, post_window
 from ledger_pipeline.r2a.models import make_engine
-from ledger_pipeline.settings import load_settings
+from ledger_pipeline.settings import Settings, load_settings
 from ledger_pipeline.state.database import make_ops_engine
 from ledger_pipeline.systems import Connections, OpenOptions, Priority
 from ledger_pipeline.warehouse.store import Warehouse
@@ -104,9 +104,10 @@ class PostingWorkers(dg.ConfigurableResource):
             "timeout": accounting.timeout}, start, end, self.shards, self.timeout)
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """The resources of LEDGER_PROFILE: the production profile posts on its shard workers (LEDGER_SHARDS)."""
-    s = load_settings()
+def default_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The resources of the profile (LEDGER_PROFILE): the production profile posts on its shard workers
+    (LEDGER_SHARDS), the embedded one in this process. `settings` default: read now."""
+    s = settings or load_settings()
     return {
         "r2a": R2aDatabase(url=s.r2a_database_url, ops_url=s.ops_database_url),
         "warehouse": WarehouseResource(work_path=str(s.work_warehouse_path), publish_path=str(s.warehouse_path)),

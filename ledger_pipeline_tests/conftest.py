@@ -4,26 +4,36 @@ Postgres when LEDGER_TEST_POSTGRES_URL names it."""
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
-os.environ.setdefault("LEDGER_FIRST_MONTH", "2024-01")  # the tests close fixed historic months (before any import)
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import create_engine, text
 
-import shutil  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import httpx  # noqa: E402
-import pytest  # noqa: E402
-from cryptography.fernet import Fernet  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-
-from ledger_pipeline.sandboxes.base import SandboxLimits  # noqa: E402
-from ledger_pipeline.sandboxes.server import SandboxServer  # noqa: E402
-from ledger_pipeline.settings import PROJECT_ROOT, Settings, load_settings  # noqa: E402
-from ledger_pipeline.systems import OpenOptions, open_connection  # noqa: E402
-from ledger_pipeline.systems.authflow import follow_redirects  # noqa: E402
+from ledger_pipeline.sandboxes.base import SandboxLimits
+from ledger_pipeline.sandboxes.server import SandboxServer
+from ledger_pipeline.settings import PROJECT_ROOT, Settings, load_settings
+from ledger_pipeline.systems import OpenOptions, open_connection
+from ledger_pipeline.systems.authflow import follow_redirects
 
 PG_ENV = "LEDGER_TEST_POSTGRES_URL"
+TEST_FIRST_MONTH = "2024-01"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def first_month() -> Iterator[None]:
+    """The tests close fixed historic months (from 2024-01, in the CLI's subprocesses and the code locations they
+    load too): the first partition is 2024-01 unless LEDGER_FIRST_MONTH says otherwise. Settings are read when they
+    are used, never at import, so a fixture is early enough (session scope: before the module-scoped ones)."""
+    mp = pytest.MonkeyPatch()
+    if not os.environ.get("LEDGER_FIRST_MONTH"):
+        mp.setenv("LEDGER_FIRST_MONTH", TEST_FIRST_MONTH)
+    yield
+    mp.undo()
 
 
 @pytest.fixture

@@ -14,10 +14,17 @@ from pathlib import Path
 
 import httpx
 
-from ledger_pipeline.settings import PROJECT_ROOT
+from ledger_pipeline.partitions import settings_partitions
+from ledger_pipeline.settings import PROJECT_ROOT, load_settings
 from ledger_pipeline.testing.net import free_port
 
 # The UI's own GraphQL: launch a partition backfill, read its status and runs.
+
+
+def partition_keys() -> list[str]:
+    """The months the code location offers: the settings' partitions (this environment's, which `dagster dev`
+    started from it loads)."""
+    return settings_partitions(load_settings()).get_partition_keys()
 
 
 def graphql(url: str, query: str, variables: dict) -> dict:

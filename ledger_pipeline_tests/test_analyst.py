@@ -169,7 +169,8 @@ def test_open_latest_says_what_is_missing(tmp_path: Path) -> None:
 def test_partitions_start_at_the_configured_month(tmp_path: Path) -> None:
     """LEDGER_FIRST_MONTH wins; unset, the default is the first of the 12 months the demo seeds, and Dagster's last
     partition is the product clock's last complete month (both computed in the business timezone)."""
-    code = ("from ledger_pipeline.partitions import monthly_partitions as m; "
+    code = ("from ledger_pipeline.definitions import defs; "
+            "m = defs().resolve_job_def('monthly_close_job').partitions_def; "
             "print(m.get_first_partition_key(), m.get_last_partition_key())")
     env = {**os.environ, "LEDGER_FIRST_MONTH": "2024-01", "LEDGER_DATA_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

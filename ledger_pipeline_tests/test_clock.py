@@ -14,9 +14,9 @@ import pytest
 import time_machine
 
 from ledger_pipeline import clock
+from ledger_pipeline.definitions import defs
 from ledger_pipeline.partitions import build_monthly_partitions
 from ledger_pipeline.r2a.seed import default_start
-from ledger_pipeline.schedules import monthly_close_schedule
 from ledger_pipeline.settings import PROJECT_ROOT
 
 UTC = dt.UTC
@@ -111,8 +111,11 @@ def test_first_month_is_recorded_once_and_never_moves(tmp_path: Path) -> None:
             clock.ensure_after_first([dt.date(2025, 6, 1)], later)
 
 
-def test_monthly_schedule_targets_the_last_complete_month_in_jakarta() -> None:
+def test_monthly_schedule_targets_the_last_complete_month_in_jakarta(monkeypatch: pytest.MonkeyPatch) -> None:
     # 02:00 on 3 Dec in Jakarta is 19:00 UTC on 2 Dec: the tick closes November
+    monkeypatch.delenv("LEDGER_TIMEZONE", raising=False)
+    monthly_close_schedule = defs().resolve_schedule_def("monthly_close_job_schedule")
+    assert monthly_close_schedule.execution_timezone == JKT
     tick = dt.datetime(2026, 12, 3, 2, 0, tzinfo=clock.business_timezone(JKT))
     with time_machine.travel(tick + dt.timedelta(seconds=1), tick=False):
         context = dg.build_schedule_context(scheduled_execution_time=tick)

@@ -29,7 +29,6 @@ from ledger_pipeline.money import (
     quantum,
     to_minor,
 )
-from ledger_pipeline.partitions import START
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.extract import MAX_MONTH_MINOR, MAX_ROW_MINOR, extract
 from ledger_pipeline.r2a.models import make_engine as _make_engine
@@ -41,6 +40,7 @@ from ledger_pipeline.warehouse.store import Warehouse, replace_rows, transaction
 from ledger_pipeline_tests.helpers import connect, materialize, materialize_gl, query
 
 JAN, FEB = dt.date(2025, 1, 1), dt.date(2025, 2, 1)
+START = "2024-01-01"  # a fixed historic month (the assets as declared take any month since 2000-01)
 MONTH = dt.date.fromisoformat(START)
 NEXT = (MONTH + dt.timedelta(days=32)).replace(day=1)
 INSERT = ("INSERT INTO r2a_transactions (tenant_id, txn_date, category, subcategory, amount, currency) "

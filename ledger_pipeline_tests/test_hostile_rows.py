@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DataError
 
-from ledger_pipeline.partitions import START
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.extract import MAX_ROW_AMOUNT, extract
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline_tests.helpers import CLOSE, connect, materialize, materialize_gl, query, sandbox_entries
 
-MONTH = dt.date.fromisoformat(START)  # the first partition, whatever LEDGER_FIRST_MONTH says
+START = "2024-01-01"  # a fixed historic month (the assets as declared take any month since 2000-01)
+MONTH = dt.date.fromisoformat(START)
 NEXT = (MONTH + dt.timedelta(days=32)).replace(day=1)
 JOURNAL = ["r2a_pl_monthly", "journal_entries", "journal_lines"]
 INSERT = ("INSERT INTO r2a_transactions (tenant_id, txn_date, category, subcategory, amount, currency) "

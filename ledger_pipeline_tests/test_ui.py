@@ -23,13 +23,12 @@ import httpx
 import pytest
 
 from ledger_pipeline.jobs import CLOSE_ASSETS
-from ledger_pipeline.partitions import monthly_partitions
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.runs import ui_tags
 from ledger_pipeline.warehouse.analyst import open_latest
 from ledger_pipeline_tests import dev_server
-from ledger_pipeline_tests.dev_server import graphql
+from ledger_pipeline_tests.dev_server import graphql, partition_keys
 from ledger_pipeline_tests.helpers import connect, materialize_gl, query
 
 pytestmark = pytest.mark.slow
@@ -81,7 +80,7 @@ def dagster_dev(settings, sandbox, tmp_path) -> Iterator[Ready]:  # noqa: ANN001
     seeding.seed(make_engine(settings.r2a_database_url), TENANTS, 12, seeding.default_start(12), seed=5)
     connect([f"t{i:05d}" for i in range(1, TENANTS + 1)])
     materialize_gl()
-    month = monthly_partitions.get_partition_keys()[-1]
+    month = partition_keys()[-1]
     out = subprocess.run([sys.executable, "-m", "ledger_pipeline.cli", "run", "--month", month[:7]],
                          env={**os.environ}, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -125,7 +124,7 @@ def test_what_an_operator_sees_is_what_the_books_hold(settings, dagster_dev, tmp
 
 def run_ui_checks(page, shot, ready: Ready, settings) -> None:  # noqa: ANN001
     url = ready.url
-    keys = monthly_partitions.get_partition_keys()
+    keys = partition_keys()
     # two months older than the dialog's default window (the last 90 days): "Show all partitions" is needed
     first, last = keys[-6], keys[-5]
     open_job(page, url)
@@ -322,7 +321,7 @@ def ui_tag() -> dict:
 def materialized(url: str, asset: str) -> set[str]:
     """The asset's months the UI shows materialized (its partition status)."""
     node = graphql(url, PARTITION_STATUS, {"key": {"path": [asset]}})["assetNodeOrError"]
-    keys = monthly_partitions.get_partition_keys()
+    keys = partition_keys()
     done: set[str] = set()
     for r in node["assetPartitionStatuses"]["ranges"]:
         if r["status"] == "MATERIALIZED":

@@ -61,8 +61,9 @@ def run_window(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date
     end = tags.get("dagster/asset_partition_range_end") or start
     if not start:
         return None
-    return (monthly_partitions.time_window_for_partition_key(start).start.date(),
-            monthly_partitions.time_window_for_partition_key(end).end.date())
+    # A month's key names its dates whatever the first month and timezone of the partitions (the run's window in
+    # local business dates, as closed_window gives the assets), so no partitions definition is needed here.
+    return clock.parse_month(start), clock.add_months(clock.parse_month(end), 1)
 
 
 @dg.multi_asset(

@@ -138,10 +138,13 @@ def materialize(selection: list[str], first: str | dt.date, last: str | dt.date 
                 r2a_url: str | None = None, run_config: dict | None = None, raise_on_error: bool = True,
                 instance: object | None = None, checks: bool = True) -> object:
     """Materialize `selection` (asset names) for a month or a range of months as one run (with the partitioned
-    assets' checks unless `checks` is False) on the DAGSTER_HOME instance; returns dagster's ExecuteInProcessResult."""
+    assets' checks unless `checks` is False) on the DAGSTER_HOME instance, with the environment's partitions (its
+    LEDGER_TIMEZONE's months, as the code location has them); returns dagster's ExecuteInProcessResult."""
     import dagster as dg
 
     from ledger_pipeline.definitions import ASSETS, CHECKS
+    from ledger_pipeline.partitions import settings_partitions, with_partitions
+    from ledger_pipeline.settings import load_settings
 
     first_key = clock.month_key(first)
     last_key = clock.month_key(last) if last is not None else None
@@ -151,7 +154,8 @@ def materialize(selection: list[str], first: str | dt.date, last: str | dt.date 
     if checks and partitioned:
         chosen = chosen | dg.AssetSelection.checks_for_assets(*partitioned)
     with _instance(instance) as inst:
-        return dg.materialize([*ASSETS, *CHECKS], selection=chosen, resources=resources(r2a_url), instance=inst,
+        assets = with_partitions(ASSETS, settings_partitions(load_settings()))
+        return dg.materialize([*assets, *CHECKS], selection=chosen, resources=resources(r2a_url), instance=inst,
                               tags=range_tags(first_key, last_key) if partitioned else None, run_config=run_config,
                               raise_on_error=raise_on_error)
 
