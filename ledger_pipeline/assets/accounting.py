@@ -26,6 +26,7 @@ from ledger_pipeline.assets.metadata import (
     table_result_metadata,
     table_spec_metadata,
 )
+from ledger_pipeline.assets.publishing import publish_after_failure, publish_if_last
 from ledger_pipeline.charts import diff_charts, fetch_charts, stale_tenants
 from ledger_pipeline.connections import (
     connections_frame,
@@ -198,7 +199,7 @@ def refresh_charts(context: dg.AssetExecutionContext, r2a: R2aDatabase, accounti
         total = con.execute("SELECT COUNT(*) FROM accounting.gl_accounts").fetchone()[0]
         with transaction(con):
             replace_rows(con, "accounting.connections", connections_frame(r2a.ops_engine, systems), "TRUE")
-    wh.publish(run_id=context.run_id)
+    publish_if_last(context, wh)
     failed = status[status["status"] != "ok"]
     for r in failed.head(20).itertuples(index=False):
         context.log.warning(f"tenant {r.tenant_id} ({system_title(r.system)}): chart not refreshed ({r.status}): "
@@ -238,7 +239,7 @@ def chart_status(status: pd.DataFrame, systems: dict[str, str] | None = None,
 
 
 @dg.asset(
-    group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb",
+    group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb", hooks={publish_after_failure},
     metadata=table_spec_metadata("accounting.gl_accounts"),
     description="Every connected tenant's chart of accounts from its own accounting system (inactive accounts "
                 "included): accounting.gl_accounts, changes in accounting.gl_account_changes, per-tenant outcome in "
@@ -254,7 +255,7 @@ def gl_accounts(context: dg.AssetExecutionContext, config: ChartsConfig, r2a: R2
 
 @dg.asset(
     deps=["gl_accounts"], partitions_def=monthly_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb",
+    group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb", hooks={publish_after_failure},
     description="The close's first step, per month: the charts of accounts the month's journal resolves accounts "
                 "against are fresh. Fetches again only the connected tenants whose chart (gl_accounts) is older than "
                 "LEDGER_CHART_MAX_AGE_HOURS (36 h), at posting priority, into the same tables as gl_accounts; a "
@@ -306,7 +307,7 @@ def _rechart(wh: Warehouse, connections: Connections, run_id: str):  # noqa: ANN
 @dg.asset(
     deps=["journal_entries", "journal_lines"],
     partitions_def=monthly_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb",
+    group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb", hooks={publish_after_failure},
     metadata={**table_spec_metadata("accounting.postings"), "dagster/column_lineage": POSTINGS_LINEAGE},
     check_specs=[dg.AssetCheckSpec(
         POSTINGS_CHECK, asset="postings",
@@ -339,7 +340,7 @@ def postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R2aD
                          window_where() + " AND stage = 'currency'", [start, end])
         rejections = con.execute(f"SELECT tenant_id, period, stage, detail FROM ledger.rejections WHERE "
                                  f"{window_where()}", [start, end]).fetchall()
-    wh.publish(run_id=context.run_id)
+    publish_if_last(context, wh)
     checked = dg.AssetCheckKey(dg.AssetKey("postings"), POSTINGS_CHECK) in context.selected_asset_check_keys
     if checked:
         yield postings_check(r2a, posted, {(t, pd.Timestamp(p).date()): f"[{stage}] {detail}"
@@ -543,7 +544,7 @@ def tenant_month_status(postings: pd.DataFrame) -> pd.DataFrame:
 @dg.asset(
     deps=["postings"],
     partitions_def=monthly_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="accounting", kinds={"duckdb"}, pool="duckdb",
+    group_name="accounting", kinds={"duckdb"}, pool="duckdb", hooks={publish_after_failure},
     metadata=table_spec_metadata("accounting.reconciliation"),
     description="Reconciles the window from the posting state, without a request: an entry whose create/update "
                 "answer was verified line by line is a match as of that answer (checked_by posting_response); an "
@@ -560,7 +561,7 @@ def reconciliation(context: dg.AssetExecutionContext, r2a: R2aDatabase,
     frame = reconciliation_from_state(r2a, start, end, context.run_id, reads)
     with wh.connect() as con, transaction(con):
         replace_rows(con, "accounting.reconciliation", frame, window_where(), [start, end])
-    wh.publish(run_id=context.run_id)
+    publish_if_last(context, wh)
     postings = SqlPostingStore(r2a.ops_engine).frame(start, end)
     state = dict(zip(postings["custom_id"], postings["status"], strict=True)) if len(postings) else {}
 
@@ -659,7 +660,7 @@ class DriftConfig(dg.Config):
 
 
 @dg.asset(
-    deps=["postings"], group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb",
+    deps=["postings"], group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb", hooks={publish_after_failure},
     metadata=table_spec_metadata("accounting.reconciliation"),
     description="Finds drift made by people in the accounting systems (entries edited, deleted, moved or added by "
                 "hand): reads each tenant's remote entries over a rolling window, least recently checked tenants "
@@ -722,7 +723,7 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
     with wh.connect() as con, transaction(con):
         replace_rows(con, "accounting.reconciliation", frame, f"{window_where()} AND {IN_TENANTS}",
                      [start, end, checked])
-    wh.publish(run_id=context.run_id)
+    publish_if_last(context, wh)
     drift = frame[frame["status"] != "match"]
     for r in drift.head(20).itertuples(index=False):
         context.log.warning(f"drift: tenant {r.tenant_id} ({system_title(r.system)}) {r.custom_id}: {r.status}: "

@@ -17,6 +17,7 @@ from ledger_pipeline.assets.metadata import (
     table_result_metadata,
     table_spec_metadata,
 )
+from ledger_pipeline.assets.publishing import publish_after_failure, publish_before_blocking_failure, publish_if_last
 from ledger_pipeline.ledger.journal import build_journal
 from ledger_pipeline.ledger.mapping import load_mapping
 from ledger_pipeline.ledger.schemas import JournalLines, validate_lines, validated_entries
@@ -81,6 +82,7 @@ def run_window(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="duckdb",
+    hooks={publish_after_failure},
 )
 def journal(context: dg.AssetExecutionContext, r2a: R2aDatabase, warehouse: WarehouseResource):  # noqa: ANN201
     start, end = closed_window(context)
@@ -106,7 +108,7 @@ def journal(context: dg.AssetExecutionContext, r2a: R2aDatabase, warehouse: Ware
                            [start, end]).fetchdf()
     # what posting needs, where every posting worker can read it (the operational database)
     save_window(r2a.ops_engine, start, end, entries_from_frames(entries, lines), held, context.run_id)
-    wh.publish(run_id=context.run_id)
+    publish_if_last(context, wh)
     for _, r in rejections.head(20).iterrows():
         context.log.warning(f"rejected at {r['stage']}: {r['detail']}")
     balanced = bool((entries["total_debit_minor"] == entries["total_credit_minor"]).all())
@@ -152,6 +154,8 @@ def journal_balances(context: dg.AssetCheckExecutionContext, warehouse: Warehous
             FROM ledger.journal_lines l WHERE {where} GROUP BY ALL
             HAVING SUM(l.debit) <> SUM(l.credit) OR COUNT(*) < 2 OR two_sided > 0
             ORDER BY l.tenant_id, l.period""", params).fetchdf()
+    if not bad.empty:  # blocking: posting is skipped, so what the run recorded is published here
+        publish_before_blocking_failure(context, warehouse.warehouse)
     return dg.AssetCheckResult(
         passed=bad.empty,
         metadata={"unbalanced_entries": len(bad),

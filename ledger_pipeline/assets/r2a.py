@@ -15,6 +15,7 @@ from ledger_pipeline.assets.metadata import (
     table_result_metadata,
     table_spec_metadata,
 )
+from ledger_pipeline.assets.publishing import publish_after_failure, publish_if_last
 from ledger_pipeline.partitions import closed_window, monthly_partitions
 from ledger_pipeline.r2a.extract import extract
 from ledger_pipeline.resources import R2aDatabase, WarehouseResource
@@ -41,6 +42,7 @@ R2A_SOURCE = dg.AssetSpec(
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="duckdb",
+    hooks={publish_after_failure},
     group_name="r2a",
     kinds={"sql", "duckdb"},
     metadata={**table_spec_metadata("r2a.pl_monthly"), "dagster/column_lineage": PL_LINEAGE},
@@ -65,7 +67,7 @@ def r2a_pl_monthly(context: dg.AssetExecutionContext, r2a: R2aDatabase,
         replace_rows(con, "r2a.pl_monthly_detail", detail, window_where(), [start, end])
         replace_rows(con, "ledger.rejections", rejections,  # rows with no usable date come back every run
                      f"stage = 'extract' AND ({window_where()} OR period IS NULL)", [start, end])
-    wh.publish(run_id=context.run_id)
+    publish_if_last(context, wh)
     if len(rejections):
         context.log.warning(
             f"{len(rejections)} tenant-month(s) rejected at extract: see ledger.rejections; first: "

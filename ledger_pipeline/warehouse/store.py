@@ -3,7 +3,9 @@ top of Dagster's `duckdb` pool), and `publish()` turns it into a snapshot analys
 
 DuckDB allows one writing process per file, and with duckdb >= 2 even a read-only open fails while another
 process writes. So runs never write `LEDGER_WAREHOUSE`: they write the work file, and `publish()` checkpoints it
-and swaps a copy onto `LEDGER_WAREHOUSE` with an atomic rename. Nobody ever sees a half-written window.
+and swaps a copy onto `LEDGER_WAREHOUSE` with an atomic rename. Nobody ever sees a half-written window. A publish
+copies the whole file, so a Dagster run publishes once, after its last step that writes (assets/publishing.py
+decides when; nothing here knows of runs).
 
 Storage code knows nothing of Dagster: a wait for the lock is told through the `log` callable the caller passes
 (the resource passes the step's `context.log.warning`), and the holder file names the caller's `run_id`.
@@ -154,6 +156,8 @@ class Warehouse:
 
         `run_id` (the Dagster run, `context.run_id`; default the Warehouse's) is recorded in `meta.snapshot_log`
         with the time. Returns LEDGER_WAREHOUSE (the stable path); `latest_snapshot()` gives the version file.
+        Copies the whole work file: Dagster assets publish through `assets/publishing.py` (`publish_if_last`),
+        so a run publishes once; an op of its own (repost) or a script calls this directly.
         """
         with self._locked():
             publish_snapshot(self.work_path, self.publish_path, run_id or self.run_id,
