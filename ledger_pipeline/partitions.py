@@ -47,15 +47,8 @@ def settings_partitions(settings: Settings) -> dg.MonthlyPartitionsDefinition:
 
 def _replaced(partitions_def: dg.PartitionsDefinition | None, months: dg.PartitionsDefinition
               ) -> dg.PartitionsDefinition | None:
-    """`partitions_def` with the placeholder replaced by `months`, also as a dimension of multi-partitions (the
-    production profile's month x shard)."""
-    if partitions_def == monthly_partitions:
-        return months
-    if isinstance(partitions_def, dg.MultiPartitionsDefinition) and any(
-            d.partitions_def == monthly_partitions for d in partitions_def.partitions_defs):
-        return dg.MultiPartitionsDefinition({d.name: _replaced(d.partitions_def, months)
-                                             for d in partitions_def.partitions_defs})
-    return partitions_def
+    """`partitions_def` with the placeholder replaced by `months`."""
+    return months if partitions_def == monthly_partitions else partitions_def
 
 
 def with_partitions(assets: Iterable[dg.AssetsDefinition | dg.AssetSpec], months: dg.PartitionsDefinition
