@@ -6,7 +6,7 @@ import datetime as dt
 
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ledger_pipeline.ledger.journal import build_journal
@@ -36,8 +36,16 @@ def detail(rows: list[tuple[str, str, str, int]], period: dt.date = JAN) -> pd.D
 amounts = st.integers(min_value=-10**17, max_value=10**17)  # up to 10^15 rupiah, in sen
 
 
-@settings(max_examples=150, deadline=None)
+# The corners are fixed examples (always run, before the random ones): no activity, the extremes on every account,
+# a P&L netting to zero with activity, one negative revenue line; hypothesis adds random mixes to them.
+@settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(SUBS), amounts), min_size=1, max_size=8, unique_by=lambda x: x[0]))
+@example([(SUBS[0], 0), (SUBS[4], 0)])
+@example([(sub, 10**17) for sub in SUBS])
+@example([(sub, -10**17) for sub in SUBS])
+@example([(SUBS[0], 10**17), (SUBS[2], -10**17), (SUBS[7], 1)])
+@example([(SUBS[1], 12345), (SUBS[5], 12345)])
+@example([(SUBS[0], -1)])
 def test_any_pl_gives_a_balanced_entry(rows) -> None:  # noqa: ANN001
     d = detail([("t1", c, s, a) for (c, s), a in rows])
     build = build_journal(d, chart(["t1"]), RULES)

@@ -9,7 +9,6 @@ from decimal import Decimal
 
 import dagster as dg
 import httpx
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
@@ -42,6 +41,8 @@ CREATE_WRITES = {"jurnal": 1, "quickbooks": 1, "zoho": 1, "aden": 2, "rootfi": 1
 # Re-creating a deleted entry: on Aden the first create's X-Idempotency-Key is replayed with the deleted entry's
 # answer (a write request that writes nothing), then the sink posts it under a new key and submits it.
 RECREATE_WRITES = {**CREATE_WRITES, "aden": 3}
+# The systems the edit scenarios run on, both in one seeded, closed month.
+EDITABLE = ["jurnal", "quickbooks"]
 
 
 def setup(settings: Settings, url: str, system: str, tenants: int = 2) -> list[str]:
@@ -55,6 +56,24 @@ def setup(settings: Settings, url: str, system: str, tenants: int = 2) -> list[s
     assert materialize(CLOSE, KEY).success
     assert writes(url, system) == CREATE_WRITES[system] * len(ids)
     return ids
+
+
+def setup_systems(settings: Settings, url: str, systems: list[str], per_system: int = 2) -> dict[str, list[str]]:
+    """`per_system` tenants on each of `systems`, their month closed in one run: system -> its tenants (each entry
+    posted once, CREATE_WRITES write requests each, counted per system). One seeded, closed month serves every
+    system of a scenario: each system's tenants are acted on and checked on their own."""
+    engine = make_engine(settings.r2a_database_url)
+    seeding.seed(engine, per_system * len(systems), 1, MONTH, seed=13)
+    with engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(text("SELECT tenant_id FROM tenants ORDER BY 1"))]
+    tenants = {system: ids[i * per_system:(i + 1) * per_system] for i, system in enumerate(systems)}
+    for system, theirs in tenants.items():
+        connect_to(system, theirs)
+    reset_stats(url)
+    assert materialize(CLOSE, KEY).success
+    for system, theirs in tenants.items():
+        assert writes(url, system) == CREATE_WRITES[system] * len(theirs), system
+    return tenants
 
 
 def drift() -> None:
@@ -115,118 +134,138 @@ def names_its_own_system(text_: str, system: str) -> None:
         assert "Jurnal" not in text_, text_
 
 
-@pytest.mark.parametrize("system", list(SYSTEMS))
-def test_a_deleted_entry_is_found_then_recreated_exactly_once(settings, sandbox, system: str) -> None:  # noqa: ANN001
-    victim, other = setup(settings, sandbox.url, system)
-    by_hand(sandbox.url, system, victim, delete=True)
-    assert not ours(sandbox.url, system, victim)
+def test_a_deleted_entry_is_found_then_recreated_exactly_once(settings, sandbox) -> None:  # noqa: ANN001
+    """All five systems in one closed month (one drift read, one close for all): each system's victim on its own."""
+    tenants = setup_systems(settings, sandbox.url, list(SYSTEMS))
+    for system, (victim, _) in tenants.items():
+        by_hand(sandbox.url, system, victim, delete=True)
+        assert not ours(sandbox.url, system, victim), system
     drift()
-    status, detail, checked_by = recon(settings, victim)
-    assert (status, checked_by) == ("missing_remote", "remote_read") and "deleted in" in detail, detail
-    names_its_own_system(detail, system)
-    assert "the next close re-creates it" in detail.lower()
-    assert len(ours(sandbox.url, system, other)) == 1
-    assert changes(settings)[victim] == ("deleted", "open", "remote_read")
+    for system, (victim, other) in tenants.items():
+        status, detail, checked_by = recon(settings, victim)
+        assert (status, checked_by) == ("missing_remote", "remote_read") and "deleted in" in detail, (system, detail)
+        names_its_own_system(detail, system)
+        assert "the next close re-creates it" in detail.lower()
+        assert len(ours(sandbox.url, system, other)) == 1, system
+        assert changes(settings)[victim] == ("deleted", "open", "remote_read"), system
 
     reset_stats(sandbox.url)
     result = materialize(CLOSE, KEY)
     assert result.success and check(result).passed
-    assert writes(sandbox.url, system) == RECREATE_WRITES[system], "one create, nothing else written"
-    [back] = ours(sandbox.url, system, victim)
-    total = query(settings, "SELECT total_debit FROM ledger.journal_entries WHERE tenant_id = ?", [victim])[0][0]
-    assert Decimal(str(back["total_debit"])) == total
-    assert recon(settings, victim)[0] == "match" and recon(settings, other)[0] == "match"
-    assert changes(settings)[victim][:2] == ("deleted", "resolved")
+    for system, (victim, other) in tenants.items():
+        assert writes(sandbox.url, system) == RECREATE_WRITES[system], f"{system}: one create, nothing else written"
+        [back] = ours(sandbox.url, system, victim)
+        total = query(settings, "SELECT total_debit FROM ledger.journal_entries WHERE tenant_id = ?", [victim])[0][0]
+        assert Decimal(str(back["total_debit"])) == total, system
+        assert recon(settings, victim)[0] == "match" and recon(settings, other)[0] == "match", system
+        assert changes(settings)[victim][:2] == ("deleted", "resolved"), system
 
     reset_stats(sandbox.url)
     assert materialize(CLOSE, KEY).success
-    assert writes(sandbox.url, system) == 0 and len(ours(sandbox.url, system, victim)) == 1, "re-created once"
+    for system, (victim, _) in tenants.items():
+        assert writes(sandbox.url, system) == 0 and len(ours(sandbox.url, system, victim)) == 1, f"{system}: once"
 
 
-@pytest.mark.parametrize("system", ["jurnal", "quickbooks"])
-def test_an_edited_entry_is_held_with_its_diff_until_accepted(settings, sandbox, system: str) -> None:  # noqa: ANN001
-    victim, other = setup(settings, sandbox.url, system)
-    by_hand(sandbox.url, system, victim, scale_line=2)
+def test_an_edited_entry_is_held_with_its_diff_until_accepted(settings, sandbox) -> None:  # noqa: ANN001
+    tenants = setup_systems(settings, sandbox.url, EDITABLE)
+    others = [other for _, other in tenants.values()]
+    for system, (victim, _) in tenants.items():
+        by_hand(sandbox.url, system, victim, scale_line=2)
     drift()
-    status, detail, _ = recon(settings, victim)
-    assert status == "amount_mismatch" and "edited in" in detail and " -> " in detail, detail
-    names_its_own_system(detail, system)
-    assert "--accept-remote" in detail and "held for a decision" in detail.lower()
+    for system, (victim, _) in tenants.items():
+        status, detail, _ = recon(settings, victim)
+        assert status == "amount_mismatch" and "edited in" in detail and " -> " in detail, detail
+        names_its_own_system(detail, system)
+        assert "--accept-remote" in detail and "held for a decision" in detail.lower()
 
     reset_stats(sandbox.url)
     result = materialize(CLOSE, KEY)
     assert result.success, "a held entry is a decision, not a failure of the run"
-    assert writes(sandbox.url, system) == 0, "the accountant's edit is not overwritten"
-    status, detail, checked_by = recon(settings, victim)
-    assert (status, checked_by) == ("amount_mismatch", "remote_read"), "the close never reports match unseen"
     warn = check(result)
     assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
-    assert f"{victim} 2025-01" in warn.description and other not in warn.description
+    assert all(other not in warn.description for other in others), warn.description
     assert not check(result, "reconciliation_all_match").passed
+    for system, (victim, _) in tenants.items():
+        assert writes(sandbox.url, system) == 0, f"{system}: the accountant's edit is not overwritten"
+        status, detail, checked_by = recon(settings, victim)
+        assert (status, checked_by) == ("amount_mismatch", "remote_read"), "the close never reports match unseen"
+        assert f"{victim} 2025-01" in warn.description
 
     listed = CliRunner().invoke(main, ["decisions"])
-    assert listed.exit_code == 0 and "1 tenant-month(s) need a decision" in listed.output, listed.output
-    assert victim in listed.output and " -> " in listed.output and SYSTEMS[system].title in listed.output
+    assert listed.exit_code == 0 and f"{len(tenants)} tenant-month(s) need a decision" in listed.output, \
+        listed.output
+    assert " -> " in listed.output and all(other not in listed.output for other in others), listed.output
+    for system, (victim, _) in tenants.items():
+        assert victim in listed.output and SYSTEMS[system].title in listed.output
 
-    accepted = repost(victim, accept_remote=True)
-    assert accepted.success, accepted.all_events[-1]
-    assert "accepted as the new truth" in accepted.output_for_node("repost")["result"]
-    assert changes(settings)[victim][:2] == ("edited", "accepted")
+    for victim, _ in tenants.values():
+        accepted = repost(victim, accept_remote=True)
+        assert accepted.success, accepted.all_events[-1]
+        assert "accepted as the new truth" in accepted.output_for_node("repost")["result"]
+        assert changes(settings)[victim][:2] == ("edited", "accepted")
     reset_stats(sandbox.url)
     result = materialize(CLOSE, KEY)
     assert result.success and check(result).passed and check(result, "reconciliation_all_match").passed
-    assert writes(sandbox.url, system) == 0, "the accepted version is left as it is"
-    assert recon(settings, victim)[0] == "accepted_remote"
+    for system, (victim, _) in tenants.items():
+        assert writes(sandbox.url, system) == 0, f"{system}: the accepted version is left as it is"
+        assert recon(settings, victim)[0] == "accepted_remote"
     drift()
-    assert recon(settings, victim)[0] == "accepted_remote", "the drift read agrees: the accepted fingerprint"
+    for victim, _ in tenants.values():
+        assert recon(settings, victim)[0] == "accepted_remote", "the drift read agrees: the accepted fingerprint"
     assert "no tenant-month needs a decision" in CliRunner().invoke(main, ["decisions"]).output
 
 
-@pytest.mark.parametrize("system", ["jurnal", "quickbooks"])
-def test_overwrite_policy_rereads_then_puts_our_entry_back(settings, sandbox, system: str) -> None:  # noqa: ANN001
-    victim, other = setup(settings, sandbox.url, system)
-    out = CliRunner().invoke(main, ["decisions", "--tenant", victim, "--on-edit", "overwrite"])
-    assert out.exit_code == 0 and "on_edit=overwrite" in out.output, out.output
-    by_hand(sandbox.url, system, victim, scale_line=3)
-    by_hand(sandbox.url, system, other, scale_line=3)  # the other tenant keeps the default: hold
+def test_overwrite_policy_rereads_then_puts_our_entry_back(settings, sandbox) -> None:  # noqa: ANN001
+    tenants = setup_systems(settings, sandbox.url, EDITABLE)
+    for system, (victim, other) in tenants.items():
+        out = CliRunner().invoke(main, ["decisions", "--tenant", victim, "--on-edit", "overwrite"])
+        assert out.exit_code == 0 and "on_edit=overwrite" in out.output, out.output
+        by_hand(sandbox.url, system, victim, scale_line=3)
+        by_hand(sandbox.url, system, other, scale_line=3)  # the other tenant keeps the default: hold
     drift()
-    assert "the next close re-reads it and puts our entry back" in recon(settings, victim)[1].lower()
+    for victim, _ in tenants.values():
+        assert "the next close re-reads it and puts our entry back" in recon(settings, victim)[1].lower()
     reset_stats(sandbox.url)
     result = materialize(CLOSE, KEY)
-    assert writes(sandbox.url, system) == 1, "one update, for the tenant whose policy is overwrite"
-    [entry] = ours(sandbox.url, system, victim)
-    total = query(settings, "SELECT total_debit FROM ledger.journal_entries WHERE tenant_id = ?", [victim])[0][0]
-    assert Decimal(str(entry["total_debit"])) == Decimal(str(entry["total_credit"])) == total
-    assert recon(settings, victim)[0] == "match" and changes(settings)[victim][:2] == ("edited", "resolved")
-    assert recon(settings, other)[0] == "amount_mismatch" and other in check(result).description
+    for system, (victim, other) in tenants.items():
+        assert writes(sandbox.url, system) == 1, f"{system}: one update, for the tenant whose policy is overwrite"
+        [entry] = ours(sandbox.url, system, victim)
+        total = query(settings, "SELECT total_debit FROM ledger.journal_entries WHERE tenant_id = ?", [victim])[0][0]
+        assert Decimal(str(entry["total_debit"])) == Decimal(str(entry["total_credit"])) == total
+        assert recon(settings, victim)[0] == "match" and changes(settings)[victim][:2] == ("edited", "resolved")
+        assert recon(settings, other)[0] == "amount_mismatch" and other in check(result).description
+        assert f"{victim} 2025-01" not in check(result).description
 
 
-@pytest.mark.parametrize("system", ["jurnal", "quickbooks"])
-def test_a_close_that_updates_rereads_first_and_finds_the_edit(settings, sandbox, system: str) -> None:  # noqa: ANN001
-    victim, _ = setup(settings, sandbox.url, system)
-    by_hand(sandbox.url, system, victim, scale_line=2)  # no drift read in between
-    with make_engine(settings.r2a_database_url).begin() as conn:  # a late R2a row: our entry changes too
-        conn.execute(R2aTransaction.__table__.insert(), [{
-            "tenant_id": victim, "txn_date": dt.date(2025, 1, 30), "category": "expense", "subcategory": "marketing",
-            "amount": Decimal("777000"), "currency": "IDR"}])
+def test_a_close_that_updates_rereads_first_and_finds_the_edit(settings, sandbox) -> None:  # noqa: ANN001
+    tenants = setup_systems(settings, sandbox.url, EDITABLE)
+    for system, (victim, _) in tenants.items():
+        by_hand(sandbox.url, system, victim, scale_line=2)  # no drift read in between
+        with make_engine(settings.r2a_database_url).begin() as conn:  # a late R2a row: our entry changes too
+            conn.execute(R2aTransaction.__table__.insert(), [{
+                "tenant_id": victim, "txn_date": dt.date(2025, 1, 30), "category": "expense",
+                "subcategory": "marketing", "amount": Decimal("777000"), "currency": "IDR"}])
     reset_stats(sandbox.url)
     result = materialize(CLOSE, KEY)
-    assert result.success and writes(sandbox.url, system) == 0, "re-read before the update: held, not overwritten"
-    assert changes(settings)[victim] == ("edited", "open", "close")
-    status, detail, _ = recon(settings, victim)
-    assert status == "amount_mismatch" and "edited in" in detail
-    names_its_own_system(detail, system)
-    assert f"{victim} 2025-01" in check(result).description
+    assert result.success
+    for system, (victim, _) in tenants.items():
+        assert writes(sandbox.url, system) == 0, f"{system}: re-read before the update: held, not overwritten"
+        assert changes(settings)[victim] == ("edited", "open", "close")
+        status, detail, _ = recon(settings, victim)
+        assert status == "amount_mismatch" and "edited in" in detail
+        names_its_own_system(detail, system)
+        assert f"{victim} 2025-01" in check(result).description
 
-    reset_stats(sandbox.url)
-    done = repost(victim)  # the operator decides: ours
-    assert done.success and done.output_for_node("repost")["result"].startswith("updated in")
-    assert writes(sandbox.url, system) == 1
-    [entry] = ours(sandbox.url, system, victim)
-    total = query(settings, "SELECT total_debit FROM ledger.journal_entries WHERE tenant_id = ?", [victim])[0][0]
-    assert Decimal(str(entry["total_debit"])) == total, "our entry, with the late row"
-    assert recon(settings, victim)[:1] == ("match",) and recon(settings, victim)[2] == "repost"
-    assert changes(settings)[victim][:2] == ("edited", "resolved")
+    for system, (victim, _) in tenants.items():
+        reset_stats(sandbox.url)
+        done = repost(victim)  # the operator decides: ours
+        assert done.success and done.output_for_node("repost")["result"].startswith("updated in")
+        assert writes(sandbox.url, system) == 1, system
+        [entry] = ours(sandbox.url, system, victim)
+        total = query(settings, "SELECT total_debit FROM ledger.journal_entries WHERE tenant_id = ?", [victim])[0][0]
+        assert Decimal(str(entry["total_debit"])) == total, "our entry, with the late row"
+        assert recon(settings, victim)[:1] == ("match",) and recon(settings, victim)[2] == "repost"
+        assert changes(settings)[victim][:2] == ("edited", "resolved")
 
 
 def test_repost_recreates_a_deleted_entry_once_and_refuses_to_accept_nothing(settings, sandbox) -> None:  # noqa: ANN001

@@ -11,8 +11,10 @@ import sys
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import text
 
+from ledger_pipeline.cli import main
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import R2aTransaction, make_engine
 from ledger_pipeline_tests.helpers import connect, query, sandbox_entries
@@ -21,6 +23,12 @@ from ledger_pipeline_tests.helpers import connect, query, sandbox_entries
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ledger_pipeline.cli", *args], env={**os.environ},
                           capture_output=True, text=True, timeout=300)
+
+
+def in_process(*args: str):  # noqa: ANN201  (click.testing.Result)
+    """The same command in this process, for answers that start no run (usage errors, listings): the entry point
+    and exit codes of the runs are proven by the subprocesses; these only skip a Python start."""
+    return CliRunner().invoke(main, list(args))
 
 
 def shown(out: subprocess.CompletedProcess) -> str:
@@ -65,12 +73,12 @@ def test_run_exit_codes_and_repost_from_the_command_line(settings, sandbox) -> N
     assert out.returncode == 0 and "holds exactly our entry" in out.stdout, shown(out)
     assert [e["custom_id"] for e in sandbox_entries(sandbox.url, first)].count(cid) == 1
 
-    out = cli("repost", "--tenant", "nobody", "--month", "2025-01")
-    assert out.returncode == 2 and "not connected" in out.stderr, shown(out)
-    out = cli("repost", "--tenant", third, "--month", "2025-02")
-    assert out.returncode == 2 and "rejected upstream" in out.stderr, shown(out)
-    out = cli("decisions")
-    assert out.returncode == 0 and "no tenant-month needs a decision" in out.stdout, shown(out)
+    usage = in_process("repost", "--tenant", "nobody", "--month", "2025-01")
+    assert usage.exit_code == 2 and "not connected" in usage.stderr, usage.output
+    usage = in_process("repost", "--tenant", third, "--month", "2025-02")
+    assert usage.exit_code == 2 and "rejected upstream" in usage.stderr, usage.output
+    listed = in_process("decisions")
+    assert listed.exit_code == 0 and "no tenant-month needs a decision" in listed.stdout, listed.output
 
     # a crash is not a problem report: exit 1
     settings.work_warehouse_path.write_bytes(b"this is not a DuckDB file" * 100)
