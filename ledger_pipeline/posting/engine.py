@@ -301,16 +301,10 @@ class PostingEngine:
             try:
                 results = self.sink.create(r.tenant_id, chunk)
             except SinkError as err:
-                if err.kind in TRANSIENT:
-                    for e in chunk:
-                        r.todo[e.custom_id] = "recover" if err.kind == "uncertain" else "create"
-                    if err.kind == "retryable":  # nothing reached the system
-                        r.save(*[replace(r.rows[e.custom_id], status="failed", error=err.message) for e in chunk])
-                    raise
-                if err.kind in ("needs_reauth", "deferred"):
-                    raise
-                for e in chunk:  # the whole call was refused: nothing was created
-                    r.fail(e.custom_id, err.message, err.kind)
+                if err.kind == "retryable":  # nothing reached the system
+                    r.save(*[replace(r.rows[e.custom_id], status="failed", error=err.message) for e in chunk])
+                # the whole call was refused (not_found included): nothing was created
+                self._write_failed(r, [e.custom_id for e in chunk], "create", err)
                 continue
             for res in results:
                 if res.remote is not None:
@@ -325,6 +319,20 @@ class PostingEngine:
                 else:
                     r.fail(res.custom_id, res.error.message, res.error.kind)
 
+    @staticmethod
+    def _write_failed(r: TenantRound, cids: list[str], action: str, err: SinkError) -> None:
+        """One rule for a failed create, update or delete of `cids`: a transient error ends the round and is raised
+        (retried as `action`, or looked up first when its outcome is uncertain), so are needs_reauth and deferred;
+        any other kind fails the entries, named with the system's message."""
+        if err.kind in TRANSIENT:
+            for cid in cids:
+                r.todo[cid] = "recover" if err.kind == "uncertain" else action
+            raise err
+        if err.kind in ("needs_reauth", "deferred"):
+            raise err
+        for cid in cids:
+            r.fail(cid, err.message, err.kind)
+
     def _update(self, r: TenantRound) -> None:
         for cid in [c for c, a in r.todo.items() if a == "update"]:
             remote = r.remotes.get(cid) or r.stub(cid)
@@ -332,15 +340,10 @@ class PostingEngine:
             try:
                 updated = self.sink.update(r.tenant_id, remote, r.entries[cid])
             except SinkError as err:
-                if err.kind in TRANSIENT:
-                    r.todo[cid] = "recover" if err.kind == "uncertain" else "update"
-                    raise
-                if err.kind in ("needs_reauth", "deferred"):
-                    raise
                 if err.kind == "not_found":
                     r.todo[cid] = "recover"  # deleted or edited in the system meanwhile: look again
-                    continue
-                r.fail(cid, err.message, err.kind)
+                else:
+                    self._write_failed(r, [cid], "update", err)
                 continue
             r.done(cid, updated, "update")
 
@@ -354,13 +357,8 @@ class PostingEngine:
             try:
                 self.sink.delete(r.tenant_id, remote)
             except SinkError as err:
-                if err.kind in TRANSIENT:
-                    r.todo[cid] = "recover" if err.kind == "uncertain" else "delete"
-                    raise
-                if err.kind in ("needs_reauth", "deferred"):
-                    raise
-                if err.kind != "not_found":
-                    r.fail(cid, err.message, err.kind)
+                if err.kind != "not_found":  # not found: already gone, which is what we wanted
+                    self._write_failed(r, [cid], "delete", err)
                     continue
             r.save(replace(r.rows[cid], status="deleted", error=None))
             r.outcome.add("delete")
