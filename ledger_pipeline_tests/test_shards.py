@@ -144,12 +144,14 @@ def test_a_shard_run_posts_only_its_tenants_and_needs_no_duckdb(settings, sandbo
 def test_a_shard_run_refreshes_a_stale_chart_for_that_tenant_alone_and_retries(settings, sandbox) -> None:  # noqa: ANN001
     """The production profile's chart retry: an entry built against an account id the system no longer has (the
     account was re-created there) fails on the account, the shard worker reads that tenant's chart again, re-resolves
-    the accounts by number, stores the new ids in ledger_entries and posts; no DuckDB resource is given."""
+    the accounts by number, stores the chart and the new ids in the operational database (gl_accounts,
+    ledger_entries) and posts; no DuckDB resource is given."""
     import json as json_
 
     from sqlalchemy import select, update
 
     from ledger_pipeline.assets.shards import shard_postings
+    from ledger_pipeline.charts import load_charts
     from ledger_pipeline.state.models import LedgerEntry
 
     engine, month, res = month_assigned_to_shards(settings, tenants=4, seed=5)
@@ -172,6 +174,10 @@ def test_a_shard_run_refreshes_a_stale_chart_for_that_tenant_alone_and_retries(s
     with engine.connect() as conn:
         fixed = json_.loads(conn.execute(select(LedgerEntry.lines).where(LedgerEntry.custom_id == cid)).scalar_one())
     assert "999999" not in {a for _, a, *_ in fixed}, "the stored entry follows the chart's current ids"
+    chart = load_charts(engine, [victim])  # the chart read again is stored where every host reads it
+    assert set(chart["run_id"]) == {result.run_id}
+    assert {a for _, a, num, *_ in fixed if num == "4-40000"} == set(chart.loc[chart["number"] == "4-40000",
+                                                                                "account_id"])
     checks = result.get_asset_check_evaluations()
     assert [(c.check_name, c.passed) for c in checks] == [("postings_complete", True)]
 

@@ -11,14 +11,12 @@ Partition count: months x shards stays small. Dagster advises at most 25,000 par
 1.13 docstrings); ten years of months on 16 shards is 1,920, and the default 4 shards give 48 a year.
 """
 
-import dataclasses
 import datetime as dt
-import json
 import os
 import socket
 
 import dagster as dg
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from ledger_pipeline.assets.accounting import (
     POSTINGS_CHECK,
@@ -30,12 +28,10 @@ from ledger_pipeline.assets.accounting import (
     postings_check,
     reconciliation_from_state,
     remote_reads,
-    system_title,
     utc_now,
 )
 from ledger_pipeline.assets.metadata import describe_window, preview, table_result_metadata, table_spec_metadata
-from ledger_pipeline.charts import fetch_charts
-from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine
+from ledger_pipeline.charts import rechart_for
 from ledger_pipeline.partitions import closed_window, monthly_partitions
 from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
 from ledger_pipeline.settings import load_settings
@@ -82,35 +78,10 @@ def worker_identity() -> dict[str, str]:
     return ident
 
 
-def shard_rechart(ops_engine: Engine, connections: Connections):  # noqa: ANN201
-    """The chart retry for a shard worker (no DuckDB there): a tenant whose entry failed on a missing or archived
-    account gets its chart read again from its own system, its accounts re-resolved by number, and the entry retried
-    once, only if every account now resolves to an active one. The new account ids go into the operational
-    database's `ledger_entries` (what every posting worker reads); the analysts' chart copy (DuckDB
-    accounting.gl_accounts) catches up at the next charts refresh on the default queue. The embedded asset's
-    `_rechart` does the same and also writes that copy at once."""
-    def rechart(system: str, tenant: str, entries: list[CanonicalEntry]):  # noqa: ANN202
-        fetched = fetch_charts([(system, tenant)], connections)
-        if fetched.status["status"].iloc[0] != "ok":
-            return None, f"could not refresh the chart: {fetched.status['error'].iloc[0]}"
-        active = {r.number: r.account_id for r in fetched.accounts.itertuples(index=False) if not r.archived}
-        missing = sorted({ln.account_number for e in entries for ln in e.lines if ln.account_number not in active})
-        if missing:
-            return None, (f"account(s) {', '.join(missing)} missing or archived in the tenant's "
-                          f"{system_title(system)} chart (just refreshed): restore them there or change the account "
-                          "mapping, then re-run the month")
-        # dataclasses.replace keeps the currency plan (exchange_rate and its planned content hash)
-        retry = [dataclasses.replace(e, lines=tuple(CanonicalLine(ln.line_no, active[ln.account_number],
-                                                                  ln.account_number, ln.debit_minor,
-                                                                  ln.credit_minor, ln.description)
-                                                    for ln in e.lines)) for e in entries]
-        with ops_engine.begin() as conn:  # the stored entries follow the chart's current ids
-            for e in retry:
-                conn.execute(update(LedgerEntry).where(LedgerEntry.custom_id == e.custom_id).values(
-                    lines=json.dumps([[ln.line_no, ln.account_id, ln.account_number, ln.debit_minor,
-                                       ln.credit_minor, ln.description] for ln in e.lines])))
-        return retry, "chart refreshed"
-    return rechart
+def shard_rechart(ops_engine: Engine, connections: Connections, run_id: str | None = None):  # noqa: ANN201
+    """The chart retry for a shard worker: the one chart retry (charts.rechart_for), which needs only the operational
+    database. The analysts' DuckDB copy of the chart catches up at the next charts refresh on the default queue."""
+    return rechart_for(ops_engine, connections, run_id)
 
 
 @dg.asset(
@@ -158,7 +129,7 @@ def shard_postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a
     context.log.info(f"{shard}: {len(tenants)} tenant(s) on {where.get('celery_worker', where['host'])} "
                      f"from {where['source_address']} (data dir {where['data_dir']})")
     posted = post_window(context, config, r2a, accounting, start, end, tenants=tenants,
-                         rechart=lambda connections: shard_rechart(r2a.ops_engine, connections))
+                         rechart=lambda connections: shard_rechart(r2a.ops_engine, connections, context.run_id))
     postings = SqlPostingStore(r2a.ops_engine).frame(start, end)
     postings = postings[postings["tenant_id"].isin(tenants)]
     if dg.AssetCheckKey(dg.AssetKey("shard_postings"), POSTINGS_CHECK) in context.selected_asset_check_keys:
