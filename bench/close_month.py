@@ -61,7 +61,8 @@ extra = {{"groups": len(rows)}}
 # The r2a_pl_monthly and journal assets' bodies (ledger_pipeline/assets/r2a.py, assets/ledger.py), step by step.
 PIPELINE = """
 import pandas as pd
-from ledger_pipeline.assets.ledger import ACCOUNTS_SQL, DETAIL_SQL
+from ledger_pipeline.assets.ledger import CHART_COLUMNS, DETAIL_SQL
+from ledger_pipeline.charts import load_charts
 from ledger_pipeline.ledger.journal import build_journal
 from ledger_pipeline.ledger.mapping import load_mapping
 from ledger_pipeline.ledger.schemas import validate_lines, validated_entries
@@ -95,7 +96,7 @@ step("land_pl")
 wh.publish(run_id="bench"); step("publish")
 with wh.connect() as con:
     detail = con.execute(DETAIL_SQL, [start, end]).fetchdf()
-    accounts = con.execute(ACCOUNTS_SQL).fetchdf()
+accounts = load_charts(ops, columns=CHART_COLUMNS)  # the charts' one home, as the journal asset reads them
 step("read_back")
 b = build_journal(detail, accounts, rules); step("build")
 lines, invalid = validate_lines(b.lines, start, end)
@@ -165,20 +166,14 @@ def child(body: str, env: dict, **fmt: object) -> dict:
 
 
 def chart_frame(tenants: list[str]):  # noqa: ANN201 - a pandas frame
-    """Jurnal's default chart for every tenant, in accounting.gl_accounts' columns (whatever the schema adds)."""
+    """Jurnal's default chart for every tenant, as a chart read gives it (charts.ACCOUNT_COLUMNS)."""
     import pandas as pd
 
+    from ledger_pipeline.charts import ACCOUNT_COLUMNS
     from ledger_pipeline.sandboxes.chart import DEFAULT_CHART
-    from ledger_pipeline.warehouse.schema import TABLES
 
-    rows = [{"system": "jurnal", "tenant_id": t, "account_id": str(i + 1), "number": n, "name": name,
-             "category": cat, "archived": False, "run_id": "bench"}
-            for t in tenants for i, (n, name, cat) in enumerate(DEFAULT_CHART)]
-    frame = pd.DataFrame(rows)
-    for col, _ in TABLES["accounting.gl_accounts"]:
-        if col not in frame:
-            frame[col] = None
-    return frame
+    return pd.DataFrame([("jurnal", t, str(i + 1), n, name, cat, None, False)
+                         for t in tenants for i, (n, name, cat) in enumerate(DEFAULT_CHART)], columns=ACCOUNT_COLUMNS)
 
 
 def prepare(env: dict, tenants: int, months: int) -> None:
@@ -194,13 +189,16 @@ def prepare(env: dict, tenants: int, months: int) -> None:
 
 
 def _prepare(tenants: int, months: int) -> None:
+    import pandas as pd
     from sqlalchemy import func, select, text
 
+    from ledger_pipeline.charts import STATUS_COLUMNS, ChartFetch, publish_charts, save_charts
     from ledger_pipeline.r2a import seed as seeding
     from ledger_pipeline.r2a.models import Tenant, make_engine
     from ledger_pipeline.settings import load_settings
+    from ledger_pipeline.state.database import make_ops_engine
     from ledger_pipeline.testing import tenant_ids
-    from ledger_pipeline.warehouse.store import Warehouse, replace_rows, transaction
+    from ledger_pipeline.warehouse.store import Warehouse, transaction
 
     s = load_settings()
     engine = make_engine(s.r2a_database_url)
@@ -218,9 +216,14 @@ def _prepare(tenants: int, months: int) -> None:
 
     with dg.DagsterInstance.get():  # the instance's databases exist before the first timed run (as for users)
         pass
-    wh = Warehouse(s.work_warehouse_path, s.warehouse_path)
-    with wh.connect() as con, transaction(con):
-        replace_rows(con, "accounting.gl_accounts", chart_frame(tenant_ids(tenants)), "TRUE")
+    ops = make_ops_engine(s.ops_database_url)  # the charts, as a chart refresh stores them, and their DuckDB copy
+    accounts = chart_frame(tenant_ids(tenants))
+    status = pd.DataFrame([("jurnal", t, "ok", n, None) for t, n in accounts.groupby("tenant_id").size().items()],
+                          columns=STATUS_COLUMNS)
+    save_charts(ops, ChartFetch(accounts, status), "bench")
+    with Warehouse(s.work_warehouse_path, s.warehouse_path).connect() as con, transaction(con):
+        publish_charts(con, ops)
+    ops.dispose()
 
 
 def measure(label: str, body: str, env: dict, runs: int, **fmt: object) -> dict:

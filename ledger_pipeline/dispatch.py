@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pandas as pd
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from ledger_pipeline.ledger.currency import CurrencyRejection
 from ledger_pipeline.posting import DeleteGuard, TenantOutcome, WindowJob, WindowResult
@@ -80,6 +80,7 @@ class PostedWindow:
     held: dict[str, set[dt.date]] | None = None  # tenant -> months rejected upstream (their remote entry is held)
     refused: list[dict[str, Any]] | None = None  # per entry refused by the currency plan: tenant_id, period, detail
     shards: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # shard -> worker, tenants, requests
+    recharted: list[str] = dataclasses.field(default_factory=list)  # tenants whose chart a shard worker read again
 
     def plan(self) -> pd.DataFrame:
         return pd.DataFrame([{"system": s, **vars(p)} for s, p in self.result.plan],
@@ -164,38 +165,6 @@ def window_tenants(ops_engine: Engine, start: dt.date, end: dt.date) -> list[str
     return sorted(found | set(tenant_systems(ops_engine)))
 
 
-def ops_rechart(ops_engine: Engine, connections: Connections, run_id: str):  # noqa: ANN201
-    """The chart retry where there is no DuckDB (a shard worker): a tenant whose entry failed on a missing or
-    archived account gets its chart read again from its own system, its accounts re-resolved by number, and the entry
-    retried once, only if every account now resolves to an active one. The new account ids go into the operational
-    database's `ledger_entries` (what every posting worker reads)."""
-    import json
-
-    from ledger_pipeline.charts import fetch_charts
-    from ledger_pipeline.state.models import LedgerEntry
-
-    def rechart(system: str, tenant: str, entries: list):  # noqa: ANN202
-        fetched = fetch_charts([(system, tenant)], connections)
-        if fetched.status["status"].iloc[0] != "ok":
-            return None, f"could not refresh the chart: {fetched.status['error'].iloc[0]}"
-        active = {r.number: r.account_id for r in fetched.accounts.itertuples(index=False) if not r.archived}
-        missing = sorted({ln.account_number for e in entries for ln in e.lines if ln.account_number not in active})
-        if missing:
-            return None, (f"account(s) {', '.join(missing)} missing or archived in the tenant's "
-                          f"{system_title(system)} chart (just refreshed): restore them there or change the account "
-                          "mapping, then re-run the month")
-        # dataclasses.replace keeps the currency plan (exchange_rate and its planned content hash)
-        retry = [dataclasses.replace(e, lines=tuple(dataclasses.replace(ln, account_id=active[ln.account_number])
-                                                    for ln in e.lines)) for e in entries]
-        with ops_engine.begin() as conn:  # the stored entries follow the chart's current ids
-            for e in retry:
-                conn.execute(update(LedgerEntry).where(LedgerEntry.custom_id == e.custom_id).values(
-                    lines=json.dumps([[ln.line_no, ln.account_id, ln.account_number, ln.debit_minor,
-                                       ln.credit_minor, ln.description] for ln in e.lines])))
-        return retry, "chart refreshed"
-    return rechart
-
-
 def refusal(exc: CurrencyRejection) -> dict[str, Any]:
     reason = "no_rate" if "no exchange rate" in str(exc) else "currency_not_accepted"
     return {"tenant_id": exc.tenant_id, "period": exc.period, "reason": reason, "detail": str(exc)}
@@ -226,7 +195,8 @@ def to_wire(posted: PostedWindow) -> dict[str, Any]:
     return _plain({"start": posted.start, "end": posted.end, "requests": posted.requests, "systems": posted.systems,
                    "seconds": posted.seconds, "held": posted.held or {}, "refused": posted.refused or [],
                    "plan": [[system, vars(item)] for system, item in posted.result.plan], "outcomes": outcomes,
-                   "refused_deletes": posted.result.refused_deletes, "shards": posted.shards})
+                   "refused_deletes": posted.result.refused_deletes, "shards": posted.shards,
+                   "recharted": posted.recharted})
 
 
 def from_wire(data: dict[str, Any]) -> PostedWindow:
@@ -242,7 +212,8 @@ def from_wire(data: dict[str, Any]) -> PostedWindow:
     return PostedWindow(_date(data["start"]), _date(data["end"]), result, dict(data["requests"]),
                         dict(data["systems"]), float(data["seconds"]),
                         {t: {_date(d) for d in days} for t, days in data["held"].items()},
-                        [{**r, "period": _date(r["period"])} for r in data["refused"]], dict(data.get("shards", {})))
+                        [{**r, "period": _date(r["period"])} for r in data["refused"]], dict(data.get("shards", {})),
+                        list(data.get("recharted", [])))
 
 
 def merge(start: dt.date, end: dt.date, parts: dict[str, PostedWindow], seconds: float) -> PostedWindow:
@@ -262,7 +233,8 @@ def merge(start: dt.date, end: dt.date, parts: dict[str, PostedWindow], seconds:
         refused += part.refused or []
     result.refused_deletes = " ".join(deletes) or None
     shards = {name: part.shards.get(name, {}) for name, part in parts.items()}
-    return PostedWindow(start, end, result, requests, systems, seconds, held, refused, shards)
+    recharted = sorted({t for part in parts.values() for t in part.recharted})
+    return PostedWindow(start, end, result, requests, systems, seconds, held, refused, shards, recharted)
 
 
 def worker_identity() -> dict[str, str]:

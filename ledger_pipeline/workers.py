@@ -161,13 +161,15 @@ def post_shard(run_id: str, shard: str, start: str, end: str, options: dict, acc
     worker's identity under `shards[shard]`."""
     import logging
 
-    from ledger_pipeline.dispatch import PostingOptions, ops_rechart, post_window, to_wire, worker_identity
+    from ledger_pipeline.charts import rechart_for
+    from ledger_pipeline.dispatch import PostingOptions, post_window, to_wire, worker_identity
     from ledger_pipeline.state.database import make_ops_engine
     from ledger_pipeline.systems import Connections, OpenOptions
 
     s = load_settings()
     ops = make_ops_engine(s.ops_database_url)
     log = logging.getLogger(f"ledger_pipeline.{shard}")
+    recharted: set[str] = set()  # the default host copies their refreshed charts to DuckDB
     try:
         from ledger_pipeline.shards import tenants_of
 
@@ -176,10 +178,11 @@ def post_shard(run_id: str, shard: str, start: str, end: str, options: dict, acc
                              accounting["timeout"], "posting")
         posted = post_window(log, run_id, PostingOptions(**options), ops, lambda: Connections(s, opened),
                              dt.date.fromisoformat(start), dt.date.fromisoformat(end), tenants=tenants,
-                             rechart=lambda connections: ops_rechart(ops, connections, run_id),
+                             rechart=lambda connections: rechart_for(ops, connections, run_id, recharted),
                              rate_limit_scale=accounting["rate_limit_scale"], backoff=accounting["backoff"])
     finally:
         ops.dispose()
+    posted.recharted = sorted(recharted)
     posted.shards = {shard: {**worker_identity(), "tenants": len(tenants), "seconds": round(posted.seconds, 1),
                              "api_requests": sum(posted.requests.values())}}
     return to_wire(posted)

@@ -11,15 +11,14 @@ import sys
 import time
 
 import httpx
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, select, text, update
 
 from ledger_pipeline import clock
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import R2aTransaction, make_engine
-from ledger_pipeline.settings import load_settings
 from ledger_pipeline.state.database import make_ops_engine
-from ledger_pipeline.state.models import Integration
-from ledger_pipeline.warehouse.store import Warehouse
+from ledger_pipeline.state.ledger import load_window
+from ledger_pipeline.state.models import GlAccount, Integration
 from ledger_pipeline_tests.helpers import (
     CLOSE,
     connect,
@@ -146,16 +145,27 @@ def test_a_stale_chart_is_refreshed_for_that_tenant_alone_and_retried_once(setti
     tenants = seeded(settings, 5, 1)
     victim = tenants[2]
     materialize_gl()
-    s = load_settings()
-    with Warehouse(s.work_warehouse_path, s.warehouse_path).connect() as con:  # Jurnal re-created the account since
-        con.execute("UPDATE accounting.gl_accounts SET account_id = '999999' WHERE tenant_id = ? "
-                    "AND number = '4-40000'", [victim])
+    ops = make_ops_engine(settings.ops_database_url)
+    with ops.begin() as conn:  # the stored chart (the charts' one home) predates Jurnal re-creating the account
+        real = conn.execute(select(GlAccount.account_id).where(GlAccount.tenant_id == victim,
+                                                               GlAccount.number == "4-40000")).scalar_one()
+        conn.execute(update(GlAccount).where(GlAccount.tenant_id == victim, GlAccount.number == "4-40000")
+                     .values(account_id="999999"))
     reset_stats(sandbox.url)
     assert materialize(CLOSE, "2025-01-01").success
     stats = sandbox_stats(sandbox.url)
     charts = sum(r["count"] for r in stats["requests"] if r["endpoint"].endswith("/accounts"))
     assert charts == 1, "only the failing tenant's chart was read again"
     assert_exactly_once(settings, sandbox.url)
+    # the operational database holds the chart read again and the entry's current ids; DuckDB's copy follows
+    entry = load_window(ops, dt.date(2025, 1, 1), dt.date(2025, 2, 1), [victim])[0][victim][0]
+    assert {ln.account_id for ln in entry.lines if ln.account_number == "4-40000"} == {real}
+    with ops.connect() as conn:
+        assert conn.execute(select(GlAccount.account_id).where(
+            GlAccount.tenant_id == victim, GlAccount.number == "4-40000")).scalar_one() == real
+    copy = "SELECT DISTINCT account_id FROM {} WHERE tenant_id = ? AND {} = '4-40000'"
+    assert query(settings, copy.format("accounting.gl_accounts", "number"), [victim]) == [(real,)]
+    assert query(settings, copy.format("ledger.journal_lines", "account_number"), [victim]) == [(real,)]
     # an account archived in the tenant's chart: reported naming it, nothing posted for the month
     other = tenants[3]
     httpx.post(f"{sandbox.url}/_sandbox/companies/{other}/accounts", json={"number": "4-40000", "archived": True})

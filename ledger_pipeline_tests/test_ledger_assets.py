@@ -7,11 +7,15 @@ import datetime as dt
 
 import dagster as dg
 import httpx
+from sqlalchemy import update
 
+from ledger_pipeline.charts import chart_checks
 from ledger_pipeline.definitions import ASSETS, CHECKS
 from ledger_pipeline.r2a import seed as seeding
 from ledger_pipeline.r2a.models import make_engine
 from ledger_pipeline.settings import load_settings
+from ledger_pipeline.state.database import make_ops_engine
+from ledger_pipeline.state.models import GlIngestStatus
 from ledger_pipeline.warehouse.store import Warehouse
 from ledger_pipeline_tests.helpers import (
     connect,
@@ -117,10 +121,9 @@ def test_the_close_refreshes_only_stale_charts_and_names_every_tenants_chart(set
     seeding.seed(make_engine(settings.r2a_database_url), 3, 1, dt.date(2025, 1, 1))
     connect(["t00001", "t00002", "t00003"])
     materialize_gl()
-    s = load_settings()
-    with Warehouse(s.work_warehouse_path, s.warehouse_path).connect() as con:  # two charts fetched 2 days ago
-        con.execute("UPDATE accounting.gl_ingest_status SET checked_at = checked_at - INTERVAL 48 HOUR "
-                    "WHERE tenant_id IN ('t00002', 't00003')")
+    with make_ops_engine(settings.ops_database_url).begin() as conn:  # two charts fetched 2 days ago
+        conn.execute(update(GlIngestStatus).where(GlIngestStatus.tenant_id.in_(["t00002", "t00003"]))
+                     .values(checked_at=dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=48)))
     httpx.post(f"{sandbox.url}/_sandbox/companies/t00003/revoke")
     result = materialize(["gl_accounts_fresh", *JOURNAL], "2025-01-01")
     meta = {e.asset_key.to_user_string(): e.materialization.metadata
@@ -138,4 +141,6 @@ def test_the_close_refreshes_only_stale_charts_and_names_every_tenants_chart(set
     ok = dict(query(settings, "SELECT tenant_id, MAX(checked_at) FROM accounting.gl_ingest_status "
                               "WHERE status = 'ok' GROUP BY 1"))
     assert ok["t00002"] > ok["t00001"], "the stale chart was fetched again, the fresh one left"
+    checks = chart_checks(make_ops_engine(settings.ops_database_url))  # what the next close decides from
+    assert dict(zip(checks["tenant_id"], checks["checked_at"], strict=True)) == ok, "DuckDB holds a copy"
     assert meta["journal_entries"]["dagster/row_count"].value == 3, "the journal built on the charts it had"

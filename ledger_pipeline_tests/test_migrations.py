@@ -35,8 +35,10 @@ from ledger_pipeline.state.database import alembic_config, head_revision, make_o
 from ledger_pipeline.state.models import OpsBase, Posting
 from ledger_pipeline.state.postings import SqlPostingStore
 
+CHART_TABLES = {"gl_accounts", "gl_ingest_status", "gl_account_changes"}  # revision 0005
 OPS_TABLES = {"integrations", "oauth_states", "postings", "shard_assignments", "ledger_entries", "exchange_rates",
-              "service_link_uses", "service_flows", "connection_health", "remote_changes", "remote_change_policies"}
+              "service_link_uses", "service_flows", "connection_health", "remote_changes", "remote_change_policies",
+              *CHART_TABLES}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -161,6 +163,38 @@ def test_a_database_created_by_0_2_0_is_adopted(ops_url: str) -> None:
         assert (row["remote_id"], row["verified_at"], row["run_id"]) == ("77", None, None)
         assert conn.execute(text("SELECT token_version FROM integrations")).scalar_one() == 3
     ops.dispose()
+
+
+def test_revision_0005_adds_the_charts_and_keeps_the_data(ops_url: str) -> None:
+    """A database at 0004 (as 0.3.0's first releases left it) gains the charts' tables, empty (the first refresh
+    reads every chart: none is fresh), its rows kept; down to 0004 again drops only those tables."""
+    engine = create_engine(ops_url)
+    if engine.dialect.name == "sqlite":
+        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+
+    def migrate(step: str, target: str) -> None:
+        with engine.begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            getattr(command, step)(cfg, target)
+
+    migrate("upgrade", "0004")
+    assert not CHART_TABLES & set(inspect(engine).get_table_names())
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO integrations (tenant_id, source_system, status, token_version) "
+                          "VALUES ('t1', 'aden', 'connected', 1)"))
+    engine.dispose()
+    ops = make_ops_engine(ops_url)  # opening brings it to head
+    assert versions(ops_url) == [head_revision()] and set(inspect(ops).get_table_names()) >= CHART_TABLES
+    from ledger_pipeline.charts import chart_checks, load_charts
+
+    assert load_charts(ops).empty and chart_checks(ops).empty
+    with ops.connect() as conn:
+        assert conn.execute(text("SELECT source_system FROM integrations")).scalar_one() == "aden"
+    ops.dispose()
+    migrate("downgrade", "0004")
+    assert set(inspect(engine).get_table_names()) == OPS_TABLES - CHART_TABLES | {"alembic_version"}
+    engine.dispose()
 
 
 def test_the_alembic_command_line_sees_the_same_migrations(tmp_path: Path) -> None:

@@ -153,9 +153,11 @@ def test_a_shard_task_refreshes_a_stale_chart_for_that_tenant_alone_and_retries(
                                                                                 monkeypatch) -> None:
     """The chart retry on a shard worker: an entry built against an account id the system no longer has (the account
     was re-created there) fails on the account, the worker reads that tenant's chart again, re-resolves the accounts
-    by number, stores the new ids in ledger_entries and posts; no DuckDB on that host."""
+    by number, stores the chart and the new ids in the operational database (gl_accounts, ledger_entries), posts, and
+    names the tenant in its answer (the default host copies that chart to DuckDB); no DuckDB on that host."""
     from sqlalchemy import select, update
 
+    from ledger_pipeline.charts import load_charts
     from ledger_pipeline.dispatch import from_wire
     from ledger_pipeline.state.models import LedgerEntry
 
@@ -176,3 +178,8 @@ def test_a_shard_task_refreshes_a_stale_chart_for_that_tenant_alone_and_retries(
     with engine.connect() as conn:
         fixed = json.loads(conn.execute(select(LedgerEntry.lines).where(LedgerEntry.custom_id == cid)).scalar_one())
     assert "999999" not in {a for _, a, *_ in fixed}, "the stored entry follows the chart's current ids"
+    chart = load_charts(engine, [victim])  # the chart read again is stored where every host reads it
+    assert set(chart["run_id"]) == {"run-1"}
+    assert {a for _, a, num, *_ in fixed if num == "4-40000"} == set(chart.loc[chart["number"] == "4-40000",
+                                                                                "account_id"])
+    assert window.recharted == [victim]

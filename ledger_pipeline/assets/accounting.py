@@ -1,16 +1,17 @@
 """Accounting-system layer (every system alike): GL accounts in, journal entries out (exactly once), reconciliation.
 
-The assets wire resources to the domain: charts.py fetches and diffs charts, posting/ posts a window, reconcile.py
-compares; SQL reads live in warehouse/sql.py. Each tenant's system comes from its integration (state/vault.py).
+The assets wire resources to the domain: charts.py fetches, stores (operational database) and diffs charts and
+retries a posting on a refreshed chart, posting/ posts a window, reconcile.py compares; SQL reads live in
+warehouse/sql.py. Each tenant's system comes from its integration (state/vault.py).
 """
 
-import dataclasses
 import datetime as dt
 import re
 from dataclasses import dataclass, replace
 
 import dagster as dg
 import pandas as pd
+from sqlalchemy import Engine
 
 from ledger_pipeline import clock
 from ledger_pipeline.assets.ledger import check_window
@@ -27,7 +28,14 @@ from ledger_pipeline.assets.metadata import (
     table_spec_metadata,
 )
 from ledger_pipeline.assets.publishing import publish_after_failure, publish_if_last
-from ledger_pipeline.charts import diff_charts, fetch_charts, stale_tenants
+from ledger_pipeline.charts import (
+    account_count,
+    chart_checks,
+    ingest_charts,
+    publish_charts,
+    rechart_for,
+    stale_tenants,
+)
 from ledger_pipeline.connections import (
     connections_frame,
     currency_due,
@@ -36,7 +44,7 @@ from ledger_pipeline.connections import (
     refresh_company_currencies,
 )
 from ledger_pipeline.dispatch import PostedWindow, PostingOptions, system_title, system_titles
-from ledger_pipeline.ledger.sink import CanonicalEntry, SinkError, custom_id_for
+from ledger_pipeline.ledger.sink import SinkError, custom_id_for
 from ledger_pipeline.partitions import closed_window, monthly_partitions
 from ledger_pipeline.posting import (
     PostingEngine,
@@ -60,8 +68,7 @@ from ledger_pipeline.settings import load_settings
 from ledger_pipeline.state.ledger import load_window
 from ledger_pipeline.state.postings import SqlPostingStore
 from ledger_pipeline.state.vault import tenant_systems
-from ledger_pipeline.systems import SYSTEMS, Connections
-from ledger_pipeline.warehouse import sql
+from ledger_pipeline.systems import SYSTEMS
 from ledger_pipeline.warehouse.store import Warehouse, replace_rows, transaction, window_where
 
 POSTINGS_LINEAGE = lineage({"custom_id": [("journal_entries", "custom_id")],
@@ -142,25 +149,6 @@ def connected_systems(r2a: R2aDatabase) -> dict[str, str]:
     return {t: system for t, (system, _, _) in tenant_systems(r2a.ops_engine).items()}
 
 
-def ingest_charts(wh: Warehouse, connections: Connections, todo: list[tuple[str, str]], run_id: str,
-                  log: dg.DagsterLogManager | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Fetch `todo` (system, tenant) charts and store them: accounts replaced per tenant fetched OK, changes
-    appended, status per tenant. Returns (accounts fetched, status)."""
-    fetched = fetch_charts(todo, connections, lambda i: log and i % 500 == 0 and log.info(f"charts {i}/{len(todo)}"))
-    ok = fetched.status.loc[fetched.status["status"] == "ok", "tenant_id"].tolist()
-    stamp, run = utc_now(), {"run_id": run_id}
-    with wh.connect() as con:
-        previous = sql.chart(con, ok)
-        changes = diff_charts(previous, fetched.accounts).assign(**run, detected_at=stamp)
-        with transaction(con):
-            replace_rows(con, "accounting.gl_accounts", fetched.accounts.assign(**run, fetched_at=stamp),
-                         IN_TENANTS, [ok])
-            replace_rows(con, "accounting.gl_account_changes", changes, "FALSE")  # append only
-            replace_rows(con, "accounting.gl_ingest_status", fetched.status.assign(**run, checked_at=stamp),
-                         IN_TENANTS, [fetched.status["tenant_id"].tolist()])
-    return fetched.accounts, fetched.status
-
-
 class ChartsConfig(dg.Config):
     refresh: str = "stale"  # "stale": only charts older than max_age_hours; "all": every tenant (gl_accounts_job)
     max_age_hours: float | None = None  # default LEDGER_CHART_MAX_AGE_HOURS (36)
@@ -172,17 +160,18 @@ class FreshChartsConfig(dg.Config):
 
 def refresh_charts(context: dg.AssetExecutionContext, r2a: R2aDatabase, accounting: AccountingResource,
                    warehouse: WarehouseResource, refresh: str, max_age_hours: float | None) -> dict:
-    """Fetch charts of accounts and land them (accounting.gl_accounts, gl_account_changes, gl_ingest_status, and
-    accounting.connections), with each fetched company's home currency when due. `refresh` "all": every connected
-    tenant, at background priority (the daily job); "stale": only tenants whose last OK fetch from their current
-    system is older than `max_age_hours` (default LEDGER_CHART_MAX_AGE_HOURS), at posting priority (the close).
-    Returns the materialization's metadata; a tenant whose fetch fails keeps its previous chart and is named in it."""
+    """Fetch charts of accounts into the operational database (their one home: gl_accounts, gl_ingest_status,
+    gl_account_changes; charts.py), with each fetched company's home currency when due, then copy them to DuckDB
+    (accounting.gl_accounts, gl_account_changes, gl_ingest_status, and accounting.connections). `refresh` "all":
+    every connected tenant, at background priority (the daily job); "stale": only tenants whose last OK fetch from
+    their current system is older than `max_age_hours` (default LEDGER_CHART_MAX_AGE_HOURS), at posting priority
+    (the close). Returns the materialization's metadata; a tenant whose fetch fails keeps its previous chart and is
+    named in it."""
     s = load_settings()
     systems = connected_systems(r2a)
-    wh = warehouse.warehouse
+    ops = r2a.ops_engine
     max_age = dt.timedelta(hours=max_age_hours or s.chart_max_age_hours)
-    with wh.connect() as con:
-        checked = sql.chart_checks(con)
+    checked = chart_checks(ops)
     if refresh == "all":
         todo = sorted((system, t) for t, system in systems.items())
     else:
@@ -190,15 +179,17 @@ def refresh_charts(context: dg.AssetExecutionContext, r2a: R2aDatabase, accounti
     context.log.info(f"charts of accounts: {len(todo)} of {len(systems)} tenants to fetch ({refresh}"
                      f"{'' if refresh == 'all' else f', older than {max_age.total_seconds() / 3600:g} h'})")
     with accounting.connections(r2a.ops_database_url, "background" if refresh == "all" else "posting") as c:
-        accounts, status = ingest_charts(wh, c, todo, context.run_id, context.log)
+        fetched = ingest_charts(ops, c, todo, context.run_id,
+                                lambda i: i % 500 == 0 and context.log.info(f"charts {i}/{len(todo)}"))
+        accounts, status = fetched.accounts, fetched.status
         # the company's home currency, re-read with its chart when never read or older than a week (connections.py)
         refreshed = [(r.system, r.tenant_id) for r in status.itertuples(index=False) if r.status == "ok"]
-        refresh_company_currencies(r2a.ops_engine, currency_due(r2a.ops_engine, refreshed), c, context.log.warning)
+        refresh_company_currencies(ops, currency_due(ops, refreshed), c, context.log.warning)
         requests = c.requests_by_system()
-    with wh.connect() as con:
-        total = con.execute("SELECT COUNT(*) FROM accounting.gl_accounts").fetchone()[0]
-        with transaction(con):
-            replace_rows(con, "accounting.connections", connections_frame(r2a.ops_engine, systems), "TRUE")
+    wh = warehouse.warehouse
+    with wh.connect() as con, transaction(con):  # the analysts' copy: every chart daily, the ones fetched otherwise
+        publish_charts(con, ops, None if refresh == "all" else [t for _, t in todo])
+        replace_rows(con, "accounting.connections", connections_frame(ops, systems), "TRUE")
     publish_if_last(context, wh)
     failed = status[status["status"] != "ok"]
     for r in failed.head(20).itertuples(index=False):
@@ -207,7 +198,7 @@ def refresh_charts(context: dg.AssetExecutionContext, r2a: R2aDatabase, accounti
     return table_result_metadata("accounting.gl_accounts", accounts, {
         "refresh": refresh if refresh == "all" else f"stale (older than {max_age.total_seconds() / 3600:g} h)",
         "tenants_fetched": int((status["status"] == "ok").sum()), "tenants_failed": len(failed),
-        "tenants_fresh_skipped": len(systems) - len(todo), "accounts_total": int(total),
+        "tenants_fresh_skipped": len(systems) - len(todo), "accounts_total": account_count(ops),
         "api_requests": sum(requests.values()), "api_requests_by_system": dg.MetadataValue.json(requests),
         "failures": full_table(chart_status(failed)),
         "tenants": full_table(chart_status(status, systems, checked)),
@@ -242,10 +233,11 @@ def chart_status(status: pd.DataFrame, systems: dict[str, str] | None = None,
     group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb", hooks={publish_after_failure},
     metadata=table_spec_metadata("accounting.gl_accounts"),
     description="Every connected tenant's chart of accounts from its own accounting system (inactive accounts "
-                "included): accounting.gl_accounts, changes in accounting.gl_account_changes, per-tenant outcome in "
-                "accounting.gl_ingest_status. Not partitioned: one table of current charts. gl_accounts_job "
-                "(daily) refreshes all at background priority; each month's close refreshes only the stale ones "
-                "first (gl_accounts_fresh).",
+                "included), kept in the operational database (gl_accounts, changes in gl_account_changes, "
+                "per-tenant outcome in gl_ingest_status), where the journal reads it; the analysts' copy is "
+                "accounting.gl_accounts, gl_account_changes and gl_ingest_status. Not partitioned: one table of "
+                "current charts. gl_accounts_job (daily) refreshes all at background priority; each month's close "
+                "refreshes only the stale ones first (gl_accounts_fresh).",
 )
 def gl_accounts(context: dg.AssetExecutionContext, config: ChartsConfig, r2a: R2aDatabase,
                 accounting: AccountingResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -258,8 +250,9 @@ def gl_accounts(context: dg.AssetExecutionContext, config: ChartsConfig, r2a: R2
     group_name="accounting", kinds={"api", "duckdb"}, pool="duckdb", hooks={publish_after_failure},
     description="The close's first step, per month: the charts of accounts the month's journal resolves accounts "
                 "against are fresh. Fetches again only the connected tenants whose chart (gl_accounts) is older than "
-                "LEDGER_CHART_MAX_AGE_HOURS (36 h), at posting priority, into the same tables as gl_accounts; a "
-                "month closed the day after the daily refresh spends no request here. Partitioned like the close "
+                "LEDGER_CHART_MAX_AGE_HOURS (36 h) in the operational database, at posting priority, into the same "
+                "tables as gl_accounts; a month closed the day after the daily refresh spends no request here. "
+                "Partitioned like the close "
                 "(one backfill policy, single run) so a backfill of monthly_close_job selects only monthly assets; "
                 "a range run refreshes once. Metadata: every connected tenant's chart status with reason and fix.",
 )
@@ -281,27 +274,20 @@ class PostingConfig(dg.Config):
     progress_every: int = 0  # log progress every N tenants (0: about every 5% of the window's tenants)
 
 
-def _rechart(wh: Warehouse, connections: Connections, run_id: str):  # noqa: ANN202
-    """A tenant whose entry failed on a missing/archived account: refresh its chart alone, re-resolve the accounts
-    by number; retry only if every account now resolves to an active one."""
-    def rechart(system: str, tenant: str, entries: list[CanonicalEntry]):  # noqa: ANN202
-        accounts, status = ingest_charts(wh, connections, [(system, tenant)], run_id)
-        if status["status"].iloc[0] != "ok":
-            return None, f"could not refresh the chart: {status['error'].iloc[0]}"
-        active = {r.number: r.account_id for r in accounts.itertuples(index=False) if not r.archived}
-        missing = sorted({ln.account_number for e in entries for ln in e.lines if ln.account_number not in active})
-        if missing:
-            return None, (f"account(s) {', '.join(missing)} missing or archived in the tenant's {system} chart (just "
-                          "refreshed): restore them there or change the account mapping, then re-run the month")
-        retry = [dataclasses.replace(e, lines=tuple(  # keeps the currency plan (exchange_rate)
-            dataclasses.replace(ln, account_id=active[ln.account_number]) for ln in e.lines)) for e in entries]
-        with wh.connect() as con, transaction(con):  # the ledger lines follow the chart's current ids
-            for e in retry:
-                for ln in e.lines:
-                    con.execute("UPDATE ledger.journal_lines SET account_id = ? WHERE custom_id = ? AND line_no = ?",
-                                [ln.account_id, e.custom_id, ln.line_no])
-        return retry, "chart refreshed"
-    return rechart
+def publish_line_accounts(con, ops_engine: Engine, start: dt.date, end: dt.date,  # noqa: ANN001 (duckdb)
+                          tenants: list[str]) -> None:
+    """ledger.journal_lines' account ids as these tenants' entries to post hold them now in the operational database
+    (the chart retry re-resolves them). Call inside `transaction(con)`."""
+    entries, _ = load_window(ops_engine, start, end, tenants)
+    ids = pd.DataFrame([(e.custom_id, ln.line_no, ln.account_id) for mine in entries.values() for e in mine
+                        for ln in e.lines], columns=["custom_id", "line_no", "account_id"])
+    if len(ids):
+        con.register("ids", ids)
+        try:
+            con.execute("UPDATE ledger.journal_lines l SET account_id = ids.account_id FROM ids "
+                        "WHERE l.custom_id = ids.custom_id AND l.line_no = ids.line_no")
+        finally:
+            con.unregister("ids")
 
 
 @dg.asset(
@@ -320,18 +306,26 @@ def _rechart(wh: Warehouse, connections: Connections, run_id: str):  # noqa: ANN
                 "update; gone -> delete (a mass delete is refused unless allowed). Entries changed by hand in the "
                 "system (found by reconciliation_drift or this asset's own reads) follow the tenant's policy: a "
                 "deleted one is re-created, an edited one held with its diff (or overwritten). State and intent in "
-                "the operational database (`postings`, `remote_changes`), published to accounting.postings. Records "
-                "every tenant, then fails naming the ones that failed.",
+                "the operational database (`postings`, `remote_changes`), published to accounting.postings. An entry "
+                "refused for a missing or archived account gets its tenant's chart read again (charts.rechart_for) "
+                "and is retried once; that tenant's chart and journal line account ids are copied to DuckDB. "
+                "Records every tenant, then fails naming the ones that failed.",
 )
 def postings(context: dg.AssetExecutionContext, config: PostingConfig, r2a: R2aDatabase,
              accounting: AccountingResource, warehouse: WarehouseResource,
              posting: PostingWorkers):  # noqa: ANN201 (a generator)
     start, end = closed_window(context)
     wh = warehouse.warehouse
+    recharted: set[str] = set()  # tenants whose chart the retry read again here (a shard worker reports its own)
     posted = posting.post(context.log, context.run_id, PostingOptions(**config.model_dump()), r2a, accounting,
-                          start, end, rechart=lambda connections: _rechart(wh, connections, context.run_id))
+                          start, end, rechart=lambda connections: rechart_for(r2a.ops_engine, connections,
+                                                                              context.run_id, recharted))
+    recharted |= set(posted.recharted)
     postings = SqlPostingStore(r2a.ops_engine).frame(start, end)
     with wh.connect() as con, transaction(con):
+        if recharted:  # the copy follows: their charts, and their journal lines' account ids
+            publish_charts(con, r2a.ops_engine, sorted(recharted))
+            publish_line_accounts(con, r2a.ops_engine, start, end, sorted(recharted))
         replace_rows(con, "accounting.posting_plan", posted.plan().assign(run_id=context.run_id, planned_at=utc_now()),
                      window_where(), [start, end])
         replace_rows(con, "accounting.postings", postings, window_where(), [start, end])

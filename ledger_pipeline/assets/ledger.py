@@ -18,6 +18,7 @@ from ledger_pipeline.assets.metadata import (
     table_spec_metadata,
 )
 from ledger_pipeline.assets.publishing import publish_after_failure, publish_before_blocking_failure, publish_if_last
+from ledger_pipeline.charts import load_charts
 from ledger_pipeline.ledger.journal import build_journal
 from ledger_pipeline.ledger.mapping import load_mapping
 from ledger_pipeline.ledger.schemas import JournalLines, validate_lines, validated_entries
@@ -30,10 +31,12 @@ from ledger_pipeline.state.ledger import save_window
 from ledger_pipeline.warehouse.schema import minor_sql
 from ledger_pipeline.warehouse.store import replace_rows, transaction, window_where
 
-# The journal reads the charts (gl_accounts' table) once the close's first step made them fresh (gl_accounts_fresh).
+# The journal reads the charts (gl_accounts: the operational database's, charts.py) once the close's first step made
+# them fresh (gl_accounts_fresh).
 DEPS = ["r2a_pl_monthly", "gl_accounts", "gl_accounts_fresh"]
 DETAIL_SQL = f"""SELECT tenant_id, period, category, subcategory, {minor_sql('amount', 'currency')} AS amount_minor,
                         currency, source_rows FROM r2a.pl_monthly_detail WHERE {window_where()}"""
+CHART_COLUMNS = ["tenant_id", "account_id", "number", "name", "archived"]  # what build_journal resolves against
 _AMOUNT = [("r2a_pl_monthly", "revenue"), ("r2a_pl_monthly", "cogs"), ("r2a_pl_monthly", "expenses")]
 # Column lineage, on the definitions (the asset page's Columns and lineage views) and on every materialization.
 ENTRIES_LINEAGE = lineage({
@@ -46,7 +49,6 @@ LINES_LINEAGE = lineage({
     "account_id": [("gl_accounts", "account_id")], "account_number": [("gl_accounts", "number")],
     "account_name": [("gl_accounts", "name")], "category": [("r2a_pl_monthly", "revenue")],
 })
-ACCOUNTS_SQL = "SELECT tenant_id, account_id, number, name, archived FROM accounting.gl_accounts"
 
 
 def check_window(context: dg.AssetCheckExecutionContext, column: str = "period") -> tuple[str, list]:
@@ -89,7 +91,7 @@ def journal(context: dg.AssetExecutionContext, r2a: R2aDatabase, warehouse: Ware
     wh = warehouse.warehouse
     with wh.connect() as con:
         detail = con.execute(DETAIL_SQL, [start, end]).fetchdf()
-        accounts = con.execute(ACCOUNTS_SQL).fetchdf()
+    accounts = load_charts(r2a.ops_engine, columns=CHART_COLUMNS)  # the charts' one home, not the analysts' copy
     build = build_journal(detail, accounts, load_mapping(load_settings().account_mapping_path))
     lines, invalid = validate_lines(build.lines, start, end)
     entries = validated_entries(lines, build.entries)

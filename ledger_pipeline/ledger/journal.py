@@ -43,7 +43,7 @@ def custom_id(tenant_id: pd.Series, period: pd.Series) -> pd.Series:
 def build_journal(detail: pd.DataFrame, accounts: pd.DataFrame, rules: pd.DataFrame) -> JournalBuild:
     """detail: tenant_id, period, category, subcategory, amount_minor (int64 minor units of `currency`), currency,
     source_rows.
-    accounts: the tenants' latest jurnal.gl_accounts (tenant_id, account_id, number, name, archived)."""
+    accounts: the tenants' latest charts (charts.load_charts: tenant_id, account_id, number, name, archived)."""
     d = detail.copy()
     d["period"] = pd.to_datetime(d["period"])
     d["amount_minor"] = d["amount_minor"].astype("int64")

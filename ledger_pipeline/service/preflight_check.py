@@ -5,7 +5,8 @@ spends a request per tenant to find out:
   tenant with entries in the run's window, from state the close already has: the connection (`integrations`:
   status, company on record, the scope Zoho granted, recorded at connect), the stored home currency
   (connection_health, connections.py) against R2a's, every account the window's journal lines use active in the chart
-  the close just refreshed (accounting.gl_accounts), and the period verdict the daily check recorded (below).
+  the close just refreshed (the operational database's gl_accounts, charts.py), and the period verdict the daily
+  check recorded (below).
 - `connections_preflight` on `gl_accounts` (runs with the daily charts job, `gl_accounts_job`, background priority):
   for each tenant whose chart that run fetched, the same state checks plus ONE cheap read of its period lock
   (preflight.py `period_locks`: QuickBooks' closing date, Zoho's transaction locks, Jurnal's closing date, Aden's
@@ -28,6 +29,7 @@ from sqlalchemy import select
 
 from ledger_pipeline import clock
 from ledger_pipeline.assets.ledger import check_window, run_window
+from ledger_pipeline.charts import fetched_by, load_charts
 from ledger_pipeline.connections import company_currencies
 from ledger_pipeline.resources import AccountingResource, R2aDatabase, WarehouseResource
 from ledger_pipeline.service.preflight import (
@@ -169,7 +171,7 @@ def connections_ready(context: dg.AssetCheckExecutionContext, r2a: R2aDatabase,
                               params).fetchdf()
         lines = con.execute(f"SELECT DISTINCT e.tenant_id, e.account_number FROM ledger.journal_lines e "
                             f"WHERE {where}", params).fetchdf()
-        chart = con.execute("SELECT system, tenant_id, number, archived FROM accounting.gl_accounts").fetchdf()
+    chart = load_charts(r2a.ops_engine, sorted(set(entries["tenant_id"])))
     tenants: dict[str, set[dt.date]] = {}
     for t, p in entries.itertuples(index=False):
         tenants.setdefault(t, set()).add(pd.Timestamp(p).date().replace(day=1))
@@ -190,18 +192,15 @@ def months_to_check(ops_engine: object, tenants: list[str], today_month: dt.date
 
 
 @dg.asset_check(
-    asset="gl_accounts", name="connections_preflight", pool="duckdb",
+    asset="gl_accounts", name="connections_preflight",
     description="The daily preflight (with the charts job): for each tenant whose chart this run fetched, its "
                 "connection, scope, company, home currency, and ONE read of its period lock for the months the next "
                 "close posts; the verdict is recorded for the operator page, `connect --status` and the close's "
                 "connections_ready check. WARN, each tenant not ready listed with system and fix.")
-def connections_preflight(context: dg.AssetCheckExecutionContext, r2a: R2aDatabase, accounting: AccountingResource,
-                          warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    with warehouse.warehouse.connect() as con:
-        fetched = [t for (t,) in con.execute("SELECT DISTINCT tenant_id FROM accounting.gl_ingest_status "
-                                             "WHERE run_id = ? AND status = 'ok'", [context.run.run_id]).fetchall()]
-        chart = con.execute("SELECT system, tenant_id, number, archived FROM accounting.gl_accounts "
-                            "WHERE tenant_id IN (SELECT unnest(?::VARCHAR[]))", [fetched]).fetchdf()
+def connections_preflight(context: dg.AssetCheckExecutionContext, r2a: R2aDatabase,
+                          accounting: AccountingResource) -> dg.AssetCheckResult:
+    fetched = fetched_by(r2a.ops_engine, context.run.run_id)
+    chart = load_charts(r2a.ops_engine, fetched)
     settings = load_settings()
     tenants = months_to_check(r2a.ops_engine, fetched, clock.current_month())
     with accounting.connections(r2a.ops_database_url, "background") as connections:

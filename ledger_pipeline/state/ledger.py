@@ -7,7 +7,7 @@ import datetime as dt
 import json
 
 import pandas as pd
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, insert, select, update
 
 from ledger_pipeline.ledger.sink import CanonicalEntry, CanonicalLine, custom_id_for
 from ledger_pipeline.state.models import LedgerEntry
@@ -18,9 +18,7 @@ def save_window(engine: Engine, start: dt.date, end: dt.date, entries: list[Cano
     """Replace the window: every entry, plus a row per tenant-month rejected upstream (its remote entry is held)."""
     rows = [{"custom_id": e.custom_id, "tenant_id": e.tenant_id, "period": e.period, "rejected": 0,
              "transaction_date": e.transaction_date, "memo": e.memo, "currency": e.currency,
-             "content_hash": e.content_hash, "run_id": run_id,
-             "lines": json.dumps([[ln.line_no, ln.account_id, ln.account_number, ln.debit_minor, ln.credit_minor,
-                                   ln.description] for ln in e.lines])} for e in entries]
+             "content_hash": e.content_hash, "run_id": run_id, "lines": _lines_json(e)} for e in entries]
     seen = {r["custom_id"] for r in rows}
     for tenant, period in rejected[["tenant_id", "period"]].dropna().drop_duplicates().itertuples(index=False):
         period = pd.Timestamp(period).date()
@@ -34,6 +32,18 @@ def save_window(engine: Engine, start: dt.date, end: dt.date, entries: list[Cano
         conn.execute(delete(LedgerEntry).where(LedgerEntry.period >= start, LedgerEntry.period < end))
         if rows:
             conn.execute(insert(LedgerEntry), rows)
+
+
+def save_lines(engine: Engine, entries: list[CanonicalEntry]) -> None:
+    """Store these entries' lines as they are now (the chart retry gives them the chart's current account ids)."""
+    with engine.begin() as conn:
+        for e in entries:
+            conn.execute(update(LedgerEntry).where(LedgerEntry.custom_id == e.custom_id).values(lines=_lines_json(e)))
+
+
+def _lines_json(e: CanonicalEntry) -> str:
+    return json.dumps([[ln.line_no, ln.account_id, ln.account_number, ln.debit_minor, ln.credit_minor,
+                        ln.description] for ln in e.lines])
 
 
 def load_window(engine: Engine, start: dt.date, end: dt.date, tenants: list[str] | None = None

@@ -1,7 +1,7 @@
 """The operational state every host shares, in its own database (LEDGER_OPS_DATABASE_URL: `data/ops.sqlite` embedded,
-Postgres in production), never R2a's: tokens (`integrations`), OAuth states, the posting outbox, the window's
-entries to post, the shard assignments, the exchange rates and the connection service's links, flows and
-connection health.
+Postgres in production), never R2a's: tokens (`integrations`), OAuth states, the charts of accounts (with their
+fetch status and change history), the posting outbox, the window's entries to post, the shard assignments, the
+exchange rates and the connection service's links, flows and connection health.
 
 The schema is Alembic's (`ledger_pipeline/state/migrations/`), applied when the database is opened
 (`ledger_pipeline.state.database.make_ops_engine`); a change to these models needs a new revision there
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Column, Date, DateTime, Index, Integer, String, Table, Text
+from sqlalchemy import Boolean, Column, Date, DateTime, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -190,3 +190,57 @@ class RemotePolicyRecord(OpsBase):
     on_edit: Mapped[str] = mapped_column(String(20))  # hold | overwrite
     on_delete: Mapped[str] = mapped_column(String(20))  # recreate | hold
     updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class GlAccount(OpsBase):
+    """Each tenant's latest chart of accounts, read from its accounting system (ledger_pipeline/charts.py): one row
+    per account, inactive ones included (`archived`). Replaced per tenant on each successful read, so a tenant has
+    one chart, from its current system. The journal resolves account numbers to ids here; DuckDB's
+    accounting.gl_accounts is the analysts' copy (revision 0005)."""
+
+    __tablename__ = "gl_accounts"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(120), primary_key=True)  # the system's id, as it writes it
+    system: Mapped[str] = mapped_column(String(20))
+    number: Mapped[str] = mapped_column(Text)  # "" when the system has none
+    name: Mapped[str] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(Text)
+    parent_id: Mapped[str | None] = mapped_column(String(120))
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)  # archived or inactive: unusable
+    fetched_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class GlIngestStatus(OpsBase):
+    """The outcome of each tenant's last chart read (ok | failed | needs_reauth | deferred): a tenant whose last read
+    is not ok, or older than LEDGER_CHART_MAX_AGE_HOURS, is read again by the close (gl_accounts_fresh). A failed
+    read keeps the tenant's previous chart (revision 0005)."""
+
+    __tablename__ = "gl_ingest_status"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    system: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    accounts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class GlAccountChange(OpsBase):
+    """Chart changes found between two reads of a tenant's chart (added, renamed, renumbered, archived, unarchived,
+    removed), append only (revision 0005)."""
+
+    __tablename__ = "gl_account_changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    system: Mapped[str] = mapped_column(String(20))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    account_id: Mapped[str] = mapped_column(String(120))
+    change: Mapped[str] = mapped_column(String(20))
+    number: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    previous_name: Mapped[str | None] = mapped_column(Text)
+    archived: Mapped[bool | None] = mapped_column(Boolean)
+    detected_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_gl_account_changes_tenant", "tenant_id"),)

@@ -28,9 +28,12 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
     "ledger.rejections": "Every tenant-month that was not turned into a postable entry, and what to do about it.",
     "ledger.journal_entries": "One balanced journal entry per tenant-month (header and totals).",
     "ledger.journal_lines": "The journal entries' lines: one account and one side (debit or credit) each.",
-    "accounting.gl_accounts": "Every connected tenant's current chart of accounts, read from its accounting system.",
-    "accounting.gl_account_changes": "Chart-of-accounts changes detected between two reads (append only).",
-    "accounting.gl_ingest_status": "Outcome of the last chart-of-accounts read, per tenant.",
+    "accounting.gl_accounts": "Every connected tenant's current chart of accounts, read from its accounting system "
+                              "(a copy of the operational database's gl_accounts).",
+    "accounting.gl_account_changes": "Chart-of-accounts changes detected between two reads (a copy of the operational "
+                                     "database's gl_account_changes).",
+    "accounting.gl_ingest_status": "Outcome of the last chart-of-accounts read, per tenant (a copy of the operational "
+                                   "database's gl_ingest_status).",
     "accounting.connections": "Each connected tenant's company in its accounting system and the currency its books "
                               "are kept in, as the system reported it (read at connect and on each chart refresh).",
     "accounting.postings": "Published copy of the posting state: what was sent for each entry, and what happened.",
