@@ -133,7 +133,8 @@ def record(report: PreflightReport, store: object, now: dt.datetime) -> None:
     if report.system:
         store.record_check(report.tenant_id, report.system, now, report.ok,  # type: ignore[attr-defined]
                            None if report.ok else report.summary()[:2000], report.reached, report.company_name,
-                           report.home_currency)
+                           report.home_currency, [{"name": c.name, "detail": c.detail, "fix": c.fix}
+                                                  for c in report.failures])
 
 
 # -- the checks -----------------------------------------------------------------------------------------------

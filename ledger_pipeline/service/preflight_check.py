@@ -112,20 +112,15 @@ def ready_from_state(tenants: dict[str, set[dt.date]], lines: pd.DataFrame | Non
     return reports
 
 
-PERIOD_MARK = "period: "  # how a recorded verdict names its period failure (PreflightReport.summary)
-
-
 def _recorded_period(tenant: str, system: str, h: dict) -> Check:
     """The period part of the last recorded preflight (the daily check's, or `ledger-pipeline check`'s)."""
     at = h.get("last_check_at")
     if at is None:
         return Check("period", "skipped", "not read yet: the daily charts job's preflight (or `ledger-pipeline "
                      f"check --tenant {tenant} --month M`) reads the period lock")
-    detail = h.get("last_check_detail") or ""
-    if h.get("last_check_ok") == 0 and f"({system}) {PERIOD_MARK}" in detail:
-        part = detail[detail.index(f"({system}) {PERIOD_MARK}") + len(f"({system}) {PERIOD_MARK}"):]
-        text, _, fix = part.partition(" -> fix: ")
-        return Check("period", "failed", text.strip(), fix.split("; tenant ")[0].strip() or None)
+    for failed in json.loads(h.get("last_check_failures") or "[]"):
+        if failed.get("name") == "period":
+            return Check("period", "failed", failed.get("detail") or "", failed.get("fix"))
     return Check("period", "passed", f"no closed period found by the last preflight ({at:%Y-%m-%d %H:%M} UTC)")
 
 

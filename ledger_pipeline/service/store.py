@@ -17,6 +17,7 @@ Timestamps are naive UTC datetimes.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from dataclasses import dataclass
 
@@ -131,9 +132,12 @@ class ServiceStore:
         self._upsert(tenant_id, system, values)
 
     def record_check(self, tenant_id: str, system: str, now: dt.datetime, ok: bool, detail: str | None,
-                     reached: bool, company_name: str | None = None, home_currency: str | None = None) -> None:
-        """A preflight's verdict; `reached`: a request to the system succeeded (its time becomes last_ok_at)."""
-        values: dict = {"last_check_at": now, "last_check_ok": int(ok), "last_check_detail": detail}
+                     reached: bool, company_name: str | None = None, home_currency: str | None = None,
+                     failures: list[dict] | None = None) -> None:
+        """A preflight's verdict: `detail` in words, `failures` as data ([{"name", "detail", "fix"}], stored as
+        JSON); `reached`: a request to the system succeeded (its time becomes last_ok_at)."""
+        values: dict = {"last_check_at": now, "last_check_ok": int(ok), "last_check_detail": detail,
+                        "last_check_failures": json.dumps(failures or [])}
         if reached:
             values["last_ok_at"] = now
         if company_name:

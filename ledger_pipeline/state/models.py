@@ -149,7 +149,8 @@ connection_health = Table(  # per (tenant, system): what we learnt of the connec
     Column("last_ok_at", DateTime),  # the last request that succeeded (connect, preflight)
     Column("last_check_at", DateTime),
     Column("last_check_ok", Integer),  # 1 passed, 0 failed, NULL never checked
-    Column("last_check_detail", Text),
+    Column("last_check_detail", Text),  # the failed checks in an operator's words
+    Column("last_check_failures", Text),  # the same as JSON: [{"name", "detail", "fix"}] (revision 0006)
     Column("connected_at", DateTime),
     Column("connected_via", String(20)),  # serve | cli
 )
