@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ledger_pipeline.ledger.sink import CanonicalEntry, SinkError
 from ledger_pipeline.state.ledger import save_lines
 from ledger_pipeline.state.models import GlAccount, GlAccountChange, GlIngestStatus
-from ledger_pipeline.systems import SYSTEMS
+from ledger_pipeline.systems import title as system_title
 
 ACCOUNT_COLUMNS = ["system", "tenant_id", "account_id", "number", "name", "category", "parent_id", "archived"]
 STATUS_COLUMNS = ["system", "tenant_id", "status", "accounts", "error"]
@@ -161,7 +161,7 @@ def rechart_for(engine: Engine, connections: Callable[[str], object], run_id: st
     chart's current ids. Each tenant whose chart it read is added to `recharted`, so the caller can bring the DuckDB
     copy along (`publish_charts`, ledger.journal_lines)."""
     def rechart(system: str, tenant: str, entries: list[CanonicalEntry]) -> tuple[list[CanonicalEntry] | None, str]:
-        title = SYSTEMS[system].title if system in SYSTEMS else system
+        title = system_title(system)
         fetched = ingest_charts(engine, connections, [(system, tenant)], run_id)
         if recharted is not None:
             recharted.add(tenant)

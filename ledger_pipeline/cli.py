@@ -437,7 +437,7 @@ def decisions(tenant: str | None, on_edit: str | None, on_delete: str | None) ->
     from ledger_pipeline.reconcile import FOUND_BY, change_next
     from ledger_pipeline.remote_changes import ALL_TENANTS, RemoteChangeStore
     from ledger_pipeline.state.database import make_ops_engine
-    from ledger_pipeline.systems import SYSTEMS
+    from ledger_pipeline.systems import title as system_title
 
     s = load_settings()
     store = RemoteChangeStore(make_ops_engine(s.ops_database_url))
@@ -452,7 +452,7 @@ def decisions(tenant: str | None, on_edit: str | None, on_delete: str | None) ->
     else:
         click.echo(f"{len(held)} tenant-month(s) need a decision:")
     for change, policy in held:
-        title = SYSTEMS[change.system].title if change.system in SYSTEMS else change.system
+        title = system_title(change.system)
         when = f"{change.found_at:%Y-%m-%d %H:%M} UTC" if change.found_at else "?"
         click.echo(f"\n{change.tenant_id} {change.period:%Y-%m}  {title}  {change.custom_id}  {change.kind} by hand "
                    f"(found {when} by {FOUND_BY.get(change.found_by, change.found_by)}; {title} id "

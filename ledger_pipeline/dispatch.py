@@ -35,7 +35,7 @@ from ledger_pipeline.posting.plan import PlanItem
 from ledger_pipeline.progress import PostingProgress, report_progress
 from ledger_pipeline.reconcile import DEFAULT_POLICY, RemoteChange, change_detail
 from ledger_pipeline.settings import load_settings
-from ledger_pipeline.systems import SYSTEMS, Connections
+from ledger_pipeline.systems import SYSTEMS, Connections, title
 
 
 class Log(Protocol):
@@ -43,9 +43,7 @@ class Log(Protocol):
     def warning(self, msg: str) -> None: ...
 
 
-def system_title(system: str) -> str:
-    """The system's name as its users know it ("QuickBooks Online"), for every message about a tenant."""
-    return SYSTEMS[system].title if system in SYSTEMS else (system or "its accounting system")
+system_title = title  # the registry's (systems.title)
 
 
 def system_titles() -> dict[str, str]:

@@ -44,6 +44,7 @@ from ledger_pipeline.ledger.sink import SinkError
 from ledger_pipeline.settings import Settings
 from ledger_pipeline.state.vault import NeedsReauth, tenant_systems
 from ledger_pipeline.systems import SYSTEMS, ChartAccount
+from ledger_pipeline.systems import title as system_title
 
 
 @dataclass(frozen=True)
@@ -518,7 +519,7 @@ def period_locks(system: str, connection: object, tenant: str, months: list[dt.d
             return PeriodLocks(closed, source="accounting periods")
     except Exception as exc:  # noqa: BLE001 - the read failed: say so, never guess open or closed
         return PeriodLocks(None, note=f"the period could not be read ({type(exc).__name__}: {str(exc)[:200]})")
-    return PeriodLocks(None, note=f"{SYSTEMS[system].title if system in SYSTEMS else system} exposes no period, "
+    return PeriodLocks(None, note=f"{system_title(system)} exposes no period, "
                        "lock or closing date to read; a locked period is reported by the posting itself")
 
 

@@ -75,6 +75,12 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
+def title(system: str) -> str:
+    """The system's name as its users know it ("QuickBooks Online"), for every message about a tenant; an unknown
+    name as given."""
+    return SYSTEMS[system].title if system in SYSTEMS else (system or "its accounting system")
+
+
 def get(name: str) -> SystemInfo:
     if name not in SYSTEMS:
         raise ValueError(f"unknown accounting system {name!r}; known: {', '.join(SYSTEMS)}")
