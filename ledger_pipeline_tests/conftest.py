@@ -96,8 +96,9 @@ def connect(sandbox) -> Iterator:  # noqa: ANN001
         c.close()
 
 
-# Known-long tests (seconds on a loaded 2-core machine, `--durations`), started first so that under `pytest -n 4`
-# the workers finish together instead of one picking up a 3-minute test at the end. Order only: nothing skipped.
+# Known-long tests (seconds on a loaded 2-core machine, `--durations`), started first so that under `make test`
+# (`-n 6 --maxschedchunk 1`: one test handed out at a time) they spread over the workers, which then finish together
+# instead of one picking up a 3-minute test at the end. Order only: nothing skipped.
 SLOW_FIRST = {
     "test_distributed.py": 200, "test_e2e_dagster_dev.py::test_killed_ui_run": 150,
     "test_e2e_dagster_dev.py": 110, "test_remote_changes_cli.py": 75, "test_ui.py": 85,
