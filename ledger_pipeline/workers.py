@@ -200,11 +200,13 @@ def post_on_shards(log: Any, run_id: str, options: Any, ops_engine: Any, account
     from ledger_pipeline.posting import TenantOutcome
     from ledger_pipeline.shards import assign_new, assignments
     from ledger_pipeline.state.ledger import load_window
+    from ledger_pipeline.state.vault import tenant_systems
 
     keys = shard_keys(count)
-    assign_new(ops_engine, window_tenants(ops_engine, start, end), keys)
+    tenants = window_tenants(ops_engine, start, end)
+    assign_new(ops_engine, tenants, keys)
     owner = assignments(ops_engine)
-    busy = sorted({owner[t] for t in window_tenants(ops_engine, start, end) if t in owner})
+    busy = sorted({owner[t] for t in tenants if t in owner})
     app = worker_app()
     declare_queues(app, [queue_for(k) for k in busy])
     t0 = time.monotonic()
@@ -212,7 +214,7 @@ def post_on_shards(log: Any, run_id: str, options: Any, ops_engine: Any, account
         "run_id": run_id, "shard": shard, "start": start.isoformat(), "end": end.isoformat(),
         "options": dataclasses.asdict(options), "accounting": accounting},
         queue=queue_for(shard), routing_key=f"{queue_for(shard)}.post_shard") for shard in busy}
-    log.info(f"posting {len(owner)} assigned tenant(s) on {len(busy)} shard(s): "
+    log.info(f"posting {len(tenants)} tenant(s) on {len(busy)} shard(s): "
              + ", ".join(f"{k} -> {queue_for(k)}" for k in busy))
     parts, failed, last = {}, {}, time.monotonic()
     while tasks:
@@ -239,12 +241,13 @@ def post_on_shards(log: Any, run_id: str, options: Any, ops_engine: Any, account
         if tasks:
             time.sleep(poll)
     posted = merge(start, end, parts, time.monotonic() - t0)
+    systems = {t: system for t, (system, _, _) in tenant_systems(ops_engine).items()}
     for shard, why in failed.items():
         log.warning(why)
-        tenants = sorted(t for t, s in owner.items() if s == shard)
-        entries, _ = load_window(ops_engine, start, end, tenants)
+        entries, _ = load_window(ops_engine, start, end, sorted(t for t in tenants if owner.get(t) == shard))
         for tenant, mine in entries.items():
-            posted.result.outcomes.append((posted.systems.get(tenant, ""), TenantOutcome(
+            posted.systems.setdefault(tenant, systems.get(tenant, ""))
+            posted.result.outcomes.append((systems.get(tenant, ""), TenantOutcome(
                 tenant, failures=[(e.custom_id, why, "retryable") for e in mine])))
         posted.shards[shard] = {"failed": why}
     return posted

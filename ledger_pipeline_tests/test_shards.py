@@ -183,3 +183,30 @@ def test_a_shard_task_refreshes_a_stale_chart_for_that_tenant_alone_and_retries(
     assert {a for _, a, num, *_ in fixed if num == "4-40000"} == set(chart.loc[chart["number"] == "4-40000",
                                                                                 "account_id"])
     assert window.recharted == [victim]
+
+
+def test_a_shard_no_worker_takes_fails_its_tenants_as_retryable_naming_the_queue(settings, sandbox,  # noqa: ANN001
+                                                                                 monkeypatch) -> None:
+    """The production `postings` step when a shard's worker is missing: it says which shards wait (queued, no worker
+    has taken the task), gives up after its timeout, and fails that shard's entries as retryable naming the queue to
+    check; nothing is posted. Celery's in-memory broker stands in for RabbitMQ (no worker ever consumes there)."""
+    import types
+
+    from ledger_pipeline.dispatch import PostingOptions
+
+    workers = pytest.importorskip("ledger_pipeline.workers", reason="needs the production extra (dagster-celery)")
+    engine, month = month_assigned_to_shards(settings, tenants=4, seed=3)
+    monkeypatch.setenv("LEDGER_CELERY_BROKER", "memory://")
+    monkeypatch.setenv("LEDGER_CELERY_BACKEND", "cache+memory://")
+    lines: list[str] = []
+    log = types.SimpleNamespace(info=lines.append, warning=lines.append)
+    posted = workers.post_on_shards(log, "run-1", PostingOptions(), engine,
+                                    {"rate_limit_scale": 1000, "backoff": 0.01, "timeout": 5}, month,
+                                    clock.add_months(month, 1), 4, timeout=0.6, poll=0.05, every=0.2)
+    failures = posted.result.failures()
+    assert {t for _, t, *_ in failures} == set(assignments(engine)), "every tenant of the month, none posted"
+    assert {kind for *_, kind in failures} == {"retryable"}, "a run retry or a re-run posts them"
+    assert all(f"ledger-{assignments(engine)[t]}" in error for _, t, _, error, _ in failures)
+    assert {s for s, *_ in failures} == {"jurnal"}, "each failure names the tenant's own system"
+    assert any("queued: no worker has taken it yet" in line for line in lines), lines
+    assert not [e for e in sandbox_entries(sandbox.url) if e["custom_id"]]
