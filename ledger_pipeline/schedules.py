@@ -52,11 +52,6 @@ def _reconciliation_drift(timezone: str) -> dg.ScheduleDefinition:
     )
 
 
-def background_schedules(timezone: str) -> list[dg.ScheduleDefinition]:
-    """The charts refresh and the drift read, the same in both profiles, in the business timezone `timezone`."""
-    return [_gl_accounts_daily(timezone), _reconciliation_drift(timezone)]
-
-
 def build_schedules(timezone: str) -> list:
-    """The embedded profile's schedules in the business timezone `timezone` (Settings.timezone)."""
-    return [_monthly_close(timezone), *background_schedules(timezone)]
+    """Every schedule (the same in both profiles) in the business timezone `timezone` (Settings.timezone)."""
+    return [_monthly_close(timezone), _gl_accounts_daily(timezone), _reconciliation_drift(timezone)]
