@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ledger_pipeline import clock
 from ledger_pipeline.settings import SANDBOX_PORT, Settings, load_settings, safe_url
 from ledger_pipeline.systems import SYSTEMS
 
@@ -646,7 +647,7 @@ def _summary(s, first: str, last: str) -> None:  # noqa: ANN001
     if not s.warehouse_path.exists():
         return
     start = dt.date.fromisoformat(first)
-    end = (dt.date.fromisoformat(last) + dt.timedelta(days=32)).replace(day=1)
+    end = clock.add_months(dt.date.fromisoformat(last), 1)
     lines = close_summary(s.warehouse_path, start, end)
     click.echo("\n".join(lines[:-1]))
     _summary_decisions(s, start, end)
@@ -746,7 +747,7 @@ def rates_list(from_currency: str | None, to_currency: str | None, month: str | 
             start = dt.datetime.strptime(month, "%Y-%m").date()
         except ValueError:
             raise click.BadParameter(f"{month!r} is not a month (YYYY-MM)", param_hint="--month") from None
-        end = (start + dt.timedelta(days=32)).replace(day=1)
+        end = clock.add_months(start, 1)
     found = list_rates(make_ops_engine(load_settings().ops_database_url), from_currency, to_currency, start, end)
     if not found:
         click.echo("no exchange rates loaded" + (" for that selection" if from_currency or to_currency or month

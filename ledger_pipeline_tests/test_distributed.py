@@ -23,13 +23,13 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 from sqlalchemy import select
 
+from ledger_pipeline import clock
 from ledger_pipeline.sandboxes.server import SandboxServer
 from ledger_pipeline.shards import assignments, queue_for
 from ledger_pipeline.state.models import LedgerEntry, Posting, RemoteChangeRecord
 from ledger_pipeline.testing.cluster import (
     Cluster,
     close_runs,
-    dt_add_months,
     one_address_floor,
     posting_span,
     prepared,
@@ -59,7 +59,7 @@ def expected_entries(engine, month: str) -> set[str]:  # noqa: ANN001
     start = dt.date.fromisoformat(month)
     with engine.connect() as conn:
         return set(conn.execute(select(LedgerEntry.custom_id).where(
-            LedgerEntry.period >= start, LedgerEntry.period < dt_add_months(start, 1),
+            LedgerEntry.period >= start, LedgerEntry.period < clock.add_months(start, 1),
             LedgerEntry.rejected == 0)).scalars())
 
 

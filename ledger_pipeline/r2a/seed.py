@@ -75,7 +75,7 @@ def generate(tenants: int, months: int, start: dt.date, seed: int = 7) -> tuple[
     left = np.where(rng.random(tenants) < 0.03, rng.integers(1, max(months, 2), tenants), months)
     left = np.maximum(left, joined + 1)
     periods = [
-        dt.date(start.year + (start.month - 1 + m) // 12, (start.month - 1 + m) % 12 + 1, 1) for m in range(months)
+        clock.add_months(start, m) for m in range(months)
     ]
     names = np.array(
         [f"{KINDS[p]} {NAMES[i % 10]} {NAMES[(i // 10) % 10]} {i + 1}" for i, p in enumerate(profile)]

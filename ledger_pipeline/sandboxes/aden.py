@@ -77,6 +77,7 @@ import jwt
 from starlette.requests import Request
 from starlette.routing import Route
 
+from ledger_pipeline import clock
 from ledger_pipeline.money import currency_problem, dumps_exact, loads_exact, minor_unit, to_minor
 from ledger_pipeline.sandboxes.base import (
     Call,
@@ -186,8 +187,7 @@ def _amount(value: Any, field: str, currency: str = DEFAULT_CURRENCY) -> int:
 
 
 def _month_end(year: int, month: int) -> dt.date:
-    nxt = dt.date(year + month // 12, month % 12 + 1, 1)
-    return nxt - dt.timedelta(days=1)
+    return clock.month_end(dt.date(year, month, 1))
 
 
 def _flag(value: str | None) -> bool | None:

@@ -58,6 +58,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ledger_pipeline import clock
 from ledger_pipeline.money import CURRENCIES, from_minor, minor_unit, quantum, to_minor
 from ledger_pipeline.sandboxes import consent
 from ledger_pipeline.sandboxes.base import (
@@ -163,12 +164,10 @@ def journal_window(filter_by: str, today: dt.date) -> tuple[dt.date, dt.date] | 
         start = today - dt.timedelta(days=(today.weekday() + 1) % 7)
         return start, start + dt.timedelta(days=6)
     if filter_by == "JournalDate.ThisMonth":
-        nxt = (today.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-        return today.replace(day=1), nxt - dt.timedelta(days=1)
+        return clock.month_of(today), clock.month_end(today)
     if filter_by == "JournalDate.ThisQuarter":
         first = dt.date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
-        nxt = dt.date(first.year + (first.month == 10), (first.month + 2) % 12 + 1, 1)
-        return first, nxt - dt.timedelta(days=1)
+        return first, clock.month_end(clock.add_months(first, 2))
     return dt.date(today.year, 1, 1), dt.date(today.year, 12, 31)
 
 

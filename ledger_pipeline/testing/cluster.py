@@ -27,6 +27,7 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from ledger_pipeline import clock
 from ledger_pipeline.settings import PROJECT_ROOT
 from ledger_pipeline.shards import DEFAULT_QUEUE, queue_for, shard_keys
 from ledger_pipeline.testing.net import free_port, wait_for
@@ -132,7 +133,7 @@ def prepared(root: Path, services: Services, tenants: int, months: int, scale: f
                 os.environ.pop("LEDGER_PROFILE", None)
                 first = seeding.default_start(months)
                 seeding.seed(engine, tenants, months, first, seed=seed)
-                keys = [dt_add_months(first, i).strftime("%Y-%m-01") for i in range(months)]
+                keys = [clock.add_months(first, i).strftime("%Y-%m-01") for i in range(months)]
                 connect([f"t{i:05d}" for i in range(1, tenants + 1)])
                 materialize_gl()  # the month's backfill does not refetch fresh charts
             sandbox.ctx.limits.enabled = True
@@ -141,13 +142,6 @@ def prepared(root: Path, services: Services, tenants: int, months: int, scale: f
         finally:
             cluster.stop()
             engine.dispose()
-
-
-def dt_add_months(day: Any, n: int) -> Any:
-    import datetime as dt
-
-    index = day.year * 12 + day.month - 1 + n
-    return dt.date(index // 12, index % 12 + 1, 1)
 
 
 @dataclass

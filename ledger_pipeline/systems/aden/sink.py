@@ -47,6 +47,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from ledger_pipeline import clock
 from ledger_pipeline.ledger.sink import (
     CUSTOM_ID_PREFIX,
     CanonicalEntry,
@@ -536,11 +537,9 @@ class AdenSink:
         rows = self._call(lambda: self.client.pages(tenant_id, "/journal-entries", {
             "start_date": start.isoformat(), "end_date": (end - dt.timedelta(days=1)).isoformat()}))
         ours: dict[str, str] = {}
-        month = start.replace(day=1)
-        while month < end:
+        for month in clock.months_between(start, end - dt.timedelta(days=1)):
             cid = custom_id_for(tenant_id, month)
             ours[aden_key(cid)] = cid
-            month = (month + dt.timedelta(days=32)).replace(day=1)
         out = []
         for row in rows:
             try:

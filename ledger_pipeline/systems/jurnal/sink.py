@@ -35,6 +35,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from ledger_pipeline import clock
 from ledger_pipeline.ledger.sink import CanonicalEntry, CreateResult, RemoteEntry, SinkError, custom_id_for
 from ledger_pipeline.money import from_minor, to_minor
 from ledger_pipeline.state.vault import NeedsReauth
@@ -228,11 +229,8 @@ def _lock_reason(text: str) -> str:
 
 
 def _months(start: dt.date, end: dt.date) -> list[dt.date]:
-    out, m = [], start.replace(day=1)
-    while m < end:
-        out.append(m)
-        m = (m + dt.timedelta(days=32)).replace(day=1)
-    return out
+    """The months of [start, end)."""
+    return clock.months_between(start, end - dt.timedelta(days=1))
 
 
 def _is_stub(remote: RemoteEntry) -> bool:

@@ -51,6 +51,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from ledger_pipeline import clock
 from ledger_pipeline.ledger.sink import (
     CUSTOM_ID_PREFIX,
     CanonicalEntry,
@@ -257,11 +258,10 @@ class RootfiSink:
 
     def _months(self, tenant_id: str, start: dt.date, end: dt.date) -> dict[str, str]:
         """key -> custom_id for the tenant's months in [start, end)."""
-        out, month = {}, start.replace(day=1)
-        while month < end:
+        out = {}
+        for month in clock.months_between(start, end - dt.timedelta(days=1)):
             cid = custom_id_for(tenant_id, month)
             out.update({k: cid for k in _keys(cid)})
-            month = (month + dt.timedelta(days=32)).replace(day=1)
         return out
 
     def _list_window(self, tenant_id: str, start: dt.date, end: dt.date) -> list[dict]:
