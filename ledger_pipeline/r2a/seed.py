@@ -142,7 +142,7 @@ def generate(tenants: int, months: int, start: dt.date, seed: int = 7) -> tuple[
     amount = np.concatenate([amount, np.minimum(r_amt, -100)])
 
     period_days = np.array([(periods[m] - dt.date(1970, 1, 1)).days for m in range(months)])
-    month_len = np.array([((p.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - p).days for p in periods])
+    month_len = np.array([(clock.add_months(p, 1) - p).days for p in periods])
     day = (rng.random(len(rows_m)) * month_len[rows_m]).astype(np.int64)
     txn_days = period_days[rows_m] + day
     txn_date = txn_days.astype("datetime64[D]")

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from sqlalchemy import select
 
+from ledger_pipeline import clock
 from ledger_pipeline.connections import company_currencies
 from ledger_pipeline.ledger.currency import CompanyCurrency, foreign_refusal
 from ledger_pipeline.ledger.mapping import CLEARING, load_mapping, resolve_numbers
@@ -373,7 +374,7 @@ def needed_accounts(rules: pd.DataFrame, tenant: str,
 def _month_keys(settings: Settings, tenant: str, month: dt.date) -> list[tuple[str, str]]:
     from ledger_pipeline.r2a.models import R2aTransaction
 
-    end = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    end = clock.add_months(month, 1)
     rows = _r2a_rows(settings, select(R2aTransaction.category, R2aTransaction.subcategory).distinct().where(
         R2aTransaction.tenant_id == tenant, R2aTransaction.txn_date >= month, R2aTransaction.txn_date < end))
     return [(c or "", s or "") for c, s in rows if c]
@@ -412,7 +413,6 @@ def next_close_month(ops_engine: object, tenant: str, current: dt.date | None = 
     """The month the tenant's next close posts: the last complete month while nothing is posted for it, else the
     current month (a posted month may well be locked: that is the accountant closing it). `current`: the business
     month in progress (default: ledger_pipeline.clock)."""
-    from ledger_pipeline import clock
     from ledger_pipeline.state.models import Posting
 
     current = current or clock.current_month()
@@ -423,10 +423,7 @@ def next_close_month(ops_engine: object, tenant: str, current: dt.date | None = 
     return current if posted else previous
 
 
-def month_end(month: dt.date) -> dt.date:
-    """The last day of `month` (the date every journal entry of the month carries)."""
-    nxt = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-    return nxt - dt.timedelta(days=1)
+month_end = clock.month_end  # the last day of a month: the date every journal entry of the month carries
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from ledger_pipeline import clock
 from ledger_pipeline.ledger.sink import (
     CUSTOM_ID_PREFIX,
     CanonicalEntry,
@@ -152,7 +153,7 @@ def pl_entry(tenant: str, period: dt.date, ids: Mapping[str, str], revenue: int,
     raw = [("4-40000", 0, revenue, "Revenue"), ("5-50000", cogs, 0, "COGS"), ("6-60101", expense, 0, "Salaries"),
            (clearing, max(net, 0), max(-net, 0), "Net income")]
     lines = tuple(CanonicalLine(i, ids[n], n, d, c, desc) for i, (n, d, c, desc) in enumerate(raw, 1))
-    last = (period.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+    last = clock.month_end(period)
     digest = hashlib.sha256(repr((last, [(ln.account_id, ln.debit_minor, ln.credit_minor) for ln in lines]))
                             .encode()).hexdigest()[:16]
     return CanonicalEntry(tenant, period, custom_id_for(tenant, period), last, memo_for(period), currency, digest,

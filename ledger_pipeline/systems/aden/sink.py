@@ -237,7 +237,7 @@ def _month_date(custom_id: str) -> dt.date | None:
     if not m or not 1 <= int(m[2]) <= 12:
         return None
     first = dt.date(int(m[1]), int(m[2]), 1)
-    return (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+    return clock.month_end(first)
 
 
 class AdenSink:
