@@ -118,6 +118,10 @@ def _recorded_period(tenant: str, system: str, h: dict) -> Check:
     if at is None:
         return Check("period", "skipped", "not read yet: the daily charts job's preflight (or `ledger-pipeline "
                      f"check --tenant {tenant} --month M`) reads the period lock")
+    if h.get("last_check_failures") is None and h.get("last_check_ok") == 0:  # recorded before revision 0006
+        return Check("period", "skipped", "the last preflight failed but was recorded before its checks were kept one "
+                     "by one: the next daily preflight (or `ledger-pipeline check --tenant "
+                     f"{tenant} --month M`) reads the period lock again")
     for failed in json.loads(h.get("last_check_failures") or "[]"):
         if failed.get("name") == "period":
             return Check("period", "failed", failed.get("detail") or "", failed.get("fix"))
