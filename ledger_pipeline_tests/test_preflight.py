@@ -186,3 +186,26 @@ def test_a_home_currency_other_than_the_tenants_fails_unless_the_system_takes_it
     else:
         assert checks["home currency"].outcome == "passed", checks["home currency"]
         assert "USD->IDR rate" in checks["home currency"].detail
+
+
+def test_the_recorded_period_verdict_is_read_as_data() -> None:
+    """The close's readiness check reads the daily preflight's period verdict from its recorded checks (revision
+    0006), never from the operator's text; a failure recorded before that says it must be read again."""
+    import datetime as dt
+    import json
+
+    from ledger_pipeline.service.preflight_check import _recorded_period
+
+    at = dt.datetime(2026, 11, 2, 3, 0)
+    failed = {"last_check_at": at, "last_check_ok": 0, "last_check_detail": "anything at all",
+              "last_check_failures": json.dumps([{"name": "period", "detail": "books closed to 2026-10-31",
+                                                  "fix": "ask the accountant to reopen October"}])}
+    check = _recorded_period("t1", "quickbooks", failed)
+    assert (check.outcome, check.detail, check.fix) == ("failed", "books closed to 2026-10-31",
+                                                        "ask the accountant to reopen October")
+    other = {**failed, "last_check_failures": json.dumps([{"name": "scope", "detail": "read only", "fix": "x"}])}
+    assert _recorded_period("t1", "zoho", other).outcome == "passed", "another check failed, not the period"
+    old = {**failed, "last_check_failures": None}
+    assert _recorded_period("t1", "quickbooks", old).outcome == "skipped"
+    assert "ledger-pipeline check --tenant t1" in _recorded_period("t1", "quickbooks", old).detail
+    assert _recorded_period("t1", "jurnal", {"last_check_at": None}).outcome == "skipped"
