@@ -83,7 +83,7 @@ def frame(sql: str, params: Sequence[object] | None = None, *, con: duckdb.DuckD
     own = con is None
     con = con or open_latest(path)
     try:
-        table = (con.execute(sql, list(params)) if params else con.sql(sql)).to_arrow_table()
+        table = con.sql(sql, params=list(params) if params else None).to_arrow_table()  # no extra copy of the rows
         return table.to_pandas(types_mapper=pd.ArrowDtype)
     finally:
         if own:
