@@ -35,19 +35,12 @@ from ledger_pipeline.posting.plan import PlanItem
 from ledger_pipeline.progress import PostingProgress, report_progress
 from ledger_pipeline.reconcile import DEFAULT_POLICY, RemoteChange, change_detail
 from ledger_pipeline.settings import load_settings
-from ledger_pipeline.systems import SYSTEMS, Connections, title
+from ledger_pipeline.systems import Connections, title, titles
 
 
 class Log(Protocol):
     def info(self, msg: str) -> None: ...
     def warning(self, msg: str) -> None: ...
-
-
-system_title = title  # the registry's (systems.title)
-
-
-def system_titles() -> dict[str, str]:
-    return {name: info.title for name, info in SYSTEMS.items()}
 
 
 @dataclass(frozen=True)
@@ -107,12 +100,12 @@ def post_window(log: Log, run_id: str, options: PostingOptions, ops_engine: Any,
     from ledger_pipeline.remote_changes import RemoteChangeStore
     from ledger_pipeline.state.ledger import load_window
     from ledger_pipeline.state.postings import SqlPostingStore
-    from ledger_pipeline.state.vault import tenant_systems
+    from ledger_pipeline.state.vault import connected_systems
 
     store = SqlPostingStore(ops_engine, run_id)
     changes = RemoteChangeStore(ops_engine, run_id)
     entries, held = load_window(ops_engine, start, end, tenants)
-    systems = {t: system for t, (system, _, _) in tenant_systems(ops_engine).items()}
+    systems = connected_systems(ops_engine)
     if tenants is not None:
         systems = {t: systems[t] for t in tenants if t in systems}
     # each entry in the tenant's currency, with the loaded rate where the company keeps another (connections.py)
@@ -136,7 +129,7 @@ def post_window(log: Log, run_id: str, options: PostingOptions, ops_engine: Any,
             requests=connections.requests_by_system, rate_limit_scale=rate_limit_scale, guard=options.guard,
             rechart=rechart(connections) if rechart else None,
             reload=lambda system, tenant: store.load(start, end, [tenant]).get(system, {}).get(tenant, {}),
-            known=known, policies=changes.policies(sorted(set(entries) | set(known))), titles=system_titles())
+            known=known, policies=changes.policies(sorted(set(entries) | set(known))), titles=titles())
         result = job.run()
         requests = connections.requests_by_system()
     for exc in refused:  # a failed posting naming tenant, period, both currencies and the fix (nothing was sent)
@@ -146,8 +139,8 @@ def post_window(log: Log, run_id: str, options: PostingOptions, ops_engine: Any,
         changes.record(result.changes())
         changes.resolve_verified(store.load(start, end, tenants), f"run {run_id}")
         for c in result.changes():
-            log.warning(f"tenant {c.tenant_id} {c.period:%Y-%m} ({system_title(c.system)}): "
-                        f"{change_detail(c, system_title(c.system), DEFAULT_POLICY)} [{c.action}]")
+            log.warning(f"tenant {c.tenant_id} {c.period:%Y-%m} ({title(c.system)}): "
+                        f"{change_detail(c, title(c.system), DEFAULT_POLICY)} [{c.action}]")
     return PostedWindow(start, end, result, requests, systems, time.monotonic() - t0, held,
                         [refusal(exc) for exc in refused])
 

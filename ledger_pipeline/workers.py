@@ -200,7 +200,7 @@ def post_on_shards(log: Any, run_id: str, options: Any, ops_engine: Any, account
     from ledger_pipeline.posting import TenantOutcome
     from ledger_pipeline.shards import assign_new, assignments
     from ledger_pipeline.state.ledger import load_window
-    from ledger_pipeline.state.vault import tenant_systems
+    from ledger_pipeline.state.vault import connected_systems
 
     keys = shard_keys(count)
     tenants = window_tenants(ops_engine, start, end)
@@ -241,7 +241,7 @@ def post_on_shards(log: Any, run_id: str, options: Any, ops_engine: Any, account
         if tasks:
             time.sleep(poll)
     posted = merge(start, end, parts, time.monotonic() - t0)
-    systems = {t: system for t, (system, _, _) in tenant_systems(ops_engine).items()}
+    systems = connected_systems(ops_engine)
     for shard, why in failed.items():
         log.warning(why)
         entries, _ = load_window(ops_engine, start, end, sorted(t for t in tenants if owner.get(t) == shard))

@@ -43,7 +43,7 @@ from ledger_pipeline.connections import (
     plan_stored,
     refresh_company_currencies,
 )
-from ledger_pipeline.dispatch import PostedWindow, PostingOptions, system_title, system_titles
+from ledger_pipeline.dispatch import PostedWindow, PostingOptions
 from ledger_pipeline.ledger.sink import SinkError, custom_id_for
 from ledger_pipeline.partitions import closed_window, monthly_partitions
 from ledger_pipeline.posting import (
@@ -67,8 +67,10 @@ from ledger_pipeline.resources import AccountingResource, PostingWorkers, R2aDat
 from ledger_pipeline.settings import load_settings
 from ledger_pipeline.state.ledger import load_window
 from ledger_pipeline.state.postings import SqlPostingStore
-from ledger_pipeline.state.vault import tenant_systems
+from ledger_pipeline.state.vault import connected_systems
 from ledger_pipeline.systems import SYSTEMS
+from ledger_pipeline.systems import title as system_title
+from ledger_pipeline.systems import titles as system_titles
 from ledger_pipeline.warehouse.store import Warehouse, replace_rows, transaction, window_where
 
 POSTINGS_LINEAGE = lineage({"custom_id": [("journal_entries", "custom_id")],
@@ -144,11 +146,6 @@ def utc_now() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC").tz_localize(None)
 
 
-def connected_systems(r2a: R2aDatabase) -> dict[str, str]:
-    """tenant -> system, for every tenant with an integration (connected or needing re-authorisation)."""
-    return {t: system for t, (system, _, _) in tenant_systems(r2a.ops_engine).items()}
-
-
 class ChartsConfig(dg.Config):
     refresh: str = "stale"  # "stale": only charts older than max_age_hours; "all": every tenant (gl_accounts_job)
     max_age_hours: float | None = None  # default LEDGER_CHART_MAX_AGE_HOURS (36)
@@ -168,7 +165,7 @@ def refresh_charts(context: dg.AssetExecutionContext, r2a: R2aDatabase, accounti
     (the close). Returns the materialization's metadata; a tenant whose fetch fails keeps its previous chart and is
     named in it."""
     s = load_settings()
-    systems = connected_systems(r2a)
+    systems = connected_systems(r2a.ops_engine)
     ops = r2a.ops_engine
     max_age = dt.timedelta(hours=max_age_hours or s.chart_max_age_hours)
     checked = chart_checks(ops)
@@ -626,11 +623,12 @@ def reconciliation_from_state(r2a: R2aDatabase, start: dt.date, end: dt.date, ru
     """The window's accounting.reconciliation rows from the operational posting state and remote changes (no
     request); `reads`: newer drift rows to keep (see reconcile.reconcile_from_state)."""
     entries, _ = load_window(r2a.ops_engine, start, end)
+    systems = connected_systems(r2a.ops_engine)
     # compared as posted: a foreign-currency entry with its rate and planned hash (connections.py)
-    entries = entries_as_posted(r2a.ops_engine, entries, connected_systems(r2a), start, end)
+    entries = entries_as_posted(r2a.ops_engine, entries, systems, start, end)
     changes = RemoteChangeStore(r2a.ops_engine)
     known = changes.load(start, end)
-    rows = reconcile_from_state(entries, SqlPostingStore(r2a.ops_engine).load(start, end), connected_systems(r2a),
+    rows = reconcile_from_state(entries, SqlPostingStore(r2a.ops_engine).load(start, end), systems,
                                 titles=system_titles(), known=known,
                                 policies=changes.policies(sorted(set(entries) | set(known))), remote_reads=reads)
     return recon_frame(rows, run_id, "posting_response")
@@ -679,7 +677,7 @@ def reconciliation_drift(context: dg.AssetExecutionContext, config: DriftConfig,
     state = SqlPostingStore(r2a.ops_engine).load(start, end)
     store = RemoteChangeStore(r2a.ops_engine, context.run_id)
     known = store.load(start, end)
-    systems = connected_systems(r2a)
+    systems = connected_systems(r2a.ops_engine)
     entries = entries_as_posted(r2a.ops_engine, entries, systems, start, end)  # with rate and planned hash
     posted = {t for by_t in state.values() for t in by_t}
     tenants = sorted(set(entries) | posted, key=lambda t: (last.get(t) or pd.Timestamp.min, t))
@@ -779,7 +777,7 @@ def repost_tenant_month(log: dg.DagsterLogManager, run_id: str, r2a: R2aDatabase
     entry's reconciliation row (checked_by repost) when `wh` is given. Raises RepostRefused with the reason."""
     start, end = month, clock.add_months(month, 1)
     entries, held = load_window(r2a.ops_engine, start, end, [tenant])
-    system = connected_systems(r2a).get(tenant)
+    system = connected_systems(r2a.ops_engine).get(tenant)
     if system is None:
         raise RepostRefused(f"tenant {tenant} is not connected to an accounting system: run `ledger-pipeline connect "
                             f"--tenant {tenant} --system <{'|'.join(SYSTEMS)}>`")

@@ -205,6 +205,11 @@ class TokenVault:
         return TokenVault._Locks(lock, FileLock(str(self.lock_dir / f"token-refresh-{bucket}.lock"), timeout=120))
 
 
+def connected_systems(engine: Engine) -> dict[str, str]:
+    """{tenant_id: system} for every tenant with an integration (connected or needing re-authorisation)."""
+    return {t: system for t, (system, _, _) in tenant_systems(engine).items()}
+
+
 def tenant_systems(engine: Engine) -> dict[str, tuple[str, str, str | None]]:
     """{tenant_id: (system, status, status_detail)}: each tenant's accounting system (the newest integration when
     a tenant was moved from one system to another)."""

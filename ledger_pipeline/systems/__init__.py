@@ -81,6 +81,11 @@ def title(system: str) -> str:
     return SYSTEMS[system].title if system in SYSTEMS else (system or "its accounting system")
 
 
+def titles() -> dict[str, str]:
+    """{system: its title} for every system of the registry (the posting engine's messages)."""
+    return {name: info.title for name, info in SYSTEMS.items()}
+
+
 def get(name: str) -> SystemInfo:
     if name not in SYSTEMS:
         raise ValueError(f"unknown accounting system {name!r}; known: {', '.join(SYSTEMS)}")
