@@ -409,18 +409,23 @@ def _tenant_currency(settings: Settings, tenant: str) -> str | None:
     return tenant_currencies(settings, [tenant]).get(tenant)
 
 
-def next_close_month(ops_engine: object, tenant: str, current: dt.date | None = None) -> dt.date:
-    """The month the tenant's next close posts: the last complete month while nothing is posted for it, else the
+def next_close_months(ops_engine: object, tenants: list[str], current: dt.date | None = None) -> dict[str, dt.date]:
+    """Per tenant, the month its next close posts: the last complete month while nothing is posted for it, else the
     current month (a posted month may well be locked: that is the accountant closing it). `current`: the business
-    month in progress (default: ledger_pipeline.clock)."""
+    month in progress (default: ledger_pipeline.clock). One query for all the tenants."""
     from ledger_pipeline.state.models import Posting
 
     current = current or clock.current_month()
     previous = clock.add_months(current, -1)
     with ops_engine.connect() as conn:  # type: ignore[attr-defined]
-        posted = conn.execute(select(Posting.tenant_id).where(
-            Posting.tenant_id == tenant, Posting.period == previous, Posting.status == "posted")).first()
-    return current if posted else previous
+        posted = set(conn.execute(select(Posting.tenant_id).distinct().where(  # no IN list: any number of tenants
+            Posting.period == previous, Posting.status == "posted")).scalars())
+    return {t: current if t in posted else previous for t in tenants}
+
+
+def next_close_month(ops_engine: object, tenant: str, current: dt.date | None = None) -> dt.date:
+    """`next_close_months` for one tenant."""
+    return next_close_months(ops_engine, [tenant], current)[tenant]
 
 
 month_end = clock.month_end  # the last day of a month: the date every journal entry of the month carries

@@ -39,6 +39,7 @@ from ledger_pipeline.service.preflight import (
     home_currency_check,
     link_fix,
     lock_check,
+    next_close_months,
     period_locks,
     record,
     scope_check,
@@ -46,7 +47,6 @@ from ledger_pipeline.service.preflight import (
 )
 from ledger_pipeline.service.store import ServiceStore, utcnow
 from ledger_pipeline.settings import Settings, load_settings
-from ledger_pipeline.state.models import Posting
 from ledger_pipeline.state.vault import Integration, tenant_systems
 from ledger_pipeline.systems import SYSTEMS, ChartAccount
 
@@ -182,12 +182,8 @@ def connections_ready(context: dg.AssetCheckExecutionContext, r2a: R2aDatabase,
 
 def months_to_check(ops_engine: object, tenants: list[str], today_month: dt.date) -> dict[str, set[dt.date]]:
     """The months the next close posts, per tenant: the current month, and the last complete month while the
-    tenant has nothing posted for it (a month already posted may be locked: that is the accountant closing it)."""
-    previous = clock.add_months(today_month, -1)
-    with ops_engine.connect() as conn:  # type: ignore[attr-defined]
-        posted = set(conn.execute(select(Posting.tenant_id).where(
-            Posting.period == previous, Posting.status == "posted")).scalars())
-    return {t: {today_month} | (set() if t in posted else {previous}) for t in tenants}
+    tenant has nothing posted for it (preflight.next_close_months)."""
+    return {t: {today_month, month} for t, month in next_close_months(ops_engine, tenants, today_month).items()}
 
 
 @dg.asset_check(
